@@ -1,0 +1,156 @@
+//! The client API: register operations, status, metrics and health, on the client port.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::json_body;
+use crate::member::{Consistency, Member, Reply};
+use crate::register::validate_key;
+use crate::types::Command;
+
+pub fn router(member: Arc<Member>) -> Router {
+    Router::new()
+        .route("/v1/kv/{key}", get(read).put(write))
+        .route("/v1/kv/{key}/cas", post(cas))
+        .merge(observability_routes())
+        .with_state(member)
+}
+
+/// Status, metrics and health: served on both ports.
+pub fn observability_routes() -> Router<Arc<Member>> {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadParams {
+    consistency: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WriteBody {
+    value: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasBody {
+    expected: i64,
+    new: i64,
+}
+
+fn parse_consistency(raw: Option<&str>) -> Result<Consistency, ApiError> {
+    match raw {
+        None | Some("linearizable") => Ok(Consistency::Linearizable),
+        Some("local") => Ok(Consistency::Local),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "unknown consistency {other:?}: use linearizable or local"
+        ))),
+    }
+}
+
+/// Turns an operation's result into the HTTP answer and records it in the metrics.
+fn respond(member: &Member, op: &str, key: &str, started: Instant, result: Result<Reply, ApiError>) -> Response {
+    let (outcome, response) = match result {
+        Ok(Reply::Value(value)) => ("ok", Json(json!({ "key": key, "value": value })).into_response()),
+        Ok(Reply::Forwarded(f)) => (f.outcome(), f.into_response()),
+        Err(e) => (e.outcome(), e.into_response()),
+    };
+    member.metrics.observe_request(op, outcome, started.elapsed().as_secs_f64());
+    response
+}
+
+async fn read(
+    State(member): State<Arc<Member>>,
+    Path(key): Path<String>,
+    params: Result<Query<ReadParams>, QueryRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        validate_key(&key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        let consistency = parse_consistency(params.consistency.as_deref())?;
+        member.read(&key, consistency, true).await
+    }
+    .await;
+    respond(&member, "read", &key, started, result)
+}
+
+async fn write(
+    State(member): State<Arc<Member>>,
+    Path(key): Path<String>,
+    body: Result<Json<WriteBody>, JsonRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        validate_key(&key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let body = json_body(body)?;
+        member.write(Command::Write { key: key.clone(), value: body.value }, true).await
+    }
+    .await;
+    respond(&member, "write", &key, started, result)
+}
+
+async fn cas(
+    State(member): State<Arc<Member>>,
+    Path(key): Path<String>,
+    body: Result<Json<CasBody>, JsonRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = async {
+        validate_key(&key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let body = json_body(body)?;
+        let command = Command::Cas { key: key.clone(), expected: body.expected, new: body.new };
+        member.write(command, true).await
+    }
+    .await;
+    respond(&member, "cas", &key, started, result)
+}
+
+async fn status(State(member): State<Arc<Member>>) -> Response {
+    Json(member.status()).into_response()
+}
+
+async fn metrics(State(member): State<Arc<Member>>) -> Response {
+    member.refresh_gauges();
+    (
+        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        member.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn ready(State(member): State<Arc<Member>>) -> Response {
+    if member.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no leader known, paused, or still applying").into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consistency_levels() {
+        assert_eq!(parse_consistency(None).ok(), Some(Consistency::Linearizable));
+        assert_eq!(parse_consistency(Some("local")).ok(), Some(Consistency::Local));
+        assert!(parse_consistency(Some("eventual")).is_err());
+    }
+}

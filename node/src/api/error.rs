@@ -1,0 +1,102 @@
+//! The error contract shared by every endpoint: JSON `{"error": "…"}` with a status code that
+//! tells a client whether its operation took effect (503 certainly not, 504 maybe).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde_json::json;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("compare-and-set failed: the current value is {current}")]
+    CasMismatch { current: i64 },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotImplemented(String),
+    /// The operation certainly did not take effect.
+    #[error("{0}")]
+    NotApplied(String),
+    /// The operation may or may not have taken effect.
+    #[error("{0}")]
+    Unknown(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        let (status, body) = match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, json!({ "error": message })),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, json!({ "error": message })),
+            ApiError::CasMismatch { current } => {
+                (StatusCode::CONFLICT, json!({ "error": message, "current": current }))
+            }
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, json!({ "error": message })),
+            ApiError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, json!({ "error": message })),
+            ApiError::NotApplied(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": message, "outcome": "not-applied" }),
+            ),
+            ApiError::Unknown(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                json!({ "error": message, "outcome": "unknown" }),
+            ),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl ApiError {
+    /// The outcome label used in metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad-request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::CasMismatch { .. } => "cas-mismatch",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::NotImplemented(_) => "not-implemented",
+            ApiError::NotApplied(_) => "not-applied",
+            ApiError::Unknown(_) => "unknown",
+        }
+    }
+}
+
+/// Another member's answer, relayed unchanged.
+#[derive(Debug)]
+pub struct Forwarded {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+impl Forwarded {
+    pub async fn from_response(response: reqwest::Response) -> Result<Self, ApiError> {
+        let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| ApiError::Unknown(format!("the leader's answer was cut off: {e}")))?;
+        Ok(Self { status, body })
+    }
+
+    pub fn outcome(&self) -> &'static str {
+        match self.status.as_u16() {
+            200..=299 => "ok",
+            409 => "cas-mismatch",
+            503 => "not-applied",
+            504 => "unknown",
+            _ => "error",
+        }
+    }
+}
+
+impl IntoResponse for Forwarded {
+    fn into_response(self) -> Response {
+        (self.status, [("content-type", "application/json")], self.body).into_response()
+    }
+}

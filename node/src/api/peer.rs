@@ -1,0 +1,281 @@
+//! The peer API: Raft RPCs and operations forwarded by followers (member-to-member, through
+//! the fault layer), and the admin API used by the operator. Everything here requires the
+//! bearer token; status, metrics and health are open as on the client port.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{post, put};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::client::observability_routes;
+use super::error::ApiError;
+use super::json_body;
+use crate::faults::{FaultSet, Verdict};
+use crate::member::{Consistency, Member, ReadRequest, Reply, FORWARD_READ_PATH, FORWARD_WRITE_PATH};
+use crate::network::FROM_HEADER;
+use crate::types::{Command, NodeId, TypeConfig};
+
+pub fn router(member: Arc<Member>) -> Router {
+    let peer_messages = Router::new()
+        .route("/raft/append", post(append))
+        .route("/raft/vote", post(vote))
+        .route("/raft/snapshot", post(snapshot))
+        .route(FORWARD_WRITE_PATH, post(forwarded_write))
+        .route(FORWARD_READ_PATH, post(forwarded_read))
+        .layer(middleware::from_fn_with_state(member.clone(), incoming_faults));
+    let admin = Router::new()
+        .route("/v1/admin/init", post(init))
+        .route("/v1/admin/learners", post(add_learner))
+        .route("/v1/admin/voters", put(set_voters).post(set_voters))
+        .route("/v1/admin/transfer-leader", post(transfer_leader))
+        .route("/v1/admin/peers", put(set_peers).get(get_peers))
+        .route("/v1/admin/faults", put(set_faults).get(get_faults));
+    peer_messages
+        .merge(admin)
+        .layer(middleware::from_fn_with_state(member.clone(), require_token))
+        .merge(observability_routes())
+        .with_state(member)
+}
+
+fn token_matches(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Compare in constant time so the token cannot be guessed byte by byte.
+    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+async fn require_token(State(member): State<Arc<Member>>, request: Request, next: Next) -> Response {
+    if token_matches(request.headers(), &member.peers.token) {
+        next.run(request).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+/// Incoming half of the fault layer: a paused member holds peer messages; a partition or loss
+/// towards the sender drops them (the sender sees the link as unreachable).
+async fn incoming_faults(State(member): State<Arc<Member>>, request: Request, next: Next) -> Response {
+    if let Err(e) = member.gate(member.deadline()).await {
+        return e.into_response();
+    }
+    let sender = request
+        .headers()
+        .get(FROM_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<NodeId>().ok());
+    if let Some(sender) = sender {
+        if member.faults.filter(sender).await == Verdict::Drop {
+            return ApiError::NotApplied(format!("message from member {sender} dropped by an injected fault"))
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Runs one Raft RPC; its result (including Raft's own errors) travels back as JSON.
+async fn raft_rpc<Req, Resp, E, Fut>(body: Result<Json<Req>, JsonRejection>, call: impl FnOnce(Req) -> Fut) -> Response
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    E: Serialize,
+    Fut: std::future::Future<Output = Result<Resp, E>>,
+{
+    match json_body(body) {
+        Ok(request) => Json(call(request).await).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn append(
+    State(m): State<Arc<Member>>,
+    body: Result<Json<openraft::raft::AppendEntriesRequest<TypeConfig>>, JsonRejection>,
+) -> Response {
+    raft_rpc(body, |r| m.raft.append_entries(r)).await
+}
+
+async fn vote(
+    State(m): State<Arc<Member>>,
+    body: Result<Json<openraft::raft::VoteRequest<NodeId>>, JsonRejection>,
+) -> Response {
+    raft_rpc(body, |r| m.raft.vote(r)).await
+}
+
+async fn snapshot(
+    State(m): State<Arc<Member>>,
+    body: Result<Json<openraft::raft::InstallSnapshotRequest<TypeConfig>>, JsonRejection>,
+) -> Response {
+    raft_rpc(body, |r| m.raft.install_snapshot(r)).await
+}
+
+fn reply(key: &str, result: Result<Reply, ApiError>) -> Response {
+    match result {
+        Ok(Reply::Value(value)) => Json(json!({ "key": key, "value": value })).into_response(),
+        Ok(Reply::Forwarded(f)) => f.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn forwarded_write(State(m): State<Arc<Member>>, body: Result<Json<Command>, JsonRejection>) -> Response {
+    match json_body(body) {
+        Ok(command) => {
+            let key = match &command {
+                Command::Write { key, .. } | Command::Cas { key, .. } => key.clone(),
+            };
+            reply(&key, m.write(command, false).await)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn forwarded_read(State(m): State<Arc<Member>>, body: Result<Json<ReadRequest>, JsonRejection>) -> Response {
+    match json_body(body) {
+        Ok(r) => reply(&r.key, m.read(&r.key, Consistency::Linearizable, false).await),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Accepts `host:port` with a non-empty host and a valid port.
+fn validate_addr(addr: &str) -> Result<(), ApiError> {
+    let valid = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if valid {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!("address {addr:?} is not host:port")))
+    }
+}
+
+fn validate_members(members: &BTreeMap<NodeId, String>) -> Result<(), ApiError> {
+    if members.contains_key(&0) {
+        return Err(ApiError::BadRequest("member ids start at 1".into()));
+    }
+    members.values().try_for_each(|a| validate_addr(a))
+}
+
+fn done(forwarded: Option<super::error::Forwarded>) -> Response {
+    match forwarded {
+        Some(f) => f.into_response(),
+        None => Json(json!({ "ok": true })).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InitRequest {
+    members: BTreeMap<NodeId, String>,
+}
+
+async fn init(State(m): State<Arc<Member>>, body: Result<Json<InitRequest>, JsonRejection>) -> Result<Response, ApiError> {
+    let InitRequest { members } = json_body(body)?;
+    validate_members(&members)?;
+    m.initialize(members).await?;
+    Ok(done(None))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LearnerRequest {
+    id: NodeId,
+    addr: String,
+}
+
+async fn add_learner(
+    State(m): State<Arc<Member>>,
+    body: Result<Json<LearnerRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let LearnerRequest { id, addr } = json_body(body)?;
+    validate_members(&BTreeMap::from([(id, addr.clone())]))?;
+    Ok(done(m.add_learner(id, addr).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VotersRequest {
+    voters: BTreeSet<NodeId>,
+}
+
+async fn set_voters(
+    State(m): State<Arc<Member>>,
+    body: Result<Json<VotersRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let VotersRequest { voters } = json_body(body)?;
+    Ok(done(m.set_voters(voters).await?))
+}
+
+async fn transfer_leader() -> ApiError {
+    ApiError::NotImplemented(
+        "openraft 0.9 has no leadership transfer; remove the leader from the voters instead \
+         (it steps down once the change commits)"
+            .into(),
+    )
+}
+
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct PeersRequest {
+    peers: BTreeMap<NodeId, String>,
+}
+
+async fn set_peers(
+    State(m): State<Arc<Member>>,
+    body: Result<Json<PeersRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let PeersRequest { peers } = json_body(body)?;
+    validate_members(&peers)?;
+    m.peers.addresses.merge(peers);
+    Ok(get_peers(State(m)).await)
+}
+
+async fn get_peers(State(m): State<Arc<Member>>) -> Response {
+    Json(PeersRequest { peers: m.peers.addresses.all() }).into_response()
+}
+
+async fn set_faults(
+    State(m): State<Arc<Member>>,
+    body: Result<Json<FaultSet>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    m.set_faults(json_body(body)?)?;
+    Ok(get_faults(State(m)).await)
+}
+
+async fn get_faults(State(m): State<Arc<Member>>) -> Response {
+    Json(json!({ "faults": m.faults.current(), "counters": m.faults.counters() })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert!(validate_addr("10.0.0.5:7000").is_ok());
+        assert!(validate_addr("demo-0.demo:7000").is_ok());
+        assert!(validate_addr("10.0.0.5").is_err());
+        assert!(validate_addr(":7000").is_err());
+        assert!(validate_addr("h:99999").is_err());
+    }
+
+    #[test]
+    fn bearer_token() {
+        let mut headers = HeaderMap::new();
+        assert!(!token_matches(&headers, "s3cret"));
+        headers.insert("authorization", "Bearer s3cret".parse().unwrap());
+        assert!(token_matches(&headers, "s3cret"));
+        assert!(!token_matches(&headers, "s3cre"));
+    }
+}

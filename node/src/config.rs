@@ -1,0 +1,137 @@
+//! Command-line flags of `caplab-node`; each can also be set through an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use thiserror::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Replication {
+    Raft,
+    Async,
+    Sync,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "caplab-node", version, about = "One member of a caplab replicated-register cluster")]
+pub struct Config {
+    /// This member's id (positive; never reused for a member whose data was lost).
+    #[arg(long, env = "CAPLAB_ID", value_parser = clap::value_parser!(u64).range(1..))]
+    pub id: u64,
+    /// Address of the client API.
+    #[arg(long, env = "CAPLAB_CLIENT_LISTEN", default_value = "0.0.0.0:8080")]
+    pub client_listen: SocketAddr,
+    /// Address of the peer API (Raft RPCs and the admin API).
+    #[arg(long, env = "CAPLAB_PEER_LISTEN", default_value = "0.0.0.0:7000")]
+    pub peer_listen: SocketAddr,
+    /// Where the log, vote and snapshots are kept.
+    #[arg(long, env = "CAPLAB_DATA_DIR", default_value = "/data")]
+    pub data_dir: PathBuf,
+    /// Replication protocol.
+    #[arg(long, env = "CAPLAB_REPLICATION", value_enum, default_value_t = Replication::Raft)]
+    pub replication: Replication,
+    /// File holding the bearer token of the admin and peer APIs (else CAPLAB_ADMIN_TOKEN).
+    #[arg(long, env = "CAPLAB_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Minimum election timeout in milliseconds (the maximum is twice this).
+    #[arg(long, env = "CAPLAB_ELECTION_TIMEOUT_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub election_timeout_ms: u64,
+    /// Leader heartbeat interval in milliseconds (must be below the election timeout).
+    #[arg(long, env = "CAPLAB_HEARTBEAT_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(10..=30_000))]
+    pub heartbeat_ms: u64,
+    /// Deadline of every client request in milliseconds.
+    #[arg(long, env = "CAPLAB_REQUEST_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub request_timeout_ms: u64,
+    /// Build a snapshot (and compact the log) after this many new entries.
+    #[arg(long, env = "CAPLAB_SNAPSHOT_LOGS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub snapshot_logs: u64,
+    /// Log output format.
+    #[arg(long, env = "CAPLAB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("no admin token: set --admin-token-file or CAPLAB_ADMIN_TOKEN")]
+    NoToken,
+    #[error("cannot read the admin token file {path}: {source}")]
+    TokenFile { path: PathBuf, source: std::io::Error },
+    #[error("the heartbeat interval ({heartbeat} ms) must be below the election timeout ({election} ms)")]
+    Timing { heartbeat: u64, election: u64 },
+    #[error("--replication {0:?} is not supported by this build yet; use raft")]
+    Unsupported(Replication),
+    #[error("invalid Raft configuration: {0}")]
+    Raft(String),
+}
+
+impl Config {
+    pub fn admin_token(&self) -> Result<String, ConfigError> {
+        let token = match &self.admin_token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::TokenFile { path: path.clone(), source })?,
+            None => std::env::var("CAPLAB_ADMIN_TOKEN").unwrap_or_default(),
+        };
+        let token = token.trim().to_string();
+        if token.is_empty() {
+            return Err(ConfigError::NoToken);
+        }
+        Ok(token)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn raft_config(&self) -> Result<openraft::Config, ConfigError> {
+        if self.replication != Replication::Raft {
+            return Err(ConfigError::Unsupported(self.replication));
+        }
+        if self.heartbeat_ms >= self.election_timeout_ms {
+            return Err(ConfigError::Timing { heartbeat: self.heartbeat_ms, election: self.election_timeout_ms });
+        }
+        openraft::Config {
+            cluster_name: "caplab".into(),
+            election_timeout_min: self.election_timeout_ms,
+            election_timeout_max: self.election_timeout_ms * 2,
+            heartbeat_interval: self.heartbeat_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
+            max_in_snapshot_log_to_keep: 1000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ConfigError::Raft(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("caplab-node").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let c = parse(&["--id", "1"]).unwrap();
+        assert_eq!(c.client_listen.port(), 8080);
+        assert_eq!(c.peer_listen.port(), 7000);
+        assert!(c.raft_config().is_ok());
+        assert!(parse(&["--id", "0"]).is_err());
+        assert!(parse(&["--id", "x"]).is_err());
+        let bad = parse(&["--id", "1", "--heartbeat-ms", "600", "--election-timeout-ms", "500"]).unwrap();
+        assert!(matches!(bad.raft_config(), Err(ConfigError::Timing { .. })));
+    }
+}

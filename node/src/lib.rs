@@ -1,0 +1,14 @@
+//! caplab-node: one member of a replicated-register cluster (Raft through openraft), with a
+//! client API, an admin/peer API, durable storage and an in-process fault layer.
+
+pub mod api;
+pub mod config;
+pub mod faults;
+pub mod member;
+pub mod metrics;
+pub mod network;
+pub mod register;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod types;

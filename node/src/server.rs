@@ -1,0 +1,111 @@
+//! Starts a member: storage, Raft, both listeners; stops it gracefully on SIGTERM/SIGINT.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::faults::Faults;
+use crate::member::Member;
+use crate::metrics::Metrics;
+use crate::network::{AddressBook, Network, PeerClient};
+use crate::types::Raft;
+use crate::{api, store};
+
+/// A running member with its bound addresses (useful when listening on port 0).
+pub struct Running {
+    pub member: Arc<Member>,
+    pub client_addr: std::net::SocketAddr,
+    pub peer_addr: std::net::SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    let token = config.admin_token()?;
+    let raft_config = Arc::new(config.raft_config()?);
+    let (log_store, state_machine) =
+        store::open(&config.data_dir).with_context(|| format!("opening {}", config.data_dir.display()))?;
+    let committed = log_store.committed_index();
+    let state = state_machine.shared();
+    let metrics = Arc::new(Metrics::default());
+    let faults = Arc::new(Faults::new(&metrics));
+    let peers = Arc::new(PeerClient::new(config.id, token, AddressBook::default(), faults.clone()));
+    let raft = Raft::new(config.id, raft_config, Network(peers.clone()), log_store, state_machine)
+        .await
+        .context("starting Raft")?;
+    let member = Arc::new(Member {
+        id: config.id,
+        raft,
+        state,
+        faults,
+        peers,
+        metrics,
+        committed,
+        request_timeout: config.request_timeout(),
+    });
+
+    let client = TcpListener::bind(config.client_listen)
+        .await
+        .with_context(|| format!("binding the client port {}", config.client_listen))?;
+    let peer = TcpListener::bind(config.peer_listen)
+        .await
+        .with_context(|| format!("binding the peer port {}", config.peer_listen))?;
+    let (shutdown, _) = watch::channel(false);
+    let running = Running {
+        member: member.clone(),
+        client_addr: client.local_addr()?,
+        peer_addr: peer.local_addr()?,
+        tasks: vec![
+            serve(client, api::client::router(member.clone()), shutdown.subscribe()),
+            serve(peer, api::peer::router(member.clone()), shutdown.subscribe()),
+            tokio::spawn(watch_leader(member)),
+        ],
+        shutdown,
+    };
+    tracing::info!(id = config.id, client = %running.client_addr, peer = %running.peer_addr, "member started");
+    Ok(running)
+}
+
+fn serve(listener: TcpListener, router: axum::Router, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stopped).await {
+            tracing::error!(error = %e, "listener failed");
+        }
+    })
+}
+
+/// Logs leader changes and counts them in the metrics.
+async fn watch_leader(member: Arc<Member>) {
+    let mut rx = member.raft.metrics();
+    let mut last = (None, 0);
+    while rx.changed().await.is_ok() {
+        let now = {
+            let m = rx.borrow();
+            (m.current_leader, m.current_term)
+        };
+        if now.0 != last.0 {
+            member.metrics.leader_changes.inc();
+            tracing::info!(leader = ?now.0, term = now.1, previous = ?last.0, "leader changed");
+        }
+        last = now;
+    }
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.shutdown.send_replace(true);
+        if let Err(e) = self.member.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        for task in self.tasks {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}

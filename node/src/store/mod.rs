@@ -1,0 +1,26 @@
+//! Durable storage for one member: the Raft log and vote in redb (fsynced on every commit),
+//! the state machine in memory with snapshots written atomically to disk.
+
+mod log_store;
+mod state_machine;
+
+use std::path::Path;
+
+use openraft::{AnyError, StorageIOError};
+
+pub use log_store::LogStore;
+pub use state_machine::{SharedState, StateMachine};
+
+use crate::types::StorageError;
+
+/// Opens (or creates) the log store and the state machine under `data_dir`.
+pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachine), StorageError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| io_error(StorageIOError::write(AnyError::new(&e))))?;
+    let log = LogStore::open(&data_dir.join("raft-log.redb"))?;
+    let sm = StateMachine::open(data_dir)?;
+    Ok((log, sm))
+}
+
+fn io_error(source: StorageIOError<crate::types::NodeId>) -> StorageError {
+    StorageError::IO { source }
+}

@@ -1,0 +1,429 @@
+//! Turns `spec.faults` into per-member fault sets (pure).
+//!
+//! Targets are resolved to ordinals when a fault starts (symbolic `leader` /
+//! `followers` use the leader of that moment) and recorded in status, so a
+//! fault keeps hitting the same members even after leadership moves. Ordinals
+//! are mapped to member ids on every reconcile, because a replaced member
+//! comes back under a new id.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::crd::{FaultKind, FaultSpec, FaultState, FaultStatus, Target};
+
+/// Peers a fault applies to (empty or omitted = every peer).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerFault {
+    /// Member ids.
+    #[serde(default)]
+    pub peers: Vec<u64>,
+}
+
+/// Message delay.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DelayFault {
+    /// Member ids (empty = all).
+    #[serde(default)]
+    pub peers: Vec<u64>,
+    /// Latency in ms.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Jitter in ms.
+    #[serde(default)]
+    pub jitter_ms: u64,
+}
+
+/// Message loss.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LossFault {
+    /// Member ids (empty = all).
+    #[serde(default)]
+    pub peers: Vec<u64>,
+    /// Drop probability.
+    #[serde(default)]
+    pub probability: f64,
+}
+
+/// A member's whole fault set, as `PUT /v1/admin/faults` takes it. `{}` heals.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultSet {
+    /// Partition from these peers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<PeerFault>,
+    /// Delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<DelayFault>,
+    /// Loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<LossFault>,
+    /// Freeze the member.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pause: bool,
+    /// Clock offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_ms: Option<i64>,
+}
+
+impl FaultSet {
+    /// Canonical form for comparison with what a member reports.
+    pub fn normalized(&self) -> FaultSet {
+        let mut s = self.clone();
+        if let Some(p) = s.partition.as_mut() {
+            p.peers.sort_unstable();
+            p.peers.dedup();
+        }
+        if let Some(d) = s.delay.as_mut() {
+            d.peers.sort_unstable();
+            d.peers.dedup();
+        }
+        if let Some(l) = s.loss.as_mut() {
+            l.peers.sort_unstable();
+            l.peers.dedup();
+            if l.probability == 0.0 {
+                s.loss = None;
+            }
+        }
+        if s.clock_skew_ms == Some(0) {
+            s.clock_skew_ms = None;
+        }
+        s
+    }
+
+    /// True when nothing is injected.
+    pub fn is_empty(&self) -> bool {
+        self.normalized() == FaultSet::default()
+    }
+}
+
+/// Something worth an Event.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FaultEvent {
+    /// A fault became active.
+    Started {
+        /// Fault name.
+        name: String,
+        /// Human description of the resolved targets.
+        detail: String,
+    },
+    /// A fault ended (expired or removed).
+    Ended {
+        /// Fault name.
+        name: String,
+        /// `expired` or `removed`.
+        why: &'static str,
+    },
+}
+
+/// The result of planning.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FaultPlan {
+    /// New `status.faults`.
+    pub statuses: Vec<FaultStatus>,
+    /// Desired fault set per ordinal (every ordinal in range has an entry).
+    pub sets: BTreeMap<u32, FaultSet>,
+    /// Ordinals whose pods must stay down.
+    pub crashed: BTreeSet<u32>,
+    /// Active fault kinds per ordinal.
+    pub member_faults: BTreeMap<u32, Vec<String>>,
+    /// Earliest expiry of an active fault.
+    pub next_expiry: Option<DateTime<Utc>>,
+    /// Events to publish.
+    pub events: Vec<FaultEvent>,
+}
+
+impl FaultPlan {
+    /// Names of active faults.
+    pub fn active_names(&self) -> Vec<String> {
+        self.statuses
+            .iter()
+            .filter(|f| f.state == FaultState::Active)
+            .map(|f| f.name.clone())
+            .collect()
+    }
+}
+
+/// Stable fingerprint of a fault spec (FNV-1a over its JSON).
+pub fn spec_hash(f: &FaultSpec) -> String {
+    let json = serde_json::to_string(f).unwrap_or_default();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in json.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn resolve_one(t: &Target, replicas: u32, leader: Option<u32>) -> Result<Vec<u32>, String> {
+    match t {
+        Target::Ordinal(o) if *o < replicas => Ok(vec![*o]),
+        Target::Ordinal(o) => Err(format!("ordinal {o} out of range")),
+        Target::Leader => leader.map(|l| vec![l]).ok_or_else(|| "no leader yet".to_string()),
+        Target::Followers | Target::Others => leader
+            .map(|l| (0..replicas).filter(|o| *o != l).collect())
+            .ok_or_else(|| "no leader yet".to_string()),
+        Target::Unknown(x) => Err(format!("unknown target {x:?}")),
+    }
+}
+
+/// Resolves a target list to sorted, unique ordinals.
+pub fn resolve_targets(
+    targets: &[Target],
+    replicas: u32,
+    leader: Option<u32>,
+) -> Result<Vec<u32>, String> {
+    let mut out = BTreeSet::new();
+    for t in targets {
+        out.extend(resolve_one(t, replicas, leader)?);
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Resolves partition groups; `others` is every member not named elsewhere.
+pub fn resolve_groups(
+    groups: &[Vec<Target>],
+    replicas: u32,
+    leader: Option<u32>,
+) -> Result<Vec<Vec<u32>>, String> {
+    let mut named = BTreeSet::new();
+    let mut out: Vec<Option<BTreeSet<u32>>> = Vec::new();
+    for g in groups {
+        if g.iter().any(|t| *t == Target::Others) {
+            out.push(None);
+            continue;
+        }
+        let set: BTreeSet<u32> = resolve_targets(g, replicas, leader)?.into_iter().collect();
+        named.extend(set.iter().copied());
+        out.push(Some(set));
+    }
+    Ok(out
+        .into_iter()
+        .map(|g| match g {
+            Some(s) => s.into_iter().collect(),
+            None => (0..replicas).filter(|o| !named.contains(o)).collect(),
+        })
+        .collect())
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn parse_ts(s: &Option<String>) -> Option<DateTime<Utc>> {
+    s.as_deref()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// How long reverted/expired faults stay listed after they are removed from the spec.
+const KEEP_REVERTED: i64 = 600;
+
+/// Plans the faults.
+///
+/// - `ids`: current member id of each ordinal (missing ordinals get no peers);
+/// - `leader`: ordinal of the current leader, if known.
+pub fn plan(
+    spec: &[FaultSpec],
+    prev: &[FaultStatus],
+    now: DateTime<Utc>,
+    replicas: u32,
+    ids: &BTreeMap<u32, u64>,
+    leader: Option<u32>,
+) -> FaultPlan {
+    let mut plan = FaultPlan::default();
+    for f in spec {
+        let hash = spec_hash(f);
+        let old = prev.iter().find(|p| p.name == f.name);
+        let st = match old {
+            Some(p)
+                if p.spec_hash == hash
+                    && matches!(p.state, FaultState::Active | FaultState::Expired) =>
+            {
+                let mut p = p.clone();
+                if p.state == FaultState::Active {
+                    if let Some(until) = parse_ts(&p.until) {
+                        if until <= now {
+                            p.state = FaultState::Expired;
+                            plan.events.push(FaultEvent::Ended {
+                                name: p.name.clone(),
+                                why: "expired",
+                            });
+                        }
+                    }
+                }
+                p
+            }
+            _ => start(f, &hash, now, replicas, leader, &mut plan.events),
+        };
+        plan.statuses.push(st);
+    }
+    for p in prev {
+        if spec.iter().any(|f| f.name == p.name) {
+            continue;
+        }
+        match p.state {
+            FaultState::Active => {
+                let mut p = p.clone();
+                p.state = FaultState::Reverted;
+                p.until = Some(ts(now));
+                plan.events.push(FaultEvent::Ended {
+                    name: p.name.clone(),
+                    why: "removed",
+                });
+                plan.statuses.push(p);
+            }
+            FaultState::Reverted | FaultState::Expired => {
+                let recent = parse_ts(&p.until)
+                    .map(|u| (now - u).num_seconds() < KEEP_REVERTED)
+                    .unwrap_or(false);
+                if recent {
+                    let mut p = p.clone();
+                    p.state = FaultState::Reverted;
+                    plan.statuses.push(p);
+                }
+            }
+            FaultState::Pending => {}
+        }
+    }
+    for o in 0..replicas {
+        plan.sets.insert(o, FaultSet::default());
+    }
+    for st in plan.statuses.iter().filter(|s| s.state == FaultState::Active) {
+        if let Some(until) = parse_ts(&st.until) {
+            plan.next_expiry = Some(plan.next_expiry.map_or(until, |n| n.min(until)));
+        }
+        let Some(f) = spec.iter().find(|f| f.name == st.name) else {
+            continue;
+        };
+        apply(f, st, ids, &mut plan);
+    }
+    plan
+}
+
+fn start(
+    f: &FaultSpec,
+    hash: &str,
+    now: DateTime<Utc>,
+    replicas: u32,
+    leader: Option<u32>,
+    events: &mut Vec<FaultEvent>,
+) -> FaultStatus {
+    let mut st = FaultStatus {
+        name: f.name.clone(),
+        kind: f.kind,
+        state: FaultState::Pending,
+        targets: vec![],
+        groups: vec![],
+        since: None,
+        until: None,
+        spec_hash: hash.to_string(),
+        message: None,
+    };
+    let resolved = if f.kind == FaultKind::Partition {
+        resolve_groups(&f.groups, replicas, leader).map(|g| (vec![], g))
+    } else {
+        resolve_targets(&f.targets, replicas, leader).map(|t| (t, vec![]))
+    };
+    match resolved {
+        Ok((targets, groups)) => {
+            st.state = FaultState::Active;
+            st.since = Some(ts(now));
+            st.until = f
+                .duration_seconds
+                .map(|d| ts(now + Duration::seconds(i64::try_from(d).unwrap_or(i64::MAX / 2))));
+            let detail = if f.kind == FaultKind::Partition {
+                format!("{} groups {:?}", f.kind.as_str(), groups)
+            } else {
+                format!("{} on ordinals {:?}", f.kind.as_str(), targets)
+            };
+            st.targets = targets;
+            st.groups = groups;
+            events.push(FaultEvent::Started {
+                name: f.name.clone(),
+                detail,
+            });
+        }
+        Err(m) => st.message = Some(m),
+    }
+    st
+}
+
+fn apply(f: &FaultSpec, st: &FaultStatus, ids: &BTreeMap<u32, u64>, plan: &mut FaultPlan) {
+    let mut mark = |plan: &mut FaultPlan, o: u32| {
+        let v = plan.member_faults.entry(o).or_default();
+        if !v.iter().any(|k| k == f.kind.as_str()) {
+            v.push(f.kind.as_str().to_string());
+        }
+    };
+    match f.kind {
+        FaultKind::Partition => {
+            for (gi, g) in st.groups.iter().enumerate() {
+                let others: Vec<u64> = st
+                    .groups
+                    .iter()
+                    .enumerate()
+                    .filter(|(gj, _)| *gj != gi)
+                    .flat_map(|(_, g)| g.iter())
+                    .filter(|o| !g.contains(o))
+                    .filter_map(|o| ids.get(o).copied())
+                    .collect();
+                if others.is_empty() {
+                    continue;
+                }
+                for o in g {
+                    if let Some(set) = plan.sets.get_mut(o) {
+                        let p = set.partition.get_or_insert_with(PeerFault::default);
+                        p.peers.extend(others.iter().copied());
+                        p.peers.sort_unstable();
+                        p.peers.dedup();
+                        mark(plan, *o);
+                    }
+                }
+            }
+        }
+        FaultKind::Crash => {
+            for o in &st.targets {
+                plan.crashed.insert(*o);
+                mark(plan, *o);
+            }
+        }
+        FaultKind::Pause | FaultKind::Delay | FaultKind::Loss | FaultKind::ClockSkew => {
+            for o in &st.targets {
+                let Some(set) = plan.sets.get_mut(o) else {
+                    continue;
+                };
+                match f.kind {
+                    FaultKind::Pause => set.pause = true,
+                    FaultKind::Delay => {
+                        let latency = f.latency_ms.unwrap_or(0);
+                        let keep = set.delay.as_ref().is_some_and(|d| d.latency_ms > latency);
+                        if !keep {
+                            set.delay = Some(DelayFault {
+                                peers: vec![],
+                                latency_ms: latency,
+                                jitter_ms: f.jitter_ms.unwrap_or(0),
+                            });
+                        }
+                    }
+                    FaultKind::Loss => {
+                        let p = f.probability.unwrap_or(0.0);
+                        let keep = set.loss.as_ref().is_some_and(|l| l.probability > p);
+                        if !keep {
+                            set.loss = Some(LossFault {
+                                peers: vec![],
+                                probability: p,
+                            });
+                        }
+                    }
+                    _ => set.clock_skew_ms = f.offset_ms,
+                }
+                mark(plan, *o);
+            }
+        }
+    }
+}

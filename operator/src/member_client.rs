@@ -1,0 +1,276 @@
+//! HTTP client for the member API (client port 8080, peer/admin port 7000).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::faults::FaultSet;
+
+/// Client port of a member.
+pub const CLIENT_PORT: u16 = 8080;
+/// Peer (Raft + admin) port of a member.
+pub const PEER_PORT: u16 = 7000;
+
+/// Errors talking to a member.
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    /// Transport error or timeout.
+    #[error("request to {url} failed: {source}")]
+    Http {
+        /// URL.
+        url: String,
+        /// Cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// Non-success status.
+    #[error("{url} answered {status}: {body}")]
+    Status {
+        /// URL.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// Body (truncated).
+        body: String,
+    },
+}
+
+impl MemberError {
+    /// HTTP status, when the member answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            MemberError::Status { status, .. } => Some(*status),
+            MemberError::Http { .. } => None,
+        }
+    }
+}
+
+/// Replication progress of a peer, as the leader sees it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PeerProgress {
+    /// Highest log index known replicated.
+    pub match_index: Option<u64>,
+    /// Entries behind.
+    pub lag_entries: Option<u64>,
+    /// Milliseconds since last contact.
+    pub last_contact_ms: Option<u64>,
+}
+
+/// `GET /v1/status`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NodeStatus {
+    /// Member id.
+    pub id: u64,
+    /// raft | async | sync.
+    pub replication: String,
+    /// Role.
+    pub role: String,
+    /// Term.
+    pub term: u64,
+    /// Leader (or primary) id.
+    pub leader: Option<u64>,
+    /// Commit index.
+    pub commit_index: u64,
+    /// Applied index.
+    pub applied_index: u64,
+    /// Last log index.
+    pub last_log_index: u64,
+    /// Voter ids.
+    pub voters: Vec<u64>,
+    /// Learner ids.
+    pub learners: Vec<u64>,
+    /// Leader only: progress per peer id.
+    pub peers: BTreeMap<String, PeerProgress>,
+    /// The fault set in force.
+    pub faults: Option<serde_json::Value>,
+}
+
+impl NodeStatus {
+    /// Is this member the leader (or primary)?
+    pub fn is_leader(&self) -> bool {
+        self.role == "leader" || self.role == "primary"
+    }
+
+    /// The fault set it reports (unparseable = unknown).
+    pub fn fault_set(&self) -> Option<FaultSet> {
+        match &self.faults {
+            None | Some(serde_json::Value::Null) => Some(FaultSet::default()),
+            Some(v) => serde_json::from_value::<FaultSet>(v.clone()).ok(),
+        }
+    }
+}
+
+/// Talks to members by pod IP.
+#[derive(Clone)]
+pub struct MemberClient {
+    http: reqwest::Client,
+    slow: reqwest::Client,
+}
+
+impl MemberClient {
+    /// Builds the client (2 s timeout; 30 s for blocking admin calls).
+    pub fn new() -> Result<Self, MemberError> {
+        let build = |t| {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(t))
+                .connect_timeout(Duration::from_secs(2))
+                .build()
+                .map_err(|source| MemberError::Http {
+                    url: String::new(),
+                    source,
+                })
+        };
+        Ok(Self {
+            http: build(2)?,
+            slow: build(30)?,
+        })
+    }
+
+    /// `GET http://<ip>:8080/v1/status`.
+    pub async fn status(&self, ip: &str) -> Result<NodeStatus, MemberError> {
+        let url = format!("http://{ip}:{CLIENT_PORT}/v1/status");
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|source| MemberError::Http {
+                url: url.clone(),
+                source,
+            })?;
+        let resp = check(&url, resp).await?;
+        resp.json()
+            .await
+            .map_err(|source| MemberError::Http { url, source })
+    }
+
+    async fn admin(
+        &self,
+        slow: bool,
+        method: reqwest::Method,
+        ip: &str,
+        path: &str,
+        token: &str,
+        body: serde_json::Value,
+    ) -> Result<(), MemberError> {
+        let url = format!("http://{ip}:{PEER_PORT}{path}");
+        let client = if slow { &self.slow } else { &self.http };
+        let resp = client
+            .request(method, &url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|source| MemberError::Http {
+                url: url.clone(),
+                source,
+            })?;
+        check(&url, resp).await.map(|_| ())
+    }
+
+    /// `POST /v1/admin/init`.
+    pub async fn init(
+        &self,
+        ip: &str,
+        token: &str,
+        members: &BTreeMap<u64, String>,
+    ) -> Result<(), MemberError> {
+        let body = json!({ "members": id_map(members) });
+        self.admin(true, reqwest::Method::POST, ip, "/v1/admin/init", token, body)
+            .await
+    }
+
+    /// `PUT /v1/admin/peers`.
+    pub async fn peers(
+        &self,
+        ip: &str,
+        token: &str,
+        peers: &BTreeMap<u64, String>,
+    ) -> Result<(), MemberError> {
+        let body = json!({ "peers": id_map(peers) });
+        self.admin(false, reqwest::Method::PUT, ip, "/v1/admin/peers", token, body)
+            .await
+    }
+
+    /// `POST /v1/admin/learners`.
+    pub async fn add_learner(
+        &self,
+        ip: &str,
+        token: &str,
+        id: u64,
+        addr: &str,
+    ) -> Result<(), MemberError> {
+        let body = json!({ "id": id, "addr": addr });
+        self.admin(true, reqwest::Method::POST, ip, "/v1/admin/learners", token, body)
+            .await
+    }
+
+    /// `PUT /v1/admin/voters`.
+    pub async fn set_voters(&self, ip: &str, token: &str, voters: &[u64]) -> Result<(), MemberError> {
+        let body = json!({ "voters": voters });
+        self.admin(true, reqwest::Method::PUT, ip, "/v1/admin/voters", token, body)
+            .await
+    }
+
+    /// `POST /v1/admin/transfer-leader`.
+    pub async fn transfer_leader(&self, ip: &str, token: &str, to: u64) -> Result<(), MemberError> {
+        let body = json!({ "to": to });
+        self.admin(
+            true,
+            reqwest::Method::POST,
+            ip,
+            "/v1/admin/transfer-leader",
+            token,
+            body,
+        )
+        .await
+    }
+
+    /// `PUT /v1/admin/faults`.
+    pub async fn faults(&self, ip: &str, token: &str, set: &FaultSet) -> Result<(), MemberError> {
+        let body = serde_json::to_value(set).unwrap_or_else(|_| json!({}));
+        self.admin(false, reqwest::Method::PUT, ip, "/v1/admin/faults", token, body)
+            .await
+    }
+
+    /// `POST /v1/admin/promote` (primary modes).
+    pub async fn promote(&self, ip: &str, token: &str) -> Result<(), MemberError> {
+        self.admin(true, reqwest::Method::POST, ip, "/v1/admin/promote", token, json!({}))
+            .await
+    }
+
+    /// `PUT /v1/admin/primary` (primary modes).
+    pub async fn set_primary(
+        &self,
+        ip: &str,
+        token: &str,
+        id: u64,
+        addr: &str,
+    ) -> Result<(), MemberError> {
+        let body = json!({ "id": id, "addr": addr });
+        self.admin(false, reqwest::Method::PUT, ip, "/v1/admin/primary", token, body)
+            .await
+    }
+}
+
+fn id_map(m: &BTreeMap<u64, String>) -> BTreeMap<String, String> {
+    m.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+async fn check(url: &str, resp: reqwest::Response) -> Result<reqwest::Response, MemberError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    let mut body = resp.text().await.unwrap_or_default();
+    body.truncate(300);
+    Err(MemberError::Status {
+        url: url.to_string(),
+        status: status.as_u16(),
+        body,
+    })
+}

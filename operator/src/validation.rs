@@ -1,0 +1,131 @@
+//! Spec validation done by the operator (the same rules as the CRD's OpenAPI
+//! and CEL rules, which a 1.20 API server does not enforce).
+
+use std::collections::BTreeSet;
+
+use crate::crd::{FaultKind, RegisterCluster, Replication, Target};
+
+/// Maximum members.
+pub const MAX_REPLICAS: i32 = 9;
+
+/// Collects every problem in the spec; empty means valid.
+pub fn validate(rc: &RegisterCluster) -> Vec<String> {
+    let spec = &rc.spec;
+    let mut errs = Vec::new();
+    if !(1..=MAX_REPLICAS).contains(&spec.replicas) {
+        errs.push(format!(
+            "replicas must be between 1 and {MAX_REPLICAS} (got {})",
+            spec.replicas
+        ));
+    }
+    if let Some(recorded) = rc.status.as_ref().and_then(|s| s.replication) {
+        if recorded != spec.replication {
+            errs.push(format!(
+                "replication is immutable (created as {recorded}, now {})",
+                spec.replication
+            ));
+        }
+    }
+    if let Some(img) = &spec.image {
+        if img.trim().is_empty() {
+            errs.push("image must not be empty".into());
+        }
+    }
+    if let Some(st) = &spec.storage {
+        if st.size.trim().is_empty() {
+            errs.push("storage.size must not be empty".into());
+        }
+    }
+    if let (Some(e), Some(h)) = (spec.election_timeout_ms, spec.heartbeat_ms) {
+        if h >= e {
+            errs.push(format!(
+                "heartbeatMs ({h}) must be below electionTimeoutMs ({e})"
+            ));
+        }
+    }
+    if let Some(e) = spec.election_timeout_ms {
+        if !(50..=60000).contains(&e) {
+            errs.push(format!("electionTimeoutMs must be in [50, 60000] (got {e})"));
+        }
+    }
+    if let Some(h) = spec.heartbeat_ms {
+        if !(10..=30000).contains(&h) {
+            errs.push(format!("heartbeatMs must be in [10, 30000] (got {h})"));
+        }
+    }
+    if let Some(f) = spec.failover_after_seconds {
+        if !(1..=3600).contains(&f) {
+            errs.push(format!("failoverAfterSeconds must be in [1, 3600] (got {f})"));
+        }
+    }
+    let replicas = u32::try_from(spec.replicas.max(0)).unwrap_or(0);
+    let mut names = BTreeSet::new();
+    for f in &spec.faults {
+        let n = &f.name;
+        if n.is_empty() || n.len() > 63 {
+            errs.push("fault names must be 1-63 characters".into());
+        }
+        if !names.insert(n.clone()) {
+            errs.push(format!("fault name {n:?} is used twice"));
+        }
+        let check_targets = |ts: &[Target], errs: &mut Vec<String>| {
+            for t in ts {
+                match t {
+                    Target::Ordinal(o) if *o >= replicas => errs.push(format!(
+                        "fault {n:?}: ordinal {o} out of range (replicas {replicas})"
+                    )),
+                    Target::Unknown(x) => errs.push(format!(
+                        "fault {n:?}: unknown target {x:?} (use ordinals, leader, followers)"
+                    )),
+                    _ => {}
+                }
+            }
+        };
+        if f.kind == FaultKind::Partition {
+            if f.groups.len() < 2 {
+                errs.push(format!("fault {n:?}: partition needs at least two groups"));
+            }
+            if f.groups.iter().any(Vec::is_empty) {
+                errs.push(format!("fault {n:?}: partition groups must not be empty"));
+            }
+            for g in &f.groups {
+                check_targets(g, &mut errs);
+            }
+        } else {
+            if f.targets.is_empty() {
+                errs.push(format!("fault {n:?}: targets must not be empty"));
+            }
+            if f.targets.contains(&Target::Others) {
+                errs.push(format!("fault {n:?}: 'others' is only valid in partition groups"));
+            }
+            check_targets(&f.targets, &mut errs);
+        }
+        match f.kind {
+            FaultKind::Delay if f.latency_ms.is_none() => {
+                errs.push(format!("fault {n:?}: delay needs latencyMs"))
+            }
+            FaultKind::Loss => match f.probability {
+                Some(p) if (0.0..=1.0).contains(&p) => {}
+                _ => errs.push(format!("fault {n:?}: loss needs probability in [0, 1]")),
+            },
+            FaultKind::ClockSkew if f.offset_ms.is_none() => {
+                errs.push(format!("fault {n:?}: clockSkew needs offsetMs"))
+            }
+            FaultKind::Crash | FaultKind::Pause | FaultKind::Partition
+                if spec.replication != Replication::Raft && f.kind == FaultKind::Partition =>
+            {
+                if f.groups.iter().flatten().any(|t| *t == Target::Others) {
+                    // fine: others works in every mode
+                }
+            }
+            _ => {}
+        }
+        if f.latency_ms.is_some_and(|l| l > 60000) || f.jitter_ms.is_some_and(|j| j > 60000) {
+            errs.push(format!("fault {n:?}: latencyMs/jitterMs must be at most 60000"));
+        }
+        if f.duration_seconds == Some(0) {
+            errs.push(format!("fault {n:?}: durationSeconds must be at least 1"));
+        }
+    }
+    errs
+}

@@ -1,0 +1,700 @@
+#!/usr/bin/env bash
+# tests/e2e/run.sh — caplab end-to-end suite on a real Kubernetes cluster (issue 4).
+#
+# Assumes:
+#   * a running cluster reachable through the current kubeconfig (KUBECONFIG);
+#   * the images caplab/operator:<tag> and caplab/node:<tag> already present on the
+#     node (tag 0.1.0 by default; no registry is used);
+#   * helm (v3/v4) and kubectl on PATH, or HELM / KUBECTL set, or both cached in
+#     ${CAPLAB_CACHE:-/var/cache/caplab}/tools/bin;
+#   * curl, and that the host can reach pod IPs (true on the local cluster of hack/,
+#     where pods live on docker0, and on kind/minikube from inside the node).
+#     Member ports: 8080 (client API).
+#
+# Steps (issue 4, "The end-to-end suite"); each is a function, run in order:
+#   1 install    helm install the chart; operator ready; helm test passes
+#   2 raft3      apply examples/raft-3.yaml; Available, 3 members, leader, term; write+read
+#   3 partition  partition the leader away; new leader, higher term; majority writes; heal
+#   4 scale      3 -> 5 -> 3 with a background writer; no acknowledged write lost
+#   5 crash      crash a member: Degraded but Available; heal: Ready
+#   6 async      examples/async-3-failover.yaml; crash the primary; promotion + loss report
+#   7 invalid    replicas: 0 and a replication change: refused or reported; cluster runs on
+#   8 delete     delete the resources; every pod/service/secret/PVC they created is gone
+#
+# Environment:
+#   CAPLAB_E2E_STEPS          steps to run, by number or name, e.g. "1 2 3" or "install,raft3"
+#                             (default: all). Steps 3-5 and 7 create the demo cluster if it
+#                             is missing, so they can run on their own after step 1.
+#   CAPLAB_E2E_KEEP_GOING=1   run the remaining steps after a failure (default: stop)
+#   CAPLAB_E2E_KEEP=1         leave the release and namespaces in place at the end
+#   CAPLAB_E2E_NAMESPACE      namespace of the RegisterClusters (default caplab-e2e)
+#   CAPLAB_E2E_OPERATOR_NAMESPACE / CAPLAB_E2E_RELEASE   (default caplab-system / caplab)
+#   CAPLAB_E2E_IMAGE_TAG      image tag of both images (default 0.1.0)
+#   CAPLAB_E2E_HELM_ARGS      extra `helm upgrade --install` arguments (word-split)
+#   CAPLAB_E2E_DEADLINE_FACTOR  integer multiplier for every deadline (default 1)
+#   CAPLAB_E2E_ARTIFACTS      directory to write failure dumps into (also printed)
+#
+# Output: progress lines, a diagnostic dump on failure, and a last line
+# "N passed, N failed". Exit status 0 only if every selected step passed.
+
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CACHE_BIN="${CAPLAB_CACHE:-/var/cache/caplab}/tools/bin"
+
+find_tool() { # <ENV value> <name>
+  if [[ -n $1 ]]; then printf '%s\n' "$1"
+  elif command -v "$2" >/dev/null 2>&1; then command -v "$2"
+  elif [[ -x $CACHE_BIN/$2 ]]; then printf '%s\n' "$CACHE_BIN/$2"
+  else printf '%s\n' "$2"
+  fi
+}
+KUBECTL=$(find_tool "${KUBECTL:-}" kubectl)
+HELM=$(find_tool "${HELM:-}" helm)
+
+NS=${CAPLAB_E2E_NAMESPACE:-caplab-e2e}
+OPNS=${CAPLAB_E2E_OPERATOR_NAMESPACE:-caplab-system}
+RELEASE=${CAPLAB_E2E_RELEASE:-caplab}
+TAG=${CAPLAB_E2E_IMAGE_TAG:-0.1.0}
+CHART=${CAPLAB_E2E_CHART:-$ROOT/charts/caplab}
+EXAMPLES=${CAPLAB_E2E_EXAMPLES:-$ROOT/examples}
+FACTOR=${CAPLAB_E2E_DEADLINE_FACTOR:-1}
+ARTIFACTS=${CAPLAB_E2E_ARTIFACTS:-}
+POLL=2            # seconds between polls
+HTTP_TIMEOUT=5    # seconds per HTTP request to a member
+CLIENT_PORT=8080  # members' client API port
+RUN_ID=$(date +%s)
+read -r -a HELM_ARGS <<<"${CAPLAB_E2E_HELM_ARGS:-}"
+
+# Helm's fullname rule (see charts/caplab/templates/_helpers.tpl).
+if [[ $RELEASE == *caplab* ]]; then OPDEPLOY=$RELEASE; else OPDEPLOY=$RELEASE-caplab; fi
+
+STEP_NAMES=(install raft3 partition scale crash async invalid delete)
+
+# ---------------------------------------------------------------------------
+# basics
+
+log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+k() { "$KUBECTL" "$@"; }
+kn() { "$KUBECTL" -n "$NS" "$@"; }
+
+# jp <regc name> <jsonpath>: a field of a RegisterCluster ("" when absent).
+jp() { kn get registercluster "$1" -o "jsonpath=$2" 2>/dev/null; }
+
+# Dump everything useful for a post-mortem (stdout, and $CAPLAB_E2E_ARTIFACTS if set).
+dump_diagnostics() {
+  local why=$1
+  {
+    echo "================ FAILURE: $why ================"
+    echo "---- RegisterClusters (all namespaces) ----"
+    k get registerclusters -A -o yaml 2>&1
+    echo "---- describe ----"
+    kn describe registerclusters 2>&1
+    echo "---- events in $NS ----"
+    kn get events --sort-by=.metadata.creationTimestamp 2>&1 | tail -n 80
+    echo "---- events in $OPNS ----"
+    k -n "$OPNS" get events --sort-by=.metadata.creationTimestamp 2>&1 | tail -n 30
+    echo "---- pods ----"
+    kn get pods,services,secrets,pvc -o wide 2>&1
+    k -n "$OPNS" get pods -o wide 2>&1
+    echo "---- operator log (deploy/$OPDEPLOY) ----"
+    k -n "$OPNS" logs "deploy/$OPDEPLOY" --all-containers --tail=400 2>&1
+    if [[ $(k -n "$OPNS" get pods -l "app.kubernetes.io/instance=$RELEASE" \
+              -o 'jsonpath={.items[*].status.containerStatuses[*].restartCount}' 2>/dev/null) =~ [1-9] ]]; then
+      echo "---- operator log, previous container ----"
+      k -n "$OPNS" logs "deploy/$OPDEPLOY" --all-containers --previous --tail=200 2>&1
+    fi
+    local p
+    for p in $(kn get pods -l caplab.dev/cluster -o 'jsonpath={.items[*].metadata.name}' 2>/dev/null); do
+      echo "---- member log $p (tail) ----"
+      kn logs "$p" --all-containers --tail=40 2>&1
+    done
+    echo "================ end of dump ================"
+  } | if [[ -n $ARTIFACTS ]]; then
+        mkdir -p "$ARTIFACTS"
+        tee -a "$ARTIFACTS/e2e-failure-$RUN_ID.log"
+      else
+        cat
+      fi
+}
+
+fail() { # <message>: dump and end the current step (steps run in subshells)
+  log "FAIL: $*"
+  dump_diagnostics "$*"
+  exit 1
+}
+
+# wait_for <description> <deadline-seconds> <command...>
+# Polls the command every $POLL s until it succeeds; its output is shown as progress.
+# On timeout: prints the last output, dumps diagnostics and exits (the step fails).
+wait_for() {
+  local desc=$1 deadline=$(( $2 * FACTOR )); shift 2
+  local start=$SECONDS last_shown=$SECONDS out=""
+  log "waiting up to ${deadline}s for: $desc"
+  while true; do
+    if out=$("$@" 2>&1); then
+      log "  ok after $(( SECONDS - start ))s: $desc${out:+ ($out)}"
+      return 0
+    fi
+    if (( SECONDS - start >= deadline )); then
+      log "  last observation: ${out:-<none>}"
+      fail "timed out after ${deadline}s waiting for: $desc"
+    fi
+    if (( SECONDS - last_shown >= 15 )); then
+      log "  still waiting ($(( SECONDS - start ))s): ${out:-<no output>}"
+      last_shown=$SECONDS
+    fi
+    sleep "$POLL"
+  done
+}
+
+# check <description> <command...>: a one-shot assertion.
+check() {
+  local desc=$1 out; shift
+  if out=$("$@" 2>&1); then
+    log "  ok: $desc${out:+ ($out)}"
+  else
+    log "  observed: ${out:-<none>}"
+    fail "$desc"
+  fi
+}
+
+# ---------------------------------------------------------------------------
+# RegisterCluster predicates (print what they saw; succeed when it matches)
+
+summary() { # <name>
+  local s
+  s=$(jp "$1" '{.status.phase}|{.status.conditions[?(@.type=="Available")].status}|{.status.readyReplicas}|{.spec.replicas}|{.status.leader}|{.status.term}')
+  IFS='|' read -r PH AV RR SR LD TM <<<"$s"
+  echo "phase=${PH:-?} available=${AV:-?} ready=${RR:-0}/${SR:-?} leader=${LD:-none} term=${TM:-?}"
+}
+
+# members <name>: one line per member "name|role|reachable|term|lag|ordinal"
+members() {
+  jp "$1" '{range .status.members[*]}{.name}|{.role}|{.reachable}|{.term}|{.lag}|{.ordinal}{"\n"}{end}'
+}
+
+is_leader_role() { [[ ${1,,} == leader || ${1,,} == primary ]]; }
+
+# converged <name> <n>: phase Ready, Available=True, n ready members, all reachable,
+# exactly one leader, which is status.leader, and (Raft) every member in the same term.
+converged() {
+  local name=$1 n=$2 PH AV RR SR LD TM
+  IFS='|' read -r PH AV RR SR LD TM < <(jp "$name" '{.status.phase}|{.status.conditions[?(@.type=="Available")].status}|{.status.readyReplicas}|{.spec.replicas}|{.status.leader}|{.status.term}'; echo)
+  local count=0 leaders=0 unreachable="" terms="" lagging="" m role reach term lag ord
+  while IFS='|' read -r m role reach term lag ord; do
+    [[ -z $m ]] && continue
+    count=$(( count + 1 ))
+    if is_leader_role "$role"; then
+      leaders=$(( leaders + 1 ))
+      [[ $m == "$LD" ]] || unreachable+=" leader-role:$m!=status.leader:$LD"
+    fi
+    [[ $reach == true ]] || unreachable+=" $m"
+    [[ -n $term && " $terms " != *" $term "* ]] && terms+=" $term"
+    [[ -z $lag || $lag == 0 ]] || lagging+=" $m:$lag"
+  done < <(members "$name")
+  echo "$(summary "$name") members=$count leaders=$leaders terms=[${terms# }] unreachable=[${unreachable# }] lagging=[${lagging# }]"
+  [[ $PH == Ready && $AV == True && ${RR:-0} == "$n" && $count == "$n" && $leaders == 1 \
+     && -n $LD && -z $unreachable && -z $lagging && ${terms# } != *" "* ]]
+}
+
+available_with_leader() { # <name> <n>: Available=True, n ready, a leader and a term >= 1
+  local name=$1 n=$2 AV RR LD TM
+  IFS='|' read -r AV RR LD TM < <(jp "$name" '{.status.conditions[?(@.type=="Available")].status}|{.status.readyReplicas}|{.status.leader}|{.status.term}'; echo)
+  summary "$name"
+  [[ $AV == True && ${RR:-0} == "$n" && -n $LD && ${TM:-0} =~ ^[0-9]+$ && ${TM:-0} -ge 1 ]]
+}
+
+member_count_is() { # <name> <n>
+  local c; c=$(jp "$1" '{.status.members[*].name}' | wc -w)
+  echo "members=$c"; [[ $c == "$2" ]]
+}
+
+pod_count_is() { # <name> <n>: member pods that exist (any phase)
+  local c; c=$(kn get pods -l "caplab.dev/cluster=$1" -o name 2>/dev/null | wc -l)
+  echo "pods=$c"; [[ $c == "$2" ]]
+}
+
+# fault_active <name> <fault>: state active with resolved targets (or groups) recorded.
+fault_active() {
+  local st tg
+  st=$(jp "$1" "{.status.faults[?(@.name==\"$2\")].state}")
+  tg=$(jp "$1" "{.status.faults[?(@.name==\"$2\")].targets}{.status.faults[?(@.name==\"$2\")].groups}")
+  echo "fault $2: state=${st:-absent} targets=${tg:-none}"
+  [[ ${st,,} == active && -n $tg && $tg != "[]" ]]
+}
+
+# fault_healed <name> <fault>: gone from status, or reverted/expired.
+fault_healed() {
+  local st; st=$(jp "$1" "{.status.faults[?(@.name==\"$2\")].state}")
+  echo "fault $2: state=${st:-absent}"
+  [[ -z $st || ${st,,} == reverted || ${st,,} == expired ]]
+}
+
+new_leader() { # <name> <old leader> <old term>
+  local LD TM
+  IFS='|' read -r LD TM < <(jp "$1" '{.status.leader}|{.status.term}'; echo)
+  echo "leader=${LD:-none} term=${TM:-?} (was $2 in term $3)"
+  [[ -n $LD && $LD != "$2" && ${TM:-0} =~ ^[0-9]+$ && ${TM:-0} -gt $3 ]]
+}
+
+member_reachable_is() { # <name> <member> <true|false>
+  local r; r=$(jp "$1" "{.status.members[?(@.name==\"$2\")].reachable}")
+  echo "$2 reachable=${r:-?}"; [[ $r == "$3" ]]
+}
+
+phase_is() { # <name> <phase> [Available status]
+  local PH AV
+  IFS='|' read -r PH AV < <(jp "$1" '{.status.phase}|{.status.conditions[?(@.type=="Available")].status}'; echo)
+  echo "phase=${PH:-?} available=${AV:-?}"
+  [[ $PH == "$2" && ( -z ${3:-} || $AV == "$3" ) ]]
+}
+
+pod_down() { # <pod>: deleted, terminating, or not ready
+  local s
+  if ! s=$(kn get pod "$1" -o 'jsonpath={.metadata.deletionTimestamp}|{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null); then
+    echo "$1 absent"; return 0
+  fi
+  echo "$1 deletion/ready=$s"
+  [[ $s != "|True" ]]
+}
+
+regc_gone() { local l; l=$(kn get registerclusters -o name 2>/dev/null); echo "left: ${l:-none}"; [[ -z $l ]]; }
+
+# Events about one object, as "reason: message" lines.
+events_of() {
+  kn get events --field-selector "involvedObject.name=$1" \
+    -o 'jsonpath={range .items[*]}{.reason}: {.message}{"\n"}{end}' 2>/dev/null
+}
+# A fingerprint that changes whenever an Event about the object is created or repeated.
+events_fingerprint() {
+  kn get events --field-selector "involvedObject.name=$1" \
+    -o 'jsonpath={range .items[*]}{.metadata.name}:{.count}:{.series.count}:{.lastTimestamp}:{.eventTime}{"\n"}{end}' 2>/dev/null | sort | md5sum
+}
+
+# invalid_reported <name>: a condition says the spec is invalid.
+invalid_reported() {
+  local line t s r hit=""
+  while IFS='|' read -r t s r; do
+    [[ -z $t ]] && continue
+    if [[ ${t,,} == *invalid* && $s == True ]] \
+       || [[ ${t,,} == *valid* && ${t,,} != *invalid* && $s == False ]] \
+       || [[ ${r,,} == *invalid* && ${t} != Available ]]; then
+      hit+=" $t=$s($r)"
+    fi
+  done < <(jp "$1" '{range .status.conditions[*]}{.type}|{.status}|{.reason}{"\n"}{end}')
+  line=$(jp "$1" '{range .status.conditions[*]}{.type}={.status} {end}')
+  echo "conditions: ${line:-none}${hit:+ -> invalid:$hit}"
+  [[ -n $hit ]]
+}
+invalid_cleared() { ! invalid_reported "$1"; }
+
+new_event_matching() { # <name> <old fingerprint> <regex>
+  local fp; fp=$(events_fingerprint "$1")
+  local ev; ev=$(events_of "$1" | grep -Ei "$3" | tail -n 3)
+  echo "events matching /$3/: ${ev:-none}"
+  [[ $fp != "$2" && -n $ev ]]
+}
+
+# ---------------------------------------------------------------------------
+# client API (through the client Service's ClusterIP, the leader's pod IP or any member)
+
+HTTP_CODE="" HTTP_BODY=""
+http() { # <method> <url> [json body]; sets HTTP_CODE / HTTP_BODY
+  local out
+  local args=(-sS -L -m "$HTTP_TIMEOUT" --connect-timeout 3 -X "$1" -w '\n%{http_code}')
+  [[ -n ${3:-} ]] && args+=(-H 'content-type: application/json' --data "$3")
+  HTTP_CODE="" HTTP_BODY=""
+  out=$(curl "${args[@]}" "$2" 2>&1) || { HTTP_BODY=$out; return 1; }
+  HTTP_CODE=${out##*$'\n'}
+  HTTP_BODY=${out%$'\n'*}
+  [[ $HTTP_CODE == 200 ]]
+}
+
+json_value() { sed -n 's/.*"value"[[:space:]]*:[[:space:]]*\(-\{0,1\}[0-9]\{1,\}\).*/\1/p' <<<"$1"; }
+
+pod_ip() { kn get pod "$1" -o 'jsonpath={.status.podIP}' 2>/dev/null; }
+
+# endpoints <name> <any|leader|service>: candidate client addresses, best first.
+endpoints() {
+  local name=$1 scope=$2 leader
+  {
+    if [[ $scope == any || $scope == service ]]; then
+      kn get services -l "caplab.dev/cluster=$name" \
+        -o 'jsonpath={range .items[*]}{.spec.clusterIP}{"\n"}{end}' 2>/dev/null | grep -v -e '^None$' || true
+    fi
+    if [[ $scope == any || $scope == leader ]]; then
+      leader=$(jp "$name" '{.status.leader}')
+      [[ -n $leader ]] && pod_ip "$leader" && echo
+    fi
+    if [[ $scope == any ]]; then
+      kn get pods -l "caplab.dev/cluster=$name" \
+        -o 'jsonpath={range .items[*]}{.status.podIP}{"\n"}{end}' 2>/dev/null
+    fi
+  } | awk 'NF && !seen[$0]++'
+}
+
+# kv_put <name> <key> <value> [scope]: write; succeeds on the first endpoint that acks.
+kv_put() {
+  local name=$1 key=$2 val=$3 scope=${4:-any} ip errs=""
+  for ip in $(endpoints "$name" "$scope"); do
+    if http PUT "http://$ip:$CLIENT_PORT/v1/kv/$key" "{\"value\":$val}" \
+       && [[ $(json_value "$HTTP_BODY") == "$val" ]]; then
+      echo "PUT $key=$val acked by $ip"
+      return 0
+    fi
+    errs+=" $ip:${HTTP_CODE:-err}:${HTTP_BODY:0:120}"
+  done
+  echo "PUT $key=$val not acked:${errs:- no endpoints}"
+  return 1
+}
+
+# kv_get <name> <key> [scope]: linearizable read (the API's default); prints the value.
+kv_get() {
+  local name=$1 key=$2 scope=${3:-any} ip errs=""
+  for ip in $(endpoints "$name" "$scope"); do
+    if http GET "http://$ip:$CLIENT_PORT/v1/kv/$key"; then
+      json_value "$HTTP_BODY"
+      return 0
+    fi
+    errs+=" $ip:${HTTP_CODE:-err}:${HTTP_BODY:0:120}"
+  done
+  echo "GET $key failed:${errs:- no endpoints}" >&2
+  return 1
+}
+
+kv_reads() { # <name> <key> <expected> [scope]
+  local v; v=$(kv_get "$1" "$2" "${4:-any}") || { echo "read of $2 failed"; return 1; }
+  echo "$2=$v"; [[ $v == "$3" ]]
+}
+
+# ---------------------------------------------------------------------------
+# shared fixtures
+
+patch_spec() { # <name> <json for .spec>
+  log "patch regc/$1 spec: $2"
+  kn patch registercluster "$1" --type merge -p "{\"spec\":$2}"
+}
+
+DEMO_KEYS=()   # keys written by steps, checked again later (within one step's subshell)
+
+ensure_demo() { # create examples/raft-3.yaml's cluster if a step runs on its own
+  if ! kn get registercluster demo >/dev/null 2>&1; then
+    log "regc/demo missing: applying examples/raft-3.yaml"
+    kn apply -f "$EXAMPLES/raft-3.yaml" || fail "kubectl apply raft-3.yaml"
+  fi
+  wait_for "regc/demo converged with 3 members" 300 converged demo 3
+}
+
+# ---------------------------------------------------------------------------
+# steps
+
+step_install() {
+  log "helm upgrade --install $RELEASE $CHART -n $OPNS (images tag $TAG)"
+  "$HELM" upgrade --install "$RELEASE" "$CHART" -n "$OPNS" --create-namespace \
+    --set "image.tag=$TAG" --set "nodeImage.tag=$TAG" "${HELM_ARGS[@]}" \
+    || fail "helm upgrade --install failed"
+  wait_for "CRD registerclusters.caplab.dev established" 60 \
+    k wait --for=condition=Established --timeout=5s crd/registerclusters.caplab.dev
+  wait_for "operator deployment $OPNS/$OPDEPLOY available" 180 deployment_ready
+  log "helm test $RELEASE"
+  if ! "$HELM" test "$RELEASE" -n "$OPNS" --timeout 3m --logs; then
+    k -n "$OPNS" logs "$OPDEPLOY-test-operator-healthy" 2>&1 | tail -n 50
+    fail "helm test failed"
+  fi
+  check "operator runs as non-root with a read-only root filesystem" operator_hardened
+  k create namespace "$NS" >/dev/null 2>&1 || true
+  check "namespace $NS exists" k get namespace "$NS" -o name
+}
+
+deployment_ready() {
+  local s; s=$(k -n "$OPNS" get deployment "$OPDEPLOY" \
+    -o 'jsonpath={.status.readyReplicas}/{.spec.replicas} updated={.status.updatedReplicas} gen={.status.observedGeneration}/{.metadata.generation}' 2>&1)
+  echo "$s"
+  local ready=${s%%/*} rest=${s#*/}
+  [[ -n $ready && $ready == "${rest%% *}" && $ready -ge 1 ]]
+}
+
+operator_hardened() {
+  local s; s=$(k -n "$OPNS" get deployment "$OPDEPLOY" \
+    -o 'jsonpath={.spec.template.spec.securityContext.runAsNonRoot} {.spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem} {.spec.template.spec.containers[0].securityContext.capabilities.drop[*]}')
+  echo "$s"; [[ $s == "true true ALL" ]]
+}
+
+step_raft3() {
+  log "kubectl apply -f examples/raft-3.yaml -n $NS"
+  kn apply -f "$EXAMPLES/raft-3.yaml" || fail "kubectl apply raft-3.yaml"
+  wait_for "regc/demo Available=True with 3 ready members, a leader and a term" 300 available_with_leader demo 3
+  wait_for "regc/demo converged (Ready, 3 members, one leader, all reachable)" 120 converged demo 3
+  check "exactly 3 member pods" pod_count_is demo 3
+  local key=e2e-$RUN_ID-a
+  wait_for "write $key=5 through the client Service (or a member)" 60 kv_put demo "$key" 5
+  wait_for "linearizable read of $key returns 5" 30 kv_reads demo "$key" 5
+}
+
+step_partition() {
+  ensure_demo
+  local old_leader old_term
+  old_leader=$(jp demo '{.status.leader}'); old_term=$(jp demo '{.status.term}')
+  log "leader before the partition: $old_leader (term $old_term)"
+  patch_spec demo '{"faults":[{"name":"cut-leader","kind":"partition","groups":[["leader"],["followers"]]}]}' \
+    || fail "patch spec.faults"
+  wait_for "fault cut-leader active with resolved targets" 60 fault_active demo cut-leader
+  wait_for "a new leader (not $old_leader) in a term > $old_term" 120 new_leader demo "$old_leader" "$old_term"
+  wait_for "$old_leader reported unreachable by the majority" 60 member_reachable_is demo "$old_leader" false
+  local key=e2e-$RUN_ID-b
+  wait_for "write $key=7 through the majority's leader" 60 kv_put demo "$key" 7 leader
+  wait_for "linearizable read of $key from the majority returns 7" 30 kv_reads demo "$key" 7 leader
+  patch_spec demo '{"faults":[]}' || fail "patch spec.faults"
+  wait_for "fault cut-leader healed" 120 fault_healed demo cut-leader
+  wait_for "all 3 members converge (reachable, one leader, same term, no lag)" 180 converged demo 3
+  wait_for "read of $key after healing returns 7" 30 kv_reads demo "$key" 7
+}
+
+WRITER_PID=""
+stop_writer() {
+  if [[ -n $WRITER_PID ]]; then kill "$WRITER_PID" 2>/dev/null; wait "$WRITER_PID" 2>/dev/null; WRITER_PID=""; fi
+}
+
+# Background single writer: counter values 1, 2, 3, ... to one key, recording which
+# were acknowledged and which are indeterminate (no answer / error).
+start_writer() { # <name> <key> <dir>
+  local name=$1 key=$2 dir=$3
+  : >"$dir/acked"; : >"$dir/failed"; echo 0 >"$dir/attempted"
+  (
+    i=0
+    while true; do
+      i=$(( i + 1 )); echo "$i" >"$dir/attempted"
+      if kv_put "$name" "$key" "$i" >/dev/null 2>&1; then echo "$i" >>"$dir/acked"; else echo "$i" >>"$dir/failed"; fi
+      sleep 0.3
+    done
+  ) &
+  WRITER_PID=$!
+}
+
+# no_ack_lost <name> <key> <dir>: final value is the last acknowledged one, or a later
+# indeterminate write (a write without an answer may still have taken effect).
+no_ack_lost() {
+  local name=$1 key=$2 dir=$3 v last att
+  last=$(tail -n 1 "$dir/acked"); att=$(cat "$dir/attempted")
+  v=$(kv_get "$name" "$key") || { echo "read of $key failed"; return 1; }
+  echo "$key=$v last-acked=${last:-none} attempted=$att acked=$(wc -l <"$dir/acked") unacked=$(wc -l <"$dir/failed")"
+  [[ -n $last && -n $v ]] || return 1
+  (( v == last )) && return 0
+  (( v > last && v <= att )) && grep -qx "$v" "$dir/failed"
+}
+
+step_scale() {
+  ensure_demo
+  local tmp; tmp=$(mktemp -d)
+  trap 'stop_writer; rm -rf "$tmp"' EXIT
+  local i keys=()
+  for i in 1 2 3; do
+    keys+=("e2e-$RUN_ID-s$i")
+    wait_for "write ${keys[-1]}=$i" 60 kv_put demo "${keys[-1]}" "$i"
+  done
+  local counter=e2e-$RUN_ID-counter
+  start_writer demo "$counter" "$tmp"
+  log "background writer on $counter (pid $WRITER_PID)"
+
+  patch_spec demo '{"replicas":5}' || fail "patch replicas 5"
+  wait_for "regc/demo scaled to 5 members, converged" 420 converged demo 5
+  check "exactly 5 member pods" pod_count_is demo 5
+  for i in 1 2 3; do wait_for "read ${keys[i-1]} after scale-up" 30 kv_reads demo "${keys[i-1]}" "$i"; done
+  for i in 4 5; do
+    keys+=("e2e-$RUN_ID-s$i")
+    wait_for "write ${keys[-1]}=$i on 5 members" 60 kv_put demo "${keys[-1]}" "$i"
+  done
+
+  patch_spec demo '{"replicas":3}' || fail "patch replicas 3"
+  wait_for "regc/demo scaled to 3 members, converged" 420 converged demo 3
+  wait_for "member pods 3 and 4 deleted" 120 pod_count_is demo 3
+  sleep 2
+  stop_writer
+  for i in 1 2 3 4 5; do wait_for "read ${keys[i-1]} after scale-down" 30 kv_reads demo "${keys[i-1]}" "$i"; done
+  wait_for "no acknowledged write of the background writer lost" 30 no_ack_lost demo "$counter" "$tmp"
+}
+
+step_crash() {
+  ensure_demo
+  local leader ord="" m role reach term lag o
+  leader=$(jp demo '{.status.leader}')
+  while IFS='|' read -r m role reach term lag o; do
+    if [[ -n $m && $m != "$leader" ]]; then ord=${o:-${m##*-}}; break; fi
+  done < <(members demo)
+  [[ $ord =~ ^[0-9]+$ ]] || fail "could not pick a follower to crash (leader $leader)"
+  log "crashing follower demo-$ord (leader is $leader)"
+  patch_spec demo "{\"faults\":[{\"name\":\"crash-one\",\"kind\":\"crash\",\"targets\":[$ord]}]}" || fail "patch spec.faults"
+  wait_for "fault crash-one active" 60 fault_active demo crash-one
+  wait_for "pod demo-$ord down" 60 pod_down "demo-$ord"
+  wait_for "phase Degraded while still Available=True" 120 phase_is demo Degraded True
+  local key=e2e-$RUN_ID-c
+  wait_for "write $key=11 while degraded" 60 kv_put demo "$key" 11
+  patch_spec demo '{"faults":[]}' || fail "patch spec.faults"
+  wait_for "fault crash-one healed" 120 fault_healed demo crash-one
+  wait_for "back to Ready with 3 members" 240 converged demo 3
+  wait_for "read $key after recovery" 30 kv_reads demo "$key" 11
+}
+
+step_async() {
+  local name=async-demo
+  log "kubectl apply -f examples/async-3-failover.yaml -n $NS"
+  kn apply -f "$EXAMPLES/async-3-failover.yaml" || fail "kubectl apply async-3-failover.yaml"
+  wait_for "regc/$name Available with 3 ready members and a primary" 300 available_with_leader "$name" 3
+  wait_for "regc/$name converged" 120 converged "$name" 3
+  local primary term fp i
+  primary=$(jp "$name" '{.status.leader}'); term=$(jp "$name" '{.status.term}')
+  log "primary: $primary (term/epoch $term)"
+  for i in 1 2 3; do wait_for "write a$i=$i to the primary" 60 kv_put "$name" "e2e-$RUN_ID-a$i" "$i" leader; done
+  fp=$(events_fingerprint "$name")
+  patch_spec "$name" '{"faults":[{"name":"kill-primary","kind":"crash","targets":["leader"]}]}' || fail "patch spec.faults"
+  wait_for "fault kill-primary active" 60 fault_active "$name" kill-primary
+  wait_for "primary pod $primary down" 60 pod_down "$primary"
+  wait_for "the operator promotes a secondary (failoverAfterSeconds: 10)" 180 new_leader "$name" "$primary" "$term"
+  wait_for "a failover Event" 60 new_event_matching "$name" "$fp" 'failover|promot'
+  check "the possible loss of acknowledged writes is reported (Event or status)" loss_reported "$name"
+  wait_for "write b1=21 to the new primary" 60 kv_put "$name" "e2e-$RUN_ID-b1" 21 leader
+  wait_for "read b1 from the new primary" 30 kv_reads "$name" "e2e-$RUN_ID-b1" 21 leader
+  local newp; newp=$(jp "$name" '{.status.leader}')
+  patch_spec "$name" '{"faults":[]}' || fail "patch spec.faults"
+  wait_for "fault kill-primary healed" 120 fault_healed "$name" kill-primary
+  wait_for "old primary back as a secondary; 3 members converged" 300 converged "$name" 3
+  check "the promoted primary stays primary" primary_is "$name" "$newp"
+}
+
+loss_reported() {
+  local ev st
+  ev=$(events_of "$1" | grep -Ei 'los[st]|acknowledged' | tail -n 2)
+  st=$(kn get registercluster "$1" -o 'jsonpath={.status}' 2>/dev/null | grep -Eio '[^"]*(los[st]|acknowledged)[^"]*' | head -n 2)
+  echo "event: ${ev:-none}; status: ${st:-none}"
+  [[ -n $ev || -n $st ]]
+}
+
+primary_is() { local l; l=$(jp "$1" '{.status.leader}'); echo "leader=$l"; [[ $l == "$2" ]]; }
+
+# Apply an invalid spec change; it must be refused by the API server, or accepted and
+# then reported through a condition and an Event while the cluster keeps running.
+invalid_change() { # <description> <bad spec json> <restore spec json>
+  local desc=$1 bad=$2 good=$3 fp out
+  fp=$(events_fingerprint demo)
+  log "invalid change ($desc): $bad"
+  if ! out=$(kn patch registercluster demo --type merge -p "{\"spec\":$bad}" 2>&1); then
+    log "  ok: refused by the API server: $out"
+    return 0
+  fi
+  log "  accepted by the API server ($out); the operator must report it"
+  wait_for "a condition reporting the invalid spec ($desc)" 90 invalid_reported demo
+  wait_for "an Event about the invalid spec ($desc)" 60 new_event_matching demo "$fp" 'invalid|immutable|reject|refus'
+  check "cluster still Available with 3 ready members" available_with_leader demo 3
+  check "still 3 member pods" pod_count_is demo 3
+  wait_for "data still readable" 30 kv_reads demo "$KEY_INVALID" 13
+  patch_spec demo "$good" || fail "restore spec"
+  wait_for "invalid-spec condition cleared" 90 invalid_cleared demo
+  wait_for "regc/demo converged again" 180 converged demo 3
+}
+
+KEY_INVALID=""
+step_invalid() {
+  ensure_demo
+  KEY_INVALID=e2e-$RUN_ID-i
+  wait_for "write $KEY_INVALID=13" 60 kv_put demo "$KEY_INVALID" 13
+  invalid_change "replicas: 0" '{"replicas":0}' '{"replicas":3}'
+  invalid_change "replication raft -> async (immutable)" '{"replication":"async"}' '{"replication":"raft"}'
+  check "replication is still raft in spec" spec_replication_is demo raft
+  wait_for "data still readable at the end" 30 kv_reads demo "$KEY_INVALID" 13
+}
+
+spec_replication_is() { local r; r=$(jp "$1" '{.spec.replication}'); echo "spec.replication=$r"; [[ $r == "$2" ]]; }
+
+# owned_objects: pods/services/secrets/PVCs in $NS labelled caplab.dev/cluster or owned
+# by a RegisterCluster, as kind/name lines.
+owned_objects() {
+  {
+    kn get pods,services,secrets,persistentvolumeclaims -l caplab.dev/cluster -o name 2>/dev/null
+    kn get pods,services,secrets,persistentvolumeclaims \
+      -o 'jsonpath={range .items[*]}{.kind}/{.metadata.name}|{.metadata.ownerReferences[*].kind}{"\n"}{end}' 2>/dev/null \
+      | awk -F'|' '$2 ~ /RegisterCluster/ { split($1, a, "/"); print tolower(a[1]) "/" a[2] }'
+  } | sed -e 's#^service/#service/#' -e 's#^persistentvolumeclaim/#persistentvolumeclaim/#' | awk 'NF && !seen[$0]++'
+}
+
+none_left() { # <file with kind/name lines>
+  local left o
+  left=$(owned_objects)
+  while read -r o; do
+    [[ -z $o ]] && continue
+    kn get "$o" -o name >/dev/null 2>&1 && left+=$'\n'"$o"
+  done <"$1"
+  left=$(awk 'NF && !seen[$0]++' <<<"$left" | tr '\n' ' ')
+  echo "left: ${left:-none}"
+  [[ -z ${left// /} ]]
+}
+
+step_delete() {
+  local tmp; tmp=$(mktemp)
+  trap 'rm -f "$tmp"' EXIT
+  owned_objects >"$tmp"
+  log "objects created for the RegisterClusters: $(tr '\n' ' ' <"$tmp")"
+  [[ -s $tmp ]] || log "  (none found: nothing was running; checking that anyway)"
+  log "kubectl delete registerclusters --all -n $NS"
+  kn delete registerclusters --all --wait=false || fail "kubectl delete registerclusters"
+  wait_for "RegisterClusters gone" 120 regc_gone
+  wait_for "every pod, service, secret and PVC they created is gone" 180 none_left "$tmp"
+}
+
+# ---------------------------------------------------------------------------
+# runner
+
+teardown() {
+  if [[ ${CAPLAB_E2E_KEEP:-0} == 1 ]]; then
+    log "CAPLAB_E2E_KEEP=1: leaving release $OPNS/$RELEASE and namespace $NS in place"
+    return
+  fi
+  log "teardown: deleting namespace $NS and uninstalling $RELEASE"
+  kn delete registerclusters --all --wait=true --timeout=60s >/dev/null 2>&1 || true
+  k delete namespace "$NS" --wait=true --timeout=120s >/dev/null 2>&1 || true
+  "$HELM" uninstall "$RELEASE" -n "$OPNS" --wait --timeout 2m >/dev/null 2>&1 \
+    || "$HELM" uninstall "$RELEASE" -n "$OPNS" >/dev/null 2>&1 || true
+}
+
+select_steps() {
+  local tok i out=()
+  if [[ -z ${CAPLAB_E2E_STEPS:-} ]]; then echo "${STEP_NAMES[*]}"; return; fi
+  for tok in ${CAPLAB_E2E_STEPS//,/ }; do
+    if [[ $tok =~ ^[1-9]$ ]] && (( tok <= ${#STEP_NAMES[@]} )); then
+      out+=("${STEP_NAMES[tok-1]}")
+    else
+      for i in "${STEP_NAMES[@]}"; do [[ $i == "$tok" ]] && out+=("$tok"); done
+      [[ " ${out[*]} " == *" $tok "* ]] || { echo "unknown step: $tok (steps: ${STEP_NAMES[*]})" >&2; return 1; }
+    fi
+  done
+  echo "${out[*]}"
+}
+
+main() {
+  local steps passed=0 failed=0 skipped=0 s n stop=0 failed_names=()
+  steps=$(select_steps) || exit 2
+  for s in curl; do command -v "$s" >/dev/null || { echo "missing $s" >&2; exit 2; }; done
+  "$KUBECTL" version >/dev/null 2>&1 || { echo "cannot reach the cluster with $KUBECTL (KUBECONFIG=${KUBECONFIG:-unset})" >&2; exit 2; }
+  log "kubectl=$KUBECTL helm=$HELM release=$OPNS/$RELEASE namespace=$NS tag=$TAG steps: $steps"
+  for s in $steps; do
+    n=0; for n in "${!STEP_NAMES[@]}"; do [[ ${STEP_NAMES[n]} == "$s" ]] && break; done
+    if (( stop )); then skipped=$(( skipped + 1 )); log "SKIP step $((n + 1)) $s"; continue; fi
+    log "======== step $((n + 1)): $s ========"
+    local t0=$SECONDS
+    if ( "step_$s" ); then
+      passed=$(( passed + 1 )); log "PASS step $((n + 1)) $s ($(( SECONDS - t0 ))s)"
+    else
+      failed=$(( failed + 1 )); failed_names+=("$s"); log "FAIL step $((n + 1)) $s ($(( SECONDS - t0 ))s)"
+      [[ ${CAPLAB_E2E_KEEP_GOING:-0} == 1 ]] || stop=1
+    fi
+  done
+  if (( failed == 0 )); then teardown; else log "leaving everything in place for inspection after failure"; fi
+  (( skipped )) && log "$skipped step(s) skipped after the failure of: ${failed_names[*]}"
+  echo "$passed passed, $failed failed"
+  (( failed == 0 ))
+}
+
+trap 'stop_writer' EXIT
+trap 'echo "interrupted" >&2; exit 130' INT TERM
+
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then main "$@"; fi
