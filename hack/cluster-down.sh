@@ -26,6 +26,10 @@ if [ ! -d "$CAPLAB_STATE" ]; then
 fi
 
 # 1. Kubernetes components, reverse start order.
+# (TERM all first, then wait for each: they shut down in parallel.)
+for c in kube-proxy kube-scheduler kube-controller-manager kubelet kube-apiserver; do
+  pid_alive "$c" && kill -TERM "$(cat "$PIDS/$c.pid")" 2>/dev/null || true
+done
 for c in kube-proxy kube-scheduler kube-controller-manager kubelet kube-apiserver etcd; do
   stop_pid "$c"
 done
@@ -56,7 +60,8 @@ fi
 
 # 5. Kubelet mounts (secrets are tmpfs) must go before the directory is removed.
 if [ -d "$CAPLAB_STATE/kubelet" ]; then
-  awk -v root="$CAPLAB_STATE/kubelet/" 'index($2, root) == 1 {print $2}' /proc/mounts \
+  # (the kubelet also bind-mounts its root dir onto itself)
+  awk -v root="$CAPLAB_STATE/kubelet" '$2 == root || index($2, root "/") == 1 {print $2}' /proc/mounts \
     | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 fi
 

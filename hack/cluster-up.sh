@@ -358,7 +358,9 @@ node_ready() {
   [ "$(kubectl get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = "True" ]
 }
 wait_until "node $NODE_NAME Ready" kubelet "$UP_TIMEOUT" node_ready
-wait_until "default ServiceAccount" kube-controller-manager "$UP_TIMEOUT" kubectl -n default get serviceaccount default
+# (1.20: pods are only admitted once the ServiceAccount's token secret exists)
+wait_until "default ServiceAccount and its token" kube-controller-manager "$UP_TIMEOUT" \
+  sh -c '[ -n "$(kubectl -n default get serviceaccount default -o jsonpath="{.secrets[0].name}")" ]'
 wait_until "kubernetes Service endpoints" kube-controller-manager "$UP_TIMEOUT" \
   sh -c '[ -n "$(kubectl -n default get endpoints kubernetes -o jsonpath="{.subsets[0].addresses[0].ip}")" ]'
 

@@ -21,7 +21,11 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "caplab-node", version, about = "One member of a caplab replicated-register cluster")]
+#[command(
+    name = "caplab-node",
+    version,
+    about = "One member of a caplab replicated-register cluster"
+)]
 pub struct Config {
     /// This member's id (positive; never reused for a member whose data was lost).
     #[arg(long, env = "CAPLAB_ID", value_parser = clap::value_parser!(u64).range(1..))]
@@ -67,7 +71,10 @@ pub enum ConfigError {
     #[error("no admin token: set --admin-token-file or CAPLAB_ADMIN_TOKEN")]
     NoToken,
     #[error("cannot read the admin token file {path}: {source}")]
-    TokenFile { path: PathBuf, source: std::io::Error },
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the heartbeat interval ({heartbeat} ms) must be below the election timeout ({election} ms)")]
     Timing { heartbeat: u64, election: u64 },
     #[error("--replication {0:?} is not supported by this build yet; use raft")]
@@ -79,8 +86,12 @@ pub enum ConfigError {
 impl Config {
     pub fn admin_token(&self) -> Result<String, ConfigError> {
         let token = match &self.admin_token_file {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::TokenFile { path: path.clone(), source })?,
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+                    path: path.clone(),
+                    source,
+                })?
+            }
             None => std::env::var("CAPLAB_ADMIN_TOKEN").unwrap_or_default(),
         };
         let token = token.trim().to_string();
@@ -99,7 +110,10 @@ impl Config {
             return Err(ConfigError::Unsupported(self.replication));
         }
         if self.heartbeat_ms >= self.election_timeout_ms {
-            return Err(ConfigError::Timing { heartbeat: self.heartbeat_ms, election: self.election_timeout_ms });
+            return Err(ConfigError::Timing {
+                heartbeat: self.heartbeat_ms,
+                election: self.election_timeout_ms,
+            });
         }
         openraft::Config {
             cluster_name: "caplab".into(),
@@ -131,7 +145,15 @@ mod tests {
         assert!(c.raft_config().is_ok());
         assert!(parse(&["--id", "0"]).is_err());
         assert!(parse(&["--id", "x"]).is_err());
-        let bad = parse(&["--id", "1", "--heartbeat-ms", "600", "--election-timeout-ms", "500"]).unwrap();
+        let bad = parse(&[
+            "--id",
+            "1",
+            "--heartbeat-ms",
+            "600",
+            "--election-timeout-ms",
+            "500",
+        ])
+        .unwrap();
         assert!(matches!(bad.raft_config(), Err(ConfigError::Timing { .. })));
     }
 }

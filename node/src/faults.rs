@@ -171,12 +171,18 @@ impl Faults {
     }
 
     pub fn counters(&self) -> BTreeMap<NodeId, FaultCounters> {
-        self.counters.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.counters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn count(&self, peer: NodeId, kind: &str, bump: impl FnOnce(&mut FaultCounters)) {
         self.exported
-            .get_or_create(&FaultLabels { peer: peer.to_string(), kind: kind.to_string() })
+            .get_or_create(&FaultLabels {
+                peer: peer.to_string(),
+                kind: kind.to_string(),
+            })
             .inc();
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         bump(counters.entry(peer).or_default());
@@ -187,16 +193,27 @@ impl Faults {
     pub async fn filter(&self, peer: NodeId) -> Verdict {
         let (drop, lost, delay) = {
             let set = self.set.read().unwrap_or_else(|p| p.into_inner());
-            let drop = set.partition.as_ref().is_some_and(|p| applies(&p.peers, peer));
+            let drop = set
+                .partition
+                .as_ref()
+                .is_some_and(|p| applies(&p.peers, peer));
             let lost = !drop
                 && set.loss.as_ref().is_some_and(|l| {
                     applies(&l.peers, peer) && rand::rng().random_bool(l.probability)
                 });
-            let delay = set.delay.as_ref().filter(|d| applies(&d.peers, peer)).map(|d| {
-                let jitter = d.jitter_ms as i64;
-                let offset = if jitter > 0 { rand::rng().random_range(-jitter..=jitter) } else { 0 };
-                Duration::from_millis((d.latency_ms as i64 + offset).max(0) as u64)
-            });
+            let delay = set
+                .delay
+                .as_ref()
+                .filter(|d| applies(&d.peers, peer))
+                .map(|d| {
+                    let jitter = d.jitter_ms as i64;
+                    let offset = if jitter > 0 {
+                        rand::rng().random_range(-jitter..=jitter)
+                    } else {
+                        0
+                    };
+                    Duration::from_millis((d.latency_ms as i64 + offset).max(0) as u64)
+                });
             (drop, lost, delay)
         };
         if drop {
@@ -227,7 +244,11 @@ impl Faults {
 
     /// The member's own wall clock, shifted by the injected skew.
     pub fn now(&self) -> SystemTime {
-        let skew = self.set.read().unwrap_or_else(|p| p.into_inner()).clock_skew_ms;
+        let skew = self
+            .set
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clock_skew_ms;
         let base = SystemTime::now();
         let shift = Duration::from_millis(skew.unsigned_abs());
         if skew >= 0 {
@@ -264,9 +285,15 @@ mod tests {
         assert!(serde_json::from_str::<FaultSet>(r#"{"bogus": 1}"#).is_err());
         assert!(serde_json::from_str::<FaultSet>(r#"{"delay": {"latencyMs": -5}}"#).is_err());
         let loss: FaultSet = serde_json::from_str(r#"{"loss": {"probability": 1.5}}"#).unwrap();
-        assert_eq!(loss.validate(&known()), Err(FaultSpecError::Probability(1.5)));
+        assert_eq!(
+            loss.validate(&known()),
+            Err(FaultSpecError::Probability(1.5))
+        );
         let unknown: FaultSet = serde_json::from_str(r#"{"partition": {"peers": [9]}}"#).unwrap();
-        assert_eq!(unknown.validate(&known()), Err(FaultSpecError::UnknownPeer(9)));
+        assert_eq!(
+            unknown.validate(&known()),
+            Err(FaultSpecError::UnknownPeer(9))
+        );
     }
 
     #[tokio::test]

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError};
+use openraft::error::{
+    CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError,
+};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -99,17 +101,25 @@ impl Member {
         if self.faults.wait_unpaused(deadline).await {
             Ok(())
         } else {
-            Err(ApiError::NotApplied("member is paused by an injected fault".into()))
+            Err(ApiError::NotApplied(
+                "member is paused by an injected fault".into(),
+            ))
         }
     }
 
     pub async fn write(&self, command: Command, may_forward: bool) -> Result<Reply, ApiError> {
         let deadline = self.deadline();
         self.gate(deadline).await?;
-        let result = match tokio::time::timeout_at(deadline, self.raft.client_write(command.clone())).await {
+        let result = match tokio::time::timeout_at(
+            deadline,
+            self.raft.client_write(command.clone()),
+        )
+        .await
+        {
             Err(_) => {
                 return Err(ApiError::Unknown(
-                    "deadline passed after the write was proposed; it may or may not take effect".into(),
+                    "deadline passed after the write was proposed; it may or may not take effect"
+                        .into(),
                 ))
             }
             Ok(result) => result,
@@ -118,19 +128,27 @@ impl Member {
             Ok(response) => match response.data {
                 CommandResult::Applied { value } => Ok(Reply::Value(value)),
                 CommandResult::CasMismatch { current } => Err(ApiError::CasMismatch { current }),
-                CommandResult::None => Err(ApiError::Unknown("log entry carried no command".into())),
+                CommandResult::None => {
+                    Err(ApiError::Unknown("log entry carried no command".into()))
+                }
             },
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) if may_forward => {
-                self.forward(to, FORWARD_WRITE_PATH, &command, deadline, true).await
+                self.forward(to, FORWARD_WRITE_PATH, &command, deadline, true)
+                    .await
             }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                Err(ApiError::NotApplied("this member is no longer the leader".into()))
-            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(
+                ApiError::NotApplied("this member is no longer the leader".into()),
+            ),
             Err(e) => Err(ApiError::NotApplied(e.to_string())),
         }
     }
 
-    pub async fn read(&self, key: &str, consistency: Consistency, may_forward: bool) -> Result<Reply, ApiError> {
+    pub async fn read(
+        &self,
+        key: &str,
+        consistency: Consistency,
+        may_forward: bool,
+    ) -> Result<Reply, ApiError> {
         let deadline = self.deadline();
         self.gate(deadline).await?;
         if consistency == Consistency::Local {
@@ -142,8 +160,11 @@ impl Member {
         match confirmed {
             Ok(_) => Ok(Reply::Value(self.state.read().registers.read(key))),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to))) if may_forward => {
-                let request = ReadRequest { key: key.to_string() };
-                self.forward(to, FORWARD_READ_PATH, &request, deadline, false).await
+                let request = ReadRequest {
+                    key: key.to_string(),
+                };
+                self.forward(to, FORWARD_READ_PATH, &request, deadline, false)
+                    .await
             }
             Err(e) => Err(ApiError::NotApplied(e.to_string())),
         }
@@ -164,7 +185,11 @@ impl Member {
         };
         let fallback = to.leader_node.as_ref().map(|n| n.addr.as_str());
         let remaining = deadline.saturating_duration_since(Instant::now());
-        match self.peers.post(leader, fallback, path, body, remaining).await {
+        match self
+            .peers
+            .post(leader, fallback, path, body, remaining)
+            .await
+        {
             Ok(response) => Ok(Reply::Forwarded(Forwarded::from_response(response).await?)),
             Err(e) if e.not_sent() || !effectful => Err(ApiError::NotApplied(e.to_string())),
             Err(e) => Err(ApiError::Unknown(e.to_string())),
@@ -204,7 +229,11 @@ impl Member {
             learners: membership.learner_ids().collect(),
             peers,
             paused: self.faults.is_paused(),
-            clock_ms: self.faults.now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            clock_ms: self
+                .faults
+                .now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             faults: self.faults.current(),
             fault_counters: self.faults.counters(),
         }
@@ -226,7 +255,12 @@ impl Member {
     /// Every member id this node knows of: membership plus address book.
     pub fn known_members(&self) -> BTreeSet<NodeId> {
         let m = self.raft.metrics().borrow().clone();
-        let mut ids: BTreeSet<NodeId> = m.membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        let mut ids: BTreeSet<NodeId> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
         ids.extend(self.peers.addresses.all().into_keys());
         ids.remove(&self.id);
         ids
@@ -253,13 +287,16 @@ impl Member {
             )));
         }
         self.peers.addresses.merge(members.clone());
-        let nodes: BTreeMap<NodeId, BasicNode> =
-            members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
+        let nodes: BTreeMap<NodeId, BasicNode> = members
+            .into_iter()
+            .map(|(id, addr)| (id, BasicNode { addr }))
+            .collect();
         match self.raft.initialize(nodes.clone()).await {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
                 let m = self.raft.metrics().borrow().clone();
-                let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+                let voters: BTreeSet<NodeId> =
+                    m.membership_config.membership().voter_ids().collect();
                 if voters == nodes.keys().copied().collect() {
                     Ok(())
                 } else {
@@ -272,30 +309,41 @@ impl Member {
         }
     }
 
-    pub async fn add_learner(&self, id: NodeId, addr: String) -> Result<Option<Forwarded>, ApiError> {
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        addr: String,
+    ) -> Result<Option<Forwarded>, ApiError> {
         self.peers.addresses.merge([(id, addr.clone())]);
         let result = tokio::time::timeout_at(
             self.deadline(),
-            self.raft.add_learner(id, BasicNode { addr: addr.clone() }, true),
+            self.raft
+                .add_learner(id, BasicNode { addr: addr.clone() }, true),
         )
         .await
         .map_err(|_| ApiError::Unknown("deadline passed while adding the learner".into()))?;
         let body = serde_json::json!({ "id": id, "addr": addr });
-        self.membership_outcome(result, "/v1/admin/learners", &body).await
+        self.membership_outcome(result, "/v1/admin/learners", &body)
+            .await
     }
 
-    pub async fn set_voters(&self, voters: BTreeSet<NodeId>) -> Result<Option<Forwarded>, ApiError> {
+    pub async fn set_voters(
+        &self,
+        voters: BTreeSet<NodeId>,
+    ) -> Result<Option<Forwarded>, ApiError> {
         if voters.is_empty() {
             return Err(ApiError::BadRequest("voters must not be empty".into()));
         }
         let result = tokio::time::timeout_at(
             self.deadline(),
-            self.raft.change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), false),
+            self.raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), false),
         )
         .await
         .map_err(|_| ApiError::Unknown("deadline passed while changing voters".into()))?;
         let body = serde_json::json!({ "voters": voters });
-        self.membership_outcome(result, "/v1/admin/voters", &body).await
+        self.membership_outcome(result, "/v1/admin/voters", &body)
+            .await
     }
 
     /// Maps a membership change result; on a follower, relays the request to the leader.

@@ -53,27 +53,65 @@ impl Default for Metrics {
         let applied_index = Gauge::default();
         let leader_changes = Counter::default();
         let fault_messages = Family::<FaultLabels, Counter>::default();
-        registry.register("requests", "Client requests by operation and outcome", requests.clone());
-        registry.register("request_duration_seconds", "Client request latency", latency.clone());
-        registry.register("raft_term", "Current Raft term (epoch in primary-secondary modes)", term.clone());
-        registry.register("commit_index", "Highest log index known committed", commit_index.clone());
-        registry.register("applied_index", "Highest log index applied", applied_index.clone());
-        registry.register("leader_changes", "Times this member saw the leader change", leader_changes.clone());
+        registry.register(
+            "requests",
+            "Client requests by operation and outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Client request latency",
+            latency.clone(),
+        );
+        registry.register(
+            "raft_term",
+            "Current Raft term (epoch in primary-secondary modes)",
+            term.clone(),
+        );
+        registry.register(
+            "commit_index",
+            "Highest log index known committed",
+            commit_index.clone(),
+        );
+        registry.register(
+            "applied_index",
+            "Highest log index applied",
+            applied_index.clone(),
+        );
+        registry.register(
+            "leader_changes",
+            "Times this member saw the leader change",
+            leader_changes.clone(),
+        );
         registry.register(
             "fault_messages",
             "Peer messages affected by injected faults, by peer and kind (dropped, delayed, lost)",
             fault_messages.clone(),
         );
-        Self { registry, requests, latency, term, commit_index, applied_index, leader_changes, fault_messages }
+        Self {
+            registry,
+            requests,
+            latency,
+            term,
+            commit_index,
+            applied_index,
+            leader_changes,
+            fault_messages,
+        }
     }
 }
 
 impl Metrics {
     pub fn observe_request(&self, op: &str, outcome: &str, seconds: f64) {
         self.requests
-            .get_or_create(&RequestLabels { op: op.to_string(), outcome: outcome.to_string() })
+            .get_or_create(&RequestLabels {
+                op: op.to_string(),
+                outcome: outcome.to_string(),
+            })
             .inc();
-        self.latency.get_or_create(&OpLabels { op: op.to_string() }).observe(seconds);
+        self.latency
+            .get_or_create(&OpLabels { op: op.to_string() })
+            .observe(seconds);
     }
 
     pub fn render(&self) -> String {

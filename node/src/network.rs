@@ -31,11 +31,18 @@ pub struct AddressBook(Arc<RwLock<BTreeMap<NodeId, String>>>);
 
 impl AddressBook {
     pub fn get(&self, id: NodeId) -> Option<String> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
     }
 
     pub fn merge(&self, entries: impl IntoIterator<Item = (NodeId, String)>) {
-        self.0.write().unwrap_or_else(|p| p.into_inner()).extend(entries);
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(entries);
     }
 
     pub fn all(&self) -> BTreeMap<NodeId, String> {
@@ -60,17 +67,30 @@ pub enum PeerError {
     #[error("no address known for member {0}")]
     NoAddress(NodeId),
     #[error("could not reach member {peer}: {source}")]
-    Connect { peer: NodeId, source: reqwest::Error },
+    Connect {
+        peer: NodeId,
+        source: reqwest::Error,
+    },
     #[error("request to member {peer} failed: {source}")]
-    Transport { peer: NodeId, source: reqwest::Error },
+    Transport {
+        peer: NodeId,
+        source: reqwest::Error,
+    },
     #[error("member {peer} answered {status}: {body}")]
-    Status { peer: NodeId, status: u16, body: String },
+    Status {
+        peer: NodeId,
+        status: u16,
+        body: String,
+    },
 }
 
 impl PeerError {
     /// True when the request certainly never reached the peer.
     pub fn not_sent(&self) -> bool {
-        matches!(self, PeerError::Dropped(_) | PeerError::NoAddress(_) | PeerError::Connect { .. })
+        matches!(
+            self,
+            PeerError::Dropped(_) | PeerError::NoAddress(_) | PeerError::Connect { .. }
+        )
     }
 }
 
@@ -82,14 +102,24 @@ impl PeerClient {
             .connect_timeout(Duration::from_secs(1))
             .build()
             .unwrap_or_default();
-        Self { id, http, token, addresses, faults, last_contact: Mutex::default() }
+        Self {
+            id,
+            http,
+            token,
+            addresses,
+            faults,
+            last_contact: Mutex::default(),
+        }
     }
 
     /// Milliseconds since each peer last answered a Raft RPC from this member.
     pub fn last_contact_ms(&self) -> BTreeMap<NodeId, u64> {
         let now = Instant::now();
         let contacts = self.last_contact.lock().unwrap_or_else(|p| p.into_inner());
-        contacts.iter().map(|(id, at)| (*id, now.duration_since(*at).as_millis() as u64)).collect()
+        contacts
+            .iter()
+            .map(|(id, at)| (*id, now.duration_since(*at).as_millis() as u64))
+            .collect()
     }
 
     /// POSTs `body` as JSON to `path` on a peer (through the fault layer) and returns the raw
@@ -129,7 +159,11 @@ impl PeerClient {
         Ok(response)
     }
 
-    async fn rpc<Req: Serialize, Resp: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
+    async fn rpc<
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    >(
         &self,
         peer: NodeId,
         node: &BasicNode,
@@ -147,14 +181,18 @@ impl PeerClient {
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
-            let e = PeerError::Status { peer, status: status.as_u16(), body };
+            let e = PeerError::Status {
+                peer,
+                status: status.as_u16(),
+                body,
+            };
             // A paused or partitioned receiver refuses the message: treat it as lost on the way.
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         }
-        let result: Result<Resp, RaftError<NodeId, E>> = response
-            .json()
-            .await
-            .map_err(|source| RPCError::Network(NetworkError::new(&PeerError::Transport { peer, source })))?;
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            response.json().await.map_err(|source| {
+                RPCError::Network(NetworkError::new(&PeerError::Transport { peer, source }))
+            })?;
         self.last_contact
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -177,7 +215,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConnection {
-        PeerConnection { client: self.0.clone(), target, node: node.clone() }
+        PeerConnection {
+            client: self.0.clone(),
+            target,
+            node: node.clone(),
+        }
     }
 }
 
@@ -187,7 +229,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.client.rpc(self.target, &self.node, "/raft/append", &rpc, &option).await
+        self.client
+            .rpc(self.target, &self.node, "/raft/append", &rpc, &option)
+            .await
     }
 
     async fn install_snapshot(
@@ -198,7 +242,9 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.client.rpc(self.target, &self.node, "/raft/snapshot", &rpc, &option).await
+        self.client
+            .rpc(self.target, &self.node, "/raft/snapshot", &rpc, &option)
+            .await
     }
 
     async fn vote(
@@ -206,6 +252,8 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.client.rpc(self.target, &self.node, "/raft/vote", &rpc, &option).await
+        self.client
+            .rpc(self.target, &self.node, "/raft/vote", &rpc, &option)
+            .await
     }
 }

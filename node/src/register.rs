@@ -69,7 +69,10 @@ mod tests {
     use super::*;
 
     fn write(key: &str, value: i64) -> Command {
-        Command::Write { key: key.into(), value }
+        Command::Write {
+            key: key.into(),
+            value,
+        }
     }
 
     #[test]
@@ -81,7 +84,11 @@ mod tests {
     fn cas_applies_only_on_match() {
         let mut r = Registers::default();
         r.apply(&write("x", 5));
-        let ok = Command::Cas { key: "x".into(), expected: 5, new: 6 };
+        let ok = Command::Cas {
+            key: "x".into(),
+            expected: 5,
+            new: 6,
+        };
         assert_eq!(r.apply(&ok), CommandResult::Applied { value: 6 });
         assert_eq!(r.apply(&ok), CommandResult::CasMismatch { current: 6 });
         assert_eq!(r.read("x"), 6);
@@ -90,7 +97,11 @@ mod tests {
     #[test]
     fn cas_on_absent_key_compares_with_zero() {
         let mut r = Registers::default();
-        let cas = Command::Cas { key: "y".into(), expected: 0, new: 1 };
+        let cas = Command::Cas {
+            key: "y".into(),
+            expected: 0,
+            new: 1,
+        };
         assert_eq!(r.apply(&cas), CommandResult::Applied { value: 1 });
     }
 

@@ -26,16 +26,27 @@ pub struct Running {
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let token = config.admin_token()?;
     let raft_config = Arc::new(config.raft_config()?);
-    let (log_store, state_machine) =
-        store::open(&config.data_dir).with_context(|| format!("opening {}", config.data_dir.display()))?;
+    let (log_store, state_machine) = store::open(&config.data_dir)
+        .with_context(|| format!("opening {}", config.data_dir.display()))?;
     let committed = log_store.committed_index();
     let state = state_machine.shared();
     let metrics = Arc::new(Metrics::default());
     let faults = Arc::new(Faults::new(&metrics));
-    let peers = Arc::new(PeerClient::new(config.id, token, AddressBook::default(), faults.clone()));
-    let raft = Raft::new(config.id, raft_config, Network(peers.clone()), log_store, state_machine)
-        .await
-        .context("starting Raft")?;
+    let peers = Arc::new(PeerClient::new(
+        config.id,
+        token,
+        AddressBook::default(),
+        faults.clone(),
+    ));
+    let raft = Raft::new(
+        config.id,
+        raft_config,
+        Network(peers.clone()),
+        log_store,
+        state_machine,
+    )
+    .await
+    .context("starting Raft")?;
     let member = Arc::new(Member {
         id: config.id,
         raft,
@@ -59,8 +70,16 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         client_addr: client.local_addr()?,
         peer_addr: peer.local_addr()?,
         tasks: vec![
-            serve(client, api::client::router(member.clone()), shutdown.subscribe()),
-            serve(peer, api::peer::router(member.clone()), shutdown.subscribe()),
+            serve(
+                client,
+                api::client::router(member.clone()),
+                shutdown.subscribe(),
+            ),
+            serve(
+                peer,
+                api::peer::router(member.clone()),
+                shutdown.subscribe(),
+            ),
             tokio::spawn(watch_leader(member)),
         ],
         shutdown,
@@ -69,12 +88,19 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     Ok(running)
 }
 
-fn serve(listener: TcpListener, router: axum::Router, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(stopped).await {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
             tracing::error!(error = %e, "listener failed");
         }
     })

@@ -23,13 +23,21 @@ pub const MANAGER: &str = "caplab-operator";
     shortname = "regc",
     namespaced,
     status = "RegisterClusterStatus",
-    printcolumn(name = "Replication", type_ = "string", json_path = ".spec.replication"),
+    printcolumn(
+        name = "Replication",
+        type_ = "string",
+        json_path = ".spec.replication"
+    ),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready"),
     printcolumn(name = "Leader", type_ = "string", json_path = ".status.leader"),
     printcolumn(name = "Term", type_ = "integer", json_path = ".status.term"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Faults", type_ = "string", json_path = ".status.activeFaults"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterClusterSpec {

@@ -163,7 +163,9 @@ fn resolve_one(t: &Target, replicas: u32, leader: Option<u32>) -> Result<Vec<u32
     match t {
         Target::Ordinal(o) if *o < replicas => Ok(vec![*o]),
         Target::Ordinal(o) => Err(format!("ordinal {o} out of range")),
-        Target::Leader => leader.map(|l| vec![l]).ok_or_else(|| "no leader yet".to_string()),
+        Target::Leader => leader
+            .map(|l| vec![l])
+            .ok_or_else(|| "no leader yet".to_string()),
         Target::Followers | Target::Others => leader
             .map(|l| (0..replicas).filter(|o| *o != l).collect())
             .ok_or_else(|| "no leader yet".to_string()),
@@ -293,7 +295,13 @@ pub fn plan(
     for o in 0..replicas {
         plan.sets.insert(o, FaultSet::default());
     }
-    for st in plan.statuses.iter().filter(|s| s.state == FaultState::Active) {
+    let active: Vec<FaultStatus> = plan
+        .statuses
+        .iter()
+        .filter(|s| s.state == FaultState::Active)
+        .cloned()
+        .collect();
+    for st in &active {
         if let Some(until) = parse_ts(&st.until) {
             plan.next_expiry = Some(plan.next_expiry.map_or(until, |n| n.min(until)));
         }
@@ -354,7 +362,7 @@ fn start(
 }
 
 fn apply(f: &FaultSpec, st: &FaultStatus, ids: &BTreeMap<u32, u64>, plan: &mut FaultPlan) {
-    let mut mark = |plan: &mut FaultPlan, o: u32| {
+    let mark = |plan: &mut FaultPlan, o: u32| {
         let v = plan.member_faults.entry(o).or_default();
         if !v.iter().any(|k| k == f.kind.as_str()) {
             v.push(f.kind.as_str().to_string());

@@ -180,8 +180,15 @@ impl MemberClient {
         members: &BTreeMap<u64, String>,
     ) -> Result<(), MemberError> {
         let body = json!({ "members": id_map(members) });
-        self.admin(true, reqwest::Method::POST, ip, "/v1/admin/init", token, body)
-            .await
+        self.admin(
+            true,
+            reqwest::Method::POST,
+            ip,
+            "/v1/admin/init",
+            token,
+            body,
+        )
+        .await
     }
 
     /// `PUT /v1/admin/peers`.
@@ -192,8 +199,15 @@ impl MemberClient {
         peers: &BTreeMap<u64, String>,
     ) -> Result<(), MemberError> {
         let body = json!({ "peers": id_map(peers) });
-        self.admin(false, reqwest::Method::PUT, ip, "/v1/admin/peers", token, body)
-            .await
+        self.admin(
+            false,
+            reqwest::Method::PUT,
+            ip,
+            "/v1/admin/peers",
+            token,
+            body,
+        )
+        .await
     }
 
     /// `POST /v1/admin/learners`.
@@ -205,15 +219,34 @@ impl MemberClient {
         addr: &str,
     ) -> Result<(), MemberError> {
         let body = json!({ "id": id, "addr": addr });
-        self.admin(true, reqwest::Method::POST, ip, "/v1/admin/learners", token, body)
-            .await
+        self.admin(
+            true,
+            reqwest::Method::POST,
+            ip,
+            "/v1/admin/learners",
+            token,
+            body,
+        )
+        .await
     }
 
     /// `PUT /v1/admin/voters`.
-    pub async fn set_voters(&self, ip: &str, token: &str, voters: &[u64]) -> Result<(), MemberError> {
+    pub async fn set_voters(
+        &self,
+        ip: &str,
+        token: &str,
+        voters: &[u64],
+    ) -> Result<(), MemberError> {
         let body = json!({ "voters": voters });
-        self.admin(true, reqwest::Method::PUT, ip, "/v1/admin/voters", token, body)
-            .await
+        self.admin(
+            true,
+            reqwest::Method::PUT,
+            ip,
+            "/v1/admin/voters",
+            token,
+            body,
+        )
+        .await
     }
 
     /// `POST /v1/admin/transfer-leader`.
@@ -233,14 +266,28 @@ impl MemberClient {
     /// `PUT /v1/admin/faults`.
     pub async fn faults(&self, ip: &str, token: &str, set: &FaultSet) -> Result<(), MemberError> {
         let body = serde_json::to_value(set).unwrap_or_else(|_| json!({}));
-        self.admin(false, reqwest::Method::PUT, ip, "/v1/admin/faults", token, body)
-            .await
+        self.admin(
+            false,
+            reqwest::Method::PUT,
+            ip,
+            "/v1/admin/faults",
+            token,
+            body,
+        )
+        .await
     }
 
     /// `POST /v1/admin/promote` (primary modes).
     pub async fn promote(&self, ip: &str, token: &str) -> Result<(), MemberError> {
-        self.admin(true, reqwest::Method::POST, ip, "/v1/admin/promote", token, json!({}))
-            .await
+        self.admin(
+            true,
+            reqwest::Method::POST,
+            ip,
+            "/v1/admin/promote",
+            token,
+            json!({}),
+        )
+        .await
     }
 
     /// `PUT /v1/admin/primary` (primary modes).
@@ -252,8 +299,15 @@ impl MemberClient {
         addr: &str,
     ) -> Result<(), MemberError> {
         let body = json!({ "id": id, "addr": addr });
-        self.admin(false, reqwest::Method::PUT, ip, "/v1/admin/primary", token, body)
-            .await
+        self.admin(
+            false,
+            reqwest::Method::PUT,
+            ip,
+            "/v1/admin/primary",
+            token,
+            body,
+        )
+        .await
     }
 }
 

@@ -136,7 +136,10 @@ pub fn next_raft_step(replicas: u32, members: &[Observed], bootstrapped: bool) -
             return Step::Wait("no leader".into());
         }
         // Leftover pods of a scale-down before bootstrap: just delete them.
-        if let Some(m) = members.iter().find(|m| m.ordinal >= replicas && m.pod_exists) {
+        if let Some(m) = members
+            .iter()
+            .find(|m| m.ordinal >= replicas && m.pod_exists)
+        {
             return Step::DeletePod { ordinal: m.ordinal };
         }
         let ready = wanted.len() == replicas as usize
@@ -184,7 +187,11 @@ pub fn next_raft_step(replicas: u32, members: &[Observed], bootstrapped: bool) -
         .filter(|m| learners.contains(&m.id) && m.reachable())
         .find(|m| caught_up(ls, Some(m), m.id))
         .map(|m| m.id);
-    let stale: Vec<u64> = voters.iter().copied().filter(|v| !current.contains(v)).collect();
+    let stale: Vec<u64> = voters
+        .iter()
+        .copied()
+        .filter(|v| !current.contains(v))
+        .collect();
     let mut new: BTreeSet<u64> = voters.clone();
     if let Some(p) = promote {
         new.insert(p);

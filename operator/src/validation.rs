@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::crd::{FaultKind, RegisterCluster, Replication, Target};
+use crate::crd::{FaultKind, RegisterCluster, Target};
 
 /// Maximum members.
 pub const MAX_REPLICAS: i32 = 9;
@@ -45,7 +45,9 @@ pub fn validate(rc: &RegisterCluster) -> Vec<String> {
     }
     if let Some(e) = spec.election_timeout_ms {
         if !(50..=60000).contains(&e) {
-            errs.push(format!("electionTimeoutMs must be in [50, 60000] (got {e})"));
+            errs.push(format!(
+                "electionTimeoutMs must be in [50, 60000] (got {e})"
+            ));
         }
     }
     if let Some(h) = spec.heartbeat_ms {
@@ -55,7 +57,9 @@ pub fn validate(rc: &RegisterCluster) -> Vec<String> {
     }
     if let Some(f) = spec.failover_after_seconds {
         if !(1..=3600).contains(&f) {
-            errs.push(format!("failoverAfterSeconds must be in [1, 3600] (got {f})"));
+            errs.push(format!(
+                "failoverAfterSeconds must be in [1, 3600] (got {f})"
+            ));
         }
     }
     let replicas = u32::try_from(spec.replicas.max(0)).unwrap_or(0);
@@ -96,7 +100,9 @@ pub fn validate(rc: &RegisterCluster) -> Vec<String> {
                 errs.push(format!("fault {n:?}: targets must not be empty"));
             }
             if f.targets.contains(&Target::Others) {
-                errs.push(format!("fault {n:?}: 'others' is only valid in partition groups"));
+                errs.push(format!(
+                    "fault {n:?}: 'others' is only valid in partition groups"
+                ));
             }
             check_targets(&f.targets, &mut errs);
         }
@@ -111,17 +117,12 @@ pub fn validate(rc: &RegisterCluster) -> Vec<String> {
             FaultKind::ClockSkew if f.offset_ms.is_none() => {
                 errs.push(format!("fault {n:?}: clockSkew needs offsetMs"))
             }
-            FaultKind::Crash | FaultKind::Pause | FaultKind::Partition
-                if spec.replication != Replication::Raft && f.kind == FaultKind::Partition =>
-            {
-                if f.groups.iter().flatten().any(|t| *t == Target::Others) {
-                    // fine: others works in every mode
-                }
-            }
             _ => {}
         }
         if f.latency_ms.is_some_and(|l| l > 60000) || f.jitter_ms.is_some_and(|j| j > 60000) {
-            errs.push(format!("fault {n:?}: latencyMs/jitterMs must be at most 60000"));
+            errs.push(format!(
+                "fault {n:?}: latencyMs/jitterMs must be at most 60000"
+            ));
         }
         if f.duration_seconds == Some(0) {
             errs.push(format!("fault {n:?}: durationSeconds must be at least 1"));

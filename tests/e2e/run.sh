@@ -33,6 +33,7 @@
 #   CAPLAB_E2E_HELM_ARGS      extra `helm upgrade --install` arguments (word-split)
 #   CAPLAB_E2E_DEADLINE_FACTOR  integer multiplier for every deadline (default 1)
 #   CAPLAB_E2E_ARTIFACTS      directory to write failure dumps into (also printed)
+#   CAPLAB_E2E_CLIENT_PORT    members' client API port (default 8080)
 #
 # Output: progress lines, a diagnostic dump on failure, and a last line
 # "N passed, N failed". Exit status 0 only if every selected step passed.
@@ -62,7 +63,7 @@ FACTOR=${CAPLAB_E2E_DEADLINE_FACTOR:-1}
 ARTIFACTS=${CAPLAB_E2E_ARTIFACTS:-}
 POLL=2            # seconds between polls
 HTTP_TIMEOUT=5    # seconds per HTTP request to a member
-CLIENT_PORT=8080  # members' client API port
+CLIENT_PORT=${CAPLAB_E2E_CLIENT_PORT:-8080}  # members' client API port
 RUN_ID=$(date +%s)
 read -r -a HELM_ARGS <<<"${CAPLAB_E2E_HELM_ARGS:-}"
 
@@ -163,7 +164,7 @@ check() {
 # RegisterCluster predicates (print what they saw; succeed when it matches)
 
 summary() { # <name>
-  local s
+  local s PH AV RR SR LD TM
   s=$(jp "$1" '{.status.phase}|{.status.conditions[?(@.type=="Available")].status}|{.status.readyReplicas}|{.spec.replicas}|{.status.leader}|{.status.term}')
   IFS='|' read -r PH AV RR SR LD TM <<<"$s"
   echo "phase=${PH:-?} available=${AV:-?} ready=${RR:-0}/${SR:-?} leader=${LD:-none} term=${TM:-?}"
@@ -181,28 +182,31 @@ is_leader_role() { [[ ${1,,} == leader || ${1,,} == primary ]]; }
 converged() {
   local name=$1 n=$2 PH AV RR SR LD TM
   IFS='|' read -r PH AV RR SR LD TM < <(jp "$name" '{.status.phase}|{.status.conditions[?(@.type=="Available")].status}|{.status.readyReplicas}|{.spec.replicas}|{.status.leader}|{.status.term}'; echo)
-  local count=0 leaders=0 unreachable="" terms="" lagging="" m role reach term lag ord
+  local count=0 leaders=0 problems="" terms="" lagging="" m role reach term lag ord
   while IFS='|' read -r m role reach term lag ord; do
     [[ -z $m ]] && continue
     count=$(( count + 1 ))
     if is_leader_role "$role"; then
       leaders=$(( leaders + 1 ))
-      [[ $m == "$LD" ]] || unreachable+=" leader-role:$m!=status.leader:$LD"
+      [[ $m == "$LD" ]] || problems+=" leader-role:$m!=status.leader:$LD"
     fi
-    [[ $reach == true ]] || unreachable+=" $m"
+    [[ $reach == true ]] || problems+=" unreachable:$m"
     [[ -n $term && " $terms " != *" $term "* ]] && terms+=" $term"
     [[ -z $lag || $lag == 0 ]] || lagging+=" $m:$lag"
   done < <(members "$name")
-  echo "$(summary "$name") members=$count leaders=$leaders terms=[${terms# }] unreachable=[${unreachable# }] lagging=[${lagging# }]"
+  echo "$(summary "$name") members=$count leaders=$leaders terms=[${terms# }] problems=[${problems# }] lagging=[${lagging# }]"
   [[ $PH == Ready && $AV == True && ${RR:-0} == "$n" && $count == "$n" && $leaders == 1 \
-     && -n $LD && -z $unreachable && -z $lagging && ${terms# } != *" "* ]]
+     && -n $LD && -z $problems && -z $lagging && ${terms# } != *" "* ]]
 }
 
-available_with_leader() { # <name> <n>: Available=True, n ready, a leader and a term >= 1
+# available_with_leader <name> <n> [term]: Available=True, n ready, a leader and, unless
+# the third argument is "no-term" (primary-secondary modes), a term >= 1.
+available_with_leader() {
   local name=$1 n=$2 AV RR LD TM
   IFS='|' read -r AV RR LD TM < <(jp "$name" '{.status.conditions[?(@.type=="Available")].status}|{.status.readyReplicas}|{.status.leader}|{.status.term}'; echo)
   summary "$name"
-  [[ $AV == True && ${RR:-0} == "$n" && -n $LD && ${TM:-0} =~ ^[0-9]+$ && ${TM:-0} -ge 1 ]]
+  [[ $AV == True && ${RR:-0} == "$n" && -n $LD ]] || return 1
+  [[ ${3:-} == no-term ]] || [[ $TM =~ ^[0-9]+$ && $TM -ge 1 ]]
 }
 
 member_count_is() { # <name> <n>
@@ -231,11 +235,14 @@ fault_healed() {
   [[ -z $st || ${st,,} == reverted || ${st,,} == expired ]]
 }
 
-new_leader() { # <name> <old leader> <old term>
+# new_leader <name> <old leader> <old term>: another leader; in a higher term unless
+# the old term is empty (primary-secondary modes need not report one).
+new_leader() {
   local LD TM
   IFS='|' read -r LD TM < <(jp "$1" '{.status.leader}|{.status.term}'; echo)
-  echo "leader=${LD:-none} term=${TM:-?} (was $2 in term $3)"
-  [[ -n $LD && $LD != "$2" && ${TM:-0} =~ ^[0-9]+$ && ${TM:-0} -gt $3 ]]
+  echo "leader=${LD:-none} term=${TM:-?} (was $2 in term ${3:-?})"
+  [[ -n $LD && $LD != "$2" ]] || return 1
+  [[ -z $3 ]] || [[ $TM =~ ^[0-9]+$ && $3 =~ ^[0-9]+$ && $TM -gt $3 ]]
 }
 
 member_reachable_is() { # <name> <member> <true|false>
@@ -376,8 +383,6 @@ patch_spec() { # <name> <json for .spec>
   kn patch registercluster "$1" --type merge -p "{\"spec\":$2}"
 }
 
-DEMO_KEYS=()   # keys written by steps, checked again later (within one step's subshell)
-
 ensure_demo() { # create examples/raft-3.yaml's cluster if a step runs on its own
   if ! kn get registercluster demo >/dev/null 2>&1; then
     log "regc/demo missing: applying examples/raft-3.yaml"
@@ -396,7 +401,8 @@ step_install() {
     || fail "helm upgrade --install failed"
   wait_for "CRD registerclusters.caplab.dev established" 60 \
     k wait --for=condition=Established --timeout=5s crd/registerclusters.caplab.dev
-  wait_for "operator deployment $OPNS/$OPDEPLOY available" 180 deployment_ready
+  wait_for "operator deployment $OPNS/$OPDEPLOY rolled out and ready" 180 \
+    k -n "$OPNS" rollout status "deployment/$OPDEPLOY" --timeout=5s
   log "helm test $RELEASE"
   if ! "$HELM" test "$RELEASE" -n "$OPNS" --timeout 3m --logs; then
     k -n "$OPNS" logs "$OPDEPLOY-test-operator-healthy" 2>&1 | tail -n 50
@@ -405,14 +411,6 @@ step_install() {
   check "operator runs as non-root with a read-only root filesystem" operator_hardened
   k create namespace "$NS" >/dev/null 2>&1 || true
   check "namespace $NS exists" k get namespace "$NS" -o name
-}
-
-deployment_ready() {
-  local s; s=$(k -n "$OPNS" get deployment "$OPDEPLOY" \
-    -o 'jsonpath={.status.readyReplicas}/{.spec.replicas} updated={.status.updatedReplicas} gen={.status.observedGeneration}/{.metadata.generation}' 2>&1)
-  echo "$s"
-  local ready=${s%%/*} rest=${s#*/}
-  [[ -n $ready && $ready == "${rest%% *}" && $ready -ge 1 ]]
 }
 
 operator_hardened() {
@@ -437,6 +435,7 @@ step_partition() {
   local old_leader old_term
   old_leader=$(jp demo '{.status.leader}'); old_term=$(jp demo '{.status.term}')
   log "leader before the partition: $old_leader (term $old_term)"
+  [[ -n $old_leader && $old_term =~ ^[0-9]+$ ]] || fail "no leader/term before the partition"
   patch_spec demo '{"faults":[{"name":"cut-leader","kind":"partition","groups":[["leader"],["followers"]]}]}' \
     || fail "patch spec.faults"
   wait_for "fault cut-leader active with resolved targets" 60 fault_active demo cut-leader
@@ -484,10 +483,12 @@ no_ack_lost() {
   (( v > last && v <= att )) && grep -qx "$v" "$dir/failed"
 }
 
+SCALE_TMP=""
 step_scale() {
   ensure_demo
-  local tmp; tmp=$(mktemp -d)
-  trap 'stop_writer; rm -rf "$tmp"' EXIT
+  SCALE_TMP=$(mktemp -d)
+  trap 'stop_writer; rm -rf "$SCALE_TMP"' EXIT
+  local tmp=$SCALE_TMP
   local i keys=()
   for i in 1 2 3; do
     keys+=("e2e-$RUN_ID-s$i")
@@ -540,7 +541,7 @@ step_async() {
   local name=async-demo
   log "kubectl apply -f examples/async-3-failover.yaml -n $NS"
   kn apply -f "$EXAMPLES/async-3-failover.yaml" || fail "kubectl apply async-3-failover.yaml"
-  wait_for "regc/$name Available with 3 ready members and a primary" 300 available_with_leader "$name" 3
+  wait_for "regc/$name Available with 3 ready members and a primary" 300 available_with_leader "$name" 3 no-term
   wait_for "regc/$name converged" 120 converged "$name" 3
   local primary term fp i
   primary=$(jp "$name" '{.status.leader}'); term=$(jp "$name" '{.status.term}')
@@ -550,6 +551,7 @@ step_async() {
   patch_spec "$name" '{"faults":[{"name":"kill-primary","kind":"crash","targets":["leader"]}]}' || fail "patch spec.faults"
   wait_for "fault kill-primary active" 60 fault_active "$name" kill-primary
   wait_for "primary pod $primary down" 60 pod_down "$primary"
+  # The term (primary epoch) is only required to grow if the operator reports one.
   wait_for "the operator promotes a secondary (failoverAfterSeconds: 10)" 180 new_leader "$name" "$primary" "$term"
   wait_for "a failover Event" 60 new_event_matching "$name" "$fp" 'failover|promot'
   check "the possible loss of acknowledged writes is reported (Event or status)" loss_reported "$name"
@@ -614,7 +616,7 @@ owned_objects() {
     kn get pods,services,secrets,persistentvolumeclaims \
       -o 'jsonpath={range .items[*]}{.kind}/{.metadata.name}|{.metadata.ownerReferences[*].kind}{"\n"}{end}' 2>/dev/null \
       | awk -F'|' '$2 ~ /RegisterCluster/ { split($1, a, "/"); print tolower(a[1]) "/" a[2] }'
-  } | sed -e 's#^service/#service/#' -e 's#^persistentvolumeclaim/#persistentvolumeclaim/#' | awk 'NF && !seen[$0]++'
+  } | awk 'NF && !seen[$0]++'
 }
 
 none_left() { # <file with kind/name lines>
@@ -629,9 +631,11 @@ none_left() { # <file with kind/name lines>
   [[ -z ${left// /} ]]
 }
 
+DELETE_TMP=""
 step_delete() {
-  local tmp; tmp=$(mktemp)
-  trap 'rm -f "$tmp"' EXIT
+  DELETE_TMP=$(mktemp)
+  trap 'rm -f "$DELETE_TMP"' EXIT
+  local tmp=$DELETE_TMP
   owned_objects >"$tmp"
   log "objects created for the RegisterClusters: $(tr '\n' ' ' <"$tmp")"
   [[ -s $tmp ]] || log "  (none found: nothing was running; checking that anyway)"
@@ -673,7 +677,8 @@ select_steps() {
 main() {
   local steps passed=0 failed=0 skipped=0 s n stop=0 failed_names=()
   steps=$(select_steps) || exit 2
-  for s in curl; do command -v "$s" >/dev/null || { echo "missing $s" >&2; exit 2; }; done
+  command -v curl >/dev/null || { echo "curl is required" >&2; exit 2; }
+  command -v "$HELM" >/dev/null || { echo "helm not found (set HELM)" >&2; exit 2; }
   "$KUBECTL" version >/dev/null 2>&1 || { echo "cannot reach the cluster with $KUBECTL (KUBECONFIG=${KUBECONFIG:-unset})" >&2; exit 2; }
   log "kubectl=$KUBECTL helm=$HELM release=$OPNS/$RELEASE namespace=$NS tag=$TAG steps: $steps"
   for s in $steps; do
@@ -694,7 +699,6 @@ main() {
   (( failed == 0 ))
 }
 
-trap 'stop_writer' EXIT
 trap 'echo "interrupted" >&2; exit 130' INT TERM
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then main "$@"; fi

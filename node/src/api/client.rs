@@ -65,13 +65,24 @@ fn parse_consistency(raw: Option<&str>) -> Result<Consistency, ApiError> {
 }
 
 /// Turns an operation's result into the HTTP answer and records it in the metrics.
-fn respond(member: &Member, op: &str, key: &str, started: Instant, result: Result<Reply, ApiError>) -> Response {
+fn respond(
+    member: &Member,
+    op: &str,
+    key: &str,
+    started: Instant,
+    result: Result<Reply, ApiError>,
+) -> Response {
     let (outcome, response) = match result {
-        Ok(Reply::Value(value)) => ("ok", Json(json!({ "key": key, "value": value })).into_response()),
+        Ok(Reply::Value(value)) => (
+            "ok",
+            Json(json!({ "key": key, "value": value })).into_response(),
+        ),
         Ok(Reply::Forwarded(f)) => (f.outcome(), f.into_response()),
         Err(e) => (e.outcome(), e.into_response()),
     };
-    member.metrics.observe_request(op, outcome, started.elapsed().as_secs_f64());
+    member
+        .metrics
+        .observe_request(op, outcome, started.elapsed().as_secs_f64());
     response
 }
 
@@ -100,7 +111,15 @@ async fn write(
     let result = async {
         validate_key(&key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let body = json_body(body)?;
-        member.write(Command::Write { key: key.clone(), value: body.value }, true).await
+        member
+            .write(
+                Command::Write {
+                    key: key.clone(),
+                    value: body.value,
+                },
+                true,
+            )
+            .await
     }
     .await;
     respond(&member, "write", &key, started, result)
@@ -115,7 +134,11 @@ async fn cas(
     let result = async {
         validate_key(&key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let body = json_body(body)?;
-        let command = Command::Cas { key: key.clone(), expected: body.expected, new: body.new };
+        let command = Command::Cas {
+            key: key.clone(),
+            expected: body.expected,
+            new: body.new,
+        };
         member.write(command, true).await
     }
     .await;
@@ -129,7 +152,10 @@ async fn status(State(member): State<Arc<Member>>) -> Response {
 async fn metrics(State(member): State<Arc<Member>>) -> Response {
     member.refresh_gauges();
     (
-        [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         member.metrics.render(),
     )
         .into_response()
@@ -139,7 +165,11 @@ async fn ready(State(member): State<Arc<Member>>) -> Response {
     if member.is_ready() {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no leader known, paused, or still applying").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no leader known, paused, or still applying",
+        )
+            .into_response()
     }
 }
 
@@ -149,8 +179,14 @@ mod tests {
 
     #[test]
     fn consistency_levels() {
-        assert_eq!(parse_consistency(None).ok(), Some(Consistency::Linearizable));
-        assert_eq!(parse_consistency(Some("local")).ok(), Some(Consistency::Local));
+        assert_eq!(
+            parse_consistency(None).ok(),
+            Some(Consistency::Linearizable)
+        );
+        assert_eq!(
+            parse_consistency(Some("local")).ok(),
+            Some(Consistency::Local)
+        );
         assert!(parse_consistency(Some("eventual")).is_err());
     }
 }

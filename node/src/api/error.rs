@@ -34,11 +34,14 @@ impl IntoResponse for ApiError {
         let (status, body) = match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, json!({ "error": message })),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, json!({ "error": message })),
-            ApiError::CasMismatch { current } => {
-                (StatusCode::CONFLICT, json!({ "error": message, "current": current }))
-            }
+            ApiError::CasMismatch { current } => (
+                StatusCode::CONFLICT,
+                json!({ "error": message, "current": current }),
+            ),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, json!({ "error": message })),
-            ApiError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, json!({ "error": message })),
+            ApiError::NotImplemented(_) => {
+                (StatusCode::NOT_IMPLEMENTED, json!({ "error": message }))
+            }
             ApiError::NotApplied(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({ "error": message, "outcome": "not-applied" }),
@@ -76,7 +79,8 @@ pub struct Forwarded {
 
 impl Forwarded {
     pub async fn from_response(response: reqwest::Response) -> Result<Self, ApiError> {
-        let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let status =
+            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
         let body = response
             .bytes()
             .await
@@ -97,6 +101,11 @@ impl Forwarded {
 
 impl IntoResponse for Forwarded {
     fn into_response(self) -> Response {
-        (self.status, [("content-type", "application/json")], self.body).into_response()
+        (
+            self.status,
+            [("content-type", "application/json")],
+            self.body,
+        )
+            .into_response()
     }
 }

@@ -12,5 +12,6 @@ use error::ApiError;
 
 /// Unwraps a JSON body, turning every kind of rejection into a 400 with a JSON message.
 pub fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(v)| v).map_err(|e| ApiError::BadRequest(e.body_text()))
+    body.map(|Json(v)| v)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
 }

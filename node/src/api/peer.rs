@@ -20,7 +20,9 @@ use super::client::observability_routes;
 use super::error::ApiError;
 use super::json_body;
 use crate::faults::{FaultSet, Verdict};
-use crate::member::{Consistency, Member, ReadRequest, Reply, FORWARD_READ_PATH, FORWARD_WRITE_PATH};
+use crate::member::{
+    Consistency, Member, ReadRequest, Reply, FORWARD_READ_PATH, FORWARD_WRITE_PATH,
+};
 use crate::network::FROM_HEADER;
 use crate::types::{Command, NodeId, TypeConfig};
 
@@ -31,7 +33,10 @@ pub fn router(member: Arc<Member>) -> Router {
         .route("/raft/snapshot", post(snapshot))
         .route(FORWARD_WRITE_PATH, post(forwarded_write))
         .route(FORWARD_READ_PATH, post(forwarded_read))
-        .layer(middleware::from_fn_with_state(member.clone(), incoming_faults));
+        .layer(middleware::from_fn_with_state(
+            member.clone(),
+            incoming_faults,
+        ));
     let admin = Router::new()
         .route("/v1/admin/init", post(init))
         .route("/v1/admin/learners", post(add_learner))
@@ -41,7 +46,10 @@ pub fn router(member: Arc<Member>) -> Router {
         .route("/v1/admin/faults", put(set_faults).get(get_faults));
     peer_messages
         .merge(admin)
-        .layer(middleware::from_fn_with_state(member.clone(), require_token))
+        .layer(middleware::from_fn_with_state(
+            member.clone(),
+            require_token,
+        ))
         .merge(observability_routes())
         .with_state(member)
 }
@@ -55,10 +63,19 @@ fn token_matches(headers: &HeaderMap, token: &str) -> bool {
         return false;
     };
     // Compare in constant time so the token cannot be guessed byte by byte.
-    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
-async fn require_token(State(member): State<Arc<Member>>, request: Request, next: Next) -> Response {
+async fn require_token(
+    State(member): State<Arc<Member>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if token_matches(request.headers(), &member.peers.token) {
         next.run(request).await
     } else {
@@ -68,7 +85,11 @@ async fn require_token(State(member): State<Arc<Member>>, request: Request, next
 
 /// Incoming half of the fault layer: a paused member holds peer messages; a partition or loss
 /// towards the sender drops them (the sender sees the link as unreachable).
-async fn incoming_faults(State(member): State<Arc<Member>>, request: Request, next: Next) -> Response {
+async fn incoming_faults(
+    State(member): State<Arc<Member>>,
+    request: Request,
+    next: Next,
+) -> Response {
     if let Err(e) = member.gate(member.deadline()).await {
         return e.into_response();
     }
@@ -79,15 +100,20 @@ async fn incoming_faults(State(member): State<Arc<Member>>, request: Request, ne
         .and_then(|v| v.parse::<NodeId>().ok());
     if let Some(sender) = sender {
         if member.faults.filter(sender).await == Verdict::Drop {
-            return ApiError::NotApplied(format!("message from member {sender} dropped by an injected fault"))
-                .into_response();
+            return ApiError::NotApplied(format!(
+                "message from member {sender} dropped by an injected fault"
+            ))
+            .into_response();
         }
     }
     next.run(request).await
 }
 
 /// Runs one Raft RPC; its result (including Raft's own errors) travels back as JSON.
-async fn raft_rpc<Req, Resp, E, Fut>(body: Result<Json<Req>, JsonRejection>, call: impl FnOnce(Req) -> Fut) -> Response
+async fn raft_rpc<Req, Resp, E, Fut>(
+    body: Result<Json<Req>, JsonRejection>,
+    call: impl FnOnce(Req) -> Fut,
+) -> Response
 where
     Req: DeserializeOwned,
     Resp: Serialize,
@@ -129,7 +155,10 @@ fn reply(key: &str, result: Result<Reply, ApiError>) -> Response {
     }
 }
 
-async fn forwarded_write(State(m): State<Arc<Member>>, body: Result<Json<Command>, JsonRejection>) -> Response {
+async fn forwarded_write(
+    State(m): State<Arc<Member>>,
+    body: Result<Json<Command>, JsonRejection>,
+) -> Response {
     match json_body(body) {
         Ok(command) => {
             let key = match &command {
@@ -141,9 +170,15 @@ async fn forwarded_write(State(m): State<Arc<Member>>, body: Result<Json<Command
     }
 }
 
-async fn forwarded_read(State(m): State<Arc<Member>>, body: Result<Json<ReadRequest>, JsonRejection>) -> Response {
+async fn forwarded_read(
+    State(m): State<Arc<Member>>,
+    body: Result<Json<ReadRequest>, JsonRejection>,
+) -> Response {
     match json_body(body) {
-        Ok(r) => reply(&r.key, m.read(&r.key, Consistency::Linearizable, false).await),
+        Ok(r) => reply(
+            &r.key,
+            m.read(&r.key, Consistency::Linearizable, false).await,
+        ),
         Err(e) => e.into_response(),
     }
 }
@@ -156,7 +191,9 @@ fn validate_addr(addr: &str) -> Result<(), ApiError> {
     if valid {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(format!("address {addr:?} is not host:port")))
+        Err(ApiError::BadRequest(format!(
+            "address {addr:?} is not host:port"
+        )))
     }
 }
 
@@ -180,7 +217,10 @@ struct InitRequest {
     members: BTreeMap<NodeId, String>,
 }
 
-async fn init(State(m): State<Arc<Member>>, body: Result<Json<InitRequest>, JsonRejection>) -> Result<Response, ApiError> {
+async fn init(
+    State(m): State<Arc<Member>>,
+    body: Result<Json<InitRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
     let InitRequest { members } = json_body(body)?;
     validate_members(&members)?;
     m.initialize(members).await?;
@@ -242,7 +282,10 @@ async fn set_peers(
 }
 
 async fn get_peers(State(m): State<Arc<Member>>) -> Response {
-    Json(PeersRequest { peers: m.peers.addresses.all() }).into_response()
+    Json(PeersRequest {
+        peers: m.peers.addresses.all(),
+    })
+    .into_response()
 }
 
 async fn set_faults(

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, OptionalSend, RaftLogReader, StorageIOError};
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -45,13 +45,20 @@ impl LogStore {
         let db = Database::create(path).map_err(fail(StorageIOError::write_logs))?;
         let tx = db.begin_write().map_err(fail(StorageIOError::write_logs))?;
         {
-            tx.open_table(LOG).map_err(fail(StorageIOError::write_logs))?;
-            tx.open_table(META).map_err(fail(StorageIOError::write_logs))?;
+            tx.open_table(LOG)
+                .map_err(fail(StorageIOError::write_logs))?;
+            tx.open_table(META)
+                .map_err(fail(StorageIOError::write_logs))?;
         }
         tx.commit().map_err(fail(StorageIOError::write_logs))?;
-        let store = Self { db: Arc::new(db), committed: Arc::default() };
+        let store = Self {
+            db: Arc::new(db),
+            committed: Arc::default(),
+        };
         let committed: Option<LogId> = store.read_meta::<Option<LogId>>(COMMITTED_KEY)?.flatten();
-        store.committed.store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
+        store
+            .committed
+            .store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
         Ok(store)
     }
 
@@ -70,22 +77,17 @@ impl LogStore {
         }
     }
 
-    /// Writes one metadata value in its own transaction; `durable` decides whether the
-    /// commit waits for fsync (the vote must, the committed index need not).
+    /// Writes one metadata value in its own durable (fsynced) transaction.
     async fn write_meta<T: Serialize>(
         &self,
         key: &'static str,
         value: &T,
-        durable: bool,
         ctor: IoCtor,
     ) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(value).map_err(fail(ctor))?;
         let db = self.db.clone();
         blocking(move || {
-            let mut tx = db.begin_write().map_err(fail(ctor))?;
-            if !durable {
-                tx.set_durability(Durability::None);
-            }
+            let tx = db.begin_write().map_err(fail(ctor))?;
             {
                 let mut table = tx.open_table(META).map_err(fail(ctor))?;
                 table.insert(key, bytes.as_slice()).map_err(fail(ctor))?;
@@ -110,10 +112,15 @@ impl LogStore {
         blocking(move || {
             let tx = db.begin_write().map_err(fail(StorageIOError::write_logs))?;
             {
-                let mut log = tx.open_table(LOG).map_err(fail(StorageIOError::write_logs))?;
-                log.retain_in(range, |_, _| false).map_err(fail(StorageIOError::write_logs))?;
+                let mut log = tx
+                    .open_table(LOG)
+                    .map_err(fail(StorageIOError::write_logs))?;
+                log.retain_in(range, |_, _| false)
+                    .map_err(fail(StorageIOError::write_logs))?;
                 if let Some(bytes) = purged {
-                    let mut meta = tx.open_table(META).map_err(fail(StorageIOError::write_logs))?;
+                    let mut meta = tx
+                        .open_table(META)
+                        .map_err(fail(StorageIOError::write_logs))?;
                     meta.insert(PURGED_KEY, bytes.as_slice())
                         .map_err(fail(StorageIOError::write_logs))?;
                 }
@@ -138,12 +145,21 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let tx = self.db.begin_read().map_err(fail(StorageIOError::read_logs))?;
-        let table = tx.open_table(LOG).map_err(fail(StorageIOError::read_logs))?;
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(fail(StorageIOError::read_logs))?;
+        let table = tx
+            .open_table(LOG)
+            .map_err(fail(StorageIOError::read_logs))?;
         let mut entries = Vec::new();
-        for row in table.range(range).map_err(fail(StorageIOError::read_logs))? {
+        for row in table
+            .range(range)
+            .map_err(fail(StorageIOError::read_logs))?
+        {
             let (_, bytes) = row.map_err(fail(StorageIOError::read_logs))?;
-            let entry = serde_json::from_slice(bytes.value()).map_err(fail(StorageIOError::read_logs))?;
+            let entry =
+                serde_json::from_slice(bytes.value()).map_err(fail(StorageIOError::read_logs))?;
             entries.push(entry);
         }
         Ok(entries)
@@ -156,8 +172,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId> = self.read_meta(PURGED_KEY)?;
         let last_entry = {
-            let tx = self.db.begin_read().map_err(fail(StorageIOError::read_logs))?;
-            let table = tx.open_table(LOG).map_err(fail(StorageIOError::read_logs))?;
+            let tx = self
+                .db
+                .begin_read()
+                .map_err(fail(StorageIOError::read_logs))?;
+            let table = tx
+                .open_table(LOG)
+                .map_err(fail(StorageIOError::read_logs))?;
             let last = match table.last().map_err(fail(StorageIOError::read_logs))? {
                 Some((_, bytes)) => Some(
                     serde_json::from_slice::<Entry>(bytes.value())
@@ -179,7 +200,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.write_meta(VOTE_KEY, vote, true, StorageIOError::write_vote).await
+        self.write_meta(VOTE_KEY, vote, StorageIOError::write_vote)
+            .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -187,19 +209,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // The committed index only shortens recovery (entries up to it are re-applied at start);
-        // losing the latest value is harmless, so it is not worth an fsync of its own.
+        // Durable, not a hint: a member restarted with a committed vote for itself resumes as
+        // leader in the same term without a new no-op entry, and serves linearizable reads up to
+        // this index. A stale value would let it answer reads without acknowledged writes.
         if let Some(c) = committed {
             self.committed.fetch_max(c.index, Ordering::Relaxed);
         }
-        self.write_meta(COMMITTED_KEY, &committed, false, StorageIOError::write).await
+        self.write_meta(COMMITTED_KEY, &committed, StorageIOError::write)
+            .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
         Ok(self.read_meta::<Option<LogId>>(COMMITTED_KEY)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -213,7 +241,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let result = blocking(move || {
             let tx = db.begin_write().map_err(fail(StorageIOError::write_logs))?;
             {
-                let mut table = tx.open_table(LOG).map_err(fail(StorageIOError::write_logs))?;
+                let mut table = tx
+                    .open_table(LOG)
+                    .map_err(fail(StorageIOError::write_logs))?;
                 for (index, bytes) in &rows {
                     table
                         .insert(index, bytes.as_slice())

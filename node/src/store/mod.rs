@@ -15,7 +15,8 @@ use crate::types::StorageError;
 
 /// Opens (or creates) the log store and the state machine under `data_dir`.
 pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachine), StorageError> {
-    std::fs::create_dir_all(data_dir).map_err(|e| io_error(StorageIOError::write(AnyError::new(&e))))?;
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| io_error(StorageIOError::write(AnyError::new(&e))))?;
     let log = LogStore::open(&data_dir.join("raft-log.redb"))?;
     let sm = StateMachine::open(data_dir)?;
     Ok((log, sm))

@@ -63,7 +63,11 @@ fn fail<E: std::error::Error + 'static>(
 
 impl StateMachine {
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
-        let sm = Self { state: SharedState::default(), dir: dir.to_path_buf(), snapshot_seq: 0 };
+        let sm = Self {
+            state: SharedState::default(),
+            dir: dir.to_path_buf(),
+            snapshot_seq: 0,
+        };
         if let Some(stored) = sm.load_snapshot()? {
             *sm.state.write() = stored.data;
         }
@@ -113,9 +117,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             snapshot_id,
         };
         let bytes = serde_json::to_vec(&data).map_err(fail(StorageIOError::write_state_machine))?;
-        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
         self.persist_snapshot(&stored)?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
     }
 }
 
@@ -150,7 +160,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        Self { state: self.state.clone(), dir: self.dir.clone(), snapshot_seq: self.snapshot_seq }
+        Self {
+            state: self.state.clone(),
+            dir: self.dir.clone(),
+            snapshot_seq: self.snapshot_seq,
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -162,9 +176,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
-        let data: AppliedState = serde_json::from_slice(snapshot.get_ref())
-            .map_err(|e| io_error(StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))))?;
-        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let data: AppliedState = serde_json::from_slice(snapshot.get_ref()).map_err(|e| {
+            io_error(StorageIOError::read_snapshot(
+                Some(meta.signature()),
+                AnyError::new(&e),
+            ))
+        })?;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
         self.persist_snapshot(&stored)?;
         let mut state = self.state.write();
         *state = stored.data;
@@ -178,7 +199,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(stored) = self.load_snapshot()? else {
             return Ok(None);
         };
-        let bytes = serde_json::to_vec(&stored.data).map_err(fail(StorageIOError::read_state_machine))?;
-        Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(bytes)) }))
+        let bytes =
+            serde_json::to_vec(&stored.data).map_err(fail(StorageIOError::read_state_machine))?;
+        Ok(Some(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
     }
 }

@@ -1,0 +1,269 @@
+//! Multi-process tests: real `caplab-node` binaries on loopback, killed with SIGKILL.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{wait_until, Cluster};
+use reqwest::Method;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_is_visible_everywhere() {
+    let c = Cluster::start(3).await;
+    assert_eq!(
+        c.put(2, "x", 5).await,
+        (200, json!({"key": "x", "value": 5}))
+    );
+    for id in 1..=3 {
+        assert_eq!(
+            c.get(id, "x", "linearizable").await,
+            (200, json!({"key": "x", "value": 5}))
+        );
+    }
+    for id in 1..=3 {
+        wait_until("local reads to catch up", || async {
+            (c.get(id, "x", "local").await.1["value"] == 5).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(c.get(3, "never-written", "local").await.1["value"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compare_and_set_through_a_follower() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_for_leader().await;
+    let follower = if leader == 1 { 2 } else { 1 };
+    c.put(follower, "k", 5).await;
+    let cas = |expected: i64, new: i64| {
+        let url = c.members[&follower].url("/v1/kv/k/cas");
+        let http = c.http.clone();
+        async move {
+            common::into_pair(
+                http.post(url)
+                    .json(&json!({"expected": expected, "new": new}))
+                    .send()
+                    .await,
+            )
+            .await
+        }
+    };
+    assert_eq!(cas(5, 6).await, (200, json!({"key": "k", "value": 6})));
+    let (status, body) = cas(5, 7).await;
+    assert_eq!(status, 409);
+    assert_eq!(body["current"], 6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_leader_takes_over_after_sigkill() {
+    let mut c = Cluster::start(3).await;
+    c.write_somewhere("before", 1).await;
+    let old = c.wait_for_leader().await;
+    let killed_at = Instant::now();
+    c.kill(old);
+    let new = c.wait_for_leader().await;
+    c.write_somewhere("after", 2).await;
+    println!(
+        "failover: leader {old} killed, leader {new} accepted a write after {:?}",
+        killed_at.elapsed()
+    );
+    assert_ne!(old, new);
+    assert_eq!(c.get(new, "before", "linearizable").await.1["value"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restarted_members_keep_every_acknowledged_write() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.wait_for_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap_or(1);
+    c.kill(follower);
+    for i in 0..50 {
+        assert_eq!(c.put(leader, &format!("k{i}"), i).await.0, 200);
+    }
+    c.restart(follower);
+    wait_until("the restarted follower to catch up", || async {
+        (c.get(follower, "k49", "local").await.1["value"] == 49).then_some(())
+    })
+    .await;
+
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    for id in 1..=3 {
+        c.restart(id);
+    }
+    let leader = c.wait_for_leader().await;
+    for i in 0..50 {
+        assert_eq!(
+            c.get(leader, &format!("k{i}"), "linearizable").await.1["value"],
+            i,
+            "k{i} after full restart"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_quorum_a_write_fails_within_the_deadline() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.wait_for_leader().await;
+    for id in (1..=3).filter(|id| *id != leader) {
+        c.kill(id);
+    }
+    let started = Instant::now();
+    let (status, body) = c.put(leader, "x", 1).await;
+    assert!(status == 503 || status == 504, "got {status} {body}");
+    assert!(body["outcome"].is_string(), "{body}");
+    // The request deadline is 3 s; allow scheduling slack but no hang.
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scale_up_to_five_and_back_without_losing_writes() {
+    let mut c = Cluster::start(3).await;
+    let writer_cluster_urls: Vec<String> =
+        (1..=3).map(|id| c.members[&id].url("/v1/kv/w")).collect();
+    let http = c.http.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut acknowledged = 0;
+            let mut i = 1;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let url = &writer_cluster_urls[i as usize % writer_cluster_urls.len()];
+                if let Ok(r) = http.put(url).json(&json!({"value": i})).send().await {
+                    if r.status().is_success() {
+                        acknowledged = i;
+                    }
+                }
+                i += 1;
+            }
+            acknowledged
+        })
+    };
+    for id in [4, 5] {
+        c.add_process(id);
+        let addr = c.members[&id].peer.clone();
+        assert_eq!(
+            c.admin(
+                1,
+                Method::POST,
+                "/v1/admin/learners",
+                json!({"id": id, "addr": addr})
+            )
+            .await
+            .0,
+            200
+        );
+    }
+    assert_eq!(
+        c.admin(
+            2,
+            Method::PUT,
+            "/v1/admin/voters",
+            json!({"voters": [1, 2, 3, 4, 5]})
+        )
+        .await
+        .0,
+        200
+    );
+    wait_until("member 5 to see itself a voter", || async {
+        (c.status(5).await?["voters"] == json!([1, 2, 3, 4, 5])).then_some(())
+    })
+    .await;
+    assert_eq!(
+        c.admin(
+            3,
+            Method::PUT,
+            "/v1/admin/voters",
+            json!({"voters": [1, 2, 3]})
+        )
+        .await
+        .0,
+        200
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let last_acknowledged = writer.await.unwrap_or(0);
+    c.kill(4);
+    c.kill(5);
+    let leader = c.wait_for_leader().await;
+    let value = c.get(leader, "w", "linearizable").await.1["value"]
+        .as_i64()
+        .unwrap_or(-1);
+    assert!(
+        value >= last_acknowledged && last_acknowledged > 0,
+        "read {value}, last acknowledged {last_acknowledged}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_a_4xx_and_the_member_keeps_serving() {
+    let c = Cluster::start(3).await;
+    let m = &c.members[&1];
+    let long_key = "k".repeat(257);
+    let cases = [
+        (Method::PUT, m.url("/v1/kv/x"), "{\"value\": \"five\"}", 400),
+        (Method::PUT, m.url("/v1/kv/x"), "{not json", 400),
+        (Method::PUT, m.url("/v1/kv/x"), "{\"value\": 1.5}", 400),
+        (
+            Method::PUT,
+            m.url(&format!("/v1/kv/{long_key}")),
+            "{\"value\": 1}",
+            400,
+        ),
+        (
+            Method::POST,
+            m.url("/v1/kv/x/cas"),
+            "{\"expected\": 1}",
+            400,
+        ),
+        (Method::GET, m.url("/v1/kv/x?consistency=eventual"), "", 400),
+        (
+            Method::POST,
+            m.peer_url("/v1/admin/init"),
+            "{\"members\": {}}",
+            401,
+        ),
+        (Method::PUT, m.peer_url("/v1/admin/faults"), "{}", 401),
+        (Method::POST, m.peer_url("/raft/vote"), "{}", 401),
+    ];
+    for (method, url, body, expected) in cases {
+        let r = c
+            .http
+            .request(method.clone(), &url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let json: serde_json::Value = r.json().await.unwrap_or_default();
+        assert_eq!(status, expected, "{method} {url} {body}: {json}");
+        assert!(
+            json["error"].is_string(),
+            "{method} {url}: error message missing in {json}"
+        );
+    }
+    let admin_cases = [
+        ("/v1/admin/faults", json!({"loss": {"probability": 2.0}})),
+        ("/v1/admin/faults", json!({"partition": {"peers": [99]}})),
+        ("/v1/admin/faults", json!({"bogus": true})),
+        ("/v1/admin/peers", json!({"peers": {"2": "nohostport"}})),
+    ];
+    for (path, body) in admin_cases {
+        let (status, json) = c.admin(1, Method::PUT, path, body.clone()).await;
+        assert_eq!(status, 400, "{path} {body}: {json}");
+    }
+    let (status, _) = c
+        .admin(
+            1,
+            Method::POST,
+            "/v1/admin/learners",
+            json!({"id": 0, "addr": "a:1"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(c.put(1, "x", 7).await.0, 200);
+    assert_eq!(c.get(1, "x", "linearizable").await.1["value"], 7);
+}

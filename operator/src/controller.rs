@@ -1,0 +1,958 @@
+//! The reconcile pipeline: observe → validate → build → apply → status.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::crd::{
+    FailoverStatus, MemberStatus, Phase, RegisterCluster, RegisterClusterStatus, Replication,
+    MANAGER,
+};
+use crate::faults::{self, FaultEvent, FaultPlan};
+use crate::member_client::{MemberClient, MemberError, NodeStatus};
+use crate::membership::{self, Observed, PrimaryStep, Step};
+use crate::metrics::Metrics;
+use crate::resources::{self, LABEL_CLUSTER, TOKEN_KEY};
+use crate::status::{self, Summary};
+use crate::validation;
+
+/// Requeue while converging.
+pub const FAST: Duration = Duration::from_secs(2);
+/// Requeue when stable.
+pub const SLOW: Duration = Duration::from_secs(15);
+/// Requeue with an invalid spec.
+pub const INVALID: Duration = Duration::from_secs(60);
+/// Default async failover grace period.
+pub const DEFAULT_FAILOVER_SECS: u64 = 10;
+
+/// Reconcile errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Kubernetes API error.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Member API error.
+    #[error("member API: {0}")]
+    Member(#[from] MemberError),
+    /// The resource has no namespace.
+    #[error("RegisterCluster has no namespace")]
+    MissingNamespace,
+    /// The admin token Secret is malformed.
+    #[error("secret {0} has no usable token")]
+    BadSecret(String),
+}
+
+impl Error {
+    /// Label for the errors metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Member(_) => "member",
+            Error::MissingNamespace => "namespace",
+            Error::BadSecret(_) => "secret",
+        }
+    }
+}
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Member HTTP client.
+    pub members: MemberClient,
+    /// Default member image.
+    pub node_image: String,
+}
+
+impl Context {
+    async fn event(&self, rc: &RegisterCluster, warning: bool, reason: &str, note: String) {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        self.metrics.action(reason);
+        if let Err(e) = self.recorder.publish(&ev, &rc.object_ref(&())).await {
+            warn!(error = %e, reason, "publishing event failed");
+        }
+    }
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn running_ip(pod: &Pod) -> Option<String> {
+    let st = pod.status.as_ref()?;
+    if st.phase.as_deref() != Some("Running") {
+        return None;
+    }
+    st.pod_ip.clone().filter(|ip| !ip.is_empty())
+}
+
+/// The controller's entry point for one RegisterCluster.
+pub async fn reconcile(rc: Arc<RegisterCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.start();
+    if rc.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove everything.
+        return Ok(Action::await_change());
+    }
+    let ns = rc.namespace().ok_or(Error::MissingNamespace)?;
+    let name = rc.name_any();
+    let prev = rc.status.clone().unwrap_or_default();
+    let now = Utc::now();
+    let errors = validation::validate(&rc);
+
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let lp = ListParams::default().labels(&format!("{LABEL_CLUSTER}={name}"));
+    let pod_list = pods_api.list(&lp).await?;
+    let mut pods: BTreeMap<u32, Pod> = BTreeMap::new();
+    let mut terminating: BTreeSet<u32> = BTreeSet::new();
+    for p in pod_list.items {
+        let Some(o) = resources::ordinal_of(&p.metadata) else {
+            continue;
+        };
+        if p.metadata.deletion_timestamp.is_some() {
+            terminating.insert(o);
+        } else {
+            pods.insert(o, p);
+        }
+    }
+
+    // Observe members (concurrently).
+    let polls = pods.iter().map(|(o, p)| {
+        let ip = running_ip(p);
+        let mc = ctx.members.clone();
+        async move {
+            let st = match &ip {
+                Some(ip) => mc.status(ip).await.ok(),
+                None => None,
+            };
+            (*o, st)
+        }
+    });
+    let mut statuses: BTreeMap<u32, NodeStatus> = BTreeMap::new();
+    for (o, st) in join_all(polls).await {
+        if let Some(st) = st {
+            statuses.insert(o, st);
+        }
+    }
+
+    let replicas = u32::try_from(rc.spec.replicas.clamp(0, validation::MAX_REPLICAS)).unwrap_or(0);
+    let mut observed: Vec<Observed> = Vec::new();
+    let mut ordinals: BTreeSet<u32> = (0..replicas).collect();
+    ordinals.extend(pods.keys().copied());
+    for o in &ordinals {
+        let pod = pods.get(o);
+        let id = pod
+            .and_then(|p| resources::member_id_of(&p.metadata))
+            .or_else(|| prev.members.iter().find(|m| m.ordinal == *o).map(|m| m.id))
+            .unwrap_or(0);
+        observed.push(Observed {
+            ordinal: *o,
+            id,
+            pod_exists: pod.is_some(),
+            pod_ip: pod.and_then(running_ip),
+            status: statuses.get(o).cloned(),
+        });
+    }
+    let leader_obs = membership::find_leader(&observed).cloned();
+    let leader_status = leader_obs.as_ref().and_then(|l| l.status.clone());
+
+    if !errors.is_empty() {
+        let msg = errors.join("; ");
+        let known = prev
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "SpecValid" && c.status == "False" && c.message == msg);
+        if !known {
+            warn!(cluster = %name, namespace = %ns, %msg, "invalid spec");
+            ctx.event(&rc, true, "InvalidSpec", msg.clone()).await;
+        }
+        let mut st = prev.clone();
+        let members = member_statuses(
+            &rc,
+            &observed,
+            replicas,
+            leader_status.as_ref(),
+            &prev,
+            None,
+        );
+        let voters = leader_status
+            .as_ref()
+            .map(|s| s.voters.clone())
+            .unwrap_or_default();
+        let leader_name = leader_obs
+            .as_ref()
+            .map(|l| resources::pod_name(&name, l.ordinal));
+        let summary = Summary {
+            errors: &errors,
+            bootstrapped: prev.bootstrapped,
+            leader: leader_name.as_deref(),
+            replicas: u32::try_from(prev.replicas.max(0)).unwrap_or(0),
+            members: &members,
+            voters: &voters,
+            converging: false,
+            progress: None,
+        };
+        st.phase = Some(Phase::Failed);
+        st.conditions = status::conditions(
+            &prev.conditions,
+            &summary,
+            Phase::Failed,
+            rc.metadata.generation,
+            &ts(now),
+        );
+        st.members = members;
+        st.leader = leader_name;
+        st.observed_generation = rc.metadata.generation;
+        write_status(&ctx, &rc, &ns, &st).await?;
+        return Ok(Action::requeue(INVALID));
+    }
+
+    // Build + apply owned objects.
+    let token = ensure_secret(&ctx, &rc, &ns).await?;
+    let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let pp = PatchParams::apply(MANAGER).force();
+    svc_api
+        .patch(&name, &pp, &Patch::Apply(&resources::client_service(&rc)))
+        .await?;
+
+    // Member ids: never reused.
+    let mut next_id = prev.next_member_id.max(1);
+    let seen = observed
+        .iter()
+        .map(|m| m.id)
+        .chain(prev.members.iter().map(|m| m.id))
+        .chain(prev.voters.iter().copied())
+        .chain(prev.learners.iter().copied())
+        .chain(
+            statuses
+                .values()
+                .flat_map(|s| s.voters.iter().chain(s.learners.iter()).copied()),
+        );
+    for id in seen {
+        next_id = next_id.max(id + 1);
+    }
+
+    // Faults.
+    let ids: BTreeMap<u32, u64> = observed
+        .iter()
+        .filter(|m| m.id > 0)
+        .map(|m| (m.ordinal, m.id))
+        .collect();
+    let leader_ordinal = leader_obs.as_ref().map(|l| l.ordinal);
+    let plan = faults::plan(
+        &rc.spec.faults,
+        &prev.faults,
+        now,
+        replicas,
+        &ids,
+        leader_ordinal,
+    );
+    for ev in &plan.events {
+        match ev {
+            FaultEvent::Started { name: f, detail } => {
+                info!(cluster = %name, fault = %f, %detail, "fault started");
+                ctx.event(
+                    &rc,
+                    false,
+                    "FaultStarted",
+                    format!("fault {f} started: {detail}"),
+                )
+                .await;
+            }
+            FaultEvent::Ended { name: f, why } => {
+                info!(cluster = %name, fault = %f, why, "fault ended");
+                ctx.event(&rc, false, "FaultEnded", format!("fault {f} ended ({why})"))
+                    .await;
+            }
+        }
+    }
+
+    let mut progress: Vec<String> = Vec::new();
+    // Crash faults: keep the targets down.
+    for o in &plan.crashed {
+        if let Some(p) = pods.get(o) {
+            let pn = p.name_any();
+            info!(cluster = %name, pod = %pn, "crash fault: deleting pod");
+            pods_api
+                .delete(&pn, &DeleteParams::default().grace_period(0))
+                .await?;
+            ctx.event(
+                &rc,
+                false,
+                "MemberCrashed",
+                format!("crash fault: deleted pod {pn}"),
+            )
+            .await;
+        }
+        if let Some(m) = observed.iter_mut().find(|m| m.ordinal == *o) {
+            m.pod_exists = false;
+            m.pod_ip = None;
+            m.status = None;
+        }
+    }
+
+    // Failed pods are replaced; missing ones created.
+    for (o, p) in &pods {
+        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Failed") | Some("Succeeded")) && !plan.crashed.contains(o) {
+            pods_api
+                .delete(&p.name_any(), &DeleteParams::default())
+                .await?;
+            progress.push(format!("replacing failed pod {}", p.name_any()));
+        }
+    }
+    for o in 0..replicas {
+        if pods.contains_key(&o) || terminating.contains(&o) || plan.crashed.contains(&o) {
+            continue;
+        }
+        let mut id = 0;
+        if rc.spec.storage.is_some() {
+            if let Some(pvc) = pvc_api.get_opt(&resources::pvc_name(&name, o)).await? {
+                id = resources::member_id_of(&pvc.metadata).unwrap_or(0);
+            }
+        }
+        if id == 0 {
+            id = next_id;
+            next_id += 1;
+        }
+        if let Some(pvc) = resources::member_pvc(&rc, o, id) {
+            pvc_api
+                .patch(&resources::pvc_name(&name, o), &pp, &Patch::Apply(&pvc))
+                .await?;
+        }
+        let pod = resources::member_pod(&rc, o, id, &ctx.node_image);
+        let pn = resources::pod_name(&name, o);
+        pods_api.patch(&pn, &pp, &Patch::Apply(&pod)).await?;
+        info!(cluster = %name, pod = %pn, id, "created member pod");
+        ctx.event(
+            &rc,
+            false,
+            "MemberCreated",
+            format!("created pod {pn} as member {id}"),
+        )
+        .await;
+        progress.push(format!("created {pn}"));
+        if let Some(m) = observed.iter_mut().find(|m| m.ordinal == o) {
+            m.id = id;
+            m.pod_exists = true;
+        }
+    }
+
+    // Address book and fault sets to every reachable member.
+    let book: BTreeMap<u64, String> = observed
+        .iter()
+        .filter(|m| m.id > 0)
+        .filter_map(|m| m.peer_addr().map(|a| (m.id, a)))
+        .collect();
+    for m in observed.iter().filter(|m| m.reachable()) {
+        let Some(ip) = m.pod_ip.as_deref() else {
+            continue;
+        };
+        if let Err(e) = ctx.members.peers(ip, &token, &book).await {
+            debug!(error = %e, ordinal = m.ordinal, "pushing peers failed");
+        }
+        let desired = plan
+            .sets
+            .get(&m.ordinal)
+            .cloned()
+            .unwrap_or_default()
+            .normalized();
+        let reported = m
+            .status
+            .as_ref()
+            .and_then(NodeStatus::fault_set)
+            .map(|f| f.normalized());
+        if reported.as_ref() != Some(&desired) {
+            match ctx.members.faults(ip, &token, &desired).await {
+                Ok(()) => {
+                    info!(cluster = %name, ordinal = m.ordinal, faults = ?desired, "pushed fault set");
+                    ctx.metrics.action("PushFaults");
+                }
+                Err(e) => {
+                    ctx.metrics.error("member");
+                    warn!(error = %e, ordinal = m.ordinal, "pushing faults failed");
+                }
+            }
+        }
+    }
+
+    // Membership.
+    let mut st = prev.clone();
+    let mut bootstrapped = prev.bootstrapped;
+    let converging = match rc.spec.replication {
+        Replication::Raft => {
+            let step = membership::next_raft_step(replicas, &observed, prev.bootstrapped);
+            let converging = step.converging();
+            if let Some(p) =
+                raft_step(&ctx, &rc, &observed, leader_obs.as_ref(), &token, step).await
+            {
+                progress.push(p);
+            }
+            converging
+        }
+        Replication::Async | Replication::Sync => {
+            let down_since = if leader_obs.is_none() && prev.bootstrapped {
+                Some(
+                    prev.primary_unreachable_since
+                        .as_deref()
+                        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                        .map(|t| t.with_timezone(&Utc))
+                        .unwrap_or(now),
+                )
+            } else {
+                None
+            };
+            st.primary_unreachable_since = down_since.map(ts);
+            let last_primary = prev
+                .leader_id
+                .map(|id| (id, prev.commit_index.unwrap_or(0)));
+            let step = membership::next_primary_step(
+                replicas,
+                &observed,
+                prev.bootstrapped,
+                last_primary,
+                down_since.map(|t| (now - t).num_seconds()),
+                rc.spec
+                    .failover_after_seconds
+                    .unwrap_or(DEFAULT_FAILOVER_SECS),
+            );
+            let converging = !matches!(step, PrimaryStep::Stable);
+            if let PrimaryStep::Failover {
+                to,
+                from,
+                possible_loss,
+                ..
+            } = &step
+            {
+                st.last_failover = Some(FailoverStatus {
+                    time: ts(now),
+                    from: *from,
+                    to: *to,
+                    possible_loss: *possible_loss,
+                });
+            }
+            if let Some(p) = primary_step(&ctx, &rc, &observed, &token, step, &mut st).await {
+                progress.push(p);
+            }
+            converging
+        }
+    };
+
+    // Status.
+    let leader_name = leader_obs
+        .as_ref()
+        .map(|l| resources::pod_name(&name, l.ordinal));
+    if leader_obs.is_some() && membership::initialised(&observed) {
+        bootstrapped = true;
+    }
+    let members = member_statuses(
+        &rc,
+        &observed,
+        replicas,
+        leader_status.as_ref(),
+        &prev,
+        Some(&plan),
+    );
+    let voters: Vec<u64> = match rc.spec.replication {
+        Replication::Raft => leader_status
+            .as_ref()
+            .map(|s| s.voters.clone())
+            .unwrap_or_default(),
+        _ => members.iter().map(|m| m.id).collect(),
+    };
+    let wanted: Vec<MemberStatus> = members
+        .iter()
+        .filter(|m| m.ordinal < replicas)
+        .cloned()
+        .collect();
+    let progress_msg = progress.join("; ");
+    let summary = Summary {
+        errors: &errors,
+        bootstrapped,
+        leader: leader_name.as_deref(),
+        replicas,
+        members: &wanted,
+        voters: &voters,
+        converging: converging || !progress.is_empty(),
+        progress: if progress.is_empty() {
+            None
+        } else {
+            Some(progress_msg.as_str())
+        },
+    };
+    let phase = status::phase(&summary);
+    let ready = wanted
+        .iter()
+        .filter(|m| status::member_ok(m, &voters))
+        .count();
+    st.conditions = status::conditions(
+        &prev.conditions,
+        &summary,
+        phase,
+        rc.metadata.generation,
+        &ts(now),
+    );
+    st.observed_generation = rc.metadata.generation;
+    st.phase = Some(phase);
+    st.replication = Some(prev.replication.unwrap_or(rc.spec.replication));
+    st.replicas = rc.spec.replicas;
+    st.ready_replicas = i32::try_from(ready).unwrap_or(0);
+    st.ready = Some(format!("{ready}/{replicas}"));
+    st.leader = leader_name.clone();
+    st.leader_id = leader_obs.as_ref().map(|l| l.id);
+    st.term = leader_status.as_ref().map(|s| s.term).or(prev.term);
+    st.commit_index = leader_status
+        .as_ref()
+        .map(|s| s.commit_index)
+        .or(prev.commit_index);
+    st.bootstrapped = bootstrapped;
+    st.next_member_id = next_id;
+    if let Some(ls) = &leader_status {
+        st.voters = ls.voters.clone();
+        st.learners = ls.learners.clone();
+    }
+    st.members = members;
+    st.faults = plan.statuses.clone();
+    let active = plan.active_names();
+    st.active_faults = if active.is_empty() {
+        None
+    } else {
+        Some(active.join(","))
+    };
+
+    announce(&ctx, &rc, &prev, &st).await;
+    write_status(&ctx, &rc, &ns, &st).await?;
+
+    let mut wait = if converging || phase != Phase::Ready || !progress.is_empty() {
+        FAST
+    } else {
+        SLOW
+    };
+    if let Some(exp) = next_expiry(&plan, now) {
+        wait = wait.min(exp);
+    }
+    Ok(Action::requeue(wait))
+}
+
+fn next_expiry(plan: &FaultPlan, now: DateTime<Utc>) -> Option<Duration> {
+    let t = plan.next_expiry?;
+    let ms = (t - now).num_milliseconds().max(100);
+    Some(Duration::from_millis(u64::try_from(ms).unwrap_or(100)))
+}
+
+/// Events derived from status transitions (leader, quorum, membership).
+async fn announce(
+    ctx: &Context,
+    rc: &RegisterCluster,
+    prev: &RegisterClusterStatus,
+    st: &RegisterClusterStatus,
+) {
+    if st.leader_id.is_some() && st.leader_id != prev.leader_id {
+        let old = prev
+            .leader
+            .as_deref()
+            .map(|l| format!("{l} (term {})", prev.term.unwrap_or(0)))
+            .unwrap_or_else(|| "none".into());
+        let new = format!(
+            "{} (term {})",
+            st.leader.as_deref().unwrap_or("?"),
+            st.term.unwrap_or(0)
+        );
+        ctx.event(rc, false, "LeaderChanged", format!("leader {old} -> {new}"))
+            .await;
+    }
+    let was = prev.phase;
+    let is = st.phase;
+    if is == Some(Phase::NoQuorum) && was != Some(Phase::NoQuorum) {
+        ctx.event(rc, true, "QuorumLost", "no member is leader".into())
+            .await;
+    }
+    if was == Some(Phase::NoQuorum) && matches!(is, Some(Phase::Ready) | Some(Phase::Degraded)) {
+        ctx.event(
+            rc,
+            false,
+            "QuorumRegained",
+            format!("leader {}", st.leader.as_deref().unwrap_or("?")),
+        )
+        .await;
+    }
+    if is == Some(Phase::Ready) && was != Some(Phase::Ready) {
+        ctx.event(
+            rc,
+            false,
+            "Ready",
+            format!("{} members ready", st.ready_replicas),
+        )
+        .await;
+    }
+}
+
+fn member_statuses(
+    rc: &RegisterCluster,
+    observed: &[Observed],
+    replicas: u32,
+    leader: Option<&NodeStatus>,
+    prev: &RegisterClusterStatus,
+    plan: Option<&FaultPlan>,
+) -> Vec<MemberStatus> {
+    let name = rc.name_any();
+    observed
+        .iter()
+        .filter(|m| m.ordinal < replicas || m.pod_exists)
+        .map(|m| {
+            let s = m.status.as_ref();
+            let lag = match (leader, s) {
+                (Some(l), Some(s)) => Some(l.commit_index.saturating_sub(s.applied_index)),
+                _ => None,
+            };
+            let faults = match plan {
+                Some(p) => p.member_faults.get(&m.ordinal).cloned().unwrap_or_default(),
+                None => prev
+                    .members
+                    .iter()
+                    .find(|x| x.ordinal == m.ordinal)
+                    .map(|x| x.faults.clone())
+                    .unwrap_or_default(),
+            };
+            MemberStatus {
+                name: resources::pod_name(&name, m.ordinal),
+                ordinal: m.ordinal,
+                id: m.id,
+                pod_ip: m.pod_ip.clone(),
+                role: Some(
+                    s.map(|s| s.role.clone()).unwrap_or_else(|| {
+                        if m.pod_exists { "unknown" } else { "down" }.to_string()
+                    }),
+                ),
+                term: s.map(|s| s.term),
+                commit_index: s.map(|s| s.commit_index),
+                applied_index: s.map(|s| s.applied_index),
+                lag,
+                reachable: m.reachable(),
+                faults,
+            }
+        })
+        .collect()
+}
+
+async fn raft_step(
+    ctx: &Context,
+    rc: &RegisterCluster,
+    observed: &[Observed],
+    leader: Option<&Observed>,
+    token: &str,
+    step: Step,
+) -> Option<String> {
+    let ip_of = |o: u32| {
+        observed
+            .iter()
+            .find(|m| m.ordinal == o)
+            .and_then(|m| m.pod_ip.clone())
+    };
+    let leader_ip = leader.and_then(|l| l.pod_ip.clone());
+    let cluster = rc.name_any();
+    match step {
+        Step::Stable => None,
+        Step::Wait(why) => Some(why),
+        Step::Bootstrap { ordinal, members } => {
+            let ip = ip_of(ordinal)?;
+            match ctx.members.init(&ip, token, &members).await {
+                Ok(()) => {
+                    let ids: Vec<u64> = members.keys().copied().collect();
+                    ctx.event(
+                        rc,
+                        false,
+                        "Bootstrapped",
+                        format!("initialised Raft with voters {ids:?}"),
+                    )
+                    .await;
+                    Some("bootstrapped".into())
+                }
+                Err(e) => member_failed(ctx, "init", e),
+            }
+        }
+        Step::AddLearner { ordinal, id, addr } => {
+            let ip = leader_ip?;
+            match ctx.members.add_learner(&ip, token, id, &addr).await {
+                Ok(()) => {
+                    ctx.event(
+                        rc,
+                        false,
+                        "MemberAdded",
+                        format!(
+                            "{} joined as learner {id}",
+                            resources::pod_name(&cluster, ordinal)
+                        ),
+                    )
+                    .await;
+                    Some(format!("added learner {id}"))
+                }
+                Err(e) => member_failed(ctx, "add-learner", e),
+            }
+        }
+        Step::SetVoters {
+            voters,
+            added,
+            removed,
+        } => {
+            let ip = leader_ip?;
+            match ctx.members.set_voters(&ip, token, &voters).await {
+                Ok(()) => {
+                    if !added.is_empty() {
+                        ctx.event(
+                            rc,
+                            false,
+                            "MemberPromoted",
+                            format!("promoted {added:?} to voter; voters {voters:?}"),
+                        )
+                        .await;
+                    }
+                    if !removed.is_empty() {
+                        ctx.event(
+                            rc,
+                            false,
+                            "MemberRemoved",
+                            format!("removed voters {removed:?}; voters {voters:?}"),
+                        )
+                        .await;
+                    }
+                    Some(format!("voters now {voters:?}"))
+                }
+                Err(e) => member_failed(ctx, "set-voters", e),
+            }
+        }
+        Step::TransferLeader {
+            to,
+            fallback_voters,
+        } => {
+            let ip = leader_ip?;
+            match ctx.members.transfer_leader(&ip, token, to).await {
+                Ok(()) => {
+                    ctx.event(
+                        rc,
+                        false,
+                        "LeaderTransfer",
+                        format!("moving leadership to {to} before removal"),
+                    )
+                    .await;
+                    Some(format!("transferring leadership to {to}"))
+                }
+                Err(e) if matches!(e.status(), Some(501) | Some(404)) => {
+                    match ctx.members.set_voters(&ip, token, &fallback_voters).await {
+                        Ok(()) => {
+                            ctx.event(
+                                rc,
+                                false,
+                                "MemberRemoved",
+                                format!("removed the leader; voters {fallback_voters:?}"),
+                            )
+                            .await;
+                            Some("removed leader".into())
+                        }
+                        Err(e) => member_failed(ctx, "set-voters", e),
+                    }
+                }
+                Err(e) => member_failed(ctx, "transfer-leader", e),
+            }
+        }
+        Step::DeletePod { ordinal } => {
+            let pn = resources::pod_name(&cluster, ordinal);
+            let ns = rc.namespace().unwrap_or_default();
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+            if let Err(e) = pods.delete(&pn, &DeleteParams::default()).await {
+                warn!(error = %e, pod = %pn, "deleting pod failed");
+                return Some(format!("deleting {pn}"));
+            }
+            if rc.spec.storage.is_some()
+                || ordinal >= u32::try_from(rc.spec.replicas.max(0)).unwrap_or(0)
+            {
+                let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+                let _ = pvcs
+                    .delete(
+                        &resources::pvc_name(&cluster, ordinal),
+                        &DeleteParams::default(),
+                    )
+                    .await;
+            }
+            ctx.event(
+                rc,
+                false,
+                "MemberDeleted",
+                format!("scaled down: deleted {pn}"),
+            )
+            .await;
+            Some(format!("deleted {pn}"))
+        }
+    }
+}
+
+async fn primary_step(
+    ctx: &Context,
+    rc: &RegisterCluster,
+    observed: &[Observed],
+    token: &str,
+    step: PrimaryStep,
+    st: &mut RegisterClusterStatus,
+) -> Option<String> {
+    let ip_of = |o: u32| {
+        observed
+            .iter()
+            .find(|m| m.ordinal == o)
+            .and_then(|m| m.pod_ip.clone())
+    };
+    match step {
+        PrimaryStep::Stable => None,
+        PrimaryStep::Wait(w) => Some(w),
+        PrimaryStep::PrimaryDown => Some("primary unreachable; waiting before failover".into()),
+        PrimaryStep::Bootstrap { ordinal, members } => {
+            let ip = ip_of(ordinal)?;
+            match ctx.members.init(&ip, token, &members).await {
+                Ok(()) => {
+                    ctx.event(
+                        rc,
+                        false,
+                        "Bootstrapped",
+                        format!("member at ordinal {ordinal} is primary"),
+                    )
+                    .await;
+                    Some("bootstrapped".into())
+                }
+                Err(e) => member_failed(ctx, "init", e),
+            }
+        }
+        PrimaryStep::Repoint {
+            ordinals,
+            primary,
+            addr,
+        } => {
+            for o in ordinals {
+                if let Some(ip) = ip_of(o) {
+                    if let Err(e) = ctx.members.set_primary(&ip, token, primary, &addr).await {
+                        member_failed(ctx, "set-primary", e);
+                    }
+                }
+            }
+            Some(format!("pointing secondaries at primary {primary}"))
+        }
+        PrimaryStep::Failover {
+            ordinal,
+            to,
+            from,
+            possible_loss,
+        } => {
+            let ip = ip_of(ordinal)?;
+            match ctx.members.promote(&ip, token).await {
+                Ok(()) => {
+                    ctx.event(
+                        rc,
+                        true,
+                        "Failover",
+                        format!("primary {from} unreachable: promoted {to}; up to {possible_loss} acknowledged writes may be lost"),
+                    )
+                    .await;
+                    st.primary_unreachable_since = None;
+                    Some(format!("promoted {to}"))
+                }
+                Err(e) => {
+                    st.last_failover = None;
+                    member_failed(ctx, "promote", e)
+                }
+            }
+        }
+    }
+}
+
+fn member_failed(ctx: &Context, what: &str, e: MemberError) -> Option<String> {
+    ctx.metrics.error("member");
+    warn!(error = %e, what, "member admin call failed");
+    Some(format!("{what} failed: {e}"))
+}
+
+async fn ensure_secret(ctx: &Context, rc: &RegisterCluster, ns: &str) -> Result<String, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let name = resources::secret_name(&rc.name_any());
+    let read = |s: &Secret| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(TOKEN_KEY))
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+    };
+    if let Some(s) = api.get_opt(&name).await? {
+        return read(&s).ok_or(Error::BadSecret(name));
+    }
+    let token = new_token();
+    let secret = resources::admin_secret(rc, &token);
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(token),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let s = api.get(&name).await?;
+            read(&s).ok_or(Error::BadSecret(name))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn new_token() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..32)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
+}
+
+async fn write_status(
+    ctx: &Context,
+    rc: &RegisterCluster,
+    ns: &str,
+    st: &RegisterClusterStatus,
+) -> Result<(), Error> {
+    if rc.status.as_ref() == Some(st) {
+        return Ok(());
+    }
+    let api: Api<RegisterCluster> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({
+        "apiVersion": "caplab.dev/v1alpha1",
+        "kind": "RegisterCluster",
+        "status": st,
+    });
+    api.patch_status(
+        &rc.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Requeue policy on errors.
+pub fn error_policy(rc: Arc<RegisterCluster>, err: &Error, ctx: Arc<Context>) -> Action {
+    warn!(cluster = %rc.name_any(), error = %err, "reconcile failed");
+    ctx.metrics.error(err.kind());
+    Action::requeue(Duration::from_secs(5))
+}

@@ -1,0 +1,14 @@
+//! caplab operator: the `RegisterCluster` resource and its control loops.
+#![warn(missing_docs)]
+
+pub mod controller;
+pub mod crd;
+pub mod faults;
+pub mod lease;
+pub mod member_client;
+pub mod membership;
+pub mod metrics;
+pub mod resources;
+pub mod status;
+pub mod telemetry;
+pub mod validation;
