@@ -49,8 +49,10 @@ pub struct Config {
     #[arg(long, env = "CAPLAB_ELECTION_TIMEOUT_MS", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(50..=60_000))]
     pub election_timeout_ms: u64,
-    /// Leader heartbeat interval in milliseconds (must be below the election timeout).
-    #[arg(long, env = "CAPLAB_HEARTBEAT_MS", default_value_t = 100,
+    /// Leader heartbeat interval in milliseconds (must be below the election timeout). openraft
+    /// 0.9 also uses it as the deadline of each replication RPC, so an injected delay at or above
+    /// it stops replication altogether.
+    #[arg(long, env = "CAPLAB_HEARTBEAT_MS", default_value_t = 200,
           value_parser = clap::value_parser!(u64).range(10..=30_000))]
     pub heartbeat_ms: u64,
     /// Deadline of every client request in milliseconds.

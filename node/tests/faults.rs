@@ -1,0 +1,155 @@
+//! The fault layer on real processes: partitions, pauses, loss, delay and clock skew.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{wait_until, Cluster};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn set_faults(c: &Cluster, id: u64, faults: Value) {
+    let (status, body) = c.admin(id, Method::PUT, "/v1/admin/faults", faults).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn dropped_from(c: &Cluster, id: u64) -> u64 {
+    let (_, body) = c
+        .admin(id, Method::GET, "/v1/admin/faults", Value::Null)
+        .await;
+    body["counters"]
+        .as_object()
+        .map(|peers| peers.values().filter_map(|p| p["dropped"].as_u64()).sum())
+        .unwrap_or(0)
+}
+
+/// Waits until the members in `ids` agree on a leader among them other than `not`.
+async fn wait_for_new_leader(c: &Cluster, ids: &[u64], not: u64) -> u64 {
+    wait_until(
+        &format!("members {ids:?} to elect a leader other than {not}"),
+        || async {
+            let mut seen = Vec::new();
+            for id in ids {
+                seen.push(c.status(*id).await?["leader"].as_u64()?);
+            }
+            seen.dedup();
+            (seen.len() == 1 && seen[0] != not).then(|| seen[0])
+        },
+    )
+    .await
+}
+
+async fn converged(c: &Cluster, key: &str, value: i64) {
+    for m in c.running() {
+        wait_until(
+            &format!("member {} to apply {key}={value}", m.id),
+            || async { (c.get(m.id, key, "local").await.1["value"] == value).then_some(()) },
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_leader_cannot_commit_and_steps_down_after_healing() {
+    let c = Cluster::start(3).await;
+    let old = c.wait_for_leader().await;
+    let majority: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+    // Telling only the leader cuts the links in both directions.
+    set_faults(&c, old, json!({"partition": {"peers": majority}})).await;
+
+    let (status, body) = c.put(old, "p", 1).await;
+    assert!(
+        status == 503 || status == 504,
+        "write through the isolated leader: {status} {body}"
+    );
+    let new = wait_for_new_leader(&c, &majority, old).await;
+    let (status, _) = c.put(majority[0], "p", 2).await;
+    assert_eq!(status, 200);
+    assert!(
+        dropped_from(&c, old).await > 0,
+        "the partition counted no drops"
+    );
+
+    set_faults(&c, old, json!({})).await;
+    let after_heal = dropped_from(&c, old).await;
+    wait_until("the old leader to follow the new one", || async {
+        let s = c.status(old).await?;
+        (s["role"] == "follower" && s["leader"].as_u64()? != old).then_some(())
+    })
+    .await;
+    converged(&c, "p", 2).await;
+    assert_eq!(
+        dropped_from(&c, old).await,
+        after_heal,
+        "counters grew after healing"
+    );
+    println!("partition: leader {old} isolated, {new} elected");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_leader_is_replaced_and_follows_after_resuming() {
+    let c = Cluster::start(3).await;
+    let old = c.wait_for_leader().await;
+    let others: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+    set_faults(&c, old, json!({"pause": true})).await;
+    wait_for_new_leader(&c, &others, old).await;
+    c.put(others[0], "after-pause", 3).await;
+    set_faults(&c, old, json!({})).await;
+    wait_until("the resumed leader to follow", || async {
+        let s = c.status(old).await?;
+        (s["role"] == "follower").then_some(())
+    })
+    .await;
+    converged(&c, "after-pause", 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_commit_under_loss_and_slow_down_under_delay() {
+    let c = Cluster::start(3).await;
+    for id in 1..=3 {
+        set_faults(&c, id, json!({"loss": {"probability": 0.2}})).await;
+    }
+    for i in 0..10 {
+        c.write_somewhere("lossy", i).await;
+    }
+    for id in 1..=3 {
+        set_faults(&c, id, json!({})).await;
+    }
+    let leader = c.wait_for_leader().await;
+    set_faults(&c, leader, json!({"delay": {"latencyMs": 100}})).await;
+    let started = Instant::now();
+    let (status, _) = c.put(leader, "slow", 1).await;
+    assert_eq!(status, 200);
+    // Replication needs at least one delayed round trip to a follower.
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "took only {:?}",
+        started.elapsed()
+    );
+    let (_, body) = c
+        .admin(leader, Method::GET, "/v1/admin/faults", Value::Null)
+        .await;
+    let delayed: u64 = body["counters"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, p)| p["delayed"].as_u64())
+        .sum();
+    assert!(delayed > 0, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clock_skew_shows_in_status() {
+    let c = Cluster::start(1).await;
+    set_faults(&c, 1, json!({"clockSkewMs": 3_600_000})).await;
+    let status = c.status(1).await.unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let clock = status["clockMs"].as_u64().unwrap_or(0);
+    assert!(
+        clock >= now + 3_500_000,
+        "member clock {clock} vs host {now}"
+    );
+}
