@@ -24,7 +24,7 @@ pub enum Command {
 }
 
 /// The outcome of applying a [`Command`] to the state machine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "camelCase")]
 pub enum CommandResult {
     /// The register now holds `value`.
@@ -32,13 +32,8 @@ pub enum CommandResult {
     /// A compare-and-set found `current` instead of the expected value and changed nothing.
     CasMismatch { current: i64 },
     /// Entries that carry no command (blank and membership entries).
+    #[default]
     None,
-}
-
-impl Default for CommandResult {
-    fn default() -> Self {
-        CommandResult::None
-    }
 }
 
 openraft::declare_raft_types!(

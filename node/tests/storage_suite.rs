@@ -1,5 +1,6 @@
 //! openraft's storage conformance suite against the redb log store and the state machine.
 
+#![allow(clippy::result_large_err)] // the error type is fixed by openraft's StoreBuilder
 use caplab_node::store;
 use caplab_node::types::{StorageError, TypeConfig};
 use openraft::testing::{StoreBuilder, Suite};
