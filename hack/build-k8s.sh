@@ -51,8 +51,7 @@ done
 
 # --- fetch the source package ------------------------------------------------
 SRC_LIST=/etc/apt/sources.list.d/caplab-deb-src.sources
-if ! grep -rqs '^Types:.*deb-src' /etc/apt/sources.list.d/ \
-   && ! grep -qs '^deb-src' /etc/apt/sources.list; then
+if [ ! -f "$SRC_LIST" ] && ! apt-cache showsrc kubernetes 2>/dev/null | grep -q '^Package: kubernetes'; then
   log "adding deb-src entries for bookworm ($SRC_LIST)"
   cat > "$SRC_LIST" <<'EOF'
 Types: deb-src
@@ -72,6 +71,7 @@ fi
 
 SRC_DL="$K8S_DIR/src-download"
 mkdir -p "$SRC_DL"
+chown _apt "$SRC_DL" 2>/dev/null || true   # lets apt download sandboxed (no warning)
 if ! ls "$SRC_DL"/kubernetes_*.orig.tar.gz >/dev/null 2>&1; then
   log "downloading Debian source package 'kubernetes'"
   (cd "$SRC_DL" && apt-get source --download-only -qq kubernetes >/dev/null) || {

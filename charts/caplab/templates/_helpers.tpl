@@ -120,3 +120,26 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
+
+{{/*
+Remove every "x-kubernetes-validations" (CEL rules) from a CRD schema, in place.
+Kubernetes < 1.23 does not know the field; Helm validates manifests against the server's
+OpenAPI schema and would refuse the CRD. Those servers would ignore the rules anyway, and
+the operator enforces the same rules itself. Argument: a dict or list (mutated).
+*/}}
+{{- define "caplab.stripCEL" -}}
+{{- if kindIs "map" . }}
+{{- $_ := unset . "x-kubernetes-validations" }}
+{{- range $k, $v := . }}
+{{- if or (kindIs "map" $v) (kindIs "slice" $v) }}
+{{- include "caplab.stripCEL" $v }}
+{{- end }}
+{{- end }}
+{{- else if kindIs "slice" . }}
+{{- range . }}
+{{- if or (kindIs "map" .) (kindIs "slice" .) }}
+{{- include "caplab.stripCEL" . }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
