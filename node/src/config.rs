@@ -79,8 +79,6 @@ pub enum ConfigError {
     },
     #[error("the heartbeat interval ({heartbeat} ms) must be below the election timeout ({election} ms)")]
     Timing { heartbeat: u64, election: u64 },
-    #[error("--replication {0:?} is not supported by this build yet; use raft")]
-    Unsupported(Replication),
     #[error("invalid Raft configuration: {0}")]
     Raft(String),
 }
@@ -103,14 +101,15 @@ impl Config {
         Ok(token)
     }
 
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
 
     pub fn raft_config(&self) -> Result<openraft::Config, ConfigError> {
-        if self.replication != Replication::Raft {
-            return Err(ConfigError::Unsupported(self.replication));
-        }
         if self.heartbeat_ms >= self.election_timeout_ms {
             return Err(ConfigError::Timing {
                 heartbeat: self.heartbeat_ms,

@@ -3,10 +3,13 @@
 
 pub mod api;
 pub mod config;
+pub mod engine;
 pub mod faults;
 pub mod member;
 pub mod metrics;
 pub mod network;
+pub mod primary;
+pub mod raft_engine;
 pub mod register;
 pub mod server;
 pub mod store;

@@ -1,28 +1,25 @@
-//! One member: the Raft node plus the operations the client and admin APIs offer on it.
-//! Followers forward writes, compare-and-sets and linearizable reads to the leader over the
-//! peer port, so any member accepts any operation.
+//! One member: a replication engine (Raft, or primary–secondary) plus what every mode shares:
+//! the pause gate, forwarding to the member that can serve an operation, status and the
+//! membership/admin operations. Any member accepts any operation.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use openraft::error::{
-    CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError,
-};
-use openraft::{BasicNode, ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::api::error::{ApiError, Forwarded};
+use crate::engine::{EngineError, EngineResult};
 use crate::faults::{FaultCounters, FaultSet, Faults};
 use crate::metrics::Metrics;
 use crate::network::PeerClient;
-use crate::store::SharedState;
-use crate::types::{Command, CommandResult, NodeId, Raft};
+use crate::primary::{PrimaryEngine, ReplicateRequest, ReplicateResponse};
+use crate::raft_engine::RaftEngine;
+use crate::types::{Command, NodeId};
 
-pub const FORWARD_WRITE_PATH: &str = "/raft/forward/write";
-pub const FORWARD_READ_PATH: &str = "/raft/forward/read";
+pub const FORWARD_WRITE_PATH: &str = "/v1/internal/forward/write";
+pub const FORWARD_READ_PATH: &str = "/v1/internal/forward/read";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consistency {
@@ -30,7 +27,7 @@ pub enum Consistency {
     Local,
 }
 
-/// The result of an operation: a register value, or the leader's own answer when forwarded.
+/// The result of an operation: a register value, or the serving member's own answer.
 pub enum Reply {
     Value(i64),
     Forwarded(Forwarded),
@@ -46,16 +43,20 @@ pub struct ReadRequest {
 pub struct PeerStatus {
     pub match_index: Option<u64>,
     pub lag_entries: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<u64>,
     pub last_contact_ms: Option<u64>,
 }
 
+/// The part of the status an engine knows.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Status {
-    pub id: NodeId,
+pub struct EngineStatus {
     pub replication: &'static str,
     pub role: &'static str,
+    /// Raft term, or the primary's epoch.
     pub term: u64,
+    /// The Raft leader or the primary.
     pub leader: Option<NodeId>,
     pub commit_index: u64,
     pub applied_index: u64,
@@ -63,6 +64,16 @@ pub struct Status {
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
     pub peers: BTreeMap<NodeId, PeerStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discarded_writes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub id: NodeId,
+    #[serde(flatten)]
+    pub engine: EngineStatus,
     pub paused: bool,
     /// Milliseconds since the Unix epoch by this member's clock (clock skew included).
     pub clock_ms: u64,
@@ -70,25 +81,28 @@ pub struct Status {
     pub fault_counters: BTreeMap<NodeId, FaultCounters>,
 }
 
+/// For operations served where they are asked, never forwarded.
+fn served_here<T>(result: EngineResult<T>, what: &str) -> Result<T, ApiError> {
+    result.map_err(|e| match e {
+        EngineError::Api(e) => e,
+        EngineError::NotLeader { .. } => {
+            ApiError::Conflict(format!("cannot {what} on this member"))
+        }
+    })
+}
+
+pub enum Engine {
+    Raft(RaftEngine),
+    Primary(Arc<PrimaryEngine>),
+}
+
 pub struct Member {
     pub id: NodeId,
-    pub raft: Raft,
-    pub state: SharedState,
+    pub engine: Engine,
     pub faults: Arc<Faults>,
     pub peers: Arc<PeerClient>,
     pub metrics: Arc<Metrics>,
-    pub committed: Arc<AtomicU64>,
     pub request_timeout: Duration,
-}
-
-fn role_name(state: ServerState) -> &'static str {
-    match state {
-        ServerState::Leader => "leader",
-        ServerState::Follower => "follower",
-        ServerState::Candidate => "candidate",
-        ServerState::Learner => "learner",
-        ServerState::Shutdown => "shutdown",
-    }
 }
 
 impl Member {
@@ -107,40 +121,32 @@ impl Member {
         }
     }
 
+    fn primary_engine(&self) -> Result<&Arc<PrimaryEngine>, ApiError> {
+        match &self.engine {
+            Engine::Primary(p) => Ok(p),
+            Engine::Raft(_) => Err(ApiError::BadRequest(
+                "this member runs Raft; promote/primary/replicate are for --replication async|sync"
+                    .into(),
+            )),
+        }
+    }
+
     pub async fn write(&self, command: Command, may_forward: bool) -> Result<Reply, ApiError> {
         let deadline = self.deadline();
         self.gate(deadline).await?;
-        let result = match tokio::time::timeout_at(
+        let result = match &self.engine {
+            Engine::Raft(raft) => raft.write(command.clone(), deadline).await,
+            Engine::Primary(primary) => primary.write(command.clone(), deadline).await,
+        };
+        self.settle(
+            result,
+            may_forward,
+            FORWARD_WRITE_PATH,
+            &command,
             deadline,
-            self.raft.client_write(command.clone()),
+            true,
         )
         .await
-        {
-            Err(_) => {
-                return Err(ApiError::Unknown(
-                    "deadline passed after the write was proposed; it may or may not take effect"
-                        .into(),
-                ))
-            }
-            Ok(result) => result,
-        };
-        match result {
-            Ok(response) => match response.data {
-                CommandResult::Applied { value } => Ok(Reply::Value(value)),
-                CommandResult::CasMismatch { current } => Err(ApiError::CasMismatch { current }),
-                CommandResult::None => {
-                    Err(ApiError::Unknown("log entry carried no command".into()))
-                }
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) if may_forward => {
-                self.forward(to, FORWARD_WRITE_PATH, &command, deadline, true)
-                    .await
-            }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(
-                ApiError::NotApplied("this member is no longer the leader".into()),
-            ),
-            Err(e) => Err(ApiError::NotApplied(e.to_string())),
-        }
     }
 
     pub async fn read(
@@ -151,83 +157,96 @@ impl Member {
     ) -> Result<Reply, ApiError> {
         let deadline = self.deadline();
         self.gate(deadline).await?;
-        if consistency == Consistency::Local {
-            return Ok(Reply::Value(self.state.read().registers.read(key)));
-        }
-        let confirmed = tokio::time::timeout_at(deadline, self.raft.ensure_linearizable())
-            .await
-            .map_err(|_| ApiError::Unknown("deadline passed while confirming leadership".into()))?;
-        match confirmed {
-            Ok(_) => Ok(Reply::Value(self.state.read().registers.read(key))),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to))) if may_forward => {
-                let request = ReadRequest {
-                    key: key.to_string(),
-                };
-                self.forward(to, FORWARD_READ_PATH, &request, deadline, false)
-                    .await
+        let result = match (&self.engine, consistency) {
+            (Engine::Raft(raft), Consistency::Local) => Ok(raft.read_local(key)),
+            (Engine::Raft(raft), Consistency::Linearizable) => {
+                raft.read_linearizable(key, deadline).await
             }
-            Err(e) => Err(ApiError::NotApplied(e.to_string())),
-        }
+            (Engine::Primary(p), Consistency::Local) => Ok(p.read_local(key).await),
+            (Engine::Primary(p), Consistency::Linearizable) => p.read_linearizable(key).await,
+        };
+        let request = ReadRequest {
+            key: key.to_string(),
+        };
+        self.settle(
+            result,
+            may_forward,
+            FORWARD_READ_PATH,
+            &request,
+            deadline,
+            false,
+        )
+        .await
     }
 
-    /// Sends an operation to the leader and relays its answer. `effectful` operations whose
-    /// request may have reached the leader end as "unknown" when no answer comes back.
-    async fn forward(
+    /// Turns an engine result into a reply, forwarding to the leader/primary when redirected.
+    /// `effectful` operations whose request may have reached it end as "unknown" when no
+    /// answer comes back.
+    async fn settle(
         &self,
-        to: ForwardToLeader<NodeId, BasicNode>,
+        result: EngineResult<i64>,
+        may_forward: bool,
         path: &str,
         body: &impl Serialize,
         deadline: Instant,
         effectful: bool,
     ) -> Result<Reply, ApiError> {
-        let Some(leader) = to.leader_id else {
-            return Err(ApiError::NotApplied("no leader is known".into()));
-        };
-        let fallback = to.leader_node.as_ref().map(|n| n.addr.as_str());
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        match self
-            .peers
-            .post(leader, fallback, path, body, remaining)
-            .await
-        {
-            Ok(response) => Ok(Reply::Forwarded(Forwarded::from_response(response).await?)),
-            Err(e) if e.not_sent() || !effectful => Err(ApiError::NotApplied(e.to_string())),
-            Err(e) => Err(ApiError::Unknown(e.to_string())),
+        match result {
+            Ok(value) => Ok(Reply::Value(value)),
+            Err(EngineError::Api(e)) => Err(e),
+            Err(EngineError::NotLeader { leader: None, .. }) => {
+                Err(ApiError::NotApplied("no leader is known".into()))
+            }
+            Err(EngineError::NotLeader {
+                leader: Some(_), ..
+            }) if !may_forward => Err(ApiError::NotApplied(
+                "this member is no longer the leader".into(),
+            )),
+            Err(EngineError::NotLeader {
+                leader: Some(leader),
+                addr,
+            }) => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                match self
+                    .peers
+                    .post(leader, addr.as_deref(), path, body, remaining)
+                    .await
+                {
+                    Ok(response) => Ok(Reply::Forwarded(Forwarded::from_response(response).await?)),
+                    Err(e) if e.not_sent() || !effectful => {
+                        Err(ApiError::NotApplied(e.to_string()))
+                    }
+                    Err(e) => Err(ApiError::Unknown(e.to_string())),
+                }
+            }
         }
     }
 
-    pub fn status(&self) -> Status {
-        let m = self.raft.metrics().borrow().clone();
-        let membership = m.membership_config.membership();
-        let last_log_index = m.last_log_index.unwrap_or(0);
-        let contacts = self.peers.last_contact_ms();
-        let peers = m
-            .replication
-            .iter()
-            .flatten()
-            .filter(|(id, _)| **id != self.id)
-            .map(|(id, matched)| {
-                let match_index = matched.map(|l| l.index);
-                let status = PeerStatus {
-                    match_index,
-                    lag_entries: last_log_index.saturating_sub(match_index.unwrap_or(0)),
-                    last_contact_ms: contacts.get(id).copied(),
-                };
-                (*id, status)
-            })
-            .collect();
+    /// Admin operations that only the leader/primary performs: forwarded there when needed.
+    async fn settle_admin(
+        &self,
+        result: EngineResult<()>,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<Option<Forwarded>, ApiError> {
+        let result = result.map(|()| 0);
+        match self
+            .settle(result, true, path, body, self.deadline(), true)
+            .await?
+        {
+            Reply::Forwarded(f) => Ok(Some(f)),
+            Reply::Value(_) => Ok(None),
+        }
+    }
+
+    pub async fn status(&self) -> Status {
+        let engine = match &self.engine {
+            Engine::Raft(raft) => raft.status(&self.peers.last_contact_ms()),
+            Engine::Primary(p) => p.status().await,
+        };
         Status {
             id: self.id,
-            replication: "raft",
-            role: role_name(m.state),
-            term: m.current_term,
-            leader: m.current_leader,
-            commit_index: self.committed.load(Ordering::Relaxed),
-            applied_index: m.last_applied.map_or(0, |l| l.index),
-            last_log_index,
-            voters: membership.voter_ids().collect(),
-            learners: membership.learner_ids().collect(),
-            peers,
+            engine,
             paused: self.faults.is_paused(),
             clock_ms: self
                 .faults
@@ -239,42 +258,42 @@ impl Member {
         }
     }
 
-    /// Ready to serve: a leader is known and everything known committed has been applied.
-    pub fn is_ready(&self) -> bool {
-        let s = self.status();
-        s.leader.is_some() && s.applied_index >= s.commit_index && !s.paused
+    /// Ready to serve: a leader is known, everything known committed is applied, not paused.
+    pub async fn is_ready(&self) -> bool {
+        let s = self.status().await;
+        s.engine.leader.is_some() && s.engine.applied_index >= s.engine.commit_index && !s.paused
     }
 
-    pub fn refresh_gauges(&self) {
-        let s = self.status();
-        self.metrics.term.set(s.term as i64);
-        self.metrics.commit_index.set(s.commit_index as i64);
-        self.metrics.applied_index.set(s.applied_index as i64);
+    pub async fn refresh_gauges(&self) {
+        let s = self.status().await;
+        self.metrics.term.set(s.engine.term as i64);
+        self.metrics.commit_index.set(s.engine.commit_index as i64);
+        self.metrics
+            .applied_index
+            .set(s.engine.applied_index as i64);
+        self.metrics
+            .discarded_writes
+            .set(s.engine.discarded_writes.unwrap_or(0) as i64);
     }
 
-    /// Every member id this node knows of: membership plus address book.
-    pub fn known_members(&self) -> BTreeSet<NodeId> {
-        let m = self.raft.metrics().borrow().clone();
-        let mut ids: BTreeSet<NodeId> = m
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, _)| *id)
-            .collect();
+    /// Every other member this one knows of: membership plus address book.
+    pub async fn known_members(&self) -> BTreeSet<NodeId> {
+        let mut ids = match &self.engine {
+            Engine::Raft(raft) => raft.members(),
+            Engine::Primary(p) => p.members().await,
+        };
         ids.extend(self.peers.addresses.all().into_keys());
         ids.remove(&self.id);
         ids
     }
 
-    pub fn set_faults(&self, faults: FaultSet) -> Result<FaultSet, ApiError> {
+    pub async fn set_faults(&self, faults: FaultSet) -> Result<FaultSet, ApiError> {
         faults
-            .validate(&self.known_members())
+            .validate(&self.known_members().await)
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        // A paused member's Raft timers stand still, like a stopped process.
-        let runtime = self.raft.runtime_config();
-        runtime.tick(!faults.pause);
-        runtime.heartbeat(!faults.pause);
-        runtime.elect(!faults.pause);
+        if let Engine::Raft(raft) = &self.engine {
+            raft.set_paused(faults.pause);
+        }
         self.faults.replace(faults.clone());
         Ok(faults)
     }
@@ -287,26 +306,11 @@ impl Member {
             )));
         }
         self.peers.addresses.merge(members.clone());
-        let nodes: BTreeMap<NodeId, BasicNode> = members
-            .into_iter()
-            .map(|(id, addr)| (id, BasicNode { addr }))
-            .collect();
-        match self.raft.initialize(nodes.clone()).await {
-            Ok(()) => Ok(()),
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
-                let m = self.raft.metrics().borrow().clone();
-                let voters: BTreeSet<NodeId> =
-                    m.membership_config.membership().voter_ids().collect();
-                if voters == nodes.keys().copied().collect() {
-                    Ok(())
-                } else {
-                    Err(ApiError::Conflict(format!(
-                        "already initialized with voters {voters:?}; change membership instead"
-                    )))
-                }
-            }
-            Err(e) => Err(ApiError::BadRequest(e.to_string())),
-        }
+        let result = match &self.engine {
+            Engine::Raft(raft) => raft.initialize(members).await,
+            Engine::Primary(p) => p.initialize(members.into_keys().collect()).await,
+        };
+        served_here(result, "initialize")
     }
 
     pub async fn add_learner(
@@ -315,16 +319,17 @@ impl Member {
         addr: String,
     ) -> Result<Option<Forwarded>, ApiError> {
         self.peers.addresses.merge([(id, addr.clone())]);
-        let result = tokio::time::timeout_at(
-            self.deadline(),
-            self.raft
-                .add_learner(id, BasicNode { addr: addr.clone() }, true),
-        )
-        .await
-        .map_err(|_| ApiError::Unknown("deadline passed while adding the learner".into()))?;
+        let result = match &self.engine {
+            Engine::Raft(raft) => raft.add_learner(id, addr.clone(), self.deadline()).await,
+            Engine::Primary(p) => {
+                p.set_members(|m| {
+                    m.insert(id);
+                })
+                .await
+            }
+        };
         let body = serde_json::json!({ "id": id, "addr": addr });
-        self.membership_outcome(result, "/v1/admin/learners", &body)
-            .await
+        self.settle_admin(result, "/v1/admin/learners", &body).await
     }
 
     pub async fn set_voters(
@@ -334,37 +339,31 @@ impl Member {
         if voters.is_empty() {
             return Err(ApiError::BadRequest("voters must not be empty".into()));
         }
-        let result = tokio::time::timeout_at(
-            self.deadline(),
-            self.raft
-                .change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), false),
-        )
-        .await
-        .map_err(|_| ApiError::Unknown("deadline passed while changing voters".into()))?;
+        let result = match &self.engine {
+            Engine::Raft(raft) => raft.set_voters(voters.clone(), self.deadline()).await,
+            Engine::Primary(p) => {
+                let wanted = voters.clone();
+                p.set_members(move |m| *m = wanted).await
+            }
+        };
         let body = serde_json::json!({ "voters": voters });
-        self.membership_outcome(result, "/v1/admin/voters", &body)
-            .await
+        self.settle_admin(result, "/v1/admin/voters", &body).await
     }
 
-    /// Maps a membership change result; on a follower, relays the request to the leader.
-    async fn membership_outcome<T>(
+    pub async fn promote(&self, at_least: Option<u64>) -> Result<u64, ApiError> {
+        served_here(self.primary_engine()?.promote(at_least).await, "promote")
+    }
+
+    pub async fn follow(&self, primary: NodeId, addr: String) -> Result<(), ApiError> {
+        let engine = self.primary_engine()?;
+        self.peers.addresses.merge([(primary, addr)]);
+        served_here(engine.follow(primary).await, "follow")
+    }
+
+    pub async fn replicate(
         &self,
-        result: Result<T, RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>>,
-        path: &str,
-        body: &serde_json::Value,
-    ) -> Result<Option<Forwarded>, ApiError> {
-        match result {
-            Ok(_) => Ok(None),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => {
-                match self.forward(to, path, body, self.deadline(), true).await? {
-                    Reply::Forwarded(f) => Ok(Some(f)),
-                    Reply::Value(_) => Ok(None),
-                }
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(ApiError::Conflict(e.to_string()))
-            }
-            Err(e) => Err(ApiError::NotApplied(e.to_string())),
-        }
+        request: ReplicateRequest,
+    ) -> Result<ReplicateResponse, ApiError> {
+        self.primary_engine()?.replicate(request).await
     }
 }

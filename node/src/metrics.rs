@@ -35,6 +35,7 @@ pub struct Metrics {
     pub commit_index: Gauge,
     pub applied_index: Gauge,
     pub leader_changes: Counter,
+    pub discarded_writes: Gauge,
     pub fault_messages: Family<FaultLabels, Counter>,
 }
 
@@ -52,6 +53,7 @@ impl Default for Metrics {
         let commit_index = Gauge::default();
         let applied_index = Gauge::default();
         let leader_changes = Counter::default();
+        let discarded_writes = Gauge::default();
         let fault_messages = Family::<FaultLabels, Counter>::default();
         registry.register(
             "requests",
@@ -84,6 +86,11 @@ impl Default for Metrics {
             leader_changes.clone(),
         );
         registry.register(
+            "discarded_writes",
+            "Primary-secondary: acknowledged writes dropped when this member rejoined a newer epoch",
+            discarded_writes.clone(),
+        );
+        registry.register(
             "fault_messages",
             "Peer messages affected by injected faults, by peer and kind (dropped, delayed, lost)",
             fault_messages.clone(),
@@ -96,6 +103,7 @@ impl Default for Metrics {
             commit_index,
             applied_index,
             leader_changes,
+            discarded_writes,
             fault_messages,
         }
     }

@@ -1,4 +1,4 @@
-//! Starts a member: storage, Raft, both listeners; stops it gracefully on SIGTERM/SIGINT.
+//! Starts a member: storage, the replication engine, both listeners; stops it gracefully on SIGTERM/SIGINT.
 
 use std::sync::Arc;
 
@@ -6,11 +6,13 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, Replication};
 use crate::faults::Faults;
-use crate::member::Member;
+use crate::member::{Engine, Member};
 use crate::metrics::Metrics;
 use crate::network::{AddressBook, Network, PeerClient};
+use crate::primary::{Mode, PrimaryEngine};
+use crate::raft_engine::RaftEngine;
 use crate::types::Raft;
 use crate::{api, store};
 
@@ -25,11 +27,6 @@ pub struct Running {
 
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let token = config.admin_token()?;
-    let raft_config = Arc::new(config.raft_config()?);
-    let (log_store, state_machine) = store::open(&config.data_dir)
-        .with_context(|| format!("opening {}", config.data_dir.display()))?;
-    let committed = log_store.committed_index();
-    let state = state_machine.shared();
     let metrics = Arc::new(Metrics::default());
     let faults = Arc::new(Faults::new(&metrics));
     let peers = Arc::new(PeerClient::new(
@@ -38,23 +35,31 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         AddressBook::default(),
         faults.clone(),
     ));
-    let raft = Raft::new(
-        config.id,
-        raft_config,
-        Network(peers.clone()),
-        log_store,
-        state_machine,
-    )
-    .await
-    .context("starting Raft")?;
+    let engine = match config.replication {
+        Replication::Raft => Engine::Raft(start_raft(config, &peers).await?),
+        Replication::Async | Replication::Sync => {
+            let mode = if config.replication == Replication::Sync {
+                Mode::Sync
+            } else {
+                Mode::Async
+            };
+            let engine = PrimaryEngine::open(
+                config.id,
+                mode,
+                &config.data_dir,
+                peers.clone(),
+                config.heartbeat(),
+            )
+            .with_context(|| format!("opening {}", config.data_dir.display()))?;
+            Engine::Primary(engine)
+        }
+    };
     let member = Arc::new(Member {
         id: config.id,
-        raft,
-        state,
+        engine,
         faults,
         peers,
         metrics,
-        committed,
         request_timeout: config.request_timeout(),
     });
 
@@ -106,9 +111,34 @@ fn serve(
     })
 }
 
+async fn start_raft(config: &Config, peers: &Arc<PeerClient>) -> anyhow::Result<RaftEngine> {
+    let raft_config = Arc::new(config.raft_config()?);
+    let (log_store, state_machine) = store::open(&config.data_dir)
+        .with_context(|| format!("opening {}", config.data_dir.display()))?;
+    let committed = log_store.committed_index();
+    let state = state_machine.shared();
+    let raft = Raft::new(
+        config.id,
+        raft_config,
+        Network(peers.clone()),
+        log_store,
+        state_machine,
+    )
+    .await
+    .context("starting Raft")?;
+    Ok(RaftEngine {
+        raft,
+        state,
+        committed,
+    })
+}
+
 /// Logs leader changes and counts them in the metrics.
 async fn watch_leader(member: Arc<Member>) {
-    let mut rx = member.raft.metrics();
+    let Engine::Raft(raft) = &member.engine else {
+        return;
+    };
+    let mut rx = raft.raft.metrics();
     let mut last = (None, 0);
     while rx.changed().await.is_ok() {
         let now = {
@@ -126,8 +156,10 @@ async fn watch_leader(member: Arc<Member>) {
 impl Running {
     pub async fn stop(self) {
         self.shutdown.send_replace(true);
-        if let Err(e) = self.member.raft.shutdown().await {
-            tracing::warn!(error = %e, "raft shutdown");
+        if let Engine::Raft(raft) = &self.member.engine {
+            if let Err(e) = raft.raft.shutdown().await {
+                tracing::warn!(error = %e, "raft shutdown");
+            }
         }
         for task in self.tasks {
             task.abort();

@@ -146,11 +146,11 @@ async fn cas(
 }
 
 async fn status(State(member): State<Arc<Member>>) -> Response {
-    Json(member.status()).into_response()
+    Json(member.status().await).into_response()
 }
 
 async fn metrics(State(member): State<Arc<Member>>) -> Response {
-    member.refresh_gauges();
+    member.refresh_gauges().await;
     (
         [(
             "content-type",
@@ -162,7 +162,7 @@ async fn metrics(State(member): State<Arc<Member>>) -> Response {
 }
 
 async fn ready(State(member): State<Arc<Member>>) -> Response {
-    if member.is_ready() {
+    if member.is_ready().await {
         (StatusCode::OK, "ready").into_response()
     } else {
         (

@@ -21,10 +21,11 @@ use super::error::ApiError;
 use super::json_body;
 use crate::faults::{FaultSet, Verdict};
 use crate::member::{
-    Consistency, Member, ReadRequest, Reply, FORWARD_READ_PATH, FORWARD_WRITE_PATH,
+    Consistency, Engine, Member, ReadRequest, Reply, FORWARD_READ_PATH, FORWARD_WRITE_PATH,
 };
 use crate::network::FROM_HEADER;
-use crate::types::{Command, NodeId, TypeConfig};
+use crate::primary::{ReplicateRequest, REPLICATE_PATH};
+use crate::types::{Command, NodeId, Raft, TypeConfig};
 
 pub fn router(member: Arc<Member>) -> Router {
     let peer_messages = Router::new()
@@ -33,6 +34,7 @@ pub fn router(member: Arc<Member>) -> Router {
         .route("/raft/snapshot", post(snapshot))
         .route(FORWARD_WRITE_PATH, post(forwarded_write))
         .route(FORWARD_READ_PATH, post(forwarded_read))
+        .route(REPLICATE_PATH, post(replicate))
         .layer(middleware::from_fn_with_state(
             member.clone(),
             incoming_faults,
@@ -42,6 +44,8 @@ pub fn router(member: Arc<Member>) -> Router {
         .route("/v1/admin/learners", post(add_learner))
         .route("/v1/admin/voters", put(set_voters).post(set_voters))
         .route("/v1/admin/transfer-leader", post(transfer_leader))
+        .route("/v1/admin/promote", post(promote))
+        .route("/v1/admin/primary", put(follow))
         .route("/v1/admin/peers", put(set_peers).get(get_peers))
         .route("/v1/admin/faults", put(set_faults).get(get_faults));
     peer_messages
@@ -111,8 +115,9 @@ async fn incoming_faults(
 
 /// Runs one Raft RPC; its result (including Raft's own errors) travels back as JSON.
 async fn raft_rpc<Req, Resp, E, Fut>(
+    member: &Member,
     body: Result<Json<Req>, JsonRejection>,
-    call: impl FnOnce(Req) -> Fut,
+    call: impl FnOnce(Raft, Req) -> Fut,
 ) -> Response
 where
     Req: DeserializeOwned,
@@ -120,8 +125,11 @@ where
     E: Serialize,
     Fut: std::future::Future<Output = Result<Resp, E>>,
 {
+    let Engine::Raft(engine) = &member.engine else {
+        return ApiError::BadRequest("this member does not run Raft".into()).into_response();
+    };
     match json_body(body) {
-        Ok(request) => Json(call(request).await).into_response(),
+        Ok(request) => Json(call(engine.raft.clone(), request).await).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -130,21 +138,31 @@ async fn append(
     State(m): State<Arc<Member>>,
     body: Result<Json<openraft::raft::AppendEntriesRequest<TypeConfig>>, JsonRejection>,
 ) -> Response {
-    raft_rpc(body, |r| m.raft.append_entries(r)).await
+    raft_rpc(
+        &m,
+        body,
+        |raft, r| async move { raft.append_entries(r).await },
+    )
+    .await
 }
 
 async fn vote(
     State(m): State<Arc<Member>>,
     body: Result<Json<openraft::raft::VoteRequest<NodeId>>, JsonRejection>,
 ) -> Response {
-    raft_rpc(body, |r| m.raft.vote(r)).await
+    raft_rpc(&m, body, |raft, r| async move { raft.vote(r).await }).await
 }
 
 async fn snapshot(
     State(m): State<Arc<Member>>,
     body: Result<Json<openraft::raft::InstallSnapshotRequest<TypeConfig>>, JsonRejection>,
 ) -> Response {
-    raft_rpc(body, |r| m.raft.install_snapshot(r)).await
+    raft_rpc(
+        &m,
+        body,
+        |raft, r| async move { raft.install_snapshot(r).await },
+    )
+    .await
 }
 
 fn reply(key: &str, result: Result<Reply, ApiError>) -> Response {
@@ -265,6 +283,39 @@ async fn transfer_leader() -> ApiError {
     )
 }
 
+async fn replicate(
+    State(m): State<Arc<Member>>,
+    body: Result<Json<ReplicateRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    Ok(Json(m.replicate(json_body(body)?).await?).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PromoteRequest {
+    /// The new epoch must be at least this (default: one more than the member's).
+    epoch: Option<u64>,
+}
+
+async fn promote(
+    State(m): State<Arc<Member>>,
+    body: Option<Json<PromoteRequest>>,
+) -> Result<Response, ApiError> {
+    let request = body.map(|Json(b)| b).unwrap_or_default();
+    let epoch = m.promote(request.epoch).await?;
+    Ok(Json(json!({ "ok": true, "epoch": epoch })).into_response())
+}
+
+async fn follow(
+    State(m): State<Arc<Member>>,
+    body: Result<Json<LearnerRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let LearnerRequest { id, addr } = json_body(body)?;
+    validate_members(&BTreeMap::from([(id, addr.clone())]))?;
+    m.follow(id, addr).await?;
+    Ok(done(None))
+}
+
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct PeersRequest {
@@ -292,7 +343,7 @@ async fn set_faults(
     State(m): State<Arc<Member>>,
     body: Result<Json<FaultSet>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    m.set_faults(json_body(body)?)?;
+    m.set_faults(json_body(body)?).await?;
     Ok(get_faults(State(m)).await)
 }
 

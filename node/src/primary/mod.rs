@@ -1,0 +1,739 @@
+//! Primary–secondary replication, asynchronous or synchronous.
+//!
+//! The primary orders every change with a sequence number, makes it durable (group commit:
+//! one fsync per batch of concurrent writes) and streams the change log to each secondary,
+//! which appends it durably and applies it strictly in order. Every message carries the
+//! primary's epoch: a member that hears of a newer epoch stops acting as primary, and a
+//! rejoining member drops the entries the new primary never had, counting them as discarded
+//! (in async mode those were acknowledged to clients: that is the lesson).
+
+mod store;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use store::{Change, Meta, Store, StoreError};
+pub use store::{LogEntry, Role};
+
+use crate::api::error::ApiError;
+use crate::engine::{EngineError, EngineResult};
+use crate::member::{EngineStatus, PeerStatus};
+use crate::network::PeerClient;
+use crate::register::Registers;
+use crate::types::{Command, CommandResult, NodeId};
+
+pub const REPLICATE_PATH: &str = "/v1/internal/replicate";
+
+/// Entries per replication message.
+const BATCH: usize = 512;
+/// Writes collected into one group commit.
+const GROUP_COMMIT: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Async,
+    Sync,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicateRequest {
+    pub epoch: u64,
+    pub primary: NodeId,
+    pub prev_seq: u64,
+    pub prev_epoch: u64,
+    /// The primary's last sequence number: entries a member holds beyond it are not in the
+    /// primary's history.
+    pub last_seq: u64,
+    pub entries: Vec<LogEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicateResponse {
+    pub ok: bool,
+    pub epoch: u64,
+    /// The receiver's last sequence number after handling the request.
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    match_seq: u64,
+    next_seq: u64,
+    last_contact: Option<Instant>,
+}
+
+struct State {
+    meta: Meta,
+    log: Vec<LogEntry>,
+    /// When each entry was appended here (for lag in milliseconds).
+    appended_at: Vec<Instant>,
+    registers: Registers,
+    progress: BTreeMap<NodeId, Progress>,
+}
+
+impl State {
+    fn last_seq(&self) -> u64 {
+        self.log.len() as u64
+    }
+
+    fn epoch_at(&self, seq: u64) -> u64 {
+        if seq == 0 {
+            0
+        } else {
+            self.log.get(seq as usize - 1).map_or(0, |e| e.epoch)
+        }
+    }
+
+    fn secondaries(&self, me: NodeId) -> impl Iterator<Item = NodeId> + '_ {
+        self.meta
+            .members
+            .iter()
+            .copied()
+            .filter(move |id| *id != me)
+    }
+
+    fn rebuild_registers(&mut self) {
+        self.registers = Registers::default();
+        for entry in &self.log {
+            self.registers.apply(&entry.command);
+        }
+    }
+
+    fn redirect(&self) -> EngineError {
+        EngineError::NotLeader {
+            leader: self.meta.primary,
+            addr: None,
+        }
+    }
+}
+
+struct WriteRequest {
+    command: Command,
+    deadline: Instant,
+    reply: oneshot::Sender<EngineResult<i64>>,
+}
+
+pub struct PrimaryEngine {
+    id: NodeId,
+    mode: Mode,
+    store: Store,
+    state: Mutex<State>,
+    peers: Arc<PeerClient>,
+    heartbeat: Duration,
+    writes: mpsc::Sender<WriteRequest>,
+    /// Bumped whenever the log grows or a secondary acknowledges: wakes replicators and
+    /// synchronous writers.
+    changed: watch::Sender<u64>,
+    replicators: std::sync::Mutex<BTreeMap<NodeId, JoinHandle<()>>>,
+}
+
+fn store_error(e: StoreError) -> EngineError {
+    ApiError::NotApplied(format!("could not make the change durable: {e}")).into()
+}
+
+impl PrimaryEngine {
+    pub fn open(
+        id: NodeId,
+        mode: Mode,
+        data_dir: &Path,
+        peers: Arc<PeerClient>,
+        heartbeat: Duration,
+    ) -> Result<Arc<Self>, StoreError> {
+        let store = Store::open(&data_dir.join("primary-secondary.redb"))?;
+        let (meta, log) = store.load()?;
+        let now = Instant::now();
+        let mut state = State {
+            meta,
+            appended_at: vec![now; log.len()],
+            log,
+            registers: Registers::default(),
+            progress: BTreeMap::new(),
+        };
+        state.rebuild_registers();
+        let (writes, queue) = mpsc::channel(GROUP_COMMIT * 4);
+        let engine = Arc::new(Self {
+            id,
+            mode,
+            store,
+            state: Mutex::new(state),
+            peers,
+            heartbeat,
+            writes,
+            changed: watch::channel(0).0,
+            replicators: Default::default(),
+        });
+        tokio::spawn(Self::group_commit(Arc::downgrade(&engine), queue));
+        let resume = engine.clone();
+        tokio::spawn(async move { resume.restart_replication().await });
+        Ok(engine)
+    }
+
+    fn mode_name(&self) -> &'static str {
+        match self.mode {
+            Mode::Async => "async",
+            Mode::Sync => "sync",
+        }
+    }
+
+    pub async fn write(&self, command: Command, deadline: Instant) -> EngineResult<i64> {
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(WriteRequest {
+                command,
+                deadline,
+                reply,
+            })
+            .await
+            .map_err(|_| ApiError::NotApplied("member is shutting down".into()))?;
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => {
+                Err(ApiError::Unknown("the write was dropped while in flight".into()).into())
+            }
+            Err(_) => {
+                Err(ApiError::Unknown("deadline passed after the write was queued".into()).into())
+            }
+        }
+    }
+
+    /// The single writer: takes every queued write, applies them in order, makes the batch
+    /// durable with one fsync, then answers (sync mode: once every secondary has it).
+    async fn group_commit(engine: std::sync::Weak<Self>, mut queue: mpsc::Receiver<WriteRequest>) {
+        while let Some(first) = queue.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < GROUP_COMMIT {
+                match queue.try_recv() {
+                    Ok(w) => batch.push(w),
+                    Err(_) => break,
+                }
+            }
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            engine.commit_batch(batch).await;
+        }
+    }
+
+    async fn commit_batch(&self, batch: Vec<WriteRequest>) {
+        let mut state = self.state.lock().await;
+        if state.meta.role != Role::Primary {
+            for w in batch {
+                let _ = w.reply.send(Err(state.redirect()));
+            }
+            return;
+        }
+        let first_seq = state.last_seq() + 1;
+        let epoch = state.meta.epoch;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut appended = Vec::new();
+        for w in batch {
+            let outcome = match state.registers.apply(&w.command) {
+                CommandResult::Applied { value } => {
+                    let key = match &w.command {
+                        Command::Write { key, .. } | Command::Cas { key, .. } => key.clone(),
+                    };
+                    // A successful CAS is logged as the write it amounts to: replay is then
+                    // independent of the secondary's state.
+                    let entry = LogEntry {
+                        epoch,
+                        command: Command::Write { key, value },
+                    };
+                    state.log.push(entry.clone());
+                    state.appended_at.push(Instant::now());
+                    appended.push((state.last_seq(), entry));
+                    Ok((value, state.last_seq()))
+                }
+                CommandResult::CasMismatch { current } => {
+                    Err(ApiError::CasMismatch { current }.into())
+                }
+                CommandResult::None => Err(ApiError::Unknown("no command".into()).into()),
+            };
+            outcomes.push((w, outcome));
+        }
+        if !appended.is_empty() {
+            let change = Change {
+                truncate_after: None,
+                append: appended,
+                meta: None,
+            };
+            if let Err(e) = self.store.commit(change).await {
+                tracing::error!(error = %e, "group commit failed; reloading the durable state");
+                self.reload(&mut state);
+                for (w, _) in outcomes {
+                    let _ = w
+                        .reply
+                        .send(Err(store_error(StoreError::Redb(e.to_string()))));
+                }
+                return;
+            }
+        }
+        drop(state);
+        self.changed.send_modify(|v| *v += 1);
+        tracing::trace!(first_seq, "group commit");
+        for (w, outcome) in outcomes {
+            match (outcome, self.mode) {
+                (Ok((value, seq)), Mode::Sync) => {
+                    let engine_changed = self.changed.subscribe();
+                    let acked = self.wait_for_secondaries(seq, w.deadline, engine_changed);
+                    let result = match acked.await {
+                        true => Ok(value),
+                        false => Err(ApiError::Unknown(
+                            "not every secondary confirmed the write before the deadline; it is durable on \
+                             the primary and may or may not survive a failover"
+                                .into(),
+                        )
+                        .into()),
+                    };
+                    let _ = w.reply.send(result);
+                }
+                (Ok((value, _)), Mode::Async) => {
+                    let _ = w.reply.send(Ok(value));
+                }
+                (Err(e), _) => {
+                    let _ = w.reply.send(Err(e));
+                }
+            }
+        }
+    }
+
+    /// Waits until every current secondary has made `seq` durable.
+    async fn wait_for_secondaries(
+        &self,
+        seq: u64,
+        deadline: Instant,
+        mut changed: watch::Receiver<u64>,
+    ) -> bool {
+        loop {
+            {
+                let state = self.state.lock().await;
+                let all = state
+                    .secondaries(self.id)
+                    .all(|id| state.progress.get(&id).is_some_and(|p| p.match_seq >= seq));
+                if all {
+                    return true;
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+    }
+
+    fn reload(&self, state: &mut State) {
+        match self.store.load() {
+            Ok((meta, log)) => {
+                state.meta = meta;
+                state.appended_at = vec![Instant::now(); log.len()];
+                state.log = log;
+                state.rebuild_registers();
+            }
+            Err(e) => tracing::error!(error = %e, "cannot reload the change log"),
+        }
+    }
+
+    pub async fn read_local(&self, key: &str) -> i64 {
+        self.state.lock().await.registers.read(key)
+    }
+
+    /// Linearizable reads are served by the primary only (as far as it knows it is one).
+    pub async fn read_linearizable(&self, key: &str) -> EngineResult<i64> {
+        let state = self.state.lock().await;
+        match state.meta.role {
+            Role::Primary => Ok(state.registers.read(key)),
+            _ => Err(state.redirect()),
+        }
+    }
+
+    /// Handles a replication message from a primary (as a secondary).
+    pub async fn replicate(
+        &self,
+        request: ReplicateRequest,
+    ) -> Result<ReplicateResponse, ApiError> {
+        let mut state = self.state.lock().await;
+        let refuse = |state: &State, last_seq| ReplicateResponse {
+            ok: false,
+            epoch: state.meta.epoch,
+            last_seq,
+        };
+        if request.epoch < state.meta.epoch {
+            return Ok(refuse(&state, state.last_seq()));
+        }
+        let mut meta = state.meta.clone();
+        if request.epoch > meta.epoch
+            || meta.role != Role::Secondary
+            || meta.primary != Some(request.primary)
+        {
+            if meta.role == Role::Primary {
+                tracing::warn!(
+                    epoch = request.epoch,
+                    primary = request.primary,
+                    "deposed by a newer primary"
+                );
+            }
+            meta.epoch = request.epoch;
+            meta.role = Role::Secondary;
+            meta.primary = Some(request.primary);
+        }
+        if request.prev_seq > state.last_seq()
+            || state.epoch_at(request.prev_seq) != request.prev_epoch
+        {
+            let hint = request.prev_seq.saturating_sub(1).min(state.last_seq());
+            self.persist_meta(&mut state, meta).await?;
+            return Ok(refuse(&state, hint));
+        }
+        // Entries held with the same epoch at the same position are identical: skip them. At
+        // the first conflict our tail goes; so does anything beyond the primary's last entry.
+        let held = state.last_seq();
+        let mut matched = request.prev_seq;
+        let mut skip = 0;
+        while skip < request.entries.len()
+            && matched < held
+            && state.epoch_at(matched + 1) == request.entries[skip].epoch
+        {
+            matched += 1;
+            skip += 1;
+        }
+        let keep = if skip < request.entries.len() {
+            matched
+        } else {
+            request.last_seq.max(matched)
+        };
+        let truncate_after = (held > keep).then_some(keep);
+        if let Some(after) = truncate_after {
+            meta.discarded += held - after;
+            tracing::warn!(
+                discarded = held - after,
+                epoch = request.epoch,
+                "discarding entries the new primary never had"
+            );
+        }
+        let append: Vec<(u64, LogEntry)> = request.entries[skip..]
+            .iter()
+            .cloned()
+            .zip(matched + 1..)
+            .map(|(e, seq)| (seq, e))
+            .collect();
+        let change = Change {
+            truncate_after,
+            append: append.clone(),
+            meta: (meta != state.meta).then(|| meta.clone()),
+        };
+        self.store
+            .commit(change)
+            .await
+            .map_err(|e| ApiError::NotApplied(e.to_string()))?;
+        state.meta = meta;
+        if let Some(after) = truncate_after {
+            state.log.truncate(after as usize);
+            state.appended_at.truncate(after as usize);
+            state.rebuild_registers();
+        }
+        for (_, entry) in append {
+            state.registers.apply(&entry.command);
+            state.log.push(entry);
+            state.appended_at.push(Instant::now());
+        }
+        self.stop_replicators();
+        Ok(ReplicateResponse {
+            ok: true,
+            epoch: state.meta.epoch,
+            last_seq: state.last_seq(),
+        })
+    }
+
+    async fn persist_meta(&self, state: &mut State, meta: Meta) -> Result<(), ApiError> {
+        if meta != state.meta {
+            let change = Change {
+                truncate_after: None,
+                append: Vec::new(),
+                meta: Some(meta.clone()),
+            };
+            self.store
+                .commit(change)
+                .await
+                .map_err(|e| ApiError::NotApplied(e.to_string()))?;
+            state.meta = meta;
+        }
+        Ok(())
+    }
+
+    /// `POST /v1/admin/init`: this member becomes the primary of epoch 1.
+    pub async fn initialize(self: &Arc<Self>, members: BTreeSet<NodeId>) -> EngineResult<()> {
+        let mut state = self.state.lock().await;
+        if state.meta.epoch > 0 {
+            return if state.meta.members == members && state.meta.primary == Some(self.id) {
+                Ok(())
+            } else {
+                Err(ApiError::Conflict(format!(
+                    "already initialized (epoch {}, members {:?})",
+                    state.meta.epoch, state.meta.members
+                ))
+                .into())
+            };
+        }
+        let meta = Meta {
+            epoch: 1,
+            role: Role::Primary,
+            primary: Some(self.id),
+            members,
+            discarded: 0,
+        };
+        self.persist_meta(&mut state, meta).await?;
+        self.start_replicators(&mut state);
+        Ok(())
+    }
+
+    /// `POST /v1/admin/promote`: become the primary of a newer epoch.
+    pub async fn promote(self: &Arc<Self>, at_least: Option<u64>) -> EngineResult<u64> {
+        let mut state = self.state.lock().await;
+        if state.meta.role == Role::Primary {
+            return Ok(state.meta.epoch);
+        }
+        let mut meta = state.meta.clone();
+        meta.epoch = (meta.epoch + 1).max(at_least.unwrap_or(0));
+        meta.role = Role::Primary;
+        meta.primary = Some(self.id);
+        meta.members.insert(self.id);
+        self.persist_meta(&mut state, meta).await?;
+        tracing::info!(epoch = state.meta.epoch, "promoted to primary");
+        self.start_replicators(&mut state);
+        Ok(state.meta.epoch)
+    }
+
+    /// `PUT /v1/admin/primary`: follow another member.
+    pub async fn follow(&self, primary: NodeId) -> EngineResult<()> {
+        if primary == self.id {
+            return Err(ApiError::BadRequest(
+                "to make this member the primary, use /v1/admin/promote".into(),
+            )
+            .into());
+        }
+        let mut state = self.state.lock().await;
+        let mut meta = state.meta.clone();
+        meta.role = Role::Secondary;
+        meta.primary = Some(primary);
+        self.persist_meta(&mut state, meta).await?;
+        self.stop_replicators();
+        Ok(())
+    }
+
+    /// Sets the member set (on the primary; others redirect).
+    pub async fn set_members(
+        self: &Arc<Self>,
+        change: impl FnOnce(&mut BTreeSet<NodeId>),
+    ) -> EngineResult<()> {
+        let mut state = self.state.lock().await;
+        if state.meta.role != Role::Primary {
+            return Err(state.redirect());
+        }
+        let mut meta = state.meta.clone();
+        change(&mut meta.members);
+        meta.members.insert(self.id);
+        self.persist_meta(&mut state, meta).await?;
+        self.start_replicators(&mut state);
+        Ok(())
+    }
+
+    async fn restart_replication(self: Arc<Self>) {
+        let mut state = self.state.lock().await;
+        if state.meta.role == Role::Primary {
+            self.start_replicators(&mut state);
+        }
+    }
+
+    fn stop_replicators(&self) {
+        let mut replicators = self.replicators.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, task) in std::mem::take(&mut *replicators) {
+            task.abort();
+        }
+    }
+
+    /// One replication task per secondary; tasks of removed members stop.
+    fn start_replicators(self: &Arc<Self>, state: &mut State) {
+        let secondaries: BTreeSet<NodeId> = state.secondaries(self.id).collect();
+        let last = state.last_seq();
+        state.progress.retain(|id, _| secondaries.contains(id));
+        let mut replicators = self.replicators.lock().unwrap_or_else(|p| p.into_inner());
+        replicators.retain(|id, task| {
+            let keep = secondaries.contains(id) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for id in secondaries {
+            state.progress.entry(id).or_insert(Progress {
+                next_seq: last + 1,
+                ..Default::default()
+            });
+            replicators
+                .entry(id)
+                .or_insert_with(|| tokio::spawn(self.clone().replicate_to(id)));
+        }
+    }
+
+    /// Streams the log to one secondary, as a heartbeat when there is nothing new.
+    async fn replicate_to(self: Arc<Self>, target: NodeId) {
+        let mut changed = self.changed.subscribe();
+        loop {
+            if self.peers.faults.is_paused() {
+                self.peers
+                    .faults
+                    .wait_unpaused(Instant::now() + Duration::from_secs(3600))
+                    .await;
+            }
+            let Some(request) = self.next_request(target).await else {
+                return;
+            };
+            let sent = request.entries.len() as u64;
+            let answer = self
+                .peers
+                .post(target, None, REPLICATE_PATH, &request, self.heartbeat * 5)
+                .await
+                .ok()
+                .filter(|r| r.status().is_success());
+            let response = match answer {
+                Some(r) => r.json::<ReplicateResponse>().await.ok(),
+                None => None,
+            };
+            match response {
+                Some(response) => {
+                    if !self.record(target, &request, response).await {
+                        return;
+                    }
+                }
+                None => {
+                    tokio::time::sleep(self.heartbeat / 2).await;
+                    continue;
+                }
+            }
+            if sent == 0 {
+                let _ = tokio::time::timeout(self.heartbeat, changed.changed()).await;
+            }
+        }
+    }
+
+    async fn next_request(&self, target: NodeId) -> Option<ReplicateRequest> {
+        let state = self.state.lock().await;
+        if state.meta.role != Role::Primary {
+            return None;
+        }
+        let next = state
+            .progress
+            .get(&target)?
+            .next_seq
+            .clamp(1, state.last_seq() + 1);
+        let prev_seq = next - 1;
+        let end = (prev_seq as usize + BATCH).min(state.log.len());
+        Some(ReplicateRequest {
+            epoch: state.meta.epoch,
+            primary: self.id,
+            prev_seq,
+            prev_epoch: state.epoch_at(prev_seq),
+            last_seq: state.last_seq(),
+            entries: state.log[prev_seq as usize..end].to_vec(),
+        })
+    }
+
+    /// Applies a secondary's answer; returns false when this member must stop replicating.
+    async fn record(
+        &self,
+        target: NodeId,
+        request: &ReplicateRequest,
+        response: ReplicateResponse,
+    ) -> bool {
+        let mut state = self.state.lock().await;
+        if response.epoch > state.meta.epoch {
+            tracing::warn!(
+                epoch = response.epoch,
+                "a newer epoch exists: stepping down"
+            );
+            let mut meta = state.meta.clone();
+            meta.epoch = response.epoch;
+            meta.role = Role::Secondary;
+            meta.primary = None;
+            if let Err(e) = self.persist_meta(&mut state, meta).await {
+                tracing::error!(error = %e, "cannot record stepping down");
+            }
+            return false;
+        }
+        let Some(progress) = state.progress.get_mut(&target) else {
+            return false;
+        };
+        progress.last_contact = Some(Instant::now());
+        if response.ok {
+            progress.match_seq = response
+                .last_seq
+                .min(request.prev_seq + request.entries.len() as u64);
+            progress.next_seq = progress.match_seq + 1;
+        } else {
+            progress.next_seq = (response.last_seq + 1)
+                .min(progress.next_seq.saturating_sub(1))
+                .max(1);
+        }
+        drop(state);
+        self.changed.send_modify(|v| *v += 1);
+        true
+    }
+
+    pub async fn status(&self) -> EngineStatus {
+        let state = self.state.lock().await;
+        let last = state.last_seq();
+        let now = Instant::now();
+        let peers = if state.meta.role == Role::Primary {
+            state
+                .progress
+                .iter()
+                .map(|(id, p)| {
+                    let lag_ms = state
+                        .appended_at
+                        .get(p.match_seq as usize)
+                        .map_or(0, |at| now.duration_since(*at).as_millis() as u64);
+                    let status = PeerStatus {
+                        match_index: Some(p.match_seq),
+                        lag_entries: last.saturating_sub(p.match_seq),
+                        lag_ms: Some(lag_ms),
+                        last_contact_ms: p
+                            .last_contact
+                            .map(|at| now.duration_since(at).as_millis() as u64),
+                    };
+                    (*id, status)
+                })
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        EngineStatus {
+            replication: self.mode_name(),
+            role: match state.meta.role {
+                Role::Primary => "primary",
+                Role::Secondary | Role::Uninitialized => "secondary",
+            },
+            term: state.meta.epoch,
+            leader: state.meta.primary,
+            commit_index: last,
+            applied_index: last,
+            last_log_index: last,
+            voters: state.meta.members.iter().copied().collect(),
+            learners: Vec::new(),
+            peers,
+            discarded_writes: Some(state.meta.discarded),
+        }
+    }
+
+    pub async fn members(&self) -> BTreeSet<NodeId> {
+        self.state.lock().await.meta.members.clone()
+    }
+}
