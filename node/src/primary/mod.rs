@@ -53,6 +53,9 @@ pub struct ReplicateRequest {
     /// primary's history.
     pub last_seq: u64,
     pub entries: Vec<LogEntry>,
+    /// The member set and the primary's address book, so that any secondary can take over.
+    pub members: BTreeSet<NodeId>,
+    pub addresses: BTreeMap<NodeId, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -370,7 +373,9 @@ impl PrimaryEngine {
         if request.epoch < state.meta.epoch {
             return Ok(refuse(&state, state.last_seq()));
         }
+        self.peers.addresses.merge(request.addresses.clone());
         let mut meta = state.meta.clone();
+        meta.members = request.members.clone();
         if request.epoch > meta.epoch
             || meta.role != Role::Secondary
             || meta.primary != Some(request.primary)
@@ -644,6 +649,8 @@ impl PrimaryEngine {
             prev_epoch: state.epoch_at(prev_seq),
             last_seq: state.last_seq(),
             entries: state.log[prev_seq as usize..end].to_vec(),
+            members: state.meta.members.clone(),
+            addresses: self.peers.addresses.all(),
         })
     }
 

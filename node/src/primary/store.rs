@@ -49,6 +49,8 @@ pub enum StoreError {
     Redb(String),
     #[error("corrupt entry in the change log: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("cannot create the data directory: {0}")]
+    Io(#[from] std::io::Error),
     #[error("storage task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -73,6 +75,9 @@ pub struct Store {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         let db = Database::create(path).map_err(redb_err)?;
         let tx = db.begin_write().map_err(redb_err)?;
         {

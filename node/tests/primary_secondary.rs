@@ -1,0 +1,181 @@
+//! Primary–secondary replication on real processes: what async and sync replication promise
+//! (and what they do not).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{wait_until, Cluster};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn start(mode: &str) -> Cluster {
+    let c = Cluster::start_with(3, &["--replication", mode]).await;
+    assert_eq!(
+        c.status(1).await.map(|s| s["role"].clone()),
+        Some(json!("primary"))
+    );
+    c
+}
+
+async fn applied_everywhere(c: &Cluster, key: &str, value: i64) {
+    for m in c.running() {
+        wait_until(
+            &format!("member {} to apply {key}={value}", m.id),
+            || async { (c.get(m.id, key, "local").await.1["value"] == value).then_some(()) },
+        )
+        .await;
+    }
+}
+
+async fn admin_ok(c: &Cluster, id: u64, method: Method, path: &str, body: Value) -> Value {
+    let (status, body) = c.admin(id, method, path, body).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn async_writes_reach_every_secondary_and_a_restarted_one_catches_up() {
+    let mut c = start("async").await;
+    assert_eq!(
+        c.put(2, "x", 1).await.0,
+        200,
+        "a write through a secondary is forwarded"
+    );
+    applied_everywhere(&c, "x", 1).await;
+    c.kill(3);
+    for i in 0..20 {
+        assert_eq!(c.put(1, &format!("k{i}"), i).await.0, 200);
+    }
+    c.restart(3);
+    applied_everywhere(&c, "k19", 19).await;
+    let status = c.status(1).await.unwrap_or_default();
+    assert_eq!(status["peers"]["3"]["lagEntries"], 0, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn async_failover_to_a_lagging_secondary_loses_acknowledged_writes() {
+    let c = start("async").await;
+    assert_eq!(c.put(1, "x", 1).await.0, 200);
+    applied_everywhere(&c, "x", 1).await;
+    // Cut secondary 3 off; the primary keeps acknowledging writes.
+    admin_ok(
+        &c,
+        1,
+        Method::PUT,
+        "/v1/admin/faults",
+        json!({"partition": {"peers": [3]}}),
+    )
+    .await;
+    for v in 2..=6 {
+        assert_eq!(
+            c.put(1, "x", v).await.0,
+            200,
+            "async writes continue while a secondary is cut off"
+        );
+    }
+    assert_eq!(
+        c.get(3, "x", "local").await.1["value"],
+        1,
+        "the cut-off secondary serves a stale read"
+    );
+
+    // Fail over to the lagging secondary, then let the others rejoin it.
+    let promoted = admin_ok(&c, 3, Method::POST, "/v1/admin/promote", json!({})).await;
+    assert_eq!(promoted["epoch"], 2);
+    let addr = c.members[&3].peer.clone();
+    for id in [1, 2] {
+        admin_ok(
+            &c,
+            id,
+            Method::PUT,
+            "/v1/admin/primary",
+            json!({"id": 3, "addr": addr}),
+        )
+        .await;
+    }
+    admin_ok(&c, 1, Method::PUT, "/v1/admin/faults", json!({})).await;
+    applied_everywhere(&c, "x", 1).await;
+    wait_until(
+        "the deposed primary to count its discarded writes",
+        || async {
+            let s = c.status(1).await?;
+            (s["role"] == "secondary" && s["term"] == 2 && s["discardedWrites"].as_u64()? == 5)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        c.get(1, "x", "linearizable").await.1["value"],
+        1,
+        "acknowledged writes 2..=6 are gone"
+    );
+    assert_eq!(
+        c.put(1, "x", 7).await.0,
+        200,
+        "writes through the old primary now reach the new one"
+    );
+    applied_everywhere(&c, "x", 7).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_writes_need_every_secondary_and_survive_failover() {
+    let mut c = start("sync").await;
+    for v in 1..=5 {
+        assert_eq!(c.put(1, "x", v).await.0, 200);
+    }
+    c.kill(3);
+    let started = Instant::now();
+    let (status, body) = c.put(1, "x", 99).await;
+    assert!(
+        status == 503 || status == 504,
+        "sync write with a secondary down: {status} {body}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+
+    // Promote secondary 2: every acknowledged write (x=5) is there.
+    admin_ok(&c, 2, Method::POST, "/v1/admin/promote", json!({})).await;
+    admin_ok(
+        &c,
+        2,
+        Method::PUT,
+        "/v1/admin/voters",
+        json!({"voters": [1, 2]}),
+    )
+    .await;
+    let value = c.get(2, "x", "linearizable").await.1["value"]
+        .as_i64()
+        .unwrap_or(-1);
+    assert!(
+        value == 5 || value == 99,
+        "an acknowledged write was lost: read {value}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn primary_secondary_bad_input_gets_4xx() {
+    let c = start("async").await;
+    let (status, _) = c
+        .admin(
+            1,
+            Method::PUT,
+            "/v1/admin/primary",
+            json!({"id": 1, "addr": "a:1"}),
+        )
+        .await;
+    assert_eq!(status, 400, "following oneself is refused");
+    let (status, _) = c
+        .admin(1, Method::PUT, "/v1/admin/primary", json!({"id": 2}))
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = c
+        .admin(
+            2,
+            Method::POST,
+            "/v1/internal/replicate",
+            json!({"epoch": "x"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(c.put(1, "x", 3).await.0, 200);
+}
