@@ -87,8 +87,9 @@ impl Context {
                 EventType::Normal
             },
             reason: reason.into(),
+            // The recorder groups events by action: keep distinct notes distinct.
+            action: note.chars().take(128).collect(),
             note: Some(note),
-            action: reason.into(),
             secondary: None,
         };
         self.metrics.action(reason);
@@ -215,6 +216,7 @@ pub async fn reconcile(rc: Arc<RegisterCluster>, ctx: Arc<Context>) -> Result<Ac
             voters: &voters,
             converging: false,
             progress: None,
+            term: leader_status.as_ref().map(|s| s.term),
         };
         st.phase = Some(Phase::Failed);
         st.conditions = status::conditions(
@@ -498,6 +500,7 @@ pub async fn reconcile(rc: Arc<RegisterCluster>, ctx: Arc<Context>) -> Result<Ac
         members: &wanted,
         voters: &voters,
         converging: converging || !progress.is_empty(),
+        term: leader_status.as_ref().map(|s| s.term),
         progress: if progress.is_empty() {
             None
         } else {
@@ -507,7 +510,7 @@ pub async fn reconcile(rc: Arc<RegisterCluster>, ctx: Arc<Context>) -> Result<Ac
     let phase = status::phase(&summary);
     let ready = wanted
         .iter()
-        .filter(|m| status::member_ok(m, &voters))
+        .filter(|m| status::member_ok(m, &voters) && m.term >= summary.term)
         .count();
     st.conditions = status::conditions(
         &prev.conditions,

@@ -1,4 +1,6 @@
 //! The `RegisterCluster` custom resource (group `caplab.dev`, version `v1alpha1`).
+// kube's `printcolumn(...)` repeats `type_ = "string"`, which clippy flags.
+#![allow(clippy::duplicated_attributes)]
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -71,6 +73,7 @@ pub struct RegisterClusterSpec {
     pub failover_after_seconds: Option<u64>,
     /// Faults to inject.
     #[serde(default)]
+    #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.all(f, self.exists_one(g, g.name == f.name))").message("fault names must be unique"))]
     pub faults: Vec<FaultSpec>,
 }
@@ -163,8 +166,8 @@ impl FaultKind {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("self.kind != 'partition' || size(self.groups) >= 2").message("partition needs at least two groups"),
-    validation = Rule::new("self.kind == 'partition' || size(self.targets) >= 1").message("targets must not be empty"),
+    validation = Rule::new("self.kind != 'partition' || (has(self.groups) && size(self.groups) >= 2)").message("partition needs at least two groups"),
+    validation = Rule::new("self.kind == 'partition' || (has(self.targets) && size(self.targets) >= 1)").message("targets must not be empty"),
     validation = Rule::new("self.kind != 'delay' || has(self.latencyMs)").message("delay needs latencyMs"),
     validation = Rule::new("self.kind != 'loss' || (has(self.probability) && self.probability >= 0.0 && self.probability <= 1.0)").message("loss needs probability in [0,1]"),
     validation = Rule::new("self.kind != 'clockSkew' || has(self.offsetMs)").message("clockSkew needs offsetMs")
@@ -177,9 +180,11 @@ pub struct FaultSpec {
     pub kind: FaultKind,
     /// Target members: ordinals, or `leader` / `followers` (resolved when the fault starts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 9))]
     pub targets: Vec<Target>,
     /// Partition groups, e.g. `[[0], [1, 2]]` or `[[leader], [followers]]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 9))]
     pub groups: Vec<Vec<Target>>,
     /// delay: latency in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -450,8 +455,8 @@ pub struct FaultStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
     /// Fingerprint of the spec entry, to restart the fault when it is edited.
-    #[serde(default)]
-    pub spec_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_hash: Option<String>,
     /// Why it is pending, if it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

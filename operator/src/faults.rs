@@ -195,7 +195,7 @@ pub fn resolve_groups(
     let mut named = BTreeSet::new();
     let mut out: Vec<Option<BTreeSet<u32>>> = Vec::new();
     for g in groups {
-        if g.iter().any(|t| *t == Target::Others) {
+        if g.contains(&Target::Others) {
             out.push(None);
             continue;
         }
@@ -243,7 +243,7 @@ pub fn plan(
         let old = prev.iter().find(|p| p.name == f.name);
         let st = match old {
             Some(p)
-                if p.spec_hash == hash
+                if p.spec_hash.as_deref() == Some(hash.as_str())
                     && matches!(p.state, FaultState::Active | FaultState::Expired) =>
             {
                 let mut p = p.clone();
@@ -329,7 +329,7 @@ fn start(
         groups: vec![],
         since: None,
         until: None,
-        spec_hash: hash.to_string(),
+        spec_hash: Some(hash.to_string()),
         message: None,
     };
     let resolved = if f.kind == FaultKind::Partition {

@@ -12,3 +12,6 @@ pub mod resources;
 pub mod status;
 pub mod telemetry;
 pub mod validation;
+
+#[cfg(test)]
+mod tests;

@@ -210,8 +210,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         (false, _) => None,
     };
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
+    let mut shutdown = Box::pin(shutdown_signal());
     if let Some(lock) = &lock {
         info!(%identity, "waiting for the leader lease");
         loop {

@@ -181,7 +181,15 @@ pub fn next_raft_step(replicas: u32, members: &[Observed], bootstrapped: bool) -
         }
     }
 
-    // 2. Promote one caught-up learner; drop stale voters without losing quorum.
+    // 2. Leftover pods of a scale-down whose member is no longer a voter.
+    if let Some(m) = members
+        .iter()
+        .find(|m| m.ordinal >= replicas && m.pod_exists && !voters.contains(&m.id))
+    {
+        return Step::DeletePod { ordinal: m.ordinal };
+    }
+
+    // 3. Promote one caught-up learner; drop stale voters without losing quorum.
     let promote = wanted
         .iter()
         .filter(|m| learners.contains(&m.id) && m.reachable())
@@ -247,14 +255,6 @@ pub fn next_raft_step(replicas: u32, members: &[Observed], bootstrapped: bool) -
         };
     }
 
-    // 3. Leftover pods of a scale-down whose member is no longer a voter.
-    if let Some(m) = members
-        .iter()
-        .find(|m| m.ordinal >= replicas && m.pod_exists && !voters.contains(&m.id))
-    {
-        return Step::DeletePod { ordinal: m.ordinal };
-    }
-
     if let Some(l) = wanted.iter().find(|m| learners.contains(&m.id)) {
         return Step::Wait(format!("learner {} (id {}) catching up", l.ordinal, l.id));
     }
@@ -263,6 +263,9 @@ pub fn next_raft_step(replicas: u32, members: &[Observed], bootstrapped: bool) -
     }
     if wanted.len() < replicas as usize || wanted.iter().any(|m| !voters.contains(&m.id)) {
         return Step::Wait("members missing".into());
+    }
+    if let Some(m) = wanted.iter().find(|m| !m.reachable()) {
+        return Step::Wait(format!("member {} (id {}) unreachable", m.ordinal, m.id));
     }
     Step::Stable
 }

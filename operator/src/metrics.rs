@@ -45,8 +45,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("caplab_operator");
         let reconciles = Counter::default();
         let errors = Family::<ErrorLabels, Counter>::default();
-        let duration =
-            Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0].into_iter());
+        let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
         let actions = Family::<ActionLabels, Counter>::default();
         let leader = Gauge::default();
         registry.register("reconciliations", "Reconciliations run", reconciles.clone());

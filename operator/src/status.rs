@@ -22,6 +22,8 @@ pub struct Summary<'a> {
     pub converging: bool,
     /// Why, if it does.
     pub progress: Option<&'a str>,
+    /// The leader's term (members behind it are cut off).
+    pub term: Option<u64>,
 }
 
 /// Is a member healthy (reachable, voter, not lagging)?
@@ -40,7 +42,11 @@ pub fn phase(s: &Summary<'_>) -> Phase {
     if s.leader.is_none() {
         return Phase::NoQuorum;
     }
-    let ok = s.members.iter().filter(|m| member_ok(m, s.voters)).count();
+    let ok = s
+        .members
+        .iter()
+        .filter(|m| member_ok(m, s.voters) && m.term >= s.term)
+        .count();
     if ok == s.replicas as usize && s.members.len() == s.replicas as usize {
         Phase::Ready
     } else {
@@ -68,7 +74,11 @@ pub fn conditions(
     generation: Option<i64>,
     now: &str,
 ) -> Vec<Condition> {
-    let ready = s.members.iter().filter(|m| member_ok(m, s.voters)).count();
+    let ready = s
+        .members
+        .iter()
+        .filter(|m| member_ok(m, s.voters) && m.term >= s.term)
+        .count();
     let valid = s.errors.is_empty();
     let mut out = vec![
         match phase {
