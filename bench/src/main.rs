@@ -67,15 +67,29 @@ fn free_port() -> anyhow::Result<u16> {
 
 async fn start_cluster(bin: &PathBuf, http: &reqwest::Client) -> anyhow::Result<Members> {
     if !bin.exists() {
-        bail!("{} not found: build it with `cargo build --release -p caplab-node`", bin.display());
+        bail!(
+            "{} not found: build it with `cargo build --release -p caplab-node`",
+            bin.display()
+        );
     }
-    let mut members = Members { children: Vec::new(), clients: Vec::new(), _dir: tempfile::tempdir()? };
+    let mut members = Members {
+        children: Vec::new(),
+        clients: Vec::new(),
+        _dir: tempfile::tempdir()?,
+    };
     let mut peers = serde_json::Map::new();
     for id in 1..=3u64 {
         let client = format!("127.0.0.1:{}", free_port()?);
         let peer = format!("127.0.0.1:{}", free_port()?);
         let child = Command::new(bin)
-            .args(["--id", &id.to_string(), "--client-listen", &client, "--peer-listen", &peer])
+            .args([
+                "--id",
+                &id.to_string(),
+                "--client-listen",
+                &client,
+                "--peer-listen",
+                &peer,
+            ])
             .arg("--data-dir")
             .arg(members._dir.path().join(id.to_string()))
             .env("CAPLAB_ADMIN_TOKEN", "bench")
@@ -87,7 +101,11 @@ async fn start_cluster(bin: &PathBuf, http: &reqwest::Client) -> anyhow::Result<
         members.clients.push(client);
         peers.insert(id.to_string(), json!(peer));
     }
-    let first_peer = peers.get("1").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    let first_peer = peers
+        .get("1")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let init = http
@@ -96,8 +114,13 @@ async fn start_cluster(bin: &PathBuf, http: &reqwest::Client) -> anyhow::Result<
             .json(&json!({ "members": peers }))
             .send()
             .await;
-        let ready = http.get(format!("http://{}/readyz", members.clients[0])).send().await;
-        if init.is_ok_and(|r| r.status().is_success()) && ready.is_ok_and(|r| r.status().is_success()) {
+        let ready = http
+            .get(format!("http://{}/readyz", members.clients[0]))
+            .send()
+            .await;
+        if init.is_ok_and(|r| r.status().is_success())
+            && ready.is_ok_and(|r| r.status().is_success())
+        {
             return Ok(members);
         }
         if Instant::now() > deadline {
@@ -114,7 +137,14 @@ struct Cell {
     elapsed: Duration,
 }
 
-async fn run_cell(http: &reqwest::Client, members: &Members, op: Op, clients: usize, measure: Duration, keys: usize) -> Cell {
+async fn run_cell(
+    http: &reqwest::Client,
+    members: &Members,
+    op: Op,
+    clients: usize,
+    measure: Duration,
+    keys: usize,
+) -> Cell {
     let recording = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -130,9 +160,13 @@ async fn run_cell(http: &reqwest::Client, members: &Members, op: Op, clients: us
                 i += clients;
                 let started = Instant::now();
                 let request = match op {
-                    Op::Write => http.put(format!("http://{addr}/v1/kv/{key}")).json(&json!({ "value": i })),
+                    Op::Write => http
+                        .put(format!("http://{addr}/v1/kv/{key}"))
+                        .json(&json!({ "value": i })),
                     Op::LinearizableRead => http.get(format!("http://{addr}/v1/kv/{key}")),
-                    Op::LocalRead => http.get(format!("http://{addr}/v1/kv/{key}?consistency=local")),
+                    Op::LocalRead => {
+                        http.get(format!("http://{addr}/v1/kv/{key}?consistency=local"))
+                    }
                 };
                 let success = request.send().await.is_ok_and(|r| r.status().is_success());
                 if recording.load(Ordering::Relaxed) {
@@ -154,7 +188,12 @@ async fn run_cell(http: &reqwest::Client, members: &Members, op: Op, clients: us
     recording.store(false, Ordering::Relaxed);
     let elapsed = started.elapsed();
     stop.store(true, Ordering::Relaxed);
-    let mut cell = Cell { ops: 0, errors: 0, latencies: Vec::new(), elapsed };
+    let mut cell = Cell {
+        ops: 0,
+        errors: 0,
+        latencies: Vec::new(),
+        elapsed,
+    };
     for t in tasks {
         if let Ok((ok, errors, latencies)) = t.await {
             cell.ops += ok;
@@ -186,7 +225,15 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for op in [Op::Write, Op::LinearizableRead, Op::LocalRead] {
         for &clients in &args.clients {
-            let cell = run_cell(&http, &members, op, clients, Duration::from_secs(args.seconds), args.keys).await;
+            let cell = run_cell(
+                &http,
+                &members,
+                op,
+                clients,
+                Duration::from_secs(args.seconds),
+                args.keys,
+            )
+            .await;
             println!(
                 "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
                 op.name(),
