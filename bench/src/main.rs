@@ -24,6 +24,9 @@ struct Args {
     /// Measured seconds per cell (after a warm-up of a quarter of it).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Replication modes to measure, each on a fresh cluster.
+    #[arg(long, value_delimiter = ',', default_value = "raft,async,sync")]
+    modes: Vec<String>,
     /// Distinct keys the clients spread over.
     #[arg(long, default_value_t = 100)]
     keys: usize,
@@ -65,7 +68,11 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn start_cluster(bin: &PathBuf, http: &reqwest::Client) -> anyhow::Result<Members> {
+async fn start_cluster(
+    bin: &PathBuf,
+    mode: &str,
+    http: &reqwest::Client,
+) -> anyhow::Result<Members> {
     if !bin.exists() {
         bail!(
             "{} not found: build it with `cargo build --release -p caplab-node`",
@@ -92,6 +99,7 @@ async fn start_cluster(bin: &PathBuf, http: &reqwest::Client) -> anyhow::Result<
             ])
             .arg("--data-dir")
             .arg(members._dir.path().join(id.to_string()))
+            .args(["--replication", mode])
             .env("CAPLAB_ADMIN_TOKEN", "bench")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -220,30 +228,25 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(1024)
         .timeout(Duration::from_secs(10))
         .build()?;
-    let members = start_cluster(&args.node_bin, &http).await?;
-    println!("| operation | clients | ops/s | p50 ms | p99 ms | max ms | errors |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for op in [Op::Write, Op::LinearizableRead, Op::LocalRead] {
-        for &clients in &args.clients {
-            let cell = run_cell(
-                &http,
-                &members,
-                op,
-                clients,
-                Duration::from_secs(args.seconds),
-                args.keys,
-            )
-            .await;
-            println!(
-                "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
-                op.name(),
-                clients,
-                cell.ops as f64 / cell.elapsed.as_secs_f64(),
-                percentile(&cell.latencies, 0.50),
-                percentile(&cell.latencies, 0.99),
-                percentile(&cell.latencies, 1.0),
-                cell.errors
-            );
+    println!("| mode | operation | clients | ops/s | p50 ms | p99 ms | max ms | errors |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for mode in &args.modes {
+        let members = start_cluster(&args.node_bin, mode, &http).await?;
+        for op in [Op::Write, Op::LinearizableRead, Op::LocalRead] {
+            for &clients in &args.clients {
+                let measure = Duration::from_secs(args.seconds);
+                let cell = run_cell(&http, &members, op, clients, measure, args.keys).await;
+                println!(
+                    "| {mode} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
+                    op.name(),
+                    clients,
+                    cell.ops as f64 / cell.elapsed.as_secs_f64(),
+                    percentile(&cell.latencies, 0.50),
+                    percentile(&cell.latencies, 0.99),
+                    percentile(&cell.latencies, 1.0),
+                    cell.errors
+                );
+            }
         }
     }
     Ok(())

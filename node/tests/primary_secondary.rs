@@ -179,3 +179,41 @@ async fn primary_secondary_bad_input_gets_4xx() {
     assert_eq!(status, 400);
     assert_eq!(c.put(1, "x", 3).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_off_async_secondary_serves_stale_reads_then_catches_up() {
+    let c = start("async").await;
+    admin_ok(
+        &c,
+        3,
+        Method::PUT,
+        "/v1/admin/faults",
+        json!({"partition": {"peers": [1]}}),
+    )
+    .await;
+    for v in 1..=5 {
+        assert_eq!(
+            c.put(1, "y", v).await.0,
+            200,
+            "writes continue while a secondary is cut off"
+        );
+    }
+    applied_everywhere_but(&c, 3, "y", 5).await;
+    assert_eq!(
+        c.get(3, "y", "local").await.1["value"],
+        0,
+        "the cut-off secondary is stale"
+    );
+    admin_ok(&c, 3, Method::PUT, "/v1/admin/faults", json!({})).await;
+    applied_everywhere(&c, "y", 5).await;
+}
+
+async fn applied_everywhere_but(c: &Cluster, except: u64, key: &str, value: i64) {
+    for m in c.running().filter(|m| m.id != except) {
+        wait_until(
+            &format!("member {} to apply {key}={value}", m.id),
+            || async { (c.get(m.id, key, "local").await.1["value"] == value).then_some(()) },
+        )
+        .await;
+    }
+}
