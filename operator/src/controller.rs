@@ -655,7 +655,9 @@ fn member_statuses(
                 commit_index: s.map(|s| s.commit_index),
                 applied_index: s.map(|s| s.applied_index),
                 lag,
-                reachable: m.reachable(),
+                // Client traffic is never cut, so the operator reaching a member is not enough:
+                // a partitioned member is one the leader no longer hears from.
+                reachable: m.reachable() && leader.is_none_or(|l| l.hears_from(m.id)),
                 faults,
             }
         })

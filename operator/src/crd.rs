@@ -410,7 +410,7 @@ pub struct MemberStatus {
     /// Entries behind the leader's commit index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<u64>,
-    /// The operator reached its status endpoint.
+    /// The operator reached its status endpoint and the leader (or primary) hears from it.
     #[serde(default)]
     pub reachable: bool,
     /// Kinds of the faults active on this member.

@@ -59,6 +59,10 @@ pub struct PeerProgress {
     pub last_contact_ms: Option<u64>,
 }
 
+/// How long the leader may go without hearing from a member before the member counts as
+/// cut off from the majority (heartbeats arrive every few hundred milliseconds).
+pub const CONTACT_LIMIT_MS: u64 = 2_000;
+
 /// `GET /v1/status`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
@@ -90,6 +94,16 @@ pub struct NodeStatus {
 }
 
 impl NodeStatus {
+    /// As the leader: whether member `id` answered replication recently.
+    pub fn hears_from(&self, id: u64) -> bool {
+        self.id == id
+            || self
+                .peers
+                .get(&id.to_string())
+                .and_then(|p| p.last_contact_ms)
+                .is_some_and(|ms| ms < CONTACT_LIMIT_MS)
+    }
+
     /// Is this member the leader (or primary)?
     pub fn is_leader(&self) -> bool {
         self.role == "leader" || self.role == "primary"
