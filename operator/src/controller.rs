@@ -863,6 +863,13 @@ async fn primary_step(
             }
             Some(format!("pointing secondaries at primary {primary}"))
         }
+        PrimaryStep::SetMembers { ordinal, members } => {
+            let ip = ip_of(ordinal)?;
+            match ctx.members.set_voters(&ip, token, &members).await {
+                Ok(()) => Some(format!("primary replicates to members {members:?}")),
+                Err(e) => member_failed(ctx, "set-members", e),
+            }
+        }
         PrimaryStep::Failover {
             ordinal,
             to,

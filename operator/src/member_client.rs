@@ -123,6 +123,8 @@ impl NodeStatus {
 pub struct MemberClient {
     http: reqwest::Client,
     slow: reqwest::Client,
+    client_port: u16,
+    peer_port: u16,
 }
 
 impl MemberClient {
@@ -141,12 +143,26 @@ impl MemberClient {
         Ok(Self {
             http: build(2)?,
             slow: build(30)?,
+            client_port: CLIENT_PORT,
+            peer_port: PEER_PORT,
         })
+    }
+
+    /// Overrides the ports the client connects to (default [`CLIENT_PORT`] for
+    /// `/v1/status`, [`PEER_PORT`] for admin calls).
+    ///
+    /// For tests that stand in for members with local servers; production
+    /// always uses the defaults. Only where requests go changes: the peer
+    /// addresses the operator hands to members still name [`PEER_PORT`].
+    pub fn with_ports(mut self, client_port: u16, peer_port: u16) -> Self {
+        self.client_port = client_port;
+        self.peer_port = peer_port;
+        self
     }
 
     /// `GET http://<ip>:8080/v1/status`.
     pub async fn status(&self, ip: &str) -> Result<NodeStatus, MemberError> {
-        let url = format!("http://{ip}:{CLIENT_PORT}/v1/status");
+        let url = format!("http://{ip}:{}/v1/status", self.client_port);
         let resp = self
             .http
             .get(&url)
@@ -171,7 +187,7 @@ impl MemberClient {
         token: &str,
         body: serde_json::Value,
     ) -> Result<(), MemberError> {
-        let url = format!("http://{ip}:{PEER_PORT}{path}");
+        let url = format!("http://{ip}:{}{path}", self.peer_port);
         let client = if slow { &self.slow } else { &self.http };
         let resp = client
             .request(method, &url)

@@ -291,6 +291,13 @@ pub enum PrimaryStep {
         /// Primary peer address.
         addr: String,
     },
+    /// Tell the primary the current member set (a replaced member has a new id).
+    SetMembers {
+        /// The primary's ordinal.
+        ordinal: u32,
+        /// Every wanted member id.
+        members: Vec<u64>,
+    },
     /// Promote a secondary.
     Failover {
         /// Ordinal to promote.
@@ -338,6 +345,12 @@ pub fn next_primary_step(
                 primary: p.id,
                 addr,
             };
+        }
+        let mut ids: Vec<u64> = wanted.iter().filter(|m| m.pod_ip.is_some()).map(|m| m.id).collect();
+        ids.sort_unstable();
+        let known = p.status.as_ref().map(|s| s.voters.clone()).unwrap_or_default();
+        if !ids.is_empty() && ids.contains(&p.id) && ids != known {
+            return PrimaryStep::SetMembers { ordinal: p.ordinal, members: ids };
         }
         if wanted.len() < replicas as usize || wanted.iter().any(|m| !m.reachable()) {
             return PrimaryStep::Wait("members missing".into());

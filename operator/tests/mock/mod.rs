@@ -1,0 +1,607 @@
+//! Test doubles for reconcile tests.
+//!
+//! - The Kubernetes API is a `tower_test::mock` service behind a real
+//!   `kube::Client` (the kube-rs controller-rs `fixtures.rs` pattern). A
+//!   verifier task answers every request from a small in-memory [`World`] and
+//!   records it, so a test can assert the exact API traffic (methods, paths,
+//!   field manager, apply bodies, status patches, events).
+//! - Members are tiny axum servers, one per ordinal `o` on `127.0.0.{o+1}`
+//!   (all of 127/8 is loopback), on two ephemeral ports that the operator's
+//!   `MemberClient` is pointed at with `with_ports`. Each answers
+//!   `GET /v1/status` with the `NodeStatus` the test put in the world (503
+//!   when there is none: the member is down) and accepts every admin call.
+//!
+//! API and member calls go to one shared log, so tests can check the order
+//! of steps across both (e.g. voters changed before the pod is deleted).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use caplab_operator::controller::{reconcile, Context, Error};
+use caplab_operator::crd::RegisterCluster;
+use caplab_operator::member_client::{MemberClient, NodeStatus, PeerProgress};
+use caplab_operator::metrics::Metrics;
+use caplab_operator::resources;
+use http::{Request, Response};
+use k8s_openapi::api::core::v1::{Pod, PodStatus, Secret};
+use k8s_openapi::ByteString;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::Client;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Namespace of the test cluster.
+pub const NS: &str = "test";
+/// Name of the test cluster.
+pub const NAME: &str = "demo";
+/// Admin token in the pre-existing Secret.
+pub const TOKEN: &str = "s3cret-token";
+/// Image the operator is configured with.
+pub const IMAGE: &str = "caplab/node:test";
+/// Members (loopback addresses) the harness serves.
+pub const MAX_MEMBERS: u32 = 5;
+
+/// One recorded request (API server or member).
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// `api`, or `member-<ordinal>/client` | `member-<ordinal>/peer`.
+    pub who: String,
+    /// HTTP method.
+    pub method: String,
+    /// Path without query.
+    pub path: String,
+    /// Decoded query parameters.
+    pub query: BTreeMap<String, String>,
+    /// Content-Type header.
+    pub content_type: Option<String>,
+    /// Authorization header.
+    pub auth: Option<String>,
+    /// JSON body (`Null` when empty).
+    pub body: Value,
+    /// The API mock had no answer for it.
+    pub unexpected: bool,
+}
+
+impl Call {
+    /// `METHOD path`, for readable assertions.
+    pub fn line(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+    /// Is this an API call with this method and path?
+    pub fn api(&self, method: &str, path: &str) -> bool {
+        self.who == "api" && self.method == method && self.path == path
+    }
+}
+
+/// The fake cluster: what the API server stores and what members report.
+#[derive(Default)]
+pub struct World {
+    /// The RegisterCluster (status patches update it, like a real server).
+    pub rc: Option<RegisterCluster>,
+    /// Pods returned by the label-selector list.
+    pub pods: Vec<Pod>,
+    /// The admin-token Secret, if it exists.
+    pub secret: Option<Secret>,
+    /// `/v1/status` of each member (missing: the member answers 503).
+    pub members: BTreeMap<u32, NodeStatus>,
+}
+
+/// Everything a reconcile test needs.
+pub struct Harness {
+    /// The fake cluster; edit it between reconciles.
+    pub world: Arc<Mutex<World>>,
+    log: Arc<Mutex<Vec<Call>>>,
+    ctx: Arc<Context>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Loopback address of an ordinal's member.
+pub fn member_ip(ordinal: u32) -> String {
+    format!("127.0.0.{}", ordinal + 1)
+}
+
+/// The cluster from YAML (namespace `test`, name `demo`).
+pub fn cluster(yaml: &str) -> RegisterCluster {
+    serde_yaml::from_str(yaml).expect("RegisterCluster YAML")
+}
+
+/// A running member pod as the operator builds it, with a loopback pod IP.
+pub fn running_pod(rc: &RegisterCluster, ordinal: u32, id: u64) -> Pod {
+    let mut pod = resources::member_pod(rc, ordinal, id, IMAGE);
+    pod.metadata.uid = Some(format!("pod-uid-{ordinal}"));
+    pod.metadata.resource_version = Some("1".into());
+    pod.status = Some(PodStatus {
+        phase: Some("Running".into()),
+        pod_ip: Some(member_ip(ordinal)),
+        ..PodStatus::default()
+    });
+    pod
+}
+
+/// The existing admin-token Secret holding [`TOKEN`].
+pub fn token_secret(rc: &RegisterCluster) -> Secret {
+    let mut s = resources::admin_secret(rc, TOKEN);
+    s.data = Some(BTreeMap::from([(
+        resources::TOKEN_KEY.to_string(),
+        ByteString(TOKEN.as_bytes().to_vec()),
+    )]));
+    s
+}
+
+/// A Raft leader's `/v1/status` that hears from every other voter and learner.
+pub fn leader(id: u64, term: u64, voters: &[u64], learners: &[u64], commit: u64) -> NodeStatus {
+    let peers = voters
+        .iter()
+        .chain(learners)
+        .filter(|p| **p != id)
+        .map(|p| {
+            (
+                p.to_string(),
+                PeerProgress {
+                    match_index: Some(commit),
+                    lag_entries: Some(0),
+                    last_contact_ms: Some(50),
+                },
+            )
+        })
+        .collect();
+    NodeStatus {
+        id,
+        replication: "raft".into(),
+        role: "leader".into(),
+        term,
+        leader: Some(id),
+        commit_index: commit,
+        applied_index: commit,
+        last_log_index: commit,
+        voters: voters.to_vec(),
+        learners: learners.to_vec(),
+        peers,
+        faults: None,
+    }
+}
+
+/// A Raft follower's `/v1/status`.
+pub fn follower(id: u64, term: u64, leader: u64, voters: &[u64], commit: u64) -> NodeStatus {
+    NodeStatus {
+        id,
+        replication: "raft".into(),
+        role: "follower".into(),
+        term,
+        leader: Some(leader),
+        commit_index: commit,
+        applied_index: commit,
+        last_log_index: commit,
+        voters: voters.to_vec(),
+        ..NodeStatus::default()
+    }
+}
+
+/// A freshly started member that belongs to no cluster yet.
+pub fn blank(id: u64) -> NodeStatus {
+    NodeStatus {
+        id,
+        replication: "raft".into(),
+        role: "learner".into(),
+        ..NodeStatus::default()
+    }
+}
+
+impl Harness {
+    /// Starts the API mock and [`MAX_MEMBERS`] member servers.
+    pub async fn start(world: World) -> Harness {
+        let world = Arc::new(Mutex::new(world));
+        let log: Arc<Mutex<Vec<Call>>> = Arc::default();
+        let mut tasks = Vec::new();
+
+        let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        tasks.push(tokio::spawn(api_server(handle, world.clone(), log.clone())));
+        let client = Client::new(svc, NS);
+
+        let (client_port, peer_port, listeners) = bind_members().await;
+        for (ordinal, kind, listener) in listeners {
+            let state = MemberState {
+                ordinal,
+                kind,
+                world: world.clone(),
+                log: log.clone(),
+            };
+            let app = axum::Router::new().fallback(member).with_state(state);
+            tasks.push(tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            }));
+        }
+
+        let members = MemberClient::new()
+            .expect("member client")
+            .with_ports(client_port, peer_port);
+        let reporter = Reporter {
+            controller: "caplab-operator".into(),
+            instance: Some("test".into()),
+        };
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            recorder: Recorder::new(client, reporter),
+            metrics: Metrics::default(),
+            members,
+            node_image: IMAGE.into(),
+        });
+        Harness {
+            world,
+            log,
+            ctx,
+            tasks,
+        }
+    }
+
+    /// Locks the world.
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        lock(&self.world)
+    }
+
+    /// Reconciles the world's RegisterCluster once (with a timeout).
+    pub async fn reconcile(&self) -> Result<Action, Error> {
+        let rc = self
+            .world()
+            .rc
+            .clone()
+            .expect("world has a RegisterCluster");
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            reconcile(Arc::new(rc), self.ctx.clone()),
+        )
+        .await
+        .expect("reconcile timed out")
+    }
+
+    /// Takes the calls recorded so far.
+    pub fn take_log(&self) -> Vec<Call> {
+        std::mem::take(&mut *lock(&self.log))
+    }
+}
+
+/// Keeps only the API calls.
+pub fn api_calls(log: &[Call]) -> Vec<&Call> {
+    log.iter().filter(|c| c.who == "api").collect()
+}
+
+/// Keeps only the member calls to this path.
+pub fn member_calls<'a>(log: &'a [Call], path: &str) -> Vec<&'a Call> {
+    log.iter()
+        .filter(|c| c.who.starts_with("member-") && c.path == path)
+        .collect()
+}
+
+/// The events the operator published: (type, reason, note).
+pub fn events(log: &[Call]) -> Vec<(String, String, String)> {
+    log.iter()
+        .filter(|c| {
+            c.who == "api" && c.path == format!("/apis/events.k8s.io/v1/namespaces/{NS}/events")
+        })
+        .map(|c| {
+            let s = |k: &str| c.body[k].as_str().unwrap_or_default().to_string();
+            (s("type"), s("reason"), s("note"))
+        })
+        .collect()
+}
+
+/// The one status patch of a reconcile.
+pub fn status_patch(log: &[Call]) -> Value {
+    let path = format!("/apis/caplab.dev/v1alpha1/namespaces/{NS}/registerclusters/{NAME}/status");
+    let patches: Vec<&Call> = log.iter().filter(|c| c.api("PATCH", &path)).collect();
+    assert_eq!(patches.len(), 1, "one status patch expected");
+    let p = patches[0];
+    assert_server_side_apply(p);
+    p.body["status"].clone()
+}
+
+/// A server-side apply by the operator's field manager, forced.
+pub fn assert_server_side_apply(c: &Call) {
+    assert_eq!(
+        c.content_type.as_deref(),
+        Some("application/apply-patch+yaml"),
+        "{} is not server-side apply",
+        c.line()
+    );
+    assert_eq!(
+        c.query.get("fieldManager").map(String::as_str),
+        Some("caplab-operator"),
+        "{} field manager",
+        c.line()
+    );
+    assert_eq!(
+        c.query.get("force").map(String::as_str),
+        Some("true"),
+        "{} force",
+        c.line()
+    );
+}
+
+/// Status condition `type_` → (status, reason, message).
+pub fn condition(status: &Value, type_: &str) -> (String, String, String) {
+    let c = status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no condition {type_} in {status}"));
+    let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    (s("status"), s("reason"), s("message"))
+}
+
+// ---------------------------------------------------------------- API server
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_query(q: Option<&str>) -> BTreeMap<String, String> {
+    q.unwrap_or_default()
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(kv), String::new()),
+        })
+        .collect()
+}
+
+fn body_json(bytes: &[u8]) -> Value {
+    if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+    }
+}
+
+fn not_found(what: &str) -> (u16, Value) {
+    (
+        404,
+        json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("{what} not found"), "reason": "NotFound", "code": 404
+        }),
+    )
+}
+
+/// Answers one API request from the world.
+fn answer(world: &Mutex<World>, c: &Call) -> Option<(u16, Value)> {
+    let core = format!("/api/v1/namespaces/{NS}");
+    let events = format!("/apis/events.k8s.io/v1/namespaces/{NS}/events");
+    let rcs = format!("/apis/caplab.dev/v1alpha1/namespaces/{NS}/registerclusters");
+    let secret = format!("{core}/secrets/{}", resources::secret_name(NAME));
+    let mut w = lock(world);
+    let m = c.method.as_str();
+    let p = c.path.as_str();
+    if m == "GET" && p == format!("{core}/pods") {
+        let items: Vec<Value> = w
+            .pods
+            .iter()
+            .map(|p| serde_json::to_value(p).unwrap_or_default())
+            .collect();
+        return Some((
+            200,
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}),
+        ));
+    }
+    if m == "GET" && p == secret {
+        return Some(match &w.secret {
+            Some(s) => (200, serde_json::to_value(s).unwrap_or_default()),
+            None => not_found("secret"),
+        });
+    }
+    if m == "POST" && p == format!("{core}/secrets") {
+        w.secret = serde_json::from_value(c.body.clone()).ok();
+        return Some((201, c.body.clone()));
+    }
+    if m == "PATCH"
+        && (p == format!("{core}/services/{NAME}") || p.starts_with(&format!("{core}/pods/")))
+    {
+        return Some((200, c.body.clone()));
+    }
+    if m == "DELETE" && p.starts_with(&format!("{core}/pods/")) {
+        return Some((
+            200,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
+        ));
+    }
+    if p.starts_with(&format!("{core}/persistentvolumeclaims/")) && matches!(m, "GET" | "DELETE") {
+        return Some(not_found("persistentvolumeclaim"));
+    }
+    if m == "POST" && p == events {
+        return Some((201, c.body.clone()));
+    }
+    if m == "PATCH" && p.starts_with(&format!("{events}/")) {
+        return Some((200, c.body.clone()));
+    }
+    if m == "PATCH" && p == format!("{rcs}/{NAME}/status") {
+        let rc = w.rc.as_mut()?;
+        rc.status = serde_json::from_value(c.body["status"].clone()).ok();
+        return Some((200, serde_json::to_value(&*rc).unwrap_or_default()));
+    }
+    None
+}
+
+async fn api_server(
+    mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+    world: Arc<Mutex<World>>,
+    log: Arc<Mutex<Vec<Call>>>,
+) {
+    while let Some((req, send)) = handle.next_request().await {
+        let (parts, body) = req.into_parts();
+        let bytes = body.collect_bytes().await.unwrap_or_default();
+        let header = |k: &str| {
+            parts
+                .headers
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let mut call = Call {
+            who: "api".into(),
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+            query: parse_query(parts.uri.query()),
+            content_type: header("content-type"),
+            auth: header("authorization"),
+            body: body_json(&bytes),
+            unexpected: false,
+        };
+        let (code, reply) = match answer(&world, &call) {
+            Some(r) => r,
+            None => {
+                call.unexpected = true;
+                (
+                    500,
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                           "message": format!("mock API: unexpected {}", call.line()), "reason": "InternalError", "code": 500}),
+                )
+            }
+        };
+        lock(&log).push(call);
+        let resp = Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&reply).unwrap_or_default()))
+            .expect("response");
+        send.send_response(resp);
+    }
+}
+
+// ---------------------------------------------------------------- members
+
+#[derive(Clone)]
+struct MemberState {
+    ordinal: u32,
+    kind: &'static str,
+    world: Arc<Mutex<World>>,
+    log: Arc<Mutex<Vec<Call>>>,
+}
+
+async fn member(
+    State(s): State<MemberState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, axum::Json<Value>) {
+    let header = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let call = Call {
+        who: format!("member-{}/{}", s.ordinal, s.kind),
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        query: parse_query(uri.query()),
+        content_type: header("content-type"),
+        auth: header("authorization"),
+        body: body_json(&body),
+        unexpected: false,
+    };
+    let status = lock(&s.world).members.get(&s.ordinal).cloned();
+    lock(&s.log).push(call);
+    match (method.as_str(), uri.path()) {
+        ("GET", "/v1/status") => match status {
+            Some(st) => (
+                StatusCode::OK,
+                axum::Json(serde_json::to_value(st).unwrap_or_default()),
+            ),
+            None => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"error": "down"})),
+            ),
+        },
+        (_, p) if p.starts_with("/v1/admin/") && status.is_some() => {
+            (StatusCode::OK, axum::Json(json!({})))
+        }
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"error": "down"})),
+        ),
+    }
+}
+
+type Listeners = Vec<(u32, &'static str, TcpListener)>;
+
+/// Binds client and peer listeners for every member on the same two ports.
+async fn bind_members() -> (u16, u16, Listeners) {
+    for _ in 0..20 {
+        let Ok(c0) = TcpListener::bind("127.0.0.1:0").await else {
+            continue;
+        };
+        let Ok(p0) = TcpListener::bind("127.0.0.1:0").await else {
+            continue;
+        };
+        let (cp, pp) = match (c0.local_addr(), p0.local_addr()) {
+            (Ok(c), Ok(p)) => (c.port(), p.port()),
+            _ => continue,
+        };
+        let mut out: Listeners = vec![(0, "client", c0), (0, "peer", p0)];
+        let mut ok = true;
+        for o in 1..MAX_MEMBERS {
+            for (kind, port) in [("client", cp), ("peer", pp)] {
+                let addr: SocketAddr = format!("{}:{port}", member_ip(o)).parse().expect("address");
+                match TcpListener::bind(addr).await {
+                    Ok(l) => out.push((o, kind, l)),
+                    Err(_) => ok = false,
+                }
+            }
+        }
+        if ok {
+            return (cp, pp, out);
+        }
+    }
+    panic!("could not bind member ports on 127.0.0.1-{MAX_MEMBERS}");
+}
