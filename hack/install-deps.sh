@@ -23,7 +23,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # --- Debian packages -------------------------------------------------------
 PKGS=(golang-go rsync etcd-server docker.io iptables conntrack socat openssl
       golang-github-modern-go-reflect2-dev musl-tools gcc libc6-dev curl
-      ca-certificates unzip python3)
+      ca-certificates unzip python3 chromium protobuf-compiler)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,224 +1,221 @@
-//! caplab-bench: starts a 3-member caplab cluster on loopback (real processes, fsync on) and
-//! drives it with N closed-loop clients per operation, printing a Markdown table.
+//! caplab-bench: the same closed-loop workload against a 3-member caplab cluster in each
+//! replication mode and a 3-member etcd, all real processes on loopback with fsync on, plus
+//! leader failover and replication lag; writes a Markdown report.
+//!
+//! `cargo build --release -p caplab-node -p caplab-bench && target/release/caplab-bench --out BENCHMARKS-table.md`
 
-use std::net::TcpListener;
+mod cluster;
+mod failover;
+mod lag;
+mod report;
+mod workload;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
 use clap::Parser;
-use serde_json::json;
+
+use cluster::{Caplab, Etcd};
+use report::{FailoverRow, LagRow, Report, Row};
+use workload::{Op, Target};
 
 #[derive(Parser)]
-#[command(about = "Benchmark a loopback caplab cluster")]
+#[command(about = "Benchmark loopback caplab clusters side by side with etcd")]
 struct Args {
     /// The caplab-node binary (build it with `cargo build --release -p caplab-node`).
     #[arg(long, default_value = "target/release/caplab-node")]
     node_bin: PathBuf,
+    /// The etcd binary (default: `etcd` on PATH; Debian package etcd-server).
+    #[arg(long)]
+    etcd_bin: Option<PathBuf>,
+    /// Systems to measure: caplab replication modes and/or etcd.
+    #[arg(long, value_delimiter = ',', default_value = "raft,async,sync,etcd")]
+    systems: Vec<String>,
     /// Concurrent clients per cell.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
     clients: Vec<usize>,
-    /// Measured seconds per cell (after a warm-up of a quarter of it).
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    /// Replication modes to measure, each on a fresh cluster.
-    #[arg(long, value_delimiter = ',', default_value = "raft,async,sync")]
-    modes: Vec<String>,
+    /// Measured seconds per cell.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Warm-up seconds before each cell is measured.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
     /// Distinct keys the clients spread over.
     #[arg(long, default_value_t = 100)]
     keys: usize,
+    /// Failover trials per Raft system (caplab raft, etcd); 0 skips failover.
+    #[arg(long, default_value_t = 5)]
+    failover_trials: usize,
+    /// HTTP/2 connections the etcd clients share per member (gRPC multiplexes on them).
+    #[arg(long, default_value_t = 4)]
+    etcd_conns: usize,
+    /// How often the replication lag is sampled during write cells, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    lag_interval_ms: u64,
+    /// Also write the Markdown report to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy)]
-enum Op {
-    Write,
-    LinearizableRead,
-    LocalRead,
-}
-
-impl Op {
-    fn name(self) -> &'static str {
-        match self {
-            Op::Write => "write",
-            Op::LinearizableRead => "read (linearizable)",
-            Op::LocalRead => "read (local)",
+async fn measure_cells(
+    args: &Args,
+    report: &mut Report,
+    system: &str,
+    target: &Target,
+    lag_from: Option<(&reqwest::Client, &Caplab)>,
+) {
+    let warmup = Duration::from_secs_f64(args.warmup);
+    let measure = Duration::from_secs_f64(args.seconds);
+    for op in Op::ALL {
+        for &clients in &args.clients {
+            let sampler = match (op, lag_from) {
+                (Op::Write, Some((http, cluster))) => match cluster.leader().await {
+                    Some(l) => Some(lag::Sampler::start(
+                        http.clone(),
+                        cluster.clients[l].clone(),
+                        Duration::from_millis(args.lag_interval_ms),
+                    )),
+                    None => None,
+                },
+                _ => None,
+            };
+            let cell = workload::run(target, op, clients, args.keys, warmup, measure).await;
+            if let Some(s) = sampler {
+                let samples = s.finish().await;
+                report.lag.push(LagRow {
+                    system: system.to_string(),
+                    clients,
+                    samples,
+                });
+            }
+            let row = Row::new(system, op, clients, &cell);
+            eprintln!("{}", report.row_line(&row));
+            if let Some(e) = &cell.first_error {
+                report.notes.push(format!(
+                    "{system}, {}, {clients} clients: {} errors, e.g. `{}`",
+                    op.name(),
+                    cell.errors,
+                    e.chars().take(200).collect::<String>().replace('\n', " ")
+                ));
+            }
+            report.rows.push(row);
         }
     }
 }
 
-struct Members {
-    children: Vec<Child>,
-    clients: Vec<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Members {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-async fn start_cluster(
-    bin: &PathBuf,
+async fn bench_caplab(
+    args: &Args,
+    report: &mut Report,
+    http: &reqwest::Client,
     mode: &str,
-    http: &reqwest::Client,
-) -> anyhow::Result<Members> {
-    if !bin.exists() {
-        bail!(
-            "{} not found: build it with `cargo build --release -p caplab-node`",
-            bin.display()
-        );
-    }
-    let mut members = Members {
-        children: Vec::new(),
-        clients: Vec::new(),
-        _dir: tempfile::tempdir()?,
+) -> anyhow::Result<()> {
+    let system = format!("caplab {mode}");
+    eprintln!("starting a 3-member caplab cluster ({mode})");
+    let mut cluster = Caplab::start(&args.node_bin, mode, http).await?;
+    let target = Target::Caplab {
+        http: http.clone(),
+        addrs: cluster.clients.clone(),
     };
-    let mut peers = serde_json::Map::new();
-    for id in 1..=3u64 {
-        let client = format!("127.0.0.1:{}", free_port()?);
-        let peer = format!("127.0.0.1:{}", free_port()?);
-        let child = Command::new(bin)
-            .args([
-                "--id",
-                &id.to_string(),
-                "--client-listen",
-                &client,
-                "--peer-listen",
-                &peer,
-            ])
-            .arg("--data-dir")
-            .arg(members._dir.path().join(id.to_string()))
-            .args(["--replication", mode])
-            .env("CAPLAB_ADMIN_TOKEN", "bench")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .context("starting caplab-node")?;
-        members.children.push(child);
-        members.clients.push(client);
-        peers.insert(id.to_string(), json!(peer));
-    }
-    let first_peer = peers
-        .get("1")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default()
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let init = http
-            .post(format!("http://{first_peer}/v1/admin/init"))
-            .bearer_auth("bench")
-            .json(&json!({ "members": peers }))
-            .send()
-            .await;
-        let ready = http
-            .get(format!("http://{}/readyz", members.clients[0]))
-            .send()
-            .await;
-        if init.is_ok_and(|r| r.status().is_success())
-            && ready.is_ok_and(|r| r.status().is_success())
-        {
-            return Ok(members);
-        }
-        if Instant::now() > deadline {
-            bail!("the cluster did not form within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-struct Cell {
-    ops: usize,
-    errors: usize,
-    latencies: Vec<Duration>,
-    elapsed: Duration,
-}
-
-async fn run_cell(
-    http: &reqwest::Client,
-    members: &Members,
-    op: Op,
-    clients: usize,
-    measure: Duration,
-    keys: usize,
-) -> Cell {
-    let recording = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let http = http.clone();
-        let addr = members.clients[c % members.clients.len()].clone();
-        let (recording, stop) = (recording.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let (mut ok, mut errors, mut latencies) = (0usize, 0usize, Vec::new());
-            let mut i = c;
-            while !stop.load(Ordering::Relaxed) {
-                let key = format!("k{}", i % keys);
-                i += clients;
-                let started = Instant::now();
-                let request = match op {
-                    Op::Write => http
-                        .put(format!("http://{addr}/v1/kv/{key}"))
-                        .json(&json!({ "value": i })),
-                    Op::LinearizableRead => http.get(format!("http://{addr}/v1/kv/{key}")),
-                    Op::LocalRead => {
-                        http.get(format!("http://{addr}/v1/kv/{key}?consistency=local"))
-                    }
-                };
-                let success = request.send().await.is_ok_and(|r| r.status().is_success());
-                if recording.load(Ordering::Relaxed) {
-                    if success {
-                        ok += 1;
-                        latencies.push(started.elapsed());
-                    } else {
-                        errors += 1;
-                    }
+    measure_cells(args, report, &system, &target, Some((http, &cluster))).await;
+    if mode == "raft" && args.failover_trials > 0 {
+        let mut row = FailoverRow {
+            system: system.clone(),
+            trials: vec![],
+            failed: 0,
+        };
+        for t in 0..args.failover_trials {
+            match failover::caplab_trial(&mut cluster, http).await {
+                Ok(trial) => {
+                    eprintln!(
+                        "{system} failover trial {}: {:?} ({} probes)",
+                        t + 1,
+                        trial.to_first_write,
+                        trial.probes
+                    );
+                    row.trials.push(trial.to_first_write);
+                }
+                Err(e) => {
+                    eprintln!("{system} failover trial {} failed: {e:#}", t + 1);
+                    report
+                        .notes
+                        .push(format!("{system} failover trial {} failed: {e:#}", t + 1));
+                    row.failed += 1;
                 }
             }
-            (ok, errors, latencies)
-        }));
-    }
-    tokio::time::sleep(measure / 4).await; // warm-up
-    recording.store(true, Ordering::Relaxed);
-    let started = Instant::now();
-    tokio::time::sleep(measure).await;
-    recording.store(false, Ordering::Relaxed);
-    let elapsed = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    let mut cell = Cell {
-        ops: 0,
-        errors: 0,
-        latencies: Vec::new(),
-        elapsed,
-    };
-    for t in tasks {
-        if let Ok((ok, errors, latencies)) = t.await {
-            cell.ops += ok;
-            cell.errors += errors;
-            cell.latencies.extend(latencies);
         }
+        report.failover.push(row);
     }
-    cell.latencies.sort();
-    cell
+    Ok(())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
+async fn bench_etcd(args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    let bin = match cluster::find_etcd(args.etcd_bin.as_deref()) {
+        Ok(b) => b,
+        Err(why) => {
+            eprintln!("skipping etcd: {why}");
+            report.notes.push(format!(
+                "etcd was not measured: {why}. The caplab/etcd ratios are therefore empty."
+            ));
+            return Ok(());
+        }
+    };
+    eprintln!("starting a 3-member etcd ({})", bin.display());
+    let mut cluster = Etcd::start(&bin).await?;
+    let mut kv = Vec::new();
+    for _ in 0..args.etcd_conns.max(1) {
+        for m in 0..cluster.endpoints.len() {
+            kv.push(
+                cluster
+                    .connect(m, Duration::from_secs(10))
+                    .await?
+                    .kv_client(),
+            );
+        }
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+    measure_cells(args, report, "etcd", &Target::Etcd { kv }, None).await;
+    if args.failover_trials > 0 {
+        let mut row = FailoverRow {
+            system: "etcd".into(),
+            trials: vec![],
+            failed: 0,
+        };
+        for t in 0..args.failover_trials {
+            match failover::etcd_trial(&mut cluster).await {
+                Ok(trial) => {
+                    eprintln!(
+                        "etcd failover trial {}: {:?} ({} probes)",
+                        t + 1,
+                        trial.to_first_write,
+                        trial.probes
+                    );
+                    row.trials.push(trial.to_first_write);
+                }
+                Err(e) => {
+                    eprintln!("etcd failover trial {} failed: {e:#}", t + 1);
+                    report
+                        .notes
+                        .push(format!("etcd failover trial {} failed: {e:#}", t + 1));
+                    row.failed += 1;
+                }
+            }
+        }
+        report.failover.push(row);
+    }
+    Ok(())
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    format!("{cores} cores, {mem_gib:.0} GiB memory")
 }
 
 #[tokio::main]
@@ -226,28 +223,46 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
         .timeout(Duration::from_secs(10))
         .build()?;
-    println!("| mode | operation | clients | ops/s | p50 ms | p99 ms | max ms | errors |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
-    for mode in &args.modes {
-        let members = start_cluster(&args.node_bin, mode, &http).await?;
-        for op in [Op::Write, Op::LinearizableRead, Op::LocalRead] {
-            for &clients in &args.clients {
-                let measure = Duration::from_secs(args.seconds);
-                let cell = run_cell(&http, &members, op, clients, measure, args.keys).await;
-                println!(
-                    "| {mode} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
-                    op.name(),
-                    clients,
-                    cell.ops as f64 / cell.elapsed.as_secs_f64(),
-                    percentile(&cell.latencies, 0.50),
-                    percentile(&cell.latencies, 0.99),
-                    percentile(&cell.latencies, 1.0),
-                    cell.errors
-                );
-            }
+    let mut report = Report {
+        header: vec![
+            format!(
+                "Command: `caplab-bench {}`",
+                std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+            ),
+            String::new(),
+            format!(
+                "Run {} on {}; {} s measured per cell after {} s warm-up, {} keys, 3 members each on \
+                 loopback, fsync on.",
+                chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
+                machine(),
+                args.seconds,
+                args.warmup,
+                args.keys
+            ),
+        ],
+        ..Report::default()
+    };
+    for system in &args.systems {
+        let result = match system.as_str() {
+            "etcd" => bench_etcd(&args, &mut report).await,
+            mode @ ("raft" | "async" | "sync") => bench_caplab(&args, &mut report, &http, mode).await,
+            other => Err(anyhow::anyhow!(
+                "unknown system {other:?}: use raft, async, sync or etcd"
+            )),
+        };
+        if let Err(e) = result {
+            eprintln!("{system}: {e:#}");
+            report.notes.push(format!("{system} failed: {e:#}"));
         }
+    }
+    let markdown = report.markdown();
+    print!("{markdown}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &markdown)?;
+        eprintln!("wrote {}", out.display());
     }
     Ok(())
 }

@@ -2,15 +2,18 @@
 //! linearizability checks and HTML reports.
 
 mod client;
+mod faults;
+mod k8s;
+mod regc;
 mod report;
 mod status;
 mod workload;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use caplab_checker::{check, CheckOptions, History, Overall, Verdict};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
@@ -27,6 +30,23 @@ use client::Member;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    kube: k8s::KubeArgs,
+}
+
+/// Which member a `kv` command talks to.
+#[derive(clap::Args)]
+struct MemberArgs {
+    /// A member's client address, host:port.
+    #[arg(long, env = "CAPLAB_ADDR", required_unless_present = "cluster")]
+    addr: Option<String>,
+    /// A RegisterCluster: reach its member through the Kubernetes API server's pod proxy
+    /// (takes precedence over --addr).
+    #[arg(long, short = 'c', env = "CAPLAB_CLUSTER")]
+    cluster: Option<String>,
+    /// With --cluster: the member's ordinal (default: the leader the status names, else 0).
+    #[arg(long, requires = "cluster")]
+    member: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -36,11 +56,24 @@ enum Command {
         #[command(subcommand)]
         op: KvOp,
     },
-    /// A per-member table from the /v1/status of every address given.
+    /// A RegisterCluster's status (phase, leader, members, faults, conditions) from the
+    /// Kubernetes API, or a table of the /v1/status of members given by --addr.
+    /// Exit 1 if the cluster is not Ready (or a member is unreachable).
     Status {
-        /// Client (or peer) addresses, host:port, comma separated.
-        #[arg(long, env = "CAPLAB_ADDR", value_delimiter = ',', required = true)]
+        /// The RegisterCluster's name.
+        #[arg(required_unless_present = "addr")]
+        cluster: Option<String>,
+        /// Client (or peer) addresses, host:port, comma separated (instead of a cluster).
+        #[arg(
+            long,
+            env = "CAPLAB_ADDR",
+            value_delimiter = ',',
+            conflicts_with = "cluster"
+        )]
         addr: Vec<String>,
+        /// Also ask every member for its /v1/status through the API server's pod proxy.
+        #[arg(long, short = 'l')]
+        live: bool,
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
     },
@@ -77,8 +110,8 @@ enum KvOp {
     /// GET /v1/kv/{key}.
     Get {
         key: String,
-        #[arg(long, env = "CAPLAB_ADDR")]
-        addr: String,
+        #[command(flatten)]
+        to: MemberArgs,
         #[arg(long, default_value = "linearizable", value_parser = ["linearizable", "local"])]
         consistency: String,
     },
@@ -87,8 +120,8 @@ enum KvOp {
         key: String,
         #[arg(allow_negative_numbers = true)]
         value: i64,
-        #[arg(long, env = "CAPLAB_ADDR")]
-        addr: String,
+        #[command(flatten)]
+        to: MemberArgs,
     },
     /// POST /v1/kv/{key}/cas.
     Cas {
@@ -97,16 +130,42 @@ enum KvOp {
         expected: i64,
         #[arg(allow_negative_numbers = true)]
         new: i64,
-        #[arg(long, env = "CAPLAB_ADDR")]
-        addr: String,
+        #[command(flatten)]
+        to: MemberArgs,
     },
 }
 
 #[derive(clap::Args)]
 struct WorkloadArgs {
     /// Client addresses of the members, host:port, comma separated.
-    #[arg(long, env = "CAPLAB_ADDR", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        env = "CAPLAB_ADDR",
+        value_delimiter = ',',
+        required_unless_present = "cluster"
+    )]
     addr: Vec<String>,
+    /// A RegisterCluster: without --addr, clients reach its members through the Kubernetes
+    /// API server's pod proxy; fault schedules edit its spec.faults.
+    #[arg(long, short = 'c', env = "CAPLAB_CLUSTER")]
+    cluster: Option<String>,
+    /// Inject a fault during the run: START:FAULT[:DURATION], e.g. 10s:partition-leader:20s.
+    /// FAULT is KIND-TARGET[=VALUE]: partition, crash, pause, delay (=ms), loss (=probability)
+    /// or skew (=ms) of leader, followers or a member ordinal. Repeatable; needs --cluster.
+    #[arg(
+        long = "fault-at",
+        value_name = "START:FAULT[:DURATION]",
+        requires = "cluster"
+    )]
+    fault_at: Vec<String>,
+    /// A YAML fault schedule: a list of {at: 10s, duration: 20s, fault: partition-leader}
+    /// where fault may also be a spec.faults entry such as {kind: crash, targets: [leader]}.
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    faults: Option<PathBuf>,
+    /// Where to write the fault windows for `caplab report --events`
+    /// (default: next to --out, e.g. history.events.json).
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
     /// Concurrent clients (one process each in the history).
     #[arg(long, default_value_t = 5)]
     clients: usize,
@@ -168,6 +227,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    let kube = cli.kube;
     match cli.command {
         Command::Check {
             history,
@@ -187,11 +247,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             key.as_deref(),
             timeout_secs,
         ),
-        Command::Kv { op } => runtime()?.block_on(kv_command(op)),
-        Command::Status { addr, timeout_ms } => {
-            runtime()?.block_on(status::run(&addr, Duration::from_millis(timeout_ms)))
+        Command::Kv { op } => runtime()?.block_on(kv_command(&kube, op)),
+        Command::Status {
+            cluster,
+            addr,
+            live,
+            timeout_ms,
+        } => {
+            let timeout = Duration::from_millis(timeout_ms);
+            runtime()?.block_on(async {
+                match cluster {
+                    Some(name) => status::run_cluster(&kube, &name, live, timeout).await,
+                    None => status::run(&addr, timeout).await,
+                }
+            })
         }
-        Command::Workload(args) => runtime()?.block_on(workload_command(args)),
+        Command::Workload(args) => runtime()?.block_on(workload_command(&kube, args)),
     }
 }
 
@@ -333,22 +404,57 @@ fn report_command(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn kv_command(op: KvOp) -> Result<ExitCode> {
+/// The member a `kv` command talks to.
+async fn kv_member(kube: &k8s::KubeArgs, to: &MemberArgs, timeout: Duration) -> Result<Member> {
+    let Some(cluster) = &to.cluster else {
+        let addr = to
+            .addr
+            .as_deref()
+            .ok_or_else(|| anyhow!("give --addr or --cluster"))?;
+        return Member::new(addr, timeout);
+    };
+    let (client, namespace) = k8s::connect(kube).await?;
+    let pod = match to.member {
+        Some(ordinal) => k8s::pod_name(cluster, ordinal),
+        None => {
+            let value = k8s::get_cluster(&client, &namespace, cluster).await?;
+            let rc = regc::RegisterCluster::from_value(value).with_context(|| {
+                format!("{namespace}/{cluster} does not look like a RegisterCluster")
+            })?;
+            rc.leader_pod()
+                .map_or_else(|| k8s::pod_name(cluster, 0), str::to_string)
+        }
+    };
+    Ok(Member::proxied(client, &namespace, &pod, timeout))
+}
+
+async fn kv_command(kube: &k8s::KubeArgs, op: KvOp) -> Result<ExitCode> {
     let timeout = Duration::from_secs(30);
     let (status, body) = match &op {
         KvOp::Get {
             key,
-            addr,
+            to,
             consistency,
-        } => Member::new(addr, timeout)?.raw_read(key, consistency).await,
-        KvOp::Put { key, value, addr } => Member::new(addr, timeout)?.raw_write(key, *value).await,
+        } => {
+            kv_member(kube, to, timeout)
+                .await?
+                .raw_read(key, consistency)
+                .await
+        }
+        KvOp::Put { key, value, to } => {
+            kv_member(kube, to, timeout)
+                .await?
+                .raw_write(key, *value)
+                .await
+        }
         KvOp::Cas {
             key,
             expected,
             new,
-            addr,
+            to,
         } => {
-            Member::new(addr, timeout)?
+            kv_member(kube, to, timeout)
+                .await?
                 .raw_cas(key, *expected, *new)
                 .await
         }
@@ -368,11 +474,80 @@ async fn kv_command(op: KvOp) -> Result<ExitCode> {
     }
 }
 
-async fn workload_command(args: WorkloadArgs) -> Result<ExitCode> {
+/// `history.json` → `history.events.json`.
+fn default_events_path(out: &Path) -> PathBuf {
+    let stem = out
+        .file_stem()
+        .map_or_else(|| "history".into(), |s| s.to_string_lossy().into_owned());
+    out.with_file_name(format!("{stem}.events.json"))
+}
+
+async fn workload_command(kube: &k8s::KubeArgs, args: WorkloadArgs) -> Result<ExitCode> {
     let duration = Duration::try_from_secs_f64(args.duration)
         .map_err(|_| anyhow!("--duration must be a non-negative number of seconds"))?;
+    let request_timeout = Duration::from_millis(args.timeout_ms.max(1));
+    let mut schedule = args
+        .fault_at
+        .iter()
+        .map(|s| faults::parse_fault_at(s))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(path) = &args.faults {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        schedule.extend(
+            faults::parse_schedule(&text)
+                .with_context(|| format!("{} is not a fault schedule", path.display()))?,
+        );
+    }
+    for s in &schedule {
+        if s.at >= duration {
+            eprintln!(
+                "note: fault {} at {:?} starts after the workload's {duration:?}; it is skipped",
+                s.label, s.at
+            );
+        }
+    }
+    let mut fault_target = None;
+    let targets = match &args.cluster {
+        Some(name) => {
+            let (client, namespace) = k8s::connect(kube).await?;
+            let value = k8s::get_cluster(&client, &namespace, name).await?;
+            let rc = regc::RegisterCluster::from_value(value).with_context(|| {
+                format!("{namespace}/{name} does not look like a RegisterCluster")
+            })?;
+            let targets = if args.addr.is_empty() {
+                let replicas = rc.replicas();
+                if replicas == 0 {
+                    bail!("{namespace}/{name} has no members (spec.replicas is 0 or missing)");
+                }
+                workload::Targets::Members(
+                    (0..replicas)
+                        .map(|o| {
+                            Member::proxied(
+                                client.clone(),
+                                &namespace,
+                                &k8s::pod_name(name, o),
+                                request_timeout,
+                            )
+                        })
+                        .collect(),
+                )
+            } else {
+                workload::Targets::Addrs(args.addr.clone())
+            };
+            fault_target = Some(faults::Target {
+                client,
+                namespace,
+                name: name.clone(),
+            });
+            targets
+        }
+        None => workload::Targets::Addrs(args.addr.clone()),
+    };
+    let start = Instant::now();
     let config = workload::Config {
-        addrs: args.addr,
+        targets,
+        start,
         clients: args.clients,
         keys: args.keys,
         mix: args.mix,
@@ -380,7 +555,7 @@ async fn workload_command(args: WorkloadArgs) -> Result<ExitCode> {
         duration,
         seed: args.seed,
         consistency: args.consistency,
-        request_timeout: Duration::from_millis(args.timeout_ms.max(1)),
+        request_timeout,
         progress: !args.quiet,
         sticky: args.sticky,
     };
@@ -393,13 +568,46 @@ async fn workload_command(args: WorkloadArgs) -> Result<ExitCode> {
         // Keep the sender alive until the end so receivers never see it closed.
         std::future::pending::<()>().await;
     });
+    let injector = match (fault_target, schedule.is_empty()) {
+        (Some(target), false) => {
+            let stop = stop_rx.clone();
+            let run_id = faults::run_id();
+            Some(tokio::spawn(async move {
+                faults::run(&target, &schedule, &run_id, start, duration, stop).await
+            }))
+        }
+        _ => None,
+    };
     let history = workload::run(config, stop_rx).await;
+    // The injector heals what is left once the workload's time is up (or it was stopped).
+    let windows = match injector {
+        Some(task) => Some(
+            task.await
+                .map_err(|e| anyhow!("the fault injector failed: {e}"))?,
+        ),
+        None => None,
+    };
     ctrl_c.abort();
     let history = history?;
     std::fs::write(&args.out, history.to_json())
         .with_context(|| format!("writing {}", args.out.display()))?;
+    let mut report_hint = format!("caplab report {}", args.out.display());
+    if let Some(windows) = windows {
+        let path = args
+            .events
+            .clone()
+            .unwrap_or_else(|| default_events_path(&args.out));
+        let json = serde_json::to_string_pretty(&windows).context("serialising the events")?;
+        std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "wrote {} fault windows to {}",
+            windows.len(),
+            path.display()
+        );
+        report_hint.push_str(&format!(" --events {}", path.display()));
+    }
     eprintln!(
-        "wrote {} operations to {}; check it with: caplab check {}",
+        "wrote {} operations to {}; check it with: caplab check {} (or {report_hint})",
         history.entries.len(),
         args.out.display(),
         args.out.display()

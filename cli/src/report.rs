@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
 use caplab_checker::{Entry, History, Report, Status, Verdict};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A fault window to shade: `{"name": "leader partitioned", "start": ns, "end": ns|null}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Window {
     pub name: String,

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::client::Member;
@@ -84,49 +84,108 @@ pub fn rows(results: &[(String, Result<Value, String>)]) -> Vec<Row> {
         .collect()
 }
 
-pub fn table(rows: &[Row]) -> String {
-    let show = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
-    let mut lines = vec![[
-        "ADDRESS".to_string(),
-        "ID".into(),
-        "ROLE".into(),
-        "TERM".into(),
-        "LEADER".into(),
-        "COMMIT".into(),
-        "APPLIED".into(),
-        "LAG".into(),
-        "FAULTS".into(),
-    ]];
-    for r in rows {
-        lines.push([
-            r.addr.clone(),
-            show(r.id),
-            r.role.clone(),
-            show(r.term),
-            show(r.leader),
-            show(r.commit),
-            show(r.applied),
-            show(r.lag),
-            r.faults.clone(),
-        ]);
-    }
-    let mut widths = [0usize; 9];
-    for line in &lines {
-        for (w, cell) in widths.iter_mut().zip(line) {
-            *w = (*w).max(cell.chars().count());
+/// Left-aligned columns two spaces apart, trailing blanks trimmed.
+pub fn grid(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
         }
     }
     let mut out = String::new();
-    for line in &lines {
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for line in std::iter::once(&header).chain(rows) {
         let cells: Vec<String> = line
             .iter()
-            .zip(widths)
+            .zip(&widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
     out
+}
+
+pub fn table(rows: &[Row]) -> String {
+    let show = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.addr.clone(),
+                show(r.id),
+                r.role.clone(),
+                show(r.term),
+                show(r.leader),
+                show(r.commit),
+                show(r.applied),
+                show(r.lag),
+                r.faults.clone(),
+            ]
+        })
+        .collect();
+    grid(
+        &[
+            "ADDRESS", "ID", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAG", "FAULTS",
+        ],
+        &cells,
+    )
+}
+
+/// Asks every member for its `/v1/status`.
+pub async fn gather(members: &[Member]) -> Vec<(String, Result<Value, String>)> {
+    let mut results = Vec::with_capacity(members.len());
+    for m in members {
+        let result = m.status().await.map_err(|e| format!("{e:#}"));
+        results.push((m.label().to_string(), result));
+    }
+    results
+}
+
+/// `caplab status <cluster>`: the RegisterCluster's status, and with `live` every member's
+/// own `/v1/status` through the API server's pod proxy. Exit 1 if the cluster is not Ready.
+pub async fn run_cluster(
+    kube: &crate::k8s::KubeArgs,
+    name: &str,
+    live: bool,
+    timeout: Duration,
+) -> Result<ExitCode> {
+    let (client, namespace) = crate::k8s::connect(kube).await?;
+    let value = crate::k8s::get_cluster(&client, &namespace, name).await?;
+    let rc = crate::regc::RegisterCluster::from_value(value)
+        .with_context(|| format!("{namespace}/{name} does not look like a RegisterCluster"))?;
+    let live_rows = if live {
+        let members: Vec<Member> = (0..rc.replicas())
+            .map(|o| {
+                Member::proxied(
+                    client.clone(),
+                    &namespace,
+                    &crate::k8s::pod_name(name, o),
+                    timeout,
+                )
+            })
+            .collect();
+        Some(rows(&gather(&members).await))
+    } else {
+        None
+    };
+    let mut rc = rc;
+    if rc.metadata.namespace.is_none() {
+        rc.metadata.namespace = Some(namespace);
+    }
+    print!("{}", crate::regc::render(&rc, live_rows.as_deref()));
+    let ready = rc
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Ready");
+    Ok(if ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 pub async fn run(addrs: &[String], timeout: Duration) -> Result<ExitCode> {

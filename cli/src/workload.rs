@@ -69,9 +69,20 @@ impl Mix {
     }
 }
 
+/// Which members the clients talk to.
+#[derive(Debug, Clone)]
+pub enum Targets {
+    /// Client addresses, `host:port`, reached directly.
+    Addrs(Vec<String>),
+    /// Members built elsewhere (e.g. through the Kubernetes API server's pod proxy).
+    Members(Vec<Member>),
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub addrs: Vec<String>,
+    pub targets: Targets,
+    /// Time zero of the history (shared with the fault schedule's events).
+    pub start: Instant,
     pub clients: usize,
     pub keys: usize,
     pub mix: Mix,
@@ -152,8 +163,12 @@ impl Shared {
 
 /// Runs the workload until its duration passes or `stop` turns true; returns the history.
 pub async fn run(config: Config, stop: watch::Receiver<bool>) -> Result<History> {
-    if config.addrs.is_empty() {
-        bail!("no member address given");
+    let empty = match &config.targets {
+        Targets::Addrs(a) => a.is_empty(),
+        Targets::Members(m) => m.is_empty(),
+    };
+    if empty {
+        bail!("no member given");
     }
     if config.clients == 0 || config.keys == 0 {
         bail!("--clients and --keys must be at least 1");
@@ -166,14 +181,16 @@ pub async fn run(config: Config, stop: watch::Receiver<bool>) -> Result<History>
         .pool_max_idle_per_host(config.clients)
         .build()
         .context("building the HTTP client")?;
-    let members = config
-        .addrs
-        .iter()
-        .map(|a| Member::with_client(a, http.clone()))
-        .collect::<Result<Vec<_>>>()?;
+    let members = match &config.targets {
+        Targets::Addrs(addrs) => addrs
+            .iter()
+            .map(|a| Member::with_client(a, http.clone()))
+            .collect::<Result<Vec<_>>>()?,
+        Targets::Members(members) => members.clone(),
+    };
     let shared = Arc::new(Shared {
         members,
-        start: Instant::now(),
+        start: config.start,
         counters: Counters::default(),
         last_seen: Mutex::new(HashMap::new()),
         reasons: Mutex::new(HashMap::new()),
@@ -396,7 +413,8 @@ mod tests {
             .expect("a free port");
         let (_tx, rx) = watch::channel(false);
         let config = Config {
-            addrs: vec![format!("127.0.0.1:{port}")],
+            targets: Targets::Addrs(vec![format!("127.0.0.1:{port}")]),
+            start: Instant::now(),
             clients: 2,
             keys: 2,
             mix: "read=1,write=1,cas=1".parse().expect("mix"),

@@ -346,11 +346,22 @@ pub fn next_primary_step(
                 addr,
             };
         }
-        let mut ids: Vec<u64> = wanted.iter().filter(|m| m.pod_ip.is_some()).map(|m| m.id).collect();
+        let mut ids: Vec<u64> = wanted
+            .iter()
+            .filter(|m| m.pod_ip.is_some())
+            .map(|m| m.id)
+            .collect();
         ids.sort_unstable();
-        let known = p.status.as_ref().map(|s| s.voters.clone()).unwrap_or_default();
+        let known = p
+            .status
+            .as_ref()
+            .map(|s| s.voters.clone())
+            .unwrap_or_default();
         if !ids.is_empty() && ids.contains(&p.id) && ids != known {
-            return PrimaryStep::SetMembers { ordinal: p.ordinal, members: ids };
+            return PrimaryStep::SetMembers {
+                ordinal: p.ordinal,
+                members: ids,
+            };
         }
         if wanted.len() < replicas as usize || wanted.iter().any(|m| !m.reachable()) {
             return PrimaryStep::Wait("members missing".into());

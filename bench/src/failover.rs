@@ -1,0 +1,90 @@
+//! Failover: SIGKILL the leader, then time until the first write the surviving members
+//! acknowledge. Probes go round-robin to the survivors with a short per-request timeout, so a
+//! request stuck on the dead leader does not hide a new one. The killed member is restarted on
+//! its data (and the cluster waited on until healthy) before the next trial.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::cluster::{Caplab, Etcd};
+
+/// Per-probe timeout.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+/// Give up on a trial after this long.
+const GIVE_UP: Duration = Duration::from_secs(30);
+
+pub struct Trial {
+    pub to_first_write: Duration,
+    pub probes: usize,
+}
+
+pub async fn caplab_trial(cluster: &mut Caplab, http: &reqwest::Client) -> anyhow::Result<Trial> {
+    let leader = cluster.leader().await.context("no caplab leader")?;
+    let survivors: Vec<String> = (0..cluster.clients.len())
+        .filter(|&i| i != leader)
+        .map(|i| cluster.clients[i].clone())
+        .collect();
+    // Warm the connections to the survivors so the first probe measures failover, not connect.
+    for s in &survivors {
+        let _ = http.get(format!("http://{s}/healthz")).send().await;
+    }
+    cluster.kill(leader);
+    let killed = Instant::now();
+    let mut probes = 0;
+    let result = loop {
+        let addr = &survivors[probes % survivors.len()];
+        probes += 1;
+        let ok = http
+            .put(format!("http://{addr}/v1/kv/failover"))
+            .header("content-type", "application/json")
+            .body(format!("{{\"value\":{probes}}}"))
+            .timeout(PROBE_TIMEOUT)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            break Ok(Trial {
+                to_first_write: killed.elapsed(),
+                probes,
+            });
+        }
+        if killed.elapsed() > GIVE_UP {
+            break Err(anyhow::anyhow!("no write succeeded within {GIVE_UP:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    cluster.restart(leader).await?;
+    result
+}
+
+pub async fn etcd_trial(cluster: &mut Etcd) -> anyhow::Result<Trial> {
+    let leader = cluster.leader().await.context("no etcd leader")?;
+    let mut survivors = Vec::new();
+    for i in (0..cluster.endpoints.len()).filter(|&i| i != leader) {
+        survivors.push(cluster.connect(i, PROBE_TIMEOUT).await?.kv_client());
+    }
+    for s in &mut survivors {
+        let _ = s.get("failover", None).await;
+    }
+    cluster.kill(leader);
+    let killed = Instant::now();
+    let mut probes = 0;
+    let result = loop {
+        let n = survivors.len();
+        let kv = &mut survivors[probes % n];
+        probes += 1;
+        if kv.put("failover", probes.to_string(), None).await.is_ok() {
+            break Ok(Trial {
+                to_first_write: killed.elapsed(),
+                probes,
+            });
+        }
+        if killed.elapsed() > GIVE_UP {
+            break Err(anyhow::anyhow!("no write succeeded within {GIVE_UP:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    cluster.restart(leader).await?;
+    result
+}

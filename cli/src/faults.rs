@@ -1,0 +1,600 @@
+//! Fault schedules for `caplab workload --cluster`: faults are injected by editing the
+//! RegisterCluster's `spec.faults` at the scheduled times (the operator does the rest) and
+//! removed again when their window closes; the windows go to an events file that
+//! `caplab report --events` shades.
+//!
+//! On the command line: `--fault-at START:FAULT[:DURATION]`, e.g. `10s:partition-leader:20s`.
+//! FAULT is `KIND-TARGET[=VALUE]`: KIND is partition, crash (or kill), pause, delay, loss or
+//! skew; TARGET is leader (primary), followers (secondaries) or a member ordinal; VALUE is the
+//! delay's latency in ms (default 200), the loss probability (default 0.5) or the clock offset
+//! in ms (default 5000). Without DURATION the fault lasts to the end of the workload.
+//!
+//! In a YAML file (`--faults FILE`), a list (or `{faults: [...]}`) of
+//! `{at: 10s, duration: 20s, fault: partition-leader}` where `fault` may also be a mapping in
+//! the shape of a `spec.faults` entry (`{kind: crash, targets: [leader]}`; `name` optional).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Map, Value};
+use tokio::sync::watch;
+
+use crate::report::Window;
+
+/// One scheduled fault.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scheduled {
+    /// From the start of the workload.
+    pub at: Duration,
+    /// `None`: until the workload ends.
+    pub duration: Option<Duration>,
+    /// A `spec.faults` entry without its name.
+    pub fault: Map<String, Value>,
+    /// How the schedule named it, for the report.
+    pub label: String,
+}
+
+/// `10s`, `500ms`, `1.5s`, `2m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = t.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (t, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("{text:?} is not a duration (e.g. 10s, 500ms, 2m)"))?;
+    Duration::try_from_secs_f64(value * scale)
+        .map_err(|_| anyhow!("{text:?} is not a non-negative duration"))
+}
+
+fn target(text: &str) -> Result<Value> {
+    Ok(match text {
+        "leader" | "primary" => json!("leader"),
+        "followers" | "secondaries" => json!("followers"),
+        other => match other.parse::<u32>() {
+            Ok(o) => json!(o),
+            Err(_) => bail!("unknown target {other:?}: use leader, followers or a member ordinal"),
+        },
+    })
+}
+
+/// `partition-leader`, `crash-1`, `delay-followers=300`, … as a `spec.faults` entry.
+pub fn preset(text: &str) -> Result<Map<String, Value>> {
+    let (head, value) = match text.split_once('=') {
+        Some((h, v)) => (h, Some(v)),
+        None => (text, None),
+    };
+    let (kind, who) = head
+        .split_once('-')
+        .ok_or_else(|| anyhow!("{text:?}: expected KIND-TARGET, e.g. partition-leader"))?;
+    let who = target(who).with_context(|| format!("in {text:?}"))?;
+    let number = |default: f64| -> Result<f64> {
+        match value {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| anyhow!("{text:?}: {v:?} is not a number")),
+        }
+    };
+    let no_value = || -> Result<()> {
+        match value {
+            None => Ok(()),
+            Some(_) => bail!("{text:?}: {kind} takes no =VALUE"),
+        }
+    };
+    let fault = match kind {
+        "partition" => {
+            no_value()?;
+            let rest = if who == json!("leader") {
+                json!("followers")
+            } else {
+                json!("others")
+            };
+            json!({"kind": "partition", "groups": [[who], [rest]]})
+        }
+        "crash" | "kill" => {
+            no_value()?;
+            json!({"kind": "crash", "targets": [who]})
+        }
+        "pause" => {
+            no_value()?;
+            json!({"kind": "pause", "targets": [who]})
+        }
+        "delay" => {
+            let ms = number(200.0)?;
+            if ms < 0.0 {
+                bail!("{text:?}: the latency must not be negative");
+            }
+            json!({"kind": "delay", "targets": [who], "latencyMs": ms.round() as u64})
+        }
+        "loss" => {
+            let p = number(0.5)?;
+            if !(0.0..=1.0).contains(&p) {
+                bail!("{text:?}: the probability must be in [0, 1]");
+            }
+            json!({"kind": "loss", "targets": [who], "probability": p})
+        }
+        "skew" | "clockSkew" => {
+            let ms = number(5000.0)?;
+            json!({"kind": "clockSkew", "targets": [who], "offsetMs": ms.round() as i64})
+        }
+        other => bail!(
+            "{text:?}: unknown fault kind {other:?} (partition, crash, pause, delay, loss, skew)"
+        ),
+    };
+    match fault {
+        Value::Object(map) => Ok(map),
+        other => bail!("internal: {other} is not an object"),
+    }
+}
+
+/// `START:FAULT[:DURATION]`, e.g. `10s:partition-leader:20s`.
+pub fn parse_fault_at(text: &str) -> Result<Scheduled> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let (at, fault, duration) = match parts.as_slice() {
+        [at, fault] => (at, fault, None),
+        [at, fault, duration] => (at, fault, Some(duration)),
+        _ => bail!(
+            "--fault-at {text:?}: expected START:FAULT[:DURATION], e.g. 10s:partition-leader:20s"
+        ),
+    };
+    let at = parse_duration(at).with_context(|| format!("--fault-at {text:?}"))?;
+    let duration = duration
+        .map(|d| parse_duration(d))
+        .transpose()
+        .with_context(|| format!("--fault-at {text:?}"))?;
+    if duration == Some(Duration::ZERO) {
+        bail!("--fault-at {text:?}: the duration must be positive");
+    }
+    Ok(Scheduled {
+        at,
+        duration,
+        fault: preset(fault).with_context(|| format!("--fault-at {text:?}"))?,
+        label: fault.to_string(),
+    })
+}
+
+fn yaml_duration(v: &Value, what: &str) -> Result<Duration> {
+    match v {
+        Value::String(s) => parse_duration(s),
+        Value::Number(n) => n
+            .as_f64()
+            .and_then(|x| Duration::try_from_secs_f64(x).ok())
+            .ok_or_else(|| anyhow!("{what}: {n} is not a non-negative number of seconds")),
+        other => bail!("{what}: expected a duration such as 10s, got {other}"),
+    }
+}
+
+/// A YAML (or JSON) schedule; see the module documentation.
+pub fn parse_schedule(text: &str) -> Result<Vec<Scheduled>> {
+    let doc: Value = serde_yaml::from_str(text).context("the schedule is not YAML")?;
+    let items = match &doc {
+        Value::Array(items) => items.as_slice(),
+        Value::Object(m) => match m.get("faults") {
+            Some(Value::Array(items)) => items.as_slice(),
+            _ => bail!("expected a list of faults, or a mapping with a `faults` list"),
+        },
+        Value::Null => &[],
+        _ => bail!("expected a list of faults"),
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| parse_item(item).with_context(|| format!("schedule entry {}", i + 1)))
+        .collect()
+}
+
+fn parse_item(item: &Value) -> Result<Scheduled> {
+    let Value::Object(m) = item else {
+        bail!("expected a mapping with at and fault");
+    };
+    for key in m.keys() {
+        if !["at", "duration", "for", "fault"].contains(&key.as_str()) {
+            bail!("unknown field {key:?} (at, duration, fault)");
+        }
+    }
+    let at = yaml_duration(m.get("at").ok_or_else(|| anyhow!("missing `at`"))?, "at")?;
+    let duration = match m.get("duration").or_else(|| m.get("for")) {
+        None | Some(Value::Null) => None,
+        Some(d) => Some(yaml_duration(d, "duration")?),
+    };
+    if duration == Some(Duration::ZERO) {
+        bail!("duration: must be positive");
+    }
+    let (fault, label) = match m.get("fault") {
+        Some(Value::String(s)) => (preset(s)?, s.clone()),
+        Some(Value::Object(f)) => {
+            let kind = f
+                .get("kind")
+                .and_then(Value::as_str)
+                .ok_or_else(|| anyhow!("fault: missing `kind`"))?;
+            let label = f
+                .get("name")
+                .and_then(Value::as_str)
+                .map_or_else(|| kind.to_string(), str::to_string);
+            let mut f = f.clone();
+            f.remove("name");
+            (f, label)
+        }
+        Some(other) => {
+            bail!("fault: expected a name such as partition-leader or a mapping, got {other}")
+        }
+        None => bail!("missing `fault`"),
+    };
+    Ok(Scheduled {
+        at,
+        duration,
+        fault,
+        label,
+    })
+}
+
+/// The `spec.faults` name of schedule entry `index` in run `run_id`: unique per run, so the
+/// operator starts it afresh even if an earlier run used the same schedule.
+pub fn fault_name(run_id: &str, index: usize, fault: &Map<String, Value>) -> String {
+    let kind = fault
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("fault")
+        .to_ascii_lowercase();
+    let mut name = format!("caplab-{run_id}-{index}-{kind}");
+    name.truncate(63);
+    name
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Start(usize),
+    Stop(usize),
+}
+
+/// Start and stop actions in time order (stops first at equal times).
+fn actions(schedule: &[Scheduled]) -> Vec<(Duration, Action)> {
+    let mut actions = Vec::new();
+    for (i, s) in schedule.iter().enumerate() {
+        actions.push((s.at, Action::Start(i)));
+        if let Some(d) = s.duration {
+            actions.push((s.at.saturating_add(d), Action::Stop(i)));
+        }
+    }
+    actions.sort_by_key(|(t, a)| (*t, matches!(a, Action::Start(_))));
+    actions
+}
+
+/// Where the faults go.
+pub struct Target {
+    pub client: kube::Client,
+    pub namespace: String,
+    pub name: String,
+}
+
+fn ns_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Runs the schedule from `start` until `end` (or `stop`), then removes whatever is still
+/// injected. Returns the windows as they were requested and confirmed by the API server; a
+/// patch that fails is reported on stderr and leaves no window.
+pub async fn run(
+    target: &Target,
+    schedule: &[Scheduled],
+    run_id: &str,
+    start: Instant,
+    end: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<Window> {
+    let names: Vec<String> = schedule
+        .iter()
+        .enumerate()
+        .map(|(i, s)| fault_name(run_id, i, &s.fault))
+        .collect();
+    let spec = |i: usize| {
+        let mut f = schedule[i].fault.clone();
+        f.insert("name".into(), Value::String(names[i].clone()));
+        Value::Object(f)
+    };
+    let mut active: Vec<usize> = Vec::new();
+    let mut opened: Vec<Option<u64>> = vec![None; schedule.len()];
+    let mut windows = Vec::new();
+    let apply = |active: &[usize]| {
+        let specs: Vec<Value> = active.iter().map(|&i| spec(i)).collect();
+        let names = names.clone();
+        async move {
+            crate::k8s::set_faults(
+                &target.client,
+                &target.namespace,
+                &target.name,
+                &names,
+                &specs,
+            )
+            .await
+        }
+    };
+    for (at, action) in actions(schedule) {
+        if at >= end {
+            break;
+        }
+        let when = tokio::time::Instant::from_std(start + at);
+        tokio::select! {
+            _ = tokio::time::sleep_until(when) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+        if *stop.borrow() {
+            break;
+        }
+        match action {
+            Action::Start(i) => {
+                let mut next = active.clone();
+                next.push(i);
+                match apply(&next).await {
+                    Ok(()) => {
+                        active = next;
+                        opened[i] = Some(ns_since(start));
+                        eprintln!(
+                            "\n[{:>5.1}s] fault {} ({}) injected",
+                            start.elapsed().as_secs_f64(),
+                            names[i],
+                            schedule[i].label
+                        );
+                    }
+                    Err(e) => eprintln!("\nfault {}: could not inject it: {e:#}", names[i]),
+                }
+            }
+            Action::Stop(i) => {
+                if !active.contains(&i) {
+                    continue;
+                }
+                let next: Vec<usize> = active.iter().copied().filter(|&j| j != i).collect();
+                match apply(&next).await {
+                    Ok(()) => {
+                        active = next;
+                        if let Some(from) = opened[i].take() {
+                            windows.push(Window {
+                                name: schedule[i].label.clone(),
+                                start: from,
+                                end: Some(ns_since(start)),
+                            });
+                        }
+                        eprintln!(
+                            "\n[{:>5.1}s] fault {} removed",
+                            start.elapsed().as_secs_f64(),
+                            names[i]
+                        );
+                    }
+                    Err(e) => eprintln!("\nfault {}: could not remove it: {e:#}", names[i]),
+                }
+            }
+        }
+    }
+    // Wait for the end of the workload, then heal whatever is left.
+    let when = tokio::time::Instant::from_std(start + end);
+    tokio::select! {
+        _ = tokio::time::sleep_until(when) => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    let cleanup = apply(&[]).await;
+    let healed = ns_since(start);
+    if let Err(e) = &cleanup {
+        eprintln!(
+            "\ncould not remove the workload's faults from {}/{}: {e:#}\n\
+             remove the entries named caplab-{run_id}-* from spec.faults by hand",
+            target.namespace, target.name
+        );
+    }
+    for i in 0..schedule.len() {
+        if let Some(from) = opened[i].take() {
+            windows.push(Window {
+                name: schedule[i].label.clone(),
+                start: from,
+                end: cleanup.is_ok().then_some(healed),
+            });
+        }
+    }
+    windows.sort_by_key(|w| w.start);
+    windows
+}
+
+/// A short identifier for this run's fault names, from the wall clock.
+pub fn run_id() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut n = secs % 36u64.pow(6);
+    let mut id = Vec::new();
+    for _ in 0..6 {
+        let digit = (n % 36) as u8;
+        id.push(if digit < 10 {
+            b'0' + digit
+        } else {
+            b'a' + digit - 10
+        });
+        n /= 36;
+    }
+    id.reverse();
+    String::from_utf8(id).unwrap_or_else(|_| "run".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").ok(), Some(Duration::from_secs(10)));
+        assert_eq!(
+            parse_duration("500ms").ok(),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse_duration("1.5s").ok(),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_duration("2m").ok(), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7").ok(), Some(Duration::from_secs(7)));
+        for bad in ["", "s", "-1s", "ten", "1x", "NaNs", "infs"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn fault_at() {
+        let s = parse_fault_at("10s:partition-leader:20s").expect("valid");
+        assert_eq!(s.at, Duration::from_secs(10));
+        assert_eq!(s.duration, Some(Duration::from_secs(20)));
+        assert_eq!(
+            Value::Object(s.fault),
+            json!({"kind": "partition", "groups": [["leader"], ["followers"]]})
+        );
+        assert_eq!(s.label, "partition-leader");
+
+        let s = parse_fault_at("1.5s:crash-2").expect("valid");
+        assert_eq!(s.duration, None);
+        assert_eq!(
+            Value::Object(s.fault),
+            json!({"kind": "crash", "targets": [2]})
+        );
+
+        let fault = |t: &str| parse_fault_at(t).map(|s| Value::Object(s.fault)).ok();
+        assert_eq!(
+            fault("0s:partition-1:5s"),
+            Some(json!({"kind": "partition", "groups": [[1], ["others"]]}))
+        );
+        assert_eq!(
+            fault("0:kill-primary:1m"),
+            Some(json!({"kind": "crash", "targets": ["leader"]}))
+        );
+        assert_eq!(
+            fault("0:pause-followers:1"),
+            Some(json!({"kind": "pause", "targets": ["followers"]}))
+        );
+        assert_eq!(
+            fault("0:delay-leader=300:1"),
+            Some(json!({"kind": "delay", "targets": ["leader"], "latencyMs": 300}))
+        );
+        assert_eq!(
+            fault("0:delay-0:1"),
+            Some(json!({"kind": "delay", "targets": [0], "latencyMs": 200}))
+        );
+        assert_eq!(
+            fault("0:loss-secondaries=0.25:1"),
+            Some(json!({"kind": "loss", "targets": ["followers"], "probability": 0.25}))
+        );
+        assert_eq!(
+            fault("0:skew-1=-2000:1"),
+            Some(json!({"kind": "clockSkew", "targets": [1], "offsetMs": -2000}))
+        );
+        for bad in [
+            "",
+            "10s",
+            "10s:partition-leader:20s:x",
+            "x:partition-leader",
+            "10s:partition",
+            "10s:partition-everyone",
+            "10s:explode-leader",
+            "10s:crash-leader=3",
+            "10s:loss-leader=2",
+            "10s:delay-leader=-5",
+            "10s:delay-leader=abc",
+            "10s:crash-leader:0s",
+        ] {
+            assert!(parse_fault_at(bad).is_err(), "{bad:?} accepted");
+        }
+        // Errors name what was wrong.
+        let e = parse_fault_at("10s:explode-leader").expect_err("invalid");
+        assert!(format!("{e:#}").contains("explode"), "{e:#}");
+    }
+
+    #[test]
+    fn yaml_schedules() {
+        let text = r#"
+faults:
+  - at: 10s
+    duration: 20s
+    fault: partition-leader
+  - at: 40
+    fault:
+      name: slow
+      kind: delay
+      targets: [followers]
+      latencyMs: 50
+      jitterMs: 10
+"#;
+        let s = parse_schedule(text).expect("valid");
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].at, Duration::from_secs(10));
+        assert_eq!(s[0].duration, Some(Duration::from_secs(20)));
+        assert_eq!(s[1].at, Duration::from_secs(40));
+        assert_eq!(s[1].duration, None);
+        assert_eq!(s[1].label, "slow");
+        assert_eq!(
+            Value::Object(s[1].fault.clone()),
+            json!({"kind": "delay", "targets": ["followers"], "latencyMs": 50, "jitterMs": 10})
+        );
+        // A bare list works too, and an empty file is an empty schedule.
+        let bare = parse_schedule("- {at: 1s, for: 2s, fault: crash-leader}").expect("valid");
+        assert_eq!(bare[0].duration, Some(Duration::from_secs(2)));
+        assert!(parse_schedule("").expect("empty").is_empty());
+        for (bad, needle) in [
+            ("- {fault: crash-leader}", "missing `at`"),
+            ("- {at: 1s}", "missing `fault`"),
+            ("- {at: 1s, fault: {targets: [1]}}", "kind"),
+            ("- {at: 1s, fault: crash-leader, when: now}", "when"),
+            ("- {at: soon, fault: crash-leader}", "soon"),
+            ("- {at: 1s, fault: melt-leader}", "melt"),
+            ("- {at: 1s, fault: 3}", "fault"),
+            ("x: 1", "faults"),
+            ("[unclosed", "YAML"),
+        ] {
+            let e = parse_schedule(bad).expect_err(bad);
+            let message = format!("{e:#}");
+            assert!(message.contains(needle), "{bad:?}: {message}");
+        }
+        let e = parse_schedule("- {at: 1s, fault: crash-leader}\n- {at: x, fault: crash-leader}")
+            .expect_err("second entry is bad");
+        assert!(format!("{e:#}").contains("entry 2"), "{e:#}");
+    }
+
+    #[test]
+    fn names_and_actions() {
+        let s = parse_fault_at("1s:partition-leader:2s").expect("valid");
+        assert_eq!(
+            fault_name("abc123", 0, &s.fault),
+            "caplab-abc123-0-partition"
+        );
+        let mut skew = Map::new();
+        skew.insert("kind".into(), json!("clockSkew"));
+        assert_eq!(fault_name("r", 4, &skew), "caplab-r-4-clockskew");
+        let id = run_id();
+        assert_eq!(id.len(), 6);
+        assert!(id
+            .chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+
+        let schedule = vec![
+            parse_fault_at("5s:crash-leader:5s").expect("valid"),
+            parse_fault_at("1s:partition-leader:4s").expect("valid"),
+            parse_fault_at("20s:pause-1").expect("valid"),
+        ];
+        assert_eq!(
+            actions(&schedule),
+            vec![
+                (Duration::from_secs(1), Action::Start(1)),
+                (Duration::from_secs(5), Action::Stop(1)),
+                (Duration::from_secs(5), Action::Start(0)),
+                (Duration::from_secs(10), Action::Stop(0)),
+                (Duration::from_secs(20), Action::Start(2)),
+            ]
+        );
+    }
+}

@@ -1,0 +1,299 @@
+//! Access to a `RegisterCluster` through the Kubernetes API: the resource itself (read, and a
+//! JSON merge patch of `spec.faults`) and its members through the API server's pod proxy, so
+//! a laptop reaches a kind cluster's members with no DNS and no port-forward.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use kube::client::Body;
+use reqwest::Url;
+use serde_json::{json, Value};
+
+/// API group, version and plural of the resource (see operator/src/crd.rs).
+pub const GROUP: &str = "caplab.dev";
+pub const VERSION: &str = "v1alpha1";
+pub const PLURAL: &str = "registerclusters";
+/// The members' client port (operator/src/member_client.rs).
+pub const CLIENT_PORT: u16 = 8080;
+
+/// Which Kubernetes cluster and namespace to talk to.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KubeArgs {
+    /// Namespace of the RegisterCluster (default: the kubeconfig context's namespace).
+    #[arg(long, short = 'n', env = "CAPLAB_NAMESPACE", global = true)]
+    pub namespace: Option<String>,
+    /// kubeconfig context to use (default: the current context).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+}
+
+/// A kube client and the namespace it works in.
+pub async fn connect(args: &KubeArgs) -> Result<(kube::Client, String)> {
+    let config = match &args.context {
+        Some(context) => kube::Config::from_kubeconfig(&kube::config::KubeConfigOptions {
+            context: Some(context.clone()),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("loading kubeconfig context {context:?}"))?,
+        None => kube::Config::infer().await.context(
+            "no Kubernetes configuration found (KUBECONFIG, ~/.kube/config or in-cluster)",
+        )?,
+    };
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+    Ok((client, namespace))
+}
+
+/// Percent-encodes `segments` onto `prefix` (an absolute path) and appends `query`.
+pub fn join_path(prefix: &str, segments: &[&str], query: &[(&str, &str)]) -> String {
+    // A throwaway base just to borrow the URL crate's path and query encoding.
+    let Ok(mut url) = Url::parse("http://k8s.invalid/") else {
+        return prefix.to_string();
+    };
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.clear();
+        path.extend(prefix.split('/').filter(|s| !s.is_empty()));
+        path.extend(segments);
+    }
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    }
+}
+
+/// `/apis/caplab.dev/v1alpha1/namespaces/{ns}/registerclusters/{name}`.
+pub fn cluster_path(namespace: &str, name: &str) -> String {
+    join_path(
+        &format!("/apis/{GROUP}/{VERSION}"),
+        &["namespaces", namespace, PLURAL, name],
+        &[],
+    )
+}
+
+/// Pod name of a member: `<cluster>-<ordinal>`.
+pub fn pod_name(cluster: &str, ordinal: u32) -> String {
+    format!("{cluster}-{ordinal}")
+}
+
+/// `/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy`: the API server forwards what follows
+/// to the pod's port.
+pub fn pod_proxy_prefix(namespace: &str, pod: &str, port: u16) -> String {
+    join_path(
+        "/api/v1",
+        &[
+            "namespaces",
+            namespace,
+            "pods",
+            &format!("{pod}:{port}"),
+            "proxy",
+        ],
+        &[],
+    )
+}
+
+/// GETs a path of the API server as JSON.
+pub async fn get_json(client: &kube::Client, path: &str) -> Result<Value> {
+    let request = http::Request::get(path)
+        .body(Vec::new())
+        .with_context(|| format!("building GET {path}"))?;
+    client
+        .request::<Value>(request)
+        .await
+        .map_err(|e| api_error(e, path))
+}
+
+fn api_error(e: kube::Error, path: &str) -> anyhow::Error {
+    match e {
+        kube::Error::Api(status) if status.code == 404 => {
+            anyhow!("{path}: not found ({})", status.message)
+        }
+        kube::Error::Api(status) => anyhow!("{path}: HTTP {}: {}", status.code, status.message),
+        other => anyhow!("{path}: {other}"),
+    }
+}
+
+/// The RegisterCluster as JSON.
+pub async fn get_cluster(client: &kube::Client, namespace: &str, name: &str) -> Result<Value> {
+    get_json(client, &cluster_path(namespace, name))
+        .await
+        .with_context(|| format!("reading RegisterCluster {namespace}/{name}"))
+}
+
+/// The merge patch that makes `spec.faults` exactly `faults`, guarded by `resource_version`
+/// (the API server refuses it with 409 if the resource changed in between).
+pub fn faults_patch(resource_version: Option<&str>, faults: &[Value]) -> Value {
+    let mut patch = json!({ "spec": { "faults": faults } });
+    if let Some(rv) = resource_version {
+        patch["metadata"] = json!({ "resourceVersion": rv });
+    }
+    patch
+}
+
+/// `current` without the faults named in `ours`, then `active` appended: the faults of other
+/// people stay as they are.
+pub fn merged_faults(current: &Value, ours: &[String], active: &[Value]) -> Vec<Value> {
+    let mut faults: Vec<Value> = current["spec"]["faults"]
+        .as_array()
+        .map(|fs| {
+            fs.iter()
+                .filter(|f| {
+                    !f["name"]
+                        .as_str()
+                        .is_some_and(|n| ours.iter().any(|o| o == n))
+                })
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    faults.extend(active.iter().cloned());
+    faults
+}
+
+/// Sets our faults in `spec.faults` to `active`, leaving other faults alone (no request if
+/// nothing changes); retries when someone else edits the resource at the same time.
+pub async fn set_faults(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    ours: &[String],
+    active: &[Value],
+) -> Result<()> {
+    let path = cluster_path(namespace, name);
+    let mut last = None;
+    for _ in 0..5 {
+        let current = get_cluster(client, namespace, name).await?;
+        let faults = merged_faults(&current, ours, active);
+        let unchanged = match current["spec"]["faults"].as_array() {
+            Some(now) => *now == faults,
+            None => faults.is_empty(),
+        };
+        if unchanged {
+            return Ok(());
+        }
+        let patch = faults_patch(current["metadata"]["resourceVersion"].as_str(), &faults);
+        let body = serde_json::to_vec(&patch).context("serialising the patch")?;
+        let request = http::Request::patch(&path)
+            .header(http::header::CONTENT_TYPE, "application/merge-patch+json")
+            .body(body)
+            .with_context(|| format!("building PATCH {path}"))?;
+        match client.request::<Value>(request).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                last = Some(status.message.clone());
+            }
+            Err(e) => {
+                return Err(api_error(e, &path))
+                    .with_context(|| format!("patching spec.faults of {namespace}/{name}"))
+            }
+        }
+    }
+    bail!(
+        "patching spec.faults of {namespace}/{name}: conflicts kept happening ({})",
+        last.unwrap_or_default()
+    )
+}
+
+/// A request to a member through the pod proxy that never produced an answer.
+#[derive(Debug)]
+pub struct ProxyError {
+    pub message: String,
+}
+
+/// Sends one request through the proxy; returns the status and the body.
+pub async fn proxy_send(
+    client: &kube::Client,
+    method: http::Method,
+    path: &str,
+    json_body: Option<&Value>,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), ProxyError> {
+    let mut builder = http::Request::builder().method(method.clone()).uri(path);
+    let body = match json_body {
+        Some(v) => {
+            builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+            Body::from(serde_json::to_vec(v).map_err(|e| ProxyError {
+                message: format!("serialising the body: {e}"),
+            })?)
+        }
+        None => Body::empty(),
+    };
+    let request = builder.body(body).map_err(|e| ProxyError {
+        message: format!("building {method} {path}: {e}"),
+    })?;
+    let exchange = async {
+        let response = client.send(request).await?;
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect_bytes().await?;
+        Ok::<_, kube::Error>((status, bytes.to_vec()))
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => Err(ProxyError {
+            message: format!("{method} {path}: no answer within {timeout:?}"),
+        }),
+        Ok(Err(e)) => Err(ProxyError {
+            message: format!("{method} {path}: {e}"),
+        }),
+        Ok(Ok(answer)) => Ok(answer),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            cluster_path("default", "raft5"),
+            "/apis/caplab.dev/v1alpha1/namespaces/default/registerclusters/raft5"
+        );
+        assert_eq!(pod_name("raft5", 3), "raft5-3");
+        let prefix = pod_proxy_prefix("lab", "raft5-0", CLIENT_PORT);
+        assert_eq!(prefix, "/api/v1/namespaces/lab/pods/raft5-0:8080/proxy");
+        assert_eq!(
+            join_path(&prefix, &["v1", "kv", "x"], &[("consistency", "local")]),
+            "/api/v1/namespaces/lab/pods/raft5-0:8080/proxy/v1/kv/x?consistency=local"
+        );
+        assert_eq!(
+            join_path(&prefix, &["v1", "kv", "a/b c", "cas"], &[]),
+            "/api/v1/namespaces/lab/pods/raft5-0:8080/proxy/v1/kv/a%2Fb%20c/cas"
+        );
+        // Names cannot smuggle extra path segments.
+        assert_eq!(
+            cluster_path("ns/x", "a?b"),
+            "/apis/caplab.dev/v1alpha1/namespaces/ns%2Fx/registerclusters/a%3Fb"
+        );
+    }
+
+    #[test]
+    fn fault_patches_keep_other_faults() {
+        let current = json!({
+            "metadata": {"resourceVersion": "42"},
+            "spec": {"faults": [
+                {"name": "theirs", "kind": "pause", "targets": [1]},
+                {"name": "ours-0", "kind": "crash", "targets": ["leader"]}
+            ]}
+        });
+        let ours = vec!["ours-0".to_string(), "ours-1".to_string()];
+        let new =
+            json!({"name": "ours-1", "kind": "partition", "groups": [["leader"], ["followers"]]});
+        let merged = merged_faults(&current, &ours, std::slice::from_ref(&new));
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0]["name"], "theirs");
+        assert_eq!(merged[1]["name"], "ours-1");
+        let patch = faults_patch(Some("42"), &merged);
+        assert_eq!(patch["metadata"]["resourceVersion"], "42");
+        assert_eq!(patch["spec"]["faults"].as_array().map(Vec::len), Some(2));
+        // Clearing ours leaves only theirs; an absent list is an empty one.
+        assert_eq!(merged_faults(&current, &ours, &[]).len(), 1);
+        assert!(merged_faults(&json!({"spec": {}}), &ours, &[]).is_empty());
+        assert_eq!(faults_patch(None, &[]), json!({"spec": {"faults": []}}));
+    }
+}
