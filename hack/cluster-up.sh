@@ -37,6 +37,13 @@ fi
 
 [ "$(id -u)" -eq 0 ] || die "the local cluster needs root (dockerd, kubelet, iptables)"
 
+# Processes killed without cluster-down.sh (a session or a CI run ending) leave etcd data,
+# kubelet mounts and iptables rules behind: clean those up so this cluster starts empty.
+if [ -d "$CAPLAB_STATE/etcd" ] && ! pid_alive etcd; then
+  log "the previous cluster was not stopped cleanly; cleaning up first"
+  CAPLAB_KEEP_DOCKER=1 "$HACK_DIR/cluster-down.sh"
+fi
+
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
