@@ -248,7 +248,9 @@ async fn main() -> anyhow::Result<()> {
     for system in &args.systems {
         let result = match system.as_str() {
             "etcd" => bench_etcd(&args, &mut report).await,
-            mode @ ("raft" | "async" | "sync") => bench_caplab(&args, &mut report, &http, mode).await,
+            mode @ ("raft" | "async" | "sync") => {
+                bench_caplab(&args, &mut report, &http, mode).await
+            }
             other => Err(anyhow::anyhow!(
                 "unknown system {other:?}: use raft, async, sync or etcd"
             )),

@@ -170,7 +170,11 @@ impl Report {
                 let mut t: Vec<f64> = f.trials.iter().map(|d| d.as_secs_f64() * 1e3).collect();
                 let all = t.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>();
                 t.sort_by(f64::total_cmp);
-                let median = if t.is_empty() { f64::NAN } else { t[t.len() / 2] };
+                let median = if t.is_empty() {
+                    f64::NAN
+                } else {
+                    t[t.len() / 2]
+                };
                 let max = t.last().copied().unwrap_or(f64::NAN);
                 let _ = writeln!(
                     s,
