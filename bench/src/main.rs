@@ -69,14 +69,13 @@ async fn measure_cells(
     for op in Op::ALL {
         for &clients in &args.clients {
             let sampler = match (op, lag_from) {
-                (Op::Write, Some((http, cluster))) => match cluster.leader().await {
-                    Some(l) => Some(lag::Sampler::start(
+                (Op::Write, Some((http, cluster))) => cluster.leader().await.map(|l| {
+                    lag::Sampler::start(
                         http.clone(),
                         cluster.clients[l].clone(),
                         Duration::from_millis(args.lag_interval_ms),
-                    )),
-                    None => None,
-                },
+                    )
+                }),
                 _ => None,
             };
             let cell = workload::run(target, op, clients, args.keys, warmup, measure).await;

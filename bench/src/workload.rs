@@ -43,7 +43,8 @@ pub enum Target {
 
 enum Conn {
     Caplab { http: reqwest::Client, addr: String },
-    Etcd(KvClient),
+    // Boxed: the gRPC client is ~400 bytes, the HTTP one a handle.
+    Etcd(Box<KvClient>),
 }
 
 impl Target {
@@ -53,7 +54,7 @@ impl Target {
                 http: http.clone(),
                 addr: addrs[c % addrs.len()].clone(),
             },
-            Target::Etcd { kv } => Conn::Etcd(kv[c % kv.len()].clone()),
+            Target::Etcd { kv } => Conn::Etcd(Box::new(kv[c % kv.len()].clone())),
         }
     }
 }
