@@ -4,7 +4,7 @@
 use crate::api::error::ApiError;
 use crate::types::NodeId;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum EngineError {
     /// This member cannot serve the operation; `leader` (if known) can.
     NotLeader {

@@ -8,6 +8,9 @@ use openraft::error::{
     CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError,
 };
 use openraft::{BasicNode, ChangeMembers, ServerState};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::api::error::ApiError;
@@ -20,7 +23,11 @@ pub struct RaftEngine {
     pub raft: Raft,
     pub state: SharedState,
     pub committed: Arc<AtomicU64>,
+    reads: mpsc::Sender<oneshot::Sender<EngineResult<()>>>,
 }
+
+/// Confirmations of leadership collected into one round.
+const READ_BATCH: usize = 4096;
 
 fn redirect(to: ForwardToLeader<NodeId, BasicNode>) -> EngineError {
     EngineError::NotLeader {
@@ -50,6 +57,22 @@ fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -
 }
 
 impl RaftEngine {
+    pub fn new(
+        raft: Raft,
+        state: SharedState,
+        committed: Arc<AtomicU64>,
+        round_timeout: Duration,
+    ) -> Self {
+        let (reads, queue) = mpsc::channel(READ_BATCH);
+        tokio::spawn(confirm_reads(raft.clone(), queue, round_timeout));
+        Self {
+            raft,
+            state,
+            committed,
+            reads,
+        }
+    }
+
     pub async fn write(&self, command: Command, deadline: Instant) -> EngineResult<i64> {
         let result = tokio::time::timeout_at(deadline, self.raft.client_write(command))
             .await
@@ -78,14 +101,20 @@ impl RaftEngine {
         self.state.read().registers.read(key)
     }
 
+    /// Waits for a leadership confirmation round that started after this call (rounds are
+    /// shared by every read waiting for one), then reads the applied state.
     pub async fn read_linearizable(&self, key: &str, deadline: Instant) -> EngineResult<i64> {
-        let confirmed = tokio::time::timeout_at(deadline, self.raft.ensure_linearizable())
+        let (reply, confirmed) = oneshot::channel();
+        self.reads
+            .send(reply)
             .await
-            .map_err(|_| ApiError::Unknown("deadline passed while confirming leadership".into()))?;
-        match confirmed {
-            Ok(_) => Ok(self.read_local(key)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to))) => Err(redirect(to)),
-            Err(e) => Err(ApiError::NotApplied(e.to_string()).into()),
+            .map_err(|_| ApiError::NotApplied("member is shutting down".into()))?;
+        match tokio::time::timeout_at(deadline, confirmed).await {
+            Ok(Ok(result)) => result.map(|()| self.read_local(key)),
+            Ok(Err(_)) => Err(ApiError::NotApplied("member is shutting down".into()).into()),
+            Err(_) => {
+                Err(ApiError::Unknown("deadline passed while confirming leadership".into()).into())
+            }
         }
     }
 
@@ -197,5 +226,62 @@ impl RaftEngine {
             .await
             .map_err(|_| ApiError::Unknown("deadline passed while changing voters".into()))?;
         result.map(|_| ()).map_err(membership_error)
+    }
+}
+
+/// The read confirmer: takes every waiting read, runs one round, answers them all.
+async fn confirm_reads(
+    raft: Raft,
+    mut queue: mpsc::Receiver<oneshot::Sender<EngineResult<()>>>,
+    round_timeout: Duration,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut waiting = vec![first];
+        while waiting.len() < READ_BATCH {
+            match queue.try_recv() {
+                Ok(w) => waiting.push(w),
+                Err(_) => break,
+            }
+        }
+        let result = match tokio::time::timeout(round_timeout, confirm_once(&raft)).await {
+            Ok(result) => result,
+            Err(_) => {
+                Err(ApiError::Unknown("deadline passed while confirming leadership".into()).into())
+            }
+        };
+        for w in waiting {
+            let _ = w.send(clone_result(&result));
+        }
+    }
+}
+
+/// Confirms leadership with a quorum (read index), then waits until everything in the
+/// leader's log when the round began is applied. Waiting for the last log index rather than
+/// the committed one keeps reads linearizable on a leader restored after a restart, whose
+/// committed index may lag what it had acknowledged (the committed index is not fsynced).
+async fn confirm_once(raft: &Raft) -> EngineResult<()> {
+    let last_log_index = raft.metrics().borrow().last_log_index;
+    match raft.ensure_linearizable().await {
+        Ok(_) => {}
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to))) => {
+            return Err(redirect(to))
+        }
+        Err(e) => return Err(ApiError::NotApplied(e.to_string()).into()),
+    }
+    raft.wait(None)
+        .applied_index_at_least(last_log_index, "linearizable read")
+        .await
+        .map(|_| ())
+        .map_err(|e| ApiError::NotApplied(e.to_string()).into())
+}
+
+fn clone_result(result: &EngineResult<()>) -> EngineResult<()> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(EngineError::NotLeader { leader, addr }) => Err(EngineError::NotLeader {
+            leader: *leader,
+            addr: addr.clone(),
+        }),
+        Err(EngineError::Api(e)) => Err(EngineError::Api(e.clone())),
     }
 }

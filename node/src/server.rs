@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -102,6 +103,12 @@ fn serve(
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
+        // Replies are small: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         if let Err(e) = axum::serve(listener, router)
             .with_graceful_shutdown(stopped)
             .await
@@ -126,11 +133,12 @@ async fn start_raft(config: &Config, peers: &Arc<PeerClient>) -> anyhow::Result<
     )
     .await
     .context("starting Raft")?;
-    Ok(RaftEngine {
+    Ok(RaftEngine::new(
         raft,
         state,
         committed,
-    })
+        config.request_timeout(),
+    ))
 }
 
 /// Logs leader changes and counts them in the metrics.

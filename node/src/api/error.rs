@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::json;
 use thiserror::Error;
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, OptionalSend, RaftLogReader, StorageIOError};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -77,17 +77,19 @@ impl LogStore {
         }
     }
 
-    /// Writes one metadata value in its own durable (fsynced) transaction.
+    /// Writes one metadata value in its own transaction.
     async fn write_meta<T: Serialize>(
         &self,
         key: &'static str,
         value: &T,
+        durability: Durability,
         ctor: IoCtor,
     ) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(value).map_err(fail(ctor))?;
         let db = self.db.clone();
         blocking(move || {
-            let tx = db.begin_write().map_err(fail(ctor))?;
+            let mut tx = db.begin_write().map_err(fail(ctor))?;
+            tx.set_durability(durability);
             {
                 let mut table = tx.open_table(META).map_err(fail(ctor))?;
                 table.insert(key, bytes.as_slice()).map_err(fail(ctor))?;
@@ -200,8 +202,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.write_meta(VOTE_KEY, vote, StorageIOError::write_vote)
-            .await
+        self.write_meta(
+            VOTE_KEY,
+            vote,
+            Durability::Immediate,
+            StorageIOError::write_vote,
+        )
+        .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -209,14 +216,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Durable, not a hint: a member restarted with a committed vote for itself resumes as
-        // leader in the same term without a new no-op entry, and serves linearizable reads up to
-        // this index. A stale value would let it answer reads without acknowledged writes.
         if let Some(c) = committed {
             self.committed.fetch_max(c.index, Ordering::Relaxed);
         }
-        self.write_meta(COMMITTED_KEY, &committed, StorageIOError::write)
-            .await
+        // Not fsynced: it only shortens recovery (the committed log is re-applied at start).
+        // Reads on a leader restored after a restart do not rely on it (see raft_engine.rs).
+        self.write_meta(
+            COMMITTED_KEY,
+            &committed,
+            Durability::None,
+            StorageIOError::write,
+        )
+        .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
