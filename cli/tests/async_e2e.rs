@@ -5,39 +5,21 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Instant;
 
-use caplab_checker::{History, Status};
-use common::{caplab, interrupt, wait_for_exit, wait_until, Cluster, TOKEN};
-use serde_json::{json, Value};
-
-async fn admin(c: &Cluster, id: u64, method: reqwest::Method, path: &str, body: Value) -> Value {
-    let url = format!("http://{}{path}", c.members[&id].peer);
-    let r = c
-        .http
-        .request(method, url)
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("admin request");
-    let status = r.status();
-    let body: Value = r.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{path}: {status} {body}");
-    body
-}
+use caplab_checker::Status;
+use common::{check, report, wait_until, Workload};
+use reqwest::Method;
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn async_failover_to_a_lagging_secondary_is_caught_by_the_checker() {
-    let c = Cluster::start(3, &["--replication", "async"]).await;
+    let c = common::start(3, &["--replication", "async"]).await;
     wait_until("member 1 to be the primary", || async {
         (c.status(1).await?["role"] == "primary").then_some(())
     })
     .await;
     let dir = c.dir.path().to_path_buf();
-    let history_path = dir.join("history.json");
-    let log = std::fs::File::create(dir.join("workload.log")).expect("log");
     let started = Instant::now();
     let since = || u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
     // One key, mostly reads, clients that stay with their member, reads served by whichever
@@ -45,35 +27,21 @@ async fn async_failover_to_a_lagging_secondary_is_caught_by_the_checker() {
     // overwritten, and after the failover everyone sees the acknowledged writes disappear.
     // (With linearizable reads the failover alone shows the loss only when a read reaches the
     // promoted member before the next write does: most runs, not all.)
-    let mut workload = caplab()
-        .args(["workload", "--addr", &c.client_addrs()])
-        .args(["--clients", "12", "--keys", "1", "--rate", "300"])
-        .args([
-            "--mix",
-            "read=90,write=5,cas=5",
-            "--sticky",
-            "--consistency",
-            "local",
-        ])
-        .args(["--duration", "600", "--seed", "11", "--timeout-ms", "8000"])
-        .arg("--out")
-        .arg(&history_path)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn caplab workload");
+    let workload = Workload::start(
+        &c,
+        &[
+            &["--clients", "12", "--keys", "1", "--rate", "300"],
+            &["--mix", "read=90,write=5,cas=5", "--sticky"],
+            &["--consistency", "local"],
+            &["--duration", "600", "--seed", "11", "--timeout-ms", "8000"],
+        ],
+    );
+    let history_path = workload.history_path.clone();
 
     c.wait_for_commits(1, 30).await;
     // Cut secondary 3 off: the primary keeps acknowledging writes it cannot replicate there.
     let cut = since();
-    admin(
-        &c,
-        1,
-        reqwest::Method::PUT,
-        "/v1/admin/faults",
-        json!({"partition": {"peers": [3]}}),
-    )
-    .await;
+    c.set_faults(1, json!({"partition": {"peers": [3]}})).await;
     c.wait_for_commits(1, 30).await;
     // Make sure 3 really lags (else there is nothing to lose and the test proves nothing).
     wait_until(
@@ -87,28 +55,23 @@ async fn async_failover_to_a_lagging_secondary_is_caught_by_the_checker() {
     .await;
     // Fail over to the lagging secondary and point the others at it.
     let promoted = since();
-    admin(&c, 3, reqwest::Method::POST, "/v1/admin/promote", json!({})).await;
+    c.admin_ok(3, Method::POST, "/v1/admin/promote", json!({}))
+        .await;
     let addr = c.members[&3].peer.clone();
     for id in [1, 2] {
-        admin(
-            &c,
+        c.admin_ok(
             id,
-            reqwest::Method::PUT,
+            Method::PUT,
             "/v1/admin/primary",
             json!({"id": 3, "addr": addr}),
         )
         .await;
     }
-    admin(&c, 1, reqwest::Method::PUT, "/v1/admin/faults", json!({})).await;
+    c.set_faults(1, json!({})).await;
     let healed = since();
     c.wait_for_commits(3, 30).await;
 
-    interrupt(&workload);
-    let status = wait_for_exit(&mut workload, "the workload").await;
-    let workload_log = std::fs::read_to_string(dir.join("workload.log")).unwrap_or_default();
-    assert!(status.success(), "workload failed: {workload_log}");
-    let text = std::fs::read_to_string(&history_path).expect("history written");
-    let history = History::from_json(&text).expect("a valid history");
+    let (history, workload_log) = workload.stop().await;
     let ok = history
         .entries
         .iter()
@@ -128,19 +91,15 @@ async fn async_failover_to_a_lagging_secondary_is_caught_by_the_checker() {
             format!("cut {cut} promoted {promoted} healed {healed}\n"),
         );
     }
-    let check = caplab()
-        .arg("check")
-        .arg(&history_path)
-        .output()
-        .expect("run caplab check");
-    let stdout = String::from_utf8_lossy(&check.stdout);
-    println!("{stdout}");
+    let check = check(&history_path);
+    println!("{}", check.stdout);
     assert_eq!(
-        check.status.code(),
+        check.code,
         Some(1),
-        "the lost writes went unnoticed:\n{stdout}"
+        "the lost writes went unnoticed:\n{}",
+        check.stdout
     );
-    assert!(stdout.contains("NOT linearizable"));
+    assert!(check.stdout.contains("NOT linearizable"));
 
     let events = json!([
         {"name": "secondary 3 partitioned", "start": cut, "end": healed},
@@ -149,21 +108,7 @@ async fn async_failover_to_a_lagging_secondary_is_caught_by_the_checker() {
     let events_path = dir.join("events.json");
     std::fs::write(&events_path, events.to_string()).expect("write");
     let report_path = dir.join("report.html");
-    let report = caplab()
-        .arg("report")
-        .arg(&history_path)
-        .arg("-o")
-        .arg(&report_path)
-        .arg("--events")
-        .arg(&events_path)
-        .output()
-        .expect("run caplab report");
-    assert!(
-        report.status.success(),
-        "{}",
-        String::from_utf8_lossy(&report.stderr)
-    );
-    let html = std::fs::read_to_string(&report_path).expect("report written");
+    let html = report(&history_path, &report_path, Some(&events_path));
     assert!(html.contains("NOT linearizable"));
     assert!(
         html.contains("violation\" data-entry="),

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use caplab_checker::generate::{generate, GenConfig};
 use caplab_checker::{History, Op, Status};
-use common::{caplab, Cluster};
+use common::{caplab, check, report, run};
 
 fn write_history(dir: &Path, name: &str, history: &History) -> std::path::PathBuf {
     let path = dir.join(name);
@@ -45,9 +45,9 @@ fn corrupted() -> (History, usize) {
 fn check_exits_0_for_a_linearizable_history() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write_history(dir.path(), "ok.json", &generated());
-    let out = caplab().arg("check").arg(&path).output().expect("run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let out = check(&path);
+    let stdout = out.stdout;
+    assert_eq!(out.code, Some(0), "{stdout}");
     for key in ["k0", "k1", "k2"] {
         assert!(
             stdout
@@ -63,22 +63,17 @@ fn check_exits_1_and_names_the_violation() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (history, victim) = corrupted();
     let path = write_history(dir.path(), "bad.json", &history);
-    let out = caplab().arg("check").arg(&path).output().expect("run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let out = check(&path);
+    let stdout = out.stdout;
+    assert_eq!(out.code, Some(1), "{stdout}");
     assert!(stdout.contains("NOT linearizable"), "{stdout}");
     assert!(stdout.contains(&format!("#{victim} ")), "{stdout}");
     assert!(stdout.contains("r→-5"), "{stdout}");
 
-    let json = caplab()
-        .arg("check")
-        .arg("--json")
-        .arg(&path)
-        .output()
-        .expect("run");
-    assert_eq!(json.status.code(), Some(1));
-    let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json report");
-    let flagged = report["keys"]
+    let json = run(caplab().arg("check").arg("--json").arg(&path));
+    assert_eq!(json.code, Some(1));
+    let verdicts: serde_json::Value = serde_json::from_str(&json.stdout).expect("json report");
+    let flagged = verdicts["keys"]
         .as_array()
         .into_iter()
         .flatten()
@@ -94,19 +89,7 @@ fn check_exits_1_and_names_the_violation() {
     assert!(stuck == victim as u64 || concurrent.contains(&(victim as u64)));
 
     let html_path = dir.path().join("report.html");
-    let out = caplab()
-        .arg("report")
-        .arg(&path)
-        .arg("-o")
-        .arg(&html_path)
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let html = std::fs::read_to_string(&html_path).expect("report");
+    let html = report(&path, &html_path, None);
     assert!(html.contains("NOT linearizable"));
     assert!(
         html.contains(&format!("violation\" data-entry=\"{stuck}\"")),
@@ -127,22 +110,18 @@ fn check_exits_2_with_a_one_line_reason_on_bad_input() {
             {"process":1,"type":"read","key":"x","invoke":0,"complete":5,"status":"ok"}]"#,
     )
     .expect("write");
-    let out = caplab().arg("check").arg(&path).output().expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2));
+    let out = check(&path);
+    let stderr = out.stderr;
+    assert_eq!(out.code, Some(2));
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains("entry 1") && stderr.contains("output"),
         "{stderr}"
     );
 
-    let out = caplab()
-        .arg("check")
-        .arg(dir.path().join("missing.json"))
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.json"));
+    let out = check(&dir.path().join("missing.json"));
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("missing.json"));
 }
 
 #[test]
@@ -155,32 +134,20 @@ fn check_exits_2_when_the_search_runs_out_of_time() {
     entries.push(r#"{"process":99,"type":"read","key":"x","output":-1,"invoke":2000,"complete":2100,"status":"ok"}"#.into());
     let path = dir.path().join("hard.json");
     std::fs::write(&path, format!("[{}]", entries.join(","))).expect("write");
-    let out = caplab()
-        .args(["check", "--timeout-secs", "0"])
-        .arg(&path)
-        .output()
-        .expect("run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    let out = run(caplab().args(["check", "--timeout-secs", "0"]).arg(&path));
+    let stdout = out.stdout;
+    assert_eq!(out.code, Some(2), "{stdout}");
     assert!(stdout.contains("unknown"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kv_and_status_against_a_member() {
-    let c = Cluster::start(1, &[]).await;
-    c.wait_for_leader(&[1], None).await;
+    let c = common::start(1, &[]).await;
+    c.wait_for_leader_among(&[1], None).await;
     let addr = c.members[&1].client.clone();
     let run = |args: &[&str]| {
-        let out = caplab()
-            .args(args)
-            .args(["--addr", &addr])
-            .output()
-            .expect("run");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        let out = run(caplab().args(args).args(["--addr", &addr]));
+        (out.code, out.stdout, out.stderr)
     };
     let (code, stdout, _) = run(&["kv", "put", "demo", "5"]);
     assert_eq!(code, Some(0));
@@ -202,10 +169,7 @@ async fn kv_and_status_against_a_member() {
     assert!(stdout.starts_with("ADDRESS"), "{stdout}");
     assert!(stdout.contains("leader"), "{stdout}");
     // An address nobody answers on makes the table say so and the exit code 1.
-    let out = caplab()
-        .args(["status", "--addr", &format!("{addr},127.0.0.1:1")])
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("unreachable"));
+    let out = common::run(caplab().args(["status", "--addr", &format!("{addr},127.0.0.1:1")]));
+    assert_eq!(out.code, Some(1));
+    assert!(out.stdout.contains("unreachable"));
 }

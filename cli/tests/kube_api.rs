@@ -233,19 +233,15 @@ impl FakeApiServer {
 }
 
 fn run(kubeconfig: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = caplab()
-        .env("KUBECONFIG", kubeconfig)
-        .env_remove("CAPLAB_ADDR")
-        .env_remove("CAPLAB_CLUSTER")
-        .env_remove("CAPLAB_NAMESPACE")
-        .args(args)
-        .output()
-        .expect("run caplab");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let out = common::run(
+        caplab()
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("CAPLAB_ADDR")
+            .env_remove("CAPLAB_CLUSTER")
+            .env_remove("CAPLAB_NAMESPACE")
+            .args(args),
+    );
+    (out.code, out.stdout, out.stderr)
 }
 
 #[test]

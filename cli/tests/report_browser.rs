@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::caplab;
+use common::report;
 
 fn find_chromium() -> Option<PathBuf> {
     if let Some(explicit) = std::env::var_os("CAPLAB_CHROMIUM") {
@@ -118,21 +118,7 @@ fn report_renders_in_headless_chromium() {
     )
     .expect("write events");
     let page = dir.path().join("report.html");
-    let out = caplab()
-        .arg("report")
-        .arg(&history_path)
-        .arg("--events")
-        .arg(&events_path)
-        .arg("-o")
-        .arg(&page)
-        .output()
-        .expect("run caplab report");
-    assert!(
-        out.status.success(),
-        "caplab report failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let html = std::fs::read_to_string(&page).expect("read the report");
+    let html = report(&history_path, &page, Some(&events_path));
     // Self-contained: nothing to fetch (the SVG namespace is an identifier, not a fetch).
     for needle in ["src=", "href=", "@import", "url("] {
         assert!(!html.contains(needle), "the report references {needle}");

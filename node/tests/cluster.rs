@@ -10,7 +10,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_is_visible_everywhere() {
-    let c = Cluster::start(3).await;
+    let c = common::start(3).await;
     assert_eq!(
         c.put(2, "x", 5).await,
         (200, json!({"key": "x", "value": 5}))
@@ -32,7 +32,7 @@ async fn a_write_is_visible_everywhere() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn compare_and_set_through_a_follower() {
-    let c = Cluster::start(3).await;
+    let c = common::start(3).await;
     let leader = c.wait_for_leader().await;
     let follower = if leader == 1 { 2 } else { 1 };
     c.put(follower, "k", 5).await;
@@ -40,7 +40,7 @@ async fn compare_and_set_through_a_follower() {
         let url = c.members[&follower].url("/v1/kv/k/cas");
         let http = c.http.clone();
         async move {
-            common::into_pair(
+            caplab_testkit::into_pair(
                 http.post(url)
                     .json(&json!({"expected": expected, "new": new}))
                     .send()
@@ -57,7 +57,7 @@ async fn compare_and_set_through_a_follower() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_leader_takes_over_after_sigkill() {
-    let mut c = Cluster::start(3).await;
+    let mut c = common::start(3).await;
     c.write_somewhere("before", 1).await;
     let old = c.wait_for_leader().await;
     let killed_at = Instant::now();
@@ -74,7 +74,7 @@ async fn a_new_leader_takes_over_after_sigkill() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restarted_members_keep_every_acknowledged_write() {
-    let mut c = Cluster::start(3).await;
+    let mut c = common::start(3).await;
     let leader = c.wait_for_leader().await;
     let follower = (1..=3).find(|id| *id != leader).unwrap_or(1);
     c.kill(follower);
@@ -105,7 +105,7 @@ async fn restarted_members_keep_every_acknowledged_write() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_quorum_a_write_fails_within_the_deadline() {
-    let mut c = Cluster::start(3).await;
+    let mut c = common::start(3).await;
     let leader = c.wait_for_leader().await;
     for id in (1..=3).filter(|id| *id != leader) {
         c.kill(id);
@@ -120,7 +120,7 @@ async fn without_quorum_a_write_fails_within_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scale_up_to_five_and_back_without_losing_writes() {
-    let mut c = Cluster::start(3).await;
+    let mut c = common::start(3).await;
     let writer_cluster_urls: Vec<String> =
         (1..=3).map(|id| c.members[&id].url("/v1/kv/w")).collect();
     let http = c.http.clone();
@@ -145,44 +145,35 @@ async fn scale_up_to_five_and_back_without_losing_writes() {
     for id in [4, 5] {
         c.add_process(id);
         let addr = c.members[&id].peer.clone();
-        assert_eq!(
-            c.admin(
-                1,
-                Method::POST,
-                "/v1/admin/learners",
-                json!({"id": id, "addr": addr})
-            )
-            .await
-            .0,
-            200
-        );
-    }
-    assert_eq!(
-        c.admin(
-            2,
-            Method::PUT,
-            "/v1/admin/voters",
-            json!({"voters": [1, 2, 3, 4, 5]})
+        admin_until_ok(
+            &c,
+            1,
+            Method::POST,
+            "/v1/admin/learners",
+            json!({"id": id, "addr": addr}),
         )
-        .await
-        .0,
-        200
-    );
+        .await;
+    }
+    admin_until_ok(
+        &c,
+        2,
+        Method::PUT,
+        "/v1/admin/voters",
+        json!({"voters": [1, 2, 3, 4, 5]}),
+    )
+    .await;
     wait_until("member 5 to see itself a voter", || async {
         (c.status(5).await?["voters"] == json!([1, 2, 3, 4, 5])).then_some(())
     })
     .await;
-    assert_eq!(
-        c.admin(
-            3,
-            Method::PUT,
-            "/v1/admin/voters",
-            json!({"voters": [1, 2, 3]})
-        )
-        .await
-        .0,
-        200
-    );
+    admin_until_ok(
+        &c,
+        3,
+        Method::PUT,
+        "/v1/admin/voters",
+        json!({"voters": [1, 2, 3]}),
+    )
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let last_acknowledged = writer.await.unwrap_or(0);
     c.kill(4);
@@ -199,7 +190,7 @@ async fn scale_up_to_five_and_back_without_losing_writes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_a_4xx_and_the_member_keeps_serving() {
-    let c = Cluster::start(3).await;
+    let c = common::start(3).await;
     let m = &c.members[&1];
     let long_key = "k".repeat(257);
     let cases = [
@@ -266,4 +257,24 @@ async fn bad_input_gets_a_4xx_and_the_member_keeps_serving() {
     assert_eq!(status, 400);
     assert_eq!(c.put(1, "x", 7).await.0, 200);
     assert_eq!(c.get(1, "x", "linearizable").await.1["value"], 7);
+}
+
+/// Membership changes are refused while another is in flight or the leader changes (409,
+/// 503, 504): like any client, retry until accepted.
+async fn admin_until_ok(
+    c: &common::Cluster,
+    id: u64,
+    method: Method,
+    path: &str,
+    body: serde_json::Value,
+) {
+    wait_until(&format!("{path} {body} to be accepted"), || async {
+        let (status, answer) = c.admin(id, method.clone(), path, body.clone()).await;
+        assert!(
+            matches!(status, 200 | 409 | 503 | 504),
+            "{path}: {status} {answer}"
+        );
+        (status == 200).then_some(())
+    })
+    .await
 }

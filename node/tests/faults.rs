@@ -51,7 +51,7 @@ async fn converged(c: &Cluster, key: &str, value: i64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_partitioned_leader_cannot_commit_and_steps_down_after_healing() {
-    let c = Cluster::start(3).await;
+    let c = common::start(3).await;
     let old = c.wait_for_leader().await;
     let majority: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
     // Telling only the leader cuts the links in both directions.
@@ -88,7 +88,7 @@ async fn a_partitioned_leader_cannot_commit_and_steps_down_after_healing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_leader_is_replaced_and_follows_after_resuming() {
-    let c = Cluster::start(3).await;
+    let c = common::start(3).await;
     let old = c.wait_for_leader().await;
     let others: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
     set_faults(&c, old, json!({"pause": true})).await;
@@ -105,7 +105,7 @@ async fn a_paused_leader_is_replaced_and_follows_after_resuming() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_commit_under_loss_and_slow_down_under_delay() {
-    let c = Cluster::start(3).await;
+    let c = common::start(3).await;
     for id in 1..=3 {
         set_faults(&c, id, json!({"loss": {"probability": 0.2}})).await;
     }
@@ -140,7 +140,7 @@ async fn writes_commit_under_loss_and_slow_down_under_delay() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clock_skew_shows_in_status() {
-    let c = Cluster::start(1).await;
+    let c = common::start(1).await;
     set_faults(&c, 1, json!({"clockSkewMs": 3_600_000})).await;
     let status = c.status(1).await.unwrap_or_default();
     let now = SystemTime::now()

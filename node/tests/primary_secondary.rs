@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 async fn start(mode: &str) -> Cluster {
-    let c = Cluster::start_with(3, &["--replication", mode]).await;
+    let c = common::start_with(3, &["--replication", mode]).await;
     assert_eq!(
         c.status(1).await.map(|s| s["role"].clone()),
         Some(json!("primary"))

@@ -118,33 +118,612 @@ pub async fn reconcile(rc: Arc<RegisterCluster>, ctx: Arc<Context>) -> Result<Ac
         // Owner references let the garbage collector remove everything.
         return Ok(Action::await_change());
     }
-    let ns = rc.namespace().ok_or(Error::MissingNamespace)?;
-    let name = rc.name_any();
-    let prev = rc.status.clone().unwrap_or_default();
-    let now = Utc::now();
-    let errors = validation::validate(&rc);
+    let pass = Pass::new(&ctx, &rc)?;
+    let mut seen = pass.observe().await?;
+    if let Some(action) = pass.validate_or_report(&seen).await? {
+        return Ok(action);
+    }
+    let token = pass.apply_owned().await?;
+    let plan = pass.plan_faults(&seen).await;
+    let mut progress = Vec::new();
+    pass.apply_members(&mut seen, &plan, &mut progress).await?;
+    pass.push_faults(&seen, &plan, &token).await;
+    let mut st = pass.prev.clone();
+    let converging = pass
+        .step_membership(&seen, &token, &mut st, &mut progress)
+        .await;
+    pass.finish_status(&seen, &plan, st, converging, &progress)
+        .await
+}
 
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let pvc_api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-    let lp = ListParams::default().labels(&format!("{LABEL_CLUSTER}={name}"));
-    let pod_list = pods_api.list(&lp).await?;
-    let mut pods: BTreeMap<u32, Pod> = BTreeMap::new();
-    let mut terminating: BTreeSet<u32> = BTreeSet::new();
-    for p in pod_list.items {
-        let Some(o) = resources::ordinal_of(&p.metadata) else {
-            continue;
+/// One reconcile of one RegisterCluster: what it reconciles against, fixed for the pass.
+struct Pass<'a> {
+    ctx: &'a Context,
+    rc: &'a RegisterCluster,
+    ns: String,
+    name: String,
+    /// The status as the pass found it.
+    prev: RegisterClusterStatus,
+    now: DateTime<Utc>,
+    /// What is wrong with the spec (empty: valid).
+    errors: Vec<String>,
+    /// `spec.replicas`, clamped to what the operator manages.
+    replicas: u32,
+}
+
+/// What a pass observed of the pods and members, updated as the pass deletes and creates pods.
+struct Observation {
+    /// Live (not terminating) member pods by ordinal.
+    pods: BTreeMap<u32, Pod>,
+    /// Ordinals whose pod is terminating.
+    terminating: BTreeSet<u32>,
+    /// Every wanted or existing ordinal.
+    members: Vec<Observed>,
+    /// The member that leads, as first observed.
+    leader: Option<Observed>,
+    leader_status: Option<NodeStatus>,
+    /// The next member id to hand out: ids are never reused.
+    next_id: u64,
+}
+
+impl<'a> Pass<'a> {
+    fn new(ctx: &'a Context, rc: &'a RegisterCluster) -> Result<Self, Error> {
+        let ns = rc.namespace().ok_or(Error::MissingNamespace)?;
+        Ok(Pass {
+            ctx,
+            rc,
+            ns,
+            name: rc.name_any(),
+            prev: rc.status.clone().unwrap_or_default(),
+            now: Utc::now(),
+            errors: validation::validate(rc),
+            replicas: u32::try_from(rc.spec.replicas.clamp(0, validation::MAX_REPLICAS))
+                .unwrap_or(0),
+        })
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.ctx.client.clone(), &self.ns)
+    }
+
+    async fn event(&self, warning: bool, reason: &str, note: String) {
+        self.ctx.event(self.rc, warning, reason, note).await;
+    }
+
+    /// Lists the member pods and polls every member's status (concurrently).
+    async fn observe(&self) -> Result<Observation, Error> {
+        let lp = ListParams::default().labels(&format!("{LABEL_CLUSTER}={}", self.name));
+        let pod_list = self.api::<Pod>().list(&lp).await?;
+        let mut pods: BTreeMap<u32, Pod> = BTreeMap::new();
+        let mut terminating: BTreeSet<u32> = BTreeSet::new();
+        for p in pod_list.items {
+            let Some(o) = resources::ordinal_of(&p.metadata) else {
+                continue;
+            };
+            if p.metadata.deletion_timestamp.is_some() {
+                terminating.insert(o);
+            } else {
+                pods.insert(o, p);
+            }
+        }
+        let statuses = poll_members(&self.ctx.members, &pods).await;
+        let members = self.observed_members(&pods, &statuses);
+        let leader = membership::find_leader(&members).cloned();
+        let leader_status = leader.as_ref().and_then(|l| l.status.clone());
+        let next_id = next_member_id(&self.prev, &members, &statuses);
+        Ok(Observation {
+            pods,
+            terminating,
+            members,
+            leader,
+            leader_status,
+            next_id,
+        })
+    }
+
+    /// One [`Observed`] per wanted or existing ordinal.
+    fn observed_members(
+        &self,
+        pods: &BTreeMap<u32, Pod>,
+        statuses: &BTreeMap<u32, NodeStatus>,
+    ) -> Vec<Observed> {
+        let mut ordinals: BTreeSet<u32> = (0..self.replicas).collect();
+        ordinals.extend(pods.keys().copied());
+        ordinals
+            .into_iter()
+            .map(|o| {
+                let pod = pods.get(&o);
+                let id = pod
+                    .and_then(|p| resources::member_id_of(&p.metadata))
+                    .or_else(|| {
+                        self.prev
+                            .members
+                            .iter()
+                            .find(|m| m.ordinal == o)
+                            .map(|m| m.id)
+                    })
+                    .unwrap_or(0);
+                Observed {
+                    ordinal: o,
+                    id,
+                    pod_exists: pod.is_some(),
+                    pod_ip: pod.and_then(running_ip),
+                    status: statuses.get(&o).cloned(),
+                }
+            })
+            .collect()
+    }
+
+    /// With an invalid spec: says so once (a Warning event), writes the Failed status and
+    /// touches nothing else; returns the requeue. `None` with a valid spec.
+    async fn validate_or_report(&self, seen: &Observation) -> Result<Option<Action>, Error> {
+        if self.errors.is_empty() {
+            return Ok(None);
+        }
+        let prev = &self.prev;
+        let msg = self.errors.join("; ");
+        let known = prev
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "SpecValid" && c.status == "False" && c.message == msg);
+        if !known {
+            warn!(cluster = %self.name, namespace = %self.ns, %msg, "invalid spec");
+            self.event(true, "InvalidSpec", msg.clone()).await;
+        }
+        let mut st = prev.clone();
+        let leader_status = seen.leader_status.as_ref();
+        let members = member_statuses(
+            self.rc,
+            &seen.members,
+            self.replicas,
+            leader_status,
+            prev,
+            None,
+        );
+        let voters = leader_status.map(|s| s.voters.clone()).unwrap_or_default();
+        let leader_name = self.leader_name(seen);
+        let summary = Summary {
+            errors: &self.errors,
+            bootstrapped: prev.bootstrapped,
+            leader: leader_name.as_deref(),
+            replicas: u32::try_from(prev.replicas.max(0)).unwrap_or(0),
+            members: &members,
+            voters: &voters,
+            converging: false,
+            progress: None,
+            term: leader_status.map(|s| s.term),
         };
-        if p.metadata.deletion_timestamp.is_some() {
-            terminating.insert(o);
-        } else {
-            pods.insert(o, p);
+        st.phase = Some(Phase::Failed);
+        st.conditions = self.conditions(&summary, Phase::Failed);
+        st.members = members;
+        st.leader = leader_name;
+        st.observed_generation = self.rc.metadata.generation;
+        write_status(self.ctx, self.rc, &self.ns, &st).await?;
+        Ok(Some(Action::requeue(INVALID)))
+    }
+
+    fn leader_name(&self, seen: &Observation) -> Option<String> {
+        seen.leader
+            .as_ref()
+            .map(|l| resources::pod_name(&self.name, l.ordinal))
+    }
+
+    fn conditions(&self, summary: &Summary<'_>, phase: Phase) -> Vec<crate::crd::Condition> {
+        status::conditions(
+            &self.prev.conditions,
+            summary,
+            phase,
+            self.rc.metadata.generation,
+            &ts(self.now),
+        )
+    }
+
+    /// The admin token Secret (created once) and the client Service; returns the token.
+    async fn apply_owned(&self) -> Result<String, Error> {
+        let token = ensure_secret(self.ctx, self.rc, &self.ns).await?;
+        self.api::<Service>()
+            .patch(
+                &self.name,
+                &apply_params(),
+                &Patch::Apply(&resources::client_service(self.rc)),
+            )
+            .await?;
+        Ok(token)
+    }
+
+    /// What the faults in the spec mean now; announces faults that start or end.
+    async fn plan_faults(&self, seen: &Observation) -> FaultPlan {
+        let ids: BTreeMap<u32, u64> = seen
+            .members
+            .iter()
+            .filter(|m| m.id > 0)
+            .map(|m| (m.ordinal, m.id))
+            .collect();
+        let leader_ordinal = seen.leader.as_ref().map(|l| l.ordinal);
+        let plan = faults::plan(
+            &self.rc.spec.faults,
+            &self.prev.faults,
+            self.now,
+            self.replicas,
+            &ids,
+            leader_ordinal,
+        );
+        for ev in &plan.events {
+            match ev {
+                FaultEvent::Started { name: f, detail } => {
+                    info!(cluster = %self.name, fault = %f, %detail, "fault started");
+                    let note = format!("fault {f} started: {detail}");
+                    self.event(false, "FaultStarted", note).await;
+                }
+                FaultEvent::Ended { name: f, why } => {
+                    info!(cluster = %self.name, fault = %f, why, "fault ended");
+                    let note = format!("fault {f} ended ({why})");
+                    self.event(false, "FaultEnded", note).await;
+                }
+            }
+        }
+        plan
+    }
+
+    /// Member pods: crash-fault targets kept down, failed pods replaced, missing ones created.
+    async fn apply_members(
+        &self,
+        seen: &mut Observation,
+        plan: &FaultPlan,
+        progress: &mut Vec<String>,
+    ) -> Result<(), Error> {
+        self.keep_crashed_down(seen, plan).await?;
+        self.replace_failed(seen, plan, progress).await?;
+        self.create_missing(seen, plan, progress).await
+    }
+
+    async fn keep_crashed_down(
+        &self,
+        seen: &mut Observation,
+        plan: &FaultPlan,
+    ) -> Result<(), Error> {
+        for o in &plan.crashed {
+            if let Some(p) = seen.pods.get(o) {
+                let pn = p.name_any();
+                info!(cluster = %self.name, pod = %pn, "crash fault: deleting pod");
+                self.api::<Pod>()
+                    .delete(&pn, &DeleteParams::default().grace_period(0))
+                    .await?;
+                let note = format!("crash fault: deleted pod {pn}");
+                self.event(false, "MemberCrashed", note).await;
+            }
+            if let Some(m) = seen.members.iter_mut().find(|m| m.ordinal == *o) {
+                m.pod_exists = false;
+                m.pod_ip = None;
+                m.status = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn replace_failed(
+        &self,
+        seen: &Observation,
+        plan: &FaultPlan,
+        progress: &mut Vec<String>,
+    ) -> Result<(), Error> {
+        for (o, p) in &seen.pods {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            if matches!(phase, Some("Failed") | Some("Succeeded")) && !plan.crashed.contains(o) {
+                self.api::<Pod>()
+                    .delete(&p.name_any(), &DeleteParams::default())
+                    .await?;
+                progress.push(format!("replacing failed pod {}", p.name_any()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_missing(
+        &self,
+        seen: &mut Observation,
+        plan: &FaultPlan,
+        progress: &mut Vec<String>,
+    ) -> Result<(), Error> {
+        let pvc_api = self.api::<PersistentVolumeClaim>();
+        for o in 0..self.replicas {
+            if seen.pods.contains_key(&o)
+                || seen.terminating.contains(&o)
+                || plan.crashed.contains(&o)
+            {
+                continue;
+            }
+            let mut id = 0;
+            if self.rc.spec.storage.is_some() {
+                if let Some(pvc) = pvc_api.get_opt(&resources::pvc_name(&self.name, o)).await? {
+                    id = resources::member_id_of(&pvc.metadata).unwrap_or(0);
+                }
+            }
+            if id == 0 {
+                id = seen.next_id;
+                seen.next_id += 1;
+            }
+            if let Some(pvc) = resources::member_pvc(self.rc, o, id) {
+                pvc_api
+                    .patch(
+                        &resources::pvc_name(&self.name, o),
+                        &apply_params(),
+                        &Patch::Apply(&pvc),
+                    )
+                    .await?;
+            }
+            let pod = resources::member_pod(self.rc, o, id, &self.ctx.node_image);
+            let pn = resources::pod_name(&self.name, o);
+            self.api::<Pod>()
+                .patch(&pn, &apply_params(), &Patch::Apply(&pod))
+                .await?;
+            info!(cluster = %self.name, pod = %pn, id, "created member pod");
+            let note = format!("created pod {pn} as member {id}");
+            self.event(false, "MemberCreated", note).await;
+            progress.push(format!("created {pn}"));
+            if let Some(m) = seen.members.iter_mut().find(|m| m.ordinal == o) {
+                m.id = id;
+                m.pod_exists = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// The address book and each member's fault set, to every reachable member (failures are
+    /// logged; the next pass retries).
+    async fn push_faults(&self, seen: &Observation, plan: &FaultPlan, token: &str) {
+        let members = &self.ctx.members;
+        let book: BTreeMap<u64, String> = seen
+            .members
+            .iter()
+            .filter(|m| m.id > 0)
+            .filter_map(|m| m.peer_addr().map(|a| (m.id, a)))
+            .collect();
+        for m in seen.members.iter().filter(|m| m.reachable()) {
+            let Some(ip) = m.pod_ip.as_deref() else {
+                continue;
+            };
+            if let Err(e) = members.peers(ip, token, &book).await {
+                debug!(error = %e, ordinal = m.ordinal, "pushing peers failed");
+            }
+            let desired = plan
+                .sets
+                .get(&m.ordinal)
+                .cloned()
+                .unwrap_or_default()
+                .normalized();
+            let reported = m
+                .status
+                .as_ref()
+                .and_then(NodeStatus::fault_set)
+                .map(|f| f.normalized());
+            if reported.as_ref() == Some(&desired) {
+                continue;
+            }
+            match members.faults(ip, token, &desired).await {
+                Ok(()) => {
+                    info!(cluster = %self.name, ordinal = m.ordinal, faults = ?desired, "pushed fault set");
+                    self.ctx.metrics.action("PushFaults");
+                }
+                Err(e) => {
+                    self.ctx.metrics.error("member");
+                    warn!(error = %e, ordinal = m.ordinal, "pushing faults failed");
+                }
+            }
         }
     }
 
-    // Observe members (concurrently).
+    /// Takes the next membership step of the replication mode (recording a failover in `st`);
+    /// returns whether membership is still converging.
+    async fn step_membership(
+        &self,
+        seen: &Observation,
+        token: &str,
+        st: &mut RegisterClusterStatus,
+        progress: &mut Vec<String>,
+    ) -> bool {
+        let (converging, done) = match self.rc.spec.replication {
+            Replication::Raft => {
+                let step = membership::next_raft_step(
+                    self.replicas,
+                    &seen.members,
+                    self.prev.bootstrapped,
+                );
+                let converging = step.converging();
+                let done = raft_step(
+                    self.ctx,
+                    self.rc,
+                    &seen.members,
+                    seen.leader.as_ref(),
+                    token,
+                    step,
+                )
+                .await;
+                (converging, done)
+            }
+            Replication::Async | Replication::Sync => {
+                let step = self.next_primary_step(seen, st);
+                let converging = !matches!(step, PrimaryStep::Stable);
+                let done = primary_step(self.ctx, self.rc, &seen.members, token, step, st).await;
+                (converging, done)
+            }
+        };
+        progress.extend(done);
+        converging
+    }
+
+    /// The primary modes' next step; tracks since when the primary is unreachable and records
+    /// a failover about to happen in `st`.
+    fn next_primary_step(&self, seen: &Observation, st: &mut RegisterClusterStatus) -> PrimaryStep {
+        let prev = &self.prev;
+        let down_since = if seen.leader.is_none() && prev.bootstrapped {
+            Some(
+                prev.primary_unreachable_since
+                    .as_deref()
+                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or(self.now),
+            )
+        } else {
+            None
+        };
+        st.primary_unreachable_since = down_since.map(ts);
+        let last_primary = prev
+            .leader_id
+            .map(|id| (id, prev.commit_index.unwrap_or(0)));
+        let step = membership::next_primary_step(
+            self.replicas,
+            &seen.members,
+            prev.bootstrapped,
+            last_primary,
+            down_since.map(|t| (self.now - t).num_seconds()),
+            self.rc
+                .spec
+                .failover_after_seconds
+                .unwrap_or(DEFAULT_FAILOVER_SECS),
+        );
+        if let PrimaryStep::Failover {
+            to,
+            from,
+            possible_loss,
+            ..
+        } = &step
+        {
+            st.last_failover = Some(FailoverStatus {
+                time: ts(self.now),
+                from: *from,
+                to: *to,
+                possible_loss: *possible_loss,
+            });
+        }
+        step
+    }
+
+    /// Completes `st` from what the pass saw and did, announces transitions, writes it, and
+    /// picks the requeue: soon while anything is moving, at the next fault expiry at the latest.
+    async fn finish_status(
+        &self,
+        seen: &Observation,
+        plan: &FaultPlan,
+        mut st: RegisterClusterStatus,
+        converging: bool,
+        progress: &[String],
+    ) -> Result<Action, Error> {
+        let phase = self.complete_status(seen, plan, &mut st, converging, progress);
+        announce(self.ctx, self.rc, &self.prev, &st).await;
+        write_status(self.ctx, self.rc, &self.ns, &st).await?;
+
+        let mut wait = if converging || phase != Phase::Ready || !progress.is_empty() {
+            FAST
+        } else {
+            SLOW
+        };
+        if let Some(exp) = next_expiry(plan, self.now) {
+            wait = wait.min(exp);
+        }
+        Ok(Action::requeue(wait))
+    }
+
+    /// Fills in `st`: phase, conditions, members, leader, membership, faults; returns the phase.
+    fn complete_status(
+        &self,
+        seen: &Observation,
+        plan: &FaultPlan,
+        st: &mut RegisterClusterStatus,
+        converging: bool,
+        progress: &[String],
+    ) -> Phase {
+        let prev = &self.prev;
+        let replicas = self.replicas;
+        let leader_status = seen.leader_status.as_ref();
+        let leader_name = self.leader_name(seen);
+        let bootstrapped =
+            prev.bootstrapped || (seen.leader.is_some() && membership::initialised(&seen.members));
+        let members = member_statuses(
+            self.rc,
+            &seen.members,
+            replicas,
+            leader_status,
+            prev,
+            Some(plan),
+        );
+        let voters: Vec<u64> = match self.rc.spec.replication {
+            Replication::Raft => leader_status.map(|s| s.voters.clone()).unwrap_or_default(),
+            _ => members.iter().map(|m| m.id).collect(),
+        };
+        let wanted: Vec<MemberStatus> = members
+            .iter()
+            .filter(|m| m.ordinal < replicas)
+            .cloned()
+            .collect();
+        let progress_msg = progress.join("; ");
+        let summary = Summary {
+            errors: &self.errors,
+            bootstrapped,
+            leader: leader_name.as_deref(),
+            replicas,
+            members: &wanted,
+            voters: &voters,
+            converging: converging || !progress.is_empty(),
+            term: leader_status.map(|s| s.term),
+            progress: if progress.is_empty() {
+                None
+            } else {
+                Some(progress_msg.as_str())
+            },
+        };
+        let phase = status::phase(&summary);
+        let ready = wanted
+            .iter()
+            .filter(|m| status::member_ok(m, &voters) && m.term >= summary.term)
+            .count();
+        st.conditions = self.conditions(&summary, phase);
+        st.observed_generation = self.rc.metadata.generation;
+        st.phase = Some(phase);
+        st.replication = Some(prev.replication.unwrap_or(self.rc.spec.replication));
+        st.replicas = self.rc.spec.replicas;
+        st.ready_replicas = i32::try_from(ready).unwrap_or(0);
+        st.ready = Some(format!("{ready}/{replicas}"));
+        st.leader = leader_name;
+        st.leader_id = seen.leader.as_ref().map(|l| l.id);
+        st.term = leader_status.map(|s| s.term).or(prev.term);
+        st.commit_index = leader_status.map(|s| s.commit_index).or(prev.commit_index);
+        st.bootstrapped = bootstrapped;
+        st.next_member_id = seen.next_id;
+        if let Some(ls) = leader_status {
+            st.voters = ls.voters.clone();
+            st.learners = ls.learners.clone();
+        }
+        st.members = members;
+        st.faults = plan.statuses.clone();
+        let active = plan.active_names();
+        st.active_faults = if active.is_empty() {
+            None
+        } else {
+            Some(active.join(","))
+        };
+        phase
+    }
+}
+
+/// Server-side apply as the operator's field manager.
+fn apply_params() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+/// `GET /v1/status` of every running member pod, concurrently; members that do not answer
+/// are left out.
+async fn poll_members(
+    client: &MemberClient,
+    pods: &BTreeMap<u32, Pod>,
+) -> BTreeMap<u32, NodeStatus> {
     let polls = pods.iter().map(|(o, p)| {
         let ip = running_ip(p);
-        let mc = ctx.members.clone();
+        let mc = client.clone();
         async move {
             let st = match &ip {
                 Some(ip) => mc.status(ip).await.ok(),
@@ -153,96 +732,20 @@ pub async fn reconcile(rc: Arc<RegisterCluster>, ctx: Arc<Context>) -> Result<Ac
             (*o, st)
         }
     });
-    let mut statuses: BTreeMap<u32, NodeStatus> = BTreeMap::new();
-    for (o, st) in join_all(polls).await {
-        if let Some(st) = st {
-            statuses.insert(o, st);
-        }
-    }
+    join_all(polls)
+        .await
+        .into_iter()
+        .filter_map(|(o, st)| Some((o, st?)))
+        .collect()
+}
 
-    let replicas = u32::try_from(rc.spec.replicas.clamp(0, validation::MAX_REPLICAS)).unwrap_or(0);
-    let mut observed: Vec<Observed> = Vec::new();
-    let mut ordinals: BTreeSet<u32> = (0..replicas).collect();
-    ordinals.extend(pods.keys().copied());
-    for o in &ordinals {
-        let pod = pods.get(o);
-        let id = pod
-            .and_then(|p| resources::member_id_of(&p.metadata))
-            .or_else(|| prev.members.iter().find(|m| m.ordinal == *o).map(|m| m.id))
-            .unwrap_or(0);
-        observed.push(Observed {
-            ordinal: *o,
-            id,
-            pod_exists: pod.is_some(),
-            pod_ip: pod.and_then(running_ip),
-            status: statuses.get(o).cloned(),
-        });
-    }
-    let leader_obs = membership::find_leader(&observed).cloned();
-    let leader_status = leader_obs.as_ref().and_then(|l| l.status.clone());
-
-    if !errors.is_empty() {
-        let msg = errors.join("; ");
-        let known = prev
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "SpecValid" && c.status == "False" && c.message == msg);
-        if !known {
-            warn!(cluster = %name, namespace = %ns, %msg, "invalid spec");
-            ctx.event(&rc, true, "InvalidSpec", msg.clone()).await;
-        }
-        let mut st = prev.clone();
-        let members = member_statuses(
-            &rc,
-            &observed,
-            replicas,
-            leader_status.as_ref(),
-            &prev,
-            None,
-        );
-        let voters = leader_status
-            .as_ref()
-            .map(|s| s.voters.clone())
-            .unwrap_or_default();
-        let leader_name = leader_obs
-            .as_ref()
-            .map(|l| resources::pod_name(&name, l.ordinal));
-        let summary = Summary {
-            errors: &errors,
-            bootstrapped: prev.bootstrapped,
-            leader: leader_name.as_deref(),
-            replicas: u32::try_from(prev.replicas.max(0)).unwrap_or(0),
-            members: &members,
-            voters: &voters,
-            converging: false,
-            progress: None,
-            term: leader_status.as_ref().map(|s| s.term),
-        };
-        st.phase = Some(Phase::Failed);
-        st.conditions = status::conditions(
-            &prev.conditions,
-            &summary,
-            Phase::Failed,
-            rc.metadata.generation,
-            &ts(now),
-        );
-        st.members = members;
-        st.leader = leader_name;
-        st.observed_generation = rc.metadata.generation;
-        write_status(&ctx, &rc, &ns, &st).await?;
-        return Ok(Action::requeue(INVALID));
-    }
-
-    // Build + apply owned objects.
-    let token = ensure_secret(&ctx, &rc, &ns).await?;
-    let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-    let pp = PatchParams::apply(MANAGER).force();
-    svc_api
-        .patch(&name, &pp, &Patch::Apply(&resources::client_service(&rc)))
-        .await?;
-
-    // Member ids: never reused.
-    let mut next_id = prev.next_member_id.max(1);
+/// One past the highest member id ever seen (in the status, on pods, in any member's
+/// membership): ids are never reused.
+fn next_member_id(
+    prev: &RegisterClusterStatus,
+    observed: &[Observed],
+    statuses: &BTreeMap<u32, NodeStatus>,
+) -> u64 {
     let seen = observed
         .iter()
         .map(|m| m.id)
@@ -254,311 +757,7 @@ pub async fn reconcile(rc: Arc<RegisterCluster>, ctx: Arc<Context>) -> Result<Ac
                 .values()
                 .flat_map(|s| s.voters.iter().chain(s.learners.iter()).copied()),
         );
-    for id in seen {
-        next_id = next_id.max(id + 1);
-    }
-
-    // Faults.
-    let ids: BTreeMap<u32, u64> = observed
-        .iter()
-        .filter(|m| m.id > 0)
-        .map(|m| (m.ordinal, m.id))
-        .collect();
-    let leader_ordinal = leader_obs.as_ref().map(|l| l.ordinal);
-    let plan = faults::plan(
-        &rc.spec.faults,
-        &prev.faults,
-        now,
-        replicas,
-        &ids,
-        leader_ordinal,
-    );
-    for ev in &plan.events {
-        match ev {
-            FaultEvent::Started { name: f, detail } => {
-                info!(cluster = %name, fault = %f, %detail, "fault started");
-                ctx.event(
-                    &rc,
-                    false,
-                    "FaultStarted",
-                    format!("fault {f} started: {detail}"),
-                )
-                .await;
-            }
-            FaultEvent::Ended { name: f, why } => {
-                info!(cluster = %name, fault = %f, why, "fault ended");
-                ctx.event(&rc, false, "FaultEnded", format!("fault {f} ended ({why})"))
-                    .await;
-            }
-        }
-    }
-
-    let mut progress: Vec<String> = Vec::new();
-    // Crash faults: keep the targets down.
-    for o in &plan.crashed {
-        if let Some(p) = pods.get(o) {
-            let pn = p.name_any();
-            info!(cluster = %name, pod = %pn, "crash fault: deleting pod");
-            pods_api
-                .delete(&pn, &DeleteParams::default().grace_period(0))
-                .await?;
-            ctx.event(
-                &rc,
-                false,
-                "MemberCrashed",
-                format!("crash fault: deleted pod {pn}"),
-            )
-            .await;
-        }
-        if let Some(m) = observed.iter_mut().find(|m| m.ordinal == *o) {
-            m.pod_exists = false;
-            m.pod_ip = None;
-            m.status = None;
-        }
-    }
-
-    // Failed pods are replaced; missing ones created.
-    for (o, p) in &pods {
-        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-        if matches!(phase, Some("Failed") | Some("Succeeded")) && !plan.crashed.contains(o) {
-            pods_api
-                .delete(&p.name_any(), &DeleteParams::default())
-                .await?;
-            progress.push(format!("replacing failed pod {}", p.name_any()));
-        }
-    }
-    for o in 0..replicas {
-        if pods.contains_key(&o) || terminating.contains(&o) || plan.crashed.contains(&o) {
-            continue;
-        }
-        let mut id = 0;
-        if rc.spec.storage.is_some() {
-            if let Some(pvc) = pvc_api.get_opt(&resources::pvc_name(&name, o)).await? {
-                id = resources::member_id_of(&pvc.metadata).unwrap_or(0);
-            }
-        }
-        if id == 0 {
-            id = next_id;
-            next_id += 1;
-        }
-        if let Some(pvc) = resources::member_pvc(&rc, o, id) {
-            pvc_api
-                .patch(&resources::pvc_name(&name, o), &pp, &Patch::Apply(&pvc))
-                .await?;
-        }
-        let pod = resources::member_pod(&rc, o, id, &ctx.node_image);
-        let pn = resources::pod_name(&name, o);
-        pods_api.patch(&pn, &pp, &Patch::Apply(&pod)).await?;
-        info!(cluster = %name, pod = %pn, id, "created member pod");
-        ctx.event(
-            &rc,
-            false,
-            "MemberCreated",
-            format!("created pod {pn} as member {id}"),
-        )
-        .await;
-        progress.push(format!("created {pn}"));
-        if let Some(m) = observed.iter_mut().find(|m| m.ordinal == o) {
-            m.id = id;
-            m.pod_exists = true;
-        }
-    }
-
-    // Address book and fault sets to every reachable member.
-    let book: BTreeMap<u64, String> = observed
-        .iter()
-        .filter(|m| m.id > 0)
-        .filter_map(|m| m.peer_addr().map(|a| (m.id, a)))
-        .collect();
-    for m in observed.iter().filter(|m| m.reachable()) {
-        let Some(ip) = m.pod_ip.as_deref() else {
-            continue;
-        };
-        if let Err(e) = ctx.members.peers(ip, &token, &book).await {
-            debug!(error = %e, ordinal = m.ordinal, "pushing peers failed");
-        }
-        let desired = plan
-            .sets
-            .get(&m.ordinal)
-            .cloned()
-            .unwrap_or_default()
-            .normalized();
-        let reported = m
-            .status
-            .as_ref()
-            .and_then(NodeStatus::fault_set)
-            .map(|f| f.normalized());
-        if reported.as_ref() != Some(&desired) {
-            match ctx.members.faults(ip, &token, &desired).await {
-                Ok(()) => {
-                    info!(cluster = %name, ordinal = m.ordinal, faults = ?desired, "pushed fault set");
-                    ctx.metrics.action("PushFaults");
-                }
-                Err(e) => {
-                    ctx.metrics.error("member");
-                    warn!(error = %e, ordinal = m.ordinal, "pushing faults failed");
-                }
-            }
-        }
-    }
-
-    // Membership.
-    let mut st = prev.clone();
-    let mut bootstrapped = prev.bootstrapped;
-    let converging = match rc.spec.replication {
-        Replication::Raft => {
-            let step = membership::next_raft_step(replicas, &observed, prev.bootstrapped);
-            let converging = step.converging();
-            if let Some(p) =
-                raft_step(&ctx, &rc, &observed, leader_obs.as_ref(), &token, step).await
-            {
-                progress.push(p);
-            }
-            converging
-        }
-        Replication::Async | Replication::Sync => {
-            let down_since = if leader_obs.is_none() && prev.bootstrapped {
-                Some(
-                    prev.primary_unreachable_since
-                        .as_deref()
-                        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                        .map(|t| t.with_timezone(&Utc))
-                        .unwrap_or(now),
-                )
-            } else {
-                None
-            };
-            st.primary_unreachable_since = down_since.map(ts);
-            let last_primary = prev
-                .leader_id
-                .map(|id| (id, prev.commit_index.unwrap_or(0)));
-            let step = membership::next_primary_step(
-                replicas,
-                &observed,
-                prev.bootstrapped,
-                last_primary,
-                down_since.map(|t| (now - t).num_seconds()),
-                rc.spec
-                    .failover_after_seconds
-                    .unwrap_or(DEFAULT_FAILOVER_SECS),
-            );
-            let converging = !matches!(step, PrimaryStep::Stable);
-            if let PrimaryStep::Failover {
-                to,
-                from,
-                possible_loss,
-                ..
-            } = &step
-            {
-                st.last_failover = Some(FailoverStatus {
-                    time: ts(now),
-                    from: *from,
-                    to: *to,
-                    possible_loss: *possible_loss,
-                });
-            }
-            if let Some(p) = primary_step(&ctx, &rc, &observed, &token, step, &mut st).await {
-                progress.push(p);
-            }
-            converging
-        }
-    };
-
-    // Status.
-    let leader_name = leader_obs
-        .as_ref()
-        .map(|l| resources::pod_name(&name, l.ordinal));
-    if leader_obs.is_some() && membership::initialised(&observed) {
-        bootstrapped = true;
-    }
-    let members = member_statuses(
-        &rc,
-        &observed,
-        replicas,
-        leader_status.as_ref(),
-        &prev,
-        Some(&plan),
-    );
-    let voters: Vec<u64> = match rc.spec.replication {
-        Replication::Raft => leader_status
-            .as_ref()
-            .map(|s| s.voters.clone())
-            .unwrap_or_default(),
-        _ => members.iter().map(|m| m.id).collect(),
-    };
-    let wanted: Vec<MemberStatus> = members
-        .iter()
-        .filter(|m| m.ordinal < replicas)
-        .cloned()
-        .collect();
-    let progress_msg = progress.join("; ");
-    let summary = Summary {
-        errors: &errors,
-        bootstrapped,
-        leader: leader_name.as_deref(),
-        replicas,
-        members: &wanted,
-        voters: &voters,
-        converging: converging || !progress.is_empty(),
-        term: leader_status.as_ref().map(|s| s.term),
-        progress: if progress.is_empty() {
-            None
-        } else {
-            Some(progress_msg.as_str())
-        },
-    };
-    let phase = status::phase(&summary);
-    let ready = wanted
-        .iter()
-        .filter(|m| status::member_ok(m, &voters) && m.term >= summary.term)
-        .count();
-    st.conditions = status::conditions(
-        &prev.conditions,
-        &summary,
-        phase,
-        rc.metadata.generation,
-        &ts(now),
-    );
-    st.observed_generation = rc.metadata.generation;
-    st.phase = Some(phase);
-    st.replication = Some(prev.replication.unwrap_or(rc.spec.replication));
-    st.replicas = rc.spec.replicas;
-    st.ready_replicas = i32::try_from(ready).unwrap_or(0);
-    st.ready = Some(format!("{ready}/{replicas}"));
-    st.leader = leader_name.clone();
-    st.leader_id = leader_obs.as_ref().map(|l| l.id);
-    st.term = leader_status.as_ref().map(|s| s.term).or(prev.term);
-    st.commit_index = leader_status
-        .as_ref()
-        .map(|s| s.commit_index)
-        .or(prev.commit_index);
-    st.bootstrapped = bootstrapped;
-    st.next_member_id = next_id;
-    if let Some(ls) = &leader_status {
-        st.voters = ls.voters.clone();
-        st.learners = ls.learners.clone();
-    }
-    st.members = members;
-    st.faults = plan.statuses.clone();
-    let active = plan.active_names();
-    st.active_faults = if active.is_empty() {
-        None
-    } else {
-        Some(active.join(","))
-    };
-
-    announce(&ctx, &rc, &prev, &st).await;
-    write_status(&ctx, &rc, &ns, &st).await?;
-
-    let mut wait = if converging || phase != Phase::Ready || !progress.is_empty() {
-        FAST
-    } else {
-        SLOW
-    };
-    if let Some(exp) = next_expiry(&plan, now) {
-        wait = wait.min(exp);
-    }
-    Ok(Action::requeue(wait))
+    seen.fold(prev.next_member_id.max(1), |next, id| next.max(id + 1))
 }
 
 fn next_expiry(plan: &FaultPlan, now: DateTime<Utc>) -> Option<Duration> {
@@ -672,33 +871,16 @@ async fn raft_step(
     token: &str,
     step: Step,
 ) -> Option<String> {
-    let ip_of = |o: u32| {
-        observed
-            .iter()
-            .find(|m| m.ordinal == o)
-            .and_then(|m| m.pod_ip.clone())
-    };
+    let ip_of = |o: u32| pod_ip_of(observed, o);
     let leader_ip = leader.and_then(|l| l.pod_ip.clone());
     let cluster = rc.name_any();
     match step {
         Step::Stable => None,
         Step::Wait(why) => Some(why),
         Step::Bootstrap { ordinal, members } => {
-            let ip = ip_of(ordinal)?;
-            match ctx.members.init(&ip, token, &members).await {
-                Ok(()) => {
-                    let ids: Vec<u64> = members.keys().copied().collect();
-                    ctx.event(
-                        rc,
-                        false,
-                        "Bootstrapped",
-                        format!("initialised Raft with voters {ids:?}"),
-                    )
-                    .await;
-                    Some("bootstrapped".into())
-                }
-                Err(e) => member_failed(ctx, "init", e),
-            }
+            let ids: Vec<u64> = members.keys().copied().collect();
+            let note = format!("initialised Raft with voters {ids:?}");
+            bootstrap(ctx, rc, &ip_of(ordinal)?, token, &members, note).await
         }
         Step::AddLearner { ordinal, id, addr } => {
             let ip = leader_ip?;
@@ -823,31 +1005,14 @@ async fn primary_step(
     step: PrimaryStep,
     st: &mut RegisterClusterStatus,
 ) -> Option<String> {
-    let ip_of = |o: u32| {
-        observed
-            .iter()
-            .find(|m| m.ordinal == o)
-            .and_then(|m| m.pod_ip.clone())
-    };
+    let ip_of = |o: u32| pod_ip_of(observed, o);
     match step {
         PrimaryStep::Stable => None,
         PrimaryStep::Wait(w) => Some(w),
         PrimaryStep::PrimaryDown => Some("primary unreachable; waiting before failover".into()),
         PrimaryStep::Bootstrap { ordinal, members } => {
-            let ip = ip_of(ordinal)?;
-            match ctx.members.init(&ip, token, &members).await {
-                Ok(()) => {
-                    ctx.event(
-                        rc,
-                        false,
-                        "Bootstrapped",
-                        format!("member at ordinal {ordinal} is primary"),
-                    )
-                    .await;
-                    Some("bootstrapped".into())
-                }
-                Err(e) => member_failed(ctx, "init", e),
-            }
+            let note = format!("member at ordinal {ordinal} is primary");
+            bootstrap(ctx, rc, &ip_of(ordinal)?, token, &members, note).await
         }
         PrimaryStep::Repoint {
             ordinals,
@@ -895,6 +1060,31 @@ async fn primary_step(
                 }
             }
         }
+    }
+}
+
+fn pod_ip_of(observed: &[Observed], ordinal: u32) -> Option<String> {
+    observed
+        .iter()
+        .find(|m| m.ordinal == ordinal)
+        .and_then(|m| m.pod_ip.clone())
+}
+
+/// `init` on the member at `ip`; on success a `Bootstrapped` event saying `note`.
+async fn bootstrap(
+    ctx: &Context,
+    rc: &RegisterCluster,
+    ip: &str,
+    token: &str,
+    members: &BTreeMap<u64, String>,
+    note: String,
+) -> Option<String> {
+    match ctx.members.init(ip, token, members).await {
+        Ok(()) => {
+            ctx.event(rc, false, "Bootstrapped", note).await;
+            Some("bootstrapped".into())
+        }
+        Err(e) => member_failed(ctx, "init", e),
     }
 }
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -163,43 +164,28 @@ impl MemberClient {
     /// `GET http://<ip>:8080/v1/status`.
     pub async fn status(&self, ip: &str) -> Result<NodeStatus, MemberError> {
         let url = format!("http://{ip}:{}/v1/status", self.client_port);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|source| MemberError::Http {
-                url: url.clone(),
-                source,
-            })?;
-        let resp = check(&url, resp).await?;
+        let resp = send(&url, self.http.get(&url)).await?;
         resp.json()
             .await
             .map_err(|source| MemberError::Http { url, source })
     }
 
+    /// One admin call: `call.method` `call.path` on the peer port with the bearer token and a
+    /// JSON body; any non-success answer is an error.
     async fn admin(
         &self,
-        slow: bool,
-        method: reqwest::Method,
+        call: AdminCall,
         ip: &str,
-        path: &str,
         token: &str,
         body: serde_json::Value,
     ) -> Result<(), MemberError> {
-        let url = format!("http://{ip}:{}{path}", self.peer_port);
-        let client = if slow { &self.slow } else { &self.http };
-        let resp = client
-            .request(method, &url)
+        let url = format!("http://{ip}:{}{}", self.peer_port, call.path);
+        let client = if call.slow { &self.slow } else { &self.http };
+        let request = client
+            .request(call.method, &url)
             .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|source| MemberError::Http {
-                url: url.clone(),
-                source,
-            })?;
-        check(&url, resp).await.map(|_| ())
+            .json(&body);
+        send(&url, request).await.map(|_| ())
     }
 
     /// `POST /v1/admin/init`.
@@ -210,15 +196,7 @@ impl MemberClient {
         members: &BTreeMap<u64, String>,
     ) -> Result<(), MemberError> {
         let body = json!({ "members": id_map(members) });
-        self.admin(
-            true,
-            reqwest::Method::POST,
-            ip,
-            "/v1/admin/init",
-            token,
-            body,
-        )
-        .await
+        self.admin(INIT, ip, token, body).await
     }
 
     /// `PUT /v1/admin/peers`.
@@ -229,15 +207,7 @@ impl MemberClient {
         peers: &BTreeMap<u64, String>,
     ) -> Result<(), MemberError> {
         let body = json!({ "peers": id_map(peers) });
-        self.admin(
-            false,
-            reqwest::Method::PUT,
-            ip,
-            "/v1/admin/peers",
-            token,
-            body,
-        )
-        .await
+        self.admin(PEERS, ip, token, body).await
     }
 
     /// `POST /v1/admin/learners`.
@@ -249,15 +219,7 @@ impl MemberClient {
         addr: &str,
     ) -> Result<(), MemberError> {
         let body = json!({ "id": id, "addr": addr });
-        self.admin(
-            true,
-            reqwest::Method::POST,
-            ip,
-            "/v1/admin/learners",
-            token,
-            body,
-        )
-        .await
+        self.admin(LEARNERS, ip, token, body).await
     }
 
     /// `PUT /v1/admin/voters`.
@@ -268,56 +230,24 @@ impl MemberClient {
         voters: &[u64],
     ) -> Result<(), MemberError> {
         let body = json!({ "voters": voters });
-        self.admin(
-            true,
-            reqwest::Method::PUT,
-            ip,
-            "/v1/admin/voters",
-            token,
-            body,
-        )
-        .await
+        self.admin(VOTERS, ip, token, body).await
     }
 
     /// `POST /v1/admin/transfer-leader`.
     pub async fn transfer_leader(&self, ip: &str, token: &str, to: u64) -> Result<(), MemberError> {
         let body = json!({ "to": to });
-        self.admin(
-            true,
-            reqwest::Method::POST,
-            ip,
-            "/v1/admin/transfer-leader",
-            token,
-            body,
-        )
-        .await
+        self.admin(TRANSFER_LEADER, ip, token, body).await
     }
 
     /// `PUT /v1/admin/faults`.
     pub async fn faults(&self, ip: &str, token: &str, set: &FaultSet) -> Result<(), MemberError> {
         let body = serde_json::to_value(set).unwrap_or_else(|_| json!({}));
-        self.admin(
-            false,
-            reqwest::Method::PUT,
-            ip,
-            "/v1/admin/faults",
-            token,
-            body,
-        )
-        .await
+        self.admin(FAULTS, ip, token, body).await
     }
 
     /// `POST /v1/admin/promote` (primary modes).
     pub async fn promote(&self, ip: &str, token: &str) -> Result<(), MemberError> {
-        self.admin(
-            true,
-            reqwest::Method::POST,
-            ip,
-            "/v1/admin/promote",
-            token,
-            json!({}),
-        )
-        .await
+        self.admin(PROMOTE, ip, token, json!({})).await
     }
 
     /// `PUT /v1/admin/primary` (primary modes).
@@ -329,20 +259,61 @@ impl MemberClient {
         addr: &str,
     ) -> Result<(), MemberError> {
         let body = json!({ "id": id, "addr": addr });
-        self.admin(
-            false,
-            reqwest::Method::PUT,
-            ip,
-            "/v1/admin/primary",
-            token,
-            body,
-        )
-        .await
+        self.admin(PRIMARY, ip, token, body).await
     }
 }
 
+/// An admin endpoint: method, path, and whether it blocks on Raft (then it gets the 30 s
+/// client).
+struct AdminCall {
+    method: Method,
+    path: &'static str,
+    slow: bool,
+}
+
+impl AdminCall {
+    /// A call that waits for Raft (a membership change, an election): the 30 s client.
+    const fn blocking(method: Method, path: &'static str) -> Self {
+        Self {
+            method,
+            path,
+            slow: true,
+        }
+    }
+
+    /// A call that only sets local state: the 2 s client.
+    const fn quick(method: Method, path: &'static str) -> Self {
+        Self {
+            method,
+            path,
+            slow: false,
+        }
+    }
+}
+
+const INIT: AdminCall = AdminCall::blocking(Method::POST, "/v1/admin/init");
+const PEERS: AdminCall = AdminCall::quick(Method::PUT, "/v1/admin/peers");
+const LEARNERS: AdminCall = AdminCall::blocking(Method::POST, "/v1/admin/learners");
+const VOTERS: AdminCall = AdminCall::blocking(Method::PUT, "/v1/admin/voters");
+const TRANSFER_LEADER: AdminCall = AdminCall::blocking(Method::POST, "/v1/admin/transfer-leader");
+const FAULTS: AdminCall = AdminCall::quick(Method::PUT, "/v1/admin/faults");
+const PROMOTE: AdminCall = AdminCall::blocking(Method::POST, "/v1/admin/promote");
+const PRIMARY: AdminCall = AdminCall::quick(Method::PUT, "/v1/admin/primary");
+
 fn id_map(m: &BTreeMap<u64, String>) -> BTreeMap<String, String> {
     m.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+/// Sends `request` (to `url`); a transport error or a non-success answer is an error.
+async fn send(
+    url: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, MemberError> {
+    let resp = request.send().await.map_err(|source| MemberError::Http {
+        url: url.to_string(),
+        source,
+    })?;
+    check(url, resp).await
 }
 
 async fn check(url: &str, resp: reqwest::Response) -> Result<reqwest::Response, MemberError> {

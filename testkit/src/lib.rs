@@ -1,0 +1,345 @@
+//! A harness that runs real `caplab-node` processes on loopback ports, shared by the
+//! integration tests of `caplab-node` and `caplab-cli`.
+//!
+//! Each test crate says which node binary to run and how patient to be in a [`Harness`];
+//! everything waits by polling a condition up to that deadline, never by fixed sleeps.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// What a test crate's clusters share: the node binary, the admin token, how long to wait.
+#[derive(Clone, Debug)]
+pub struct Harness {
+    /// The `caplab-node` binary to run.
+    pub node_binary: PathBuf,
+    /// Admin token handed to members (`CAPLAB_ADMIN_TOKEN`) and sent on admin calls.
+    pub token: &'static str,
+    /// How long [`Cluster::wait_until`] polls before failing the test.
+    pub deadline: Duration,
+    /// Timeout of one HTTP request to a member.
+    pub http_timeout: Duration,
+}
+
+/// One member process and its addresses.
+pub struct Member {
+    pub id: u64,
+    pub client: String,
+    pub peer: String,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Member {
+    /// A URL on the client port.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.client, path)
+    }
+
+    /// A URL on the peer (Raft + admin) port.
+    pub fn peer_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.peer, path)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+/// Member processes in one temporary directory; dropping it kills them all.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub members: BTreeMap<u64, Member>,
+    pub http: reqwest::Client,
+    harness: Harness,
+    extra_args: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Cluster {
+    /// Starts `n` members (ids 1..=n), each run with `extra_args`, and initialises them as one
+    /// cluster (waiting until member 1 accepts the init; not for a leader).
+    pub async fn start(harness: Harness, n: u64, extra_args: &[&str]) -> Cluster {
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir().expect("tempdir"),
+            members: BTreeMap::new(),
+            http: reqwest::Client::builder()
+                .timeout(harness.http_timeout)
+                .build()
+                .expect("client"),
+            harness,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        for id in 1..=n {
+            cluster.add_process(id);
+        }
+        let members: BTreeMap<String, String> = cluster
+            .members
+            .values()
+            .map(|m| (m.id.to_string(), m.peer.clone()))
+            .collect();
+        let url = cluster.members[&1].peer_url("/v1/admin/init");
+        let body = json!({ "members": members });
+        cluster
+            .wait_until("the cluster to accept init", || async {
+                let r = cluster
+                    .http
+                    .post(&url)
+                    .bearer_auth(cluster.harness.token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .ok()?;
+                r.status().is_success().then_some(())
+            })
+            .await;
+        cluster
+    }
+
+    /// The admin token the members run with.
+    pub fn token(&self) -> &'static str {
+        self.harness.token
+    }
+
+    /// Spawns a new member process (not yet part of the membership).
+    pub fn add_process(&mut self, id: u64) {
+        let member = Member {
+            id,
+            client: format!("127.0.0.1:{}", free_port()),
+            peer: format!("127.0.0.1:{}", free_port()),
+            data_dir: self.dir.path().join(format!("member-{id}")),
+            child: None,
+        };
+        self.members.insert(id, member);
+        self.restart(id);
+    }
+
+    /// (Re)starts member `id`'s process on its addresses and data directory; its stderr goes
+    /// to `member-<id>.log` beside the data directory.
+    pub fn restart(&mut self, id: u64) {
+        let m = self.members.get_mut(&id).expect("member exists");
+        let log = std::fs::File::create(m.data_dir.with_extension("log")).expect("log file");
+        let child = Command::new(&self.harness.node_binary)
+            .args(["--id", &id.to_string(), "--client-listen", &m.client])
+            .args(["--peer-listen", &m.peer])
+            .arg("--data-dir")
+            .arg(&m.data_dir)
+            .args(["--request-timeout-ms", "3000"])
+            .args(&self.extra_args)
+            .env("CAPLAB_ADMIN_TOKEN", self.harness.token)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn caplab-node");
+        m.child = Some(child);
+    }
+
+    /// SIGKILL: no graceful shutdown, no chance to flush anything.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.members.get_mut(&id).and_then(|m| m.child.take()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn running(&self) -> impl Iterator<Item = &Member> {
+        self.members.values().filter(|m| m.is_running())
+    }
+
+    /// The members' client addresses, comma-separated (the CLI's `--addr`).
+    pub fn client_addrs(&self) -> String {
+        self.members
+            .values()
+            .map(|m| m.client.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Polls `probe` until it yields a value or the harness deadline passes (then panics
+    /// naming `what`).
+    pub async fn wait_until<T, F, Fut>(&self, what: &str, probe: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        wait_until(self.harness.deadline, what, probe).await
+    }
+
+    /// `GET /v1/status` of member `id`; `None` when it does not answer.
+    pub async fn status(&self, id: u64) -> Option<Value> {
+        let r = self
+            .http
+            .get(self.members[&id].url("/v1/status"))
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
+    pub async fn commit_index(&self, id: u64) -> Option<u64> {
+        self.status(id).await?["commitIndex"].as_u64()
+    }
+
+    /// Waits until every running member agrees on one leader; returns its id.
+    pub async fn wait_for_leader(&self) -> u64 {
+        self.wait_until("all running members agree on a running leader", || async {
+            let mut leaders = Vec::new();
+            for m in self.running() {
+                leaders.push(self.status(m.id).await?["leader"].as_u64()?);
+            }
+            leaders.dedup();
+            let alive = leaders
+                .first()
+                .is_some_and(|l| self.members.get(l).is_some_and(Member::is_running));
+            (leaders.len() == 1 && alive).then(|| leaders[0])
+        })
+        .await
+    }
+
+    /// Waits until the members in `ids` agree on one leader among them, other than `not`.
+    pub async fn wait_for_leader_among(&self, ids: &[u64], not: Option<u64>) -> u64 {
+        self.wait_until(
+            &format!("members {ids:?} to agree on a leader other than {not:?}"),
+            || async {
+                let mut seen = Vec::new();
+                for id in ids {
+                    seen.push(self.status(*id).await?["leader"].as_u64()?);
+                }
+                seen.dedup();
+                (seen.len() == 1 && ids.contains(&seen[0]) && Some(seen[0]) != not).then(|| seen[0])
+            },
+        )
+        .await
+    }
+
+    /// Waits until member `id` has committed `more` entries past what it had when called:
+    /// proof that a workload is making progress through it.
+    pub async fn wait_for_commits(&self, id: u64, more: u64) {
+        let start = self.commit_index(id).await.unwrap_or(0);
+        self.wait_until(
+            &format!("member {id} to commit {more} more entries past {start}"),
+            || async { (self.commit_index(id).await? >= start + more).then_some(()) },
+        )
+        .await
+    }
+
+    /// PUT a value through member `id`; returns the HTTP status and JSON body.
+    pub async fn put(&self, id: u64, key: &str, value: i64) -> (u16, Value) {
+        let r = self
+            .http
+            .put(self.members[&id].url(&format!("/v1/kv/{key}")))
+            .json(&json!({ "value": value }))
+            .send()
+            .await;
+        into_pair(r).await
+    }
+
+    pub async fn get(&self, id: u64, key: &str, consistency: &str) -> (u16, Value) {
+        let url = self.members[&id].url(&format!("/v1/kv/{key}?consistency={consistency}"));
+        into_pair(self.http.get(url).send().await).await
+    }
+
+    /// An admin call on member `id`'s peer port; returns the HTTP status (0: no answer) and
+    /// JSON body.
+    pub async fn admin(
+        &self,
+        id: u64,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let r = self
+            .http
+            .request(method, self.members[&id].peer_url(path))
+            .bearer_auth(self.harness.token)
+            .json(&body)
+            .send()
+            .await;
+        into_pair(r).await
+    }
+
+    /// An admin call that must succeed (the test fails naming `path` otherwise); returns the
+    /// JSON body.
+    pub async fn admin_ok(
+        &self,
+        id: u64,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> Value {
+        let (status, body) = self.admin(id, method, path, body).await;
+        assert!((200..300).contains(&status), "{path}: {status} {body}");
+        body
+    }
+
+    /// `PUT /v1/admin/faults` on member `id`: replaces its fault set (`{}` heals it).
+    pub async fn set_faults(&self, id: u64, faults: Value) {
+        self.admin_ok(id, reqwest::Method::PUT, "/v1/admin/faults", faults)
+            .await;
+    }
+
+    /// Writes until one succeeds through any running member; returns the member used.
+    pub async fn write_somewhere(&self, key: &str, value: i64) -> u64 {
+        self.wait_until(&format!("a successful write of {key}={value}"), || async {
+            for m in self.running() {
+                if self.put(m.id, key, value).await.0 == 200 {
+                    return Some(m.id);
+                }
+            }
+            None
+        })
+        .await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.members.keys().copied().collect();
+        for id in ids {
+            self.kill(id);
+        }
+    }
+}
+
+/// An HTTP result as (status, JSON body): status 0 and a `transport-error` body when the
+/// request got no answer, a `null` body when the answer was not JSON.
+pub async fn into_pair(r: reqwest::Result<reqwest::Response>) -> (u16, Value) {
+    match r {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(e) => (0, json!({ "transport-error": e.to_string() })),
+    }
+}
+
+/// Polls `probe` every 100 ms until it yields a value or `deadline` passes (then panics naming
+/// `what`).
+pub async fn wait_until<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
