@@ -261,13 +261,7 @@ async fn bad_input_gets_a_4xx_and_the_member_keeps_serving() {
 
 /// Membership changes are refused while another is in flight or the leader changes (409,
 /// 503, 504): like any client, retry until accepted.
-async fn admin_until_ok(
-    c: &common::Cluster,
-    id: u64,
-    method: Method,
-    path: &str,
-    body: serde_json::Value,
-) {
+async fn admin_until_ok(c: &Cluster, id: u64, method: Method, path: &str, body: serde_json::Value) {
     wait_until(&format!("{path} {body} to be accepted"), || async {
         let (status, answer) = c.admin(id, method.clone(), path, body.clone()).await;
         assert!(
