@@ -76,6 +76,40 @@ pub struct Context {
     pub members: MemberClient,
     /// Default member image.
     pub node_image: String,
+    /// The last status this operator wrote, per cluster.
+    pub written: WrittenStatus,
+}
+
+/// The status written by the last pass, with the resourceVersion that pass started from.
+///
+/// The controller hands each pass the object from its watch cache, which may not show the
+/// previous pass's status write yet (a pod deleted by a crash fault triggers the next pass at
+/// once). Reconciling against that stale status would, for example, start a fault again and
+/// resolve `leader` anew after the leader was killed. While the cache still shows the
+/// resourceVersion the last pass read, the status that pass wrote is the truth.
+#[derive(Default)]
+pub struct WrittenStatus(std::sync::Mutex<BTreeMap<String, (String, RegisterClusterStatus)>>);
+
+impl WrittenStatus {
+    fn key(rc: &RegisterCluster) -> String {
+        rc.metadata.uid.clone().unwrap_or_else(|| rc.name_any())
+    }
+
+    /// The freshest known status of `rc`.
+    fn current(&self, rc: &RegisterCluster) -> RegisterClusterStatus {
+        let memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match (memo.get(&Self::key(rc)), &rc.metadata.resource_version) {
+            (Some((read, written)), Some(seen)) if read == seen => written.clone(),
+            _ => rc.status.clone().unwrap_or_default(),
+        }
+    }
+
+    fn remember(&self, rc: &RegisterCluster, st: &RegisterClusterStatus) {
+        if let Some(rv) = &rc.metadata.resource_version {
+            let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            memo.insert(Self::key(rc), (rv.clone(), st.clone()));
+        }
+    }
 }
 
 impl Context {
@@ -174,7 +208,7 @@ impl<'a> Pass<'a> {
             rc,
             ns,
             name: rc.name_any(),
-            prev: rc.status.clone().unwrap_or_default(),
+            prev: ctx.written.current(rc),
             now: Utc::now(),
             errors: validation::validate(rc),
             replicas: u32::try_from(rc.spec.replicas.clamp(0, validation::MAX_REPLICAS))
@@ -1134,7 +1168,7 @@ async fn write_status(
     ns: &str,
     st: &RegisterClusterStatus,
 ) -> Result<(), Error> {
-    if rc.status.as_ref() == Some(st) {
+    if ctx.written.current(rc) == *st {
         return Ok(());
     }
     let api: Api<RegisterCluster> = Api::namespaced(ctx.client.clone(), ns);
@@ -1149,6 +1183,7 @@ async fn write_status(
         &Patch::Apply(&patch),
     )
     .await?;
+    ctx.written.remember(rc, st);
     Ok(())
 }
 

@@ -270,6 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         members: MemberClient::new().context("building member client")?,
         node_image: cli.node_image.clone(),
+        written: Default::default(),
     });
 
     let (reader, writer) = reflector::store();

@@ -247,6 +247,7 @@ impl Harness {
             metrics: Metrics::default(),
             members,
             node_image: IMAGE.into(),
+            written: Default::default(),
         });
         Harness {
             world,
