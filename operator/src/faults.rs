@@ -332,6 +332,12 @@ fn start(
         spec_hash: Some(hash.to_string()),
         message: None,
     };
+    // Faults act on a serving cluster: before there is a leader (still bootstrapping, or no
+    // quorum) even ordinal targets wait, so that a crash cannot stall the bootstrap itself.
+    if leader.is_none() {
+        st.message = Some("waiting for the cluster to have a leader".into());
+        return st;
+    }
     let resolved = if f.kind == FaultKind::Partition {
         resolve_groups(&f.groups, replicas, leader).map(|g| (vec![], g))
     } else {
