@@ -2,14 +2,17 @@
 //!
 //! redb was chosen over a hand-written write-ahead log because it gives checksummed,
 //! crash-safe transactions with one fsync per commit, and it is pure Rust (no C toolchain
-//! in the static image build). One `append` call (openraft batches entries) is one
-//! transaction, so concurrent client writes share an fsync.
+//! in the static image build). Appends are written without an fsync and reported flushed by a
+//! group flush (one fsync for every append queued meanwhile), so concurrent client writes share
+//! an fsync and openraft's core never waits on the disk.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use tokio::sync::mpsc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, OptionalSend, RaftLogReader, StorageIOError};
@@ -32,6 +35,8 @@ pub struct LogStore {
     db: Arc<Database>,
     /// The highest index known committed, for status and readiness.
     committed: Arc<AtomicU64>,
+    /// Appends written but not yet fsynced, waiting for the next group flush.
+    flushes: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
 }
 
 type IoCtor = fn(AnyError) -> StorageIOError<NodeId>;
@@ -51,9 +56,15 @@ impl LogStore {
                 .map_err(fail(StorageIOError::write_logs))?;
         }
         tx.commit().map_err(fail(StorageIOError::write_logs))?;
+        let db = Arc::new(db);
+        let (flushes, queue) = mpsc::unbounded_channel();
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(fail(StorageIOError::write_logs))?;
+        runtime.spawn(flush_loop(db.clone(), queue));
         let store = Self {
-            db: Arc::new(db),
+            db,
             committed: Arc::default(),
+            flushes,
         };
         let committed: Option<LogId> = store.read_meta::<Option<LogId>>(COMMITTED_KEY)?.flatten();
         store
@@ -248,9 +259,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map(|e| serde_json::to_vec(&e).map(|bytes| (e.log_id.index, bytes)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(fail(StorageIOError::write_logs))?;
+        // Written without an fsync, so openraft's core (which awaits this) moves on at once;
+        // the flush loop fsyncs once for every append queued meanwhile and only then reports
+        // them flushed, which is when openraft counts them towards a commit.
         let db = self.db.clone();
-        let result = blocking(move || {
-            let tx = db.begin_write().map_err(fail(StorageIOError::write_logs))?;
+        blocking(move || {
+            let mut tx = db.begin_write().map_err(fail(StorageIOError::write_logs))?;
+            tx.set_durability(Durability::None);
             {
                 let mut table = tx
                     .open_table(LOG)
@@ -263,12 +278,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             tx.commit().map_err(fail(StorageIOError::write_logs))
         })
-        .await;
-        match &result {
-            Ok(()) => callback.log_io_completed(Ok(())),
-            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+        .await?;
+        if let Err(mpsc::error::SendError(callback)) = self.flushes.send(callback) {
+            callback.log_io_completed(Err(std::io::Error::other("the log flusher has stopped")));
         }
-        result
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -277,5 +291,38 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.remove_range(..=log_id.index, Some(log_id)).await
+    }
+}
+
+const FLUSH_KEY: &str = "flush";
+
+/// Group flush: one fsynced commit makes every earlier non-durable append durable; then all
+/// the appends it covered are reported flushed.
+async fn flush_loop(db: Arc<Database>, mut queue: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
+    while let Some(first) = queue.recv().await {
+        let mut covered = vec![first];
+        while let Ok(callback) = queue.try_recv() {
+            covered.push(callback);
+        }
+        let db = db.clone();
+        let result = blocking(move || {
+            let tx = db.begin_write().map_err(fail(StorageIOError::write_logs))?;
+            {
+                let mut meta = tx
+                    .open_table(META)
+                    .map_err(fail(StorageIOError::write_logs))?;
+                meta.insert(FLUSH_KEY, &[][..])
+                    .map_err(fail(StorageIOError::write_logs))?;
+            }
+            tx.commit().map_err(fail(StorageIOError::write_logs))
+        })
+        .await;
+        for callback in covered {
+            let outcome = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            callback.log_io_completed(outcome);
+        }
     }
 }
