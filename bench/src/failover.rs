@@ -31,29 +31,18 @@ pub async fn caplab_trial(cluster: &mut Caplab, http: &reqwest::Client) -> anyho
     }
     cluster.kill(leader);
     let killed = Instant::now();
-    let mut probes = 0;
-    let result = loop {
-        let addr = &survivors[probes % survivors.len()];
-        probes += 1;
-        let ok = http
-            .put(format!("http://{addr}/v1/kv/failover"))
+    let result = first_write(killed, |probe| {
+        let request = http
+            .put(format!(
+                "http://{}/v1/kv/failover",
+                survivors[probe % survivors.len()]
+            ))
             .header("content-type", "application/json")
-            .body(format!("{{\"value\":{probes}}}"))
-            .timeout(PROBE_TIMEOUT)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ok {
-            break Ok(Trial {
-                to_first_write: killed.elapsed(),
-                probes,
-            });
-        }
-        if killed.elapsed() > GIVE_UP {
-            break Err(anyhow::anyhow!("no write succeeded within {GIVE_UP:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    };
+            .body(format!("{{\"value\":{probe}}}"))
+            .timeout(PROBE_TIMEOUT);
+        async move { request.send().await.is_ok_and(|r| r.status().is_success()) }
+    })
+    .await;
     cluster.restart(leader).await?;
     result
 }
@@ -69,22 +58,34 @@ pub async fn etcd_trial(cluster: &mut Etcd) -> anyhow::Result<Trial> {
     }
     cluster.kill(leader);
     let killed = Instant::now();
+    let result = first_write(killed, |probe| {
+        // Clients are cheap handles on one connection each.
+        let mut kv = survivors[probe % survivors.len()].clone();
+        async move { kv.put("failover", probe.to_string(), None).await.is_ok() }
+    })
+    .await;
+    cluster.restart(leader).await?;
+    result
+}
+
+/// Probes (`attempt(n)` for n = 1, 2, ...) until one write is acknowledged or [`GIVE_UP`].
+async fn first_write<F, Fut>(killed: Instant, mut attempt: F) -> anyhow::Result<Trial>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let mut probes = 0;
-    let result = loop {
-        let n = survivors.len();
-        let kv = &mut survivors[probes % n];
+    loop {
         probes += 1;
-        if kv.put("failover", probes.to_string(), None).await.is_ok() {
-            break Ok(Trial {
+        if attempt(probes).await {
+            return Ok(Trial {
                 to_first_write: killed.elapsed(),
                 probes,
             });
         }
         if killed.elapsed() > GIVE_UP {
-            break Err(anyhow::anyhow!("no write succeeded within {GIVE_UP:?}"));
+            anyhow::bail!("no write succeeded within {GIVE_UP:?}");
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
-    };
-    cluster.restart(leader).await?;
-    result
+    }
 }
