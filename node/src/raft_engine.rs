@@ -10,24 +10,39 @@ use openraft::error::{
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
 use crate::api::error::ApiError;
 use crate::engine::{EngineError, EngineResult};
 use crate::member::{EngineStatus, PeerStatus};
 use crate::store::SharedState;
-use crate::types::{Command, CommandResult, NodeId, Raft};
+use crate::types::{Batch, Command, CommandResult, NodeId, Raft};
 
 pub struct RaftEngine {
     pub raft: Raft,
     pub state: SharedState,
     pub committed: Arc<AtomicU64>,
     reads: mpsc::Sender<oneshot::Sender<EngineResult<()>>>,
+    writes: mpsc::Sender<PendingWrite>,
 }
 
 /// Confirmations of leadership collected into one round.
 const READ_BATCH: usize = 4096;
+
+/// Writes proposed together as one log entry, at most.
+const WRITE_BATCH: usize = 1024;
+
+/// Log entries proposed and not yet applied, at most. openraft 0.9's core waits for each
+/// entry's fsync before it takes the next, so while a few entries are in flight the writes
+/// arriving meanwhile queue up and go into one entry; two in flight let one entry replicate
+/// while the next is written.
+const PROPOSALS_IN_FLIGHT: usize = 2;
+
+struct PendingWrite {
+    command: Command,
+    reply: oneshot::Sender<EngineResult<CommandResult>>,
+}
 
 fn redirect(to: ForwardToLeader<NodeId, BasicNode>) -> EngineError {
     EngineError::NotLeader {
@@ -63,37 +78,36 @@ impl RaftEngine {
         committed: Arc<AtomicU64>,
         round_timeout: Duration,
     ) -> Self {
-        let (reads, queue) = mpsc::channel(READ_BATCH);
-        tokio::spawn(confirm_reads(raft.clone(), queue, round_timeout));
+        let (reads, read_queue) = mpsc::channel(READ_BATCH);
+        tokio::spawn(confirm_reads(raft.clone(), read_queue, round_timeout));
+        let (writes, write_queue) = mpsc::channel(WRITE_BATCH * PROPOSALS_IN_FLIGHT);
+        tokio::spawn(propose_writes(raft.clone(), write_queue));
         Self {
             raft,
             state,
             committed,
             reads,
+            writes,
         }
     }
 
     pub async fn write(&self, command: Command, deadline: Instant) -> EngineResult<i64> {
-        let result = tokio::time::timeout_at(deadline, self.raft.client_write(command))
+        let (reply, applied) = oneshot::channel();
+        self.writes
+            .send(PendingWrite { command, reply })
             .await
-            .map_err(|_| {
-                ApiError::Unknown(
-                    "deadline passed after the write was proposed; it may or may not take effect"
-                        .into(),
-                )
-            })?;
-        match result {
-            Ok(response) => match response.data {
-                CommandResult::Applied { value } => Ok(value),
-                CommandResult::CasMismatch { current } => {
-                    Err(ApiError::CasMismatch { current }.into())
-                }
-                CommandResult::None => {
-                    Err(ApiError::Unknown("log entry carried no command".into()).into())
-                }
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(to))) => Err(redirect(to)),
-            Err(e) => Err(ApiError::NotApplied(e.to_string()).into()),
+            .map_err(|_| ApiError::NotApplied("member is shutting down".into()))?;
+        let unknown = |why: &str| -> EngineError {
+            ApiError::Unknown(format!("{why}; the write may or may not take effect")).into()
+        };
+        match tokio::time::timeout_at(deadline, applied).await {
+            Ok(Ok(Ok(CommandResult::Applied { value }))) => Ok(value),
+            Ok(Ok(Ok(CommandResult::CasMismatch { current }))) => {
+                Err(ApiError::CasMismatch { current }.into())
+            }
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(unknown("the write was dropped while in flight")),
+            Err(_) => Err(unknown("deadline passed after the write was queued")),
         }
     }
 
@@ -229,28 +243,68 @@ impl RaftEngine {
     }
 }
 
+/// The proposer: takes every write waiting (once a proposal slot is free), proposes them as
+/// one log entry and answers each with its own result.
+async fn propose_writes(raft: Raft, mut queue: mpsc::Receiver<PendingWrite>) {
+    let slots = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT));
+    let mut waiting = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        if queue.recv_many(&mut waiting, WRITE_BATCH).await == 0 {
+            return;
+        }
+        // A writer whose deadline passed has stopped waiting: its write is left out (it was
+        // answered "unknown", and not applying it is one of the outcomes that allows).
+        let (commands, replies): (Vec<_>, Vec<_>) = waiting
+            .drain(..)
+            .filter(|w| !w.reply.is_closed())
+            .map(|w| (w.command, w.reply))
+            .unzip();
+        if commands.is_empty() {
+            continue;
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let outcome = raft.client_write(Batch(commands)).await;
+            drop(slot);
+            match outcome {
+                Ok(response) => {
+                    for (reply, result) in replies.into_iter().zip(response.data) {
+                        let _ = reply.send(Ok(result));
+                    }
+                }
+                Err(e) => {
+                    let e = match e {
+                        RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => redirect(to),
+                        e => ApiError::NotApplied(e.to_string()).into(),
+                    };
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
 /// The read confirmer: takes every waiting read, runs one round, answers them all.
 async fn confirm_reads(
     raft: Raft,
     mut queue: mpsc::Receiver<oneshot::Sender<EngineResult<()>>>,
     round_timeout: Duration,
 ) {
-    while let Some(first) = queue.recv().await {
-        let mut waiting = vec![first];
-        while waiting.len() < READ_BATCH {
-            match queue.try_recv() {
-                Ok(w) => waiting.push(w),
-                Err(_) => break,
-            }
-        }
+    let mut waiting = Vec::with_capacity(READ_BATCH);
+    while queue.recv_many(&mut waiting, READ_BATCH).await > 0 {
         let result = match tokio::time::timeout(round_timeout, confirm_once(&raft)).await {
             Ok(result) => result,
             Err(_) => {
                 Err(ApiError::Unknown("deadline passed while confirming leadership".into()).into())
             }
         };
-        for w in waiting {
-            let _ = w.send(clone_result(&result));
+        for w in waiting.drain(..) {
+            let _ = w.send(result.clone());
         }
     }
 }
@@ -273,15 +327,4 @@ async fn confirm_once(raft: &Raft) -> EngineResult<()> {
         .await
         .map(|_| ())
         .map_err(|e| ApiError::NotApplied(e.to_string()).into())
-}
-
-fn clone_result(result: &EngineResult<()>) -> EngineResult<()> {
-    match result {
-        Ok(()) => Ok(()),
-        Err(EngineError::NotLeader { leader, addr }) => Err(EngineError::NotLeader {
-            leader: *leader,
-            addr: addr.clone(),
-        }),
-        Err(EngineError::Api(e)) => Err(EngineError::Api(e.clone())),
-    }
 }

@@ -24,22 +24,30 @@ pub enum Command {
 }
 
 /// The outcome of applying a [`Command`] to the state machine.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "camelCase")]
 pub enum CommandResult {
     /// The register now holds `value`.
     Applied { value: i64 },
     /// A compare-and-set found `current` instead of the expected value and changed nothing.
     CasMismatch { current: i64 },
-    /// Entries that carry no command (blank and membership entries).
-    #[default]
-    None,
 }
+
+/// The commands one Raft log entry carries: the writes that were waiting at the leader when
+/// it proposed the entry, applied in this order. openraft 0.9 makes each entry durable on the
+/// leader before taking the next, so one entry per write would cost one fsync per write.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Batch(pub Vec<Command>);
+
+/// One result per command of a [`Batch`], in the same order (none for entries that carry no
+/// commands: blank and membership entries).
+pub type BatchResults = Vec<CommandResult>;
 
 openraft::declare_raft_types!(
     pub TypeConfig:
-        D = Command,
-        R = CommandResult,
+        D = Batch,
+        R = BatchResults,
         NodeId = NodeId,
         Node = openraft::BasicNode,
         SnapshotData = Cursor<Vec<u8>>,

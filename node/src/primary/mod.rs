@@ -211,14 +211,9 @@ impl PrimaryEngine {
     /// The single writer: takes every queued write, applies them in order, makes the batch
     /// durable with one fsync, then answers (sync mode: once every secondary has it).
     async fn group_commit(engine: std::sync::Weak<Self>, mut queue: mpsc::Receiver<WriteRequest>) {
-        while let Some(first) = queue.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < GROUP_COMMIT {
-                match queue.try_recv() {
-                    Ok(w) => batch.push(w),
-                    Err(_) => break,
-                }
-            }
+        let mut batch = Vec::with_capacity(GROUP_COMMIT);
+        while queue.recv_many(&mut batch, GROUP_COMMIT).await > 0 {
+            let batch = std::mem::take(&mut batch);
             let Some(engine) = engine.upgrade() else {
                 return;
             };
@@ -258,7 +253,6 @@ impl PrimaryEngine {
                 CommandResult::CasMismatch { current } => {
                     Err(ApiError::CasMismatch { current }.into())
                 }
-                CommandResult::None => Err(ApiError::Unknown("no command".into()).into()),
             };
             outcomes.push((w, outcome));
         }

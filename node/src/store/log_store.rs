@@ -1,22 +1,30 @@
-//! The Raft log and vote, kept in a redb database.
+//! The Raft log and vote: kept in memory for reading, made durable in a redb database by one
+//! writer thread.
 //!
 //! redb was chosen over a hand-written write-ahead log because it gives checksummed,
 //! crash-safe transactions with one fsync per commit, and it is pure Rust (no C toolchain
-//! in the static image build). Appends are written without an fsync and reported flushed by a
-//! group flush (one fsync for every append queued meanwhile), so concurrent client writes share
-//! an fsync and openraft's core never waits on the disk.
+//! in the static image build). redb runs one write transaction at a time, so writing each
+//! append in its own transaction from openraft's core task would make the core wait on every
+//! fsync in progress. Instead every change goes, in order, to the writer thread, which commits
+//! all the changes queued meanwhile in one fsynced transaction (group commit) and only then
+//! reports them: appends through openraft's `LogFlushed` callback (that is when openraft counts
+//! them towards a commit), votes, truncations and purges by waking the waiting caller.
+//!
+//! The unpurged log is also held in memory (openraft compacts it after each snapshot), so
+//! replication and apply read entries without touching the disk or decoding JSON.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, OptionalSend, RaftLogReader, StorageIOError};
-use redb::{Database, Durability, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -32,17 +40,49 @@ const PURGED_KEY: &str = "last_purged";
 
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
+    log: Arc<Mutex<InMemoryLog>>,
     /// The highest index known committed, for status and readiness.
     committed: Arc<AtomicU64>,
-    /// Appends written but not yet fsynced, waiting for the next group flush.
-    flushes: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+    writer: mpsc::UnboundedSender<Change>,
 }
+
+/// What is on disk (or queued for it), as openraft last wrote it.
+struct InMemoryLog {
+    /// The entries not yet purged.
+    entries: BTreeMap<u64, Entry>,
+    last_purged: Option<LogId>,
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+}
+
+/// One change to the durable log, in the order openraft made it.
+enum Change {
+    Append {
+        entries: Vec<Entry>,
+        flushed: LogFlushed<TypeConfig>,
+    },
+    /// Removes the entries from this index on.
+    Truncate { from: u64, done: Done },
+    /// Removes the entries up to and including this log id and records it as purged.
+    Purge { upto: LogId, done: Done },
+    /// Writes one metadata value; `done` is woken once it is durable, if anyone waits.
+    Meta {
+        key: &'static str,
+        bytes: Vec<u8>,
+        done: Option<Done>,
+    },
+}
+
+type Done = oneshot::Sender<Result<(), String>>;
 
 type IoCtor = fn(AnyError) -> StorageIOError<NodeId>;
 
 fn fail<E: std::error::Error + 'static>(ctor: IoCtor) -> impl Fn(E) -> StorageError {
     move |e| io_error(ctor(AnyError::new(&e)))
+}
+
+fn fail_msg(ctor: IoCtor, message: impl Into<String>) -> StorageError {
+    io_error(ctor(AnyError::error(message.into())))
 }
 
 impl LogStore {
@@ -56,101 +96,162 @@ impl LogStore {
                 .map_err(fail(StorageIOError::write_logs))?;
         }
         tx.commit().map_err(fail(StorageIOError::write_logs))?;
-        let db = Arc::new(db);
-        let (flushes, queue) = mpsc::unbounded_channel();
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(fail(StorageIOError::write_logs))?;
-        runtime.spawn(flush_loop(db.clone(), queue));
-        let store = Self {
-            db,
-            committed: Arc::default(),
-            flushes,
-        };
-        let committed: Option<LogId> = store.read_meta::<Option<LogId>>(COMMITTED_KEY)?.flatten();
-        store
-            .committed
-            .store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
-        Ok(store)
+
+        let log = load_log(&db)?;
+        let committed = log.committed.map_or(0, |c| c.index);
+
+        let (writer, changes) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || write_loop(db, changes))
+            .map_err(fail(StorageIOError::write_logs))?;
+        Ok(Self {
+            log: Arc::new(Mutex::new(log)),
+            committed: Arc::new(AtomicU64::new(committed)),
+            writer,
+        })
     }
 
     pub fn committed_index(&self) -> Arc<AtomicU64> {
         self.committed.clone()
     }
 
-    fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
-        let tx = self.db.begin_read().map_err(fail(StorageIOError::read))?;
-        let table = tx.open_table(META).map_err(fail(StorageIOError::read))?;
-        match table.get(key).map_err(fail(StorageIOError::read))? {
-            Some(bytes) => serde_json::from_slice(bytes.value())
-                .map(Some)
-                .map_err(fail(StorageIOError::read)),
-            None => Ok(None),
-        }
+    fn memory(&self) -> MutexGuard<'_, InMemoryLog> {
+        // A panic while holding the lock cannot leave the map half-changed (every change is
+        // one BTreeMap call), so a poisoned lock is still safe to use.
+        self.log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Writes one metadata value in its own transaction.
-    async fn write_meta<T: Serialize>(
+    fn send(&self, change: Change, ctor: IoCtor) -> Result<(), StorageError> {
+        self.writer
+            .send(change)
+            .map_err(|_| fail_msg(ctor, "the log writer has stopped"))
+    }
+
+    /// Queues a change and waits until the writer has made it durable.
+    async fn write_and_wait(
         &self,
-        key: &'static str,
-        value: &T,
-        durability: Durability,
+        change: impl FnOnce(Done) -> Change,
         ctor: IoCtor,
     ) -> Result<(), StorageError> {
-        let bytes = serde_json::to_vec(value).map_err(fail(ctor))?;
-        let db = self.db.clone();
-        blocking(move || {
-            let mut tx = db.begin_write().map_err(fail(ctor))?;
-            tx.set_durability(durability);
-            {
-                let mut table = tx.open_table(META).map_err(fail(ctor))?;
-                table.insert(key, bytes.as_slice()).map_err(fail(ctor))?;
-            }
-            tx.commit().map_err(fail(ctor))
-        })
-        .await
-    }
-
-    /// Removes the log entries whose index falls in `range`, recording `purged` if given, in one
-    /// durable transaction.
-    async fn remove_range(
-        &self,
-        range: impl RangeBounds<u64> + Send + 'static,
-        purged: Option<LogId>,
-    ) -> Result<(), StorageError> {
-        let db = self.db.clone();
-        let purged = purged
-            .map(|p| serde_json::to_vec(&p))
-            .transpose()
-            .map_err(fail(StorageIOError::write_logs))?;
-        blocking(move || {
-            let tx = db.begin_write().map_err(fail(StorageIOError::write_logs))?;
-            {
-                let mut log = tx
-                    .open_table(LOG)
-                    .map_err(fail(StorageIOError::write_logs))?;
-                log.retain_in(range, |_, _| false)
-                    .map_err(fail(StorageIOError::write_logs))?;
-                if let Some(bytes) = purged {
-                    let mut meta = tx
-                        .open_table(META)
-                        .map_err(fail(StorageIOError::write_logs))?;
-                    meta.insert(PURGED_KEY, bytes.as_slice())
-                        .map_err(fail(StorageIOError::write_logs))?;
-                }
-            }
-            tx.commit().map_err(fail(StorageIOError::write_logs))
-        })
-        .await
+        let (done, durable) = oneshot::channel();
+        self.send(change(done), ctor)?;
+        match durable.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(fail_msg(ctor, message)),
+            Err(_) => Err(fail_msg(ctor, "the log writer has stopped")),
+        }
     }
 }
 
-/// Runs blocking storage work (fsync) off the async worker threads.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, StorageError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(fail(StorageIOError::write_logs))?
+fn to_json<T: Serialize>(value: &T, ctor: IoCtor) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec(value).map_err(fail(ctor))
+}
+
+fn read_meta<T: DeserializeOwned>(db: &Database, key: &str) -> Result<Option<T>, StorageError> {
+    let tx = db.begin_read().map_err(fail(StorageIOError::read))?;
+    let table = tx.open_table(META).map_err(fail(StorageIOError::read))?;
+    match table.get(key).map_err(fail(StorageIOError::read))? {
+        Some(bytes) => serde_json::from_slice(bytes.value())
+            .map(Some)
+            .map_err(fail(StorageIOError::read)),
+        None => Ok(None),
+    }
+}
+
+fn load_log(db: &Database) -> Result<InMemoryLog, StorageError> {
+    let tx = db.begin_read().map_err(fail(StorageIOError::read_logs))?;
+    let table = tx
+        .open_table(LOG)
+        .map_err(fail(StorageIOError::read_logs))?;
+    let mut entries = BTreeMap::new();
+    for row in table.iter().map_err(fail(StorageIOError::read_logs))? {
+        let (index, bytes) = row.map_err(fail(StorageIOError::read_logs))?;
+        let entry: Entry =
+            serde_json::from_slice(bytes.value()).map_err(fail(StorageIOError::read_logs))?;
+        entries.insert(index.value(), entry);
+    }
+    Ok(InMemoryLog {
+        entries,
+        last_purged: read_meta(db, PURGED_KEY)?,
+        vote: read_meta(db, VOTE_KEY)?,
+        committed: read_meta::<Option<LogId>>(db, COMMITTED_KEY)?.flatten(),
+    })
+}
+
+/// The writer thread: commits every change queued since the last commit in one fsynced
+/// transaction, then reports each of them.
+fn write_loop(db: Database, mut changes: mpsc::UnboundedReceiver<Change>) {
+    while let Some(first) = changes.blocking_recv() {
+        let mut batch = vec![first];
+        while let Ok(change) = changes.try_recv() {
+            batch.push(change);
+        }
+        let outcome = commit(&db, &batch).map_err(|e| e.to_string());
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "writing the Raft log failed");
+        }
+        for change in batch {
+            report(change, &outcome);
+        }
+    }
+}
+
+fn commit(db: &Database, batch: &[Change]) -> Result<(), StorageError> {
+    let ctor = StorageIOError::write_logs;
+    let tx = db.begin_write().map_err(fail(ctor))?;
+    for change in batch {
+        apply(&tx, change)?;
+    }
+    tx.commit().map_err(fail(ctor))
+}
+
+fn apply(tx: &WriteTransaction, change: &Change) -> Result<(), StorageError> {
+    let ctor = StorageIOError::write_logs;
+    let mut log = tx.open_table(LOG).map_err(fail(ctor))?;
+    let mut meta = tx.open_table(META).map_err(fail(ctor))?;
+    match change {
+        Change::Append { entries, .. } => {
+            for entry in entries {
+                let bytes = to_json(entry, ctor)?;
+                log.insert(entry.log_id.index, bytes.as_slice())
+                    .map_err(fail(ctor))?;
+            }
+        }
+        Change::Truncate { from, .. } => {
+            log.retain_in(*from.., |_, _| false).map_err(fail(ctor))?;
+        }
+        Change::Purge { upto, .. } => {
+            log.retain_in(..=upto.index, |_, _| false)
+                .map_err(fail(ctor))?;
+            let bytes = to_json(upto, ctor)?;
+            meta.insert(PURGED_KEY, bytes.as_slice())
+                .map_err(fail(ctor))?;
+        }
+        Change::Meta { key, bytes, .. } => {
+            meta.insert(*key, bytes.as_slice()).map_err(fail(ctor))?;
+        }
+    }
+    Ok(())
+}
+
+fn report(change: Change, outcome: &Result<(), String>) {
+    match change {
+        Change::Append { flushed, .. } => {
+            flushed.log_io_completed(outcome.clone().map_err(std::io::Error::other));
+        }
+        Change::Truncate { done, .. }
+        | Change::Purge { done, .. }
+        | Change::Meta {
+            done: Some(done), ..
+        } => {
+            // The caller may have given up waiting; nothing is left to tell.
+            let _ = done.send(outcome.clone());
+        }
+        Change::Meta { done: None, .. } => {}
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -158,24 +259,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(fail(StorageIOError::read_logs))?;
-        let table = tx
-            .open_table(LOG)
-            .map_err(fail(StorageIOError::read_logs))?;
-        let mut entries = Vec::new();
-        for row in table
+        Ok(self
+            .memory()
+            .entries
             .range(range)
-            .map_err(fail(StorageIOError::read_logs))?
-        {
-            let (_, bytes) = row.map_err(fail(StorageIOError::read_logs))?;
-            let entry =
-                serde_json::from_slice(bytes.value()).map_err(fail(StorageIOError::read_logs))?;
-            entries.push(entry);
-        }
-        Ok(entries)
+            .map(|(_, entry)| entry.clone())
+            .collect())
     }
 }
 
@@ -183,28 +272,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId> = self.read_meta(PURGED_KEY)?;
-        let last_entry = {
-            let tx = self
-                .db
-                .begin_read()
-                .map_err(fail(StorageIOError::read_logs))?;
-            let table = tx
-                .open_table(LOG)
-                .map_err(fail(StorageIOError::read_logs))?;
-            let last = match table.last().map_err(fail(StorageIOError::read_logs))? {
-                Some((_, bytes)) => Some(
-                    serde_json::from_slice::<Entry>(bytes.value())
-                        .map_err(fail(StorageIOError::read_logs))?
-                        .log_id,
-                ),
-                None => None,
-            };
-            last
-        };
+        let log = self.memory();
+        let last_purged_log_id = log.last_purged;
+        let last_log_id = log.entries.values().next_back().map(|e| e.log_id);
         Ok(LogState {
             last_purged_log_id,
-            last_log_id: last_entry.or(last_purged_log_id),
+            last_log_id: last_log_id.or(last_purged_log_id),
         })
     }
 
@@ -213,116 +286,89 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.write_meta(
-            VOTE_KEY,
-            vote,
-            Durability::Immediate,
+        let bytes = to_json(vote, StorageIOError::write_vote)?;
+        self.memory().vote = Some(*vote);
+        self.write_and_wait(
+            |done| Change::Meta {
+                key: VOTE_KEY,
+                bytes,
+                done: Some(done),
+            },
             StorageIOError::write_vote,
         )
         .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.read_meta(VOTE_KEY)
+        Ok(self.memory().vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         if let Some(c) = committed {
             self.committed.fetch_max(c.index, Ordering::Relaxed);
         }
-        // Not fsynced: it only shortens recovery (the committed log is re-applied at start).
+        // Not waited for: it only shortens recovery (the committed log is re-applied at start).
         // Reads on a leader restored after a restart do not rely on it (see raft_engine.rs).
-        self.write_meta(
-            COMMITTED_KEY,
-            &committed,
-            Durability::None,
-            StorageIOError::write,
-        )
-        .await
+        let bytes = to_json(&committed, StorageIOError::write)?;
+        self.memory().committed = committed;
+        let change = Change::Meta {
+            key: COMMITTED_KEY,
+            bytes,
+            done: None,
+        };
+        self.send(change, StorageIOError::write)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.read_meta::<Option<LogId>>(COMMITTED_KEY)?.flatten())
+        Ok(self.memory().committed)
     }
 
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
+        flushed: LogFlushed<TypeConfig>,
     ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let rows = entries
-            .into_iter()
-            .map(|e| serde_json::to_vec(&e).map(|bytes| (e.log_id.index, bytes)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(fail(StorageIOError::write_logs))?;
-        // Written without an fsync, so openraft's core (which awaits this) moves on at once;
-        // the flush loop fsyncs once for every append queued meanwhile and only then reports
-        // them flushed, which is when openraft counts them towards a commit.
-        let db = self.db.clone();
-        blocking(move || {
-            let mut tx = db.begin_write().map_err(fail(StorageIOError::write_logs))?;
-            tx.set_durability(Durability::None);
-            {
-                let mut table = tx
-                    .open_table(LOG)
-                    .map_err(fail(StorageIOError::write_logs))?;
-                for (index, bytes) in &rows {
-                    table
-                        .insert(index, bytes.as_slice())
-                        .map_err(fail(StorageIOError::write_logs))?;
-                }
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        {
+            let mut log = self.memory();
+            for entry in &entries {
+                log.entries.insert(entry.log_id.index, entry.clone());
             }
-            tx.commit().map_err(fail(StorageIOError::write_logs))
-        })
-        .await?;
-        if let Err(mpsc::error::SendError(callback)) = self.flushes.send(callback) {
-            callback.log_io_completed(Err(std::io::Error::other("the log flusher has stopped")));
         }
-        Ok(())
+        // Returns before the fsync: openraft counts the entries towards a commit only once
+        // the writer reports them through `flushed`.
+        self.send(
+            Change::Append { entries, flushed },
+            StorageIOError::write_logs,
+        )
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.remove_range(log_id.index.., None).await
+        drop(self.memory().entries.split_off(&log_id.index));
+        self.write_and_wait(
+            |done| Change::Truncate {
+                from: log_id.index,
+                done,
+            },
+            StorageIOError::write_logs,
+        )
+        .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.remove_range(..=log_id.index, Some(log_id)).await
-    }
-}
-
-const FLUSH_KEY: &str = "flush";
-
-/// Group flush: one fsynced commit makes every earlier non-durable append durable; then all
-/// the appends it covered are reported flushed.
-async fn flush_loop(db: Arc<Database>, mut queue: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
-    while let Some(first) = queue.recv().await {
-        let mut covered = vec![first];
-        while let Ok(callback) = queue.try_recv() {
-            covered.push(callback);
+        {
+            let mut log = self.memory();
+            log.entries = log.entries.split_off(&(log_id.index + 1));
+            log.last_purged = Some(log_id);
         }
-        let db = db.clone();
-        let result = blocking(move || {
-            let tx = db.begin_write().map_err(fail(StorageIOError::write_logs))?;
-            {
-                let mut meta = tx
-                    .open_table(META)
-                    .map_err(fail(StorageIOError::write_logs))?;
-                meta.insert(FLUSH_KEY, &[][..])
-                    .map_err(fail(StorageIOError::write_logs))?;
-            }
-            tx.commit().map_err(fail(StorageIOError::write_logs))
-        })
-        .await;
-        for callback in covered {
-            let outcome = match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            };
-            callback.log_io_completed(outcome);
-        }
+        self.write_and_wait(
+            |done| Change::Purge { upto: log_id, done },
+            StorageIOError::write_logs,
+        )
+        .await
     }
 }

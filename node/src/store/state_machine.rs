@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::io_error;
 use crate::register::Registers;
 use crate::types::{
-    CommandResult, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Batch, BatchResults, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
 };
 
 const SNAPSHOT_FILE: &str = "snapshot.json";
@@ -137,7 +138,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((state.last_applied, state.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResults>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -147,11 +148,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             state.last_applied = Some(entry.log_id);
             let result = match entry.payload {
-                EntryPayload::Blank => CommandResult::None,
-                EntryPayload::Normal(command) => state.registers.apply(&command),
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(Batch(commands)) => commands
+                    .iter()
+                    .map(|command| state.registers.apply(command))
+                    .collect(),
                 EntryPayload::Membership(membership) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), membership);
-                    CommandResult::None
+                    Vec::new()
                 }
             };
             results.push(result);
