@@ -45,14 +45,17 @@ pub struct Config {
     /// File holding the bearer token of the admin and peer APIs (else CAPLAB_ADMIN_TOKEN).
     #[arg(long, env = "CAPLAB_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
-    /// Minimum election timeout in milliseconds (the maximum is twice this).
-    #[arg(long, env = "CAPLAB_ELECTION_TIMEOUT_MS", default_value_t = 500,
+    /// Minimum election timeout in milliseconds (the maximum is twice this). openraft 0.9
+    /// followers also refuse to vote for the maximum after they last heard from a leader (its
+    /// lease), so a leader's crash is noticed after 2 to 3 times this: the default keeps
+    /// failover under a second.
+    #[arg(long, env = "CAPLAB_ELECTION_TIMEOUT_MS", default_value_t = 200,
           value_parser = clap::value_parser!(u64).range(50..=60_000))]
     pub election_timeout_ms: u64,
     /// Leader heartbeat interval in milliseconds (must be below the election timeout). openraft
     /// 0.9 also uses it as the deadline of each replication RPC, so an injected delay at or above
     /// it stops replication altogether.
-    #[arg(long, env = "CAPLAB_HEARTBEAT_MS", default_value_t = 200,
+    #[arg(long, env = "CAPLAB_HEARTBEAT_MS", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(10..=30_000))]
     pub heartbeat_ms: u64,
     /// Deadline of every client request in milliseconds.
@@ -103,6 +106,11 @@ impl Config {
 
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms)
+    }
+
+    /// openraft 0.9's leader lease: its maximum election timeout.
+    pub fn leader_lease(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_ms * 2)
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -1,12 +1,14 @@
 //! The Raft engine: register operations and membership through openraft.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::error::{
     CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError,
 };
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
 use openraft::{BasicNode, ChangeMembers, ServerState};
 use std::time::Duration;
 
@@ -17,7 +19,7 @@ use crate::api::error::ApiError;
 use crate::engine::{EngineError, EngineResult};
 use crate::member::{EngineStatus, PeerStatus};
 use crate::store::SharedState;
-use crate::types::{Batch, Command, CommandResult, NodeId, Raft};
+use crate::types::{Batch, Command, CommandResult, NodeId, Raft, TypeConfig};
 
 pub struct RaftEngine {
     pub raft: Raft,
@@ -25,7 +27,14 @@ pub struct RaftEngine {
     pub committed: Arc<AtomicU64>,
     reads: mpsc::Sender<oneshot::Sender<EngineResult<()>>>,
     writes: mpsc::Sender<PendingWrite>,
+    /// When a leader's AppendEntries last arrived.
+    leader_heard_at: Arc<Mutex<Instant>>,
+    /// How long openraft's voters keep refusing other candidates after hearing from a leader.
+    leader_lease: Duration,
 }
+
+/// Elections a member starts at most to campaign above a refused candidate's term.
+const MAX_CAMPAIGN_ELECTIONS: u64 = 16;
 
 /// Confirmations of leadership collected into one round.
 const READ_BATCH: usize = 4096;
@@ -77,6 +86,7 @@ impl RaftEngine {
         state: SharedState,
         committed: Arc<AtomicU64>,
         round_timeout: Duration,
+        leader_lease: Duration,
     ) -> Self {
         let (reads, read_queue) = mpsc::channel(READ_BATCH);
         tokio::spawn(confirm_reads(raft.clone(), read_queue, round_timeout));
@@ -88,6 +98,53 @@ impl RaftEngine {
             committed,
             reads,
             writes,
+            leader_heard_at: Arc::new(Mutex::new(Instant::now())),
+            leader_lease,
+        }
+    }
+
+    /// Hands a leader's AppendEntries to openraft, noting when it came.
+    pub fn append_entries(
+        &self,
+        request: AppendEntriesRequest<TypeConfig>,
+    ) -> impl Future<Output = Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> + 'static
+    {
+        *self
+            .leader_heard_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let raft = self.raft.clone();
+        async move { raft.append_entries(request).await }
+    }
+
+    /// Answers a vote request, then campaigns itself if it refused the candidate only for
+    /// having a shorter log.
+    ///
+    /// openraft 0.9 checks the leader lease before the log, so such a refusal means this
+    /// member has not heard from a leader for a whole lease: the leader is likely gone, and
+    /// this member (with the longer log) is the one that can win. Left alone it would wait out
+    /// its own election timer, to which openraft adds twice the maximum election timeout once
+    /// it has lost an election to a longer log; campaigning at once, above the refused
+    /// candidate's term, keeps failover within the lease and one election timeout.
+    pub fn vote(
+        &self,
+        request: VoteRequest<NodeId>,
+    ) -> impl Future<Output = Result<VoteResponse<NodeId>, RaftError<NodeId>>> + 'static {
+        let raft = self.raft.clone();
+        let silent_for = self
+            .leader_heard_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed();
+        let leader_gone = silent_for >= self.leader_lease;
+        async move {
+            let response = raft.vote(request.clone()).await?;
+            let refused_for_log =
+                !response.vote_granted && response.last_log_id > request.last_log_id;
+            if leader_gone && refused_for_log {
+                tokio::spawn(campaign_above(raft, request.vote.leader_id().term));
+            }
+            Ok(response)
         }
     }
 
@@ -240,6 +297,26 @@ impl RaftEngine {
             .await
             .map_err(|_| ApiError::Unknown("deadline passed while changing voters".into()))?;
         result.map(|_| ()).map_err(membership_error)
+    }
+}
+
+/// Starts elections until this member's term is above `term`: every election takes the next
+/// term, and the ones at or below `term` lose to the candidate that already voted for itself.
+async fn campaign_above(raft: Raft, term: u64) {
+    let own = raft.metrics().borrow().current_term;
+    let elections = (term + 1).saturating_sub(own);
+    if elections > MAX_CAMPAIGN_ELECTIONS {
+        return;
+    }
+    tracing::info!(
+        refused_term = term,
+        own_term = own,
+        "campaigning after refusing a candidate with a shorter log"
+    );
+    for _ in 0..elections {
+        if raft.trigger().elect().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -138,6 +138,7 @@ async fn start_raft(config: &Config, peers: &Arc<PeerClient>) -> anyhow::Result<
         state,
         committed,
         config.request_timeout(),
+        config.leader_lease(),
     ))
 }
 

@@ -116,13 +116,13 @@ async fn writes_commit_under_loss_and_slow_down_under_delay() {
         set_faults(&c, id, json!({})).await;
     }
     let leader = c.wait_for_leader().await;
-    set_faults(&c, leader, json!({"delay": {"latencyMs": 100}})).await;
+    set_faults(&c, leader, json!({"delay": {"latencyMs": 40}})).await;
     let started = Instant::now();
     let (status, _) = c.put(leader, "slow", 1).await;
     assert_eq!(status, 200);
     // Replication needs at least one delayed round trip to a follower.
     assert!(
-        started.elapsed() >= Duration::from_millis(100),
+        started.elapsed() >= Duration::from_millis(40),
         "took only {:?}",
         started.elapsed()
     );

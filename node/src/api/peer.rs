@@ -25,7 +25,8 @@ use crate::member::{
 };
 use crate::network::FROM_HEADER;
 use crate::primary::{ReplicateRequest, REPLICATE_PATH};
-use crate::types::{Command, NodeId, Raft, TypeConfig};
+use crate::raft_engine::RaftEngine;
+use crate::types::{Command, NodeId, TypeConfig};
 
 pub fn router(member: Arc<Member>) -> Router {
     let peer_messages = Router::new()
@@ -117,7 +118,7 @@ async fn incoming_faults(
 async fn raft_rpc<Req, Resp, E, Fut>(
     member: &Member,
     body: Result<Json<Req>, JsonRejection>,
-    call: impl FnOnce(Raft, Req) -> Fut,
+    call: impl FnOnce(&RaftEngine, Req) -> Fut,
 ) -> Response
 where
     Req: DeserializeOwned,
@@ -129,7 +130,7 @@ where
         return ApiError::BadRequest("this member does not run Raft".into()).into_response();
     };
     match json_body(body) {
-        Ok(request) => Json(call(engine.raft.clone(), request).await).into_response(),
+        Ok(request) => Json(call(engine, request).await).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -138,30 +139,24 @@ async fn append(
     State(m): State<Arc<Member>>,
     body: Result<Json<openraft::raft::AppendEntriesRequest<TypeConfig>>, JsonRejection>,
 ) -> Response {
-    raft_rpc(
-        &m,
-        body,
-        |raft, r| async move { raft.append_entries(r).await },
-    )
-    .await
+    raft_rpc(&m, body, |engine, r| engine.append_entries(r)).await
 }
 
 async fn vote(
     State(m): State<Arc<Member>>,
     body: Result<Json<openraft::raft::VoteRequest<NodeId>>, JsonRejection>,
 ) -> Response {
-    raft_rpc(&m, body, |raft, r| async move { raft.vote(r).await }).await
+    raft_rpc(&m, body, |engine, r| engine.vote(r)).await
 }
 
 async fn snapshot(
     State(m): State<Arc<Member>>,
     body: Result<Json<openraft::raft::InstallSnapshotRequest<TypeConfig>>, JsonRejection>,
 ) -> Response {
-    raft_rpc(
-        &m,
-        body,
-        |raft, r| async move { raft.install_snapshot(r).await },
-    )
+    raft_rpc(&m, body, |engine, r| {
+        let raft = engine.raft.clone();
+        async move { raft.install_snapshot(r).await }
+    })
     .await
 }
 

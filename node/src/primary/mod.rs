@@ -36,6 +36,10 @@ const BATCH: usize = 512;
 /// Writes collected into one group commit.
 const GROUP_COMMIT: usize = 1024;
 
+/// Heartbeats a replication round may take before it is abandoned and retried: a round trip
+/// to a secondary under an injected delay (one delay each way) must still fit.
+const ROUND_DEADLINE_HEARTBEATS: u32 = 10;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Async,
@@ -599,7 +603,13 @@ impl PrimaryEngine {
             let sent = request.entries.len() as u64;
             let answer = self
                 .peers
-                .post(target, None, REPLICATE_PATH, &request, self.heartbeat * 5)
+                .post(
+                    target,
+                    None,
+                    REPLICATE_PATH,
+                    &request,
+                    self.heartbeat * ROUND_DEADLINE_HEARTBEATS,
+                )
                 .await
                 .ok()
                 .filter(|r| r.status().is_success());
