@@ -23,6 +23,7 @@ use crate::member_client::{MemberClient, MemberError, NodeStatus};
 use crate::membership::{self, Observed, PrimaryStep, Step};
 use crate::metrics::Metrics;
 use crate::resources::{self, LABEL_CLUSTER, TOKEN_KEY};
+use crate::rollout;
 use crate::status::{self, Summary};
 use crate::validation;
 
@@ -163,9 +164,12 @@ pub async fn reconcile(rc: Arc<RegisterCluster>, ctx: Arc<Context>) -> Result<Ac
     pass.apply_members(&mut seen, &plan, &mut progress).await?;
     pass.push_faults(&seen, &plan, &token).await;
     let mut st = pass.prev.clone();
-    let converging = pass
+    let mut converging = pass
         .step_membership(&seen, &token, &mut st, &mut progress)
         .await;
+    converging |= pass
+        .roll_outdated(&seen, &plan, converging, &mut progress)
+        .await?;
     pass.finish_status(&seen, &plan, st, converging, &progress)
         .await
 }
@@ -505,6 +509,53 @@ impl<'a> Pass<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Deletes the next pod built from an outdated template (it is recreated from the current
+    /// one by a later pass), when the cluster can spare it; says whether pods are still
+    /// outdated.
+    async fn roll_outdated(
+        &self,
+        seen: &Observation,
+        plan: &FaultPlan,
+        converging: bool,
+        progress: &mut Vec<String>,
+    ) -> Result<bool, Error> {
+        let outdated = rollout::outdated(&seen.pods, |o, pod| {
+            let id = resources::member_id_of(&pod.metadata).unwrap_or(0);
+            resources::member_pod(self.rc, o, id, &self.ctx.node_image)
+        });
+        if outdated.is_empty() {
+            return Ok(false);
+        }
+        let whole = self.prev.phase == Some(Phase::Ready)
+            && !converging
+            && progress.is_empty()
+            && seen.terminating.is_empty()
+            && plan.member_faults.values().all(Vec::is_empty)
+            && (0..self.replicas).all(|o| seen.pods.contains_key(&o));
+        let leader = seen.leader.as_ref().map(|l| l.ordinal);
+        let Some(next) = rollout::next_to_roll(&outdated, leader).filter(|_| whole) else {
+            progress.push(format!(
+                "{} pod(s) wait to be recreated from the changed spec",
+                outdated.len()
+            ));
+            return Ok(true);
+        };
+        let pn = resources::pod_name(&self.name, next);
+        info!(cluster = %self.name, pod = %pn, outdated = outdated.len(), "recreating pod from the changed spec");
+        self.api::<Pod>()
+            .delete(&pn, &DeleteParams::default())
+            .await?;
+        let role = if Some(next) == leader {
+            " (the leader: expect a failover)"
+        } else {
+            ""
+        };
+        let note = format!("deleted pod {pn}{role} to recreate it from the changed spec");
+        self.event(false, "MemberRolled", note).await;
+        progress.push(format!("recreating {pn} from the changed spec"));
+        Ok(true)
     }
 
     /// The address book and each member's fault set, to every reachable member (failures are

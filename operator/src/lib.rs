@@ -9,6 +9,7 @@ pub mod member_client;
 pub mod membership;
 pub mod metrics;
 pub mod resources;
+pub mod rollout;
 pub mod status;
 pub mod telemetry;
 pub mod validation;

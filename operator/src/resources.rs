@@ -18,6 +18,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::RegisterCluster;
 use crate::member_client::{CLIENT_PORT, PEER_PORT};
+use crate::rollout::{template_hash, ANN_TEMPLATE_HASH};
 
 /// Label: cluster name.
 pub const LABEL_CLUSTER: &str = "caplab.dev/cluster";
@@ -179,7 +180,6 @@ pub fn member_pod(rc: &RegisterCluster, ordinal: u32, id: u64, default_image: &s
     let mut labels = cluster_labels(rc);
     labels.insert(LABEL_MEMBER.into(), ordinal.to_string());
     let mut m = meta(rc, pod_name(&name, ordinal), labels);
-    m.annotations = Some(BTreeMap::from([(ANN_MEMBER_ID.into(), id.to_string())]));
 
     let mut envs = vec![
         env("CAPLAB_ID", id.to_string()),
@@ -271,39 +271,44 @@ pub fn member_pod(rc: &RegisterCluster, ordinal: u32, id: u64, default_image: &s
         }),
         ..Container::default()
     };
+    let pod_spec = PodSpec {
+        containers: vec![container],
+        volumes: Some(vec![
+            data_volume,
+            Volume {
+                name: "admin-token".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret_name(&name)),
+                    default_mode: Some(0o440),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+        ]),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(MEMBER_UID),
+            run_as_group: Some(MEMBER_UID),
+            fs_group: Some(MEMBER_UID),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
+            ..PodSecurityContext::default()
+        }),
+        hostname: Some(pod_name(&name, ordinal)),
+        termination_grace_period_seconds: Some(10),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        ..PodSpec::default()
+    };
+    m.annotations = Some(BTreeMap::from([
+        (ANN_MEMBER_ID.into(), id.to_string()),
+        (ANN_TEMPLATE_HASH.into(), template_hash(&pod_spec)),
+    ]));
     Pod {
         metadata: m,
-        spec: Some(PodSpec {
-            containers: vec![container],
-            volumes: Some(vec![
-                data_volume,
-                Volume {
-                    name: "admin-token".into(),
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some(secret_name(&name)),
-                        default_mode: Some(0o440),
-                        ..SecretVolumeSource::default()
-                    }),
-                    ..Volume::default()
-                },
-            ]),
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(MEMBER_UID),
-                run_as_group: Some(MEMBER_UID),
-                fs_group: Some(MEMBER_UID),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".into(),
-                    localhost_profile: None,
-                }),
-                ..PodSecurityContext::default()
-            }),
-            hostname: Some(pod_name(&name, ordinal)),
-            termination_grace_period_seconds: Some(10),
-            automount_service_account_token: Some(false),
-            enable_service_links: Some(false),
-            ..PodSpec::default()
-        }),
+        spec: Some(pod_spec),
         ..Pod::default()
     }
 }

@@ -751,3 +751,89 @@ async fn fault_expiry_heals_members_and_marks_expired() {
     assert!(admin(&log, "faults").is_empty());
     assert!(events(&log).is_empty(), "{:?}", events(&log));
 }
+
+// ------------------------------------------------------------------ rollout
+
+#[tokio::test]
+async fn changed_image_recreates_one_follower_at_a_time_and_the_leader_last() {
+    let old = demo(3, "");
+    let rc = with_status(
+        demo(3, "  image: caplab/node:0.2.0"),
+        bootstrapped_status(3, 2, 2),
+    );
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&old, o, u64::from(o) + 1))
+            .collect(),
+        members: raft_members(3, 2, 2),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc.clone()),
+    })
+    .await;
+
+    // 1. Ready and whole: the highest follower (ordinal 1; the leader is 2) goes first, alone.
+    let action = h.reconcile().await.expect("reconcile 1");
+    let log = h.take_log();
+    let deletes: Vec<String> = api_lines(&log)
+        .into_iter()
+        .filter(|l| l.starts_with("DELETE"))
+        .collect();
+    assert_eq!(deletes, vec![line("DELETE", &pod_path(1))]);
+    assert!(events(&log)
+        .iter()
+        .any(|e| e.1 == "MemberRolled" && e.2.contains("demo-1")));
+    assert_eq!(requeue_secs(&action), FAST.as_secs_f64());
+
+    // 2. Its pod is gone: it is recreated from the new spec; nothing else is deleted meanwhile.
+    {
+        let mut w = h.world();
+        w.pods
+            .retain(|p| p.metadata.name.as_deref() != Some("demo-1"));
+        w.members.remove(&1);
+    }
+    h.reconcile().await.expect("reconcile 2");
+    let log = h.take_log();
+    assert!(!api_lines(&log).iter().any(|l| l.starts_with("DELETE")));
+    let apply = log
+        .iter()
+        .find(|c| c.api("PATCH", &pod_path(1)))
+        .expect("demo-1 applied");
+    assert_server_side_apply(apply);
+    let created = apply.body.clone();
+    assert_eq!(
+        created["spec"]["containers"][0]["image"],
+        "caplab/node:0.2.0"
+    );
+
+    // 3. Back as member 4 (its data was an emptyDir) and Ready, only the leader is left
+    //    outdated: now it goes.
+    {
+        let mut w = h.world();
+        let mut pod: k8s_openapi::api::core::v1::Pod =
+            serde_json::from_value(created).expect("pod");
+        pod.status = running_pod(&rc, 1, 4).status;
+        w.pods.push(pod);
+        w.pods
+            .retain(|p| p.metadata.name.as_deref() != Some("demo-0"));
+        w.pods.push(running_pod(&rc, 0, 1));
+        let voters = [1, 3, 4];
+        w.members = BTreeMap::from([
+            (0, follower(1, 2, 3, &voters, 10)),
+            (1, follower(4, 2, 3, &voters, 10)),
+            (2, leader(3, 2, &voters, &[], 10)),
+        ]);
+    }
+    // The first pass sees it whole and writes Ready; the next one acts on that.
+    h.reconcile().await.expect("reconcile 3");
+    assert_eq!(status_patch(&h.take_log())["phase"], "Ready");
+    h.reconcile().await.expect("reconcile 4");
+    let log = h.take_log();
+    let deletes: Vec<String> = api_lines(&log)
+        .into_iter()
+        .filter(|l| l.starts_with("DELETE"))
+        .collect();
+    assert_eq!(deletes, vec![line("DELETE", &pod_path(2))]);
+    assert!(events(&log)
+        .iter()
+        .any(|e| e.1 == "MemberRolled" && e.2.contains("the leader")));
+}
