@@ -153,3 +153,34 @@ async fn clock_skew_shows_in_status() {
         "member clock {clock} vs host {now}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_up_to_date_follower_takes_over_when_the_other_was_cut_off_from_the_leader() {
+    let mut c = common::start(3).await;
+    let leader = c.wait_for_leader().await;
+    let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let (behind, current) = (others[0], others[1]);
+    // `behind` loses the leader (both ways) but still reaches `current`: its log stops
+    // growing while it keeps campaigning, each time at a higher term, refused by `current`.
+    set_faults(&c, behind, json!({"partition": {"peers": [leader]}})).await;
+    for i in 1..=5 {
+        let (status, body) = c.put(leader, "cut", i).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    wait_until(
+        "the cut-off member to campaign past the leader's term",
+        || async {
+            let ahead = c.status(behind).await?["term"].as_u64()?;
+            (ahead > c.status(leader).await?["term"].as_u64()?).then_some(())
+        },
+    )
+    .await;
+
+    c.kill(leader);
+    // Only `current` holds every committed write, so only it can win.
+    let new = wait_for_new_leader(&c, &others, leader).await;
+    assert_eq!(new, current);
+    let (status, body) = c.put(current, "cut", 6).await;
+    assert_eq!(status, 200, "{body}");
+    converged(&c, "cut", 6).await;
+}

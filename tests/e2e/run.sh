@@ -17,13 +17,15 @@
 #   3 partition  partition the leader away; new leader, higher term; majority writes; heal
 #   4 scale      3 -> 5 -> 3 with a background writer; no acknowledged write lost
 #   5 crash      crash a member: Degraded but Available; heal: Ready
-#   6 async      examples/async-3-failover.yaml; crash the primary; promotion + loss report
-#   7 invalid    replicas: 0 and a replication change: refused or reported; cluster runs on
-#   8 delete     delete the resources; every pod/service/secret/PVC they created is gone
+#   6 rollout    change spec.resources: every pod recreated one at a time, the leader last,
+#                with a background writer; no acknowledged write lost
+#   7 async      examples/async-3-failover.yaml; crash the primary; promotion + loss report
+#   8 invalid    replicas: 0 and a replication change: refused or reported; cluster runs on
+#   9 delete     delete the resources; every pod/service/secret/PVC they created is gone
 #
 # Environment:
 #   CAPLAB_E2E_STEPS          steps to run, by number or name, e.g. "1 2 3" or "install,raft3"
-#                             (default: all). Steps 3-5 and 7 create the demo cluster if it
+#                             (default: all). Steps 3-6 and 8 create the demo cluster if it
 #                             is missing, so they can run on their own after step 1.
 #   CAPLAB_E2E_KEEP_GOING=1   run the remaining steps after a failure (default: stop)
 #   CAPLAB_E2E_KEEP=1         leave the release and namespaces in place at the end
@@ -70,7 +72,7 @@ read -r -a HELM_ARGS <<<"${CAPLAB_E2E_HELM_ARGS:-}"
 # Helm's fullname rule (see charts/caplab/templates/_helpers.tpl).
 if [[ $RELEASE == *caplab* ]]; then OPDEPLOY=$RELEASE; else OPDEPLOY=$RELEASE-caplab; fi
 
-STEP_NAMES=(install raft3 partition scale crash async invalid delete)
+STEP_NAMES=(install raft3 partition scale crash rollout async invalid delete)
 
 # ---------------------------------------------------------------------------
 # basics
@@ -535,6 +537,42 @@ step_crash() {
   wait_for "fault crash-one healed" 120 fault_healed demo crash-one
   wait_for "back to Ready with 3 members" 240 converged demo 3
   wait_for "read $key after recovery" 30 kv_reads demo "$key" 11
+}
+
+# pods_requesting_cpu <name> <count> <cpu>: exactly <count> live member pods, all
+# requesting <cpu> (that is, recreated from the changed spec).
+pods_requesting_cpu() {
+  local out live
+  out=$(kn get pods -l "caplab.dev/cluster=$1" \
+    -o 'jsonpath={range .items[*]}{.metadata.name}={.spec.containers[0].resources.requests.cpu}={.metadata.deletionTimestamp}{"\n"}{end}' 2>/dev/null)
+  live=$(grep '=$' <<<"$out")  # no deletionTimestamp
+  echo "${out//$'\n'/ }"
+  [[ $(grep -c "=$3=\$" <<<"$live") -eq $2 && $(grep -c . <<<"$live") -eq $2 ]]
+}
+
+rolled_events() { # <name>: the MemberRolled events of this run, one per pod
+  local n
+  n=$(kn get events --field-selector reason=MemberRolled -o name 2>/dev/null | grep -c .)
+  echo "$n MemberRolled events"; (( n >= 3 ))
+}
+
+ROLL_TMP=""
+step_rollout() {
+  ensure_demo
+  ROLL_TMP=$(mktemp -d)
+  trap 'stop_writer; rm -rf "$ROLL_TMP"' EXIT
+  local key=e2e-$RUN_ID-r counter=e2e-$RUN_ID-rc
+  wait_for "write $key=13 before the rollout" 60 kv_put demo "$key" 13
+  start_writer demo "$counter" "$ROLL_TMP"
+  log "background writer on $counter (pid $WRITER_PID)"
+  patch_spec demo '{"resources":{"requests":{"cpu":"20m"}}}' || fail "patch spec.resources"
+  wait_for "every member pod recreated with the 20m cpu request" 900 pods_requesting_cpu demo 3 20m
+  wait_for "back to Ready with 3 members" 300 converged demo 3
+  sleep 2
+  stop_writer
+  check "one MemberRolled event per pod" rolled_events demo
+  wait_for "read $key after the rollout" 30 kv_reads demo "$key" 13
+  wait_for "no acknowledged write of the background writer lost" 30 no_ack_lost demo "$counter" "$ROLL_TMP"
 }
 
 step_async() {
