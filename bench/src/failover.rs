@@ -19,7 +19,23 @@ pub struct Trial {
     pub probes: usize,
 }
 
-pub async fn caplab_trial(cluster: &mut Caplab, http: &reqwest::Client) -> anyhow::Result<Trial> {
+/// A cluster to run failover trials on.
+pub enum Target<'a> {
+    Caplab(&'a mut Caplab, &'a reqwest::Client),
+    Etcd(&'a mut Etcd),
+}
+
+impl Target<'_> {
+    /// One trial: kill the leader, time the first acknowledged write, restart the killed member.
+    pub async fn trial(&mut self) -> anyhow::Result<Trial> {
+        match self {
+            Target::Caplab(cluster, http) => caplab_trial(cluster, http).await,
+            Target::Etcd(cluster) => etcd_trial(cluster).await,
+        }
+    }
+}
+
+async fn caplab_trial(cluster: &mut Caplab, http: &reqwest::Client) -> anyhow::Result<Trial> {
     let leader = cluster.leader().await.context("no caplab leader")?;
     let survivors: Vec<String> = (0..cluster.clients.len())
         .filter(|&i| i != leader)
@@ -47,7 +63,7 @@ pub async fn caplab_trial(cluster: &mut Caplab, http: &reqwest::Client) -> anyho
     result
 }
 
-pub async fn etcd_trial(cluster: &mut Etcd) -> anyhow::Result<Trial> {
+async fn etcd_trial(cluster: &mut Etcd) -> anyhow::Result<Trial> {
     let leader = cluster.leader().await.context("no etcd leader")?;
     let mut survivors = Vec::new();
     for i in (0..cluster.endpoints.len()).filter(|&i| i != leader) {

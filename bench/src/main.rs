@@ -116,35 +116,46 @@ async fn bench_caplab(
         addrs: cluster.clients.clone(),
     };
     measure_cells(args, report, &system, &target, Some((http, &cluster))).await;
-    if mode == "raft" && args.failover_trials > 0 {
-        let mut row = FailoverRow {
-            system: system.clone(),
-            trials: vec![],
-            failed: 0,
-        };
-        for t in 0..args.failover_trials {
-            match failover::caplab_trial(&mut cluster, http).await {
-                Ok(trial) => {
-                    eprintln!(
-                        "{system} failover trial {}: {:?} ({} probes)",
-                        t + 1,
-                        trial.to_first_write,
-                        trial.probes
-                    );
-                    row.trials.push(trial.to_first_write);
-                }
-                Err(e) => {
-                    eprintln!("{system} failover trial {} failed: {e:#}", t + 1);
-                    report
-                        .notes
-                        .push(format!("{system} failover trial {} failed: {e:#}", t + 1));
-                    row.failed += 1;
-                }
-            }
-        }
-        report.failover.push(row);
+    if mode == "raft" {
+        let target = failover::Target::Caplab(&mut cluster, http);
+        failover_trials(args, report, &system, target).await;
     }
     Ok(())
+}
+
+/// `--failover-trials` trials against one system, as one row of the failover table.
+async fn failover_trials(
+    args: &Args,
+    report: &mut Report,
+    system: &str,
+    mut target: failover::Target<'_>,
+) {
+    if args.failover_trials == 0 {
+        return;
+    }
+    let mut row = FailoverRow {
+        system: system.to_string(),
+        trials: vec![],
+        failed: 0,
+    };
+    for t in 1..=args.failover_trials {
+        match target.trial().await {
+            Ok(trial) => {
+                eprintln!(
+                    "{system} failover trial {t}: {:?} ({} probes)",
+                    trial.to_first_write, trial.probes
+                );
+                row.trials.push(trial.to_first_write);
+            }
+            Err(e) => {
+                let note = format!("{system} failover trial {t} failed: {e:#}");
+                eprintln!("{note}");
+                report.notes.push(note);
+                row.failed += 1;
+            }
+        }
+    }
+    report.failover.push(row);
 }
 
 async fn bench_etcd(args: &Args, report: &mut Report) -> anyhow::Result<()> {
@@ -172,34 +183,7 @@ async fn bench_etcd(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         }
     }
     measure_cells(args, report, "etcd", &Target::Etcd { kv }, None).await;
-    if args.failover_trials > 0 {
-        let mut row = FailoverRow {
-            system: "etcd".into(),
-            trials: vec![],
-            failed: 0,
-        };
-        for t in 0..args.failover_trials {
-            match failover::etcd_trial(&mut cluster).await {
-                Ok(trial) => {
-                    eprintln!(
-                        "etcd failover trial {}: {:?} ({} probes)",
-                        t + 1,
-                        trial.to_first_write,
-                        trial.probes
-                    );
-                    row.trials.push(trial.to_first_write);
-                }
-                Err(e) => {
-                    eprintln!("etcd failover trial {} failed: {e:#}", t + 1);
-                    report
-                        .notes
-                        .push(format!("etcd failover trial {} failed: {e:#}", t + 1));
-                    row.failed += 1;
-                }
-            }
-        }
-        report.failover.push(row);
-    }
+    failover_trials(args, report, "etcd", failover::Target::Etcd(&mut cluster)).await;
     Ok(())
 }
 
