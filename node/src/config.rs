@@ -62,7 +62,8 @@ pub struct Config {
     #[arg(long, env = "CAPLAB_REQUEST_TIMEOUT_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub request_timeout_ms: u64,
-    /// Build a snapshot (and compact the log) after this many new entries.
+    /// Build a snapshot (and compact the log) after this many new entries: the Raft log, or the
+    /// primary–secondary change log (entries every member has).
     #[arg(long, env = "CAPLAB_SNAPSHOT_LOGS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(10..))]
     pub snapshot_logs: u64,

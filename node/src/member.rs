@@ -61,6 +61,8 @@ pub struct EngineStatus {
     pub commit_index: u64,
     pub applied_index: u64,
     pub last_log_index: u64,
+    /// The last entry folded into the snapshot the log is compacted behind (0: none).
+    pub snapshot_index: u64,
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
     pub peers: BTreeMap<NodeId, PeerStatus>,

@@ -217,6 +217,7 @@ impl RaftEngine {
             commit_index: self.committed.load(Ordering::Relaxed),
             applied_index: m.last_applied.map_or(0, |l| l.index),
             last_log_index,
+            snapshot_index: m.snapshot.map_or(0, |l| l.index),
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
             peers,

@@ -50,6 +50,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
                 &config.data_dir,
                 peers.clone(),
                 config.heartbeat(),
+                config.snapshot_logs,
             )
             .with_context(|| format!("opening {}", config.data_dir.display()))?;
             Engine::Primary(engine)

@@ -217,3 +217,49 @@ async fn applied_everywhere_but(c: &Cluster, except: u64, key: &str, value: i64)
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_change_log_is_compacted_and_a_new_member_catches_up_from_the_snapshot() {
+    let mut c = common::start_with(3, &["--replication", "async", "--snapshot-logs", "10"]).await;
+    for i in 0..60 {
+        assert_eq!(c.put(1, &format!("k{}", i % 7), i).await.0, 200);
+    }
+    // The last writes: k3 = 59, k2 = 58, ..., k4 = 53.
+    applied_everywhere(&c, "k3", 59).await;
+    for id in 1..=3 {
+        wait_until(
+            &format!("member {id} to compact its change log"),
+            || async {
+                let s = c.status(id).await?;
+                (s["snapshotIndex"].as_u64()? >= 10).then_some(())
+            },
+        )
+        .await;
+    }
+
+    // A member that joins empty needs entries the others compacted away: it gets the snapshot.
+    c.add_process(4);
+    let addr = c.members[&4].peer.clone();
+    admin_ok(
+        &c,
+        1,
+        Method::POST,
+        "/v1/admin/learners",
+        json!({"id": 4, "addr": addr}),
+    )
+    .await;
+    applied_everywhere(&c, "k4", 53).await;
+    assert_eq!(c.put(1, "after", 1).await.0, 200);
+    applied_everywhere(&c, "after", 1).await;
+    let joined = c.status(4).await.unwrap_or_default();
+    assert_eq!(joined["discardedWrites"], 0, "{joined}");
+
+    // A restart reloads the snapshot and the tail.
+    c.kill(1);
+    c.restart(1);
+    wait_until("the restarted primary to serve its state", || async {
+        let (status, body) = c.get(1, "k5", "linearizable").await;
+        (status == 200 && body["value"] == 54).then_some(())
+    })
+    .await;
+}

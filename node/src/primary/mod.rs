@@ -5,8 +5,10 @@
 //! which appends it durably and applies it strictly in order. Every message carries the
 //! primary's epoch: a member that hears of a newer epoch stops acting as primary, and a
 //! rejoining member drops the entries the new primary never had, counting them as discarded
-//! (in async mode those were acknowledged to clients: that is the lesson).
+//! (in async mode those were acknowledged to clients: that is the lesson). Entries every
+//! member has acknowledged are compacted into a snapshot (see `log.rs`).
 
+mod log;
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use log::{ChangeLog, Snapshot};
 use store::{Change, Meta, Store, StoreError};
 pub use store::{LogEntry, Role};
 
@@ -26,7 +29,6 @@ use crate::api::error::ApiError;
 use crate::engine::{EngineError, EngineResult};
 use crate::member::{EngineStatus, PeerStatus};
 use crate::network::PeerClient;
-use crate::register::Registers;
 use crate::types::{Command, CommandResult, NodeId};
 
 pub const REPLICATE_PATH: &str = "/v1/internal/replicate";
@@ -57,6 +59,12 @@ pub struct ReplicateRequest {
     /// primary's history.
     pub last_seq: u64,
     pub entries: Vec<LogEntry>,
+    /// The state up to `prev_seq`, sent instead of entries the primary has compacted away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Snapshot>,
+    /// Every member holds the entries up to here: they may be compacted.
+    #[serde(default)]
+    pub stable_seq: u64,
     /// The member set and the primary's address book, so that any secondary can take over.
     pub members: BTreeSet<NodeId>,
     pub addresses: BTreeMap<NodeId, String>,
@@ -80,24 +88,21 @@ struct Progress {
 
 struct State {
     meta: Meta,
-    log: Vec<LogEntry>,
-    /// When each entry was appended here (for lag in milliseconds).
-    appended_at: Vec<Instant>,
-    registers: Registers,
+    log: ChangeLog,
     progress: BTreeMap<NodeId, Progress>,
 }
 
 impl State {
     fn last_seq(&self) -> u64 {
-        self.log.len() as u64
+        self.log.last_seq()
     }
 
-    fn epoch_at(&self, seq: u64) -> u64 {
-        if seq == 0 {
-            0
-        } else {
-            self.log.get(seq as usize - 1).map_or(0, |e| e.epoch)
-        }
+    /// The last entry every secondary acknowledged (as far as this primary knows).
+    fn stable_seq(&self, me: NodeId) -> u64 {
+        self.secondaries(me)
+            .map(|id| self.progress.get(&id).map_or(0, |p| p.match_seq))
+            .min()
+            .unwrap_or_else(|| self.last_seq())
     }
 
     fn secondaries(&self, me: NodeId) -> impl Iterator<Item = NodeId> + '_ {
@@ -106,13 +111,6 @@ impl State {
             .iter()
             .copied()
             .filter(move |id| *id != me)
-    }
-
-    fn rebuild_registers(&mut self) {
-        self.registers = Registers::default();
-        for entry in &self.log {
-            self.registers.apply(&entry.command);
-        }
     }
 
     fn redirect(&self) -> EngineError {
@@ -136,6 +134,8 @@ pub struct PrimaryEngine {
     state: Mutex<State>,
     peers: Arc<PeerClient>,
     heartbeat: Duration,
+    /// Compact the change log once this many stable entries are past the snapshot.
+    compact_every: u64,
     writes: mpsc::Sender<WriteRequest>,
     /// Bumped whenever the log grows or a secondary acknowledges: wakes replicators and
     /// synchronous writers.
@@ -154,18 +154,15 @@ impl PrimaryEngine {
         data_dir: &Path,
         peers: Arc<PeerClient>,
         heartbeat: Duration,
+        compact_every: u64,
     ) -> Result<Arc<Self>, StoreError> {
         let store = Store::open(&data_dir.join("primary-secondary.redb"))?;
-        let (meta, log) = store.load()?;
-        let now = Instant::now();
-        let mut state = State {
+        let (meta, snapshot, log) = store.load()?;
+        let state = State {
             meta,
-            appended_at: vec![now; log.len()],
-            log,
-            registers: Registers::default(),
+            log: ChangeLog::new(snapshot, log),
             progress: BTreeMap::new(),
         };
-        state.rebuild_registers();
         let (writes, queue) = mpsc::channel(GROUP_COMMIT * 4);
         let engine = Arc::new(Self {
             id,
@@ -174,6 +171,7 @@ impl PrimaryEngine {
             state: Mutex::new(state),
             peers,
             heartbeat,
+            compact_every,
             writes,
             changed: watch::channel(0).0,
             replicators: Default::default(),
@@ -238,7 +236,7 @@ impl PrimaryEngine {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut appended = Vec::new();
         for w in batch {
-            let outcome = match state.registers.apply(&w.command) {
+            let outcome = match state.log.registers_mut().apply(&w.command) {
                 CommandResult::Applied { value } => {
                     let key = match &w.command {
                         Command::Write { key, .. } | Command::Cas { key, .. } => key.clone(),
@@ -250,7 +248,6 @@ impl PrimaryEngine {
                         command: Command::Write { key, value },
                     };
                     state.log.push(entry.clone());
-                    state.appended_at.push(Instant::now());
                     appended.push((state.last_seq(), entry));
                     Ok((value, state.last_seq()))
                 }
@@ -262,9 +259,8 @@ impl PrimaryEngine {
         }
         if !appended.is_empty() {
             let change = Change {
-                truncate_after: None,
                 append: appended,
-                meta: None,
+                ..Change::default()
             };
             if let Err(e) = self.store.commit(change).await {
                 tracing::error!(error = %e, "group commit failed; reloading the durable state");
@@ -277,6 +273,8 @@ impl PrimaryEngine {
                 return;
             }
         }
+        let stable = state.stable_seq(self.id);
+        self.compact(&mut state, stable).await;
         drop(state);
         self.changed.send_modify(|v| *v += 1);
         tracing::trace!(first_seq, "group commit");
@@ -334,25 +332,23 @@ impl PrimaryEngine {
 
     fn reload(&self, state: &mut State) {
         match self.store.load() {
-            Ok((meta, log)) => {
+            Ok((meta, snapshot, log)) => {
                 state.meta = meta;
-                state.appended_at = vec![Instant::now(); log.len()];
-                state.log = log;
-                state.rebuild_registers();
+                state.log = ChangeLog::new(snapshot, log);
             }
             Err(e) => tracing::error!(error = %e, "cannot reload the change log"),
         }
     }
 
     pub async fn read_local(&self, key: &str) -> i64 {
-        self.state.lock().await.registers.read(key)
+        self.state.lock().await.log.registers().read(key)
     }
 
     /// Linearizable reads are served by the primary only (as far as it knows it is one).
     pub async fn read_linearizable(&self, key: &str) -> EngineResult<i64> {
         let state = self.state.lock().await;
         match state.meta.role {
-            Role::Primary => Ok(state.registers.read(key)),
+            Role::Primary => Ok(state.log.registers().read(key)),
             _ => Err(state.redirect()),
         }
     }
@@ -389,26 +385,54 @@ impl PrimaryEngine {
             meta.role = Role::Secondary;
             meta.primary = Some(request.primary);
         }
-        if request.prev_seq > state.last_seq()
-            || state.epoch_at(request.prev_seq) != request.prev_epoch
-        {
-            let hint = request.prev_seq.saturating_sub(1).min(state.last_seq());
+        let base = state.log.base().clone();
+        let (prev_seq, prev_epoch, entries) = match &request.snapshot {
+            // Entries up to our own snapshot are stable, hence the ones we hold.
+            Some(snapshot) if snapshot.seq <= base.seq => {
+                after_snapshot(&base, request.prev_seq, &request.entries)
+            }
+            Some(snapshot) if state.log.epoch_at(snapshot.seq) != Some(snapshot.epoch) => {
+                let replaced = state.last_seq().saturating_sub(snapshot.seq);
+                if replaced > 0 {
+                    meta.discarded += replaced;
+                    tracing::warn!(replaced, "entries replaced by the primary's snapshot");
+                }
+                let change = Change {
+                    truncate_after: Some(0),
+                    snapshot: Some(snapshot.clone()),
+                    meta: Some(meta.clone()),
+                    ..Change::default()
+                };
+                self.store
+                    .commit(change)
+                    .await
+                    .map_err(|e| ApiError::NotApplied(e.to_string()))?;
+                state.meta = meta.clone();
+                state.log.install(snapshot.clone());
+                tracing::info!(seq = snapshot.seq, "installed the primary's snapshot");
+                (snapshot.seq, Some(snapshot.epoch), &request.entries[..])
+            }
+            _ => after_snapshot(&base, request.prev_seq, &request.entries),
+        };
+        let prev_epoch = prev_epoch.unwrap_or(request.prev_epoch);
+        if prev_seq > state.last_seq() || state.log.epoch_at(prev_seq) != Some(prev_epoch) {
+            let hint = prev_seq.saturating_sub(1).min(state.last_seq());
             self.persist_meta(&mut state, meta).await?;
             return Ok(refuse(&state, hint));
         }
         // Entries held with the same epoch at the same position are identical: skip them. At
         // the first conflict our tail goes; so does anything beyond the primary's last entry.
         let held = state.last_seq();
-        let mut matched = request.prev_seq;
+        let mut matched = prev_seq;
         let mut skip = 0;
-        while skip < request.entries.len()
+        while skip < entries.len()
             && matched < held
-            && state.epoch_at(matched + 1) == request.entries[skip].epoch
+            && state.log.epoch_at(matched + 1) == Some(entries[skip].epoch)
         {
             matched += 1;
             skip += 1;
         }
-        let keep = if skip < request.entries.len() {
+        let keep = if skip < entries.len() {
             matched
         } else {
             request.last_seq.max(matched)
@@ -422,7 +446,7 @@ impl PrimaryEngine {
                 "discarding entries the new primary never had"
             );
         }
-        let append: Vec<(u64, LogEntry)> = request.entries[skip..]
+        let append: Vec<(u64, LogEntry)> = entries[skip..]
             .iter()
             .cloned()
             .zip(matched + 1..)
@@ -432,6 +456,7 @@ impl PrimaryEngine {
             truncate_after,
             append: append.clone(),
             meta: (meta != state.meta).then(|| meta.clone()),
+            ..Change::default()
         };
         self.store
             .commit(change)
@@ -439,16 +464,14 @@ impl PrimaryEngine {
             .map_err(|e| ApiError::NotApplied(e.to_string()))?;
         state.meta = meta;
         if let Some(after) = truncate_after {
-            state.log.truncate(after as usize);
-            state.appended_at.truncate(after as usize);
-            state.rebuild_registers();
+            state.log.truncate_after(after);
         }
         for (_, entry) in append {
-            state.registers.apply(&entry.command);
-            state.log.push(entry);
-            state.appended_at.push(Instant::now());
+            state.log.append(entry);
         }
         self.stop_replicators();
+        let stable = request.stable_seq.min(state.last_seq());
+        self.compact(&mut state, stable).await;
         Ok(ReplicateResponse {
             ok: true,
             epoch: state.meta.epoch,
@@ -456,12 +479,30 @@ impl PrimaryEngine {
         })
     }
 
+    /// Folds the entries up to `stable` into the snapshot once enough of them piled up
+    /// (failures are logged: the entries stay, which is only less compact).
+    async fn compact(&self, state: &mut State, stable: u64) {
+        if stable < state.log.base().seq.saturating_add(self.compact_every) {
+            return;
+        }
+        let Some(snapshot) = state.log.compact_to(stable) else {
+            return;
+        };
+        let change = Change {
+            snapshot: Some(snapshot),
+            ..Change::default()
+        };
+        match self.store.commit(change).await {
+            Ok(()) => tracing::debug!(seq = stable, "compacted the change log"),
+            Err(e) => tracing::error!(error = %e, "cannot record the compacted change log"),
+        }
+    }
+
     async fn persist_meta(&self, state: &mut State, meta: Meta) -> Result<(), ApiError> {
         if meta != state.meta {
             let change = Change {
-                truncate_after: None,
-                append: Vec::new(),
                 meta: Some(meta.clone()),
+                ..Change::default()
             };
             self.store
                 .commit(change)
@@ -644,15 +685,25 @@ impl PrimaryEngine {
             .get(&target)?
             .next_seq
             .clamp(1, state.last_seq() + 1);
-        let prev_seq = next - 1;
-        let end = (prev_seq as usize + BATCH).min(state.log.len());
+        // Entries compacted away travel as the snapshot they were folded into.
+        let base = state.log.base();
+        let (prev_seq, snapshot) = if next <= base.seq {
+            (base.seq, Some(base.clone()))
+        } else {
+            (next - 1, None)
+        };
         Some(ReplicateRequest {
             epoch: state.meta.epoch,
             primary: self.id,
             prev_seq,
-            prev_epoch: state.epoch_at(prev_seq),
+            prev_epoch: state.log.epoch_at(prev_seq).unwrap_or_default(),
             last_seq: state.last_seq(),
-            entries: state.log[prev_seq as usize..end].to_vec(),
+            entries: state
+                .log
+                .entries_from(prev_seq + 1, BATCH)
+                .unwrap_or_default(),
+            snapshot,
+            stable_seq: state.stable_seq(self.id),
             members: state.meta.members.clone(),
             addresses: self.peers.addresses.all(),
         })
@@ -689,6 +740,8 @@ impl PrimaryEngine {
                 .last_seq
                 .min(request.prev_seq + request.entries.len() as u64);
             progress.next_seq = progress.match_seq + 1;
+            let stable = state.stable_seq(self.id);
+            self.compact(&mut state, stable).await;
         } else {
             progress.next_seq = (response.last_seq + 1)
                 .min(progress.next_seq.saturating_sub(1))
@@ -709,9 +762,9 @@ impl PrimaryEngine {
                 .iter()
                 .map(|(id, p)| {
                     let lag_ms = state
-                        .appended_at
-                        .get(p.match_seq as usize)
-                        .map_or(0, |at| now.duration_since(*at).as_millis() as u64);
+                        .log
+                        .appended_at(p.match_seq + 1)
+                        .map_or(0, |at| now.duration_since(at).as_millis() as u64);
                     let status = PeerStatus {
                         match_index: Some(p.match_seq),
                         lag_entries: last.saturating_sub(p.match_seq),
@@ -737,6 +790,7 @@ impl PrimaryEngine {
             commit_index: last,
             applied_index: last,
             last_log_index: last,
+            snapshot_index: state.log.base().seq,
             voters: state.meta.members.iter().copied().collect(),
             learners: Vec::new(),
             peers,
@@ -746,5 +800,58 @@ impl PrimaryEngine {
 
     pub async fn members(&self) -> BTreeSet<NodeId> {
         self.state.lock().await.meta.members.clone()
+    }
+}
+
+/// The part of a replication message after our own snapshot (entries up to it are stable,
+/// so the ones we hold): the previous sequence number, its epoch when the snapshot decided
+/// it, and the entries left.
+fn after_snapshot<'a>(
+    base: &Snapshot,
+    prev_seq: u64,
+    entries: &'a [LogEntry],
+) -> (u64, Option<u64>, &'a [LogEntry]) {
+    if prev_seq >= base.seq {
+        return (prev_seq, None, entries);
+    }
+    let inside = usize::try_from(base.seq - prev_seq).unwrap_or(usize::MAX);
+    let rest = entries.get(inside..).unwrap_or_default();
+    (base.seq, Some(base.epoch), rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(epochs: &[u64]) -> Vec<LogEntry> {
+        epochs
+            .iter()
+            .map(|&epoch| LogEntry {
+                epoch,
+                command: Command::Write {
+                    key: "k".into(),
+                    value: 1,
+                },
+            })
+            .collect()
+    }
+
+    #[test]
+    fn entries_inside_our_snapshot_are_skipped() {
+        let base = Snapshot {
+            seq: 10,
+            epoch: 2,
+            ..Snapshot::default()
+        };
+        let sent = entries(&[2, 2, 2, 3]);
+        // prev 8: entries 9 and 10 are ours already; 11 and 12 remain.
+        let (prev, epoch, rest) = after_snapshot(&base, 8, &sent);
+        assert_eq!((prev, epoch, rest.len()), (10, Some(2), 2));
+        // Everything sent is inside the snapshot.
+        let (prev, epoch, rest) = after_snapshot(&base, 2, &sent);
+        assert_eq!((prev, epoch, rest.len()), (10, Some(2), 0));
+        // At or past the snapshot nothing changes; the sender's epoch is checked as usual.
+        let (prev, epoch, rest) = after_snapshot(&base, 10, &sent);
+        assert_eq!((prev, epoch, rest.len()), (10, None, 4));
     }
 }

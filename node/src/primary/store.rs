@@ -1,20 +1,22 @@
-//! Durable state of a primary–secondary member: the change log (sequence number → entry) and
-//! the member's epoch, role, primary and member set, in redb; every change is one fsynced
-//! transaction.
+//! Durable state of a primary–secondary member: the snapshot the change log is compacted
+//! behind, the log's tail (sequence number → entry) and the member's epoch, role, primary and
+//! member set, in redb; every change is one fsynced transaction.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, TableDefinition};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::log::Snapshot;
 use crate::types::{Command, NodeId};
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const META_KEY: &str = "meta";
+const SNAPSHOT_KEY: &str = "snapshot";
 
 /// One replicated change, stamped with the epoch of the primary that ordered it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,9 +62,12 @@ fn redb_err(e: impl std::fmt::Display) -> StoreError {
 }
 
 /// A change to make durable in one transaction.
+#[derive(Default)]
 pub struct Change {
     /// Drop every entry with a sequence number above this.
     pub truncate_after: Option<u64>,
+    /// The new snapshot: every entry up to its sequence number is dropped.
+    pub snapshot: Option<Snapshot>,
     /// (sequence number, entry) pairs to append.
     pub append: Vec<(u64, LogEntry)>,
     pub meta: Option<Meta>,
@@ -88,25 +93,31 @@ impl Store {
         Ok(Self { db: Arc::new(db) })
     }
 
-    /// Everything stored: the metadata and the change log in sequence order.
-    pub fn load(&self) -> Result<(Meta, Vec<LogEntry>), StoreError> {
+    /// Everything stored: the metadata, the snapshot and the log's tail in sequence order.
+    pub fn load(&self) -> Result<(Meta, Snapshot, Vec<LogEntry>), StoreError> {
         let tx = self.db.begin_read().map_err(redb_err)?;
-        let meta = match tx
-            .open_table(META)
-            .map_err(redb_err)?
-            .get(META_KEY)
-            .map_err(redb_err)?
-        {
-            Some(bytes) => serde_json::from_slice(bytes.value())?,
+        let meta_table = tx.open_table(META).map_err(redb_err)?;
+        let read = |key: &str| -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(meta_table
+                .get(key)
+                .map_err(redb_err)?
+                .map(|bytes| bytes.value().to_vec()))
+        };
+        let meta = match read(META_KEY)? {
+            Some(bytes) => serde_json::from_slice(&bytes)?,
             None => Meta::default(),
+        };
+        let snapshot: Snapshot = match read(SNAPSHOT_KEY)? {
+            Some(bytes) => serde_json::from_slice(&bytes)?,
+            None => Snapshot::default(),
         };
         let table = tx.open_table(ENTRIES).map_err(redb_err)?;
         let mut log = Vec::new();
-        for row in table.iter().map_err(redb_err)? {
+        for row in table.range(snapshot.seq + 1..).map_err(redb_err)? {
             let (_, bytes) = row.map_err(redb_err)?;
             log.push(serde_json::from_slice(bytes.value())?);
         }
-        Ok((meta, log))
+        Ok((meta, snapshot, log))
     }
 
     pub async fn commit(&self, change: Change) -> Result<(), StoreError> {
@@ -117,6 +128,11 @@ impl Store {
             .map(|(seq, e)| serde_json::to_vec(e).map(|b| (*seq, b)))
             .collect::<Result<Vec<_>, _>>()?;
         let meta = change.meta.as_ref().map(serde_json::to_vec).transpose()?;
+        let snapshot = change
+            .snapshot
+            .as_ref()
+            .map(|s| serde_json::to_vec(s).map(|bytes| (s.seq, bytes)))
+            .transpose()?;
         tokio::task::spawn_blocking(move || {
             let tx = db.begin_write().map_err(redb_err)?;
             {
@@ -126,11 +142,19 @@ impl Store {
                         .retain_in(after + 1.., |_, _| false)
                         .map_err(redb_err)?;
                 }
+                let mut table = tx.open_table(META).map_err(redb_err)?;
+                if let Some((upto, bytes)) = &snapshot {
+                    entries
+                        .retain_in(..=*upto, |_, _| false)
+                        .map_err(redb_err)?;
+                    table
+                        .insert(SNAPSHOT_KEY, bytes.as_slice())
+                        .map_err(redb_err)?;
+                }
                 for (seq, bytes) in &rows {
                     entries.insert(seq, bytes.as_slice()).map_err(redb_err)?;
                 }
                 if let Some(bytes) = &meta {
-                    let mut table = tx.open_table(META).map_err(redb_err)?;
                     table.insert(META_KEY, bytes.as_slice()).map_err(redb_err)?;
                 }
             }

@@ -1,0 +1,207 @@
+//! The change log of a primary–secondary member, compacted behind a snapshot.
+//!
+//! Entries every member has acknowledged (the *stable* prefix) are identical everywhere and
+//! can never be discarded by a failover, so they are folded into a snapshot of the registers
+//! once enough of them pile up: memory and disk then hold only the recent tail. A member that
+//! needs entries from before the snapshot (one that joined empty) is sent the snapshot.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::store::LogEntry;
+use crate::register::Registers;
+
+/// The registers after applying every entry up to `seq` (whose epoch was `epoch`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub seq: u64,
+    pub epoch: u64,
+    pub registers: Registers,
+}
+
+pub struct ChangeLog {
+    base: Snapshot,
+    /// Entries `base.seq + 1 ..= last_seq()`, in order.
+    entries: VecDeque<LogEntry>,
+    /// When each entry was appended here (for lag in milliseconds).
+    appended_at: VecDeque<Instant>,
+    /// The registers after every entry.
+    registers: Registers,
+}
+
+impl ChangeLog {
+    pub fn new(base: Snapshot, entries: Vec<LogEntry>) -> Self {
+        let now = Instant::now();
+        let mut log = Self {
+            registers: Registers::default(),
+            appended_at: entries.iter().map(|_| now).collect(),
+            entries: entries.into(),
+            base,
+        };
+        log.replay();
+        log
+    }
+
+    fn replay(&mut self) {
+        self.registers = self.base.registers.clone();
+        for entry in &self.entries {
+            self.registers.apply(&entry.command);
+        }
+    }
+
+    pub fn base(&self) -> &Snapshot {
+        &self.base
+    }
+
+    pub fn registers(&self) -> &Registers {
+        &self.registers
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.base.seq + self.entries.len() as u64
+    }
+
+    fn offset(&self, seq: u64) -> Option<usize> {
+        seq.checked_sub(self.base.seq + 1)
+            .and_then(|o| usize::try_from(o).ok())
+    }
+
+    /// The epoch of entry `seq` (0 for seq 0); `None` beyond the log or inside the snapshot.
+    pub fn epoch_at(&self, seq: u64) -> Option<u64> {
+        if seq == self.base.seq {
+            return Some(if seq == 0 { 0 } else { self.base.epoch });
+        }
+        self.offset(seq)
+            .and_then(|o| self.entries.get(o))
+            .map(|e| e.epoch)
+    }
+
+    /// Up to `max` entries from `first` on; `None` when `first` is inside the snapshot.
+    pub fn entries_from(&self, first: u64, max: usize) -> Option<Vec<LogEntry>> {
+        let start = self.offset(first)?;
+        Some(self.entries.iter().skip(start).take(max).cloned().collect())
+    }
+
+    /// When entry `seq` was appended here, if it is in the tail.
+    pub fn appended_at(&self, seq: u64) -> Option<Instant> {
+        self.offset(seq)
+            .and_then(|o| self.appended_at.get(o))
+            .copied()
+    }
+
+    /// Appends one entry (already applied by the caller through [`Self::apply`]).
+    pub fn push(&mut self, entry: LogEntry) {
+        self.entries.push_back(entry);
+        self.appended_at.push_back(Instant::now());
+    }
+
+    /// Applies and appends one entry.
+    pub fn append(&mut self, entry: LogEntry) {
+        self.registers.apply(&entry.command);
+        self.push(entry);
+    }
+
+    /// The registers, to apply a command before logging what it amounted to.
+    pub fn registers_mut(&mut self) -> &mut Registers {
+        &mut self.registers
+    }
+
+    /// Drops every entry after `seq` (never inside the snapshot) and rebuilds the registers.
+    pub fn truncate_after(&mut self, seq: u64) {
+        let keep = self.offset(seq + 1).unwrap_or(0);
+        self.entries.truncate(keep);
+        self.appended_at.truncate(keep);
+        self.replay();
+    }
+
+    /// Folds every entry up to `seq` into the snapshot; returns the new snapshot, or `None`
+    /// when `seq` is not in the tail.
+    pub fn compact_to(&mut self, seq: u64) -> Option<Snapshot> {
+        let fold = self.offset(seq)? + 1;
+        if fold > self.entries.len() {
+            return None;
+        }
+        let epoch = self.entries.get(fold - 1)?.epoch;
+        for entry in self.entries.drain(..fold) {
+            self.base.registers.apply(&entry.command);
+        }
+        self.appended_at.drain(..fold);
+        self.base.seq = seq;
+        self.base.epoch = epoch;
+        Some(self.base.clone())
+    }
+
+    /// Replaces everything with `snapshot` (a member that joined empty, or fell behind it).
+    pub fn install(&mut self, snapshot: Snapshot) {
+        self.base = snapshot;
+        self.entries.clear();
+        self.appended_at.clear();
+        self.replay();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Command;
+
+    fn entry(epoch: u64, key: &str, value: i64) -> LogEntry {
+        LogEntry {
+            epoch,
+            command: Command::Write {
+                key: key.into(),
+                value,
+            },
+        }
+    }
+
+    #[test]
+    fn compaction_keeps_the_state_and_the_epochs_at_the_edge() {
+        let mut log = ChangeLog::new(Snapshot::default(), Vec::new());
+        for (i, epoch) in [1, 1, 2, 2, 3].into_iter().enumerate() {
+            log.append(entry(epoch, "k", i as i64 + 1));
+        }
+        log.append(entry(3, "other", 9));
+        assert_eq!(log.last_seq(), 6);
+        let snapshot = log.compact_to(4).expect("4 is in the tail");
+        assert_eq!((snapshot.seq, snapshot.epoch), (4, 2));
+        assert_eq!(snapshot.registers.read("k"), 4);
+        assert_eq!(log.registers().read("k"), 5);
+        assert_eq!(log.epoch_at(4), Some(2));
+        assert_eq!(log.epoch_at(3), None, "inside the snapshot");
+        assert_eq!(log.epoch_at(5), Some(3));
+        assert_eq!(log.entries_from(5, 10).map(|e| e.len()), Some(2));
+        assert_eq!(log.entries_from(4, 10), None);
+        assert_eq!(log.compact_to(2), None, "already compacted");
+        assert_eq!(log.compact_to(7), None, "beyond the log");
+
+        log.truncate_after(5);
+        assert_eq!(log.last_seq(), 5);
+        assert_eq!(log.registers().read("other"), 0);
+        assert_eq!(log.registers().read("k"), 5);
+
+        let reopened = ChangeLog::new(snapshot, vec![entry(3, "k", 5)]);
+        assert_eq!(reopened.registers(), log.registers());
+        assert_eq!(reopened.last_seq(), 5);
+    }
+
+    #[test]
+    fn installing_a_snapshot_replaces_the_log() {
+        let mut log = ChangeLog::new(Snapshot::default(), vec![entry(1, "a", 1)]);
+        let mut registers = Registers::default();
+        registers.apply(&entry(4, "b", 2).command);
+        log.install(Snapshot {
+            seq: 100,
+            epoch: 4,
+            registers,
+        });
+        assert_eq!(log.last_seq(), 100);
+        assert_eq!(log.epoch_at(100), Some(4));
+        assert_eq!(log.registers().read("a"), 0);
+        assert_eq!(log.registers().read("b"), 2);
+        assert_eq!(log.entries_from(101, 5).map(|e| e.len()), Some(0));
+    }
+}
