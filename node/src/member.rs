@@ -352,6 +352,22 @@ impl Member {
         self.settle_admin(result, "/v1/admin/voters", &body).await
     }
 
+    /// A planned switchover to member `to` (primary modes; openraft 0.9 has no leadership
+    /// transfer).
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<u64, ApiError> {
+        match &self.engine {
+            Engine::Primary(p) => {
+                let handed = p.hand_over(to, self.deadline()).await;
+                served_here(handed, "hand over the primary role")
+            }
+            Engine::Raft(_) => Err(ApiError::NotImplemented(
+                "openraft 0.9 has no leadership transfer; remove the leader from the voters \
+                 instead (it steps down once the change commits)"
+                    .into(),
+            )),
+        }
+    }
+
     pub async fn promote(&self, at_least: Option<u64>) -> Result<u64, ApiError> {
         served_here(self.primary_engine()?.promote(at_least).await, "promote")
     }

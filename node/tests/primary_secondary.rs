@@ -263,3 +263,70 @@ async fn the_change_log_is_compacted_and_a_new_member_catches_up_from_the_snapsh
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_planned_switchover_moves_the_primary_without_losing_a_write() {
+    let c = start("async").await;
+    for i in 0..30 {
+        assert_eq!(c.put(1, &format!("s{}", i % 5), i).await.0, 200);
+    }
+    let (status, body) = c
+        .admin(
+            1,
+            Method::POST,
+            "/v1/admin/transfer-leader",
+            json!({"to": 1}),
+        )
+        .await;
+    assert_eq!(status, 400, "to itself: {body}");
+    let (status, body) = c
+        .admin(
+            1,
+            Method::POST,
+            "/v1/admin/transfer-leader",
+            json!({"to": 9}),
+        )
+        .await;
+    assert_eq!(status, 400, "to a stranger: {body}");
+
+    let body = admin_ok(
+        &c,
+        1,
+        Method::POST,
+        "/v1/admin/transfer-leader",
+        json!({"to": 2}),
+    )
+    .await;
+    let epoch = body["epoch"].as_u64().unwrap_or_default();
+    assert!(epoch >= 2, "{body}");
+    wait_until("member 2 to lead and member 1 to follow it", || async {
+        let (new, old) = (c.status(2).await?, c.status(1).await?);
+        (new["role"] == "primary" && old["role"] == "secondary" && old["leader"] == 2).then_some(())
+    })
+    .await;
+    // Every acknowledged write is on the new primary; the old one discarded nothing.
+    for k in 0..5 {
+        let (status, body) = c.get(2, &format!("s{k}"), "linearizable").await;
+        assert_eq!(
+            (status, body["value"].as_i64()),
+            (200, Some(25 + k)),
+            "{body}"
+        );
+    }
+    assert_eq!(c.status(1).await.unwrap_or_default()["discardedWrites"], 0);
+    assert_eq!(
+        c.put(1, "after", 1).await.0,
+        200,
+        "forwarded to the new primary"
+    );
+    applied_everywhere(&c, "after", 1).await;
+    let (status, body) = c
+        .admin(
+            2,
+            Method::POST,
+            "/v1/admin/transfer-leader",
+            json!({"to": 2}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+}

@@ -168,7 +168,7 @@ pub async fn reconcile(rc: Arc<RegisterCluster>, ctx: Arc<Context>) -> Result<Ac
         .step_membership(&seen, &token, &mut st, &mut progress)
         .await;
     converging |= pass
-        .roll_outdated(&seen, &plan, converging, &mut progress)
+        .roll_outdated(&seen, &plan, converging, &token, &mut progress)
         .await?;
     pass.finish_status(&seen, &plan, st, converging, &progress)
         .await
@@ -519,6 +519,7 @@ impl<'a> Pass<'a> {
         seen: &Observation,
         plan: &FaultPlan,
         converging: bool,
+        token: &str,
         progress: &mut Vec<String>,
     ) -> Result<bool, Error> {
         let outdated = rollout::outdated(&seen.pods, |o, pod| {
@@ -542,6 +543,12 @@ impl<'a> Pass<'a> {
             ));
             return Ok(true);
         };
+        if Some(next) == leader && self.rc.spec.replication != Replication::Raft {
+            // A primary's pod goes only once another member holds the primary role: a
+            // failover could lose acknowledged writes (async), a switchover loses none.
+            progress.push(self.hand_over_primary(seen, &outdated, token).await);
+            return Ok(true);
+        }
         let pn = resources::pod_name(&self.name, next);
         info!(cluster = %self.name, pod = %pn, outdated = outdated.len(), "recreating pod from the changed spec");
         self.api::<Pod>()
@@ -556,6 +563,47 @@ impl<'a> Pass<'a> {
         self.event(false, "MemberRolled", note).await;
         progress.push(format!("recreating {pn} from the changed spec"));
         Ok(true)
+    }
+
+    /// Hands the primary role to the most caught-up secondary already built from the current
+    /// spec (a planned switchover); says what happened. On failure the next pass retries.
+    async fn hand_over_primary(
+        &self,
+        seen: &Observation,
+        outdated: &BTreeSet<u32>,
+        token: &str,
+    ) -> String {
+        let Some((primary, ip)) = seen
+            .leader
+            .as_ref()
+            .and_then(|p| Some((p, p.pod_ip.clone()?)))
+        else {
+            return "waiting for the primary's address to hand its role over".into();
+        };
+        let Some(to) = seen
+            .members
+            .iter()
+            .filter(|m| m.ordinal != primary.ordinal && !outdated.contains(&m.ordinal))
+            .filter(|m| m.reachable())
+            .max_by_key(|m| m.status.as_ref().map_or(0, |s| s.applied_index))
+        else {
+            return "waiting for an up-to-date secondary to hand the primary role to".into();
+        };
+        let (from, to) = (primary.id, to.id);
+        match self.ctx.members.transfer_leader(&ip, token, to).await {
+            Ok(()) => {
+                let note = format!("primary {from} handed its role to {to} before its pod is recreated from the changed spec");
+                info!(cluster = %self.name, from, to, "switchover for the rollout");
+                self.event(false, "Switchover", note).await;
+                format!("handed the primary role from {from} to {to}")
+            }
+            Err(e) => {
+                let note = format!("switchover from primary {from} to {to} failed: {e}; retrying");
+                warn!(cluster = %self.name, error = %e, "switchover failed");
+                self.event(true, "SwitchoverFailed", note).await;
+                format!("switchover from {from} to {to} failed; retrying")
+            }
+        }
     }
 
     /// The address book and each member's fault set, to every reachable member (failures are

@@ -837,3 +837,49 @@ async fn changed_image_recreates_one_follower_at_a_time_and_the_leader_last() {
         .iter()
         .any(|e| e.1 == "MemberRolled" && e.2.contains("the leader")));
 }
+
+#[tokio::test]
+async fn changed_image_hands_the_primary_role_over_before_recreating_its_pod() {
+    let spec = "  replication: async\n";
+    let old = demo(3, spec);
+    let mut st = bootstrapped_status(3, 2, 2);
+    st["replication"] = json!("async");
+    let rc = with_status(demo(3, &format!("{spec}  image: caplab/node:0.2.0\n")), st);
+    let as_primary_mode = |mut s: NodeStatus, role: &str| {
+        s.replication = "async".into();
+        s.role = role.into();
+        s
+    };
+    let ids = [1, 2, 3];
+    let h = Harness::start(World {
+        // The secondaries were recreated already; the primary (ordinal 2) is left.
+        pods: vec![
+            running_pod(&rc, 0, 1),
+            running_pod(&rc, 1, 2),
+            running_pod(&old, 2, 3),
+        ],
+        members: BTreeMap::from([
+            (0, as_primary_mode(follower(1, 2, 3, &ids, 10), "secondary")),
+            (1, as_primary_mode(follower(2, 2, 3, &ids, 10), "secondary")),
+            (2, as_primary_mode(leader(3, 2, &ids, &[], 10), "primary")),
+        ]),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc.clone()),
+    })
+    .await;
+
+    h.reconcile().await.expect("reconcile");
+    let log = h.take_log();
+    assert!(
+        !api_lines(&log).iter().any(|l| l.starts_with("DELETE")),
+        "the primary's pod must not go while it is the primary"
+    );
+    let transfer = admin(&log, "transfer-leader");
+    assert_eq!(transfer.len(), 1, "{transfer:?}");
+    assert_eq!(transfer[0].0, "member-2");
+    assert!(
+        [json!({"to": 1}), json!({"to": 2})].contains(&transfer[0].1),
+        "{transfer:?}"
+    );
+    assert!(events(&log).iter().any(|e| e.1 == "Switchover"));
+}

@@ -24,7 +24,7 @@ use crate::member::{
     Consistency, Engine, Member, ReadRequest, Reply, FORWARD_READ_PATH, FORWARD_WRITE_PATH,
 };
 use crate::network::FROM_HEADER;
-use crate::primary::{ReplicateRequest, REPLICATE_PATH};
+use crate::primary::{ReplicateRequest, PROMOTE_PATH, REPLICATE_PATH};
 use crate::raft_engine::RaftEngine;
 use crate::types::{Command, NodeId, TypeConfig};
 
@@ -45,7 +45,7 @@ pub fn router(member: Arc<Member>) -> Router {
         .route("/v1/admin/learners", post(add_learner))
         .route("/v1/admin/voters", put(set_voters).post(set_voters))
         .route("/v1/admin/transfer-leader", post(transfer_leader))
-        .route("/v1/admin/promote", post(promote))
+        .route(PROMOTE_PATH, post(promote))
         .route("/v1/admin/primary", put(follow))
         .route("/v1/admin/peers", put(set_peers).get(get_peers))
         .route("/v1/admin/faults", put(set_faults).get(get_faults));
@@ -270,12 +270,19 @@ async fn set_voters(
     Ok(done(m.set_voters(voters).await?))
 }
 
-async fn transfer_leader() -> ApiError {
-    ApiError::NotImplemented(
-        "openraft 0.9 has no leadership transfer; remove the leader from the voters instead \
-         (it steps down once the change commits)"
-            .into(),
-    )
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferRequest {
+    to: NodeId,
+}
+
+async fn transfer_leader(
+    State(m): State<Arc<Member>>,
+    body: Result<Json<TransferRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let TransferRequest { to } = json_body(body)?;
+    let epoch = m.transfer_leader(to).await?;
+    Ok(Json(json!({ "ok": true, "epoch": epoch })).into_response())
 }
 
 async fn replicate(

@@ -32,6 +32,7 @@ use crate::network::PeerClient;
 use crate::types::{Command, CommandResult, NodeId};
 
 pub const REPLICATE_PATH: &str = "/v1/internal/replicate";
+pub const PROMOTE_PATH: &str = "/v1/admin/promote";
 
 /// Entries per replication message.
 const BATCH: usize = 512;
@@ -90,6 +91,8 @@ struct State {
     meta: Meta,
     log: ChangeLog,
     progress: BTreeMap<NodeId, Progress>,
+    /// A planned switchover to this member is under way: new writes go to it.
+    handing_over: Option<NodeId>,
 }
 
 impl State {
@@ -115,7 +118,7 @@ impl State {
 
     fn redirect(&self) -> EngineError {
         EngineError::NotLeader {
-            leader: self.meta.primary,
+            leader: self.handing_over.or(self.meta.primary),
             addr: None,
         }
     }
@@ -162,6 +165,7 @@ impl PrimaryEngine {
             meta,
             log: ChangeLog::new(snapshot, log),
             progress: BTreeMap::new(),
+            handing_over: None,
         };
         let (writes, queue) = mpsc::channel(GROUP_COMMIT * 4);
         let engine = Arc::new(Self {
@@ -225,7 +229,7 @@ impl PrimaryEngine {
 
     async fn commit_batch(&self, batch: Vec<WriteRequest>) {
         let mut state = self.state.lock().await;
-        if state.meta.role != Role::Primary {
+        if state.meta.role != Role::Primary || state.handing_over.is_some() {
             for w in batch {
                 let _ = w.reply.send(Err(state.redirect()));
             }
@@ -554,6 +558,86 @@ impl PrimaryEngine {
         tracing::info!(epoch = state.meta.epoch, "promoted to primary");
         self.start_replicators(&mut state);
         Ok(state.meta.epoch)
+    }
+
+    /// `POST /v1/admin/transfer-leader` on the primary: a planned switchover to `to` that
+    /// loses no write. New writes are refused (redirected to `to`) until `to` holds every
+    /// entry; then this member steps down to follow `to` and asks it to become the primary of
+    /// the next epoch. Returns that epoch.
+    pub async fn hand_over(self: &Arc<Self>, to: NodeId, deadline: Instant) -> EngineResult<u64> {
+        {
+            let mut state = self.state.lock().await;
+            if state.meta.role != Role::Primary {
+                return Err(state.redirect());
+            }
+            if to == self.id || !state.meta.members.contains(&to) {
+                return Err(ApiError::BadRequest(format!(
+                    "member {to} is not a secondary of this primary (members {:?})",
+                    state.meta.members
+                ))
+                .into());
+            }
+            state.handing_over = Some(to);
+        }
+        if !self.caught_up(to, deadline).await {
+            self.state.lock().await.handing_over = None;
+            return Err(ApiError::NotApplied(format!(
+                "member {to} did not catch up before the deadline; this member stays the primary"
+            ))
+            .into());
+        }
+        let epoch = {
+            let mut state = self.state.lock().await;
+            let mut meta = state.meta.clone();
+            meta.role = Role::Secondary;
+            meta.primary = Some(to);
+            let stepped_down = self.persist_meta(&mut state, meta).await;
+            state.handing_over = None;
+            stepped_down?;
+            state.meta.epoch
+        };
+        self.stop_replicators();
+        tracing::info!(to, epoch, "stepped down for a switchover");
+        let request = serde_json::json!({ "epoch": epoch + 1 });
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let promoted = self
+            .peers
+            .post(to, None, PROMOTE_PATH, &request, wait)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| match r.status().is_success() {
+                true => Ok(()),
+                false => Err(format!("answered {}", r.status())),
+            });
+        // Not undone on failure: `to` may have been promoted all the same, and a primary that
+        // took its writes back could then lose them. With no primary, the operator's failover
+        // promotes the most caught-up member, and every member has every entry.
+        promoted.map(|()| epoch + 1).map_err(|e| {
+            ApiError::Unknown(format!(
+                "stepped down, but promoting member {to} failed ({e}); a failover will pick the next primary"
+            ))
+            .into()
+        })
+    }
+
+    /// Waits until `to` has acknowledged every entry this primary holds.
+    async fn caught_up(&self, to: NodeId, deadline: Instant) -> bool {
+        let mut changed = self.changed.subscribe();
+        loop {
+            {
+                let state = self.state.lock().await;
+                let last = state.last_seq();
+                if state.progress.get(&to).is_some_and(|p| p.match_seq >= last) {
+                    return true;
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
     }
 
     /// `PUT /v1/admin/primary`: follow another member.
