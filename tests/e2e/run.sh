@@ -19,7 +19,8 @@
 #   5 crash      crash a member: Degraded but Available; heal: Ready
 #   6 rollout    change spec.resources: every pod recreated one at a time, the leader last,
 #                with a background writer; no acknowledged write lost
-#   7 async      examples/async-3-failover.yaml; crash the primary; promotion + loss report
+#   7 async      examples/async-3-failover.yaml; crash the primary; promotion + loss report;
+#                then a rollout, in which the primary hands its role over (Switchover)
 #   8 invalid    replicas: 0 and a replication change: refused or reported; cluster runs on
 #   9 delete     delete the resources; every pod/service/secret/PVC they created is gone
 #
@@ -600,6 +601,13 @@ step_async() {
   wait_for "fault kill-primary healed" 120 fault_healed "$name" kill-primary
   wait_for "old primary back as a secondary; 3 members converged" 300 converged "$name" 3
   check "the promoted primary stays primary" primary_is "$name" "$newp"
+  # A rollout: the primary hands its role to an up-to-date secondary instead of failing over.
+  fp=$(events_fingerprint "$name")
+  patch_spec "$name" '{"resources":{"requests":{"cpu":"20m"}}}' || fail "patch spec.resources"
+  wait_for "every $name pod recreated with the 20m cpu request" 900 pods_requesting_cpu "$name" 3 20m
+  wait_for "$name back to 3 converged members" 300 converged "$name" 3
+  wait_for "a Switchover Event (no failover for the rollout)" 60 new_event_matching "$name" "$fp" 'Switchover'
+  wait_for "read b1 after the rollout" 30 kv_reads "$name" "e2e-$RUN_ID-b1" 21 leader
 }
 
 loss_reported() {
