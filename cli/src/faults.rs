@@ -13,7 +13,8 @@
 //! `{at: 10s, duration: 20s, fault: partition-leader}` where `fault` may also be a mapping in
 //! the shape of a `spec.faults` entry (`{kind: crash, targets: [leader]}`; `name` optional).
 
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Map, Value};
@@ -284,8 +285,9 @@ fn ns_since(start: Instant) -> u64 {
 }
 
 /// Runs the schedule from `start` until `end` (or `stop`), then removes whatever is still
-/// injected. Returns the windows as they were requested and confirmed by the API server; a
-/// patch that fails is reported on stderr and leaves no window.
+/// injected. Returns the windows as they were requested and confirmed by the API server (a
+/// patch that fails is reported on stderr and leaves no window), each starting when the
+/// operator reports it started the fault if that was later (see [`later_start`]).
 pub async fn run(
     target: &Target,
     schedule: &[Scheduled],
@@ -304,9 +306,12 @@ pub async fn run(
         f.insert("name".into(), Value::String(names[i].clone()));
         Value::Object(f)
     };
+    let start_wall = SystemTime::now()
+        .checked_sub(start.elapsed())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     let mut active: Vec<usize> = Vec::new();
     let mut opened: Vec<Option<u64>> = vec![None; schedule.len()];
-    let mut windows = Vec::new();
+    let mut windows: Vec<(usize, Window)> = Vec::new();
     let apply = |active: &[usize]| {
         let specs: Vec<Value> = active.iter().map(|&i| spec(i)).collect();
         let names = names.clone();
@@ -360,11 +365,12 @@ pub async fn run(
                     Ok(()) => {
                         active = next;
                         if let Some(from) = opened[i].take() {
-                            windows.push(Window {
+                            let window = Window {
                                 name: schedule[i].label.clone(),
                                 start: from,
                                 end: Some(ns_since(start)),
-                            });
+                            };
+                            windows.push((i, window));
                         }
                         eprintln!(
                             "\n[{:>5.1}s] fault {} removed",
@@ -392,17 +398,60 @@ pub async fn run(
             target.namespace, target.name
         );
     }
-    for i in 0..schedule.len() {
-        if let Some(from) = opened[i].take() {
-            windows.push(Window {
+    for (i, from) in opened.iter_mut().enumerate() {
+        if let Some(from) = from.take() {
+            let window = Window {
                 name: schedule[i].label.clone(),
                 start: from,
                 end: cleanup.is_ok().then_some(healed),
-            });
+            };
+            windows.push((i, window));
         }
     }
+    let started = operator_starts(target).await;
+    let mut windows: Vec<Window> = windows
+        .into_iter()
+        .map(|(i, mut w)| {
+            if let Some(since) = started.get(&names[i]) {
+                w.start = later_start(w.start, *since, start_wall);
+            }
+            w
+        })
+        .collect();
     windows.sort_by_key(|w| w.start);
     windows
+}
+
+/// When the operator says it started each fault (`status.faults[].since`), by fault name;
+/// empty when the status cannot be read (the windows then keep the patch times).
+async fn operator_starts(target: &Target) -> BTreeMap<String, SystemTime> {
+    let value = crate::k8s::get_cluster(&target.client, &target.namespace, &target.name).await;
+    let Ok(rc) = value.and_then(|v| Ok(crate::regc::RegisterCluster::from_value(v)?)) else {
+        return BTreeMap::new();
+    };
+    rc.status
+        .map(|st| st.faults)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|f| {
+            let since = chrono::DateTime::parse_from_rfc3339(f.since.as_deref()?).ok()?;
+            Some((f.name, SystemTime::from(since)))
+        })
+        .collect()
+}
+
+/// A fault window starts when its patch was accepted (`patched`, ns from the start), unless
+/// the operator started the fault more than a second later (it waits for a leader before it
+/// resolves targets, for one): then at the operator's `since`, which has whole seconds.
+pub fn later_start(patched: u64, since: SystemTime, start_wall: SystemTime) -> u64 {
+    let since = since
+        .duration_since(start_wall)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    if since > patched.saturating_add(1_000_000_000) {
+        since
+    } else {
+        patched
+    }
 }
 
 /// A short identifier for this run's fault names, from the wall clock.
@@ -428,6 +477,23 @@ pub fn run_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_start_when_the_operator_started_a_late_fault() {
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |secs: u64| wall + Duration::from_secs(secs);
+        let s = 1_000_000_000;
+        // Patched at 3.2 s; the operator's whole-second "since" of 3 s is no later: kept.
+        assert_eq!(later_start(3 * s + s / 5, at(3), wall), 3 * s + s / 5);
+        assert_eq!(later_start(3 * s + s / 5, at(4), wall), 3 * s + s / 5);
+        // Started at 9 s (waiting for a leader): the window starts there.
+        assert_eq!(later_start(3 * s, at(9), wall), 9 * s);
+        // A clock before the workload began cannot move a window earlier.
+        assert_eq!(
+            later_start(2 * s, wall - Duration::from_secs(5), wall),
+            2 * s
+        );
+    }
 
     #[test]
     fn durations() {
