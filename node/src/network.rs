@@ -7,20 +7,21 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
+use openraft::{BasicNode, EntryPayload};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::faults::{Faults, Verdict};
-use crate::types::{NodeId, TypeConfig};
+use crate::types::{Entry, NodeId, TypeConfig};
 
 /// The header that names the sending member, so the receiver can apply its own fault filter.
 pub const FROM_HEADER: &str = "x-caplab-from";
@@ -229,6 +230,11 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        if let Some(fits) = entries_that_fit(&rpc.entries, MAX_APPEND_BYTES) {
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fits),
+            ));
+        }
         self.client
             .rpc(self.target, &self.node, "/raft/append", &rpc, &option)
             .await
@@ -255,5 +261,56 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         self.client
             .rpc(self.target, &self.node, "/raft/vote", &rpc, &option)
             .await
+    }
+}
+
+/// AppendEntries bodies above this many bytes are split. openraft 0.9 gives each request one
+/// heartbeat interval, and one entry may carry a whole batch of writes, so a follower catching
+/// up must get the log in pieces it can take within that deadline.
+const MAX_APPEND_BYTES: usize = 1 << 20;
+
+/// `None` when `entries` fit in `limit` bytes (or there is only one); else how many leading
+/// entries do (at least one), as the hint openraft retries with.
+fn entries_that_fit(entries: &[Entry], limit: usize) -> Option<u64> {
+    if entries.len() < 2 {
+        return None;
+    }
+    let mut total = 0;
+    for (fits, entry) in entries.iter().enumerate() {
+        total += match &entry.payload {
+            EntryPayload::Normal(batch) => batch.approx_bytes(),
+            _ => 256,
+        };
+        if total > limit {
+            return Some((fits as u64).max(1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{Batch, Command, LogId};
+
+    fn entry(index: u64, commands: usize) -> Entry {
+        let write = Command::Write {
+            key: "k".repeat(100),
+            value: 1,
+        };
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Batch(vec![write; commands])),
+        }
+    }
+
+    #[test]
+    fn large_appends_are_split_at_whole_entries() {
+        // Each entry counts 16 × (100-byte key + 64) = 2,624 bytes.
+        let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 16)).collect();
+        assert_eq!(entries_that_fit(&entries, 100_000), None);
+        assert_eq!(entries_that_fit(&entries, 8_000), Some(3));
+        assert_eq!(entries_that_fit(&entries, 100), Some(1), "at least one entry");
+        assert_eq!(entries_that_fit(&entries[..1], 100), None, "one entry always goes");
     }
 }

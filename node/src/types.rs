@@ -40,6 +40,22 @@ pub enum CommandResult {
 #[serde(transparent)]
 pub struct Batch(pub Vec<Command>);
 
+impl Batch {
+    /// About how many bytes the batch takes as JSON (keys dominate; numbers and field names
+    /// are bounded).
+    pub fn approx_bytes(&self) -> usize {
+        self.0.iter().map(|c| c.key().len() + 64).sum()
+    }
+}
+
+impl Command {
+    pub fn key(&self) -> &str {
+        match self {
+            Command::Write { key, .. } | Command::Cas { key, .. } => key,
+        }
+    }
+}
+
 /// One result per command of a [`Batch`], in the same order (none for entries that carry no
 /// commands: blank and membership entries).
 pub type BatchResults = Vec<CommandResult>;

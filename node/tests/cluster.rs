@@ -104,6 +104,40 @@ async fn restarted_members_keep_every_acknowledged_write() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_follower_catches_up_after_a_burst_of_concurrent_writes() {
+    let mut c = common::start(3).await;
+    let leader = c.wait_for_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap_or(1);
+    c.kill(follower);
+    // Concurrent writers with long keys: the leader packs them into few, large log entries,
+    // which the restarted follower must then receive within replication RPCs' deadlines.
+    let url = c.members[&leader].url("/v1/kv");
+    let writers = (0..64).map(|w| {
+        let (http, url) = (c.http.clone(), url.clone());
+        tokio::spawn(async move {
+            for i in 0..100 {
+                let key = format!("{w:03}-{}", "k".repeat(250));
+                let response = http
+                    .put(format!("{url}/{key}"))
+                    .json(&json!({ "value": i }))
+                    .send()
+                    .await;
+                assert!(response.is_ok_and(|r| r.status().is_success()));
+            }
+        })
+    });
+    for writer in writers.collect::<Vec<_>>() {
+        assert!(writer.await.is_ok());
+    }
+    c.restart(follower);
+    let last_key = format!("063-{}", "k".repeat(250));
+    wait_until("the restarted follower to catch up", || async {
+        (c.get(follower, &last_key, "local").await.1["value"] == 99).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn without_quorum_a_write_fails_within_the_deadline() {
     let mut c = common::start(3).await;
     let leader = c.wait_for_leader().await;

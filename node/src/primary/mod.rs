@@ -242,9 +242,7 @@ impl PrimaryEngine {
         for w in batch {
             let outcome = match state.log.registers_mut().apply(&w.command) {
                 CommandResult::Applied { value } => {
-                    let key = match &w.command {
-                        Command::Write { key, .. } | Command::Cas { key, .. } => key.clone(),
-                    };
+                    let key = w.command.key().to_string();
                     // A successful CAS is logged as the write it amounts to: replay is then
                     // independent of the secondary's state.
                     let entry = LogEntry {
