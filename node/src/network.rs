@@ -310,7 +310,15 @@ mod tests {
         let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 16)).collect();
         assert_eq!(entries_that_fit(&entries, 100_000), None);
         assert_eq!(entries_that_fit(&entries, 8_000), Some(3));
-        assert_eq!(entries_that_fit(&entries, 100), Some(1), "at least one entry");
-        assert_eq!(entries_that_fit(&entries[..1], 100), None, "one entry always goes");
+        assert_eq!(
+            entries_that_fit(&entries, 100),
+            Some(1),
+            "at least one entry"
+        );
+        assert_eq!(
+            entries_that_fit(&entries[..1], 100),
+            None,
+            "one entry always goes"
+        );
     }
 }

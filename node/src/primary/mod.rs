@@ -405,10 +405,7 @@ impl PrimaryEngine {
                     meta: Some(meta.clone()),
                     ..Change::default()
                 };
-                self.store
-                    .commit(change)
-                    .await
-                    .map_err(|e| ApiError::NotApplied(e.to_string()))?;
+                self.commit(change).await?;
                 state.meta = meta.clone();
                 state.log.install(snapshot.clone());
                 tracing::info!(seq = snapshot.seq, "installed the primary's snapshot");
@@ -460,10 +457,7 @@ impl PrimaryEngine {
             meta: (meta != state.meta).then(|| meta.clone()),
             ..Change::default()
         };
-        self.store
-            .commit(change)
-            .await
-            .map_err(|e| ApiError::NotApplied(e.to_string()))?;
+        self.commit(change).await?;
         state.meta = meta;
         if let Some(after) = truncate_after {
             state.log.truncate_after(after);
@@ -500,16 +494,21 @@ impl PrimaryEngine {
         }
     }
 
+    /// Makes `change` durable; a failure means it did not happen.
+    async fn commit(&self, change: Change) -> Result<(), ApiError> {
+        self.store
+            .commit(change)
+            .await
+            .map_err(|e| ApiError::NotApplied(e.to_string()))
+    }
+
     async fn persist_meta(&self, state: &mut State, meta: Meta) -> Result<(), ApiError> {
         if meta != state.meta {
             let change = Change {
                 meta: Some(meta.clone()),
                 ..Change::default()
             };
-            self.store
-                .commit(change)
-                .await
-                .map_err(|e| ApiError::NotApplied(e.to_string()))?;
+            self.commit(change).await?;
             state.meta = meta;
         }
         Ok(())
