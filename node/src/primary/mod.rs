@@ -567,6 +567,12 @@ impl PrimaryEngine {
             if state.meta.role != Role::Primary {
                 return Err(state.redirect());
             }
+            if let Some(other) = state.handing_over {
+                return Err(ApiError::Conflict(format!(
+                    "a switchover to member {other} is already under way"
+                ))
+                .into());
+            }
             if to == self.id || !state.meta.members.contains(&to) {
                 return Err(ApiError::BadRequest(format!(
                     "member {to} is not a secondary of this primary (members {:?})",
