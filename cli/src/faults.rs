@@ -6,8 +6,10 @@
 //! On the command line: `--fault-at START:FAULT[:DURATION]`, e.g. `10s:partition-leader:20s`.
 //! FAULT is `KIND-TARGET[=VALUE]`: KIND is partition, crash (or kill), pause, delay, loss or
 //! skew; TARGET is leader (primary), followers (secondaries) or a member ordinal; VALUE is the
-//! delay's latency in ms (default 200), the loss probability (default 0.5) or the clock offset
-//! in ms (default 5000). Without DURATION the fault lasts to the end of the workload.
+//! delay's latency in ms (default 50: below the Raft heartbeat, which openraft 0.9 also uses
+//! as its replication deadline, so Raft slows down rather than loses the member), the loss
+//! probability (default 0.5) or the clock offset in ms (default 5000). Without DURATION the
+//! fault lasts to the end of the workload.
 //!
 //! In a YAML file (`--faults FILE`), a list (or `{faults: [...]}`) of
 //! `{at: 10s, duration: 20s, fault: partition-leader}` where `fault` may also be a mapping in
@@ -113,7 +115,7 @@ pub fn preset(text: &str) -> Result<Map<String, Value>> {
             json!({"kind": "pause", "targets": [who]})
         }
         "delay" => {
-            let ms = number(200.0)?;
+            let ms = number(50.0)?;
             if ms < 0.0 {
                 bail!("{text:?}: the latency must not be negative");
             }
@@ -550,7 +552,7 @@ mod tests {
         );
         assert_eq!(
             fault("0:delay-0:1"),
-            Some(json!({"kind": "delay", "targets": [0], "latencyMs": 200}))
+            Some(json!({"kind": "delay", "targets": [0], "latencyMs": 50}))
         );
         assert_eq!(
             fault("0:loss-secondaries=0.25:1"),
