@@ -589,21 +589,8 @@ impl<'a> Pass<'a> {
         else {
             return "waiting for an up-to-date secondary to hand the primary role to".into();
         };
-        let (from, to) = (primary.id, to.id);
-        match self.ctx.members.transfer_leader(&ip, token, to).await {
-            Ok(()) => {
-                let note = format!("primary {from} handed its role to {to} before its pod is recreated from the changed spec");
-                info!(cluster = %self.name, from, to, "switchover for the rollout");
-                self.event(false, "Switchover", note).await;
-                format!("handed the primary role from {from} to {to}")
-            }
-            Err(e) => {
-                let note = format!("switchover from primary {from} to {to} failed: {e}; retrying");
-                warn!(cluster = %self.name, error = %e, "switchover failed");
-                self.event(true, "SwitchoverFailed", note).await;
-                format!("switchover from {from} to {to} failed; retrying")
-            }
-        }
+        let why = "before its pod is recreated from the changed spec";
+        switchover(self.ctx, self.rc, (&ip, token), (primary.id, to.id), why).await
     }
 
     /// The address book and each member's fault set, to every reachable member (failures are
@@ -1099,33 +1086,60 @@ async fn raft_step(
                 Err(e) => member_failed(ctx, "transfer-leader", e),
             }
         }
-        Step::DeletePod { ordinal } => {
-            let pn = resources::pod_name(&cluster, ordinal);
-            let ns = rc.namespace().unwrap_or_default();
-            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-            if let Err(e) = pods.delete(&pn, &DeleteParams::default()).await {
-                warn!(error = %e, pod = %pn, "deleting pod failed");
-                return Some(format!("deleting {pn}"));
-            }
-            if rc.spec.storage.is_some()
-                || ordinal >= u32::try_from(rc.spec.replicas.max(0)).unwrap_or(0)
-            {
-                let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-                let _ = pvcs
-                    .delete(
-                        &resources::pvc_name(&cluster, ordinal),
-                        &DeleteParams::default(),
-                    )
-                    .await;
-            }
-            ctx.event(
-                rc,
-                false,
-                "MemberDeleted",
-                format!("scaled down: deleted {pn}"),
+        Step::DeletePod { ordinal } => delete_member_pod(ctx, rc, ordinal).await,
+    }
+}
+
+/// Deletes the pod of a member that was scaled away (and its claim), once no member
+/// replicates to it any more.
+async fn delete_member_pod(ctx: &Context, rc: &RegisterCluster, ordinal: u32) -> Option<String> {
+    let pn = resources::pod_name(&rc.name_any(), ordinal);
+    let ns = rc.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Err(e) = pods.delete(&pn, &DeleteParams::default()).await {
+        warn!(error = %e, pod = %pn, "deleting pod failed");
+        return Some(format!("deleting {pn}"));
+    }
+    if rc.spec.storage.is_some() || ordinal >= u32::try_from(rc.spec.replicas.max(0)).unwrap_or(0) {
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+        let _ = pvcs
+            .delete(
+                &resources::pvc_name(&rc.name_any(), ordinal),
+                &DeleteParams::default(),
             )
             .await;
-            Some(format!("deleted {pn}"))
+    }
+    ctx.event(
+        rc,
+        false,
+        "MemberDeleted",
+        format!("scaled down: deleted {pn}"),
+    )
+    .await;
+    Some(format!("deleted {pn}"))
+}
+
+/// A planned switchover from primary `from` (at `ip`) to member `to`, with an Event either
+/// way; says what happened (a failure is retried by the next pass).
+async fn switchover(
+    ctx: &Context,
+    rc: &RegisterCluster,
+    (ip, token): (&str, &str),
+    (from, to): (u64, u64),
+    why: &str,
+) -> String {
+    match ctx.members.transfer_leader(ip, token, to).await {
+        Ok(()) => {
+            info!(cluster = %rc.name_any(), from, to, why, "switchover");
+            let note = format!("primary {from} handed its role to {to} {why}");
+            ctx.event(rc, false, "Switchover", note).await;
+            format!("handed the primary role from {from} to {to}")
+        }
+        Err(e) => {
+            warn!(cluster = %rc.name_any(), error = %e, "switchover failed");
+            let note = format!("switchover from primary {from} to {to} failed: {e}; retrying");
+            ctx.event(rc, true, "SwitchoverFailed", note).await;
+            format!("switchover from {from} to {to} failed; retrying")
         }
     }
 }
@@ -1161,6 +1175,12 @@ async fn primary_step(
             }
             Some(format!("pointing secondaries at primary {primary}"))
         }
+        PrimaryStep::HandOver { ordinal, from, to } => {
+            let ip = ip_of(ordinal)?;
+            let why = "before its ordinal is scaled away";
+            Some(switchover(ctx, rc, (&ip, token), (from, to), why).await)
+        }
+        PrimaryStep::DeletePod { ordinal } => delete_member_pod(ctx, rc, ordinal).await,
         PrimaryStep::SetMembers { ordinal, members } => {
             let ip = ip_of(ordinal)?;
             match ctx.members.set_voters(&ip, token, &members).await {

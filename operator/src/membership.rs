@@ -291,6 +291,21 @@ pub enum PrimaryStep {
         /// Primary peer address.
         addr: String,
     },
+    /// The primary's ordinal is going away (scale-down): hand its role to a kept member
+    /// first (a planned switchover loses no write; a failover could).
+    HandOver {
+        /// The primary's ordinal.
+        ordinal: u32,
+        /// The primary's id.
+        from: u64,
+        /// The member to take over.
+        to: u64,
+    },
+    /// Delete a scaled-away member's pod, once the primary no longer replicates to it.
+    DeletePod {
+        /// Its ordinal.
+        ordinal: u32,
+    },
     /// Tell the primary the current member set (a replaced member has a new id).
     SetMembers {
         /// The primary's ordinal.
@@ -330,6 +345,20 @@ pub fn next_primary_step(
 ) -> PrimaryStep {
     let wanted: Vec<&Observed> = members.iter().filter(|m| m.ordinal < replicas).collect();
     if let Some(p) = find_leader(members) {
+        if p.ordinal >= replicas {
+            let heir = wanted
+                .iter()
+                .filter(|m| m.reachable())
+                .max_by_key(|m| m.status.as_ref().map_or(0, |s| s.applied_index));
+            return match heir {
+                Some(h) => PrimaryStep::HandOver {
+                    ordinal: p.ordinal,
+                    from: p.id,
+                    to: h.id,
+                },
+                None => PrimaryStep::Wait("no kept member to hand the primary role to".into()),
+            };
+        }
         let Some(addr) = p.peer_addr() else {
             return PrimaryStep::Wait("primary has no address".into());
         };
@@ -361,6 +390,14 @@ pub fn next_primary_step(
             return PrimaryStep::SetMembers {
                 ordinal: p.ordinal,
                 members: ids,
+            };
+        }
+        if let Some(gone) = members
+            .iter()
+            .find(|m| m.ordinal >= replicas && m.pod_exists && !known.contains(&m.id))
+        {
+            return PrimaryStep::DeletePod {
+                ordinal: gone.ordinal,
             };
         }
         if wanted.len() < replicas as usize || wanted.iter().any(|m| !m.reachable()) {

@@ -635,6 +635,61 @@ fn primary_repoints_secondaries() {
     );
 }
 
+/// A primary–secondary member: `primary` is whom it follows (or itself), `members` the set
+/// the primary replicates to (the primary reports it as its voters).
+fn ps(ordinal: u32, id: u64, primary: u64, members: &[u64], applied: u64) -> Observed {
+    let role = if id == primary { "primary" } else { "secondary" };
+    let mut st = node(id, role, 1, members, &[]);
+    st.leader = Some(primary);
+    st.applied_index = applied;
+    obs(ordinal, id, Some(st))
+}
+
+#[test]
+fn primary_scale_down_hands_over_then_deletes_the_leftover() {
+    // 3 -> 2 with the primary at ordinal 2: it hands its role to the most caught-up kept
+    // member before anything else.
+    let members = vec![
+        ps(0, 1, 3, &[1, 2, 3], 90),
+        ps(1, 2, 3, &[1, 2, 3], 95),
+        ps(2, 3, 3, &[1, 2, 3], 100),
+    ];
+    assert_eq!(
+        membership::next_primary_step(2, &members, true, None, None, 10),
+        PrimaryStep::HandOver {
+            ordinal: 2,
+            from: 3,
+            to: 2
+        }
+    );
+    // Member 2 is primary now: it stops replicating to 3, then 3's pod goes.
+    let members = vec![
+        ps(0, 1, 2, &[1, 2, 3], 100),
+        ps(1, 2, 2, &[1, 2, 3], 100),
+        ps(2, 3, 2, &[1, 2, 3], 100),
+    ];
+    assert_eq!(
+        membership::next_primary_step(2, &members, true, None, None, 10),
+        PrimaryStep::SetMembers {
+            ordinal: 1,
+            members: vec![1, 2]
+        }
+    );
+    let members = vec![
+        ps(0, 1, 2, &[1, 2], 100),
+        ps(1, 2, 2, &[1, 2], 100),
+        ps(2, 3, 2, &[1, 2, 3], 100),
+    ];
+    assert_eq!(
+        membership::next_primary_step(2, &members, true, None, None, 10),
+        PrimaryStep::DeletePod { ordinal: 2 }
+    );
+    assert_eq!(
+        membership::next_primary_step(2, &members[..2], true, None, None, 10),
+        PrimaryStep::Stable
+    );
+}
+
 fn mstat(id: u64, reachable: bool, lag: u64) -> MemberStatus {
     MemberStatus {
         name: format!("demo-{}", id - 1),

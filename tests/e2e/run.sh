@@ -20,7 +20,8 @@
 #   6 rollout    change spec.resources: every pod recreated one at a time, the leader last,
 #                with a background writer; no acknowledged write lost
 #   7 async      examples/async-3-failover.yaml; crash the primary; promotion + loss report;
-#                then a rollout, in which the primary hands its role over (Switchover)
+#                then a rollout, in which the primary hands its role over (Switchover),
+#                and a scale-down to 2
 #   8 invalid    replicas: 0 and a replication change: refused or reported; cluster runs on
 #   9 delete     delete the resources; every pod/service/secret/PVC they created is gone
 #
@@ -608,6 +609,11 @@ step_async() {
   wait_for "$name back to 3 converged members" 300 converged "$name" 3
   wait_for "a Switchover Event (no failover for the rollout)" 60 new_event_matching "$name" "$fp" 'Switchover'
   wait_for "read b1 after the rollout" 30 kv_reads "$name" "e2e-$RUN_ID-b1" 21 leader
+  # Scale-down: ordinal 2 goes (after a switchover if it is the primary), nothing is lost.
+  patch_spec "$name" '{"replicas":2}' || fail "patch replicas 2"
+  wait_for "$name scaled to 2 converged members" 300 converged "$name" 2
+  wait_for "pod $name-2 deleted" 120 pod_count_is "$name" 2
+  wait_for "read b1 after the scale-down" 30 kv_reads "$name" "e2e-$RUN_ID-b1" 21 leader
 }
 
 loss_reported() {
