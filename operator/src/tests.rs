@@ -638,7 +638,11 @@ fn primary_repoints_secondaries() {
 /// A primary–secondary member: `primary` is whom it follows (or itself), `members` the set
 /// the primary replicates to (the primary reports it as its voters).
 fn ps(ordinal: u32, id: u64, primary: u64, members: &[u64], applied: u64) -> Observed {
-    let role = if id == primary { "primary" } else { "secondary" };
+    let role = if id == primary {
+        "primary"
+    } else {
+        "secondary"
+    };
     let mut st = node(id, role, 1, members, &[]);
     st.leader = Some(primary);
     st.applied_index = applied;
