@@ -62,8 +62,9 @@ pub struct Config {
     #[arg(long, env = "CAPLAB_REQUEST_TIMEOUT_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub request_timeout_ms: u64,
-    /// Build a snapshot (and compact the log) after this many new entries: the Raft log, or the
-    /// primary–secondary change log (entries every member has).
+    /// Build a snapshot (and compact the log) after this many new writes: Raft log entries or
+    /// the writes they carry (an entry holds a batch), or primary–secondary log entries that
+    /// every member has.
     #[arg(long, env = "CAPLAB_SNAPSHOT_LOGS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(10..))]
     pub snapshot_logs: u64,
@@ -131,7 +132,9 @@ impl Config {
             election_timeout_max: self.election_timeout_ms * 2,
             heartbeat_interval: self.heartbeat_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
-            max_in_snapshot_log_to_keep: 1000,
+            // Entries kept behind a snapshot for followers just behind it (each may hold a
+            // batch of up to 1,024 writes).
+            max_in_snapshot_log_to_keep: 100,
             ..Default::default()
         }
         .validate()

@@ -39,6 +39,9 @@ const MAX_CAMPAIGN_ELECTIONS: u64 = 16;
 /// Confirmations of leadership collected into one round.
 const READ_BATCH: usize = 4096;
 
+/// How often the writes applied since the last snapshot are compared with the limit.
+const SNAPSHOT_CHECK: Duration = Duration::from_millis(250);
+
 /// Writes proposed together as one log entry, at most.
 const WRITE_BATCH: usize = 1024;
 
@@ -87,11 +90,17 @@ impl RaftEngine {
         committed: Arc<AtomicU64>,
         round_timeout: Duration,
         leader_lease: Duration,
+        snapshot_writes: u64,
     ) -> Self {
         let (reads, read_queue) = mpsc::channel(READ_BATCH);
         tokio::spawn(confirm_reads(raft.clone(), read_queue, round_timeout));
         let (writes, write_queue) = mpsc::channel(WRITE_BATCH * PROPOSALS_IN_FLIGHT);
         tokio::spawn(propose_writes(raft.clone(), write_queue));
+        tokio::spawn(snapshot_by_writes(
+            raft.clone(),
+            state.clone(),
+            snapshot_writes,
+        ));
         Self {
             raft,
             state,
@@ -298,6 +307,19 @@ impl RaftEngine {
             .await
             .map_err(|_| ApiError::Unknown("deadline passed while changing voters".into()))?;
         result.map(|_| ()).map_err(membership_error)
+    }
+}
+
+/// openraft's snapshot policy counts log entries, and an entry carries a whole batch of
+/// writes: this also builds a snapshot (after which openraft compacts the log) once `every`
+/// writes were applied since the last one, so the log kept in memory is bounded in writes.
+async fn snapshot_by_writes(raft: Raft, state: SharedState, every: u64) {
+    let mut tick = tokio::time::interval(SNAPSHOT_CHECK);
+    loop {
+        tick.tick().await;
+        if state.read().writes_since_snapshot >= every && raft.trigger().snapshot().await.is_err() {
+            return; // Raft has shut down.
+        }
     }
 }
 

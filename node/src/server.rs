@@ -140,6 +140,7 @@ async fn start_raft(config: &Config, peers: &Arc<PeerClient>) -> anyhow::Result<
         committed,
         config.request_timeout(),
         config.leader_lease(),
+        config.snapshot_logs,
     ))
 }
 

@@ -138,6 +138,52 @@ async fn a_follower_catches_up_after_a_burst_of_concurrent_writes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn snapshots_compact_the_log_and_members_recover_from_them() {
+    let mut c = common::start_with(3, &["--snapshot-logs", "10"]).await;
+    let leader = c.wait_for_leader().await;
+    let url = c.members[&leader].url("/v1/kv");
+    // Concurrent writers: batched entries, so the writes-based trigger counts here.
+    let writers = (0..16).map(|w| {
+        let (http, url) = (c.http.clone(), url.clone());
+        tokio::spawn(async move {
+            for i in 0..20 {
+                let response = http
+                    .put(format!("{url}/w{w}"))
+                    .json(&json!({ "value": i }))
+                    .send()
+                    .await;
+                assert!(response.is_ok_and(|r| r.status().is_success()));
+            }
+        })
+    });
+    for writer in writers.collect::<Vec<_>>() {
+        assert!(writer.await.is_ok());
+    }
+    for id in 1..=3 {
+        wait_until(&format!("member {id} to build a snapshot"), || async {
+            let s = c.status(id).await?;
+            (s["snapshotIndex"].as_u64()? > 0).then_some(())
+        })
+        .await;
+    }
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    for id in 1..=3 {
+        c.restart(id);
+    }
+    let leader = c.wait_for_leader().await;
+    for w in 0..16 {
+        let (status, body) = c.get(leader, &format!("w{w}"), "linearizable").await;
+        assert_eq!(
+            (status, body["value"].as_i64()),
+            (200, Some(19)),
+            "w{w}: {body}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn without_quorum_a_write_fails_within_the_deadline() {
     let mut c = common::start(3).await;
     let leader = c.wait_for_leader().await;

@@ -26,6 +26,9 @@ pub struct AppliedState {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
     pub registers: Registers,
+    /// Writes applied since the last snapshot was built (not part of snapshots).
+    #[serde(skip)]
+    pub writes_since_snapshot: u64,
 }
 
 /// Read access to the applied state for the client API (local reads, status).
@@ -107,6 +110,11 @@ impl StateMachine {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let data = self.state.read().clone();
+        // Writes applied while this snapshot is built stay counted towards the next one.
+        let covered = data.writes_since_snapshot;
+        let mut live = self.state.write();
+        live.writes_since_snapshot = live.writes_since_snapshot.saturating_sub(covered);
+        drop(live);
         self.snapshot_seq += 1;
         let snapshot_id = match data.last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, self.snapshot_seq),
@@ -149,10 +157,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             state.last_applied = Some(entry.log_id);
             let result = match entry.payload {
                 EntryPayload::Blank => Vec::new(),
-                EntryPayload::Normal(Batch(commands)) => commands
-                    .iter()
-                    .map(|command| state.registers.apply(command))
-                    .collect(),
+                EntryPayload::Normal(Batch(commands)) => {
+                    state.writes_since_snapshot += commands.len() as u64;
+                    commands
+                        .iter()
+                        .map(|command| state.registers.apply(command))
+                        .collect()
+                }
                 EntryPayload::Membership(membership) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Vec::new()
