@@ -81,8 +81,9 @@ impl ChangeLog {
 
     /// Up to `max` entries from `first` on; `None` when `first` is inside the snapshot.
     pub fn entries_from(&self, first: u64, max: usize) -> Option<Vec<LogEntry>> {
-        let start = self.offset(first)?;
-        Some(self.entries.iter().skip(start).take(max).cloned().collect())
+        let start = self.offset(first)?.min(self.entries.len());
+        let end = start.saturating_add(max).min(self.entries.len());
+        Some(self.entries.range(start..end).cloned().collect())
     }
 
     /// When entry `seq` was appended here, if it is in the tail.
