@@ -47,7 +47,7 @@ for c in "${components[@]}"; do
   bin="$TARGET_DIR/$TARGET/release/caplab-$c"
   [ -x "$bin" ] || { log "ERROR: $bin not built"; exit 1; }
   rel="target/$TARGET/release/caplab-$c"
-  rm -rf "$ctx"/*
+  rm -rf "${ctx:?}"/*
   mkdir -p "$ctx/$(dirname "$rel")"
   cp "$bin" "$ctx/$rel"
   image="caplab/$c:$VERSION"

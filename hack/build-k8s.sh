@@ -80,7 +80,9 @@ if ! ls "$SRC_DL"/kubernetes_*.orig.tar.gz >/dev/null 2>&1; then
     (cd "$SRC_DL" && apt-get source --download-only -qq kubernetes >/dev/null)
   }
 fi
-ORIG_TAR="$(ls "$SRC_DL"/kubernetes_*.orig.tar.gz | head -n1)"
+tarballs=("$SRC_DL"/kubernetes_*.orig.tar.gz)
+ORIG_TAR="${tarballs[0]}"
+[ -f "$ORIG_TAR" ] || { log "ERROR: no kubernetes_*.orig.tar.gz in $SRC_DL"; exit 1; }
 log "using $(basename "$ORIG_TAR")"
 
 # --- unpack into a fresh build tree -------------------------------------------

@@ -28,7 +28,7 @@ fi
 # 1. Kubernetes components, reverse start order.
 # (TERM all first, then wait for each: they shut down in parallel.)
 for c in kube-proxy kube-scheduler kube-controller-manager kubelet kube-apiserver; do
-  pid_alive "$c" && kill -TERM "$(cat "$PIDS/$c.pid")" 2>/dev/null || true
+  if pid_alive "$c"; then kill -TERM "$(cat "$PIDS/$c.pid")" 2>/dev/null || true; fi
 done
 for c in kube-proxy kube-scheduler kube-controller-manager kubelet kube-apiserver etcd; do
   stop_pid "$c"

@@ -68,10 +68,10 @@ start_component() {
   echo "===== $(date -Is) starting $name: $*" >>"$LOGS/$name.log"
   # The inner shell records its own PID and then exec()s the component, so the PID
   # file names the component itself even if setsid had to fork.
+  # shellcheck disable=SC2016 # expanded by the inner shell
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDS/$name.pid" "$@" \
     </dev/null >>"$LOGS/$name.log" 2>&1 &
-  local i
-  for i in $(seq 1 50); do [ -s "$PIDS/$name.pid" ] && break; sleep 0.1; done
+  for _ in $(seq 1 50); do [ -s "$PIDS/$name.pid" ] && break; sleep 0.1; done
 }
 
 # wait_until DESC COMPONENT TIMEOUT CMD... — poll CMD every second until it succeeds.
@@ -166,6 +166,7 @@ if docker info >/dev/null 2>&1; then
     [ -n "$dpid" ] || die "dockerd is running but its PID is unknown; cannot reload daemon.json"
     log "reloading running dockerd (pid $dpid) to pick up the clamp runtime"
     kill -HUP "$dpid"
+    # shellcheck disable=SC2016 # expanded by the inner shell
     wait_until "dockerd default runtime = clamp" "" 30 sh -c '[ "$(docker info --format "{{.DefaultRuntime}}")" = clamp ]'
   else
     log "dockerd already running (default runtime: clamp)"
@@ -366,8 +367,10 @@ node_ready() {
 }
 wait_until "node $NODE_NAME Ready" kubelet "$UP_TIMEOUT" node_ready
 # (1.20: pods are only admitted once the ServiceAccount's token secret exists)
+# shellcheck disable=SC2016 # expanded by the inner shell
 wait_until "default ServiceAccount and its token" kube-controller-manager "$UP_TIMEOUT" \
   sh -c '[ -n "$(kubectl -n default get serviceaccount default -o jsonpath="{.secrets[0].name}")" ]'
+# shellcheck disable=SC2016 # expanded by the inner shell
 wait_until "kubernetes Service endpoints" kube-controller-manager "$UP_TIMEOUT" \
   sh -c '[ -n "$(kubectl -n default get endpoints kubernetes -o jsonpath="{.subsets[0].addresses[0].ip}")" ]'
 

@@ -1,4 +1,7 @@
+# shellcheck shell=bash
 # lib.sh — shared settings and helpers for the hack/ cluster scripts. Sourced, not run.
+# The settings below are used by the scripts that source this file:
+# shellcheck disable=SC2034
 #
 # Layout (all outside the checkout, so any clone/CI directory reuses them):
 #   $CAPLAB_CACHE  (/var/cache/caplab)       slow-to-build things: k8s binaries, kubectl/helm
@@ -21,6 +24,10 @@ PAUSE_IMAGE="local/pause:1"
 
 # Prefer the cached kubectl/helm (newest), fall back to whatever is on PATH.
 export PATH="$TOOLS_BIN:$K8S_BIN:$PATH"
+# Cargo installed by install-deps.sh (rustup) on a machine whose profile was not re-read.
+if ! command -v cargo >/dev/null 2>&1 && [ -d "$HOME/.cargo/bin" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
 
 log()  { echo "[$(basename "$0" .sh) $(date +%H:%M:%S)] $*" >&2; }
 die()  { echo "[$(basename "$0" .sh)] ERROR: $*" >&2; exit 1; }
@@ -59,13 +66,13 @@ pid_alive() {
 
 # Stop the process recorded in $PIDS/NAME.pid (TERM, then KILL after ~15 s).
 stop_pid() {
-  local name="$1" f="$PIDS/$1.pid" pid i
+  local name="$1" f="$PIDS/$1.pid" pid
   [ -f "$f" ] || return 0
   pid="$(cat "$f" 2>/dev/null || true)"
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
     log "stopping $name (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 150); do
+    for _ in $(seq 1 150); do
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test-all.sh — every check caplab has, in the order CI runs them:
-#   format, clippy, unit + integration tests (real member processes on loopback),
-#   CRD freshness, helm lint, then the end-to-end suite on a real Kubernetes cluster
+#   lint of the scripts, format, clippy, unit + integration tests (real member processes on
+#   loopback), the README's member examples, CRD freshness, helm lint, then the
+#   end-to-end suite on a real Kubernetes cluster
 #   (the local one from hack/cluster-up.sh, or the current kind/minikube context).
 # Installs what is missing (Debian packages, the musl target, kubectl/helm, a Kubernetes
 # build) through hack/install-deps.sh and hack/build-k8s.sh; caches live outside the checkout.
@@ -24,6 +25,12 @@ step() { echo; echo "==> $*" >&2; }
 
 step "dependencies"
 "$HACK_DIR/install-deps.sh"
+
+step "shellcheck"
+# Every script in the repository: hack/, the e2e suite, the README test, CI's entry point.
+shopt -s nullglob
+shellcheck -x hack/*.sh tests/*/*.sh .ci/run
+shopt -u nullglob
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
