@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod nemesis;
+
 /// What a test crate's clusters share: the node binary, the admin token, how long to wait.
 #[derive(Clone, Debug)]
 pub struct Harness {
