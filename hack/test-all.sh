@@ -41,6 +41,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
+step "README examples: three members on loopback"
+"$ROOT/tests/readme/run.sh"
+
 step "generated CRD is up to date"
 generated="$(mktemp)"
 trap 'rm -f "$generated"' EXIT
