@@ -44,6 +44,10 @@ EOF
 printf '#!/bin/sh\nexit 101\n' >"$ROOTFS/usr/sbin/policy-rc.d"
 chmod 0755 "$ROOTFS/usr/sbin/policy-rc.d"
 cp -L /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
+# This host's own CAs (a TLS-inspecting proxy, say) go in too: Debian's ca-certificates,
+# installed by install-deps.sh, adds them to the system bundle, which npm is pointed at.
+mkdir -p "$ROOTFS/usr/local/share/ca-certificates"
+cp -a /usr/local/share/ca-certificates/. "$ROOTFS/usr/local/share/ca-certificates/" 2>/dev/null || true
 
 mounts=()
 cleanup() {
@@ -74,9 +78,12 @@ in_rootfs() { # in_rootfs <description> <bash script>
   nice -n 19 chroot "$ROOTFS" env -i HOME=/root TERM=dumb \
     PATH=/opt/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     RUSTUP_HOME=/opt/rustup CARGO_HOME=/opt/cargo CARGO_TARGET_DIR=/var/tmp/target \
-    CARGO_TERM_COLOR=never bash -euo pipefail -c "cd /src/caplab && $2" \
+    CARGO_TERM_COLOR=never NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt bash -euo pipefail -c "cd /src/caplab && $2" \
     || die "failed in the fresh rootfs: $1"
 }
+if [ -x "$ROOTFS/usr/sbin/update-ca-certificates" ]; then   # a rootfs reused from a run before
+  chroot "$ROOTFS" update-ca-certificates >/dev/null
+fi
 in_rootfs "hack/install-deps.sh" "hack/install-deps.sh"
 in_rootfs "cargo check --workspace --all-targets --locked" \
   "cargo check -q --workspace --all-targets --locked --offline"

@@ -345,13 +345,16 @@ endpoints() {
   } | awk 'NF && !seen[$0]++'
 }
 
-# kv_put <name> <key> <value> [scope]: write; succeeds on the first endpoint that acks.
+client_addr() { [[ $1 == *:* ]] && echo "$1" || echo "$1:$CLIENT_PORT"; } # <ip or ip:port>
+
+# kv_put <name> <key> <value> [scope]: write; succeeds on the first endpoint that acks,
+# and then says which endpoints failed before it ("after failures: ...").
 kv_put() {
   local name=$1 key=$2 val=$3 scope=${4:-any} ip errs=""
   for ip in $(endpoints "$name" "$scope"); do
-    if http PUT "http://$ip:$CLIENT_PORT/v1/kv/$key" "{\"value\":$val}" \
+    if http PUT "http://$(client_addr "$ip")/v1/kv/$key" "{\"value\":$val}" \
        && [[ $(json_value "$HTTP_BODY") == "$val" ]]; then
-      echo "PUT $key=$val acked by $ip"
+      echo "PUT $key=$val acked by $ip${errs:+ (after failures:$errs)}"
       return 0
     fi
     errs+=" $ip:${HTTP_CODE:-err}:${HTTP_BODY:0:120}"
@@ -364,7 +367,7 @@ kv_put() {
 kv_get() {
   local name=$1 key=$2 scope=${3:-any} ip errs=""
   for ip in $(endpoints "$name" "$scope"); do
-    if http GET "http://$ip:$CLIENT_PORT/v1/kv/$key"; then
+    if http GET "http://$(client_addr "$ip")/v1/kv/$key"; then
       json_value "$HTTP_BODY"
       return 0
     fi
@@ -429,9 +432,41 @@ step_raft3() {
   wait_for "regc/demo Available=True with 3 ready members, a leader and a term" 300 available_with_leader demo 3
   wait_for "regc/demo converged (Ready, 3 members, one leader, all reachable)" 120 converged demo 3
   check "exactly 3 member pods" pod_count_is demo 3
+  check_spread_and_budget demo 3
   local key=e2e-$RUN_ID-a
   wait_for "write $key=5 through the client Service (or a member)" 60 kv_put demo "$key" 5
   wait_for "linearizable read of $key returns 5" 30 kv_reads demo "$key" 5
+}
+
+# pods_spread_by_hostname <name>: every member pod prefers not to share a node with
+# another member of its cluster (preferred pod anti-affinity on kubernetes.io/hostname).
+pods_spread_by_hostname() {
+  local out bad
+  out=$(kn get pods -l "caplab.dev/cluster=$1" -o 'jsonpath={range .items[*]}{.metadata.name}={.spec.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[*].podAffinityTerm.topologyKey}{"\n"}{end}')
+  echo "${out//$'\n'/ }"
+  bad=$(grep -v '=.*kubernetes\.io/hostname' <<<"$out")
+  [[ -n $out && -z $bad ]]
+}
+
+# budget_allows_one <name> <n>: the cluster's PodDisruptionBudget selects its n pods and
+# allows exactly one disruption (maxUnavailable 1, every member healthy).
+budget_allows_one() {
+  local s
+  s=$(kn get poddisruptionbudgets -l "caplab.dev/cluster=$1" \
+    -o 'jsonpath={range .items[*]}{.metadata.name}|{.spec.maxUnavailable}|{.status.expectedPods}|{.status.disruptionsAllowed}{"\n"}{end}' 2>&1)
+  echo "pdb name|maxUnavailable|expectedPods|disruptionsAllowed: ${s:-none}"
+  [[ $s == *"|1|$2|1" && $(grep -c . <<<"$s") == 1 ]]
+}
+
+# check_spread_and_budget <name> <n>: issue 18 §6, once the operator builds these objects
+# (operator/src/resources.rs); an older checkout says so and skips the check.
+check_spread_and_budget() {
+  if ! grep -q 'PodDisruptionBudget' "$ROOT/operator/src/resources.rs" 2>/dev/null; then
+    log "  SKIP: this operator builds no PodDisruptionBudget or anti-affinity (operator/src/resources.rs)"
+    return 0
+  fi
+  check "member pods prefer distinct nodes (anti-affinity on kubernetes.io/hostname)" pods_spread_by_hostname "$1"
+  wait_for "a PodDisruptionBudget for $1 allowing one disruption of $2 pods" 60 budget_allows_one "$1" "$2"
 }
 
 step_partition() {
@@ -454,37 +489,73 @@ step_partition() {
   wait_for "read of $key after healing returns 7" 30 kv_reads demo "$key" 7
 }
 
-WRITER_PID=""
-stop_writer() {
-  if [[ -n $WRITER_PID ]]; then kill "$WRITER_PID" 2>/dev/null; wait "$WRITER_PID" 2>/dev/null; WRITER_PID=""; fi
-}
-
-# Background single writer: counter values 1, 2, 3, ... to one key, recording which
-# were acknowledged and which are indeterminate (no answer / error).
+# Background single writer: values 1, 2, 3, ... to one key, through kv_put. Each value is
+# appended to $dir/invoked before its request, to $dir/acked once a member acknowledged it,
+# and to $dir/clean if that acknowledgement came without any failed attempt before it.
+# Every invoked value that is not clean is indeterminate: a request that timed out, was
+# refused in a way that may still have applied it, was retried on another endpoint, or
+# was in flight when the writer was stopped may take effect (even after later writes).
+WRITER_PID="" WRITER_DIR=""
 start_writer() { # <name> <key> <dir>
   local name=$1 key=$2 dir=$3
-  : >"$dir/acked"; : >"$dir/failed"; echo 0 >"$dir/attempted"
+  : >"$dir/invoked"; : >"$dir/acked"; : >"$dir/clean"; rm -f "$dir/stop"
   (
     i=0
-    while true; do
-      i=$(( i + 1 )); echo "$i" >"$dir/attempted"
-      if kv_put "$name" "$key" "$i" >/dev/null 2>&1; then echo "$i" >>"$dir/acked"; else echo "$i" >>"$dir/failed"; fi
-      sleep 0.3
+    until [[ -e $dir/stop ]]; do
+      i=$(( i + 1 )); echo "$i" >>"$dir/invoked"
+      if out=$(kv_put "$name" "$key" "$i"); then
+        echo "$i" >>"$dir/acked"
+        [[ $out == *"after failures"* ]] || echo "$i" >>"$dir/clean"
+      fi
+      sleep 0.3   # pacing, not a wait: a few writes per second are enough
     done
   ) &
-  WRITER_PID=$!
+  WRITER_PID=$! WRITER_DIR=$dir
 }
 
-# no_ack_lost <name> <key> <dir>: final value is the last acknowledged one, or a later
-# indeterminate write (a write without an answer may still have taken effect).
+# stop_writer: asks the writer to stop after its current request and waits for it (one
+# request tries every endpoint, each within HTTP_TIMEOUT). A writer that does not stop
+# in time is killed: its request in flight stays indeterminate (invoked, not clean).
+stop_writer() {
+  [[ -n $WRITER_PID ]] || return 0
+  touch "$WRITER_DIR/stop"
+  local deadline=$(( SECONDS + 120 * FACTOR ))
+  while kill -0 "$WRITER_PID" 2>/dev/null && (( SECONDS < deadline )); do sleep 0.2; done
+  if kill -0 "$WRITER_PID" 2>/dev/null; then
+    log "  background writer did not stop within $(( 120 * FACTOR ))s; killing it (its last write counts as indeterminate)"
+    kill "$WRITER_PID" 2>/dev/null
+  fi
+  wait "$WRITER_PID" 2>/dev/null
+  WRITER_PID=""
+}
+
+# writer_acks_after <dir> <count>: the writer has more than <count> acknowledged writes.
+writer_acks_after() {
+  local n; n=$(wc -l <"$1/acked")
+  echo "acked=$n (was $2)"; (( n > $2 ))
+}
+
+indeterminate_writes() { grep -vxF -f "$1/clean" "$1/invoked"; } # <dir>
+
+# no_ack_lost <name> <key> <dir>: the final value is the last acknowledged one, or an
+# indeterminate write (one that may have taken effect after it).
 no_ack_lost() {
-  local name=$1 key=$2 dir=$3 v last att
-  last=$(tail -n 1 "$dir/acked"); att=$(cat "$dir/attempted")
+  local name=$1 key=$2 dir=$3 v last
+  last=$(tail -n 1 "$dir/acked")
   v=$(kv_get "$name" "$key") || { echo "read of $key failed"; return 1; }
-  echo "$key=$v last-acked=${last:-none} attempted=$att acked=$(wc -l <"$dir/acked") unacked=$(wc -l <"$dir/failed")"
+  echo "$key=$v last-acked=${last:-none} invoked=$(wc -l <"$dir/invoked") acked=$(wc -l <"$dir/acked")" \
+       "indeterminate=[$(indeterminate_writes "$dir" | tr '\n' ' ')]"
   [[ -n $last && -n $v ]] || return 1
-  (( v == last )) && return 0
-  (( v > last && v <= att )) && grep -qx "$v" "$dir/failed"
+  [[ $v == "$last" ]] || indeterminate_writes "$dir" | grep -qxF -- "$v"
+}
+
+# finish_writer <name> <key> <dir>: lets the writer get acknowledgements from the settled
+# cluster, stops it and checks that no acknowledged write was lost.
+finish_writer() {
+  wait_for "the background writer acknowledged writes on the settled cluster" 60 \
+    writer_acks_after "$3" "$(wc -l <"$3/acked")"
+  stop_writer
+  wait_for "no acknowledged write of the background writer lost" 30 no_ack_lost "$1" "$2" "$3"
 }
 
 SCALE_TMP=""
@@ -514,10 +585,8 @@ step_scale() {
   patch_spec demo '{"replicas":3}' || fail "patch replicas 3"
   wait_for "regc/demo scaled to 3 members, converged" 420 converged demo 3
   wait_for "member pods 3 and 4 deleted" 120 pod_count_is demo 3
-  sleep 2
-  stop_writer
+  finish_writer demo "$counter" "$tmp"
   for i in 1 2 3 4 5; do wait_for "read ${keys[i-1]} after scale-down" 30 kv_reads demo "${keys[i-1]}" "$i"; done
-  wait_for "no acknowledged write of the background writer lost" 30 no_ack_lost demo "$counter" "$tmp"
 }
 
 step_crash() {
@@ -570,11 +639,9 @@ step_rollout() {
   patch_spec demo '{"resources":{"requests":{"cpu":"20m"}}}' || fail "patch spec.resources"
   wait_for "every member pod recreated with the 20m cpu request" 900 pods_requesting_cpu demo 3 20m
   wait_for "back to Ready with 3 members" 300 converged demo 3
-  sleep 2
-  stop_writer
+  finish_writer demo "$counter" "$ROLL_TMP"
   check "one MemberRolled event per pod" rolled_events demo
   wait_for "read $key after the rollout" 30 kv_reads demo "$key" 13
-  wait_for "no acknowledged write of the background writer lost" 30 no_ack_lost demo "$counter" "$ROLL_TMP"
 }
 
 step_async() {
@@ -660,12 +727,12 @@ step_invalid() {
 
 spec_replication_is() { local r; r=$(jp "$1" '{.spec.replication}'); echo "spec.replication=$r"; [[ $r == "$2" ]]; }
 
-# owned_objects: pods/services/secrets/PVCs in $NS labelled caplab.dev/cluster or owned
+# owned_objects: pods/services/secrets/PVCs/PodDisruptionBudgets in $NS labelled caplab.dev/cluster or owned
 # by a RegisterCluster, as kind/name lines.
 owned_objects() {
   {
-    kn get pods,services,secrets,persistentvolumeclaims -l caplab.dev/cluster -o name 2>/dev/null
-    kn get pods,services,secrets,persistentvolumeclaims \
+    kn get pods,services,secrets,persistentvolumeclaims,poddisruptionbudgets -l caplab.dev/cluster -o name 2>/dev/null
+    kn get pods,services,secrets,persistentvolumeclaims,poddisruptionbudgets \
       -o 'jsonpath={range .items[*]}{.kind}/{.metadata.name}|{.metadata.ownerReferences[*].kind}{"\n"}{end}' 2>/dev/null \
       | awk -F'|' '$2 ~ /RegisterCluster/ { split($1, a, "/"); print tolower(a[1]) "/" a[2] }'
   } | awk 'NF && !seen[$0]++'
@@ -694,7 +761,7 @@ step_delete() {
   log "kubectl delete registerclusters --all -n $NS"
   kn delete registerclusters --all --wait=false || fail "kubectl delete registerclusters"
   wait_for "RegisterClusters gone" 120 regc_gone
-  wait_for "every pod, service, secret and PVC they created is gone" 180 none_left "$tmp"
+  wait_for "every pod, service, secret, PVC and PodDisruptionBudget they created is gone" 180 none_left "$tmp"
 }
 
 # ---------------------------------------------------------------------------
