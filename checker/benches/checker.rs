@@ -84,6 +84,7 @@ fn main() {
         }
         let options = CheckOptions {
             per_key_timeout: Some(Duration::from_secs(300)),
+            total_timeout: None,
             threads: s.threads,
         };
         let mut times = Vec::with_capacity(runs);

@@ -3,7 +3,8 @@
 //!
 //! Each process runs operations one after another; every operation takes effect at a random
 //! instant inside its own interval, and the register values are computed by executing the
-//! operations in the order of those instants. Write values are unique (1, 2, 3, …), so a read
+//! operations in the order of those instants. A CAS whose comparison fails records the value
+//! it found. Write values are unique (1, 2, 3, …), so a read
 //! tells which write it saw.
 
 use rand::rngs::StdRng;
@@ -135,16 +136,24 @@ pub fn generate(config: &GenConfig) -> History {
                 } else {
                     current - 1 - rng.random_range(0..3)
                 };
-                let status = if applies && expected == current {
+                let (status, output) = if applies && expected == current {
                     state[p.key] = new;
-                    p.status
+                    (p.status, None)
                 } else if p.status == Status::Ok {
-                    // The comparison failed: a 409, which did not take effect.
-                    Status::Fail
+                    // The comparison failed: a 409, which did not take effect and says what
+                    // the register held.
+                    (Status::Fail, Some(current))
                 } else {
-                    p.status
+                    (p.status, None)
                 };
-                (Op::Cas { expected, new }, status)
+                (
+                    Op::Cas {
+                        expected,
+                        new,
+                        output,
+                    },
+                    status,
+                )
             }
         };
         entries[i] = Some(Entry {
@@ -158,5 +167,6 @@ pub fn generate(config: &GenConfig) -> History {
     }
     History {
         entries: entries.into_iter().flatten().collect(),
+        initial: std::collections::BTreeMap::new(),
     }
 }

@@ -1,16 +1,25 @@
 //! The history model: what a workload observed, one entry per operation.
 //!
-//! The JSON form is an array of entries; times are nanoseconds from the start of the run:
+//! The JSON form is an object with the registers' initial values and the operations; times
+//! are nanoseconds from the start of the run:
 //!
 //! ```json
-//! [{"process": 0, "type": "write", "key": "x", "value": 1, "invoke": 0, "complete": 1500000, "status": "ok"},
+//! {"initial": {"x": 0},
+//!  "operations": [
+//!  {"process": 0, "type": "write", "key": "x", "value": 1, "invoke": 0, "complete": 1500000, "status": "ok"},
 //!  {"process": 1, "type": "read", "key": "x", "output": 1, "invoke": 100000, "complete": 900000, "status": "ok"},
-//!  {"process": 2, "type": "cas", "key": "x", "expected": 1, "new": 2, "invoke": 200000, "complete": null, "status": "unknown"}]
+//!  {"process": 2, "type": "cas", "key": "x", "expected": 1, "new": 2, "invoke": 200000, "complete": null, "status": "unknown"},
+//!  {"process": 3, "type": "cas", "key": "x", "expected": 0, "new": 3, "output": 1, "invoke": 1600000, "complete": 1700000, "status": "fail"}]}
 //! ```
+//!
+//! `initial` is optional, and so is each key in it: a register not listed starts at 0. A bare
+//! array of operations (the older form) is a history with no `initial`.
 //!
 //! `status` is `ok` (took effect, and for a read returned `output`), `fail` (certainly did not
 //! take effect) or `unknown` (may or may not have taken effect; `complete`, if given, is when
-//! the client gave up). A process runs one operation at a time.
+//! the client gave up). A `cas` whose comparison failed (status `fail`) may record in
+//! `output` the value it found instead of `expected`: the checker then treats it as a read of
+//! that value. A process runs one operation at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,7 +38,18 @@ pub enum Status {
     Unknown,
 }
 
-/// An operation on one integer register (initial value 0).
+impl Status {
+    /// The history's own word for it: `ok`, `fail` or `unknown`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Fail => "fail",
+            Status::Unknown => "unknown",
+        }
+    }
+}
+
+/// An operation on one integer register (initial value 0 unless the history says otherwise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     /// `output` is what an `ok` read returned; `None` for reads that did not complete.
@@ -42,6 +62,9 @@ pub enum Op {
     Cas {
         expected: i64,
         new: i64,
+        /// For a CAS whose comparison failed (status `fail`): the value it found instead of
+        /// `expected`, if the client recorded it (a `409`'s `current`). `None` otherwise.
+        output: Option<i64>,
     },
 }
 
@@ -54,13 +77,22 @@ impl Op {
         }
     }
 
-    /// A short human label: `r→5`, `w 5`, `cas 3→7`.
+    /// A short human label: `r→5`, `w 5`, `cas 3→7`, `cas 3→7 saw 5`.
     pub fn label(&self) -> String {
         match self {
             Op::Read { output: Some(v) } => format!("r→{v}"),
             Op::Read { output: None } => "r→?".to_string(),
             Op::Write { value } => format!("w {value}"),
-            Op::Cas { expected, new } => format!("cas {expected}→{new}"),
+            Op::Cas {
+                expected,
+                new,
+                output: None,
+            } => format!("cas {expected}→{new}"),
+            Op::Cas {
+                expected,
+                new,
+                output: Some(seen),
+            } => format!("cas {expected}→{new} saw {seen}"),
         }
     }
 }
@@ -80,8 +112,13 @@ pub struct Entry {
 
 #[derive(Debug, Error)]
 pub enum HistoryError {
-    #[error("the history is not a JSON array of entries: {0}")]
-    NotAnArray(serde_json::Error),
+    #[error("the history is not valid JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error(
+        "the history must be a JSON array of operations or an object \
+         {{\"initial\": {{\"<key>\": <integer>, ...}}, \"operations\": [...]}}: {0}"
+    )]
+    Shape(String),
     #[error("entry {index}: {message}")]
     Entry { index: usize, message: String },
     #[error(
@@ -99,7 +136,7 @@ impl HistoryError {
     /// The index of the entry the error is about, if it is about one.
     pub fn entry_index(&self) -> Option<usize> {
         match self {
-            HistoryError::NotAnArray(_) => None,
+            HistoryError::NotJson(_) | HistoryError::Shape(_) => None,
             HistoryError::Entry { index, .. } => Some(*index),
             HistoryError::Overlap { later, .. } => Some(*later),
         }
@@ -177,17 +214,34 @@ impl RawEntry {
             }
             Kind::Cas => {
                 forbid("value", self.value)?;
-                forbid("output", self.output)?;
                 let expected = self.expected.ok_or("a cas needs \"expected\"")?;
                 let new = self.new.ok_or("a cas needs \"new\"")?;
-                Op::Cas { expected, new }
+                match self.output {
+                    Some(_) if self.status != Status::Fail => {
+                        return Err("a cas has an \"output\" only with status fail (the value \
+                                    its failed comparison found)"
+                            .into())
+                    }
+                    Some(seen) if seen == expected => {
+                        return Err(format!(
+                            "a cas that failed its comparison cannot have found the \
+                             \"expected\" value {expected} (\"output\")"
+                        ))
+                    }
+                    _ => {}
+                }
+                Op::Cas {
+                    expected,
+                    new,
+                    output: self.output,
+                }
             }
         };
         match (self.status, self.complete) {
             (Status::Ok | Status::Fail, None) => {
                 return Err(format!(
-                    "status {:?} needs a \"complete\" time; only unknown operations may lack one",
-                    self.status
+                    "status {} needs a \"complete\" time; only unknown operations may lack one",
+                    self.status.as_str()
                 ))
             }
             (_, Some(c)) if c < self.invoke => {
@@ -212,7 +266,11 @@ impl RawEntry {
         let (kind, value, output, expected, new) = match e.op {
             Op::Read { output } => (Kind::Read, None, output, None, None),
             Op::Write { value } => (Kind::Write, Some(value), None, None, None),
-            Op::Cas { expected, new } => (Kind::Cas, None, None, Some(expected), Some(new)),
+            Op::Cas {
+                expected,
+                new,
+                output,
+            } => (Kind::Cas, None, output, Some(expected), Some(new)),
         };
         RawEntry {
             process: e.process,
@@ -233,19 +291,58 @@ impl RawEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct History {
     pub entries: Vec<Entry>,
+    /// Registers' values before the first operation, by key; a key not listed starts at 0.
+    pub initial: BTreeMap<String, i64>,
+}
+
+/// The object form of the JSON history.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHistory {
+    #[serde(default)]
+    initial: BTreeMap<String, i64>,
+    operations: Vec<serde_json::Value>,
 }
 
 impl History {
-    /// Builds a history from entries, checking that each process runs one operation at a time.
+    /// Builds a history from entries (every register starting at 0), checking that each
+    /// process runs one operation at a time.
     pub fn new(entries: Vec<Entry>) -> Result<History, HistoryError> {
         check_processes(&entries)?;
-        Ok(History { entries })
+        Ok(History {
+            entries,
+            initial: BTreeMap::new(),
+        })
     }
 
-    /// Parses and validates the JSON form; errors name the offending entry.
+    /// The same history with the registers' initial values set (keys not listed start at 0).
+    pub fn with_initial(mut self, initial: BTreeMap<String, i64>) -> History {
+        self.initial = initial;
+        self
+    }
+
+    /// The value `key` holds before the first operation.
+    pub fn initial_value(&self, key: &str) -> i64 {
+        self.initial.get(key).copied().unwrap_or(0)
+    }
+
+    /// Parses and validates the JSON form (either form, see the module documentation); errors
+    /// name the offending entry.
     pub fn from_json(text: &str) -> Result<History, HistoryError> {
-        let values: Vec<serde_json::Value> =
-            serde_json::from_str(text).map_err(HistoryError::NotAnArray)?;
+        let document: serde_json::Value =
+            serde_json::from_str(text).map_err(HistoryError::NotJson)?;
+        let (values, initial) = match document {
+            serde_json::Value::Array(values) => (values, BTreeMap::new()),
+            object @ serde_json::Value::Object(_) => {
+                let raw: RawHistory = serde_json::from_value(object)
+                    .map_err(|e| HistoryError::Shape(e.to_string()))?;
+                if raw.initial.keys().any(String::is_empty) {
+                    return Err(HistoryError::Shape("a key in \"initial\" is empty".into()));
+                }
+                (raw.operations, raw.initial)
+            }
+            other => return Err(HistoryError::Shape(format!("found {}", json_kind(&other)))),
+        };
         let mut entries = Vec::with_capacity(values.len());
         for (index, value) in values.into_iter().enumerate() {
             let raw: RawEntry = serde_json::from_value(value).map_err(|e| HistoryError::Entry {
@@ -257,12 +354,19 @@ impl History {
                 .map_err(|message| HistoryError::Entry { index, message })?;
             entries.push(entry);
         }
-        History::new(entries)
+        Ok(History::new(entries)?.with_initial(initial))
     }
 
-    /// The JSON form, one entry per line.
+    /// The JSON form, one operation per line: the object form when initial values are set,
+    /// else the bare array.
     pub fn to_json(&self) -> String {
-        let mut out = String::from("[");
+        let mut out = String::new();
+        if !self.initial.is_empty() {
+            // Serialising a map of strings to integers cannot fail.
+            let initial = serde_json::to_string(&self.initial).unwrap_or_default();
+            out.push_str(&format!("{{\"initial\": {initial},\n\"operations\": "));
+        }
+        out.push('[');
         for (i, e) in self.entries.iter().enumerate() {
             if i > 0 {
                 out.push(',');
@@ -271,7 +375,11 @@ impl History {
             // Serialising a plain struct of integers and strings cannot fail.
             out.push_str(&serde_json::to_string(&RawEntry::from_entry(e)).unwrap_or_default());
         }
-        out.push_str("\n]\n");
+        out.push_str("\n]");
+        if !self.initial.is_empty() {
+            out.push('}');
+        }
+        out.push('\n');
         out
     }
 
@@ -292,6 +400,17 @@ impl History {
             .map(|e| e.complete.unwrap_or(e.invoke))
             .max()
             .unwrap_or(0)
+    }
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -339,7 +458,8 @@ mod tests {
             h.entries[2].op,
             Op::Cas {
                 expected: 1,
-                new: 2
+                new: 2,
+                output: None
             }
         );
         assert_eq!(h.entries[2].complete, None);
@@ -425,13 +545,83 @@ mod tests {
     }
 
     #[test]
-    fn not_an_array_is_reported() {
-        assert!(matches!(error_of("{}"), HistoryError::NotAnArray(_)));
-        assert!(matches!(error_of("[1,"), HistoryError::NotAnArray(_)));
+    fn not_a_history_is_reported() {
+        assert!(matches!(error_of("[1,"), HistoryError::NotJson(_)));
+        for shape in [
+            "{}",
+            "3",
+            r#"{"operations": [], "extra": 1}"#,
+            r#"{"initial": {"x": "zero"}, "operations": []}"#,
+            r#"{"initial": {"": 1}, "operations": []}"#,
+        ] {
+            let e = error_of(shape);
+            assert!(matches!(e, HistoryError::Shape(_)), "{shape}: {e}");
+            assert!(e.to_string().contains("\"initial\""), "{e}");
+        }
         assert!(matches!(
             error_of("[1]"),
             HistoryError::Entry { index: 0, .. }
         ));
+        assert!(matches!(
+            error_of(r#"{"operations": [1]}"#),
+            HistoryError::Entry { index: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn initial_values_are_read_and_round_trip() {
+        let h = History::from_json(
+            r#"{"initial": {"x": 7, "unused": -1},
+                "operations": [{"process":0,"type":"read","key":"x","output":7,"invoke":0,"complete":1,"status":"ok"}]}"#,
+        )
+        .expect("valid");
+        assert_eq!(h.initial_value("x"), 7);
+        assert_eq!(h.initial_value("unused"), -1);
+        assert_eq!(h.initial_value("y"), 0, "keys not listed start at 0");
+        let text = h.to_json();
+        assert!(text.starts_with("{\"initial\""), "{text}");
+        assert_eq!(History::from_json(&text).expect("round trip"), h);
+        // Without initial values the older bare array is written, and read back the same.
+        let bare = History::new(h.entries.clone()).expect("valid");
+        assert!(bare.to_json().starts_with('['));
+        assert_eq!(
+            History::from_json(&bare.to_json()).expect("round trip"),
+            bare
+        );
+        let empty = History::from_json(r#"{"operations": []}"#).expect("valid");
+        assert!(empty.entries.is_empty() && empty.initial.is_empty());
+    }
+
+    #[test]
+    fn a_failed_cas_may_record_what_it_found() {
+        let h = History::from_json(
+            r#"[{"process":0,"type":"cas","key":"x","expected":1,"new":2,"output":5,"invoke":0,"complete":1,"status":"fail"}]"#,
+        )
+        .expect("valid");
+        assert_eq!(
+            h.entries[0].op,
+            Op::Cas {
+                expected: 1,
+                new: 2,
+                output: Some(5)
+            }
+        );
+        assert_eq!(h.entries[0].op.label(), "cas 1→2 saw 5");
+        assert_eq!(History::from_json(&h.to_json()).expect("round trip"), h);
+        for (status, output, needle) in [
+            ("ok", 5, "only with status fail"),
+            ("unknown", 5, "only with status fail"),
+            ("fail", 1, "cannot have found"),
+        ] {
+            let text = format!(
+                r#"[{{"process":0,"type":"cas","key":"x","expected":1,"new":2,"output":{output},"invoke":0,"complete":1,"status":"{status}"}}]"#
+            );
+            let message = error_of(&text).to_string();
+            assert!(
+                message.starts_with("entry 0") && message.contains(needle),
+                "{message}"
+            );
+        }
     }
 
     #[test]

@@ -10,15 +10,18 @@
 //! linearized operations with the same register value — are remembered and never explored
 //! twice.
 //!
-//! * `fail` operations did not take effect and are left out.
+//! * Each register starts at the history's initial value for its key (0 if not given).
+//! * `fail` operations did not take effect and are left out, except a CAS whose failed
+//!   comparison recorded the value it found: that is a read of the value, somewhere between
+//!   its invoke and its completion.
 //! * `unknown` writes and CASes may take effect at any point after their invoke, or never:
 //!   they get no return event, and the search succeeds once every `ok` operation is placed.
 //!   An `unknown` read tells nothing and is left out.
 //! * An `unknown` write or CAS whose value nobody could observe (no `ok` read returned it, no CAS
 //!   expected it) can be dropped without changing the verdict: any linearization that applies it
 //!   stays valid without it. With unique write values this removes almost all of them.
-//! * A per-key deadline turns a search that runs too long into [`Verdict::Unknown`], never
-//!   into a wrong answer.
+//! * A per-key deadline, and a deadline for the whole run, turn a search that runs too long
+//!   into [`Verdict::Unknown`], never into a wrong answer.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,11 +32,14 @@ use serde::Serialize;
 
 use crate::history::{History, Op, Status};
 
-/// How long the search for one key may run, and on how many threads keys are checked.
+/// How long the search may run, and on how many threads keys are checked.
 #[derive(Debug, Clone)]
 pub struct CheckOptions {
-    /// `None`: no deadline.
+    /// How long the search for one key may run; `None`: no deadline.
     pub per_key_timeout: Option<Duration>,
+    /// How long the whole check may run, from the call to [`check`]; `None`: no deadline.
+    /// Keys still unchecked when it passes are [`Verdict::Unknown`].
+    pub total_timeout: Option<Duration>,
     /// 0: one per available core.
     pub threads: usize,
 }
@@ -42,6 +48,7 @@ impl Default for CheckOptions {
     fn default() -> Self {
         CheckOptions {
             per_key_timeout: Some(Duration::from_secs(60)),
+            total_timeout: None,
             threads: 0,
         }
     }
@@ -78,11 +85,12 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub fn name(&self) -> &'static str {
+    /// The verdict without its details.
+    pub fn kind(&self) -> Overall {
         match self {
-            Verdict::Linearizable => "linearizable",
-            Verdict::NotLinearizable(_) => "not linearizable",
-            Verdict::Unknown { .. } => "unknown",
+            Verdict::Linearizable => Overall::Linearizable,
+            Verdict::NotLinearizable(_) => Overall::NotLinearizable,
+            Verdict::Unknown { .. } => Overall::Unknown,
         }
     }
 }
@@ -91,6 +99,8 @@ impl Verdict {
 #[serde(rename_all = "camelCase")]
 pub struct KeyReport {
     pub key: String,
+    /// The register's value before the first operation.
+    pub initial: i64,
     /// Operations the search had to consider (after leaving out failed ones, unknown reads and
     /// unobservable unknown writes).
     pub operations: usize,
@@ -103,12 +113,33 @@ pub struct KeyReport {
     pub verdict: Verdict,
 }
 
+/// A verdict without its details: of one key, or of a whole history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Overall {
     Linearizable,
     NotLinearizable,
     Unknown,
+}
+
+impl Overall {
+    /// The machine-readable name, as in JSON: `linearizable`, `not-linearizable`, `unknown`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Overall::Linearizable => "linearizable",
+            Overall::NotLinearizable => "not-linearizable",
+            Overall::Unknown => "unknown",
+        }
+    }
+
+    /// What a person reads: `linearizable`, `NOT linearizable`, `unknown`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Overall::Linearizable => "linearizable",
+            Overall::NotLinearizable => "NOT linearizable",
+            Overall::Unknown => "unknown",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -120,16 +151,10 @@ pub struct Report {
 impl Report {
     /// Not linearizable if any key is not; else unknown if any key is unknown.
     pub fn overall(&self) -> Overall {
-        let verdicts = self.keys.iter().map(|k| &k.verdict);
-        if verdicts
-            .clone()
-            .any(|v| matches!(v, Verdict::NotLinearizable(_)))
-        {
+        let kinds = || self.keys.iter().map(|k| k.verdict.kind());
+        if kinds().any(|k| k == Overall::NotLinearizable) {
             Overall::NotLinearizable
-        } else if verdicts
-            .clone()
-            .any(|v| matches!(v, Verdict::Unknown { .. }))
-        {
+        } else if kinds().any(|k| k == Overall::Unknown) {
             Overall::Unknown
         } else {
             Overall::Linearizable
@@ -151,6 +176,12 @@ impl Report {
 
 /// Checks every key of `history`.
 pub fn check(history: &History, options: &CheckOptions) -> Report {
+    let deadlines = Deadlines {
+        per_key: options.per_key_timeout,
+        total: options
+            .total_timeout
+            .map(|t| (t, Instant::now().checked_add(t))),
+    };
     let mut per_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, e) in history.entries.iter().enumerate() {
         per_key.entry(e.key.as_str()).or_default().push(i);
@@ -170,7 +201,7 @@ pub fn check(history: &History, options: &CheckOptions) -> Report {
                 let Some((key, indices)) = work.get(i) else {
                     break;
                 };
-                let report = check_key(history, key, indices, options.per_key_timeout);
+                let report = check_key(history, key, indices, &deadlines);
                 if let Ok(mut r) = results.lock() {
                     r.push(report);
                 }
@@ -204,7 +235,7 @@ fn step(state: i64, op: &Op) -> Option<i64> {
         Op::Read { output: Some(v) } => (state == v).then_some(state),
         Op::Read { output: None } => Some(state),
         Op::Write { value } => Some(value),
-        Op::Cas { expected, new } => (state == expected).then_some(new),
+        Op::Cas { expected, new, .. } => (state == expected).then_some(new),
     }
 }
 
@@ -215,7 +246,13 @@ fn search_ops(history: &History, indices: &[usize]) -> (Vec<SearchOp>, usize) {
     let mut observed: HashSet<i64> = HashSet::new();
     for &i in indices {
         match (&entries[i].op, entries[i].status) {
-            (Op::Read { output: Some(v) }, Status::Ok) => {
+            (Op::Read { output: Some(v) }, Status::Ok)
+            | (
+                Op::Cas {
+                    output: Some(v), ..
+                },
+                Status::Fail,
+            ) => {
                 observed.insert(*v);
             }
             (Op::Cas { expected, .. }, Status::Ok | Status::Unknown) => {
@@ -228,8 +265,18 @@ fn search_ops(history: &History, indices: &[usize]) -> (Vec<SearchOp>, usize) {
     let mut ops = Vec::with_capacity(indices.len());
     for &i in indices {
         let e = &entries[i];
+        let mut op = e.op;
         let complete = match e.status {
-            Status::Fail => continue,
+            Status::Fail => match e.op {
+                // The comparison read the register: the observation must fit the order.
+                Op::Cas {
+                    output: Some(seen), ..
+                } => {
+                    op = Op::Read { output: Some(seen) };
+                    e.complete
+                }
+                _ => continue,
+            },
             Status::Ok => e.complete,
             Status::Unknown => {
                 let written = match e.op {
@@ -246,7 +293,7 @@ fn search_ops(history: &History, indices: &[usize]) -> (Vec<SearchOp>, usize) {
         };
         ops.push(SearchOp {
             entry: i,
-            op: e.op,
+            op,
             invoke: e.invoke,
             complete,
         });
@@ -255,23 +302,43 @@ fn search_ops(history: &History, indices: &[usize]) -> (Vec<SearchOp>, usize) {
     (ops, pruned)
 }
 
-fn check_key(
-    history: &History,
-    key: &str,
-    indices: &[usize],
-    timeout: Option<Duration>,
-) -> KeyReport {
+/// The deadlines of a check: per key, and of the whole run (its length and when it passes;
+/// `None` when that instant is beyond what the clock can represent, i.e. never).
+struct Deadlines {
+    per_key: Option<Duration>,
+    total: Option<(Duration, Option<Instant>)>,
+}
+
+impl Deadlines {
+    /// The deadline of a key whose search starts at `started`, and why it would pass.
+    fn for_key(&self, started: Instant) -> Option<(Instant, String)> {
+        let per_key = self.per_key.and_then(|t| {
+            let at = started.checked_add(t)?;
+            Some((at, format!("the search did not finish within {t:?}")))
+        });
+        let total = self.total.and_then(|(t, at)| {
+            Some((at?, format!("the whole check did not finish within {t:?}")))
+        });
+        match (per_key, total) {
+            (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+fn check_key(history: &History, key: &str, indices: &[usize], deadlines: &Deadlines) -> KeyReport {
     let started = Instant::now();
     let (ops, pruned_unknown) = search_ops(history, indices);
-    let deadline = timeout.map(|t| started + t);
+    let initial = history.initial_value(key);
+    let deadline = deadlines.for_key(started);
     let mut search = Search::new(&ops);
-    let outcome = search.run(deadline);
+    let outcome = search.run(deadline.as_ref().map(|(at, _)| *at), initial);
     let verdict = match outcome {
         Outcome::Linearizable => Verdict::Linearizable,
         Outcome::TimedOut => Verdict::Unknown {
             reason: format!(
-                "the search did not finish within {:?} ({} configurations explored)",
-                timeout.unwrap_or_default(),
+                "{} ({} configurations explored)",
+                deadline.map_or_else(String::new, |(_, why)| why),
                 search.explored
             ),
         },
@@ -285,6 +352,7 @@ fn check_key(
     };
     KeyReport {
         key: key.to_string(),
+        initial,
         operations: ops.len(),
         pruned_unknown,
         explored: search.explored,
@@ -449,10 +517,11 @@ impl<'a> Search<'a> {
         }
     }
 
-    fn run(&mut self, deadline: Option<Instant>) -> Outcome {
+    /// Searches for a linearization of the register starting at `initial`.
+    fn run(&mut self, deadline: Option<Instant>, initial: i64) -> Outcome {
         let required_total = self.ops.iter().filter(|o| o.required()).count();
         let mut required_done = 0;
-        let mut state: i64 = 0;
+        let mut state: i64 = initial;
         let mut hash: u64 = 0;
         let mut max: Option<u32> = None;
         let mut stack: Vec<Frame> = Vec::new();

@@ -24,7 +24,22 @@ fn r(p: u64, v: i64, a: u64, b: u64) -> Entry {
 }
 
 fn cas(p: u64, expected: i64, new: i64, a: u64, b: Option<u64>, status: Status) -> Entry {
-    op(p, Op::Cas { expected, new }, a, b, status)
+    let op_ = Op::Cas {
+        expected,
+        new,
+        output: None,
+    };
+    op(p, op_, a, b, status)
+}
+
+/// A CAS whose comparison failed and found `seen`.
+fn cas_saw(p: u64, expected: i64, new: i64, seen: i64, a: u64, b: u64) -> Entry {
+    let op_ = Op::Cas {
+        expected,
+        new,
+        output: Some(seen),
+    };
+    op(p, op_, a, Some(b), Status::Fail)
 }
 
 fn verdict(entries: Vec<Entry>) -> Verdict {
@@ -208,6 +223,7 @@ fn a_deadline_gives_unknown_not_a_wrong_answer() {
     let history = History::new(entries).expect("valid");
     let options = CheckOptions {
         per_key_timeout: Some(Duration::ZERO),
+        total_timeout: None,
         threads: 1,
     };
     let report = check(&history, &options);
@@ -216,4 +232,80 @@ fn a_deadline_gives_unknown_not_a_wrong_answer() {
         other => panic!("expected unknown, got {other:?}"),
     }
     assert_eq!(report.overall(), Overall::Unknown);
+}
+
+#[test]
+fn a_failed_cas_is_a_read_of_what_it_found() {
+    // w(x,1) completes; later a CAS expecting 5 fails, having found 0: the register was 1.
+    let stale = vec![w(0, 1, 0, 10), cas_saw(1, 5, 6, 0, 20, 30)];
+    let Verdict::NotLinearizable(v) = verdict(stale) else {
+        panic!("a failed CAS that found a stale value must be caught")
+    };
+    assert_eq!(v.stuck, 1, "{v:?}");
+    assert_eq!(v.last_state, 1);
+    // Without the observation the failed CAS says nothing.
+    let blind = vec![w(0, 1, 0, 10), cas(1, 5, 6, 20, Some(30), Status::Fail)];
+    assert_eq!(verdict(blind), Verdict::Linearizable);
+    // What it found may be any value the register held during the CAS.
+    for seen in [0, 1] {
+        let concurrent = vec![w(0, 1, 0, 100), cas_saw(1, 5, 6, seen, 10, 90)];
+        assert_eq!(verdict(concurrent), Verdict::Linearizable, "found {seen}");
+    }
+    // It also keeps an unknown write that only it observed.
+    let unknown_write = op(0, Op::Write { value: 4 }, 0, None, Status::Unknown);
+    let v = verdict(vec![unknown_write, cas_saw(1, 0, 6, 4, 20, 30)]);
+    assert_eq!(v, Verdict::Linearizable);
+}
+
+#[test]
+fn registers_start_at_the_initial_value_the_history_gives() {
+    // A second run on the same cluster: x already holds 7 when the history starts.
+    let entries = vec![
+        r(0, 7, 0, 10),
+        cas(1, 7, 8, 20, Some(30), Status::Ok),
+        r(2, 8, 40, 50),
+    ];
+    let from_zero = History::new(entries).expect("valid");
+    let report = check(&from_zero, &CheckOptions::default());
+    assert_eq!(report.overall(), Overall::NotLinearizable);
+    let from_seven = from_zero.with_initial([("x".to_string(), 7)].into());
+    let report = check(&from_seven, &CheckOptions::default());
+    assert_eq!(report.overall(), Overall::Linearizable, "{report:?}");
+    assert_eq!(report.keys[0].initial, 7);
+    // The same through the JSON form.
+    let again = History::from_json(&from_seven.to_json()).expect("round trip");
+    assert_eq!(
+        check(&again, &CheckOptions::default()).overall(),
+        Overall::Linearizable
+    );
+}
+
+#[test]
+fn a_whole_run_deadline_gives_unknown_for_every_unfinished_key() {
+    let mut entries: Vec<Entry> = (0..24).map(|p| w(p, p as i64 + 1, 0, 1000)).collect();
+    entries.push(r(99, -1, 2000, 2100));
+    let history = History::new(entries).expect("valid");
+    let options = CheckOptions {
+        per_key_timeout: None,
+        total_timeout: Some(Duration::ZERO),
+        threads: 1,
+    };
+    let report = check(&history, &options);
+    match &report.keys[0].verdict {
+        Verdict::Unknown { reason } => assert!(reason.contains("whole check"), "{reason}"),
+        other => panic!("expected unknown, got {other:?}"),
+    }
+    assert_eq!(report.overall(), Overall::Unknown);
+}
+
+#[test]
+fn verdicts_have_one_name_each() {
+    assert_eq!(Verdict::Linearizable.kind(), Overall::Linearizable);
+    assert_eq!(Overall::NotLinearizable.as_str(), "not-linearizable");
+    assert_eq!(Overall::NotLinearizable.label(), "NOT linearizable");
+    assert_eq!(
+        serde_json::to_value(Overall::Unknown).ok(),
+        Some(serde_json::json!(Overall::Unknown.as_str()))
+    );
+    assert_eq!(Status::Unknown.as_str(), "unknown");
 }

@@ -21,6 +21,7 @@ fn config(seed: u64, operations: usize, processes: usize, keys: usize, unknown: 
 fn options() -> CheckOptions {
     CheckOptions {
         per_key_timeout: None,
+        total_timeout: None,
         threads: 1,
     }
 }
@@ -95,7 +96,12 @@ proptest! {
                 let op = match kind {
                     0 => Op::Read { output: (status == Status::Ok).then_some(a) },
                     1 => Op::Write { value: a },
-                    _ => Op::Cas { expected: a, new: b },
+                    // A failed comparison sometimes records what it found (never `expected`).
+                    _ => Op::Cas {
+                        expected: a,
+                        new: b,
+                        output: (status == Status::Fail && len % 2 == 1).then_some((a + 1 + b % 2) % 3),
+                    },
                 };
                 Entry {
                     process: i as u64,
@@ -118,7 +124,7 @@ proptest! {
 /// Tries every subset of the unknown writes/CASes and every order respecting real time.
 fn brute_force(entries: &[Entry]) -> bool {
     let required: Vec<usize> = (0..entries.len())
-        .filter(|&i| entries[i].status == Status::Ok)
+        .filter(|&i| entries[i].status == Status::Ok || observation(&entries[i]).is_some())
         .collect();
     let optional: Vec<usize> = (0..entries.len())
         .filter(|&i| {
@@ -141,6 +147,16 @@ fn brute_force(entries: &[Entry]) -> bool {
     false
 }
 
+/// What a CAS that failed its comparison found, if it recorded it: a read of that value.
+fn observation(e: &Entry) -> Option<i64> {
+    match e.op {
+        Op::Cas {
+            output: Some(seen), ..
+        } if e.status == Status::Fail => Some(seen),
+        _ => None,
+    }
+}
+
 fn precedes(a: &Entry, b: &Entry) -> bool {
     a.status != Status::Unknown && a.complete.is_some_and(|c| c < b.invoke)
 }
@@ -157,11 +173,17 @@ fn orders(entries: &[Entry], ops: &mut Vec<usize>, k: usize) -> bool {
         }
         let mut state = 0;
         for &i in ops.iter() {
+            if let Some(seen) = observation(&entries[i]) {
+                if seen != state {
+                    return false;
+                }
+                continue;
+            }
             match entries[i].op {
                 Op::Read { output: Some(v) } if v != state => return false,
                 Op::Read { .. } => {}
                 Op::Write { value } => state = value,
-                Op::Cas { expected, new } if expected == state => state = new,
+                Op::Cas { expected, new, .. } if expected == state => state = new,
                 Op::Cas { .. } => return false,
             }
         }

@@ -14,6 +14,9 @@ pub enum Outcome {
     Ok(i64),
     /// It certainly did not take effect.
     Fail(String),
+    /// A CAS whose comparison failed (`409`): it did not take effect, and the register held
+    /// this value (the answer's `current`) when it was compared.
+    Found(i64),
     /// It may or may not have taken effect.
     Unknown(String),
 }
@@ -43,6 +46,10 @@ pub fn classify(kind: Kind, status: u16, body: &Value) -> Outcome {
             None => Outcome::Unknown(format!("HTTP 200 without a value: {body}")),
         },
         _ if kind == Kind::Read => Outcome::Fail(reason()),
+        409 if kind == Kind::Cas => body
+            .get("current")
+            .and_then(Value::as_i64)
+            .map_or_else(|| Outcome::Fail(reason()), Outcome::Found),
         // 409 is a CAS whose comparison failed; 503 promises nothing was applied; 400 was refused.
         400 | 409 | 503 => Outcome::Fail(reason()),
         _ => Outcome::Unknown(reason()),
@@ -128,6 +135,18 @@ pub fn base_url(addr: &str) -> Result<Url> {
     Ok(url)
 }
 
+/// A body as JSON; a body that is not JSON as a string of its text (`null` if empty).
+fn body_value(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes).unwrap_or_else(|_| {
+        let text = String::from_utf8_lossy(bytes).trim().to_string();
+        if text.is_empty() {
+            Value::Null
+        } else {
+            Value::String(text)
+        }
+    })
+}
+
 fn direct_url(base: &Url, segments: &[&str], query: &[(&str, &str)]) -> Url {
     let mut url = base.clone();
     if let Ok(mut path) = url.path_segments_mut() {
@@ -210,7 +229,7 @@ impl Member {
         }
     }
 
-    /// Sends a request and returns the status and JSON body (`null` if the body is not JSON).
+    /// Sends a request and returns the status and the body (see [`body_value`]).
     async fn send(
         &self,
         method: reqwest::Method,
@@ -228,10 +247,7 @@ impl Member {
                 let response = request.send().await?;
                 let status = response.status().as_u16();
                 let bytes = response.bytes().await?;
-                Ok((
-                    status,
-                    serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-                ))
+                Ok((status, body_value(&bytes)))
             }
             Transport::Proxy {
                 client,
@@ -252,10 +268,7 @@ impl Member {
                             message: e.message,
                             maybe_delivered: true,
                         })?;
-                Ok((
-                    status,
-                    serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-                ))
+                Ok((status, body_value(&bytes)))
             }
         }
     }
@@ -311,6 +324,24 @@ impl Member {
         self.outcome(Kind::Cas, self.raw_cas(key, expected, new).await)
     }
 
+    /// `GET /readyz`: `Ok(())` when the member says it is ready, else why not.
+    pub async fn ready(&self) -> Result<(), String> {
+        match self
+            .send(reqwest::Method::GET, &["readyz"], &[], None)
+            .await
+        {
+            Ok((200, _)) => Ok(()),
+            Ok((status, body)) => {
+                let why = body
+                    .as_str()
+                    .or_else(|| body.get("error").and_then(Value::as_str))
+                    .unwrap_or("not ready");
+                Err(format!("{}: HTTP {status}: {why}", self.label))
+            }
+            Err(e) => Err(format!("{}: {e}", self.label)),
+        }
+    }
+
     pub async fn status(&self) -> Result<Value> {
         let target = self.target(&["v1", "status"], &[]);
         let (status, body) = self
@@ -343,8 +374,10 @@ mod tests {
         assert_eq!(classify(Kind::Write, 200, &ok), Outcome::Ok(4));
         assert_eq!(classify(Kind::Read, 200, &ok), Outcome::Ok(4));
         let mismatch = json!({"error": "compare-and-set failed", "current": 3});
+        assert_eq!(classify(Kind::Cas, 409, &mismatch), Outcome::Found(3));
+        let without_current = json!({"error": "compare-and-set failed"});
         assert!(matches!(
-            classify(Kind::Cas, 409, &mismatch),
+            classify(Kind::Cas, 409, &without_current),
             Outcome::Fail(_)
         ));
         let not_applied = json!({"error": "no leader", "outcome": "not-applied"});
@@ -395,10 +428,10 @@ mod tests {
             Outcome::Fail(_)
         ));
         let mismatch = json!({"error": "compare-and-set failed", "current": 3});
-        assert!(matches!(
+        assert_eq!(
             classify_proxied(Kind::Cas, 409, &mismatch),
-            Outcome::Fail(_)
-        ));
+            Outcome::Found(3)
+        );
         // The API server refused or could not connect: never forwarded.
         for (code, message) in [
             (403, "pods \"x-0\" is forbidden"),

@@ -22,6 +22,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
+use crate::confirm;
 use crate::report::Window;
 
 /// One scheduled fault.
@@ -286,18 +287,30 @@ fn ns_since(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// What a schedule did: the fault windows, and why it stopped the workload early, if it did.
+pub struct Ran {
+    pub windows: Vec<Window>,
+    /// A fault the operator refused ([`crate::exit::BadInput`]) or did not start in time.
+    pub failure: Option<anyhow::Error>,
+}
+
 /// Runs the schedule from `start` until `end` (or `stop`), then removes whatever is still
-/// injected. Returns the windows as they were requested and confirmed by the API server (a
-/// patch that fails is reported on stderr and leaves no window), each starting when the
-/// operator reports it started the fault if that was later (see [`later_start`]).
+/// injected. After each fault is added to the spec, waits (up to `confirm_timeout`) until
+/// the operator reports it started; a fault it refuses, or does not start in time, ends the
+/// schedule and the workload (through `halt`). Returns the windows of the faults that
+/// started (a patch that fails is reported on stderr and leaves no window), each starting
+/// when the operator reports it started the fault if that was later (see [`later_start`]).
 pub async fn run(
     target: &Target,
     schedule: &[Scheduled],
     run_id: &str,
     start: Instant,
     end: Duration,
-    mut stop: watch::Receiver<bool>,
-) -> Vec<Window> {
+    confirm_timeout: Duration,
+    halt: &watch::Sender<bool>,
+) -> Ran {
+    let mut stop = halt.subscribe();
+    let mut failure = None;
     let names: Vec<String> = schedule
         .iter()
         .enumerate()
@@ -345,15 +358,30 @@ pub async fn run(
                 let mut next = active.clone();
                 next.push(i);
                 match apply(&next).await {
-                    Ok(()) => {
+                    Ok(generation) => {
                         active = next;
-                        opened[i] = Some(ns_since(start));
-                        eprintln!(
-                            "\n[{:>5.1}s] fault {} ({}) injected",
-                            start.elapsed().as_secs_f64(),
-                            names[i],
-                            schedule[i].label
-                        );
+                        let patched = ns_since(start);
+                        let (name, label) = (&names[i], &schedule[i].label);
+                        match confirm::wait(target, name, generation, confirm_timeout).await {
+                            Ok((state, since)) => {
+                                opened[i] = Some(patched);
+                                eprintln!(
+                                    "\n[{:>5.1}s] fault {name} ({label}) {state} since {}",
+                                    start.elapsed().as_secs_f64(),
+                                    since.as_deref().unwrap_or("-")
+                                );
+                            }
+                            Err(not_started) => {
+                                failure = Some(not_started_error(
+                                    name,
+                                    label,
+                                    not_started,
+                                    confirm_timeout,
+                                ));
+                                let _ = halt.send(true);
+                                break;
+                            }
+                        }
                     }
                     Err(e) => eprintln!("\nfault {}: could not inject it: {e:#}", names[i]),
                 }
@@ -364,7 +392,7 @@ pub async fn run(
                 }
                 let next: Vec<usize> = active.iter().copied().filter(|&j| j != i).collect();
                 match apply(&next).await {
-                    Ok(()) => {
+                    Ok(_) => {
                         active = next;
                         if let Some(from) = opened[i].take() {
                             let window = Window {
@@ -421,7 +449,54 @@ pub async fn run(
         })
         .collect();
     windows.sort_by_key(|w| w.start);
-    windows
+    Ran { windows, failure }
+}
+
+/// The error that ends a workload whose fault did not start.
+fn not_started_error(
+    name: &str,
+    label: &str,
+    why: confirm::NotStarted,
+    timeout: Duration,
+) -> anyhow::Error {
+    match why {
+        confirm::NotStarted::Refused(why) => anyhow::Error::new(crate::exit::BadInput(format!(
+            "the operator refused fault {name} ({label}): {why}"
+        ))),
+        confirm::NotStarted::TimedOut(why) => anyhow!(
+            "fault {name} ({label}) did not start within {timeout:?} (--fault-timeout): {why}"
+        ),
+    }
+}
+
+/// Checks the member ordinals the schedule names against the cluster's `replicas`, before
+/// anything starts (the operator would refuse them, after the workload began).
+pub fn check_ordinals(schedule: &[Scheduled], replicas: u32) -> Result<()> {
+    for s in schedule {
+        let targets = s.fault.get("targets").into_iter();
+        let groups = s
+            .fault
+            .get("groups")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten();
+        let ordinals = targets
+            .chain(groups)
+            .filter_map(Value::as_array)
+            .flatten()
+            .filter_map(Value::as_u64);
+        for o in ordinals {
+            if o >= u64::from(replicas) {
+                bail!(
+                    "fault {}: member ordinal {o} does not exist: the cluster has {replicas} \
+                     member(s), ordinals 0 to {}",
+                    s.label,
+                    replicas.saturating_sub(1)
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// When the operator says it started each fault (`status.faults[].since`), by fault name;
@@ -495,6 +570,24 @@ mod tests {
             later_start(2 * s, wall - Duration::from_secs(5), wall),
             2 * s
         );
+    }
+
+    #[test]
+    fn ordinals_are_checked_against_the_cluster_size() {
+        let schedule = |text: &str| vec![parse_fault_at(text).expect("valid")];
+        assert!(check_ordinals(&schedule("1s:crash-2:2s"), 3).is_ok());
+        assert!(check_ordinals(&schedule("1s:crash-leader:2s"), 1).is_ok());
+        let e = check_ordinals(&schedule("1s:crash-7:2s"), 3).expect_err("out of range");
+        assert_eq!(
+            e.to_string(),
+            "fault crash-7: member ordinal 7 does not exist: the cluster has 3 member(s), \
+             ordinals 0 to 2"
+        );
+        assert!(check_ordinals(&schedule("1s:partition-3"), 3).is_err());
+        let yaml = parse_schedule("- {at: 1s, fault: {kind: partition, groups: [[0], [1, 5]]}}")
+            .expect("valid");
+        assert!(check_ordinals(&yaml, 3).is_err());
+        assert!(check_ordinals(&yaml, 6).is_ok());
     }
 
     #[test]

@@ -157,14 +157,15 @@ pub fn merged_faults(current: &Value, ours: &[String], active: &[Value]) -> Vec<
 }
 
 /// Sets our faults in `spec.faults` to `active`, leaving other faults alone (no request if
-/// nothing changes); retries when someone else edits the resource at the same time.
+/// nothing changes); retries when someone else edits the resource at the same time. Returns
+/// the resource's `metadata.generation` with the change (if the API server gives one).
 pub async fn set_faults(
     client: &kube::Client,
     namespace: &str,
     name: &str,
     ours: &[String],
     active: &[Value],
-) -> Result<()> {
+) -> Result<Option<i64>> {
     let path = cluster_path(namespace, name);
     let mut last = None;
     for _ in 0..5 {
@@ -175,7 +176,7 @@ pub async fn set_faults(
             None => faults.is_empty(),
         };
         if unchanged {
-            return Ok(());
+            return Ok(current["metadata"]["generation"].as_i64());
         }
         let patch = faults_patch(current["metadata"]["resourceVersion"].as_str(), &faults);
         let body = serde_json::to_vec(&patch).context("serialising the patch")?;
@@ -184,7 +185,7 @@ pub async fn set_faults(
             .body(body)
             .with_context(|| format!("building PATCH {path}"))?;
         match client.request::<Value>(request).await {
-            Ok(_) => return Ok(()),
+            Ok(patched) => return Ok(patched["metadata"]["generation"].as_i64()),
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 last = Some(status.message.clone());
             }

@@ -38,19 +38,7 @@ fn ms(ns: u64) -> String {
 }
 
 fn describe(index: usize, e: &Entry) -> String {
-    format!(
-        "#{index} process {} {} {} {} [{} – {}]",
-        e.process,
-        e.key,
-        e.op.label(),
-        match e.status {
-            Status::Ok => "ok",
-            Status::Fail => "fail",
-            Status::Unknown => "unknown",
-        },
-        ms(e.invoke),
-        e.complete.map_or_else(|| "never".to_string(), ms),
-    )
+    format!("#{index} {}", crate::check::describe(e))
 }
 
 const LANE: f64 = 26.0;
@@ -93,16 +81,12 @@ pub fn render(
          <title>{t}</title><style>{STYLE}</style></head><body>\n<h1>{t}</h1>\n",
         t = escape(title)
     );
-    let overall = match report.overall() {
-        caplab_checker::Overall::Linearizable => ("linearizable", "linearizable"),
-        caplab_checker::Overall::NotLinearizable => ("not-linearizable", "NOT linearizable"),
-        caplab_checker::Overall::Unknown => ("unknown", "unknown"),
-    };
+    let overall = report.overall();
     let _ = writeln!(
         html,
         "<p id=\"verdict\">Verdict: <span class=\"{}\">{}</span> · {} operations, {} processes, {} keys, {}</p>",
-        overall.0,
-        overall.1,
+        overall.as_str(),
+        overall.label(),
         history.entries.len(),
         history.processes().len(),
         report.keys.len(),
@@ -113,16 +97,13 @@ pub fn render(
          <th>unknown pruned</th><th>time</th></tr>\n",
     );
     for k in &report.keys {
-        let class = match k.verdict {
-            Verdict::Linearizable => "linearizable",
-            Verdict::NotLinearizable(_) => "not-linearizable",
-            Verdict::Unknown { .. } => "unknown",
-        };
+        let kind = k.verdict.kind();
         let _ = writeln!(
             html,
-            "<tr><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{:.1} ms</td></tr>",
+            "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{:.1} ms</td></tr>",
             escape(&k.key),
-            k.verdict.name(),
+            kind.as_str(),
+            kind.label(),
             k.operations,
             k.pruned_unknown,
             k.elapsed_ms

@@ -1,7 +1,11 @@
 //! The workload runner: concurrent clients issuing reads, writes and CASes against members,
 //! recording every operation's invoke and completion times and outcome as a history.
+//!
+//! Each run uses keys of its own (`w<unix ms>-<random>-k0`, …), which no earlier run wrote,
+//! and records in the history that they start at 0: the history is self-contained, and a
+//! second run on the same cluster checks like the first.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,6 +89,8 @@ pub struct Config {
     pub start: Instant,
     pub clients: usize,
     pub keys: usize,
+    /// Put before every key name (`<prefix>k0`, …): see [`run_prefix`].
+    pub key_prefix: String,
     pub mix: Mix,
     /// Total operations per second over all clients; 0: as fast as the members answer.
     pub rate: f64,
@@ -158,6 +164,26 @@ impl Shared {
         if let Ok(mut m) = self.last_seen.lock() {
             m.insert(key.to_string(), value);
         }
+    }
+}
+
+/// A key prefix no other run uses: `w<unix ms>-<8 random hex digits>-`.
+pub fn run_prefix() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("w{ms}-{:08x}-", rand::rng().random::<u32>())
+}
+
+impl Config {
+    fn key(&self, index: usize) -> String {
+        format!("{}k{index}", self.key_prefix)
+    }
+
+    /// Every key the run may use, at the value it has before the run: 0, since no earlier
+    /// run used the prefix.
+    fn initial(&self) -> BTreeMap<String, i64> {
+        (0..self.keys).map(|i| (self.key(i), 0)).collect()
     }
 }
 
@@ -267,7 +293,8 @@ pub async fn run(config: Config, stop: watch::Receiver<bool>) -> Result<History>
         }
     }
     entries.sort_by_key(|e: &Entry| (e.invoke, e.process));
-    History::new(entries).context("the recorded history is inconsistent (a bug)")
+    let history = History::new(entries).context("the recorded history is inconsistent (a bug)")?;
+    Ok(history.with_initial(shared.config.initial()))
 }
 
 async fn run_client(
@@ -303,7 +330,7 @@ async fn run_client(
         if tokio::time::Instant::now() >= deadline || *stop.borrow() {
             break;
         }
-        let key = format!("k{}", rng.random_range(0..config.keys));
+        let key = config.key(rng.random_range(0..config.keys));
         // Unique values: a read then tells which write it saw.
         sequence += 1;
         let fresh = sequence * config.clients as i64 + client as i64 + 1;
@@ -321,6 +348,7 @@ async fn run_client(
                     Op::Cas {
                         expected,
                         new: fresh,
+                        output: None,
                     },
                     target.cas(&key, expected, fresh).await,
                 )
@@ -342,6 +370,22 @@ async fn run_client(
             Outcome::Fail(reason) => {
                 shared.counters.fail.fetch_add(1, Ordering::Relaxed);
                 shared.note(format!("{} fail: {reason}", op.kind()));
+                (op, Status::Fail)
+            }
+            Outcome::Found(current) => {
+                // The comparison read the register: keep what it found, for the checker and
+                // for this client's next CAS.
+                shared.counters.fail.fetch_add(1, Ordering::Relaxed);
+                shared.note("cas fail: HTTP 409: the comparison failed".into());
+                shared.remember(&key, current);
+                let op = match op {
+                    Op::Cas { expected, new, .. } => Op::Cas {
+                        expected,
+                        new,
+                        output: Some(current),
+                    },
+                    other => other,
+                };
                 (op, Status::Fail)
             }
             Outcome::Unknown(reason) => {
@@ -373,6 +417,13 @@ async fn run_client(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_run_has_keys_of_its_own() {
+        let (a, b) = (run_prefix(), run_prefix());
+        assert_ne!(a, b);
+        assert!(a.starts_with('w') && a.ends_with('-'), "{a}");
+    }
 
     #[test]
     fn mixes() {
@@ -417,6 +468,7 @@ mod tests {
             start: Instant::now(),
             clients: 2,
             keys: 2,
+            key_prefix: run_prefix(),
             mix: "read=1,write=1,cas=1".parse().expect("mix"),
             rate: 200.0,
             duration: Duration::from_millis(300),
@@ -430,5 +482,12 @@ mod tests {
         assert!(!history.entries.is_empty());
         assert!(history.entries.iter().all(|e| e.status == Status::Fail));
         assert!(history.processes().len() == 2);
+        // Only this run's keys, each recorded as starting at 0.
+        assert_eq!(history.initial.len(), 2);
+        assert!(history.initial.values().all(|v| *v == 0));
+        assert!(history
+            .keys()
+            .iter()
+            .all(|k| history.initial.contains_key(*k)));
     }
 }

@@ -1,9 +1,12 @@
-//! The `caplab` binary's contract: exit codes and messages of `check`, `report` output, and
-//! `kv`/`status` against a real single member.
+//! The `caplab` binary's contract: exit codes and messages of `check` (0 linearizable, 1 not,
+//! 2 unknown, 3 bad input or usage), `report` output, and `kv`/`status` against a real single
+//! member.
 
 mod common;
 
+use std::io::Write;
 use std::path::Path;
+use std::process::Stdio;
 
 use caplab_checker::generate::{generate, GenConfig};
 use caplab_checker::{History, Op, Status};
@@ -69,10 +72,17 @@ fn check_exits_1_and_names_the_violation() {
     assert!(stdout.contains("NOT linearizable"), "{stdout}");
     assert!(stdout.contains(&format!("#{victim} ")), "{stdout}");
     assert!(stdout.contains("r→-5"), "{stdout}");
+    // Statuses in the history's own words.
+    assert!(stdout.contains("r→-5: ok; invoked at"), "{stdout}");
+    assert!(
+        !stdout.contains(" Ok ") && !stdout.contains(" Unknown "),
+        "{stdout}"
+    );
 
     let json = run(caplab().arg("check").arg("--json").arg(&path));
     assert_eq!(json.code, Some(1));
     let verdicts: serde_json::Value = serde_json::from_str(&json.stdout).expect("json report");
+    assert_eq!(verdicts["verdict"], "not-linearizable", "{verdicts}");
     let flagged = verdicts["keys"]
         .as_array()
         .into_iter()
@@ -100,28 +110,87 @@ fn check_exits_1_and_names_the_violation() {
     }
 }
 
+/// `caplab check` with `history` on standard input.
+fn check_stdin(args: &[&str], history: &str) -> common::Ran {
+    let mut child = caplab()
+        .arg("check")
+        .args(args)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn caplab check -");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(history.as_bytes())
+        .expect("write the history");
+    let out = child.wait_with_output().expect("caplab check -");
+    common::Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 #[test]
-fn check_exits_2_with_a_one_line_reason_on_bad_input() {
+fn check_reads_standard_input_and_reports_the_verdict_in_json() {
+    let out = check_stdin(&["--json"], &generated().to_json());
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("json report");
+    assert_eq!(report["verdict"], "linearizable", "{report}");
+    assert_eq!(report["keys"].as_array().map(Vec::len), Some(3));
+
+    let out = check_stdin(&[], &corrupted().0.to_json());
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+    assert!(out.stdout.trim_end().ends_with("NOT linearizable"));
+
+    let out = check_stdin(&[], "[{");
+    assert_eq!(out.code, Some(3));
+    assert!(out.stderr.contains("standard input"), "{}", out.stderr);
+}
+
+#[test]
+fn check_exits_3_with_a_one_line_reason_on_bad_input() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("malformed.json");
-    std::fs::write(
-        &path,
-        r#"[{"process":0,"type":"write","key":"x","value":1,"invoke":0,"complete":5,"status":"ok"},
+    let cases = [
+        (
+            "invalid.json",
+            r#"[{"process":0,"type":"write","key":"x","value":1,"invoke":0,"complete":5,"status":"ok"},
             {"process":1,"type":"read","key":"x","invoke":0,"complete":5,"status":"ok"}]"#,
-    )
-    .expect("write");
-    let out = check(&path);
-    let stderr = out.stderr;
-    assert_eq!(out.code, Some(2));
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.contains("entry 1") && stderr.contains("output"),
-        "{stderr}"
-    );
+            "entry 1",
+        ),
+        ("malformed.json", "[{\"process\": 0,", "not valid JSON"),
+        ("shape.json", r#"{"ops": []}"#, "\"operations\""),
+    ];
+    for (name, text, needle) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        let out = check(&path);
+        let stderr = out.stderr;
+        assert_eq!(out.code, Some(3), "{name}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(name) && stderr.contains(needle), "{stderr}");
+    }
 
     let out = check(&dir.path().join("missing.json"));
-    assert_eq!(out.code, Some(2));
+    assert_eq!(out.code, Some(3));
+    assert_eq!(out.stderr.trim_end().lines().count(), 1, "{}", out.stderr);
     assert!(out.stderr.contains("missing.json"));
+
+    // Usage errors are bad input too (clap's own code would be 2, "unknown").
+    for args in [
+        &["check"][..],
+        &["check", "--no-such-flag", "h.json"],
+        &["check", "--timeout", "-1", "h.json"],
+        &["frobnicate"],
+    ] {
+        let out = run(caplab().args(args));
+        assert_eq!(out.code, Some(3), "{args:?}: {}", out.stderr);
+    }
+    assert_eq!(run(caplab().args(["check", "--help"])).code, Some(0));
 }
 
 #[test]
@@ -134,10 +203,34 @@ fn check_exits_2_when_the_search_runs_out_of_time() {
     entries.push(r#"{"process":99,"type":"read","key":"x","output":-1,"invoke":2000,"complete":2100,"status":"ok"}"#.into());
     let path = dir.path().join("hard.json");
     std::fs::write(&path, format!("[{}]", entries.join(","))).expect("write");
+    for deadline in [
+        &["--timeout", "0.001"][..],
+        &["--timeout", "0", "--total-timeout", "0.001"],
+    ] {
+        let out = run(caplab().arg("check").args(deadline).arg(&path));
+        let stdout = out.stdout;
+        assert_eq!(out.code, Some(2), "{deadline:?}: {stdout}");
+        assert!(stdout.trim_end().ends_with("unknown"), "{stdout}");
+    }
+    let out = run(caplab()
+        .args(["check", "--json", "--total-timeout", "0.001"])
+        .arg(&path));
+    assert_eq!(out.code, Some(2));
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("json report");
+    assert_eq!(report["verdict"], "unknown", "{report}");
+}
+
+#[test]
+fn check_timeout_0_means_no_deadline() {
+    // Thousands of operations per key take more than a moment to search: a zero deadline
+    // that meant "give up at once" would make this unknown.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = write_history(dir.path(), "ok.json", &generated());
+    let out = run(caplab().args(["check", "--timeout", "0"]).arg(&path));
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
+    // The old spelling of the flag still works.
     let out = run(caplab().args(["check", "--timeout-secs", "0"]).arg(&path));
-    let stdout = out.stdout;
-    assert_eq!(out.code, Some(2), "{stdout}");
-    assert!(stdout.contains("unknown"), "{stdout}");
+    assert_eq!(out.code, Some(0), "{}", out.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread")]

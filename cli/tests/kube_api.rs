@@ -1,8 +1,11 @@
 //! `caplab` against a RegisterCluster through the Kubernetes API, with a fake API server: a
-//! plain HTTP server that serves one RegisterCluster, accepts merge patches of it, and plays
-//! the pod proxy in front of a one-member in-memory register. It checks the paths the CLI
-//! uses, that `status`/`kv`/`workload` work through the proxy, and that a fault schedule
-//! edits `spec.faults` (keeping other faults) and records its window.
+//! plain HTTP server that serves one RegisterCluster, accepts merge patches of it (and, as the
+//! operator would, starts the faults of a valid spec in `status.faults` or reports an invalid
+//! one in `SpecValid`), and plays the pod proxy in front of a one-member in-memory register.
+//! It checks the paths the CLI uses, that `status`/`kv`/`workload` work through the proxy,
+//! that a fault schedule edits `spec.faults` (keeping other faults) and records its window,
+//! that faults the cluster cannot have or the operator refuses fail the workload, and that a
+//! workload waits for the cluster to be ready.
 
 mod common;
 
@@ -71,6 +74,54 @@ fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// What the operator does with a changed spec, in the shape it writes (operator/src/crd.rs):
+/// a new generation, observed at once; with a valid spec, every new fault started and every
+/// removed one dropped; with an invalid one (here: a delay without latencyMs, one of the
+/// operator's rules), `SpecValid=False` naming the fault, and the faults left as they were.
+fn play_operator(cluster: &mut Value) {
+    let generation = cluster["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+    cluster["metadata"]["generation"] = json!(generation);
+    cluster["status"]["observedGeneration"] = json!(generation);
+    let spec: Vec<Value> = cluster["spec"]["faults"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let name = |f: &Value| f["name"].as_str().unwrap_or("").to_string();
+    let invalid: Vec<String> = spec
+        .iter()
+        .filter(|f| f["kind"] == "delay" && f.get("latencyMs").is_none())
+        .map(|f| format!("fault {:?}: delay needs latencyMs", name(f)))
+        .collect();
+    let conditions = cluster["status"]["conditions"]
+        .as_array_mut()
+        .expect("conditions");
+    conditions.retain(|c| c["type"] != "SpecValid");
+    let valid = invalid.is_empty();
+    conditions.push(
+        json!({"type": "SpecValid", "status": if valid { "True" } else { "False" },
+        "lastTransitionTime": "2025-01-01T00:00:00Z",
+        "reason": if valid { "Valid" } else { "Invalid" },
+        "message": if valid { "spec is valid".to_string() } else { invalid.join("; ") }}),
+    );
+    if !valid {
+        return;
+    }
+    let mut statuses: Vec<Value> = cluster["status"]["faults"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    statuses.retain(|st| spec.iter().any(|f| name(f) == name(st)));
+    for f in &spec {
+        if !statuses.iter().any(|st| name(st) == name(f)) {
+            statuses.push(
+                json!({"name": name(f), "kind": f["kind"], "state": "active",
+                "targets": [0], "since": "2025-01-01T00:00:00Z", "specHash": "0"}),
+            );
+        }
+    }
+    cluster["status"]["faults"] = json!(statuses);
+}
+
 fn respond(stream: &mut TcpStream, status: u16, body: &Value) {
     let text = body.to_string();
     let _ = write!(
@@ -134,6 +185,7 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
                 m.remove("resourceVersion");
             }
             merge(&mut s.cluster, &patch);
+            play_operator(&mut s.cluster);
             s.version += 1;
             let v = s.version.to_string();
             s.cluster["metadata"]["resourceVersion"] = json!(v);
@@ -197,10 +249,14 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
 
 impl FakeApiServer {
     fn start() -> FakeApiServer {
+        FakeApiServer::serving(cluster())
+    }
+
+    fn serving(cluster: Value) -> FakeApiServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let state = Arc::new(Mutex::new(State {
-            cluster: cluster(),
+            cluster,
             version: 1,
             ..State::default()
         }));
@@ -384,4 +440,127 @@ fn status_kv_and_workload_through_the_api_server() {
     assert_eq!(code, Some(0), "{stderr}");
     let html = std::fs::read_to_string(&page).expect("report");
     assert!(html.contains("class=\"fault-window\"") && html.contains("partition-leader"));
+}
+
+/// `caplab workload --cluster demo -q --rate 20 --out <dir>/history.json <extra>`.
+fn workload(kubeconfig: &Path, dir: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
+    let history = dir.join("history.json");
+    let history = history.to_string_lossy();
+    let mut args = vec![
+        "workload",
+        "--cluster",
+        "demo",
+        "-q",
+        "--rate",
+        "20",
+        "--out",
+        &history,
+    ];
+    args.extend_from_slice(extra);
+    run(kubeconfig, &args)
+}
+
+#[test]
+fn a_fault_on_a_member_the_cluster_does_not_have_fails_before_the_workload_starts() {
+    let server = FakeApiServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = server.kubeconfig(dir.path());
+    let (code, stdout, stderr) = workload(
+        &kubeconfig,
+        dir.path(),
+        &["--duration", "1", "--fault-at", "0.2s:crash-7:2s"],
+    );
+    assert_eq!(code, Some(3), "{stdout}\n{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("crash-7") && stderr.contains("ordinal 7") && stderr.contains("1 member"),
+        "{stderr}"
+    );
+    let state = server.state.lock().expect("state");
+    assert!(state.patches.is_empty(), "{:?}", state.patches);
+    assert!(state.register.is_empty(), "the workload ran");
+    assert!(!dir.path().join("history.json").exists());
+}
+
+#[test]
+fn a_fault_the_operator_refuses_fails_the_workload() {
+    let server = FakeApiServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = server.kubeconfig(dir.path());
+    let schedule = dir.path().join("faults.yaml");
+    std::fs::write(
+        &schedule,
+        "- {at: 0.2s, fault: {kind: delay, targets: [0]}}\n",
+    )
+    .expect("write the schedule");
+    let (code, stdout, stderr) = workload(
+        &kubeconfig,
+        dir.path(),
+        &["--duration", "30", "--faults", &schedule.to_string_lossy()],
+    );
+    assert_eq!(code, Some(3), "{stdout}\n{stderr}");
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("refused") && last.contains("delay needs latencyMs"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("active since"), "{stderr}");
+    // The workload stopped early, and the refused fault is gone from the spec.
+    let history = std::fs::read_to_string(dir.path().join("history.json")).expect("history");
+    let history = caplab_checker::History::from_json(&history).expect("a valid history");
+    assert!(
+        history.end_time() < 20_000_000_000,
+        "ran {} ns",
+        history.end_time()
+    );
+    let state = server.state.lock().expect("state");
+    assert_eq!(
+        state.cluster["spec"]["faults"],
+        json!([{"name": "theirs", "kind": "pause", "targets": [0]}])
+    );
+}
+
+#[test]
+fn a_workload_waits_for_the_cluster_to_be_ready() {
+    let mut creating = cluster();
+    creating["status"]["phase"] = json!("Creating");
+    creating["status"]["conditions"] = json!([{"type": "Available", "status": "False",
+        "lastTransitionTime": "2025-01-01T00:00:00Z", "reason": "NoLeader",
+        "message": "no leader elected yet"}]);
+    let server = FakeApiServer::serving(creating);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = server.kubeconfig(dir.path());
+
+    // Not ready within the deadline: one line, and nothing recorded.
+    let (code, stdout, stderr) = workload(
+        &kubeconfig,
+        dir.path(),
+        &["--duration", "1", "--ready-timeout", "1s"],
+    );
+    assert_eq!(code, Some(2), "{stdout}\n{stderr}");
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("not ready within") && last.contains("no leader elected yet"),
+        "{stderr}"
+    );
+    assert!(server.state.lock().expect("state").register.is_empty());
+
+    // Ready a moment later: the workload says it waits, then runs.
+    let state = server.state.clone();
+    let became_ready = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let mut s = state.lock().expect("state");
+        s.cluster["status"]["phase"] = json!("Ready");
+        s.cluster["status"]["conditions"][0]["status"] = json!("True");
+    });
+    let (code, stdout, stderr) = workload(
+        &kubeconfig,
+        dir.path(),
+        &["--duration", "1", "--ready-timeout", "60s"],
+    );
+    became_ready.join().expect("the status thread");
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains("not ready (phase Creating"), "{stderr}");
+    assert!(stderr.contains("ready after"), "{stderr}");
+    assert!(!server.state.lock().expect("state").register.is_empty());
 }

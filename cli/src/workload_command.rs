@@ -1,0 +1,300 @@
+//! `caplab workload`: checks the fault schedule against the cluster, waits for the cluster
+//! to be ready, runs the clients (and the schedule) and writes the history and the fault
+//! windows.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use tokio::sync::watch;
+
+use crate::client::Member;
+use crate::exit::bad_input;
+use crate::{faults, k8s, ready, regc, workload};
+
+/// For clap: `10s`, `500ms`, `2m` or seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    faults::parse_duration(text).map_err(|e| e.to_string())
+}
+
+#[derive(clap::Args)]
+pub struct WorkloadArgs {
+    /// Client addresses of the members, host:port, comma separated.
+    #[arg(
+        long,
+        env = "CAPLAB_ADDR",
+        value_delimiter = ',',
+        required_unless_present = "cluster"
+    )]
+    pub addr: Vec<String>,
+    /// A RegisterCluster: without --addr, clients reach its members through the Kubernetes
+    /// API server's pod proxy; fault schedules edit its spec.faults.
+    #[arg(long, short = 'c', env = "CAPLAB_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Inject a fault during the run: START:FAULT[:DURATION], e.g. 10s:partition-leader:20s.
+    /// FAULT is KIND-TARGET[=VALUE]: partition, crash, pause, delay (=ms), loss (=probability)
+    /// or skew (=ms) of leader, followers or a member ordinal. Repeatable; needs --cluster.
+    #[arg(
+        long = "fault-at",
+        value_name = "START:FAULT[:DURATION]",
+        requires = "cluster"
+    )]
+    pub fault_at: Vec<String>,
+    /// How long to wait, after adding a fault to spec.faults, for the operator to report it
+    /// active (or refuse it) before the workload fails: 30s, 1m, …
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub fault_timeout: Duration,
+    /// How long to wait for the cluster to be ready before recording (0: do not wait):
+    /// with --cluster its Available condition (or phase Ready), with --addr a majority of
+    /// the members' /readyz.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub ready_timeout: Duration,
+    /// A YAML fault schedule: a list of {at: 10s, duration: 20s, fault: partition-leader}
+    /// where fault may also be a spec.faults entry such as {kind: crash, targets: [leader]}.
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    pub faults: Option<PathBuf>,
+    /// Where to write the fault windows for `caplab report --events`
+    /// (default: next to --out, e.g. history.events.json).
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// Concurrent clients (one process each in the history).
+    #[arg(long, default_value_t = 5)]
+    pub clients: usize,
+    /// Number of keys: fresh ones each run, named w<unix ms>-<random>-k0, -k1, …, each
+    /// recorded in the history as starting at 0.
+    #[arg(long, default_value_t = 3)]
+    pub keys: usize,
+    /// Relative weights of the operations.
+    #[arg(long, default_value = "read=50,write=30,cas=20")]
+    pub mix: workload::Mix,
+    /// Operations per second over all clients; 0 for as fast as the members answer.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Seconds to run (Ctrl-C stops early and still writes the history).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Consistency of reads.
+    #[arg(long, default_value = "linearizable", value_parser = ["linearizable", "local"])]
+    pub consistency: String,
+    /// Client-side deadline of one request; past it the outcome is unknown.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+    #[arg(long, default_value = "history.json")]
+    pub out: PathBuf,
+    /// Client i always talks to member i mod n; by default a client moves to the next member
+    /// after a failed or unknown operation.
+    #[arg(long)]
+    pub sticky: bool,
+    /// No progress line.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `history.json` → `history.events.json`.
+fn default_events_path(out: &Path) -> PathBuf {
+    let stem = out
+        .file_stem()
+        .map_or_else(|| "history".into(), |s| s.to_string_lossy().into_owned());
+    out.with_file_name(format!("{stem}.events.json"))
+}
+
+/// The fault schedule from --fault-at and --faults; every problem is the input's fault.
+fn schedule(args: &WorkloadArgs, duration: Duration) -> Result<Vec<faults::Scheduled>> {
+    let mut schedule = args
+        .fault_at
+        .iter()
+        .map(|s| faults::parse_fault_at(s))
+        .collect::<Result<Vec<_>>>()
+        .map_err(bad_input)?;
+    if let Some(path) = &args.faults {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))
+            .map_err(bad_input)?;
+        schedule.extend(
+            faults::parse_schedule(&text)
+                .with_context(|| format!("{} is not a fault schedule", path.display()))
+                .map_err(bad_input)?,
+        );
+    }
+    for s in &schedule {
+        if s.at >= duration {
+            eprintln!(
+                "note: fault {} at {:?} starts after the workload's {duration:?}; it is skipped",
+                s.label, s.at
+            );
+        }
+    }
+    Ok(schedule)
+}
+
+/// Where the clients go, where the faults go, and whom to ask whether the cluster is ready.
+struct Plan {
+    targets: workload::Targets,
+    faults: Option<faults::Target>,
+}
+
+/// With --cluster: reads the RegisterCluster, checks the schedule's ordinals against its
+/// size, and addresses its members (through the pod proxy unless --addr is given).
+async fn plan(
+    kube: &k8s::KubeArgs,
+    args: &WorkloadArgs,
+    schedule: &[faults::Scheduled],
+    request_timeout: Duration,
+) -> Result<Plan> {
+    let Some(name) = &args.cluster else {
+        return Ok(Plan {
+            targets: workload::Targets::Addrs(args.addr.clone()),
+            faults: None,
+        });
+    };
+    let (client, namespace) = k8s::connect(kube).await?;
+    let value = k8s::get_cluster(&client, &namespace, name).await?;
+    let rc = regc::RegisterCluster::from_value(value)
+        .with_context(|| format!("{namespace}/{name} does not look like a RegisterCluster"))?;
+    let replicas = rc.replicas();
+    faults::check_ordinals(schedule, replicas)
+        .with_context(|| format!("{namespace}/{name}"))
+        .map_err(bad_input)?;
+    let targets = if args.addr.is_empty() {
+        if replicas == 0 {
+            bail!("{namespace}/{name} has no members (spec.replicas is 0 or missing)");
+        }
+        workload::Targets::Members(
+            (0..replicas)
+                .map(|o| {
+                    let pod = k8s::pod_name(name, o);
+                    Member::proxied(client.clone(), &namespace, &pod, request_timeout)
+                })
+                .collect(),
+        )
+    } else {
+        workload::Targets::Addrs(args.addr.clone())
+    };
+    Ok(Plan {
+        targets,
+        faults: Some(faults::Target {
+            client,
+            namespace,
+            name: name.clone(),
+        }),
+    })
+}
+
+/// Waits for the cluster to be ready: through its status with --cluster, else through the
+/// members' /readyz.
+async fn wait_until_ready(plan: &Plan, timeout: Duration) -> Result<()> {
+    if timeout.is_zero() {
+        return Ok(());
+    }
+    if let Some(t) = &plan.faults {
+        let probe = ready::Probe::Cluster {
+            client: &t.client,
+            namespace: &t.namespace,
+            name: &t.name,
+        };
+        return ready::wait(&probe, timeout).await;
+    }
+    let members = match &plan.targets {
+        workload::Targets::Members(members) => members.clone(),
+        workload::Targets::Addrs(addrs) => addrs
+            .iter()
+            .map(|a| Member::new(a, Duration::from_secs(2)))
+            .collect::<Result<Vec<_>>>()
+            .map_err(bad_input)?,
+    };
+    ready::wait(&ready::Probe::Members(&members), timeout).await
+}
+
+pub async fn run(kube: &k8s::KubeArgs, args: WorkloadArgs) -> Result<ExitCode> {
+    let duration = Duration::try_from_secs_f64(args.duration).map_err(|_| {
+        bad_input(anyhow!(
+            "--duration must be a non-negative number of seconds"
+        ))
+    })?;
+    let request_timeout = Duration::from_millis(args.timeout_ms.max(1));
+    let schedule = schedule(&args, duration)?;
+    let plan = plan(kube, &args, &schedule, request_timeout).await?;
+    wait_until_ready(&plan, args.ready_timeout).await?;
+    let start = Instant::now();
+    let config = workload::Config {
+        targets: plan.targets,
+        start,
+        clients: args.clients,
+        keys: args.keys,
+        key_prefix: workload::run_prefix(),
+        mix: args.mix,
+        rate: args.rate,
+        duration,
+        seed: args.seed,
+        consistency: args.consistency,
+        request_timeout,
+        progress: !args.quiet,
+        sticky: args.sticky,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let ctrl_c = {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nstopping: waiting for operations in flight");
+                let _ = stop_tx.send(true);
+            }
+        })
+    };
+    let injector = match (plan.faults, schedule.is_empty()) {
+        (Some(target), false) => {
+            let halt = stop_tx.clone();
+            let run_id = faults::run_id();
+            let confirm = args.fault_timeout;
+            Some(tokio::spawn(async move {
+                faults::run(&target, &schedule, &run_id, start, duration, confirm, &halt).await
+            }))
+        }
+        _ => None,
+    };
+    let history = workload::run(config, stop_rx).await;
+    // The injector heals what is left once the workload's time is up (or it was stopped).
+    let ran = match injector {
+        Some(task) => Some(
+            task.await
+                .map_err(|e| anyhow!("the fault injector failed: {e}"))?,
+        ),
+        None => None,
+    };
+    ctrl_c.abort();
+    let history = history?;
+    std::fs::write(&args.out, history.to_json())
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let mut report_hint = format!("caplab report {}", args.out.display());
+    let mut failure = None;
+    if let Some(ran) = ran {
+        let path = args
+            .events
+            .clone()
+            .unwrap_or_else(|| default_events_path(&args.out));
+        let json = serde_json::to_string_pretty(&ran.windows).context("serialising the events")?;
+        std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "wrote {} fault windows to {}",
+            ran.windows.len(),
+            path.display()
+        );
+        report_hint.push_str(&format!(" --events {}", path.display()));
+        failure = ran.failure;
+    }
+    eprintln!(
+        "wrote {} operations to {}; check it with: caplab check {} (or {report_hint})",
+        history.entries.len(),
+        args.out.display(),
+        args.out.display()
+    );
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
