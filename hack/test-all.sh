@@ -44,6 +44,9 @@ cargo test --workspace --locked
 step "README examples: three members on loopback"
 "$ROOT/tests/readme/run.sh"
 
+step "e2e writer self-test: a write in flight when the client dies is indeterminate"
+"$ROOT/tests/e2e/writer-selftest.sh"
+
 step "generated CRD is up to date"
 generated="$(mktemp)"
 trap 'rm -f "$generated"' EXIT

@@ -13,7 +13,8 @@
 #
 # Steps (issue 4, "The end-to-end suite"); each is a function, run in order:
 #   1 install    helm install the chart; operator ready; helm test passes
-#   2 raft3      apply examples/raft-3.yaml; Available, 3 members, leader, term; write+read
+#   2 raft3      apply examples/raft-3.yaml; Available, 3 members, leader, term; write+read;
+#                pods spread by anti-affinity, a PodDisruptionBudget allowing one disruption
 #   3 partition  partition the leader away; new leader, higher term; majority writes; heal
 #   4 scale      3 -> 5 -> 3 with a background writer; no acknowledged write lost
 #   5 crash      crash a member: Degraded but Available; heal: Ready
@@ -21,9 +22,11 @@
 #                with a background writer; no acknowledged write lost
 #   7 async      examples/async-3-failover.yaml; crash the primary; promotion + loss report;
 #                then a rollout, in which the primary hands its role over (Switchover),
-#                and a scale-down to 2
+#                and a scale-down to 2, with a background writer; no acknowledged write lost
 #   8 invalid    replicas: 0 and a replication change: refused or reported; cluster runs on
-#   9 delete     delete the resources; every pod/service/secret/PVC they created is gone
+#   9 examples   each examples/*.yaml, one at a time in namespace caplab-e2e-examples:
+#                every "# expect:" line of its header holds, in order (format: step_examples)
+#  10 delete     delete the resources; every pod/service/secret/PVC/PDB they created is gone
 #
 # Environment:
 #   CAPLAB_E2E_STEPS          steps to run, by number or name, e.g. "1 2 3" or "install,raft3"
@@ -32,6 +35,7 @@
 #   CAPLAB_E2E_KEEP_GOING=1   run the remaining steps after a failure (default: stop)
 #   CAPLAB_E2E_KEEP=1         leave the release and namespaces in place at the end
 #   CAPLAB_E2E_NAMESPACE      namespace of the RegisterClusters (default caplab-e2e)
+#   CAPLAB_E2E_EXAMPLES_NAMESPACE  namespace of step 9 (default caplab-e2e-examples)
 #   CAPLAB_E2E_OPERATOR_NAMESPACE / CAPLAB_E2E_RELEASE   (default caplab-system / caplab)
 #   CAPLAB_E2E_IMAGE_TAG      image tag of both images (default 0.1.0)
 #   CAPLAB_E2E_HELM_ARGS      extra `helm upgrade --install` arguments (word-split)
@@ -58,6 +62,7 @@ KUBECTL=$(find_tool "${KUBECTL:-}" kubectl)
 HELM=$(find_tool "${HELM:-}" helm)
 
 NS=${CAPLAB_E2E_NAMESPACE:-caplab-e2e}
+EXAMPLES_NS=${CAPLAB_E2E_EXAMPLES_NAMESPACE:-caplab-e2e-examples}
 OPNS=${CAPLAB_E2E_OPERATOR_NAMESPACE:-caplab-system}
 RELEASE=${CAPLAB_E2E_RELEASE:-caplab}
 TAG=${CAPLAB_E2E_IMAGE_TAG:-0.1.0}
@@ -74,7 +79,7 @@ read -r -a HELM_ARGS <<<"${CAPLAB_E2E_HELM_ARGS:-}"
 # Helm's fullname rule (see charts/caplab/templates/_helpers.tpl).
 if [[ $RELEASE == *caplab* ]]; then OPDEPLOY=$RELEASE; else OPDEPLOY=$RELEASE-caplab; fi
 
-STEP_NAMES=(install raft3 partition scale crash rollout async invalid delete)
+STEP_NAMES=(install raft3 partition scale crash rollout async invalid examples delete)
 
 # ---------------------------------------------------------------------------
 # basics
@@ -644,6 +649,7 @@ step_rollout() {
   wait_for "read $key after the rollout" 30 kv_reads demo "$key" 13
 }
 
+ASYNC_TMP=""
 step_async() {
   local name=async-demo
   log "kubectl apply -f examples/async-3-failover.yaml -n $NS"
@@ -669,7 +675,14 @@ step_async() {
   wait_for "fault kill-primary healed" 120 fault_healed "$name" kill-primary
   wait_for "old primary back as a secondary; 3 members converged" 300 converged "$name" 3
   check "the promoted primary stays primary" primary_is "$name" "$newp"
-  # A rollout: the primary hands its role to an up-to-date secondary instead of failing over.
+  # A rollout: the primary hands its role to an up-to-date secondary instead of failing
+  # over, so no acknowledged write is lost (unlike the failover above): a background
+  # writer runs through the rollout and the scale-down.
+  ASYNC_TMP=$(mktemp -d)
+  trap 'stop_writer; rm -rf "$ASYNC_TMP"' EXIT
+  local counter=e2e-$RUN_ID-ac
+  start_writer "$name" "$counter" "$ASYNC_TMP"
+  log "background writer on $counter (pid $WRITER_PID)"
   fp=$(events_fingerprint "$name")
   patch_spec "$name" '{"resources":{"requests":{"cpu":"20m"}}}' || fail "patch spec.resources"
   wait_for "every $name pod recreated with the 20m cpu request" 900 pods_requesting_cpu "$name" 3 20m
@@ -680,6 +693,7 @@ step_async() {
   patch_spec "$name" '{"replicas":2}' || fail "patch replicas 2"
   wait_for "$name scaled to 2 converged members" 300 converged "$name" 2
   wait_for "pod $name-2 deleted" 120 pod_count_is "$name" 2
+  finish_writer "$name" "$counter" "$ASYNC_TMP"
   wait_for "read b1 after the scale-down" 30 kv_reads "$name" "e2e-$RUN_ID-b1" 21 leader
 }
 
@@ -726,6 +740,115 @@ step_invalid() {
 }
 
 spec_replication_is() { local r; r=$(jp "$1" '{.spec.replication}'); echo "spec.replication=$r"; [[ $r == "$2" ]]; }
+
+# ---------------------------------------------------------------------------
+# examples: each examples/*.yaml promises in its header comment, one checkpoint per line,
+#   # expect: phase=Ready members=3 leader=yes
+# and the step applies it (in its own namespace) and waits, checkpoint after checkpoint,
+# until every key of the line holds at once:
+#   phase=Ready|Degraded     status.phase (alternatives with |)
+#   members=3                entries in status.members        ready=3  status.readyReplicas
+#   leader=yes|no|<pod>      status.leader set / unset / that pod (a glob: demo-*)
+#   term=2 term>=2           status.term                       replicas=5  spec.replicas
+#   replication=raft         status.replication (what runs)
+#   faults=none|<n>|a,b      active faults in status.faults (count or names)
+#   <Condition>=True|False   a condition's status, e.g. Available=True Degraded=False
+#   within=300               deadline of this checkpoint in seconds (default 300)
+# An unknown key fails the step: a promise nobody checks is not kept.
+
+# expectation_holds <name> <line>: every key=value of the line holds now.
+expectation_holds() {
+  local name=$1 tok key val op got bad="" seen=""
+  for tok in $2; do
+    [[ $tok == *=* ]] || { echo "not key=value: $tok"; return 2; }
+    key=${tok%%=*} val=${tok#*=} op="="
+    if [[ $key == *[\<\>] ]]; then op="${key: -1}="; key=${key%?}; fi
+    [[ $key == within ]] && continue
+    if ! got=$(expectation_observe "$name" "$key"); then echo "unknown key: $key"; return 2; fi
+    seen+=" $key=${got:-<none>}"
+    expectation_matches "$key" "$op" "$val" "$got" || bad+=" $tok"
+  done
+  echo "observed:$seen${bad:+; not yet:$bad}"
+  [[ -z $bad ]]
+}
+
+expectation_observe() { # <name> <key>: prints the observed value; fails on unknown keys
+  case $2 in
+    phase|leader|term|replication) jp "$1" "{.status.$2}" ;;
+    members) jp "$1" '{.status.members[*].name}' | wc -w ;;
+    ready) jp "$1" '{.status.readyReplicas}' ;;
+    replicas) jp "$1" '{.spec.replicas}' ;;
+    faults) jp "$1" '{range .status.faults[?(@.state=="active")]}{.name}{","}{end}' | sed 's/,$//' ;;
+    [A-Z]*) jp "$1" "{.status.conditions[?(@.type==\"$2\")].status}" ;;
+    *) return 1 ;;
+  esac
+}
+
+expectation_matches() { # <key> <op> <wanted> <observed>
+  local key=$1 op=$2 want=$3 got=$4 alt n
+  if [[ $op != "=" ]]; then
+    [[ $got =~ ^[0-9]+$ && $want =~ ^[0-9]+$ ]] || return 1
+    if [[ $op == ">=" ]]; then (( got >= want )); else (( got <= want )); fi
+    return
+  fi
+  case $key in
+    leader)
+      case $want in yes) [[ -n $got ]]; return ;; no) [[ -z $got ]]; return ;; esac ;;
+    faults)
+      n=$(tr ',' '\n' <<<"$got" | grep -c .)
+      case $want in none) (( n == 0 )); return ;; esac
+      [[ $want =~ ^[0-9]+$ ]] && { (( n == want )); return; }
+      [[ $(tr ',' '\n' <<<"$got" | sort | paste -sd,) == "$(tr ',' '\n' <<<"$want" | sort | paste -sd,)" ]]
+      return ;;
+  esac
+  for alt in ${want//|/ }; do
+    # shellcheck disable=SC2053 # a glob on purpose (leader=demo-*)
+    [[ $got == $alt ]] && return 0
+  done
+  return 1
+}
+
+# expectations <file>: its "# expect:" lines, without the prefix.
+expectations() { sed -n 's/^#[[:space:]]*expect:[[:space:]]*//p' "$1"; }
+
+ex_pods_gone() { local c; c=$(k -n "$EXAMPLES_NS" get pods -l caplab.dev/cluster -o name 2>/dev/null | wc -l); echo "pods=$c"; (( c == 0 )); }
+
+# check_example <file>: applies it in $EXAMPLES_NS, walks its checkpoints, deletes it.
+check_example() {
+  local file=$1 name line tok within n=0
+  name=$(sed -n '/^metadata:/,/^[a-z]/{s/^  name:[[:space:]]*\([^[:space:]]*\).*/\1/p}' "$file" | head -n 1)
+  [[ -n $name ]] || fail "no metadata.name in $file"
+  while IFS= read -r line; do
+    for tok in $line; do
+      [[ $tok =~ ^(phase|members|ready|replicas|leader|term|replication|faults|within|[A-Z][A-Za-z]*)[\<\>]?=. ]] \
+        || fail "examples/$(basename "$file"): cannot check '$tok' in '# expect: $line' (format: tests/e2e/run.sh, step_examples)"
+    done
+  done < <(expectations "$file")
+  log "kubectl apply -f examples/$(basename "$file") -n $EXAMPLES_NS (regc/$name)"
+  k -n "$EXAMPLES_NS" apply -f "$file" || fail "kubectl apply $file"
+  while IFS= read -r line; do
+    n=$(( n + 1 ))
+    within=$(grep -o 'within=[0-9]*' <<<"$line" | cut -d= -f2)
+    # (jp, kn and the failure dump read $NS: point them at the examples' namespace)
+    NS=$EXAMPLES_NS wait_for "$(basename "$file") promise $n: $line" "${within:-300}" expectation_holds "$name" "$line"
+  done < <(expectations "$file")
+  k -n "$EXAMPLES_NS" delete registercluster "$name" --wait=true --timeout=120s >/dev/null || fail "delete regc/$name"
+  wait_for "the pods of $name gone" 180 ex_pods_gone
+}
+
+step_examples() {
+  local f checked=0
+  k create namespace "$EXAMPLES_NS" >/dev/null 2>&1 || true
+  for f in "$EXAMPLES"/*.yaml; do
+    if [[ -z $(expectations "$f") ]]; then
+      log "  SKIP examples/$(basename "$f"): no '# expect:' line in its header"
+      continue
+    fi
+    check_example "$f"
+    checked=$(( checked + 1 ))
+  done
+  log "  $checked example(s) kept every promise of their header"
+}
 
 # owned_objects: pods/services/secrets/PVCs/PodDisruptionBudgets in $NS labelled caplab.dev/cluster or owned
 # by a RegisterCluster, as kind/name lines.
@@ -774,7 +897,8 @@ teardown() {
   fi
   log "teardown: deleting namespace $NS and uninstalling $RELEASE"
   kn delete registerclusters --all --wait=true --timeout=60s >/dev/null 2>&1 || true
-  k delete namespace "$NS" --wait=true --timeout=120s >/dev/null 2>&1 || true
+  k -n "$EXAMPLES_NS" delete registerclusters --all --wait=true --timeout=60s >/dev/null 2>&1 || true
+  k delete namespace "$NS" "$EXAMPLES_NS" --wait=true --timeout=120s >/dev/null 2>&1 || true
   "$HELM" uninstall "$RELEASE" -n "$OPNS" --wait --timeout 2m >/dev/null 2>&1 \
     || "$HELM" uninstall "$RELEASE" -n "$OPNS" >/dev/null 2>&1 || true
 }
@@ -783,7 +907,7 @@ select_steps() {
   local tok i out=()
   if [[ -z ${CAPLAB_E2E_STEPS:-} ]]; then echo "${STEP_NAMES[*]}"; return; fi
   for tok in ${CAPLAB_E2E_STEPS//,/ }; do
-    if [[ $tok =~ ^[1-9]$ ]] && (( tok <= ${#STEP_NAMES[@]} )); then
+    if [[ $tok =~ ^[0-9]+$ ]] && (( tok >= 1 && tok <= ${#STEP_NAMES[@]} )); then
       out+=("${STEP_NAMES[tok-1]}")
     else
       for i in "${STEP_NAMES[@]}"; do [[ $i == "$tok" ]] && out+=("$tok"); done
