@@ -15,7 +15,8 @@
 #   1 install    helm install the chart; operator ready; helm test passes
 #   2 raft3      apply examples/raft-3.yaml; Available, 3 members, leader, term; write+read;
 #                pods spread by anti-affinity, a PodDisruptionBudget allowing one disruption
-#   3 partition  partition the leader away; new leader, higher term; majority writes; heal
+#   3 partition  partition the leader away; new leader, higher term, a LeaderChanged Event
+#                naming the old leader, fresh status.observedAt; majority writes; heal
 #   4 scale      3 -> 5 -> 3 with a background writer; no acknowledged write lost
 #   5 crash      crash a member: Degraded but Available; heal: Ready
 #   6 rollout    change spec.resources: every pod recreated one at a time, the leader last,
@@ -23,14 +24,17 @@
 #   7 async      examples/async-3-failover.yaml; crash the primary; promotion + loss report;
 #                then a rollout, in which the primary hands its role over (Switchover),
 #                and a scale-down to 2, with a background writer; no acknowledged write lost
-#   8 invalid    replicas: 0 and a replication change: refused or reported; cluster runs on
-#   9 examples   each examples/*.yaml, one at a time in namespace caplab-e2e-examples:
+#   8 sync       a sync cluster: crash the primary; the promoted one accepts writes while the
+#                old one is down; it returns and is re-added; the cluster is deleted
+#   9 invalid    replicas: 0 and a replication change: refused or reported, phase and
+#                status.replication still describe the running cluster; cluster runs on
+#  10 examples   each examples/*.yaml, one at a time in namespace caplab-e2e-examples:
 #                every "# expect:" line of its header holds, in order (format: step_examples)
-#  10 delete     delete the resources; every pod/service/secret/PVC/PDB they created is gone
+#  11 delete     delete the resources; every pod/service/secret/PVC/PDB they created is gone
 #
 # Environment:
 #   CAPLAB_E2E_STEPS          steps to run, by number or name, e.g. "1 2 3" or "install,raft3"
-#                             (default: all). Steps 3-6 and 8 create the demo cluster if it
+#                             (default: all). Steps 3-6 and 9 create the demo cluster if it
 #                             is missing, so they can run on their own after step 1.
 #   CAPLAB_E2E_KEEP_GOING=1   run the remaining steps after a failure (default: stop)
 #   CAPLAB_E2E_KEEP=1         leave the release and namespaces in place at the end
@@ -79,7 +83,7 @@ read -r -a HELM_ARGS <<<"${CAPLAB_E2E_HELM_ARGS:-}"
 # Helm's fullname rule (see charts/caplab/templates/_helpers.tpl).
 if [[ $RELEASE == *caplab* ]]; then OPDEPLOY=$RELEASE; else OPDEPLOY=$RELEASE-caplab; fi
 
-STEP_NAMES=(install raft3 partition scale crash rollout async invalid examples delete)
+STEP_NAMES=(install raft3 partition scale crash rollout async sync invalid examples delete)
 
 # ---------------------------------------------------------------------------
 # basics
@@ -252,6 +256,17 @@ new_leader() {
   echo "leader=${LD:-none} term=${TM:-?} (was $2 in term ${3:-?})"
   [[ -n $LD && $LD != "$2" ]] || return 1
   [[ -z $3 ]] || [[ $TM =~ ^[0-9]+$ && $3 =~ ^[0-9]+$ && $TM -gt $3 ]]
+}
+
+# observed_within <name> <seconds>: status.observedAt is at most that old (issue 19 §2:
+# status follows the members within about 2 s while anything changes).
+observed_within() {
+  local at age
+  at=$(jp "$1" '{.status.observedAt}')
+  [[ -n $at ]] || { echo "no status.observedAt"; return 1; }
+  age=$(( $(date +%s) - $(date -d "$at" +%s 2>/dev/null || echo 0) ))
+  echo "observedAt=$at (${age}s ago)"
+  (( age <= $2 * FACTOR ))
 }
 
 member_reachable_is() { # <name> <member> <true|false>
@@ -480,10 +495,14 @@ step_partition() {
   old_leader=$(jp demo '{.status.leader}'); old_term=$(jp demo '{.status.term}')
   log "leader before the partition: $old_leader (term $old_term)"
   [[ -n $old_leader && $old_term =~ ^[0-9]+$ ]] || fail "no leader/term before the partition"
+  local fp; fp=$(events_fingerprint demo)
   patch_spec demo '{"faults":[{"name":"cut-leader","kind":"partition","groups":[["leader"],["followers"]]}]}' \
     || fail "patch spec.faults"
   wait_for "fault cut-leader active with resolved targets" 60 fault_active demo cut-leader
   wait_for "a new leader (not $old_leader) in a term > $old_term" 120 new_leader demo "$old_leader" "$old_term"
+  wait_for "a LeaderChanged Event naming the previous leader $old_leader" 60 \
+    new_event_matching demo "$fp" "^LeaderChanged: .*$old_leader -> "
+  check "status observed recently while a fault is active (status.observedAt)" observed_within demo 10
   wait_for "$old_leader reported unreachable by the majority" 60 member_reachable_is demo "$old_leader" false
   local key=e2e-$RUN_ID-b
   wait_for "write $key=7 through the majority's leader" 60 kv_put demo "$key" 7 leader
@@ -697,6 +716,36 @@ step_async() {
   wait_for "read b1 after the scale-down" 30 kv_reads "$name" "e2e-$RUN_ID-b1" 21 leader
 }
 
+# Issue 18 §4: after a sync failover the new primary's member set must let writes
+# progress (the dead member no longer among the secondaries every write waits for), and
+# the returning member must be re-added cleanly.
+step_sync() {
+  local name=e2e-sync primary key=e2e-$RUN_ID-y
+  log "creating regc/$name (sync, 3 members, failoverAfterSeconds 10)"
+  kn apply -f - <<YAML || fail "kubectl apply regc/$name"
+apiVersion: caplab.dev/v1alpha1
+kind: RegisterCluster
+metadata: {name: $name}
+spec: {replicas: 3, replication: sync, failoverAfterSeconds: 10}
+YAML
+  wait_for "regc/$name converged with 3 members" 300 converged "$name" 3
+  wait_for "write $key=1 (every secondary confirms)" 60 kv_put "$name" "$key" 1 leader
+  primary=$(jp "$name" '{.status.leader}')
+  patch_spec "$name" '{"faults":[{"name":"kill-primary","kind":"crash","targets":["leader"]}]}' || fail "patch spec.faults"
+  wait_for "fault kill-primary active" 60 fault_active "$name" kill-primary
+  wait_for "primary pod $primary down" 60 pod_down "$primary"
+  wait_for "a secondary promoted" 180 new_leader "$name" "$primary" ""
+  wait_for "sync writes accepted again by the new primary, the old one still down" 120 \
+    kv_put "$name" "$key" 2 leader
+  patch_spec "$name" '{"faults":[]}' || fail "patch spec.faults"
+  wait_for "fault kill-primary healed" 120 fault_healed "$name" kill-primary
+  wait_for "the old primary re-added; 3 members converged" 300 converged "$name" 3
+  wait_for "write $key=3 with all three members" 60 kv_put "$name" "$key" 3 leader
+  wait_for "read $key=3" 30 kv_reads "$name" "$key" 3 leader
+  kn delete registercluster "$name" --wait=false >/dev/null || fail "delete regc/$name"
+  wait_for "the pods of $name gone" 180 pod_count_is "$name" 0
+}
+
 loss_reported() {
   local ev st
   ev=$(events_of "$1" | grep -Ei 'los[st]|acknowledged' | tail -n 2)
@@ -721,11 +770,21 @@ invalid_change() { # <description> <bad spec json> <restore spec json>
   wait_for "a condition reporting the invalid spec ($desc)" 90 invalid_reported demo
   wait_for "an Event about the invalid spec ($desc)" 60 new_event_matching demo "$fp" 'invalid|immutable|reject|refus'
   check "cluster still Available with 3 ready members" available_with_leader demo 3
+  check "the phase says what runs (not Failed); status.replication is what runs (raft)" running_as demo raft
   check "still 3 member pods" pod_count_is demo 3
   wait_for "data still readable" 30 kv_reads demo "$KEY_INVALID" 13
   patch_spec demo "$good" || fail "restore spec"
   wait_for "invalid-spec condition cleared" 90 invalid_cleared demo
   wait_for "regc/demo converged again" 180 converged demo 3
+}
+
+# running_as <name> <replication>: an invalid spec leaves the phase and the REPLICATION
+# column (status.replication) describing the running cluster (issue 19 §2).
+running_as() {
+  local PH RP
+  IFS='|' read -r PH RP < <(jp "$1" '{.status.phase}|{.status.replication}'; echo)
+  echo "phase=${PH:-?} status.replication=${RP:-?}"
+  [[ -n $PH && $PH != Failed && $RP == "$2" ]]
 }
 
 KEY_INVALID=""
