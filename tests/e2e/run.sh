@@ -27,7 +27,8 @@
 #   8 sync       a sync cluster: crash the primary; the promoted one accepts writes while the
 #                old one is down; it returns and is re-added; the cluster is deleted
 #   9 invalid    replicas: 0 and a replication change: refused or reported, phase and
-#                status.replication still describe the running cluster; cluster runs on
+#                status.replication still describe the running cluster; cluster runs on;
+#                a 62-character cluster name: refused or reported, no pod created
 #  10 examples   each examples/*.yaml, one at a time in namespace caplab-e2e-examples:
 #                every "# expect:" line of its header holds, in order (format: step_examples)
 #  11 delete     delete the resources; every pod/service/secret/PVC/PDB they created is gone
@@ -796,6 +797,30 @@ step_invalid() {
   invalid_change "replication raft -> async (immutable)" '{"replication":"async"}' '{"replication":"raft"}'
   check "replication is still raft in spec" spec_replication_is demo raft
   wait_for "data still readable at the end" 30 kv_reads demo "$KEY_INVALID" 13
+  long_name_refused
+}
+
+# long_name_refused: a RegisterCluster whose name makes a pod hostname longer than 63
+# characters is refused by the API server, or reported (SpecValid=False and a Warning
+# Event naming the longest name allowed) without any pod created (issue 19 §3).
+long_name_refused() {
+  local name fp out
+  name=e2e-long-$(printf 'n%.0s' {1..53})   # 62 characters: <name>-0 is a 64-character hostname
+  fp=$(events_fingerprint "$name")
+  if ! out=$(kn apply -f - 2>&1 <<YAML
+apiVersion: caplab.dev/v1alpha1
+kind: RegisterCluster
+metadata: {name: $name}
+spec: {replicas: 1, replication: raft}
+YAML
+  ); then
+    log "  ok: a ${#name}-character name refused by the API server: $out"
+    return 0
+  fi
+  wait_for "a condition reporting the ${#name}-character name" 90 invalid_reported "$name"
+  wait_for "a Warning Event saying the longest name allowed" 60 new_event_matching "$name" "$fp" 'longest'
+  check "no pod created for it" pod_count_is "$name" 0
+  kn delete registercluster "$name" --wait=true --timeout=60s >/dev/null || fail "delete regc/$name"
 }
 
 spec_replication_is() { local r; r=$(jp "$1" '{.spec.replication}'); echo "spec.replication=$r"; [[ $r == "$2" ]]; }
