@@ -233,6 +233,30 @@ fn check_timeout_0_means_no_deadline() {
     assert_eq!(out.code, Some(0), "{}", out.stdout);
 }
 
+#[test]
+fn a_workload_against_members_that_are_not_ready_fails_after_its_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A port nobody listens on: no member is ready.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let history = dir.path().join("history.json");
+    let out = run(caplab()
+        .args(["workload", "--addr", &format!("127.0.0.1:{port}")])
+        .args(["--ready-timeout", "1s", "--duration", "1", "-q", "--out"])
+        .arg(&history));
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    let last = out.stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("caplab: the cluster was not ready within 1s")
+            && last.contains("0 of 1 members ready"),
+        "{}",
+        out.stderr
+    );
+    assert!(!history.exists(), "nothing is recorded");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kv_and_status_against_a_member() {
     let c = common::start(1, &[]).await;

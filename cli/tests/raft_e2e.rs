@@ -121,3 +121,54 @@ async fn raft_stays_linearizable_through_a_leader_partition_and_a_leader_kill() 
     assert!(html.contains("partitioned") && html.contains("killed"));
     assert!(!html.contains("violation\" data-entry"));
 }
+
+/// Runs `caplab workload` to completion against `c`, writing `name` in the cluster's
+/// directory; returns the history's path.
+fn workload_to_completion(c: &common::Cluster, name: &str) -> std::path::PathBuf {
+    let path = c.dir.path().join(name);
+    let out = common::run(
+        common::caplab()
+            .args(["workload", "--addr", &c.client_addrs(), "-q"])
+            .args(["--clients", "4", "--keys", "2", "--rate", "80"])
+            .args(["--mix", "read=40,write=30,cas=30", "--duration", "3"])
+            .arg("--out")
+            .arg(&path),
+    );
+    assert_eq!(out.code, Some(0), "workload {name} failed: {}", out.stderr);
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workloads_on_the_same_cluster_both_check_linearizable() {
+    let c = common::start(3, &[]).await;
+    c.wait_for_leader_among(&[1, 2, 3], None).await;
+    let first = workload_to_completion(&c, "first.json");
+    let second = workload_to_completion(&c, "second.json");
+    let read = |p: &std::path::Path| {
+        caplab_checker::History::from_json(&std::fs::read_to_string(p).expect("history"))
+            .expect("a valid history")
+    };
+    let (a, b) = (read(&first), read(&second));
+    for h in [&a, &b] {
+        assert!(
+            h.entries.iter().filter(|e| e.status == Status::Ok).count() >= 50,
+            "too little traffic"
+        );
+        assert!(h.keys().iter().all(|k| h.initial.get(*k) == Some(&0)));
+    }
+    assert!(
+        a.keys().is_disjoint(&b.keys()),
+        "the second run reused the first run's keys"
+    );
+    for path in [&first, &second] {
+        let out = check(path);
+        assert_eq!(
+            out.code,
+            Some(0),
+            "{}: {}\n{}",
+            path.display(),
+            out.stdout,
+            out.stderr
+        );
+    }
+}
