@@ -15,24 +15,23 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::crd::{
-    FailoverStatus, MemberStatus, Phase, RegisterCluster, RegisterClusterStatus, Replication,
-    MANAGER,
+    FailoverStatus, MemberStatus, Phase, PrimaryRecord, RegisterCluster, RegisterClusterStatus,
+    Replication, MANAGER,
 };
 use crate::faults::{self, FaultEvent, FaultPlan};
-use crate::member_client::{MemberClient, MemberError, NodeStatus};
-use crate::membership::{self, Observed, PrimaryStep, Step};
+use crate::member_client::{AddressBook, AdminAuth, MemberClient, MemberError, NodeStatus};
+use crate::membership::{self, Observed, PrimarySeen, PrimaryStep, Step};
 use crate::metrics::Metrics;
 use crate::resources::{self, LABEL_CLUSTER, TOKEN_KEY};
 use crate::rollout;
 use crate::status::{self, Summary};
 use crate::validation;
 
-/// Requeue while converging.
-pub const FAST: Duration = Duration::from_secs(2);
-/// Requeue when stable.
-pub const SLOW: Duration = Duration::from_secs(15);
-/// Requeue with an invalid spec.
-pub const INVALID: Duration = Duration::from_secs(60);
+/// Requeue while anything changes (see [`status::busy`]): status follows the members within
+/// about this plus one pass.
+pub const FAST: Duration = Duration::from_secs(1);
+/// Requeue when Ready and quiet (`status.observedAt` is refreshed this often at least).
+pub const SLOW: Duration = Duration::from_secs(10);
 /// Default async failover grace period.
 pub const DEFAULT_FAILOVER_SECS: u64 = 10;
 
@@ -155,22 +154,25 @@ pub async fn reconcile(rc: Arc<RegisterCluster>, ctx: Arc<Context>) -> Result<Ac
     }
     let pass = Pass::new(&ctx, &rc)?;
     let mut seen = pass.observe().await?;
-    if let Some(action) = pass.validate_or_report(&seen).await? {
-        return Ok(action);
+    if !pass.errors.is_empty() {
+        return pass.report_invalid(&seen).await;
     }
-    let token = pass.apply_owned().await?;
+    let auth = AdminAuth {
+        token: pass.apply_owned().await?,
+        cluster: resources::cluster_id(&rc),
+    };
     let plan = pass.plan_faults(&seen).await;
     let mut progress = Vec::new();
     pass.apply_members(&mut seen, &plan, &mut progress).await?;
-    pass.push_faults(&seen, &plan, &token).await;
+    pass.push_faults(&seen, &plan, &auth).await;
     let mut st = pass.prev.clone();
     let mut converging = pass
-        .step_membership(&seen, &token, &mut st, &mut progress)
+        .step_membership(&seen, &auth, &mut st, &mut progress)
         .await;
     converging |= pass
-        .roll_outdated(&seen, &plan, converging, &token, &mut progress)
+        .roll_outdated(&seen, &plan, converging, &auth, &mut progress)
         .await?;
-    pass.finish_status(&seen, &plan, st, converging, &progress)
+    pass.finish_status(&seen, Some(&plan), st, converging, &progress)
         .await
 }
 
@@ -285,63 +287,39 @@ impl<'a> Pass<'a> {
                             .map(|m| m.id)
                     })
                     .unwrap_or(0);
+                // Another member id answering at this pod's IP means the IP went to someone
+                // else (the pod list lags): the member is neither reachable nor addressed
+                // there, so it drops out of the address book.
+                let answered = statuses.get(&o);
+                let someone_else = answered.is_some_and(|s| s.id != id);
                 Observed {
                     ordinal: o,
+                    name: resources::pod_name(&self.name, o),
                     id,
                     pod_exists: pod.is_some(),
-                    pod_ip: pod.and_then(running_ip),
-                    status: statuses.get(&o).cloned(),
+                    pod_ip: pod.and_then(running_ip).filter(|_| !someone_else),
+                    status: answered.filter(|_| !someone_else).cloned(),
                 }
             })
             .collect()
     }
 
-    /// With an invalid spec: says so once (a Warning event), writes the Failed status and
-    /// touches nothing else; returns the requeue. `None` with a valid spec.
-    async fn validate_or_report(&self, seen: &Observation) -> Result<Option<Action>, Error> {
-        if self.errors.is_empty() {
-            return Ok(None);
-        }
-        let prev = &self.prev;
+    /// With an invalid spec: says so once (a Warning Event saying how to fix it) and keeps
+    /// observing and reporting the members, touching nothing (no pod, Secret, Service or
+    /// admin call).
+    async fn report_invalid(&self, seen: &Observation) -> Result<Action, Error> {
         let msg = self.errors.join("; ");
-        let known = prev
+        let known = self
+            .prev
             .conditions
             .iter()
             .any(|c| c.type_ == "SpecValid" && c.status == "False" && c.message == msg);
         if !known {
             warn!(cluster = %self.name, namespace = %self.ns, %msg, "invalid spec");
-            self.event(true, "InvalidSpec", msg.clone()).await;
+            self.event(true, "InvalidSpec", msg).await;
         }
-        let mut st = prev.clone();
-        let leader_status = seen.leader_status.as_ref();
-        let members = member_statuses(
-            self.rc,
-            &seen.members,
-            self.replicas,
-            leader_status,
-            prev,
-            None,
-        );
-        let voters = leader_status.map(|s| s.voters.clone()).unwrap_or_default();
-        let leader_name = self.leader_name(seen);
-        let summary = Summary {
-            errors: &self.errors,
-            bootstrapped: prev.bootstrapped,
-            leader: leader_name.as_deref(),
-            replicas: u32::try_from(prev.replicas.max(0)).unwrap_or(0),
-            members: &members,
-            voters: &voters,
-            converging: false,
-            progress: None,
-            term: leader_status.map(|s| s.term),
-        };
-        st.phase = Some(Phase::Failed);
-        st.conditions = self.conditions(&summary, Phase::Failed);
-        st.members = members;
-        st.leader = leader_name;
-        st.observed_generation = self.rc.metadata.generation;
-        write_status(self.ctx, self.rc, &self.ns, &st).await?;
-        Ok(Some(Action::requeue(INVALID)))
+        self.finish_status(seen, None, self.prev.clone(), false, &[])
+            .await
     }
 
     fn leader_name(&self, seen: &Observation) -> Option<String> {
@@ -360,7 +338,8 @@ impl<'a> Pass<'a> {
         )
     }
 
-    /// The admin token Secret (created once) and the client Service; returns the token.
+    /// The admin token Secret (created once), the client Service and the
+    /// PodDisruptionBudget; returns the token.
     async fn apply_owned(&self) -> Result<String, Error> {
         let token = ensure_secret(self.ctx, self.rc, &self.ns).await?;
         self.api::<Service>()
@@ -370,7 +349,40 @@ impl<'a> Pass<'a> {
                 &Patch::Apply(&resources::client_service(self.rc)),
             )
             .await?;
+        self.apply_disruption_budget().await?;
         Ok(token)
+    }
+
+    /// Applies the PodDisruptionBudget as `policy/v1`, or as `policy/v1beta1` where the
+    /// server does not serve v1 (Kubernetes before 1.21 answers 404 for the v1 resource).
+    async fn apply_disruption_budget(&self) -> Result<(), Error> {
+        let pdb = serde_json::to_value(resources::disruption_budget(self.rc))
+            .map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
+        let name = resources::pdb_name(&self.name);
+        match self.apply_pdb_as("v1", &name, &pdb).await {
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                debug!(cluster = %self.name, "policy/v1 not served: PodDisruptionBudget as policy/v1beta1");
+                Ok(self.apply_pdb_as("v1beta1", &name, &pdb).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    async fn apply_pdb_as(
+        &self,
+        version: &str,
+        name: &str,
+        pdb: &serde_json::Value,
+    ) -> Result<(), kube::Error> {
+        let gvk = kube::api::GroupVersionKind::gvk("policy", version, "PodDisruptionBudget");
+        let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, "poddisruptionbudgets");
+        let mut body = pdb.clone();
+        body["apiVersion"] = json!(resource.api_version);
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(self.ctx.client.clone(), &self.ns, &resource);
+        api.patch(name, &apply_params(), &Patch::Apply(&body))
+            .await
+            .map(drop)
     }
 
     /// What the faults in the spec mean now; announces faults that start or end.
@@ -390,19 +402,18 @@ impl<'a> Pass<'a> {
             &ids,
             leader_ordinal,
         );
+        let name_of = |o: u32| match seen.members.iter().find(|m| m.ordinal == o) {
+            Some(m) if m.id > 0 => m.label(),
+            _ => resources::pod_name(&self.name, o),
+        };
         for ev in &plan.events {
-            match ev {
-                FaultEvent::Started { name: f, detail } => {
-                    info!(cluster = %self.name, fault = %f, %detail, "fault started");
-                    let note = format!("fault {f} started: {detail}");
-                    self.event(false, "FaultStarted", note).await;
-                }
-                FaultEvent::Ended { name: f, why } => {
-                    info!(cluster = %self.name, fault = %f, why, "fault ended");
-                    let note = format!("fault {f} ended ({why})");
-                    self.event(false, "FaultEnded", note).await;
-                }
-            }
+            let note = ev.note(name_of);
+            info!(cluster = %self.name, %note, "fault changed");
+            let reason = match ev {
+                FaultEvent::Started { .. } => "FaultStarted",
+                FaultEvent::Ended { .. } => "FaultEnded",
+            };
+            self.event(false, reason, note).await;
         }
         plan
     }
@@ -519,7 +530,7 @@ impl<'a> Pass<'a> {
         seen: &Observation,
         plan: &FaultPlan,
         converging: bool,
-        token: &str,
+        auth: &AdminAuth,
         progress: &mut Vec<String>,
     ) -> Result<bool, Error> {
         let outdated = rollout::outdated(&seen.pods, |o, pod| {
@@ -546,7 +557,7 @@ impl<'a> Pass<'a> {
         if Some(next) == leader && self.rc.spec.replication != Replication::Raft {
             // A primary's pod goes only once another member holds the primary role: a
             // failover could lose acknowledged writes (async), a switchover loses none.
-            progress.push(self.hand_over_primary(seen, &outdated, token).await);
+            progress.push(self.hand_over_primary(seen, &outdated, auth).await);
             return Ok(true);
         }
         let pn = resources::pod_name(&self.name, next);
@@ -571,13 +582,9 @@ impl<'a> Pass<'a> {
         &self,
         seen: &Observation,
         outdated: &BTreeSet<u32>,
-        token: &str,
+        auth: &AdminAuth,
     ) -> String {
-        let Some((primary, ip)) = seen
-            .leader
-            .as_ref()
-            .and_then(|p| Some((p, p.pod_ip.clone()?)))
-        else {
+        let Some(primary) = seen.leader.as_ref().filter(|p| p.pod_ip.is_some()) else {
             return "waiting for the primary's address to hand its role over".into();
         };
         let Some(to) = seen
@@ -590,25 +597,26 @@ impl<'a> Pass<'a> {
             return "waiting for an up-to-date secondary to hand the primary role to".into();
         };
         let why = "before its pod is recreated from the changed spec";
-        switchover(self.ctx, self.rc, (&ip, token), (primary.id, to.id), why).await
+        switchover(self.ctx, self.rc, auth, (primary, to), why).await
     }
 
     /// The address book and each member's fault set, to every reachable member (failures are
-    /// logged; the next pass retries).
-    async fn push_faults(&self, seen: &Observation, plan: &FaultPlan, token: &str) {
+    /// logged; the next pass retries). The book holds exactly the members whose pod runs now,
+    /// each under the id and incarnation that answered at its address.
+    async fn push_faults(&self, seen: &Observation, plan: &FaultPlan, auth: &AdminAuth) {
         let members = &self.ctx.members;
-        let book: BTreeMap<u64, String> = seen
-            .members
-            .iter()
-            .filter(|m| m.id > 0)
-            .filter_map(|m| m.peer_addr().map(|a| (m.id, a)))
-            .collect();
+        let book = membership::address_book(&seen.members);
         for m in seen.members.iter().filter(|m| m.reachable()) {
-            let Some(ip) = m.pod_ip.as_deref() else {
+            let Some(to) = m.recipient() else {
                 continue;
             };
-            if let Err(e) = members.peers(ip, token, &book).await {
-                debug!(error = %e, ordinal = m.ordinal, "pushing peers failed");
+            if let Err(e) = members.peers(to, auth, &book).await {
+                if e.misdirected() {
+                    // Not the member we think: nothing more for it until it is observed again.
+                    misdirected(self.ctx, m, &e);
+                    continue;
+                }
+                debug!(error = %e, pod = %m.name, "pushing peers failed");
             }
             let desired = plan
                 .sets
@@ -624,14 +632,14 @@ impl<'a> Pass<'a> {
             if reported.as_ref() == Some(&desired) {
                 continue;
             }
-            match members.faults(ip, token, &desired).await {
+            match members.faults(to, auth, &desired).await {
                 Ok(()) => {
-                    info!(cluster = %self.name, ordinal = m.ordinal, faults = ?desired, "pushed fault set");
+                    info!(cluster = %self.name, pod = %m.name, faults = ?desired, "pushed fault set");
                     self.ctx.metrics.action("PushFaults");
                 }
                 Err(e) => {
                     self.ctx.metrics.error("member");
-                    warn!(error = %e, ordinal = m.ordinal, "pushing faults failed");
+                    warn!(error = %e, pod = %m.name, "pushing faults failed");
                 }
             }
         }
@@ -642,7 +650,7 @@ impl<'a> Pass<'a> {
     async fn step_membership(
         &self,
         seen: &Observation,
-        token: &str,
+        auth: &AdminAuth,
         st: &mut RegisterClusterStatus,
         progress: &mut Vec<String>,
     ) -> bool {
@@ -659,25 +667,26 @@ impl<'a> Pass<'a> {
                     self.rc,
                     &seen.members,
                     seen.leader.as_ref(),
-                    token,
+                    auth,
                     step,
                 )
                 .await;
                 (converging, done)
             }
             Replication::Async | Replication::Sync => {
+                self.reconcile_failover(seen, st).await;
                 let step = self.next_primary_step(seen, st);
                 let converging = !matches!(step, PrimaryStep::Stable);
-                let done = primary_step(self.ctx, self.rc, &seen.members, token, step, st).await;
-                (converging, done)
+                let done = primary_step(self.ctx, self.rc, &seen.members, auth, step, st).await;
+                (converging, done.map(|d| self.write_set_note(d)))
             }
         };
         progress.extend(done);
         converging
     }
 
-    /// The primary modes' next step; tracks since when the primary is unreachable and records
-    /// a failover about to happen in `st`.
+    /// The primary modes' next step; tracks since when the primary is unreachable, keeps the
+    /// primary's last observation, and records a failover about to happen in `st`.
     fn next_primary_step(&self, seen: &Observation, st: &mut RegisterClusterStatus) -> PrimaryStep {
         let prev = &self.prev;
         let down_since = if seen.leader.is_none() && prev.bootstrapped {
@@ -692,9 +701,13 @@ impl<'a> Pass<'a> {
             None
         };
         st.primary_unreachable_since = down_since.map(ts);
-        let last_primary = prev
-            .leader_id
-            .map(|id| (id, prev.commit_index.unwrap_or(0)));
+        if let Some(record) = self.primary_record(seen) {
+            st.last_primary = Some(record);
+        }
+        let last_primary = prev.last_primary.as_ref().map(|p| PrimarySeen {
+            id: p.id,
+            last_seq: p.last_seq,
+        });
         let step = membership::next_primary_step(
             self.replicas,
             &seen.members,
@@ -707,73 +720,160 @@ impl<'a> Pass<'a> {
                 .unwrap_or(DEFAULT_FAILOVER_SECS),
         );
         if let PrimaryStep::Failover {
+            ordinal,
             to,
             from,
-            possible_loss,
-            ..
+            loss,
         } = &step
         {
+            let old = prev.last_primary.as_ref().filter(|p| p.id == *from);
             st.last_failover = Some(FailoverStatus {
                 time: ts(self.now),
                 from: *from,
+                from_name: old.map(|p| p.name.clone()),
                 to: *to,
-                possible_loss: *possible_loss,
+                to_name: Some(resources::pod_name(&self.name, *ordinal)),
+                epoch: None,
+                possible_loss: loss.possible_loss(),
+                acknowledged_seq: loss.acknowledged_seq,
+                promoted_seq: loss.promoted_seq,
+                discarded_before: old.map_or(0, |p| p.discarded_writes),
+                discarded_writes: None,
+                reconciled: None,
             });
         }
         step
     }
 
+    /// The primary as seen this pass, for `status.lastPrimary`.
+    fn primary_record(&self, seen: &Observation) -> Option<PrimaryRecord> {
+        let p = seen.leader.as_ref()?;
+        let s = p.status.as_ref()?;
+        Some(PrimaryRecord {
+            name: p.name.clone(),
+            id: p.id,
+            epoch: s.term,
+            last_seq: s.last_log_index,
+            discarded_writes: s.discarded_writes.unwrap_or(0),
+            observed_at: ts(self.now),
+        })
+    }
+
+    /// Once the old primary of the last failover is back, following the new primary and
+    /// acknowledged by it (so it has dropped what the new primary never had), records how
+    /// many acknowledged writes it actually discarded, with an Event. If its ordinal came
+    /// back as another member (its data was lost), says that the number cannot be known.
+    async fn reconcile_failover(&self, seen: &Observation, st: &mut RegisterClusterStatus) {
+        let Some(f) = st.last_failover.as_mut().filter(|f| f.reconciled.is_none()) else {
+            return;
+        };
+        let Some(name) = f.from_name.clone() else {
+            return;
+        };
+        let Some(outcome) = failover_outcome(f, &name, seen) else {
+            return;
+        };
+        let note = match outcome {
+            Some(actual) => {
+                f.discarded_writes = Some(actual);
+                format!(
+                    "{name} (member id {}) rejoined as a secondary and discarded {actual} \
+                     acknowledged writes the new primary {} never had (the failover estimated \
+                     up to {})",
+                    f.from,
+                    f.to_name.as_deref().unwrap_or("?"),
+                    f.possible_loss
+                )
+            }
+            None => format!(
+                "{name} came back without its data (as a new member): the acknowledged writes \
+                 lost in the failover cannot be counted (estimated up to {})",
+                f.possible_loss
+            ),
+        };
+        f.reconciled = Some(note.clone());
+        info!(cluster = %self.name, %note, "failover reconciled");
+        self.event(outcome != Some(0), "FailoverReconciled", note)
+            .await;
+    }
+
+    /// In sync mode, a note saying what writes wait for, whenever a member is out of the
+    /// write set.
+    fn write_set_note(&self, done: String) -> String {
+        if self.rc.spec.replication == Replication::Sync && done.contains("write set") {
+            format!("sync: writes wait for every secondary in the write set; {done}")
+        } else {
+            done
+        }
+    }
+
     /// Completes `st` from what the pass saw and did, announces transitions, writes it, and
-    /// picks the requeue: soon while anything is moving, at the next fault expiry at the latest.
+    /// picks the requeue: about a second while anything changes ([`status::busy`]), the calm
+    /// interval otherwise, and the next fault expiry at the latest. `plan` is `None` when the
+    /// spec is invalid: the faults keep the state the last valid pass gave them.
     async fn finish_status(
         &self,
         seen: &Observation,
-        plan: &FaultPlan,
+        plan: Option<&FaultPlan>,
         mut st: RegisterClusterStatus,
         converging: bool,
         progress: &[String],
     ) -> Result<Action, Error> {
-        let phase = self.complete_status(seen, plan, &mut st, converging, progress);
-        announce(self.ctx, self.rc, &self.prev, &st).await;
+        let converging = converging || !progress.is_empty();
+        self.complete_status(seen, plan, &mut st, converging, progress);
+        for n in status::transitions(&self.prev, &st) {
+            self.event(n.warning, n.reason, n.note).await;
+        }
         write_status(self.ctx, self.rc, &self.ns, &st).await?;
 
-        let mut wait = if converging || phase != Phase::Ready || !progress.is_empty() {
+        let mut wait = if status::busy(&st, &self.prev, converging) {
             FAST
         } else {
             SLOW
         };
-        if let Some(exp) = next_expiry(plan, self.now) {
+        if let Some(exp) = plan.and_then(|p| next_expiry(p, self.now)) {
             wait = wait.min(exp);
         }
         Ok(Action::requeue(wait))
     }
 
-    /// Fills in `st`: phase, conditions, members, leader, membership, faults; returns the phase.
+    /// The member count the status reports against: `spec.replicas` when the spec is valid,
+    /// else what the last valid spec asked for (the operator does not act on an invalid one).
+    fn reported_replicas(&self) -> u32 {
+        if self.errors.is_empty() {
+            self.replicas
+        } else {
+            u32::try_from(self.prev.replicas.max(0)).unwrap_or(0)
+        }
+    }
+
+    /// Fills in `st`: phase, conditions, members, leader, terms, membership, faults.
     fn complete_status(
         &self,
         seen: &Observation,
-        plan: &FaultPlan,
+        plan: Option<&FaultPlan>,
         st: &mut RegisterClusterStatus,
         converging: bool,
         progress: &[String],
-    ) -> Phase {
+    ) {
         let prev = &self.prev;
-        let replicas = self.replicas;
+        let replicas = self.reported_replicas();
         let leader_status = seen.leader_status.as_ref();
         let leader_name = self.leader_name(seen);
         let bootstrapped =
             prev.bootstrapped || (seen.leader.is_some() && membership::initialised(&seen.members));
-        let members = member_statuses(
-            self.rc,
-            &seen.members,
-            replicas,
-            leader_status,
-            prev,
-            Some(plan),
-        );
-        let voters: Vec<u64> = match self.rc.spec.replication {
-            Replication::Raft => leader_status.map(|s| s.voters.clone()).unwrap_or_default(),
-            _ => members.iter().map(|m| m.id).collect(),
+        // What runs: recorded once something was created from a valid spec, never from a
+        // rejected one.
+        let replication = match self.errors.is_empty() {
+            true => Some(prev.replication.unwrap_or(self.rc.spec.replication)),
+            false => prev.replication,
+        };
+        let members = member_statuses(self.rc, &seen.members, replicas, leader_status, prev, plan);
+        let voters: Vec<u64> = match replication {
+            Some(Replication::Async) | Some(Replication::Sync) => {
+                members.iter().map(|m| m.id).collect()
+            }
+            _ => leader_status.map(|s| s.voters.clone()).unwrap_or_default(),
         };
         let wanted: Vec<MemberStatus> = members
             .iter()
@@ -783,18 +883,16 @@ impl<'a> Pass<'a> {
         let progress_msg = progress.join("; ");
         let summary = Summary {
             errors: &self.errors,
+            created: bootstrapped || !seen.pods.is_empty() || !seen.terminating.is_empty(),
             bootstrapped,
             leader: leader_name.as_deref(),
             replicas,
             members: &wanted,
             voters: &voters,
-            converging: converging || !progress.is_empty(),
+            converging,
             term: leader_status.map(|s| s.term),
-            progress: if progress.is_empty() {
-                None
-            } else {
-                Some(progress_msg.as_str())
-            },
+            progress: Some(progress_msg.as_str()).filter(|p| !p.is_empty()),
+            campaigning: status::campaigning(&members, prev.term),
         };
         let phase = status::phase(&summary);
         let ready = wanted
@@ -803,14 +901,20 @@ impl<'a> Pass<'a> {
             .count();
         st.conditions = self.conditions(&summary, phase);
         st.observed_generation = self.rc.metadata.generation;
+        st.observed_at = Some(ts(self.now));
         st.phase = Some(phase);
-        st.replication = Some(prev.replication.unwrap_or(self.rc.spec.replication));
-        st.replicas = self.rc.spec.replicas;
+        st.replication = replication;
+        st.replicas = i32::try_from(replicas).unwrap_or(0);
         st.ready_replicas = i32::try_from(ready).unwrap_or(0);
         st.ready = Some(format!("{ready}/{replicas}"));
+        st.last_leader = status::last_leader(
+            seen.leader.as_ref().map(|l| (l.name.as_str(), l.id)),
+            &members,
+            prev.last_leader.as_ref(),
+        );
         st.leader = leader_name;
         st.leader_id = seen.leader.as_ref().map(|l| l.id);
-        st.term = leader_status.map(|s| s.term).or(prev.term);
+        st.term = status::highest_term(&members, prev.term);
         st.commit_index = leader_status.map(|s| s.commit_index).or(prev.commit_index);
         st.bootstrapped = bootstrapped;
         st.next_member_id = seen.next_id;
@@ -819,14 +923,11 @@ impl<'a> Pass<'a> {
             st.learners = ls.learners.clone();
         }
         st.members = members;
-        st.faults = plan.statuses.clone();
-        let active = plan.active_names();
-        st.active_faults = if active.is_empty() {
-            None
-        } else {
-            Some(active.join(","))
-        };
-        phase
+        if let Some(plan) = plan {
+            st.faults = plan.statuses.clone();
+            let active = plan.active_names();
+            st.active_faults = Some(active.join(",")).filter(|a| !a.is_empty());
+        }
     }
 }
 
@@ -886,53 +987,6 @@ fn next_expiry(plan: &FaultPlan, now: DateTime<Utc>) -> Option<Duration> {
     Some(Duration::from_millis(u64::try_from(ms).unwrap_or(100)))
 }
 
-/// Events derived from status transitions (leader, quorum, membership).
-async fn announce(
-    ctx: &Context,
-    rc: &RegisterCluster,
-    prev: &RegisterClusterStatus,
-    st: &RegisterClusterStatus,
-) {
-    if st.leader_id.is_some() && st.leader_id != prev.leader_id {
-        let old = prev
-            .leader
-            .as_deref()
-            .map(|l| format!("{l} (term {})", prev.term.unwrap_or(0)))
-            .unwrap_or_else(|| "none".into());
-        let new = format!(
-            "{} (term {})",
-            st.leader.as_deref().unwrap_or("?"),
-            st.term.unwrap_or(0)
-        );
-        ctx.event(rc, false, "LeaderChanged", format!("leader {old} -> {new}"))
-            .await;
-    }
-    let was = prev.phase;
-    let is = st.phase;
-    if is == Some(Phase::NoQuorum) && was != Some(Phase::NoQuorum) {
-        ctx.event(rc, true, "QuorumLost", "no member is leader".into())
-            .await;
-    }
-    if was == Some(Phase::NoQuorum) && matches!(is, Some(Phase::Ready) | Some(Phase::Degraded)) {
-        ctx.event(
-            rc,
-            false,
-            "QuorumRegained",
-            format!("leader {}", st.leader.as_deref().unwrap_or("?")),
-        )
-        .await;
-    }
-    if is == Some(Phase::Ready) && was != Some(Phase::Ready) {
-        ctx.event(
-            rc,
-            false,
-            "Ready",
-            format!("{} members ready", st.ready_replicas),
-        )
-        .await;
-    }
-}
-
 fn member_statuses(
     rc: &RegisterCluster,
     observed: &[Observed],
@@ -974,51 +1028,72 @@ fn member_statuses(
                 commit_index: s.map(|s| s.commit_index),
                 applied_index: s.map(|s| s.applied_index),
                 lag,
-                // Client traffic is never cut, so the operator reaching a member is not enough:
-                // a partitioned member is one the leader no longer hears from.
-                reachable: m.reachable() && leader.is_none_or(|l| l.hears_from(m.id)),
+                // Client traffic is never cut, so the operator reaching a member says nothing
+                // about its links: `replicating` is what the leader hears from it.
+                reachable: m.reachable(),
+                replicating: status::replicating(leader, m.id),
                 faults,
             }
         })
         .collect()
 }
 
+/// The old primary's outcome after a failover: `None` while unknown, `Some(Some(n))` once it
+/// follows the current primary and was acknowledged by it (it discarded `n` writes since it
+/// was last seen as primary), `Some(None)` when its ordinal came back as another member.
+fn failover_outcome(f: &FailoverStatus, name: &str, seen: &Observation) -> Option<Option<u64>> {
+    let m = seen.members.iter().find(|m| m.name == name)?;
+    if m.id != f.from {
+        return m.pod_exists.then_some(None);
+    }
+    let s = m.status.as_ref()?;
+    let primary = seen.leader_status.as_ref()?;
+    let rejoined = !s.is_leader()
+        && s.leader == Some(primary.id)
+        && primary.hears_from(m.id)
+        && primary
+            .peers
+            .get(&m.id.to_string())
+            .is_some_and(|p| p.match_index.is_some());
+    rejoined.then(|| {
+        Some(
+            s.discarded_writes
+                .unwrap_or(0)
+                .saturating_sub(f.discarded_before),
+        )
+    })
+}
+
+/// Takes one Raft membership step; says what was done (or why nothing), `None` when stable.
 async fn raft_step(
     ctx: &Context,
     rc: &RegisterCluster,
     observed: &[Observed],
     leader: Option<&Observed>,
-    token: &str,
+    auth: &AdminAuth,
     step: Step,
 ) -> Option<String> {
-    let ip_of = |o: u32| pod_ip_of(observed, o);
-    let leader_ip = leader.and_then(|l| l.pod_ip.clone());
-    let cluster = rc.name_any();
+    let at = |o: u32| observed.iter().find(|m| m.ordinal == o);
+    let names = |ids: &[u64]| membership::labels_of(observed, ids);
+    let leader_to = leader.and_then(Observed::recipient);
     match step {
         Step::Stable => None,
         Step::Wait(why) => Some(why),
         Step::Bootstrap { ordinal, members } => {
             let ids: Vec<u64> = members.keys().copied().collect();
-            let note = format!("initialised Raft with voters {ids:?}");
-            bootstrap(ctx, rc, &ip_of(ordinal)?, token, &members, note).await
+            let note = format!("initialised Raft with voters {}", names(&ids));
+            bootstrap(ctx, rc, at(ordinal)?, auth, &members, note).await
         }
-        Step::AddLearner { ordinal, id, addr } => {
-            let ip = leader_ip?;
-            match ctx.members.add_learner(&ip, token, id, &addr).await {
+        Step::AddLearner { ordinal, id, entry } => {
+            let to = leader_to?;
+            let m = at(ordinal)?;
+            match ctx.members.add_learner(to, auth, id, &entry).await {
                 Ok(()) => {
-                    ctx.event(
-                        rc,
-                        false,
-                        "MemberAdded",
-                        format!(
-                            "{} joined as learner {id}",
-                            resources::pod_name(&cluster, ordinal)
-                        ),
-                    )
-                    .await;
-                    Some(format!("added learner {id}"))
+                    let note = format!("{} joined as a learner", m.label());
+                    ctx.event(rc, false, "MemberAdded", note).await;
+                    Some(format!("added learner {}", m.name))
                 }
-                Err(e) => member_failed(ctx, "add-learner", e),
+                Err(e) => member_failed(ctx, leader?, "add-learner", e),
             }
         }
         Step::SetVoters {
@@ -1026,64 +1101,53 @@ async fn raft_step(
             added,
             removed,
         } => {
-            let ip = leader_ip?;
-            match ctx.members.set_voters(&ip, token, &voters).await {
+            let to = leader_to?;
+            match ctx.members.set_voters(to, auth, &voters).await {
                 Ok(()) => {
+                    let all = names(&voters);
                     if !added.is_empty() {
-                        ctx.event(
-                            rc,
-                            false,
-                            "MemberPromoted",
-                            format!("promoted {added:?} to voter; voters {voters:?}"),
-                        )
-                        .await;
+                        let note = format!("promoted {} to voter; voters {all}", names(&added));
+                        ctx.event(rc, false, "MemberPromoted", note).await;
                     }
                     if !removed.is_empty() {
-                        ctx.event(
-                            rc,
-                            false,
-                            "MemberRemoved",
-                            format!("removed voters {removed:?}; voters {voters:?}"),
-                        )
-                        .await;
+                        let note = format!("removed voter {}; voters {all}", names(&removed));
+                        ctx.event(rc, false, "MemberRemoved", note).await;
                     }
-                    Some(format!("voters now {voters:?}"))
+                    Some(format!("voters now {all}"))
                 }
-                Err(e) => member_failed(ctx, "set-voters", e),
+                Err(e) => member_failed(ctx, leader?, "set-voters", e),
             }
         }
         Step::TransferLeader {
-            to,
+            to: target,
             fallback_voters,
         } => {
-            let ip = leader_ip?;
-            match ctx.members.transfer_leader(&ip, token, to).await {
+            let (l, to) = (leader?, leader_to?);
+            let target_name = membership::label_of(observed, target);
+            match ctx.members.transfer_leader(to, auth, target).await {
                 Ok(()) => {
-                    ctx.event(
-                        rc,
-                        false,
-                        "LeaderTransfer",
-                        format!("moving leadership to {to} before removal"),
-                    )
-                    .await;
-                    Some(format!("transferring leadership to {to}"))
+                    let note = format!(
+                        "moving leadership from {} to {target_name} before its removal",
+                        l.label()
+                    );
+                    ctx.event(rc, false, "LeaderTransfer", note).await;
+                    Some(format!("transferring leadership to {target_name}"))
                 }
                 Err(e) if matches!(e.status(), Some(501) | Some(404)) => {
-                    match ctx.members.set_voters(&ip, token, &fallback_voters).await {
+                    match ctx.members.set_voters(to, auth, &fallback_voters).await {
                         Ok(()) => {
-                            ctx.event(
-                                rc,
-                                false,
-                                "MemberRemoved",
-                                format!("removed the leader; voters {fallback_voters:?}"),
-                            )
-                            .await;
-                            Some("removed leader".into())
+                            let note = format!(
+                                "removed voter {} (the leader); voters {}",
+                                l.label(),
+                                names(&fallback_voters)
+                            );
+                            ctx.event(rc, false, "MemberRemoved", note).await;
+                            Some(format!("removed the leader {}", l.name))
                         }
-                        Err(e) => member_failed(ctx, "set-voters", e),
+                        Err(e) => member_failed(ctx, l, "set-voters", e),
                     }
                 }
-                Err(e) => member_failed(ctx, "transfer-leader", e),
+                Err(e) => member_failed(ctx, l, "transfer-leader", e),
             }
         }
         Step::DeletePod { ordinal } => delete_member_pod(ctx, rc, ordinal).await,
@@ -1119,132 +1183,215 @@ async fn delete_member_pod(ctx: &Context, rc: &RegisterCluster, ordinal: u32) ->
     Some(format!("deleted {pn}"))
 }
 
-/// A planned switchover from primary `from` (at `ip`) to member `to`, with an Event either
-/// way; says what happened (a failure is retried by the next pass).
+/// A planned switchover from primary `from` to member `to`, with an Event either way; says
+/// what happened (a failure is retried by the next pass).
 async fn switchover(
     ctx: &Context,
     rc: &RegisterCluster,
-    (ip, token): (&str, &str),
-    (from, to): (u64, u64),
+    auth: &AdminAuth,
+    (from, to): (&Observed, &Observed),
     why: &str,
 ) -> String {
-    match ctx.members.transfer_leader(ip, token, to).await {
+    let Some(recipient) = from.recipient() else {
+        return format!("waiting for the primary {}'s address", from.name);
+    };
+    match ctx.members.transfer_leader(recipient, auth, to.id).await {
         Ok(()) => {
-            info!(cluster = %rc.name_any(), from, to, why, "switchover");
-            let note = format!("primary {from} handed its role to {to} {why}");
+            info!(cluster = %rc.name_any(), from = %from.name, to = %to.name, why, "switchover");
+            let note = format!(
+                "primary {} handed its role to {} {why}",
+                from.label(),
+                to.label()
+            );
             ctx.event(rc, false, "Switchover", note).await;
-            format!("handed the primary role from {from} to {to}")
+            format!("handed the primary role from {} to {}", from.name, to.name)
         }
+        Err(e) if e.misdirected() => misdirected(ctx, from, &e),
         Err(e) => {
             warn!(cluster = %rc.name_any(), error = %e, "switchover failed");
-            let note = format!("switchover from primary {from} to {to} failed: {e}; retrying");
+            let note = format!(
+                "switchover from primary {} to {} failed: {e}; retrying",
+                from.label(),
+                to.label()
+            );
             ctx.event(rc, true, "SwitchoverFailed", note).await;
-            format!("switchover from {from} to {to} failed; retrying")
+            format!(
+                "switchover from {} to {} failed; retrying",
+                from.name, to.name
+            )
         }
     }
 }
 
+/// Takes one primary–secondary step (recording a failover's epoch in `st`); says what was
+/// done (or why nothing), `None` when stable.
 async fn primary_step(
     ctx: &Context,
     rc: &RegisterCluster,
     observed: &[Observed],
-    token: &str,
+    auth: &AdminAuth,
     step: PrimaryStep,
     st: &mut RegisterClusterStatus,
 ) -> Option<String> {
-    let ip_of = |o: u32| pod_ip_of(observed, o);
+    let at = |o: u32| observed.iter().find(|m| m.ordinal == o);
+    let by_id = |id: u64| observed.iter().find(|m| m.id == id);
     match step {
         PrimaryStep::Stable => None,
         PrimaryStep::Wait(w) => Some(w),
         PrimaryStep::PrimaryDown => Some("primary unreachable; waiting before failover".into()),
         PrimaryStep::Bootstrap { ordinal, members } => {
-            let note = format!("member at ordinal {ordinal} is primary");
-            bootstrap(ctx, rc, &ip_of(ordinal)?, token, &members, note).await
+            let m = at(ordinal)?;
+            let note = format!("{} is the primary of epoch 1", m.label());
+            bootstrap(ctx, rc, m, auth, &members, note).await
         }
         PrimaryStep::Repoint {
             ordinals,
             primary,
-            addr,
+            entry,
         } => {
-            for o in ordinals {
-                if let Some(ip) = ip_of(o) {
-                    if let Err(e) = ctx.members.set_primary(&ip, token, primary, &addr).await {
-                        member_failed(ctx, "set-primary", e);
-                    }
+            let p = membership::label_of(observed, primary);
+            for m in ordinals.iter().filter_map(|o| at(*o)) {
+                let Some(to) = m.recipient() else { continue };
+                if let Err(e) = ctx.members.set_primary(to, auth, primary, &entry).await {
+                    member_failed(ctx, m, "set-primary", e);
                 }
             }
-            Some(format!("pointing secondaries at primary {primary}"))
+            Some(format!("pointing secondaries at primary {p}"))
         }
-        PrimaryStep::HandOver { ordinal, from, to } => {
-            let ip = ip_of(ordinal)?;
+        PrimaryStep::HandOver { ordinal, to, .. } => {
             let why = "before its ordinal is scaled away";
-            Some(switchover(ctx, rc, (&ip, token), (from, to), why).await)
+            Some(switchover(ctx, rc, auth, (at(ordinal)?, by_id(to)?), why).await)
         }
         PrimaryStep::DeletePod { ordinal } => delete_member_pod(ctx, rc, ordinal).await,
-        PrimaryStep::SetMembers { ordinal, members } => {
-            let ip = ip_of(ordinal)?;
-            match ctx.members.set_voters(&ip, token, &members).await {
-                Ok(()) => Some(format!("primary replicates to members {members:?}")),
-                Err(e) => member_failed(ctx, "set-members", e),
+        PrimaryStep::SetMembers {
+            ordinal,
+            members,
+            added,
+            removed,
+        } => {
+            let p = at(ordinal)?;
+            match ctx.members.set_voters(p.recipient()?, auth, &members).await {
+                Ok(()) => {
+                    Some(set_members_done(ctx, rc, observed, &members, &added, &removed).await)
+                }
+                Err(e) => member_failed(ctx, p, "set-members", e),
             }
         }
-        PrimaryStep::Failover {
-            ordinal,
-            to,
-            from,
-            possible_loss,
-        } => {
-            let ip = ip_of(ordinal)?;
-            match ctx.members.promote(&ip, token).await {
-                Ok(()) => {
-                    ctx.event(
-                        rc,
-                        true,
-                        "Failover",
-                        format!("primary {from} unreachable: promoted {to}; up to {possible_loss} acknowledged writes may be lost"),
-                    )
-                    .await;
+        PrimaryStep::Failover { ordinal, loss, .. } => {
+            let m = at(ordinal)?;
+            match ctx.members.promote(m.recipient()?, auth).await {
+                Ok(epoch) => {
+                    let f = st.last_failover.as_mut()?;
+                    f.epoch = epoch;
+                    let old = f
+                        .from_name
+                        .clone()
+                        .unwrap_or_else(|| "(never observed)".into());
+                    let epoch = epoch.map(|e| format!(" (epoch {e})")).unwrap_or_default();
+                    let note = format!(
+                        "primary {old} failed; promoted {}{epoch}; up to {} acknowledged writes \
+                         may be lost (the old primary's last sequence number as last observed \
+                         {} vs {}'s {}; writes it acknowledged after that observation are not \
+                         counted until it returns)",
+                        m.name,
+                        loss.possible_loss(),
+                        loss.acknowledged_seq,
+                        m.name,
+                        loss.promoted_seq,
+                    );
+                    ctx.event(rc, true, "Failover", note).await;
                     st.primary_unreachable_since = None;
-                    Some(format!("promoted {to}"))
+                    Some(format!("promoted {}", m.name))
                 }
                 Err(e) => {
                     st.last_failover = None;
-                    member_failed(ctx, "promote", e)
+                    member_failed(ctx, m, "promote", e)
                 }
             }
         }
     }
 }
 
-fn pod_ip_of(observed: &[Observed], ordinal: u32) -> Option<String> {
-    observed
+/// Reports a changed member set: an Event for members that left because they are down
+/// (or were scaled away) and for those that joined; says what the set is now.
+async fn set_members_done(
+    ctx: &Context,
+    rc: &RegisterCluster,
+    observed: &[Observed],
+    members: &[u64],
+    added: &[u64],
+    removed: &[u64],
+) -> String {
+    let names = |ids: &[u64]| membership::labels_of(observed, ids);
+    let all = names(members);
+    if !removed.is_empty() {
+        let note = format!(
+            "removed {} from the primary's write set (down or scaled away); write set {all}",
+            names(removed)
+        );
+        ctx.event(rc, false, "MemberRemoved", note).await;
+    }
+    if !added.is_empty() {
+        let note = format!(
+            "added {} to the primary's write set (it catches up as a secondary); write set {all}",
+            names(added)
+        );
+        ctx.event(rc, false, "MemberAdded", note).await;
+    }
+    let down: Vec<&str> = removed
         .iter()
-        .find(|m| m.ordinal == ordinal)
-        .and_then(|m| m.pod_ip.clone())
+        .filter_map(|id| observed.iter().find(|m| m.id == *id))
+        .map(|m| m.name.as_str())
+        .collect();
+    if down.is_empty() {
+        format!("primary replicates to {all}")
+    } else {
+        format!(
+            "{} down and removed from the write set; write set {all}",
+            down.join(", ")
+        )
+    }
 }
 
-/// `init` on the member at `ip`; on success a `Bootstrapped` event saying `note`.
+/// `init` on member `m`; on success a `Bootstrapped` event saying `note`.
 async fn bootstrap(
     ctx: &Context,
     rc: &RegisterCluster,
-    ip: &str,
-    token: &str,
-    members: &BTreeMap<u64, String>,
+    m: &Observed,
+    auth: &AdminAuth,
+    members: &AddressBook,
     note: String,
 ) -> Option<String> {
-    match ctx.members.init(ip, token, members).await {
+    match ctx.members.init(m.recipient()?, auth, members).await {
         Ok(()) => {
             ctx.event(rc, false, "Bootstrapped", note).await;
             Some("bootstrapped".into())
         }
-        Err(e) => member_failed(ctx, "init", e),
+        Err(e) => member_failed(ctx, m, "init", e),
     }
 }
 
-fn member_failed(ctx: &Context, what: &str, e: MemberError) -> Option<String> {
+/// A failed admin call to member `m`: counted and logged; says what failed.
+fn member_failed(ctx: &Context, m: &Observed, what: &str, e: MemberError) -> Option<String> {
+    if e.misdirected() {
+        return Some(misdirected(ctx, m, &e));
+    }
     ctx.metrics.error("member");
-    warn!(error = %e, what, "member admin call failed");
-    Some(format!("{what} failed: {e}"))
+    warn!(error = %e, what, pod = %m.name, "member admin call failed");
+    Some(format!("{what} on {} failed: {e}", m.name))
+}
+
+/// A 421 from member `m`: whoever answers at its address is not the member the operator
+/// thinks (another cluster, id or incarnation). Nothing is retried: the next pass observes
+/// the pods and members again and addresses whoever is really there.
+fn misdirected(ctx: &Context, m: &Observed, e: &MemberError) -> String {
+    ctx.metrics.error("misdirected");
+    warn!(error = %e, pod = %m.name, id = m.id, "the pod is not the member the operator thinks");
+    format!(
+        "{} is not {} any more ({e}); observing again",
+        m.name,
+        m.label()
+    )
 }
 
 async fn ensure_secret(ctx: &Context, rc: &RegisterCluster, ns: &str) -> Result<String, Error> {

@@ -25,10 +25,14 @@ pub const MANAGER: &str = "caplab-operator";
     shortname = "regc",
     namespaced,
     status = "RegisterClusterStatus",
+    // Pod names `<name>-<ordinal>` are hostnames (at most 63 characters) and the name is the
+    // client Service's (a DNS-1035 label): `validation::max_name_len()` is 61 (a test checks).
+    validation = Rule::new("size(self.metadata.name) <= 61").message("name too long: the longest name allowed is 61 characters (pod names <name>-<ordinal> must be hostnames of at most 63)"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("name must be a DNS label: lowercase letters, digits and '-', starting with a letter"),
     printcolumn(
         name = "Replication",
         type_ = "string",
-        json_path = ".spec.replication"
+        json_path = ".status.replication"
     ),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready"),
     printcolumn(name = "Leader", type_ = "string", json_path = ".status.leader"),
@@ -71,11 +75,38 @@ pub struct RegisterClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 3600))]
     pub failover_after_seconds: Option<u64>,
+    /// Topology spread constraints for the member pods, in the Kubernetes Pod
+    /// `topologySpreadConstraints` shape (e.g. `{maxSkew: 1, topologyKey:
+    /// topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway}`); a constraint
+    /// without `labelSelector` selects this cluster's members. Members are also spread over
+    /// nodes by a preferred pod anti-affinity on `kubernetes.io/hostname` without this.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "topology_spread_schema")]
+    pub topology_spread_constraints: Vec<serde_json::Value>,
     /// Faults to inject.
     #[serde(default)]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.all(f, self.exists_one(g, g.name == f.name))").message("fault names must be unique"))]
     pub faults: Vec<FaultSpec>,
+}
+
+/// Schema of `topologySpreadConstraints`: the required fields are checked by the API server,
+/// the rest is kept as given and checked by the operator (`SpecValid`).
+fn topology_spread_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "maxItems": 8,
+        "items": {
+            "type": "object",
+            "required": ["maxSkew", "topologyKey", "whenUnsatisfiable"],
+            "properties": {
+                "maxSkew": {"type": "integer", "minimum": 1},
+                "topologyKey": {"type": "string", "minLength": 1},
+                "whenUnsatisfiable": {"type": "string", "enum": ["DoNotSchedule", "ScheduleAnyway"]}
+            },
+            "x-kubernetes-preserve-unknown-fields": true
+        }
+    })
 }
 
 /// Replication protocol.
@@ -288,35 +319,50 @@ impl fmt::Display for Target {
     }
 }
 
-/// Observed state.
+/// Observed state: what the members reported when the operator last polled them
+/// (`observedAt`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterClusterStatus {
-    /// Generation of the spec this status reflects.
+    /// `metadata.generation` of the spec the operator last processed (valid or not: see the
+    /// `SpecValid` condition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Creating | Ready | Degraded | NoQuorum | Failed.
+    /// When the operator last polled the members (RFC 3339, UTC). It is refreshed about every
+    /// second while anything changes and every 10 s when the cluster is Ready and quiet: an
+    /// observedAt older than ~30 s means the operator is not running and this status is old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<String>,
+    /// What the cluster is doing: Creating | Ready | Degraded | NoQuorum | Failed (see the
+    /// phase values). An invalid spec change does not change the phase (see `SpecValid`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Replication recorded at creation (used to refuse changes).
+    /// The replication the members run (raft | async | sync), recorded when the cluster was
+    /// created; a rejected change of `spec.replication` does not alter it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<Replication>,
-    /// Desired member count.
+    /// Member count the operator converges to (`spec.replicas` of the last valid spec).
     #[serde(default)]
     pub replicas: i32,
-    /// Members that are reachable voters (or replicas in primary mode).
+    /// Members that are healthy: reachable, replicating, voters (every member in the primary
+    /// modes) and at most a few entries behind.
     #[serde(default)]
     pub ready_replicas: i32,
-    /// `ready/replicas`, for printing.
+    /// `readyReplicas/replicas`, for printing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<String>,
-    /// Pod name of the leader (or primary).
+    /// Pod name of the leader (or primary); empty while there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
     /// Member id of the leader (or primary).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_id: Option<u64>,
-    /// Current term.
+    /// The most recent leader (or primary) seen, kept while there is none, so that a leader
+    /// change names the previous one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_leader: Option<LeaderRecord>,
+    /// Highest term (Raft) or epoch (primary modes) any member reports. It can be above the
+    /// leader's term: members that campaign without winning raise it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub term: Option<u64>,
     /// Leader's commit index.
@@ -349,23 +395,42 @@ pub struct RegisterClusterStatus {
     /// async/sync: the last failover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<FailoverStatus>,
+    /// async/sync: the primary as last observed, kept while it is down (a failover's loss
+    /// bound starts from its last sequence number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_primary: Option<PrimaryRecord>,
     /// Standard conditions: Available, Progressing, Degraded, SpecValid.
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }
 
-/// Cluster phase.
+/// A leader (or primary) as last seen.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderRecord {
+    /// Pod name.
+    pub name: String,
+    /// Member id.
+    pub id: u64,
+    /// Its term (Raft) or epoch (primary modes).
+    pub term: u64,
+}
+
+/// Cluster phase: what the cluster is doing.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum Phase {
-    /// Not yet bootstrapped / no leader seen yet.
+    /// Pods starting; the cluster is not bootstrapped yet (no leader seen).
     Creating,
-    /// All members are reachable voters and a leader exists.
+    /// Every wanted member is healthy (reachable, replicating, a voter, caught up) and a
+    /// leader (or primary) exists.
     Ready,
-    /// A leader exists but some member is down, unreachable or lagging.
+    /// A leader (or primary) exists but some member is down, unreachable, not replicating
+    /// or lagging.
     Degraded,
-    /// No leader.
+    /// No leader (or primary): writes are refused.
     NoQuorum,
-    /// The spec is invalid.
+    /// The very first spec is invalid, so nothing was created (see `SpecValid`). An invalid
+    /// change to an existing cluster never sets Failed.
     Failed,
 }
 
@@ -395,10 +460,10 @@ pub struct MemberStatus {
     /// Pod IP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_ip: Option<String>,
-    /// leader | follower | candidate | learner | primary | secondary | unknown.
+    /// leader | follower | candidate | learner | primary | secondary | unknown | down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    /// Term.
+    /// Term (Raft) or epoch (primary modes) the member reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub term: Option<u64>,
     /// Commit index.
@@ -410,9 +475,19 @@ pub struct MemberStatus {
     /// Entries behind the leader's commit index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<u64>,
-    /// The operator reached its status endpoint and the leader (or primary) hears from it.
+    /// The operator polled this member's `GET /v1/status` successfully at `observedAt`.
+    /// Says nothing about the member's links to its peers (the operator's traffic is never
+    /// cut by a fault): see `replicating`.
     #[serde(default)]
     pub reachable: bool,
+    /// The leader (or primary) acknowledged this member within the last 2 s, as it reported
+    /// at `observedAt`: Raft: the leader has a matched log index for it and last heard from
+    /// it under 2 s ago; async/sync: the primary last heard an acknowledgement from this
+    /// secondary under 2 s ago. For the leader (or primary) itself: it can commit writes
+    /// (Raft: it heard from a majority of the voters within 2 s; sync: from every secondary;
+    /// async: always). False while no leader (or primary) is known.
+    #[serde(default)]
+    pub replicating: bool,
     /// Kinds of the faults active on this member.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<String>,
@@ -462,18 +537,65 @@ pub struct FaultStatus {
     pub message: Option<String>,
 }
 
+/// A primary as the operator last observed it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrimaryRecord {
+    /// Pod name.
+    pub name: String,
+    /// Member id.
+    pub id: u64,
+    /// Its epoch.
+    pub epoch: u64,
+    /// Its last sequence number: every write up to it may have been acknowledged.
+    pub last_seq: u64,
+    /// Its `discardedWrites` counter then (cumulative over the member's life).
+    pub discarded_writes: u64,
+    /// When it was observed (RFC 3339).
+    pub observed_at: String,
+}
+
 /// The last primary failover.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailoverStatus {
     /// When (RFC 3339).
     pub time: String,
-    /// Old primary id.
+    /// Old primary id (0: never observed).
     pub from: u64,
+    /// Old primary's pod name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_name: Option<String>,
     /// New primary id.
     pub to: u64,
-    /// Acknowledged writes that may be lost (the lag at promotion).
+    /// New primary's pod name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_name: Option<String>,
+    /// The epoch the new primary took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// Upper bound on the acknowledged writes lost: `acknowledgedSeq - promotedSeq`. Writes
+    /// the old primary acknowledged after `acknowledgedSeq` was observed are not in it;
+    /// `discardedWrites` gives the actual number once the old primary returns.
     pub possible_loss: u64,
+    /// The old primary's last sequence number as last observed before the promotion.
+    #[serde(default)]
+    pub acknowledged_seq: u64,
+    /// The promoted member's last durable sequence number at promotion.
+    #[serde(default)]
+    pub promoted_seq: u64,
+    /// The old primary's `discardedWrites` counter when it was last observed before the
+    /// failover (the baseline of `discardedWrites`).
+    #[serde(default)]
+    pub discarded_before: u64,
+    /// Acknowledged writes the old primary actually dropped when it rejoined (its own
+    /// count); unset until it is back and following the new primary, and for good when it
+    /// came back without its data (as a new member id: the number cannot be known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discarded_writes: Option<u64>,
+    /// Set once the failover's outcome is known: why `discardedWrites` is what it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciled: Option<String>,
 }
 
 /// A standard condition (metav1.Condition shape).

@@ -108,8 +108,12 @@ pub enum FaultEvent {
     Started {
         /// Fault name.
         name: String,
-        /// Human description of the resolved targets.
-        detail: String,
+        /// Its kind.
+        kind: FaultKind,
+        /// Resolved target ordinals (not partitions).
+        targets: Vec<u32>,
+        /// Resolved partition groups (ordinals).
+        groups: Vec<Vec<u32>>,
     },
     /// A fault ended (expired or removed).
     Ended {
@@ -118,6 +122,36 @@ pub enum FaultEvent {
         /// `expired` or `removed`.
         why: &'static str,
     },
+}
+
+impl FaultEvent {
+    /// What people read in the Event, naming members with `name_of(ordinal)` (pod names):
+    /// `fault cut started: partition [demo-0] | [demo-1, demo-2]`.
+    pub fn note(&self, name_of: impl Fn(u32) -> String) -> String {
+        let list = |os: &[u32]| {
+            os.iter()
+                .map(|o| name_of(*o))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            FaultEvent::Started {
+                name,
+                kind,
+                targets,
+                groups,
+            } => {
+                let on = if *kind == FaultKind::Partition {
+                    let gs: Vec<String> = groups.iter().map(|g| format!("[{}]", list(g))).collect();
+                    gs.join(" | ")
+                } else {
+                    format!("on {}", list(targets))
+                };
+                format!("fault {name} started: {} {on}", kind.as_str())
+            }
+            FaultEvent::Ended { name, why } => format!("fault {name} ended ({why})"),
+        }
+    }
 }
 
 /// The result of planning.
@@ -350,17 +384,14 @@ fn start(
             st.until = f
                 .duration_seconds
                 .map(|d| ts(now + Duration::seconds(i64::try_from(d).unwrap_or(i64::MAX / 2))));
-            let detail = if f.kind == FaultKind::Partition {
-                format!("{} groups {:?}", f.kind.as_str(), groups)
-            } else {
-                format!("{} on ordinals {:?}", f.kind.as_str(), targets)
-            };
-            st.targets = targets;
-            st.groups = groups;
             events.push(FaultEvent::Started {
                 name: f.name.clone(),
-                detail,
+                kind: f.kind,
+                targets: targets.clone(),
+                groups: groups.clone(),
             });
+            st.targets = targets;
+            st.groups = groups;
         }
         Err(m) => st.message = Some(m),
     }

@@ -26,6 +26,19 @@ pub enum MemberError {
         #[source]
         source: reqwest::Error,
     },
+    /// The member at this address is not the member the call was meant for (`421
+    /// Misdirected Request`: another cluster, member id or incarnation). Never retried
+    /// blindly: the caller observes again.
+    #[error("{url} is not the member the call was meant for ({reason}): {body}")]
+    Misdirected {
+        /// URL.
+        url: String,
+        /// `wrong-cluster` | `wrong-member` | `wrong-incarnation` (as the member says), or
+        /// `unexpected-incarnation` when its `x-caplab-incarnation` answer header differs.
+        reason: String,
+        /// Body (truncated).
+        body: String,
+    },
     /// Non-success status.
     #[error("{url} answered {status}: {body}")]
     Status {
@@ -43,10 +56,75 @@ impl MemberError {
     pub fn status(&self) -> Option<u16> {
         match self {
             MemberError::Status { status, .. } => Some(*status),
+            MemberError::Misdirected { .. } => Some(MISDIRECTED),
             MemberError::Http { .. } => None,
         }
     }
+
+    /// The member at that address is someone else (see [`MemberError::Misdirected`]).
+    pub fn misdirected(&self) -> bool {
+        matches!(self, MemberError::Misdirected { .. })
+    }
 }
+
+/// `421 Misdirected Request`: the member is not the one the call was addressed to.
+pub const MISDIRECTED: u16 = 421;
+/// Request header: the cluster id (`<namespace>/<name>/<uid>`).
+pub const HEADER_CLUSTER: &str = "x-caplab-cluster";
+/// Request header: the sender's member id (`0`: the operator or a tool).
+pub const HEADER_FROM: &str = "x-caplab-from";
+/// Request header: the intended receiver's member id.
+pub const HEADER_TO: &str = "x-caplab-to";
+/// Request header: the intended receiver's incarnation.
+pub const HEADER_TO_INCARNATION: &str = "x-caplab-to-incarnation";
+/// Answer header: the answering member's incarnation.
+pub const HEADER_INCARNATION: &str = "x-caplab-incarnation";
+
+/// The identity every admin call carries: the admin token and the cluster id the members
+/// were started with (`CAPLAB_CLUSTER_ID`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdminAuth {
+    /// Bearer token.
+    pub token: String,
+    /// `<namespace>/<name>/<uid>` of the RegisterCluster.
+    pub cluster: String,
+}
+
+/// The member an admin call is meant for: where it is and who it must be. A member that is
+/// someone else answers 421 ([`MemberError::Misdirected`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Recipient<'a> {
+    /// Pod IP.
+    pub ip: &'a str,
+    /// Member id.
+    pub id: u64,
+    /// Incarnation (16 hex digits) from the member's own `/v1/status`, when known.
+    pub incarnation: Option<&'a str>,
+}
+
+/// One address-book entry: where member `id` is and which incarnation of it lives there.
+/// Serialised in the object form `{"addr": "ip:port", "incarnation": "<16 hex>"}`, or as the
+/// plain `"ip:port"` string when the member reported no incarnation (an older member image:
+/// the receiver then pins whichever incarnation answers first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerEntry {
+    /// `ip:port` of the peer port.
+    pub addr: String,
+    /// The incarnation the member reported at that address.
+    pub incarnation: Option<String>,
+}
+
+impl Serialize for PeerEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.incarnation {
+            Some(inc) => json!({ "addr": self.addr, "incarnation": inc }).serialize(s),
+            None => s.serialize_str(&self.addr),
+        }
+    }
+}
+
+/// An address book: member id -> entry.
+pub type AddressBook = BTreeMap<u64, PeerEntry>;
 
 /// Replication progress of a peer, as the leader sees it.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
@@ -92,6 +170,12 @@ pub struct NodeStatus {
     pub peers: BTreeMap<String, PeerProgress>,
     /// The fault set in force.
     pub faults: Option<serde_json::Value>,
+    /// Random id drawn when the member's data directory was initialised (16 hex digits);
+    /// `None` from member images that predate it.
+    pub incarnation: Option<String>,
+    /// Primary modes: acknowledged entries this member dropped because a newer primary never
+    /// had them (cumulative over the member's life).
+    pub discarded_writes: Option<u64>,
 }
 
 impl NodeStatus {
@@ -170,96 +254,126 @@ impl MemberClient {
             .map_err(|source| MemberError::Http { url, source })
     }
 
-    /// One admin call: `call.method` `call.path` on the peer port with the bearer token and a
-    /// JSON body; any non-success answer is an error.
+    /// One admin call: `call.method` `call.path` on the peer port of `to`, with the bearer
+    /// token, the identity headers and a JSON body. A 421 (or an answer from another
+    /// incarnation than `to.incarnation`) is [`MemberError::Misdirected`]; any other
+    /// non-success answer is [`MemberError::Status`].
     async fn admin(
         &self,
         call: AdminCall,
-        ip: &str,
-        token: &str,
+        to: Recipient<'_>,
+        auth: &AdminAuth,
         body: serde_json::Value,
-    ) -> Result<(), MemberError> {
-        let url = format!("http://{ip}:{}{}", self.peer_port, call.path);
+    ) -> Result<reqwest::Response, MemberError> {
+        let url = format!("http://{}:{}{}", to.ip, self.peer_port, call.path);
         let client = if call.slow { &self.slow } else { &self.http };
-        let request = client
+        let mut request = client
             .request(call.method, &url)
-            .bearer_auth(token)
+            .bearer_auth(&auth.token)
+            .header(HEADER_CLUSTER, &auth.cluster)
+            .header(HEADER_FROM, "0")
+            .header(HEADER_TO, to.id.to_string())
             .json(&body);
-        send(&url, request).await.map(|_| ())
+        if let Some(inc) = to.incarnation {
+            request = request.header(HEADER_TO_INCARNATION, inc);
+        }
+        let resp = send(&url, request).await?;
+        check_incarnation(&url, &resp, to.incarnation)?;
+        Ok(resp)
     }
 
-    /// `POST /v1/admin/init`.
+    /// `POST /v1/admin/init` (`members`: id -> entry, the receiver among them).
     pub async fn init(
         &self,
-        ip: &str,
-        token: &str,
-        members: &BTreeMap<u64, String>,
+        to: Recipient<'_>,
+        auth: &AdminAuth,
+        members: &AddressBook,
     ) -> Result<(), MemberError> {
-        let body = json!({ "members": id_map(members) });
-        self.admin(INIT, ip, token, body).await
+        let body = json!({ "members": members });
+        self.admin(INIT, to, auth, body).await.map(drop)
     }
 
-    /// `PUT /v1/admin/peers`.
+    /// `PUT /v1/admin/peers`: the address book.
     pub async fn peers(
         &self,
-        ip: &str,
-        token: &str,
-        peers: &BTreeMap<u64, String>,
+        to: Recipient<'_>,
+        auth: &AdminAuth,
+        peers: &AddressBook,
     ) -> Result<(), MemberError> {
-        let body = json!({ "peers": id_map(peers) });
-        self.admin(PEERS, ip, token, body).await
+        let body = json!({ "peers": peers });
+        self.admin(PEERS, to, auth, body).await.map(drop)
     }
 
-    /// `POST /v1/admin/learners`.
+    /// `POST /v1/admin/learners` (to the leader): adds member `id` at `entry`
+    /// (`{"id": 4, "addr": <entry>}`).
     pub async fn add_learner(
         &self,
-        ip: &str,
-        token: &str,
+        to: Recipient<'_>,
+        auth: &AdminAuth,
         id: u64,
-        addr: &str,
+        entry: &PeerEntry,
     ) -> Result<(), MemberError> {
-        let body = json!({ "id": id, "addr": addr });
-        self.admin(LEARNERS, ip, token, body).await
+        let body = json!({ "id": id, "addr": entry });
+        self.admin(LEARNERS, to, auth, body).await.map(drop)
     }
 
-    /// `PUT /v1/admin/voters`.
+    /// `PUT /v1/admin/voters` (Raft voters; in the primary modes the member set every
+    /// secondary of which receives the log, and which sync writes wait for).
     pub async fn set_voters(
         &self,
-        ip: &str,
-        token: &str,
+        to: Recipient<'_>,
+        auth: &AdminAuth,
         voters: &[u64],
     ) -> Result<(), MemberError> {
         let body = json!({ "voters": voters });
-        self.admin(VOTERS, ip, token, body).await
+        self.admin(VOTERS, to, auth, body).await.map(drop)
     }
 
     /// `POST /v1/admin/transfer-leader`.
-    pub async fn transfer_leader(&self, ip: &str, token: &str, to: u64) -> Result<(), MemberError> {
-        let body = json!({ "to": to });
-        self.admin(TRANSFER_LEADER, ip, token, body).await
+    pub async fn transfer_leader(
+        &self,
+        to: Recipient<'_>,
+        auth: &AdminAuth,
+        target: u64,
+    ) -> Result<(), MemberError> {
+        let body = json!({ "to": target });
+        self.admin(TRANSFER_LEADER, to, auth, body).await.map(drop)
     }
 
     /// `PUT /v1/admin/faults`.
-    pub async fn faults(&self, ip: &str, token: &str, set: &FaultSet) -> Result<(), MemberError> {
+    pub async fn faults(
+        &self,
+        to: Recipient<'_>,
+        auth: &AdminAuth,
+        set: &FaultSet,
+    ) -> Result<(), MemberError> {
         let body = serde_json::to_value(set).unwrap_or_else(|_| json!({}));
-        self.admin(FAULTS, ip, token, body).await
+        self.admin(FAULTS, to, auth, body).await.map(drop)
     }
 
-    /// `POST /v1/admin/promote` (primary modes).
-    pub async fn promote(&self, ip: &str, token: &str) -> Result<(), MemberError> {
-        self.admin(PROMOTE, ip, token, json!({})).await
+    /// `POST /v1/admin/promote` (primary modes); returns the epoch the member is primary of
+    /// (`None` when its answer does not say).
+    pub async fn promote(
+        &self,
+        to: Recipient<'_>,
+        auth: &AdminAuth,
+    ) -> Result<Option<u64>, MemberError> {
+        let resp = self.admin(PROMOTE, to, auth, json!({})).await?;
+        let answer: serde_json::Value = resp.json().await.unwrap_or_default();
+        Ok(answer.get("epoch").and_then(serde_json::Value::as_u64))
     }
 
-    /// `PUT /v1/admin/primary` (primary modes).
+    /// `PUT /v1/admin/primary` (primary modes): follow member `primary` at `entry`
+    /// (`{"id": 3, "addr": <entry>}`).
     pub async fn set_primary(
         &self,
-        ip: &str,
-        token: &str,
-        id: u64,
-        addr: &str,
+        to: Recipient<'_>,
+        auth: &AdminAuth,
+        primary: u64,
+        entry: &PeerEntry,
     ) -> Result<(), MemberError> {
-        let body = json!({ "id": id, "addr": addr });
-        self.admin(PRIMARY, ip, token, body).await
+        let body = json!({ "id": primary, "addr": entry });
+        self.admin(PRIMARY, to, auth, body).await.map(drop)
     }
 }
 
@@ -300,8 +414,38 @@ const FAULTS: AdminCall = AdminCall::quick(Method::PUT, "/v1/admin/faults");
 const PROMOTE: AdminCall = AdminCall::blocking(Method::POST, "/v1/admin/promote");
 const PRIMARY: AdminCall = AdminCall::quick(Method::PUT, "/v1/admin/primary");
 
-fn id_map(m: &BTreeMap<u64, String>) -> BTreeMap<String, String> {
-    m.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+/// `text` cut to at most `max` bytes, at a character boundary (a member's answer is not
+/// trusted to be ASCII).
+fn truncated(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        text.truncate(cut);
+    }
+    text
+}
+
+/// An answer from another incarnation than the one addressed is misdirected too (a member
+/// image that does not check the request headers still names itself in the answer).
+fn check_incarnation(
+    url: &str,
+    resp: &reqwest::Response,
+    expected: Option<&str>,
+) -> Result<(), MemberError> {
+    let answered = resp
+        .headers()
+        .get(HEADER_INCARNATION)
+        .and_then(|v| v.to_str().ok());
+    match (expected, answered) {
+        (Some(want), Some(got)) if want != got => Err(MemberError::Misdirected {
+            url: url.to_string(),
+            reason: "unexpected-incarnation".into(),
+            body: format!("addressed incarnation {want}, answered by {got}"),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Sends `request` (to `url`); a transport error or a non-success answer is an error.
@@ -321,8 +465,18 @@ async fn check(url: &str, resp: reqwest::Response) -> Result<reqwest::Response, 
     if status.is_success() {
         return Ok(resp);
     }
-    let mut body = resp.text().await.unwrap_or_default();
-    body.truncate(300);
+    let body = truncated(resp.text().await.unwrap_or_default(), 300);
+    if status.as_u16() == MISDIRECTED {
+        let reason = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("reason")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| "misdirected".into());
+        return Err(MemberError::Misdirected {
+            url: url.to_string(),
+            reason,
+            body,
+        });
+    }
     Err(MemberError::Status {
         url: url.to_string(),
         status: status.as_u16(),

@@ -3,9 +3,9 @@
 //! Each call returns the single next step; the controller performs it and
 //! reconciles again, so every step is taken against fresh observations.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use crate::member_client::{NodeStatus, PEER_PORT};
+use crate::member_client::{AddressBook, NodeStatus, PeerEntry, Recipient, PEER_PORT};
 
 /// A learner is caught up when it is at most this many entries behind.
 pub const CATCH_UP_ENTRIES: u64 = 10;
@@ -15,13 +15,16 @@ pub const CATCH_UP_ENTRIES: u64 = 10;
 pub struct Observed {
     /// Ordinal.
     pub ordinal: u32,
+    /// Pod name (`<cluster>-<ordinal>`), for what people read.
+    pub name: String,
     /// Member id (from the pod annotation, or the last status when the pod is gone).
     pub id: u64,
     /// A pod exists (and is not being deleted).
     pub pod_exists: bool,
     /// Pod IP, when the pod is running.
     pub pod_ip: Option<String>,
-    /// `/v1/status`, when it answered.
+    /// `/v1/status`, when it answered as the member its pod says it is (an answer naming
+    /// another member id is someone else's and is left out).
     pub status: Option<NodeStatus>,
 }
 
@@ -34,6 +37,59 @@ impl Observed {
     pub fn reachable(&self) -> bool {
         self.status.is_some()
     }
+    /// The incarnation it reported (16 hex digits), when it answered.
+    pub fn incarnation(&self) -> Option<&str> {
+        self.status.as_ref()?.incarnation.as_deref()
+    }
+    /// Where admin calls meant for this member go, and who must answer them; `None`
+    /// without a running pod.
+    pub fn recipient(&self) -> Option<Recipient<'_>> {
+        Some(Recipient {
+            ip: self.pod_ip.as_deref()?,
+            id: self.id,
+            incarnation: self.incarnation(),
+        })
+    }
+    /// Its address-book entry: its running pod's address, with the incarnation that answered
+    /// there. `None` once the pod is gone, not running or not yet addressed.
+    pub fn book_entry(&self) -> Option<PeerEntry> {
+        Some(PeerEntry {
+            addr: self.peer_addr()?,
+            incarnation: self.incarnation().map(str::to_string),
+        })
+    }
+    /// `demo-4 (member id 6)`: the pod name people know, the id as detail.
+    pub fn label(&self) -> String {
+        format!("{} (member id {})", self.name, self.id)
+    }
+}
+
+/// The address book of these members: every member with a running pod, under the id its pod
+/// carries. A member whose pod was deleted, stopped running or changed IP drops out at once;
+/// a replacement appears only under its own (new) id.
+pub fn address_book<'a>(members: impl IntoIterator<Item = &'a Observed>) -> AddressBook {
+    members
+        .into_iter()
+        .filter(|m| m.id > 0)
+        .filter_map(|m| Some((m.id, m.book_entry()?)))
+        .collect()
+}
+
+/// Names a member id for people: `demo-4 (member id 6)` when an ordinal carries it, else
+/// `member id 6` (its pod is long gone).
+pub fn label_of(members: &[Observed], id: u64) -> String {
+    members
+        .iter()
+        .find(|m| m.id == id)
+        .map_or_else(|| format!("member id {id}"), Observed::label)
+}
+
+/// [`label_of`] for a list, comma-separated.
+pub fn labels_of(members: &[Observed], ids: &[u64]) -> String {
+    ids.iter()
+        .map(|id| label_of(members, *id))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The next Raft membership step.
@@ -45,8 +101,8 @@ pub enum Step {
     Bootstrap {
         /// Receiver.
         ordinal: u32,
-        /// id -> peer address.
-        members: BTreeMap<u64, String>,
+        /// The voters' address book.
+        members: AddressBook,
     },
     /// Add a learner.
     AddLearner {
@@ -54,8 +110,8 @@ pub enum Step {
         ordinal: u32,
         /// Its id.
         id: u64,
-        /// Its peer address.
-        addr: String,
+        /// Its address-book entry.
+        entry: PeerEntry,
     },
     /// Move leadership away from a voter about to be removed; if the member
     /// cannot transfer, set `fallback_voters` instead.
@@ -148,10 +204,7 @@ pub fn next_raft_step(replicas: u32, members: &[Observed], bootstrapped: bool) -
             let up = wanted.iter().filter(|m| m.reachable()).count();
             return Step::Wait(format!("waiting for members to start ({up}/{replicas})"));
         }
-        let members = wanted
-            .iter()
-            .filter_map(|m| m.peer_addr().map(|a| (m.id, a)))
-            .collect();
+        let members = address_book(wanted.iter().copied());
         let ordinal = wanted.iter().map(|m| m.ordinal).min().unwrap_or(0);
         return Step::Bootstrap { ordinal, members };
     };
@@ -171,11 +224,11 @@ pub fn next_raft_step(replicas: u32, members: &[Observed], bootstrapped: bool) -
     // 1. A running member that is neither voter nor learner joins as a learner.
     for m in &wanted {
         if m.reachable() && !voters.contains(&m.id) && !learners.contains(&m.id) {
-            if let Some(addr) = m.peer_addr() {
+            if let Some(entry) = m.book_entry() {
                 return Step::AddLearner {
                     ordinal: m.ordinal,
                     id: m.id,
-                    addr,
+                    entry,
                 };
             }
         }
@@ -256,16 +309,19 @@ pub fn next_raft_step(replicas: u32, members: &[Observed], bootstrapped: bool) -
     }
 
     if let Some(l) = wanted.iter().find(|m| learners.contains(&m.id)) {
-        return Step::Wait(format!("learner {} (id {}) catching up", l.ordinal, l.id));
+        return Step::Wait(format!("learner {} catching up", l.label()));
     }
     if let Some(s) = stale.first() {
-        return Step::Wait(format!("cannot remove voter {s} without losing quorum"));
+        return Step::Wait(format!(
+            "cannot remove voter {} without losing quorum",
+            label_of(members, *s)
+        ));
     }
     if wanted.len() < replicas as usize || wanted.iter().any(|m| !voters.contains(&m.id)) {
         return Step::Wait("members missing".into());
     }
     if let Some(m) = wanted.iter().find(|m| !m.reachable()) {
-        return Step::Wait(format!("member {} (id {}) unreachable", m.ordinal, m.id));
+        return Step::Wait(format!("member {} unreachable", m.label()));
     }
     Step::Stable
 }
@@ -279,8 +335,8 @@ pub enum PrimaryStep {
     Bootstrap {
         /// Receiver.
         ordinal: u32,
-        /// id -> peer address.
-        members: BTreeMap<u64, String>,
+        /// The members' address book.
+        members: AddressBook,
     },
     /// Point these ordinals at the primary.
     Repoint {
@@ -288,8 +344,8 @@ pub enum PrimaryStep {
         ordinals: Vec<u32>,
         /// Primary id.
         primary: u64,
-        /// Primary peer address.
-        addr: String,
+        /// The primary's address-book entry.
+        entry: PeerEntry,
     },
     /// The primary's ordinal is going away (scale-down): hand its role to a kept member
     /// first (a planned switchover loses no write; a failover could).
@@ -306,12 +362,18 @@ pub enum PrimaryStep {
         /// Its ordinal.
         ordinal: u32,
     },
-    /// Tell the primary the current member set (a replaced member has a new id).
+    /// Tell the primary its member set: the secondaries it replicates to, and that sync
+    /// writes wait for. Members that are down are left out (a sync primary could not
+    /// acknowledge a write while one is listed) and come back once they run and follow it.
     SetMembers {
         /// The primary's ordinal.
         ordinal: u32,
-        /// Every wanted member id.
+        /// The new member set (ids, the primary's included).
         members: Vec<u64>,
+        /// Ids joining the set.
+        added: Vec<u64>,
+        /// Ids leaving the set because they are down.
+        removed: Vec<u64>,
     },
     /// Promote a secondary.
     Failover {
@@ -319,10 +381,10 @@ pub enum PrimaryStep {
         ordinal: u32,
         /// Its id.
         to: u64,
-        /// Old primary id.
+        /// Old primary id (0: never seen).
         from: u64,
-        /// Writes possibly lost (primary's last commit index minus the new primary's).
-        possible_loss: u64,
+        /// What the loss bound is made of.
+        loss: LossBound,
     },
     /// The primary is unreachable but the grace period has not passed.
     PrimaryDown,
@@ -330,80 +392,58 @@ pub enum PrimaryStep {
     Stable,
 }
 
+/// An upper bound on the acknowledged writes a failover may lose, from the members' own
+/// sequence numbers: every entry the old primary held (as last observed) beyond the promoted
+/// member's may have been acknowledged (async acknowledges once the primary made an entry
+/// durable). Writes the old primary acknowledged after the operator last observed it are
+/// beyond anyone's knowledge until it returns (then its `discardedWrites` says).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LossBound {
+    /// The old primary's last sequence number as last observed (the promoted member's own
+    /// when the primary was never observed).
+    pub acknowledged_seq: u64,
+    /// The promoted member's last durable (and applied) sequence number.
+    pub promoted_seq: u64,
+}
+
+impl LossBound {
+    /// Entries acknowledged that the promoted member does not have.
+    pub fn possible_loss(&self) -> u64 {
+        self.acknowledged_seq.saturating_sub(self.promoted_seq)
+    }
+}
+
+/// The primary as last observed: its id and its last sequence number then.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrimarySeen {
+    /// Member id.
+    pub id: u64,
+    /// Its last (durable, hence possibly acknowledged) sequence number.
+    pub last_seq: u64,
+}
+
+/// Is member `m` in the primary's write set: running and either answering the operator or
+/// heard from by the primary (a member both have lost is down).
+fn up_for(primary: &NodeStatus, m: &Observed) -> bool {
+    m.pod_ip.is_some() && (m.reachable() || primary.hears_from(m.id))
+}
+
 /// Decides the next primary–secondary step.
 ///
-/// - `last_primary`: (id, last known commit index) from the previous status;
+/// - `last_primary`: the primary as last observed (kept in status while it is down);
 /// - `down_for_secs`: how long the primary has been unreachable;
 /// - `failover_after`: grace period in seconds.
 pub fn next_primary_step(
     replicas: u32,
     members: &[Observed],
     bootstrapped: bool,
-    last_primary: Option<(u64, u64)>,
+    last_primary: Option<PrimarySeen>,
     down_for_secs: Option<i64>,
     failover_after: u64,
 ) -> PrimaryStep {
     let wanted: Vec<&Observed> = members.iter().filter(|m| m.ordinal < replicas).collect();
     if let Some(p) = find_leader(members) {
-        if p.ordinal >= replicas {
-            let heir = wanted
-                .iter()
-                .filter(|m| m.reachable())
-                .max_by_key(|m| m.status.as_ref().map_or(0, |s| s.applied_index));
-            return match heir {
-                Some(h) => PrimaryStep::HandOver {
-                    ordinal: p.ordinal,
-                    from: p.id,
-                    to: h.id,
-                },
-                None => PrimaryStep::Wait("no kept member to hand the primary role to".into()),
-            };
-        }
-        let Some(addr) = p.peer_addr() else {
-            return PrimaryStep::Wait("primary has no address".into());
-        };
-        let ordinals: Vec<u32> = wanted
-            .iter()
-            .filter(|m| m.id != p.id)
-            .filter(|m| m.status.as_ref().is_some_and(|s| s.leader != Some(p.id)))
-            .map(|m| m.ordinal)
-            .collect();
-        if !ordinals.is_empty() {
-            return PrimaryStep::Repoint {
-                ordinals,
-                primary: p.id,
-                addr,
-            };
-        }
-        let mut ids: Vec<u64> = wanted
-            .iter()
-            .filter(|m| m.pod_ip.is_some())
-            .map(|m| m.id)
-            .collect();
-        ids.sort_unstable();
-        let known = p
-            .status
-            .as_ref()
-            .map(|s| s.voters.clone())
-            .unwrap_or_default();
-        if !ids.is_empty() && ids.contains(&p.id) && ids != known {
-            return PrimaryStep::SetMembers {
-                ordinal: p.ordinal,
-                members: ids,
-            };
-        }
-        if let Some(gone) = members
-            .iter()
-            .find(|m| m.ordinal >= replicas && m.pod_exists && !known.contains(&m.id))
-        {
-            return PrimaryStep::DeletePod {
-                ordinal: gone.ordinal,
-            };
-        }
-        if wanted.len() < replicas as usize || wanted.iter().any(|m| !m.reachable()) {
-            return PrimaryStep::Wait("members missing".into());
-        }
-        return PrimaryStep::Stable;
+        return with_primary(replicas, members, &wanted, p);
     }
     if !bootstrapped && !initialised(members) {
         let ready = wanted.len() == replicas as usize
@@ -412,10 +452,7 @@ pub fn next_primary_step(
             let up = wanted.iter().filter(|m| m.reachable()).count();
             return PrimaryStep::Wait(format!("waiting for members to start ({up}/{replicas})"));
         }
-        let members = wanted
-            .iter()
-            .filter_map(|m| m.peer_addr().map(|a| (m.id, a)))
-            .collect();
+        let members = address_book(wanted.iter().copied());
         let ordinal = wanted.iter().map(|m| m.ordinal).min().unwrap_or(0);
         return PrimaryStep::Bootstrap { ordinal, members };
     }
@@ -423,21 +460,102 @@ pub fn next_primary_step(
     if down < i64::try_from(failover_after).unwrap_or(i64::MAX) {
         return PrimaryStep::PrimaryDown;
     }
+    failover(&wanted, last_primary)
+}
+
+/// Promotes the most caught-up reachable member.
+fn failover(wanted: &[&Observed], last_primary: Option<PrimarySeen>) -> PrimaryStep {
     let best = wanted
         .iter()
-        .filter(|m| m.status.is_some())
-        .max_by_key(|m| m.status.as_ref().map(|s| s.applied_index).unwrap_or(0));
-    match best {
-        Some(b) => {
-            let applied = b.status.as_ref().map(|s| s.applied_index).unwrap_or(0);
-            let (from, last_commit) = last_primary.unwrap_or((0, applied));
-            PrimaryStep::Failover {
-                ordinal: b.ordinal,
-                to: b.id,
-                from,
-                possible_loss: last_commit.saturating_sub(applied),
-            }
-        }
-        None => PrimaryStep::Wait("no reachable secondary to promote".into()),
+        .filter(|m| m.reachable())
+        .max_by_key(|m| m.status.as_ref().map_or(0, |s| s.applied_index));
+    let Some(b) = best else {
+        return PrimaryStep::Wait("no reachable secondary to promote".into());
+    };
+    let promoted_seq = b.status.as_ref().map_or(0, |s| s.applied_index);
+    PrimaryStep::Failover {
+        ordinal: b.ordinal,
+        to: b.id,
+        from: last_primary.map_or(0, |p| p.id),
+        loss: LossBound {
+            acknowledged_seq: last_primary.map_or(promoted_seq, |p| p.last_seq),
+            promoted_seq,
+        },
     }
+}
+
+/// The next step while member `p` is the primary.
+fn with_primary(
+    replicas: u32,
+    members: &[Observed],
+    wanted: &[&Observed],
+    p: &Observed,
+) -> PrimaryStep {
+    if p.ordinal >= replicas {
+        let heir = wanted
+            .iter()
+            .filter(|m| m.reachable())
+            .max_by_key(|m| m.status.as_ref().map_or(0, |s| s.applied_index));
+        return match heir {
+            Some(h) => PrimaryStep::HandOver {
+                ordinal: p.ordinal,
+                from: p.id,
+                to: h.id,
+            },
+            None => PrimaryStep::Wait("no kept member to hand the primary role to".into()),
+        };
+    }
+    let (Some(entry), Some(ps)) = (p.book_entry(), p.status.as_ref()) else {
+        return PrimaryStep::Wait("primary has no address".into());
+    };
+    let ordinals: Vec<u32> = wanted
+        .iter()
+        .filter(|m| m.id != p.id)
+        .filter(|m| m.status.as_ref().is_some_and(|s| s.leader != Some(p.id)))
+        .map(|m| m.ordinal)
+        .collect();
+    if !ordinals.is_empty() {
+        return PrimaryStep::Repoint {
+            ordinals,
+            primary: p.id,
+            entry,
+        };
+    }
+    let known: BTreeSet<u64> = ps.voters.iter().copied().collect();
+    let set: BTreeSet<u64> = wanted
+        .iter()
+        .filter(|m| m.id == p.id || up_for(ps, m))
+        .map(|m| m.id)
+        .collect();
+    if set != known {
+        return PrimaryStep::SetMembers {
+            ordinal: p.ordinal,
+            added: set.difference(&known).copied().collect(),
+            removed: known.difference(&set).copied().collect(),
+            members: set.into_iter().collect(),
+        };
+    }
+    if let Some(gone) = members
+        .iter()
+        .find(|m| m.ordinal >= replicas && m.pod_exists && !known.contains(&m.id))
+    {
+        return PrimaryStep::DeletePod {
+            ordinal: gone.ordinal,
+        };
+    }
+    let down: Vec<String> = wanted
+        .iter()
+        .filter(|m| !set.contains(&m.id))
+        .map(|m| m.name.clone())
+        .collect();
+    if !down.is_empty() {
+        return PrimaryStep::Wait(format!(
+            "{} down and out of the write set (back as a secondary that catches up once running)",
+            down.join(", ")
+        ));
+    }
+    if wanted.len() < replicas as usize || wanted.iter().any(|m| !m.reachable()) {
+        return PrimaryStep::Wait("members missing".into());
+    }
+    PrimaryStep::Stable
 }

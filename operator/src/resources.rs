@@ -1,17 +1,19 @@
 //! Pure builders of the objects the operator owns: member pods, the client
-//! Service, the admin-token Secret and per-member PVCs.
+//! Service, the admin-token Secret, per-member PVCs and the PodDisruptionBudget.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod,
-    PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile, SecretVolumeSource,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 use kube::{Resource, ResourceExt};
@@ -35,6 +37,21 @@ pub const DATA_DIR: &str = "/data";
 /// Non-root uid/gid of the member image.
 pub const MEMBER_UID: i64 = 65532;
 
+/// Node label that spreads members over nodes (preferred pod anti-affinity).
+pub const HOSTNAME_TOPOLOGY: &str = "kubernetes.io/hostname";
+
+/// The cluster id members are started with (`CAPLAB_CLUSTER_ID`) and every admin call
+/// carries (`x-caplab-cluster`): `<namespace>/<name>/<uid>`. The uid tells a cluster apart
+/// from an earlier one of the same name.
+pub fn cluster_id(rc: &RegisterCluster) -> String {
+    format!(
+        "{}/{}/{}",
+        rc.namespace().unwrap_or_default(),
+        rc.name_any(),
+        rc.metadata.uid.as_deref().unwrap_or_default()
+    )
+}
+
 /// Pod name of an ordinal.
 pub fn pod_name(cluster: &str, ordinal: u32) -> String {
     format!("{cluster}-{ordinal}")
@@ -48,6 +65,19 @@ pub fn secret_name(cluster: &str) -> String {
 /// Name of an ordinal's PVC.
 pub fn pvc_name(cluster: &str, ordinal: u32) -> String {
     format!("data-{cluster}-{ordinal}")
+}
+
+/// Name of the cluster's PodDisruptionBudget (the cluster's name, like its Service).
+pub fn pdb_name(cluster: &str) -> String {
+    cluster.to_string()
+}
+
+/// Selects every member pod of the cluster.
+fn member_selector(rc: &RegisterCluster) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([(LABEL_CLUSTER.to_string(), rc.name_any())])),
+        match_expressions: None,
+    }
 }
 
 /// Labels shared by every owned object.
@@ -99,6 +129,62 @@ pub fn client_service(rc: &RegisterCluster) -> Service {
         }),
         ..Service::default()
     }
+}
+
+/// The PodDisruptionBudget: voluntary disruptions (drains, upgrades) take at most one member
+/// at a time. Built as `policy/v1`; the same body is valid as `policy/v1beta1` (Kubernetes
+/// before 1.21) once its `apiVersion` is changed.
+pub fn disruption_budget(rc: &RegisterCluster) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(rc, pdb_name(&rc.name_any()), cluster_labels(rc)),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(member_selector(rc)),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+/// Spreads members over nodes, but only as a preference: a one-node cluster still
+/// schedules every member.
+fn spread_over_nodes(rc: &RegisterCluster) -> Affinity {
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(member_selector(rc)),
+                        topology_key: HOSTNAME_TOPOLOGY.into(),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
+/// `spec.topologySpreadConstraints` as Kubernetes types, each without a `labelSelector`
+/// given the cluster's; an entry that is not a valid constraint is an error naming it.
+pub fn topology_spread(rc: &RegisterCluster) -> Result<Vec<TopologySpreadConstraint>, String> {
+    rc.spec
+        .topology_spread_constraints
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            let mut c: TopologySpreadConstraint = serde_json::from_value(raw.clone())
+                .map_err(|e| {
+                    format!(
+                        "topologySpreadConstraints[{i}] is not a Kubernetes topology spread                          constraint ({e}): give maxSkew, topologyKey and whenUnsatisfiable"
+                    )
+                })?;
+            c.label_selector.get_or_insert_with(|| member_selector(rc));
+            Ok(c)
+        })
+        .collect()
 }
 
 /// The admin-token Secret (created once, never overwritten).
@@ -183,6 +269,7 @@ pub fn member_pod(rc: &RegisterCluster, ordinal: u32, id: u64, default_image: &s
 
     let mut envs = vec![
         env("CAPLAB_ID", id.to_string()),
+        env("CAPLAB_CLUSTER_ID", cluster_id(rc)),
         env("CAPLAB_CLIENT_LISTEN", format!("0.0.0.0:{CLIENT_PORT}")),
         env("CAPLAB_PEER_LISTEN", format!("0.0.0.0:{PEER_PORT}")),
         env("CAPLAB_DATA_DIR", DATA_DIR),
@@ -297,6 +384,9 @@ pub fn member_pod(rc: &RegisterCluster, ordinal: u32, id: u64, default_image: &s
             ..PodSecurityContext::default()
         }),
         hostname: Some(pod_name(&name, ordinal)),
+        affinity: Some(spread_over_nodes(rc)),
+        // An invalid entry is reported by validation (SpecValid=False): no pod is built then.
+        topology_spread_constraints: topology_spread(rc).ok().filter(|c| !c.is_empty()),
         termination_grace_period_seconds: Some(10),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),

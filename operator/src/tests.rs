@@ -7,8 +7,8 @@ use kube::CustomResourceExt;
 
 use crate::crd::{Condition, FaultState, MemberStatus, Phase, RegisterCluster};
 use crate::faults::{self, FaultSet, PeerFault};
-use crate::member_client::{NodeStatus, PeerProgress};
-use crate::membership::{self, Observed, PrimaryStep, Step};
+use crate::member_client::{NodeStatus, PeerEntry, PeerProgress};
+use crate::membership::{self, LossBound, Observed, PrimarySeen, PrimaryStep, Step};
 use crate::resources;
 use crate::rollout;
 use crate::status::{self, Summary};
@@ -359,6 +359,7 @@ fn node(id: u64, role: &str, term: u64, voters: &[u64], learners: &[u64]) -> Nod
 fn obs(ordinal: u32, id: u64, st: Option<NodeStatus>) -> Observed {
     Observed {
         ordinal,
+        name: format!("demo-{ordinal}"),
         id,
         pod_exists: true,
         pod_ip: Some(format!("10.0.0.{}", ordinal + 10)),
@@ -388,7 +389,7 @@ fn membership_bootstrap_waits_for_all_members() {
     match membership::next_raft_step(3, &all, false) {
         Step::Bootstrap { ordinal, members } => {
             assert_eq!(ordinal, 0);
-            assert_eq!(members[&3], "10.0.0.12:7000");
+            assert_eq!(members[&3].addr, "10.0.0.12:7000");
             assert_eq!(members.len(), 3);
         }
         s => panic!("unexpected {s:?}"),
@@ -422,7 +423,10 @@ fn membership_scale_up_adds_learner_then_promotes() {
         Step::AddLearner {
             ordinal: 3,
             id: 4,
-            addr: "10.0.0.13:7000".into()
+            entry: PeerEntry {
+                addr: "10.0.0.13:7000".into(),
+                incarnation: None
+            }
         }
     );
     // Learner added but lagging.
@@ -603,19 +607,33 @@ fn primary_failover_promotes_most_caught_up() {
         obs(1, 2, Some(s1)),
         obs(2, 3, Some(s2)),
     ];
+    let seen = Some(PrimarySeen {
+        id: 1,
+        last_seq: 124,
+    });
     assert_eq!(
-        membership::next_primary_step(3, &members, true, Some((1, 100)), Some(3), 10),
+        membership::next_primary_step(3, &members, true, seen, Some(3), 10),
         PrimaryStep::PrimaryDown
     );
+    // The bound starts from the old primary's last sequence as last observed (124), not from
+    // what the secondaries hold.
+    let step = membership::next_primary_step(3, &members, true, seen, Some(12), 10);
     assert_eq!(
-        membership::next_primary_step(3, &members, true, Some((1, 100)), Some(12), 10),
+        step,
         PrimaryStep::Failover {
             ordinal: 2,
             to: 3,
             from: 1,
-            possible_loss: 5
+            loss: LossBound {
+                acknowledged_seq: 124,
+                promoted_seq: 95
+            }
         }
     );
+    let PrimaryStep::Failover { loss, .. } = step else {
+        unreachable!()
+    };
+    assert_eq!(loss.possible_loss(), 29);
 }
 
 #[test]
@@ -630,7 +648,10 @@ fn primary_repoints_secondaries() {
         PrimaryStep::Repoint {
             ordinals: vec![1],
             primary: 1,
-            addr: "10.0.0.10:7000".into()
+            entry: PeerEntry {
+                addr: "10.0.0.10:7000".into(),
+                incarnation: None
+            }
         }
     );
 }
@@ -676,7 +697,9 @@ fn primary_scale_down_hands_over_then_deletes_the_leftover() {
         membership::next_primary_step(2, &members, true, None, None, 10),
         PrimaryStep::SetMembers {
             ordinal: 1,
-            members: vec![1, 2]
+            members: vec![1, 2],
+            added: vec![],
+            removed: vec![3]
         }
     );
     let members = vec![
@@ -700,6 +723,7 @@ fn mstat(id: u64, reachable: bool, lag: u64) -> MemberStatus {
         ordinal: u32::try_from(id - 1).unwrap_or(0),
         id,
         reachable,
+        replicating: reachable,
         lag: Some(lag),
         ..MemberStatus::default()
     }
@@ -752,6 +776,7 @@ fn phase_and_conditions() {
     assert_eq!(status::phase(&s), Phase::Creating);
     let errs = vec!["bad".to_string()];
     s.errors = &errs;
+    // Nothing created yet: the invalid first spec is the whole story.
     assert_eq!(status::phase(&s), Phase::Failed);
     let c4 = status::conditions(&c3, &s, Phase::Failed, Some(2), "t4");
     let valid = c4
@@ -761,5 +786,276 @@ fn phase_and_conditions() {
     assert_eq!(
         (valid.status.as_str(), valid.message.as_str()),
         ("False", "bad")
+    );
+}
+
+fn incarnated(mut m: Observed, incarnation: &str) -> Observed {
+    if let Some(s) = m.status.as_mut() {
+        s.incarnation = Some(incarnation.into());
+    }
+    m
+}
+
+#[test]
+fn address_book_holds_running_pods_under_their_own_id_and_incarnation() {
+    let v = [1, 2, 5];
+    let members = vec![
+        incarnated(
+            obs(0, 1, Some(node(1, "leader", 2, &v, &[]))),
+            "00000000000000a1",
+        ),
+        // Ordinal 1's pod is gone: its entry goes at once, whatever its last status said.
+        Observed {
+            pod_exists: false,
+            pod_ip: None,
+            ..obs(1, 2, None)
+        },
+        // Ordinal 2 was replaced: the new pod (member id 6) has the old one's IP. It is
+        // addressed under id 6 only, never under the old id 5.
+        incarnated(
+            obs(2, 6, Some(node(6, "learner", 2, &v, &[]))),
+            "00000000000000c6",
+        ),
+        // Pending pod (no IP yet): no entry.
+        Observed {
+            pod_ip: None,
+            ..obs(3, 7, None)
+        },
+    ];
+    let book = membership::address_book(&members);
+    assert_eq!(book.keys().copied().collect::<Vec<_>>(), vec![1, 6]);
+    assert_eq!(
+        serde_json::to_value(&book).expect("json"),
+        serde_json::json!({
+            "1": {"addr": "10.0.0.10:7000", "incarnation": "00000000000000a1"},
+            "6": {"addr": "10.0.0.12:7000", "incarnation": "00000000000000c6"},
+        })
+    );
+    // A member image without incarnations gets the plain string form.
+    let old = membership::address_book(&[obs(0, 1, Some(node(1, "leader", 2, &v, &[])))]);
+    assert_eq!(
+        serde_json::to_value(&old).expect("json"),
+        serde_json::json!({"1": "10.0.0.10:7000"})
+    );
+    let to = members[2].recipient().expect("running");
+    assert_eq!(
+        (to.ip, to.id, to.incarnation),
+        ("10.0.0.12", 6, Some("00000000000000c6"))
+    );
+}
+
+/// A sync/async member following `primary` (or primary itself), reporting `members` as its
+/// member set; the primary hears from `heard`.
+fn sync_member(ordinal: u32, id: u64, primary: u64, members: &[u64], heard: &[u64]) -> Observed {
+    let mut m = ps(ordinal, id, primary, members, 100);
+    if let Some(s) = m.status.as_mut() {
+        s.replication = "sync".into();
+        s.peers = heard
+            .iter()
+            .map(|h| {
+                let p = PeerProgress {
+                    match_index: Some(100),
+                    lag_entries: Some(0),
+                    last_contact_ms: Some(20),
+                };
+                (h.to_string(), p)
+            })
+            .collect();
+    }
+    m
+}
+
+#[test]
+fn sync_failover_drops_the_dead_member_from_the_write_set_and_readds_it_when_back() {
+    // Member 1 (demo-0) was primary and died; 3 was promoted and lists {1, 2, 3}: with 1 in
+    // the set, no sync write can be acknowledged. Its pod still runs (the container is
+    // restarting), so the pod IP alone says nothing.
+    let dead = Observed {
+        status: None,
+        ..obs(0, 1, None)
+    };
+    let members = vec![
+        dead.clone(),
+        sync_member(1, 2, 3, &[1, 2, 3], &[]),
+        sync_member(2, 3, 3, &[1, 2, 3], &[2]),
+    ];
+    assert_eq!(
+        membership::next_primary_step(3, &members, true, None, None, 10),
+        PrimaryStep::SetMembers {
+            ordinal: 2,
+            members: vec![2, 3],
+            added: vec![],
+            removed: vec![1]
+        }
+    );
+    // Out of the set, the step says so (and what brings it back).
+    let members = vec![
+        dead,
+        sync_member(1, 2, 3, &[2, 3], &[]),
+        sync_member(2, 3, 3, &[2, 3], &[2]),
+    ];
+    match membership::next_primary_step(3, &members, true, None, None, 10) {
+        PrimaryStep::Wait(w) => assert!(w.contains("demo-0 down and out of the write set"), "{w}"),
+        s => panic!("unexpected {s:?}"),
+    }
+    // It returns as the old primary of epoch 1: first pointed at the new primary...
+    let mut back = sync_member(0, 1, 1, &[1, 2, 3], &[]);
+    if let Some(s) = back.status.as_mut() {
+        s.term = 0;
+    }
+    let members = vec![
+        back,
+        sync_member(1, 2, 3, &[2, 3], &[]),
+        sync_member(2, 3, 3, &[2, 3], &[2]),
+    ];
+    assert!(matches!(
+        membership::next_primary_step(3, &members, true, None, None, 10),
+        PrimaryStep::Repoint { ref ordinals, primary: 3, .. } if ordinals == &[0]
+    ));
+    // ... then, following it, added back to the write set to catch up.
+    let members = vec![
+        sync_member(0, 1, 3, &[1, 2, 3], &[]),
+        sync_member(1, 2, 3, &[2, 3], &[]),
+        sync_member(2, 3, 3, &[2, 3], &[2]),
+    ];
+    assert_eq!(
+        membership::next_primary_step(3, &members, true, None, None, 10),
+        PrimaryStep::SetMembers {
+            ordinal: 2,
+            members: vec![1, 2, 3],
+            added: vec![1],
+            removed: vec![]
+        }
+    );
+}
+
+#[test]
+fn a_member_the_operator_cannot_poll_stays_in_the_write_set_while_the_primary_hears_it() {
+    // Only the operator's poll failed (a busy node): the primary still hears from member 2,
+    // so sync writes keep waiting for it rather than being acknowledged without it.
+    let members = vec![
+        sync_member(0, 1, 1, &[1, 2], &[2]),
+        Observed {
+            status: None,
+            ..obs(1, 2, None)
+        },
+    ];
+    assert!(matches!(
+        membership::next_primary_step(2, &members, true, None, None, 10),
+        PrimaryStep::Wait(w) if w == "members missing"
+    ));
+}
+
+#[test]
+fn pod_builder_spreads_members_and_carries_the_cluster_id() {
+    let mut rc = fixture("raft-3");
+    rc.metadata.uid = Some("u-1".into());
+    let pod = resources::member_pod(&rc, 0, 1, "caplab/node:0.1.0");
+    assert_eq!(env_of(&pod)["CAPLAB_CLUSTER_ID"], "test/demo/u-1");
+    let spec = pod.spec.expect("spec");
+    let preferred = spec
+        .affinity
+        .and_then(|a| a.pod_anti_affinity)
+        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution)
+        .expect("preferred anti-affinity");
+    assert_eq!(preferred.len(), 1);
+    let term = &preferred[0].pod_affinity_term;
+    assert_eq!(term.topology_key, "kubernetes.io/hostname");
+    let sel = term.label_selector.clone().and_then(|s| s.match_labels);
+    assert_eq!(sel.expect("labels")["caplab.dev/cluster"], "demo");
+    assert!(spec.topology_spread_constraints.is_none());
+}
+
+#[test]
+fn topology_spread_constraints_are_passed_with_the_cluster_selector() {
+    let mut rc = fixture("raft-3");
+    rc.spec.topology_spread_constraints = vec![
+        serde_json::json!({"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                           "whenUnsatisfiable": "ScheduleAnyway"}),
+        serde_json::json!({"maxSkew": 2, "topologyKey": "kubernetes.io/hostname",
+                           "whenUnsatisfiable": "DoNotSchedule",
+                           "labelSelector": {"matchLabels": {"tier": "x"}}}),
+    ];
+    let pod = resources::member_pod(&rc, 0, 1, "caplab/node:0.1.0");
+    let tsc = pod
+        .spec
+        .and_then(|s| s.topology_spread_constraints)
+        .expect("passed");
+    assert_eq!(tsc.len(), 2);
+    assert_eq!(tsc[0].topology_key, "topology.kubernetes.io/zone");
+    let first = tsc[0].label_selector.clone().and_then(|s| s.match_labels);
+    assert_eq!(first.expect("filled in")["caplab.dev/cluster"], "demo");
+    let second = tsc[1].label_selector.clone().and_then(|s| s.match_labels);
+    assert_eq!(
+        second.expect("kept")["tier"],
+        "x",
+        "a given selector is kept"
+    );
+    assert!(validation::validate(&rc).is_empty());
+
+    rc.spec.topology_spread_constraints = vec![serde_json::json!({"maxSkew": "lots"})];
+    let errs = validation::validate(&rc);
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("topologySpreadConstraints[0] is not")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn disruption_budget_lets_one_member_go_at_a_time() {
+    let mut rc = fixture("raft-3");
+    rc.metadata.uid = Some("u-1".into());
+    let pdb = resources::disruption_budget(&rc);
+    assert_eq!(pdb.metadata.name.as_deref(), Some("demo"));
+    assert_eq!(pdb.metadata.namespace.as_deref(), Some("test"));
+    let owner = pdb.metadata.owner_references.clone().expect("owned");
+    assert_eq!(
+        (owner[0].kind.as_str(), owner[0].controller),
+        ("RegisterCluster", Some(true))
+    );
+    let spec = pdb.spec.expect("spec");
+    assert_eq!(
+        spec.max_unavailable,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    assert!(spec.min_available.is_none());
+    let sel = spec
+        .selector
+        .and_then(|s| s.match_labels)
+        .expect("selector");
+    assert_eq!(sel["caplab.dev/cluster"], "demo");
+}
+
+#[test]
+fn fault_events_name_pods() {
+    let started = faults::FaultEvent::Started {
+        name: "cut".into(),
+        kind: crate::crd::FaultKind::Partition,
+        targets: vec![],
+        groups: vec![vec![1], vec![0, 2]],
+    };
+    let name = |o: u32| format!("demo-{o}");
+    assert_eq!(
+        started.note(name),
+        "fault cut started: partition [demo-1] | [demo-0, demo-2]"
+    );
+    let crash = faults::FaultEvent::Started {
+        name: "down".into(),
+        kind: crate::crd::FaultKind::Crash,
+        targets: vec![2],
+        groups: vec![],
+    };
+    assert_eq!(crash.note(name), "fault down started: crash on demo-2");
+}
+
+#[test]
+fn members_are_named_by_pod_with_the_id_as_detail() {
+    let members = vec![obs(3, 6, None)];
+    assert_eq!(membership::label_of(&members, 6), "demo-3 (member id 6)");
+    assert_eq!(membership::label_of(&members, 4), "member id 4");
+    assert_eq!(
+        membership::labels_of(&members, &[6, 4]),
+        "demo-3 (member id 6), member id 4"
     );
 }

@@ -3,15 +3,73 @@
 
 use std::collections::BTreeSet;
 
+use kube::ResourceExt;
+
 use crate::crd::{FaultKind, RegisterCluster, Target};
+use crate::resources;
 
 /// Maximum members.
 pub const MAX_REPLICAS: i32 = 9;
 
-/// Collects every problem in the spec; empty means valid.
+/// Longest name (characters) a DNS label may have: a pod's hostname, a Service name, a
+/// label value.
+const DNS_LABEL_MAX: usize = 63;
+/// Longest name of an object whose name is a DNS subdomain (Secret, PersistentVolumeClaim).
+const DNS_SUBDOMAIN_MAX: usize = 253;
+
+/// The longest RegisterCluster name whose derived object names are all valid (characters):
+/// the pod of the highest ordinal, `<name>-8`, is the tightest (hostnames are at most 63).
+/// The CRD's CEL rule on `metadata.name` repeats this number (a test keeps them equal).
+pub fn max_name_len() -> usize {
+    let top = u32::try_from(MAX_REPLICAS - 1).unwrap_or(0);
+    // (what the name becomes, how long that may be) for every name the operator derives.
+    let derived = [
+        (resources::pod_name("", top), DNS_LABEL_MAX),
+        (String::new(), DNS_LABEL_MAX), // the client Service and the label values
+        (resources::secret_name(""), DNS_SUBDOMAIN_MAX),
+        (resources::pvc_name("", top), DNS_SUBDOMAIN_MAX),
+    ];
+    derived
+        .iter()
+        .map(|(suffixes, limit)| limit.saturating_sub(suffixes.len()))
+        .min()
+        .unwrap_or(0)
+}
+
+/// Problems with the RegisterCluster's own name as the source of pod, Service, Secret and
+/// label names (the API server already checked it is a DNS subdomain).
+fn validate_name(name: &str, errs: &mut Vec<String>) {
+    let max = max_name_len();
+    if name.len() > max {
+        errs.push(format!(
+            "name {name:?} is {} characters; the longest name allowed is {max} (pod names \
+             <name>-<ordinal> must be hostnames of at most {DNS_LABEL_MAX} characters): \
+             create the cluster under a shorter name",
+            name.len()
+        ));
+    }
+    let starts_with_letter = name.chars().next().is_some_and(|c| c.is_ascii_lowercase());
+    let label_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let ends_alnum = name
+        .chars()
+        .last()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !(starts_with_letter && label_chars && ends_alnum) {
+        errs.push(format!(
+            "name {name:?} cannot name the client Service and pod hostnames (DNS labels): use \
+             lowercase letters, digits and '-', starting with a letter and ending with a \
+             letter or digit"
+        ));
+    }
+}
+
+/// Collects every problem in the spec; empty means valid. Each message says how to fix it.
 pub fn validate(rc: &RegisterCluster) -> Vec<String> {
     let spec = &rc.spec;
     let mut errs = Vec::new();
+    validate_name(&rc.name_any(), &mut errs);
     if !(1..=MAX_REPLICAS).contains(&spec.replicas) {
         errs.push(format!(
             "replicas must be between 1 and {MAX_REPLICAS} (got {})",
@@ -21,7 +79,8 @@ pub fn validate(rc: &RegisterCluster) -> Vec<String> {
     if let Some(recorded) = rc.status.as_ref().and_then(|s| s.replication) {
         if recorded != spec.replication {
             errs.push(format!(
-                "replication is immutable (created as {recorded}, now {})",
+                "replication is immutable (created as {recorded}, now {}): set it back to \
+                 {recorded}, or create a new cluster",
                 spec.replication
             ));
         }
@@ -30,6 +89,9 @@ pub fn validate(rc: &RegisterCluster) -> Vec<String> {
         if img.trim().is_empty() {
             errs.push("image must not be empty".into());
         }
+    }
+    if let Err(e) = crate::resources::topology_spread(rc) {
+        errs.push(e);
     }
     if let Some(st) = &spec.storage {
         if st.size.trim().is_empty() {
@@ -76,7 +138,8 @@ pub fn validate(rc: &RegisterCluster) -> Vec<String> {
             for t in ts {
                 match t {
                     Target::Ordinal(o) if *o >= replicas => errs.push(format!(
-                        "fault {n:?}: ordinal {o} out of range (replicas {replicas})"
+                        "fault {n:?}: ordinal {o} out of range (replicas {replicas}): target \
+                         ordinals below {replicas}, leader or followers"
                     )),
                     Target::Unknown(x) => errs.push(format!(
                         "fault {n:?}: unknown target {x:?} (use ordinals, leader, followers)"
@@ -129,4 +192,57 @@ pub fn validate(rc: &RegisterCluster) -> Vec<String> {
         }
     }
     errs
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::*;
+
+    fn named(name: &str) -> RegisterCluster {
+        serde_yaml::from_str(&format!(
+            "apiVersion: caplab.dev/v1alpha1\nkind: RegisterCluster\n\
+             metadata: {{name: {name:?}, namespace: ns}}\nspec: {{replicas: 3}}\n"
+        ))
+        .expect("RegisterCluster")
+    }
+
+    #[test]
+    fn longest_name_allowed_keeps_every_derived_name_valid() {
+        let max = max_name_len();
+        assert_eq!(
+            max, 61,
+            "`<name>-8` is the tightest: a hostname of at most 63"
+        );
+        let name = "a".repeat(max);
+        assert!(validate(&named(&name)).is_empty());
+        let top = u32::try_from(MAX_REPLICAS - 1).unwrap_or(0);
+        assert!(resources::pod_name(&name, top).len() <= DNS_LABEL_MAX);
+        assert!(resources::secret_name(&name).len() <= DNS_SUBDOMAIN_MAX);
+        assert!(resources::pvc_name(&name, top).len() <= DNS_SUBDOMAIN_MAX);
+        // The CRD's CEL rule says the same number.
+        let crd = serde_yaml::to_string(&RegisterCluster::crd()).expect("yaml");
+        assert!(
+            crd.contains(&format!("size(self.metadata.name) <= {max}")),
+            "{crd}"
+        );
+    }
+
+    #[test]
+    fn names_that_cannot_name_pods_or_services_say_how_to_fix_them() {
+        let errs = validate(&named(&"a".repeat(62))).join("\n");
+        assert!(
+            errs.contains("is 62 characters; the longest name allowed is 61"),
+            "{errs}"
+        );
+        assert!(errs.contains("shorter name"), "{errs}");
+        for bad in ["my.cluster", "1abc", "abc-"] {
+            let errs = validate(&named(bad)).join("\n");
+            assert!(
+                errs.contains("use lowercase letters, digits and '-'"),
+                "{bad}: {errs}"
+            );
+        }
+    }
 }

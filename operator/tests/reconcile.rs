@@ -6,7 +6,7 @@ mod mock;
 
 use std::collections::BTreeMap;
 
-use caplab_operator::controller::{FAST, INVALID, SLOW};
+use caplab_operator::controller::{FAST, SLOW};
 use caplab_operator::crd::{RegisterCluster, RegisterClusterStatus};
 use caplab_operator::faults::spec_hash;
 use caplab_operator::member_client::NodeStatus;
@@ -20,6 +20,7 @@ use mock::{
 };
 
 const UID: &str = "11111111-2222-3333-4444-555555555555";
+const CLUSTER_ID: &str = "test/demo/11111111-2222-3333-4444-555555555555";
 
 fn demo(replicas: i32, extra_spec: &str) -> RegisterCluster {
     cluster(&format!(
@@ -55,6 +56,8 @@ const PODS: &str = "/api/v1/namespaces/test/pods";
 const SECRET: &str = "/api/v1/namespaces/test/secrets/demo-admin-token";
 const SECRETS: &str = "/api/v1/namespaces/test/secrets";
 const SERVICE: &str = "/api/v1/namespaces/test/services/demo";
+const PDB: &str = "/apis/policy/v1/namespaces/test/poddisruptionbudgets/demo";
+const PDB_V1BETA1: &str = "/apis/policy/v1beta1/namespaces/test/poddisruptionbudgets/demo";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/test/events";
 const STATUS: &str = "/apis/caplab.dev/v1alpha1/namespaces/test/registerclusters/demo/status";
 
@@ -78,11 +81,31 @@ fn admin(log: &[Call], what: &str) -> Vec<(String, Value)> {
             "{} without the admin token",
             c.line()
         );
+        assert_identity(c);
     }
     calls
         .into_iter()
         .map(|c| (c.who.trim_end_matches("/peer").to_string(), c.body.clone()))
         .collect()
+}
+
+/// Every admin call says whom it is meant for: this cluster, from the operator (0), to the
+/// member id the pod carries (each mock member runs the member with id ordinal + 1 unless a
+/// test says otherwise: the id is checked against the member's own status by the mock).
+fn assert_identity(c: &Call) {
+    let h = |k: &str| c.identity.get(k).map(String::as_str);
+    assert_eq!(
+        h("x-caplab-cluster"),
+        Some(CLUSTER_ID),
+        "{} cluster",
+        c.line()
+    );
+    assert_eq!(h("x-caplab-from"), Some("0"), "{} sender", c.line());
+    assert!(
+        h("x-caplab-to").is_some(),
+        "{} without x-caplab-to",
+        c.line()
+    );
 }
 
 fn assert_owned(obj: &Value) {
@@ -169,6 +192,7 @@ async fn create_applies_secret_service_pods_and_writes_creating() {
             line("GET", SECRET),
             line("POST", SECRETS),
             line("PATCH", SERVICE),
+            line("PATCH", PDB),
             line("PATCH", &pod_path(0)),
             line("POST", EVENTS),
             line("PATCH", &pod_path(1)),
@@ -209,8 +233,19 @@ async fn create_applies_secret_service_pods_and_writes_creating() {
     assert_eq!(api[3].body["spec"]["ports"][0]["port"], 8080);
     assert_eq!(api[3].body["spec"]["selector"]["caplab.dev/cluster"], NAME);
 
+    // The PodDisruptionBudget: one member at a time, owned, selecting the members.
+    assert_server_side_apply(api[4]);
+    assert_owned(&api[4].body);
+    assert_eq!(api[4].body["apiVersion"], "policy/v1");
+    assert_eq!(api[4].body["kind"], "PodDisruptionBudget");
+    assert_eq!(api[4].body["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        api[4].body["spec"]["selector"]["matchLabels"]["caplab.dev/cluster"],
+        NAME
+    );
+
     // One pod per ordinal, with fresh member ids 1..=3.
-    for (i, o) in [(4usize, 0u32), (6, 1), (8, 2)] {
+    for (i, o) in [(5usize, 0u32), (7, 1), (9, 2)] {
         let c = api[i];
         assert_server_side_apply(c);
         let pod = &c.body;
@@ -226,6 +261,17 @@ async fn create_applies_secret_service_pods_and_writes_creating() {
             (o + 1).to_string()
         );
         assert_eq!(pod["spec"]["containers"][0]["image"], mock::IMAGE);
+        let env = pod["spec"]["containers"][0]["env"].as_array().expect("env");
+        assert!(
+            env.contains(&json!({"name": "CAPLAB_CLUSTER_ID", "value": CLUSTER_ID})),
+            "members know their cluster: {env:?}"
+        );
+        assert_eq!(
+            pod["spec"]["affinity"]["podAntiAffinity"]
+                ["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+                ["topologyKey"],
+            "kubernetes.io/hostname"
+        );
     }
     let evs = events(&log);
     assert_eq!(evs.len(), 3);
@@ -266,6 +312,7 @@ async fn create_applies_secret_service_pods_and_writes_creating() {
             line("GET", PODS),
             line("GET", SECRET),
             line("PATCH", SERVICE),
+            line("PATCH", PDB),
             line("POST", EVENTS),
             line("PATCH", STATUS),
         ],
@@ -298,7 +345,7 @@ async fn create_applies_secret_service_pods_and_writes_creating() {
 // ------------------------------------------------------------ invalid spec
 
 #[tokio::test]
-async fn invalid_spec_sets_condition_and_warning_and_writes_nothing_else() {
+async fn invalid_change_to_a_running_cluster_keeps_its_phase_and_touches_nothing() {
     // Created as async; now says raft (the default) and has a fault with an unknown target.
     let rc = demo(
         3,
@@ -314,11 +361,12 @@ async fn invalid_spec_sets_condition_and_warning_and_writes_nothing_else() {
         members: raft_members(3, 0, 2),
         secret: Some(token_secret(&rc)),
         rc: Some(rc),
+        ..World::default()
     })
     .await;
 
     let action = h.reconcile().await.expect("reconcile");
-    assert_eq!(action, Action::requeue(INVALID));
+    assert_eq!(action, Action::requeue(SLOW), "Ready and quiet");
     let log = h.take_log();
     assert_eq!(
         api_lines(&log),
@@ -341,31 +389,99 @@ async fn invalid_spec_sets_condition_and_warning_and_writes_nothing_else() {
     assert_eq!(type_, "Warning");
     assert_eq!(reason, "InvalidSpec");
     assert!(
-        note.contains("replication is immutable (created as async, now raft)"),
-        "{note}"
+        note.contains(
+            "replication is immutable (created as async, now raft): set it back to async, or \
+             create a new cluster"
+        ),
+        "the Event says how to fix it: {note}"
     );
     assert!(note.contains("unknown target \"boss\""), "{note}");
 
     let st = status_patch(&log);
-    assert_eq!(st["phase"], "Failed");
+    assert_eq!(
+        st["phase"], "Ready",
+        "phase says what the cluster does, not that the spec is invalid"
+    );
     let (status, reason, message) = condition(&st, "SpecValid");
     assert_eq!((status.as_str(), reason.as_str()), ("False", "Invalid"));
     assert_eq!(&message, note);
-    // The running cluster is still reported as available.
     assert_eq!(condition(&st, "Available").0, "True");
+    assert_eq!(condition(&st, "Progressing").1, "SpecInvalid");
     assert_eq!(
         st["replication"], "async",
-        "the recorded replication is kept"
+        "what runs, not the rejected spec"
     );
+    assert_eq!(st["leader"], "demo-0");
+    assert_eq!(st["observedGeneration"], 2);
+    assert!(st["observedAt"].is_string(), "{st}");
 
-    // Reconciling again with the same invalid spec: no repeated Warning.
+    // Reconciling again with the same invalid spec: no repeated Warning, still only observed.
     h.reconcile().await.expect("reconcile 2");
     let log = h.take_log();
     assert!(events(&log).is_empty(), "the Warning is not repeated");
+    let lines = api_lines(&log);
+    assert_eq!(lines[0], line("GET", PODS));
+    assert!(
+        lines[1..].is_empty() || lines[1..] == [line("PATCH", STATUS)],
+        "at most the refreshed observedAt is written: {lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn name_too_long_for_pod_hostnames_is_refused_before_anything_is_created() {
+    // 62 characters: `<name>-0` would be a 64-character hostname.
+    let long = format!("a{}", "b".repeat(61));
+    let rc = cluster(&format!(
+        "apiVersion: caplab.dev/v1alpha1
+kind: RegisterCluster
+metadata: {{name: {long}, namespace: {NS}, uid: {UID}, generation: 1}}
+spec:
+  replicas: 3
+"
+    ));
+    let h = Harness::start(World {
+        rc: Some(rc),
+        ..World::default()
+    })
+    .await;
+
+    h.reconcile().await.expect("reconcile");
+    let log = h.take_log();
+    let status_path =
+        format!("/apis/caplab.dev/v1alpha1/namespaces/{NS}/registerclusters/{long}/status");
     assert_eq!(
         api_lines(&log),
-        vec![line("GET", PODS)],
-        "same invalid spec, same observations: nothing to write"
+        vec![
+            line("GET", PODS),
+            line("POST", EVENTS),
+            line("PATCH", &status_path)
+        ],
+        "nothing is created for a name that cannot work"
+    );
+    let evs = events(&log);
+    assert_eq!(evs.len(), 1);
+    assert_eq!(
+        (evs[0].0.as_str(), evs[0].1.as_str()),
+        ("Warning", "InvalidSpec")
+    );
+    assert!(
+        evs[0].2.contains("the longest name allowed is 61"),
+        "{}",
+        evs[0].2
+    );
+    let patch = log
+        .iter()
+        .find(|c| c.api("PATCH", &status_path))
+        .expect("status patch");
+    let st = &patch.body["status"];
+    assert_eq!(
+        st["phase"], "Failed",
+        "the first spec is invalid and nothing exists"
+    );
+    assert_eq!(condition(st, "SpecValid").0, "False");
+    assert!(
+        st.get("replication").is_none_or(Value::is_null),
+        "nothing runs: {st}"
     );
 }
 
@@ -381,6 +497,7 @@ async fn scale_up_creates_pod_then_adds_learner_then_promotes() {
         members: raft_members(3, 0, 2),
         secret: Some(token_secret(&rc)),
         rc: Some(rc.clone()),
+        ..World::default()
     })
     .await;
 
@@ -396,12 +513,13 @@ async fn scale_up_creates_pod_then_adds_learner_then_promotes() {
             line("GET", PODS),
             line("GET", SECRET),
             line("PATCH", SERVICE),
+            line("PATCH", PDB),
             line("PATCH", &pod_path(3)),
             line("POST", EVENTS),
             line("PATCH", STATUS),
         ]
     );
-    let pod = &api_calls(&log)[3].body;
+    let pod = &api_calls(&log)[4].body;
     assert_eq!(pod["metadata"]["annotations"]["caplab.dev/member-id"], "4");
     assert_eq!(member_calls(&log, "/v1/status").len(), 3);
     assert!(admin(&log, "learners").is_empty());
@@ -470,21 +588,37 @@ async fn scale_up_creates_pod_then_adds_learner_then_promotes() {
     assert_eq!(st["voters"], json!([1, 2, 3, 4]));
     assert_eq!(condition(&st, "Progressing").0, "False");
 
-    // 5. Nothing changed → idempotent: no write at all (no status-write hot loop).
+    // 5. Nothing changed → idempotent: no Event, and a status write only to refresh
+    //    observedAt (a status write does not trigger a pass: no hot loop).
     assert_eq!(
         h.reconcile().await.expect("reconcile 5"),
         Action::requeue(SLOW)
     );
     let log = h.take_log();
-    assert_eq!(
-        api_lines(&log),
-        vec![
-            line("GET", PODS),
-            line("GET", SECRET),
-            line("PATCH", SERVICE)
-        ]
-    );
+    let writes: Vec<String> = api_lines(&log)
+        .into_iter()
+        .filter(|l| !l.starts_with("GET"))
+        .filter(|l| *l != line("PATCH", STATUS))
+        .collect();
+    assert_eq!(writes, vec![line("PATCH", SERVICE), line("PATCH", PDB)]);
+    assert_only_observed_at_changed(&st, &log);
     assert!(events(&log).is_empty(), "{:?}", events(&log));
+}
+
+/// The pass in `log` wrote no status, or one that differs from `before` only in observedAt.
+fn assert_only_observed_at_changed(before: &Value, log: &[Call]) {
+    if !log.iter().any(|c| c.api("PATCH", STATUS)) {
+        return;
+    }
+    let mut after = status_patch(log);
+    let mut before = before.clone();
+    for st in [&mut after, &mut before] {
+        st["observedAt"] = Value::Null;
+        for c in st["conditions"].as_array_mut().into_iter().flatten() {
+            c["lastTransitionTime"] = Value::Null;
+        }
+    }
+    assert_eq!(after, before);
 }
 
 // -------------------------------------------------------------- scale down
@@ -499,6 +633,7 @@ async fn scale_down_removes_highest_voter_before_deleting_its_pod() {
         members: raft_members(4, 0, 2),
         secret: Some(token_secret(&rc)),
         rc: Some(rc.clone()),
+        ..World::default()
     })
     .await;
 
@@ -515,7 +650,7 @@ async fn scale_down_removes_highest_voter_before_deleting_its_pod() {
     );
     assert!(events(&log1)
         .iter()
-        .any(|e| e.1 == "MemberRemoved" && e.2.contains("removed voters [4]")));
+        .any(|e| e.1 == "MemberRemoved" && e.2.contains("removed voter demo-3 (member id 4)")));
 
     // 2. The leader reports 3 voters → the leftover pod is deleted.
     {
@@ -581,6 +716,7 @@ async fn scale_down_of_the_leader_transfers_leadership_first() {
         members: raft_members(4, 3, 5),
         secret: Some(token_secret(&rc)),
         rc: Some(rc),
+        ..World::default()
     })
     .await;
     h.reconcile().await.expect("reconcile");
@@ -616,15 +752,16 @@ async fn fault_start_resolves_leader_and_pushes_partition() {
         members: raft_members(3, 1, 3),
         secret: Some(token_secret(&rc)),
         rc: Some(rc),
+        ..World::default()
     })
     .await;
     let before = Utc::now();
     let action = h.reconcile().await.expect("reconcile");
     let log = h.take_log();
 
-    // Requeued at the expiry (5 s), not after the stable 15 s.
+    // A fault is active: status follows the members every second, not at the calm interval.
     let secs = requeue_secs(&action);
-    assert!(secs > 3.0 && secs <= 5.0, "requeue after {secs}s");
+    assert!(secs <= FAST.as_secs_f64(), "requeue after {secs}s");
 
     let mut pushed = admin(&log, "faults");
     pushed.sort_by(|a, b| a.0.cmp(&b.0));
@@ -642,7 +779,7 @@ async fn fault_start_resolves_leader_and_pushes_partition() {
     let evs = events(&log);
     assert!(
         evs.iter()
-            .any(|e| e.1 == "FaultStarted" && e.2.contains("groups [[1], [0, 2]]")),
+            .any(|e| e.1 == "FaultStarted" && e.2.contains("partition [demo-1 (member id 2)] | [demo-0 (member id 1), demo-2 (member id 3)]")),
         "{evs:?}"
     );
 
@@ -710,6 +847,7 @@ async fn fault_expiry_heals_members_and_marks_expired() {
         members,
         secret: Some(token_secret(&rc)),
         rc: Some(rc),
+        ..World::default()
     })
     .await;
 
@@ -768,6 +906,7 @@ async fn changed_image_recreates_one_follower_at_a_time_and_the_leader_last() {
         members: raft_members(3, 2, 2),
         secret: Some(token_secret(&rc)),
         rc: Some(rc.clone()),
+        ..World::default()
     })
     .await;
 
@@ -865,6 +1004,7 @@ async fn changed_image_hands_the_primary_role_over_before_recreating_its_pod() {
         ]),
         secret: Some(token_secret(&rc)),
         rc: Some(rc.clone()),
+        ..World::default()
     })
     .await;
 
@@ -882,4 +1022,544 @@ async fn changed_image_hands_the_primary_role_over_before_recreating_its_pod() {
         "{transfer:?}"
     );
     assert!(events(&log).iter().any(|e| e.1 == "Switchover"));
+}
+
+// ------------------------------------------------------- identity (issue 18 §1)
+
+fn with_incarnations(mut members: BTreeMap<u32, NodeStatus>) -> BTreeMap<u32, NodeStatus> {
+    for (o, st) in members.iter_mut() {
+        st.incarnation = Some(format!("{:016x}", 0xa0 + o));
+    }
+    members
+}
+
+#[tokio::test]
+async fn admin_calls_say_whom_they_are_for_and_the_address_book_binds_ids_to_incarnations() {
+    let rc = with_status(demo(3, ""), bootstrapped_status(3, 0, 2));
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members: with_incarnations(raft_members(3, 0, 2)),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc),
+        ..World::default()
+    })
+    .await;
+    h.reconcile().await.expect("reconcile");
+    let log = h.take_log();
+    let peers = member_calls(&log, "/v1/admin/peers");
+    assert_eq!(peers.len(), 3);
+    for c in peers {
+        let o: u32 = c.who["member-".len()..]
+            .trim_end_matches("/peer")
+            .parse()
+            .expect("ordinal");
+        let h = |k: &str| c.identity.get(k).map(String::as_str);
+        assert_eq!(h("x-caplab-cluster"), Some(CLUSTER_ID));
+        assert_eq!(h("x-caplab-from"), Some("0"));
+        assert_eq!(h("x-caplab-to"), Some((o + 1).to_string().as_str()));
+        assert_eq!(
+            h("x-caplab-to-incarnation"),
+            Some(format!("{:016x}", 0xa0 + o).as_str())
+        );
+        assert_eq!(
+            c.body["peers"],
+            json!({
+                "1": {"addr": "127.0.0.1:7000", "incarnation": "00000000000000a0"},
+                "2": {"addr": "127.0.0.2:7000", "incarnation": "00000000000000a1"},
+                "3": {"addr": "127.0.0.3:7000", "incarnation": "00000000000000a2"},
+            })
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_pod_ip_answering_as_another_member_is_not_addressed_under_the_pods_id() {
+    // demo-2's pod says member 3, but whoever answers at its IP is member 6 (the IP went to
+    // a replacement pod before the pod list caught up): member 3 is not there any more.
+    let rc = with_status(demo(3, ""), bootstrapped_status(3, 0, 2));
+    let mut members = with_incarnations(raft_members(3, 0, 2));
+    if let Some(st) = members.get_mut(&2) {
+        st.id = 6;
+        st.incarnation = Some("00000000000000c6".into());
+    }
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members,
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc),
+        ..World::default()
+    })
+    .await;
+    h.reconcile().await.expect("reconcile");
+    let log = h.take_log();
+    let peers = admin(&log, "peers");
+    assert_eq!(
+        peers.len(),
+        2,
+        "nothing is sent to whoever is at demo-2's IP"
+    );
+    for (who, body) in peers {
+        assert_ne!(who, "member-2");
+        let book = body["peers"].as_object().expect("book");
+        assert_eq!(
+            book.keys().map(String::as_str).collect::<Vec<_>>(),
+            vec!["1", "2"],
+            "member 3 is not addressed at an IP where member 6 answers"
+        );
+    }
+    let st = status_patch(&log);
+    assert_eq!(st["members"][2]["reachable"], false);
+}
+
+#[tokio::test]
+async fn a_misdirected_answer_is_not_retried_and_the_next_pass_observes_again() {
+    // Ordinal 3 is a new, blank member to add as a learner; but the leader's pod was replaced
+    // between the status poll and the admin calls: the member there now is another
+    // incarnation and answers 421.
+    let rc = with_status(demo(4, ""), bootstrapped_status(3, 0, 2));
+    let mut members = with_incarnations(raft_members(3, 0, 2));
+    members.insert(3, blank(4));
+    let h = Harness::start(World {
+        pods: (0..4)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members,
+        replaced: BTreeMap::from([(0, "00000000000000ff".to_string())]),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc),
+        ..World::default()
+    })
+    .await;
+    let action = h.reconcile().await.expect("reconcile");
+    assert_eq!(action, Action::requeue(FAST), "observe again soon");
+    let log = h.take_log();
+    let learners = admin(&log, "learners");
+    assert_eq!(learners.len(), 1, "a 421 is not retried blindly");
+    assert_eq!(learners[0].0, "member-0");
+    assert!(
+        !events(&log).iter().any(|e| e.1 == "MemberAdded"),
+        "{:?}",
+        events(&log)
+    );
+    let st = status_patch(&log);
+    let (_, _, msg) = condition(&st, "Progressing");
+    assert!(
+        msg.contains("demo-0 is not demo-0 (member id 1) any more")
+            && msg.contains("observing again"),
+        "{msg}"
+    );
+}
+
+// ----------------------------------------------------- disruption budget (§6)
+
+#[tokio::test]
+async fn the_disruption_budget_falls_back_to_policy_v1beta1_where_v1_is_not_served() {
+    let rc = with_status(demo(3, ""), bootstrapped_status(3, 0, 2));
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members: raft_members(3, 0, 2),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc),
+        no_policy_v1: true,
+        ..World::default()
+    })
+    .await;
+    h.reconcile().await.expect("reconcile");
+    let log = h.take_log();
+    let lines = api_lines(&log);
+    let at = lines
+        .iter()
+        .position(|l| *l == line("PATCH", PDB))
+        .expect("v1 tried first");
+    assert_eq!(lines[at + 1], line("PATCH", PDB_V1BETA1));
+    let beta = api_calls(&log)
+        .into_iter()
+        .find(|c| c.api("PATCH", PDB_V1BETA1))
+        .expect("applied as v1beta1");
+    assert_server_side_apply(beta);
+    assert_owned(&beta.body);
+    assert_eq!(beta.body["apiVersion"], "policy/v1beta1");
+    assert_eq!(beta.body["spec"]["maxUnavailable"], 1);
+}
+
+// ------------------------------------------- failover (issue 18 §4, issue 19 §2)
+
+/// A primary of `epoch` at sequence `seq`, replicating to `members`, hearing from `heard`
+/// (each at `seq`).
+fn primary(id: u64, epoch: u64, members: &[u64], seq: u64, heard: &[u64]) -> NodeStatus {
+    let mut st = leader(id, epoch, members, &[], seq);
+    st.replication = "async".into();
+    st.role = "primary".into();
+    st.discarded_writes = Some(0);
+    st.peers
+        .retain(|p, _| heard.iter().any(|h| h.to_string() == *p));
+    st
+}
+
+/// A secondary following `primary` at sequence `seq`.
+fn secondary(id: u64, epoch: u64, primary: u64, seq: u64) -> NodeStatus {
+    let mut st = follower(id, epoch, primary, &[], seq);
+    st.replication = "async".into();
+    st.role = "secondary".into();
+    st.discarded_writes = Some(0);
+    st
+}
+
+/// A primary-mode cluster whose primary demo-0 (member 1) is at 124 while demo-1 has 100
+/// and demo-2 110, observed once; then demo-0 stops answering (its pod still runs) for
+/// longer than the grace period.
+async fn primary_lost(replication: &str) -> (Harness, RegisterCluster) {
+    let spec = format!("  replication: {replication}\n  failoverAfterSeconds: 1\n");
+    let mut st = bootstrapped_status(3, 0, 1);
+    st["replication"] = json!(replication);
+    let rc = with_status(demo(3, &spec), st);
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members: BTreeMap::from([
+            (0, primary(1, 1, &[1, 2, 3], 124, &[2, 3])),
+            (1, secondary(2, 1, 1, 100)),
+            (2, secondary(3, 1, 1, 110)),
+        ]),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc.clone()),
+        ..World::default()
+    })
+    .await;
+    h.reconcile().await.expect("primary observed");
+    let st = status_patch(&h.take_log());
+    assert_eq!(st["lastPrimary"]["lastSeq"], 124);
+    h.world().members.remove(&0);
+    h.reconcile().await.expect("primary down");
+    h.take_log();
+    {
+        let mut w = h.world();
+        let status =
+            w.rc.as_mut()
+                .and_then(|rc| rc.status.as_mut())
+                .expect("status");
+        assert!(
+            status.primary_unreachable_since.is_some(),
+            "grace period started"
+        );
+        status.primary_unreachable_since = Some("2020-01-01T00:00:00Z".into());
+    }
+    (h, rc)
+}
+
+#[tokio::test]
+async fn async_failover_bounds_the_loss_from_the_members_indexes_and_reconciles_it_later() {
+    let (h, _rc) = primary_lost("async").await;
+
+    // The failover: demo-2 (110) is promoted; the old primary was last seen at 124.
+    h.reconcile().await.expect("failover");
+    let log = h.take_log();
+    assert_eq!(admin(&log, "promote").len(), 1);
+    assert_eq!(admin(&log, "promote")[0].0, "member-2");
+    let evs = events(&log);
+    let failover = evs
+        .iter()
+        .find(|e| e.1 == "Failover")
+        .unwrap_or_else(|| panic!("no Failover event in {evs:?}"));
+    assert_eq!(failover.0, "Warning");
+    assert!(
+        failover.2.starts_with(
+            "primary demo-0 failed; promoted demo-2 (epoch 2); up to 14 acknowledged writes may be lost"
+        ),
+        "{}",
+        failover.2
+    );
+    let st = status_patch(&log);
+    let f = &st["lastFailover"];
+    assert_eq!(
+        (
+            &f["fromName"],
+            &f["toName"],
+            &f["epoch"],
+            &f["possibleLoss"]
+        ),
+        (&json!("demo-0"), &json!("demo-2"), &json!(2), &json!(14))
+    );
+    assert!(f["discardedWrites"].is_null(), "not known yet: {f}");
+
+    // demo-2 is primary of epoch 2; demo-0 comes back still believing it is primary of epoch
+    // 1: it is pointed at demo-2 first.
+    {
+        let mut w = h.world();
+        let mut new_primary = primary(3, 2, &[1, 2, 3], 110, &[2]);
+        new_primary.incarnation = Some("00000000000000c3".into());
+        w.members.insert(2, new_primary);
+        w.members.insert(1, secondary(2, 2, 3, 110));
+        w.members.insert(0, primary(1, 1, &[1, 2, 3], 124, &[]));
+    }
+    h.reconcile().await.expect("old primary back");
+    let log = h.take_log();
+    assert_eq!(
+        admin(&log, "primary"),
+        vec![(
+            "member-0".to_string(),
+            json!({"id": 3, "addr": {"addr": "127.0.0.3:7000", "incarnation": "00000000000000c3"}})
+        )],
+        "pointed at the new primary, the incarnation it answered with included"
+    );
+    assert!(!events(&log).iter().any(|e| e.1 == "FailoverReconciled"));
+
+    // Following demo-2 and acknowledged by it, demo-0 reports the writes it dropped.
+    {
+        let mut w = h.world();
+        let mut back = secondary(1, 2, 3, 110);
+        back.discarded_writes = Some(9);
+        w.members.insert(0, back);
+        w.members.insert(2, primary(3, 2, &[1, 2, 3], 110, &[1, 2]));
+    }
+    h.reconcile().await.expect("reconciled");
+    let log = h.take_log();
+    let evs = events(&log);
+    let done = evs
+        .iter()
+        .find(|e| e.1 == "FailoverReconciled")
+        .unwrap_or_else(|| panic!("no FailoverReconciled event in {evs:?}"));
+    assert!(
+        done.2.starts_with(
+            "demo-0 (member id 1) rejoined as a secondary and discarded 9 acknowledged writes"
+        ),
+        "{}",
+        done.2
+    );
+    let st = status_patch(&log);
+    assert_eq!(st["lastFailover"]["discardedWrites"], 9);
+
+    // Said once.
+    h.reconcile().await.expect("quiet");
+    assert!(!events(&h.take_log())
+        .iter()
+        .any(|e| e.1 == "FailoverReconciled"));
+}
+
+#[tokio::test]
+async fn sync_failover_leaves_the_new_primary_a_write_set_it_can_make_progress_with() {
+    let (h, _rc) = primary_lost("sync").await;
+    h.reconcile().await.expect("failover");
+    h.take_log();
+
+    // demo-2 is primary of epoch 2 but still lists demo-0 (member 1), which is down: no sync
+    // write could be acknowledged. The operator takes it out of the write set.
+    {
+        let mut w = h.world();
+        w.members.insert(2, primary(3, 2, &[1, 2, 3], 110, &[2]));
+        w.members.insert(1, secondary(2, 2, 3, 110));
+    }
+    h.reconcile().await.expect("write set");
+    let log = h.take_log();
+    assert_eq!(
+        admin(&log, "voters"),
+        vec![("member-2".to_string(), json!({"voters": [2, 3]}))]
+    );
+    assert!(events(&log).iter().any(|e| e.1 == "MemberRemoved"
+        && e.2
+            .starts_with("removed demo-0 (member id 1) from the primary's write set")));
+    let st = status_patch(&log);
+    let (_, _, msg) = condition(&st, "Progressing");
+    assert!(
+        msg.contains("sync: writes wait for every secondary in the write set; demo-0 down"),
+        "{msg}"
+    );
+
+    // demo-0 back, following demo-2: it is added back and catches up.
+    {
+        let mut w = h.world();
+        w.members.insert(2, primary(3, 2, &[2, 3], 110, &[2]));
+        w.members.insert(0, secondary(1, 2, 3, 90));
+    }
+    h.reconcile().await.expect("back");
+    let log = h.take_log();
+    assert_eq!(
+        admin(&log, "voters"),
+        vec![("member-2".to_string(), json!({"voters": [1, 2, 3]}))]
+    );
+}
+
+// ------------------------------------------------------------------ status
+
+/// Every member answers, none leads: `role` (e.g. candidate) in the given terms.
+fn leaderless(terms: &[u64], role: &str) -> BTreeMap<u32, NodeStatus> {
+    (0u32..)
+        .zip(terms)
+        .map(|(o, t)| {
+            let mut s = follower(u64::from(o) + 1, *t, 0, &[1, 2, 3], 10);
+            s.leader = None;
+            s.role = role.into();
+            (o, s)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn status_is_refreshed_every_second_while_degraded_and_says_when() {
+    let rc = with_status(demo(3, ""), bootstrapped_status(3, 0, 2));
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members: raft_members(3, 0, 2),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc),
+        ..World::default()
+    })
+    .await;
+
+    let before = Utc::now() - chrono::Duration::seconds(1);
+    let action = h.reconcile().await.expect("reconcile 1");
+    let st = status_patch(&h.take_log());
+    assert_eq!(st["phase"], "Ready");
+    assert_eq!(
+        action,
+        Action::requeue(SLOW),
+        "Ready and quiet: the calm interval"
+    );
+    assert!(SLOW.as_secs() <= 15, "observedAt stays fresh when quiet");
+    let observed = ts(&st["observedAt"]);
+    assert!(observed >= before && observed <= Utc::now(), "{observed}");
+
+    // A follower stops answering: Degraded, and the next look comes within about a second.
+    h.world().members.remove(&2);
+    let action = h.reconcile().await.expect("reconcile 2");
+    let st = status_patch(&h.take_log());
+    assert_eq!(st["phase"], "Degraded");
+    assert!(
+        requeue_secs(&action) <= 1.0,
+        "status must follow the members within ~2 s: {action:?}"
+    );
+    let m = &st["members"][2];
+    assert_eq!(
+        (&m["reachable"], &m["replicating"]),
+        (&json!(false), &json!(true))
+    );
+}
+
+#[tokio::test]
+async fn no_quorum_shows_the_highest_term_and_says_members_campaign() {
+    let mut st = bootstrapped_status(3, 0, 3);
+    st["lastLeader"] = json!({"name": "demo-0", "id": 1, "term": 3});
+    let rc = with_status(demo(3, ""), st);
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members: leaderless(&[7, 9, 8], "candidate"),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc),
+        ..World::default()
+    })
+    .await;
+
+    h.reconcile().await.expect("reconcile");
+    let log = h.take_log();
+    let st = status_patch(&log);
+    assert_eq!(st["phase"], "NoQuorum");
+    assert_eq!(
+        st["term"], 9,
+        "TERM shows the highest term any member reports"
+    );
+    let (status, _, message) = condition(&st, "Available");
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("members are campaigning without a winner (terms up to 9)"),
+        "{message}"
+    );
+    assert!(events(&log).iter().any(|e| e.1 == "QuorumLost"
+        && e.2 == "no leader: writes are refused (last leader demo-0, term 3)"));
+}
+
+#[tokio::test]
+async fn leader_change_after_no_quorum_names_the_previous_leader() {
+    let rc = with_status(demo(3, ""), bootstrapped_status(3, 0, 2));
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members: raft_members(3, 0, 2),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc),
+        ..World::default()
+    })
+    .await;
+    h.reconcile().await.expect("reconcile 1");
+    h.take_log();
+
+    h.world().members = leaderless(&[3, 3, 3], "follower");
+    h.reconcile().await.expect("reconcile 2");
+    let st = status_patch(&h.take_log());
+    assert_eq!(st["phase"], "NoQuorum");
+    assert!(st.get("leader").is_none_or(Value::is_null));
+
+    h.world().members = raft_members(3, 2, 3);
+    h.reconcile().await.expect("reconcile 3");
+    let evs = events(&h.take_log());
+    let changed: Vec<&str> = evs
+        .iter()
+        .filter(|e| e.1 == "LeaderChanged")
+        .map(|e| e.2.as_str())
+        .collect();
+    assert_eq!(
+        changed,
+        ["leader demo-0 -> demo-2 (term 3; member ids 1 -> 3)"]
+    );
+}
+
+#[tokio::test]
+async fn an_isolated_async_primary_is_reachable_but_its_secondaries_do_not_replicate() {
+    let spec = "  replication: async\n";
+    let mut st = bootstrapped_status(3, 0, 1);
+    st["replication"] = json!("async");
+    let rc = with_status(demo(3, spec), st);
+    let ids = [1, 2, 3];
+    let mut primary = leader(1, 1, &ids, &[], 10);
+    primary.replication = "async".into();
+    primary.role = "primary".into();
+    // Cut off by a partition: the primary last heard its secondaries 9 s ago.
+    for p in primary.peers.values_mut() {
+        p.last_contact_ms = Some(9_000);
+    }
+    let secondary = |id| {
+        let mut s = follower(id, 1, 1, &ids, 10);
+        s.replication = "async".into();
+        s.role = "secondary".into();
+        s
+    };
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members: BTreeMap::from([(0, primary), (1, secondary(2)), (2, secondary(3))]),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc),
+        ..World::default()
+    })
+    .await;
+
+    h.reconcile().await.expect("reconcile");
+    let st = status_patch(&h.take_log());
+    let flags: Vec<(bool, bool)> = st["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| (m["reachable"] == true, m["replicating"] == true))
+        .collect();
+    // The operator reaches all three; the primary still acknowledges writes alone (async),
+    // its secondaries get none of them.
+    assert_eq!(flags, [(true, true), (true, false), (true, false)]);
+    assert_eq!(st["phase"], "Degraded");
+    let (_, _, message) = condition(&st, "Degraded");
+    assert!(
+        message.contains("demo-1: reachable by the operator but not replicating"),
+        "{message}"
+    );
 }

@@ -68,6 +68,8 @@ pub struct Call {
     pub auth: Option<String>,
     /// JSON body (`Null` when empty).
     pub body: Value,
+    /// The identity headers (`x-caplab-*`) it carried.
+    pub identity: BTreeMap<String, String>,
     /// The API mock had no answer for it.
     pub unexpected: bool,
 }
@@ -94,6 +96,12 @@ pub struct World {
     pub secret: Option<Secret>,
     /// `/v1/status` of each member (missing: the member answers 503).
     pub members: BTreeMap<u32, NodeStatus>,
+    /// Members whose admin port is now served by another incarnation than the one their
+    /// status showed (a pod replaced between the status poll and the admin call): admin
+    /// calls addressed to the old incarnation get 421, as the real member answers.
+    pub replaced: BTreeMap<u32, String>,
+    /// The server does not serve `policy/v1` (Kubernetes before 1.21).
+    pub no_policy_v1: bool,
 }
 
 /// Everything a reconcile test needs.
@@ -179,7 +187,7 @@ pub fn leader(id: u64, term: u64, voters: &[u64], learners: &[u64], commit: u64)
         voters: voters.to_vec(),
         learners: learners.to_vec(),
         peers,
-        faults: None,
+        ..NodeStatus::default()
     }
 }
 
@@ -461,10 +469,22 @@ fn answer(world: &Mutex<World>, c: &Call) -> Option<(u16, Value)> {
     if m == "POST" && p == events {
         return Some((201, c.body.clone()));
     }
+    if m == "PATCH" && p == format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{NAME}") {
+        return Some(if w.no_policy_v1 {
+            not_found("the server could not find the requested resource")
+        } else {
+            (200, c.body.clone())
+        });
+    }
+    if m == "PATCH"
+        && p == format!("/apis/policy/v1beta1/namespaces/{NS}/poddisruptionbudgets/{NAME}")
+    {
+        return Some((200, c.body.clone()));
+    }
     if m == "PATCH" && p.starts_with(&format!("{events}/")) {
         return Some((200, c.body.clone()));
     }
-    if m == "PATCH" && p == format!("{rcs}/{NAME}/status") {
+    if m == "PATCH" && p.starts_with(&format!("{rcs}/")) && p.ends_with("/status") {
         let rc = w.rc.as_mut()?;
         rc.status = serde_json::from_value(c.body["status"].clone()).ok();
         return Some((200, serde_json::to_value(&*rc).unwrap_or_default()));
@@ -495,6 +515,7 @@ async fn api_server(
             content_type: header("content-type"),
             auth: header("authorization"),
             body: body_json(&bytes),
+            identity: identity_headers(&parts.headers),
             unexpected: false,
         };
         let (code, reply) = match answer(&world, &call) {
@@ -549,9 +570,19 @@ async fn member(
         content_type: header("content-type"),
         auth: header("authorization"),
         body: body_json(&body),
+        identity: identity_headers(&headers),
         unexpected: false,
     };
-    let status = lock(&s.world).members.get(&s.ordinal).cloned();
+    let (status, replaced) = {
+        let w = lock(&s.world);
+        (
+            w.members.get(&s.ordinal).cloned(),
+            w.replaced.get(&s.ordinal).cloned(),
+        )
+    };
+    let misdirected = status
+        .as_ref()
+        .and_then(|st| misdirected(st, replaced.as_deref(), &call.identity));
     lock(&s.log).push(call);
     match (method.as_str(), uri.path()) {
         ("GET", "/v1/status") => match status {
@@ -564,6 +595,18 @@ async fn member(
                 axum::Json(json!({"error": "down"})),
             ),
         },
+        (_, p) if p.starts_with("/v1/admin/") && misdirected.is_some() => (
+            StatusCode::MISDIRECTED_REQUEST,
+            axum::Json(json!({"error": "not me", "reason": misdirected})),
+        ),
+        // As the real member: a promoted member answers with the epoch it took.
+        (_, "/v1/admin/promote") if status.is_some() => {
+            let epoch = status.map_or(0, |st| st.term) + 1;
+            (
+                StatusCode::OK,
+                axum::Json(json!({"ok": true, "epoch": epoch})),
+            )
+        }
         (_, p) if p.starts_with("/v1/admin/") && status.is_some() => {
             (StatusCode::OK, axum::Json(json!({})))
         }
@@ -572,6 +615,34 @@ async fn member(
             axum::Json(json!({"error": "down"})),
         ),
     }
+}
+
+/// The identity contract's check, as the real member does it: a header naming another member
+/// id or incarnation is refused (`reason`); no header, no check.
+fn misdirected(
+    st: &NodeStatus,
+    replaced: Option<&str>,
+    identity: &BTreeMap<String, String>,
+) -> Option<&'static str> {
+    if identity
+        .get("x-caplab-to")
+        .is_some_and(|to| *to != st.id.to_string())
+    {
+        return Some("wrong-member");
+    }
+    let actual = replaced.or(st.incarnation.as_deref());
+    match (identity.get("x-caplab-to-incarnation"), actual) {
+        (Some(want), Some(have)) if want != have => Some("wrong-incarnation"),
+        _ => None,
+    }
+}
+
+fn identity_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("x-caplab-"))
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
 }
 
 type Listeners = Vec<(u32, &'static str, TcpListener)>;
