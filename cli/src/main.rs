@@ -190,7 +190,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let timeout = Duration::from_millis(timeout_ms);
             runtime()?.block_on(async {
                 match cluster {
-                    Some(name) => status::run_cluster(&kube, &name, live, timeout).await,
+                    Some(name) => regc::run_cluster(&kube, &name, live, timeout).await,
                     None => status::run(&addr, timeout).await,
                 }
             })

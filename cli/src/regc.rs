@@ -1,10 +1,15 @@
 //! A reader's view of a `RegisterCluster` (the fields `caplab` shows, all optional so that a
-//! newer or older operator's status still renders) and the `caplab status <cluster>` text.
+//! newer or older operator's status still renders) and `caplab status <cluster>`.
 //! The full type lives in operator/src/crd.rs; the CLI does not depend on the operator crate.
 
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::client::Member;
 use crate::status::{grid, Row};
 
 #[derive(Debug, Default, Deserialize)]
@@ -35,6 +40,7 @@ pub struct Spec {
 #[serde(default, rename_all = "camelCase")]
 pub struct ClusterStatus {
     pub observed_generation: Option<i64>,
+    pub observed_at: Option<String>,
     pub phase: Option<String>,
     pub replication: Option<String>,
     pub replicas: Option<i64>,
@@ -163,6 +169,20 @@ fn fault_targets(f: &FaultStatus) -> String {
     }
 }
 
+/// What the members run (the status's, recorded at creation), and the spec's if it asks for
+/// something else (a change the operator refuses: replication is immutable).
+fn replication(rc: &RegisterCluster) -> String {
+    let running = rc.status.as_ref().and_then(|s| s.replication.clone());
+    match (running, &rc.spec.replication) {
+        (Some(r), Some(asked)) if r != *asked => {
+            format!("{r} (spec.replication {asked} is refused: it is immutable)")
+        }
+        (Some(r), _) => r,
+        (None, Some(asked)) => asked.clone(),
+        (None, None) => "raft".into(),
+    }
+}
+
 /// The `caplab status <cluster>` text: a summary, the members, faults and conditions, and the
 /// members' own `/v1/status` if `live` rows are given.
 pub fn render(rc: &RegisterCluster, live: Option<&[Row]>) -> String {
@@ -170,14 +190,7 @@ pub fn render(rc: &RegisterCluster, live: Option<&[Row]>) -> String {
     let ns = rc.metadata.namespace.as_deref().unwrap_or("default");
     let mut summary: Vec<(&str, String)> = vec![
         ("Cluster", format!("{} (namespace {ns})", rc.metadata.name)),
-        (
-            "Replication",
-            rc.spec
-                .replication
-                .clone()
-                .or_else(|| rc.status.as_ref().and_then(|s| s.replication.clone()))
-                .unwrap_or_else(|| "raft".into()),
-        ),
+        ("Replication", replication(rc)),
     ];
     let Some(status) = &rc.status else {
         summary.push((
@@ -190,6 +203,9 @@ pub fn render(rc: &RegisterCluster, live: Option<&[Row]>) -> String {
         return out;
     };
     summary.push(("Phase", opt(&status.phase)));
+    if let Some(at) = &status.observed_at {
+        summary.push(("Observed at", at.clone()));
+    }
     summary.push((
         "Ready",
         status.ready.clone().unwrap_or_else(|| {
@@ -353,6 +369,50 @@ pub fn render(rc: &RegisterCluster, live: Option<&[Row]>) -> String {
     out
 }
 
+/// `caplab status <cluster>`: the RegisterCluster's status, and with `live` every member's
+/// own `/v1/status` through the API server's pod proxy. Exit 1 if the cluster is not Ready.
+pub async fn run_cluster(
+    kube: &crate::k8s::KubeArgs,
+    name: &str,
+    live: bool,
+    timeout: Duration,
+) -> Result<ExitCode> {
+    let (client, namespace) = crate::k8s::connect(kube).await?;
+    let value = crate::k8s::get_cluster(&client, &namespace, name).await?;
+    let rc = RegisterCluster::from_value(value)
+        .with_context(|| format!("{namespace}/{name} does not look like a RegisterCluster"))?;
+    let live_rows = if live {
+        let members: Vec<Member> = (0..rc.replicas())
+            .map(|o| {
+                Member::proxied(
+                    client.clone(),
+                    &namespace,
+                    &crate::k8s::pod_name(name, o),
+                    timeout,
+                )
+            })
+            .collect();
+        Some(crate::status::rows(&crate::status::gather(&members).await))
+    } else {
+        None
+    };
+    let mut rc = rc;
+    if rc.metadata.namespace.is_none() {
+        rc.metadata.namespace = Some(namespace);
+    }
+    print!("{}", render(&rc, live_rows.as_deref()));
+    let ready = rc
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Ready");
+    Ok(if ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,6 +434,7 @@ spec:
       durationSeconds: 60
 status:
   observedGeneration: 3
+  observedAt: "2025-01-01T10:00:07Z"
   phase: Degraded
   replication: raft
   replicas: 3
@@ -423,6 +484,8 @@ status:
                 .to_string()
         };
         assert!(line("Cluster:").contains("raft5 (namespace lab)"));
+        assert!(line("Replication:").ends_with("raft"));
+        assert!(line("Observed at:").ends_with("2025-01-01T10:00:07Z"));
         assert!(line("Phase:").ends_with("Degraded"));
         assert!(line("Ready:").ends_with("2/3"));
         assert!(line("Leader:").ends_with("raft5-1 (id 2)"));
@@ -467,6 +530,19 @@ status:
         assert!(line("Degraded ").contains("MemberUnreachable"));
         assert!(line("Available").contains("2/3 voters reachable"));
         assert!(!text.contains("Live"));
+    }
+
+    #[test]
+    fn replication_is_what_the_members_run() {
+        let value: Value = serde_yaml::from_str(
+            "metadata: {name: x}\nspec: {replication: async}\nstatus: {replication: raft}\n",
+        )
+        .expect("yaml");
+        let rc = RegisterCluster::from_value(value).expect("minimal");
+        assert_eq!(
+            replication(&rc),
+            "raft (spec.replication async is refused: it is immutable)"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::Value;
 
 use crate::client::Member;
@@ -142,50 +142,6 @@ pub async fn gather(members: &[Member]) -> Vec<(String, Result<Value, String>)> 
         results.push((m.label().to_string(), result));
     }
     results
-}
-
-/// `caplab status <cluster>`: the RegisterCluster's status, and with `live` every member's
-/// own `/v1/status` through the API server's pod proxy. Exit 1 if the cluster is not Ready.
-pub async fn run_cluster(
-    kube: &crate::k8s::KubeArgs,
-    name: &str,
-    live: bool,
-    timeout: Duration,
-) -> Result<ExitCode> {
-    let (client, namespace) = crate::k8s::connect(kube).await?;
-    let value = crate::k8s::get_cluster(&client, &namespace, name).await?;
-    let rc = crate::regc::RegisterCluster::from_value(value)
-        .with_context(|| format!("{namespace}/{name} does not look like a RegisterCluster"))?;
-    let live_rows = if live {
-        let members: Vec<Member> = (0..rc.replicas())
-            .map(|o| {
-                Member::proxied(
-                    client.clone(),
-                    &namespace,
-                    &crate::k8s::pod_name(name, o),
-                    timeout,
-                )
-            })
-            .collect();
-        Some(rows(&gather(&members).await))
-    } else {
-        None
-    };
-    let mut rc = rc;
-    if rc.metadata.namespace.is_none() {
-        rc.metadata.namespace = Some(namespace);
-    }
-    print!("{}", crate::regc::render(&rc, live_rows.as_deref()));
-    let ready = rc
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .is_some_and(|p| p == "Ready");
-    Ok(if ready {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }
 
 pub async fn run(addrs: &[String], timeout: Duration) -> Result<ExitCode> {
