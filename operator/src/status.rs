@@ -304,42 +304,53 @@ fn note(warning: bool, reason: &'static str, note: String) -> Note {
     }
 }
 
+/// How a status names its leader and term: `("leader", "term")` for Raft, `("primary",
+/// "epoch")` in the primary modes.
+fn words(st: &RegisterClusterStatus) -> (&'static str, &'static str) {
+    match st.replication {
+        Some(Replication::Async) | Some(Replication::Sync) => ("primary", "epoch"),
+        _ => ("leader", "term"),
+    }
+}
+
 /// The Events of the change from `prev` to `st`: leader changes (naming the previous leader,
 /// kept in `lastLeader` while there was none), quorum lost and regained, Ready.
 pub fn transitions(prev: &RegisterClusterStatus, st: &RegisterClusterStatus) -> Vec<Note> {
-    let mut out = Vec::new();
-    let role = match st.replication {
-        Some(Replication::Async) | Some(Replication::Sync) => "primary",
-        _ => "leader",
-    };
+    let (role, term) = words(st);
     let current = st.leader.as_ref().and(st.last_leader.as_ref());
-    if let Some(new) = current.filter(|_| st.leader_id != prev.leader_id) {
-        let text = match &prev.last_leader {
-            Some(old) => format!(
-                "{role} {} -> {} (term {}; member ids {} -> {})",
-                old.name, new.name, new.term, old.id, new.id
-            ),
-            None => format!(
-                "{role} {} elected (term {}; member id {})",
-                new.name, new.term, new.id
-            ),
-        };
-        out.push(note(false, "LeaderChanged", text));
-    }
+    let mut out: Vec<Note> = current
+        .filter(|_| st.leader_id != prev.leader_id)
+        .map(|new| {
+            let text = match &prev.last_leader {
+                Some(old) => format!(
+                    "{role} {} -> {} ({term} {}; member ids {} -> {})",
+                    old.name, new.name, new.term, old.id, new.id
+                ),
+                None => format!(
+                    "{role} {} ({term} {}; member id {})",
+                    new.name, new.term, new.id
+                ),
+            };
+            note(false, "LeaderChanged", text)
+        })
+        .into_iter()
+        .collect();
     let (was, is) = (prev.phase, st.phase);
     if is == Some(Phase::NoQuorum) && was != Some(Phase::NoQuorum) {
-        let last = st
-            .last_leader
-            .as_ref()
-            .map(|l| format!(" (last {role} {}, term {})", l.name, l.term))
-            .unwrap_or_default();
-        let text = format!("no {role}: writes are refused{last}");
+        let text = match (current, &st.last_leader) {
+            (Some(l), _) => format!("{role} {} cannot commit writes: writes are refused", l.name),
+            (None, Some(l)) => format!(
+                "no {role}: writes are refused (last {role} {}, {term} {})",
+                l.name, l.term
+            ),
+            (None, None) => format!("no {role}: writes are refused"),
+        };
         out.push(note(true, "QuorumLost", text));
     }
     if was == Some(Phase::NoQuorum) && matches!(is, Some(Phase::Ready) | Some(Phase::Degraded)) {
         let text = match current {
-            Some(l) => format!("{role} {} (term {})", l.name, l.term),
-            None => format!("{role} elected"),
+            Some(l) => format!("{role} {} ({term} {})", l.name, l.term),
+            None => format!("a {role} commits writes again"),
         };
         out.push(note(false, "QuorumRegained", text));
     }
@@ -577,7 +588,7 @@ mod tests {
     fn leader_changes_name_the_previous_leader_even_after_no_quorum() {
         let first = st(Phase::Ready, Some(("demo-1", 2, 3)));
         let notes = transitions(&RegisterClusterStatus::default(), &first);
-        assert_eq!(notes[0].note, "leader demo-1 elected (term 3; member id 2)");
+        assert_eq!(notes[0].note, "leader demo-1 (term 3; member id 2)");
 
         // The leader is lost: no leader, the last one kept.
         let mut lost = st(Phase::NoQuorum, None);
@@ -599,6 +610,21 @@ mod tests {
             "leader demo-1 -> demo-3 (term 5; member ids 2 -> 4)"
         );
         assert_eq!(notes[1].note, "leader demo-3 (term 5)");
+
+        // The primary modes say primary and epoch.
+        let (mut was, mut now) = (first.clone(), back.clone());
+        was.replication = Some(Replication::Async);
+        now.replication = Some(Replication::Async);
+        assert_eq!(
+            transitions(&was, &now)[0].note,
+            "primary demo-1 -> demo-3 (epoch 5; member ids 2 -> 4)"
+        );
+        // A leader that cannot commit: quorum lost, the leader named.
+        let stranded = st(Phase::NoQuorum, Some(("demo-1", 2, 3)));
+        assert_eq!(
+            transitions(&first, &stranded)[0].note,
+            "leader demo-1 cannot commit writes: writes are refused"
+        );
     }
 
     #[test]
