@@ -28,6 +28,8 @@ struct State {
     register: HashMap<String, i64>,
     patches: Vec<Value>,
     unknown_paths: Vec<String>,
+    /// GETs of the RegisterCluster so far.
+    cluster_reads: usize,
 }
 
 struct FakeApiServer {
@@ -162,6 +164,7 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
     let mut s = state.lock().expect("state");
     match (method.as_str(), path) {
         ("GET", CLUSTER_PATH) => {
+            s.cluster_reads += 1;
             let c = s.cluster.clone();
             respond(&mut stream, 200, &c);
         }
@@ -545,13 +548,26 @@ fn a_workload_waits_for_the_cluster_to_be_ready() {
     );
     assert!(server.state.lock().expect("state").register.is_empty());
 
-    // Ready a moment later: the workload says it waits, then runs.
+    // Ready once the workload has looked at the status (a read to plan, one to probe): the
+    // workload says it waits, then runs.
     let state = server.state.clone();
+    let reads_before = state.lock().expect("state").cluster_reads;
     let became_ready = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(1500));
-        let mut s = state.lock().expect("state");
-        s.cluster["status"]["phase"] = json!("Ready");
-        s.cluster["status"]["conditions"][0]["status"] = json!("True");
+        let deadline = std::time::Instant::now() + common::DEADLINE;
+        loop {
+            let mut s = state.lock().expect("state");
+            if s.cluster_reads >= reads_before + 2 {
+                s.cluster["status"]["phase"] = json!("Ready");
+                s.cluster["status"]["conditions"][0]["status"] = json!("True");
+                return;
+            }
+            drop(s);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the workload never read the status"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     });
     let (code, stdout, stderr) = workload(
         &kubeconfig,
