@@ -260,14 +260,19 @@ impl Nemesis {
     }
 
     /// Runs faults one after another, each followed by a calm, until `until`; every fault is
-    /// healed before the next starts.
+    /// healed before the next starts. In the primary modes every other fault is a failover, so
+    /// that even a short run has several.
     pub async fn run(&mut self, cluster: &mut Cluster, until: Instant) {
-        let kinds = match self.replication {
-            Replication::Raft => RAFT_KINDS,
-            Replication::Primary => PRIMARY_KINDS,
-        };
+        let mut step = 0u64;
         while Instant::now() < until {
-            let kind = self.rng.pick(kinds);
+            let kind = match self.replication {
+                Replication::Raft => self.rng.pick(RAFT_KINDS),
+                Replication::Primary if step % 2 == 1 => self
+                    .rng
+                    .pick(&[Kind::Failover(Loss::Crash), Kind::Failover(Loss::Isolate)]),
+                Replication::Primary => self.rng.pick(PRIMARY_KINDS),
+            };
+            step += 1;
             let hold = Duration::from_millis(self.rng.between(FAULT_MS.0, FAULT_MS.1));
             let start_ns = self.now_ns();
             let mut event = self.apply(cluster, kind, hold).await;
