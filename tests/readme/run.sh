@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# tests/readme/run.sh — runs README.md's "three members on loopback" block as a user would:
-# the `for` loop that starts three caplab-node members, then every `curl` line, each of
-# which must answer 2xx; a line whose trailing comment is a JSON object must answer that
-# JSON. Members are started from a fresh `cargo build -p caplab-node`, on free ports and a
-# temporary data directory (the block's 808x/700x ports and /tmp/caplab are rewritten), so
-# the test can run next to anything else. Between the init request and the first client
-# request it waits for every member to be ready (a user reading along does the same).
+# tests/readme/run.sh — runs README.md's examples of section "The member" as a user would:
+# the `for` loop of the "three members on loopback" block that starts three caplab-node
+# members, then every `curl` command of the section's sh blocks in order (the loopback
+# block's, then "Faults inside the member"), each of which must answer 2xx; a command
+# whose trailing comment is a JSON value must answer that JSON. Members are started from a
+# fresh `cargo build -p caplab-node`, on free ports and a temporary data directory (the
+# 808x/700x ports and /tmp/caplab are rewritten), so the test can run next to anything
+# else. Between the init request and the first client request it waits for every member
+# to be ready (a user reading along does the same).
 #
 # Env: CAPLAB_NODE_BIN (a built caplab-node; default: cargo build), README (default:
 #      README.md at the repository root), CAPLAB_README_TIMEOUT (seconds per wait, 60).
-# Exit status: 0 when every line succeeded; 1 with the failing line, its status and body.
+# Exit status: 0 when every command succeeded; 1 with the failing one, its status and body.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 README="${README:-$ROOT/README.md}"
 TIMEOUT="${CAPLAB_README_TIMEOUT:-60}"
-BLOCK_MARKER="# three members on loopback"
+SECTION="## The member (\`caplab-node\`)"
 WORK=""
 
 log() { echo "[readme $(date +%H:%M:%S)] $*" >&2; }
@@ -28,14 +30,20 @@ die() {
   exit 1
 }
 
-# The fenced block that starts with $BLOCK_MARKER, with backslash continuations joined.
-readme_block() {
-  awk -v marker="$BLOCK_MARKER" '
-    /^```/ { if (inblock) exit; fence = 1; next }
-    fence && $0 == marker { inblock = 1; next }
-    { fence = 0 }
-    inblock { print }
-  ' "$README" | sed -e ':a' -e '/\\$/N; s/\\\n[[:space:]]*/ /; ta'
+# The shell commands of the sh blocks in section "The member", one per line: a command
+# starts at a line beginning with `for ` or `curl ` and takes the lines after it (joined,
+# backslashes dropped) up to the next command, a blank line or the end of the block.
+readme_commands() {
+  awk -v section="$SECTION" '
+    /^## / { insection = ($0 == section) }
+    !insection { next }
+    /^```sh/ { inblock = 1; next }
+    /^```/ { if (cmd != "") print cmd; cmd = ""; inblock = 0; next }
+    !inblock { next }
+    /^(for|curl) / { if (cmd != "") print cmd; cmd = $0; sub(/[[:space:]]*\\$/, "", cmd); next }
+    /^[[:space:]]*(#.*)?$/ { if (cmd != "") print cmd; cmd = ""; next }
+    cmd != "" { line = $0; sub(/^[[:space:]]*/, "", line); sub(/[[:space:]]*\\$/, "", line); cmd = cmd " " line }
+  ' "$README"
 }
 
 # A free port prefix P (ports P1, P2, P3) below the ephemeral port range.
@@ -73,6 +81,8 @@ wait_http() {
   done
 }
 
+is_json() { python3 -c 'import json,sys; json.loads(sys.argv[1])' "$1" 2>/dev/null; }
+
 # same_json <a> <b>: equal as JSON values (key order and spacing ignored).
 same_json() {
   python3 -c 'import json,sys; sys.exit(json.loads(sys.argv[1]) != json.loads(sys.argv[2]))' "$1" "$2" 2>/dev/null
@@ -88,7 +98,7 @@ run_curl() {
     || die "could not run: $line"
   body=$(cat "$WORK/body")
   [[ $code == 2?? ]] || die "$line -> HTTP $code: ${body:0:300}"
-  if [[ $comment == \{* ]] && ! same_json "$comment" "$body"; then
+  if is_json "$comment" && ! same_json "$comment" "$body"; then
     die "$line -> $body (the README promises $comment)"
   fi
   log "ok $code: $line"
@@ -96,8 +106,8 @@ run_curl() {
 
 main() {
   local block node cp pp start_loop line ready=0
-  block=$(readme_block)
-  [[ -n $block ]] || die "no fenced block starting with '$BLOCK_MARKER' in $README"
+  block=$(readme_commands)
+  [[ $block == *caplab-node* ]] || die "no sh block starting caplab-node members in section '$SECTION' of $README"
   node=$(node_binary)
   [[ -x $node ]] || die "$node is not an executable caplab-node"
   WORK=$(mktemp -d)
@@ -107,9 +117,8 @@ main() {
   block=$(sed -e "s#127\.0\.0\.1:808#127.0.0.1:$cp#g" -e "s#127\.0\.0\.1:700#127.0.0.1:$pp#g" \
               -e "s#/tmp/caplab/#$WORK/data/#g" -e "s#target/release/caplab-node#$node#g" <<<"$block")
 
-  # The member-starting loop, from `for` to `done`, run in its own process group.
-  start_loop=$(awk '/^for /{on=1} on{print} on && /^done/{exit}' <<<"$block")
-  [[ $start_loop == *caplab-node* ]] || die "the block has no loop starting caplab-node members"
+  # The member-starting loop, run in its own process group.
+  start_loop=$(grep -m 1 '^for .*caplab-node' <<<"$block") || die "no loop starting caplab-node members"
   setsid bash -c "$start_loop"$'\nwait' >"$WORK/members.log" 2>&1 &
   MEMBERS=$!
   trap 'kill -- -"$MEMBERS" 2>/dev/null || true; wait "$MEMBERS" 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -123,7 +132,7 @@ main() {
     fi
     run_curl "$line"
   done <<<"$block"
-  log "every curl line of the README's loopback block succeeded"
+  log "every curl command of the README's section '$SECTION' succeeded"
 }
 
 main "$@"
