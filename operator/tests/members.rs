@@ -1,0 +1,282 @@
+//! The operator's member client and membership decisions against real `caplab-node`
+//! processes on loopback (the shared `caplab-testkit` harness): the identity contract as the
+//! members enforce it (issue 18 §1), and a sync cluster that accepts writes again after a
+//! failover (issue 18 §4).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use caplab_operator::member_client::{
+    AddressBook, AdminAuth, MemberClient, MemberError, NodeStatus, PeerEntry, Recipient,
+};
+use caplab_operator::membership::{self, Observed, PrimaryStep};
+use caplab_testkit::{Cluster, Harness};
+
+const TOKEN: &str = "operator-test-token";
+const CLUSTER_ID: &str = "test/demo/11111111-2222-3333-4444-555555555555";
+const LOOPBACK: &str = "127.0.0.1";
+
+/// The `caplab-node` binary of this workspace, built on demand if it is not there yet.
+fn node_binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let binary = target.join("debug").join("caplab-node");
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "caplab-node"])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .status()
+            .expect("run cargo build -p caplab-node");
+        assert!(status.success(), "cargo build -p caplab-node failed");
+    }
+    binary
+}
+
+fn harness() -> Harness {
+    Harness {
+        node_binary: node_binary(),
+        token: TOKEN,
+        // Generous: the CI machine has two busy cores.
+        deadline: Duration::from_secs(90),
+        http_timeout: Duration::from_secs(10),
+    }
+}
+
+fn auth(cluster: &str) -> AdminAuth {
+    AdminAuth {
+        token: TOKEN.into(),
+        cluster: cluster.into(),
+    }
+}
+
+fn port(addr: &str) -> u16 {
+    addr.rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .expect("host:port")
+}
+
+/// A member client aimed at member `id`'s ports (each loopback member has its own).
+fn client(c: &Cluster, id: u64) -> MemberClient {
+    let m = &c.members[&id];
+    MemberClient::new()
+        .expect("client")
+        .with_ports(port(&m.client), port(&m.peer))
+}
+
+async fn status(c: &Cluster, id: u64) -> Option<NodeStatus> {
+    client(c, id).status(LOOPBACK).await.ok()
+}
+
+/// Member `id`'s status once it answers.
+async fn answered(c: &Cluster, id: u64) -> NodeStatus {
+    c.wait_until(&format!("member {id} to answer"), || status(c, id))
+        .await
+}
+
+/// Addressed as the operator addresses it: its id and the incarnation its status showed.
+fn to<'a>(s: &'a NodeStatus) -> Recipient<'a> {
+    Recipient {
+        ip: LOOPBACK,
+        id: s.id,
+        incarnation: s.incarnation.as_deref(),
+    }
+}
+
+/// The members' address book in the object form, each with its own incarnation.
+fn book(c: &Cluster, statuses: &[&NodeStatus]) -> AddressBook {
+    statuses
+        .iter()
+        .map(|s| {
+            let entry = PeerEntry {
+                addr: c.members[&s.id].peer.clone(),
+                incarnation: s.incarnation.clone(),
+            };
+            (s.id, entry)
+        })
+        .collect()
+}
+
+fn reason(r: Result<(), MemberError>) -> String {
+    match r {
+        Err(MemberError::Misdirected { reason, .. }) => reason,
+        other => panic!("expected a 421, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn admin_calls_reach_only_the_member_they_name() {
+    let mut c = Cluster::launch(harness(), 3, &["--cluster-id", CLUSTER_ID]);
+    let auth = auth(CLUSTER_ID);
+    let s1 = answered(&c, 1).await;
+    let s2 = answered(&c, 2).await;
+    let s3 = answered(&c, 3).await;
+    for s in [&s1, &s2, &s3] {
+        let inc = s
+            .incarnation
+            .as_deref()
+            .expect("members report an incarnation");
+        assert!(
+            inc.len() == 16 && inc.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{inc}"
+        );
+    }
+    let members = book(&c, &[&s1, &s2, &s3]);
+    client(&c, 1)
+        .init(to(&s1), &auth, &members)
+        .await
+        .expect("init with the object-form address book");
+    c.wait_for_leader().await;
+    client(&c, 2)
+        .peers(to(&s2), &auth, &members)
+        .await
+        .expect("the member named accepts");
+
+    // Another cluster's operator (or a stale one) is refused.
+    let r = client(&c, 2)
+        .peers(to(&s2), &self::auth("test/demo/other-uid"), &members)
+        .await;
+    assert_eq!(reason(r), "wrong-cluster");
+
+    // Member 3's pod is replaced by member 6 at the same address: calls still meant for
+    // member 3 are refused by whoever is there now.
+    c.replace(3, 6);
+    let s6 = answered(&c, 6).await;
+    let r = client(&c, 6).peers(to(&s3), &auth, &members).await;
+    assert_eq!(reason(r), "wrong-member");
+
+    // The replacement joins under its own id, addressed with its own incarnation (members 1
+    // and 2 still make a quorum).
+    let leader = c.wait_for_leader_among(&[1, 2], None).await;
+    let ls = answered(&c, leader).await;
+    let entry = PeerEntry {
+        addr: c.members[&6].peer.clone(),
+        incarnation: s6.incarnation.clone(),
+    };
+    client(&c, leader)
+        .add_learner(to(&ls), &auth, 6, &entry)
+        .await
+        .expect("learner 6 added");
+    c.wait_until("member 6 to be a learner", || async {
+        status(&c, leader).await.filter(|s| s.learners.contains(&6))
+    })
+    .await;
+
+    // Member 2 loses its disk and restarts under its old id: a new incarnation, which calls
+    // addressed to the old one do not reach.
+    c.wipe(2);
+    let wiped = answered(&c, 2).await;
+    assert_ne!(wiped.incarnation, s2.incarnation);
+    let r = client(&c, 2).peers(to(&s2), &auth, &members).await;
+    assert_eq!(reason(r), "wrong-incarnation");
+}
+
+/// Members 1..=3 as the operator observes them (ordinal = id - 1, pods `demo-<ordinal>`).
+async fn observe(c: &Cluster) -> Vec<Observed> {
+    let mut out = Vec::new();
+    for id in 1..=3u64 {
+        let ordinal = u32::try_from(id - 1).expect("small");
+        out.push(Observed {
+            ordinal,
+            name: format!("demo-{ordinal}"),
+            id,
+            pod_exists: true,
+            pod_ip: Some(LOOPBACK.into()),
+            status: status(c, id).await,
+        });
+    }
+    out
+}
+
+/// The member set step the operator takes now, once the members make it the next step.
+async fn next_set(c: &Cluster, what: &str) -> (u32, Vec<u64>) {
+    c.wait_until(what, || async {
+        match membership::next_primary_step(3, &observe(c).await, true, None, None, 10) {
+            PrimaryStep::SetMembers {
+                ordinal, members, ..
+            } => Some((ordinal, members)),
+            _ => None,
+        }
+    })
+    .await
+}
+
+async fn write(c: &Cluster, id: u64, value: i64) -> u16 {
+    c.put(id, "x", value).await.0
+}
+
+#[tokio::test]
+async fn a_sync_cluster_accepts_writes_again_after_a_failover_and_takes_the_old_primary_back() {
+    let args = ["--replication", "sync", "--cluster-id", CLUSTER_ID];
+    let mut c = Cluster::launch(harness(), 3, &args);
+    let auth = auth(CLUSTER_ID);
+    let statuses = [
+        answered(&c, 1).await,
+        answered(&c, 2).await,
+        answered(&c, 3).await,
+    ];
+    let members = book(&c, &statuses.iter().collect::<Vec<_>>());
+    client(&c, 1)
+        .init(to(&statuses[0]), &auth, &members)
+        .await
+        .expect("member 1 is the primary");
+    c.wait_until("a first sync write", || async {
+        (write(&c, 1, 1).await == 200).then_some(())
+    })
+    .await;
+
+    // The primary dies; the operator promotes member 3 and points member 2 at it.
+    c.kill(1);
+    let s3 = answered(&c, 3).await;
+    client(&c, 3)
+        .promote(to(&s3), &auth)
+        .await
+        .expect("promoted");
+    let primary = PeerEntry {
+        addr: c.members[&3].peer.clone(),
+        incarnation: s3.incarnation.clone(),
+    };
+    let s2 = answered(&c, 2).await;
+    client(&c, 2)
+        .set_primary(to(&s2), &auth, 3, &primary)
+        .await
+        .expect("member 2 follows member 3");
+
+    // Member 1 still in the write set: the next step takes it out, and writes go through.
+    let (ordinal, set) = next_set(&c, "the dead member to leave the write set").await;
+    assert_eq!((ordinal, set.as_slice()), (2, &[2, 3][..]));
+    let s3 = answered(&c, 3).await;
+    client(&c, 3)
+        .set_voters(to(&s3), &auth, &set)
+        .await
+        .expect("write set changed");
+    c.wait_until("sync writes to be acknowledged again", || async {
+        (write(&c, 3, 2).await == 200).then_some(())
+    })
+    .await;
+
+    // Member 1 returns (its data kept): pointed at member 3, then back in the write set.
+    c.restart(1);
+    let s1 = answered(&c, 1).await;
+    client(&c, 1)
+        .set_primary(to(&s1), &auth, 3, &primary)
+        .await
+        .expect("member 1 follows member 3");
+    let (_, set) = next_set(&c, "the returning member to rejoin the write set").await;
+    assert_eq!(set, vec![1, 2, 3]);
+    client(&c, 3)
+        .set_voters(to(&s3), &auth, &set)
+        .await
+        .expect("write set changed");
+    c.wait_until("a write acknowledged by all three", || async {
+        (write(&c, 3, 3).await == 200).then_some(())
+    })
+    .await;
+    c.wait_until("member 1 to catch up", || async {
+        let (one, three) = (status(&c, 1).await?, status(&c, 3).await?);
+        (one.applied_index == three.applied_index).then_some(())
+    })
+    .await;
+}
