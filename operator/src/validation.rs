@@ -229,6 +229,50 @@ mod tests {
         );
     }
 
+    /// Every example is a valid spec and promises something checkable in its header (the
+    /// keys tests/e2e/run.sh understands; the e2e suite checks the promises themselves).
+    #[test]
+    fn examples_are_valid_and_state_their_promises() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let keys = [
+            "phase",
+            "members",
+            "ready",
+            "replicas",
+            "leader",
+            "term",
+            "replication",
+            "faults",
+            "within",
+        ];
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("examples/") {
+            let path = entry.expect("entry").path();
+            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("read");
+            let rc: RegisterCluster = serde_yaml::from_str(&text).expect("RegisterCluster");
+            assert_eq!(validate(&rc), Vec::<String>::new(), "{path:?}");
+            let promises: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("# expect:"))
+                .collect();
+            assert!(!promises.is_empty(), "{path:?} promises nothing");
+            for token in promises.iter().flat_map(|p| p.split_whitespace()) {
+                let key = token.split('=').next().unwrap_or_default();
+                let key = key.trim_end_matches(['<', '>']);
+                let condition = key.starts_with(|c: char| c.is_ascii_uppercase());
+                assert!(
+                    token.contains('=') && (condition || keys.contains(&key)),
+                    "{path:?}: cannot check {token:?}"
+                );
+            }
+            seen += 1;
+        }
+        assert!(seen >= 5, "{seen} examples");
+    }
+
     #[test]
     fn names_that_cannot_name_pods_or_services_say_how_to_fix_them() {
         let errs = validate(&named(&"a".repeat(62))).join("\n");
