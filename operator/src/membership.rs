@@ -554,8 +554,32 @@ fn with_primary(
             down.join(", ")
         ));
     }
+    if let Some(why) = sync_blocked(ps, wanted, &set) {
+        return PrimaryStep::Wait(why);
+    }
     if wanted.len() < replicas as usize || wanted.iter().any(|m| !m.reachable()) {
         return PrimaryStep::Wait("members missing".into());
     }
     PrimaryStep::Stable
+}
+
+/// Sync mode: the members of the write set the primary does not hear from although they run
+/// and answer the operator (cut off by a partition, paused): they stay in the set, so every
+/// write waits for them; says so.
+fn sync_blocked(primary: &NodeStatus, wanted: &[&Observed], set: &BTreeSet<u64>) -> Option<String> {
+    if primary.replication != "sync" {
+        return None;
+    }
+    let silent: Vec<&str> = wanted
+        .iter()
+        .filter(|m| set.contains(&m.id) && m.reachable() && !primary.hears_from(m.id))
+        .map(|m| m.name.as_str())
+        .collect();
+    (!silent.is_empty()).then(|| {
+        format!(
+            "writes blocked until {} acknowledges the primary again (running but cut off or \
+             paused: it stays in the write set)",
+            silent.join(", ")
+        )
+    })
 }

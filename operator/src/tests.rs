@@ -1059,3 +1059,21 @@ fn members_are_named_by_pod_with_the_id_as_detail() {
         "demo-3 (member id 6), member id 4"
     );
 }
+
+#[test]
+fn a_sync_member_cut_off_from_the_primary_blocks_writes_and_status_says_until_when() {
+    // demo-1 runs and answers the operator, but the primary does not hear from it (a
+    // partition): it stays in the write set, and the step says writes wait for it.
+    let members = vec![
+        sync_member(0, 1, 1, &[1, 2, 3], &[3]),
+        sync_member(1, 2, 1, &[1, 2, 3], &[]),
+        sync_member(2, 3, 1, &[1, 2, 3], &[]),
+    ];
+    match membership::next_primary_step(3, &members, true, None, None, 10) {
+        PrimaryStep::Wait(w) => assert!(
+            w.starts_with("writes blocked until demo-1 acknowledges the primary again"),
+            "{w}"
+        ),
+        s => panic!("unexpected {s:?}"),
+    }
+}
