@@ -131,7 +131,8 @@ fn schedule(args: &WorkloadArgs, duration: Duration) -> Result<Vec<faults::Sched
     Ok(schedule)
 }
 
-/// Where the clients go, where the faults go, and whom to ask whether the cluster is ready.
+/// Where the clients go, and where the faults go (also the status that says whether the
+/// cluster is ready).
 struct Plan {
     targets: workload::Targets,
     faults: Option<faults::Target>,
