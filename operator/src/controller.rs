@@ -1250,13 +1250,18 @@ async fn primary_step(
             entry,
         } => {
             let p = membership::label_of(observed, primary);
+            let mut failed = Vec::new();
             for m in ordinals.iter().filter_map(|o| at(*o)) {
                 let Some(to) = m.recipient() else { continue };
                 if let Err(e) = ctx.members.set_primary(to, auth, primary, &entry).await {
-                    member_failed(ctx, m, "set-primary", e);
+                    failed.extend(member_failed(ctx, m, "set-primary", e));
                 }
             }
-            Some(format!("pointing secondaries at primary {p}"))
+            if failed.is_empty() {
+                Some(format!("pointing secondaries at primary {p}"))
+            } else {
+                Some(failed.join("; "))
+            }
         }
         PrimaryStep::HandOver { ordinal, to, .. } => {
             let why = "before its ordinal is scaled away";
