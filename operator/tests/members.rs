@@ -11,7 +11,9 @@ use caplab_operator::member_client::{
     AddressBook, AdminAuth, MemberClient, MemberError, NodeStatus, PeerEntry, Recipient,
 };
 use caplab_operator::membership::{self, Observed, PrimaryStep};
+use caplab_operator::status;
 use caplab_testkit::{Cluster, Harness};
+use serde_json::json;
 
 const TOKEN: &str = "operator-test-token";
 const CLUSTER_ID: &str = "test/demo/11111111-2222-3333-4444-555555555555";
@@ -279,4 +281,172 @@ async fn a_sync_cluster_accepts_writes_again_after_a_failover_and_takes_the_old_
         (one.applied_index == three.applied_index).then_some(())
     })
     .await;
+}
+
+// ------------------------------------------------- replicating (status.members[].replicating)
+
+/// Waits until the status of member `from` (the leader or primary) satisfies `holds`.
+async fn wait_for_view(c: &Cluster, from: u64, what: &str, holds: impl Fn(&NodeStatus) -> bool) {
+    c.wait_until(what, || async {
+        let s = status(c, from).await?;
+        holds(&s).then_some(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn replicating_follows_what_a_real_raft_leader_hears() {
+    let c = Cluster::start(harness(), 3, &["--cluster-id", CLUSTER_ID]).await;
+    let l = c.wait_for_leader().await;
+    let all = |s: &NodeStatus| (1..=3).all(|id| status::replicating(Some(s), id));
+    wait_for_view(&c, l, "the leader to hear every member", all).await;
+
+    // One follower cut off from both others: it stops replicating; the leader still commits.
+    let mut followers = (1..=3).filter(|id| *id != l);
+    let (f, g) = (followers.next().expect("f"), followers.next().expect("g"));
+    c.set_faults(f, json!({"partition": {"peers": [l, g]}}))
+        .await;
+    wait_for_view(&c, l, "the cut-off follower to stop replicating", |s| {
+        s.is_leader() && !status::replicating(Some(s), f) && status::replicating(Some(s), l)
+    })
+    .await;
+    assert!(status::replicating(status(&c, l).await.as_ref(), g));
+
+    // The leader cut off from the last follower too: it cannot commit any more (unless it
+    // stepped down, which says the same).
+    c.set_faults(l, json!({"partition": {"peers": [f, g]}}))
+        .await;
+    wait_for_view(
+        &c,
+        l,
+        "the isolated leader to report it cannot commit",
+        |s| !s.is_leader() || !status::replicating(Some(s), l),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_isolated_async_primary_still_commits_but_its_secondaries_do_not_replicate() {
+    let args = ["--replication", "async", "--cluster-id", CLUSTER_ID];
+    let c = Cluster::start(harness(), 3, &args).await;
+    let all = |s: &NodeStatus| s.is_leader() && (1..=3).all(|id| status::replicating(Some(s), id));
+    wait_for_view(
+        &c,
+        1,
+        "the primary (member 1) to hear both secondaries",
+        all,
+    )
+    .await;
+
+    c.set_faults(1, json!({"partition": {"peers": [2, 3]}}))
+        .await;
+    wait_for_view(&c, 1, "the secondaries to stop replicating", |s| {
+        s.is_leader()
+            && status::replicating(Some(s), 1)
+            && !status::replicating(Some(s), 2)
+            && !status::replicating(Some(s), 3)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_async_failover_bound_is_what_the_old_primary_discards_when_it_returns() {
+    let args = ["--replication", "async", "--cluster-id", CLUSTER_ID];
+    let mut c = Cluster::launch(harness(), 3, &args);
+    let auth = auth(CLUSTER_ID);
+    let statuses = [
+        answered(&c, 1).await,
+        answered(&c, 2).await,
+        answered(&c, 3).await,
+    ];
+    let members = book(&c, &statuses.iter().collect::<Vec<_>>());
+    client(&c, 1)
+        .init(to(&statuses[0]), &auth, &members)
+        .await
+        .expect("member 1 is the primary");
+    for v in 1..=5 {
+        c.wait_until("a replicated write", || async {
+            (write(&c, 1, v).await == 200).then_some(())
+        })
+        .await;
+    }
+    c.wait_until("the secondaries to hold every write", || async {
+        let p = status(&c, 1).await?.last_log_index;
+        let caught_up =
+            status(&c, 2).await?.applied_index == p && status(&c, 3).await?.applied_index == p;
+        caught_up.then_some(())
+    })
+    .await;
+
+    // The primary is cut off from both secondaries and acknowledges 20 more writes alone.
+    let cut = serde_json::from_value(serde_json::json!({"partition": {"peers": [2, 3]}}))
+        .expect("fault set");
+    client(&c, 1)
+        .faults(to(&statuses[0]), &auth, &cut)
+        .await
+        .expect("partition");
+    for v in 6..=25 {
+        assert_eq!(write(&c, 1, v).await, 200, "async acknowledges alone");
+    }
+    // The operator's last observation of the primary, then it dies.
+    let last = answered(&c, 1).await;
+    let seen = membership::PrimarySeen {
+        id: 1,
+        last_seq: last.last_log_index,
+    };
+    c.kill(1);
+    let step = c
+        .wait_until("a failover decision", || async {
+            let observed = observe(&c).await;
+            match membership::next_primary_step(3, &observed, true, Some(seen), Some(60), 10) {
+                s @ PrimaryStep::Failover { .. } => Some(s),
+                _ => None,
+            }
+        })
+        .await;
+    let PrimaryStep::Failover {
+        ordinal,
+        to: id,
+        from,
+        loss,
+    } = step
+    else {
+        unreachable!()
+    };
+    assert_eq!(from, 1);
+    assert_eq!(loss.possible_loss(), 20, "{loss:?}");
+    let promoted = answered(&c, id).await;
+    client(&c, id)
+        .promote(to(&promoted), &auth)
+        .await
+        .expect("promoted");
+    let entry = PeerEntry {
+        addr: c.members[&id].peer.clone(),
+        incarnation: promoted.incarnation.clone(),
+    };
+
+    // The old primary returns and follows the new one: what it drops is the bound.
+    c.restart(1);
+    let back = answered(&c, 1).await;
+    client(&c, 1)
+        .set_primary(to(&back), &auth, id, &entry)
+        .await
+        .expect("member 1 follows the new primary");
+    let other = if id == 2 { 3 } else { 2 };
+    let s = answered(&c, other).await;
+    client(&c, other)
+        .set_primary(to(&s), &auth, id, &entry)
+        .await
+        .expect("the third member follows the new primary");
+    let discarded = c
+        .wait_until(
+            "the old primary to drop what the new one never had",
+            || async { status(&c, 1).await?.discarded_writes.filter(|d| *d > 0) },
+        )
+        .await;
+    assert_eq!(
+        discarded,
+        loss.possible_loss(),
+        "promoted ordinal {ordinal}"
+    );
 }
