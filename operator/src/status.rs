@@ -32,8 +32,8 @@ pub struct Summary<'a> {
     pub progress: Option<&'a str>,
     /// The leader's term (members behind it are cut off).
     pub term: Option<u64>,
-    /// Without a leader: the highest term of members that are campaigning (terms rose since
-    /// the last pass, or a member is a candidate).
+    /// The highest term of members that are campaigning (terms rose since the last pass, or
+    /// a member is a candidate); reported when no leader can commit.
     pub campaigning: Option<u64>,
 }
 
