@@ -349,22 +349,33 @@ impl<'a> Pass<'a> {
                 &Patch::Apply(&resources::client_service(self.rc)),
             )
             .await?;
-        self.apply_disruption_budget().await?;
+        if let Err(e) = self.apply_disruption_budget().await {
+            // The members run without it; say what is missing rather than stop managing them.
+            warn!(cluster = %self.name, error = %e, "applying the PodDisruptionBudget failed");
+            self.ctx.metrics.error("kube");
+            let note = format!(
+                "could not apply PodDisruptionBudget {}: {e}; a drain may take more than one \
+                 member at a time (the operator needs get/create/patch on \
+                 policy/poddisruptionbudgets)",
+                resources::pdb_name(&self.name)
+            );
+            self.event(true, "DisruptionBudgetFailed", note).await;
+        }
         Ok(token)
     }
 
     /// Applies the PodDisruptionBudget as `policy/v1`, or as `policy/v1beta1` where the
     /// server does not serve v1 (Kubernetes before 1.21 answers 404 for the v1 resource).
-    async fn apply_disruption_budget(&self) -> Result<(), Error> {
+    async fn apply_disruption_budget(&self) -> Result<(), kube::Error> {
         let pdb = serde_json::to_value(resources::disruption_budget(self.rc))
-            .map_err(|e| Error::Kube(kube::Error::SerdeError(e)))?;
+            .map_err(kube::Error::SerdeError)?;
         let name = resources::pdb_name(&self.name);
         match self.apply_pdb_as("v1", &name, &pdb).await {
             Err(kube::Error::Api(e)) if e.code == 404 => {
                 debug!(cluster = %self.name, "policy/v1 not served: PodDisruptionBudget as policy/v1beta1");
-                Ok(self.apply_pdb_as("v1beta1", &name, &pdb).await?)
+                self.apply_pdb_as("v1beta1", &name, &pdb).await
             }
-            other => Ok(other?),
+            other => other,
         }
     }
 

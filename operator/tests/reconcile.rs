@@ -1563,3 +1563,40 @@ async fn an_isolated_async_primary_is_reachable_but_its_secondaries_do_not_repli
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_refused_disruption_budget_is_reported_and_the_members_are_still_managed() {
+    let rc = with_status(demo(3, ""), bootstrapped_status(3, 0, 2));
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members: raft_members(3, 0, 2),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc),
+        pdb_forbidden: true,
+        ..World::default()
+    })
+    .await;
+    h.reconcile()
+        .await
+        .expect("the pass goes on without the budget");
+    let log = h.take_log();
+    let evs = events(&log);
+    let failed = evs
+        .iter()
+        .find(|e| e.1 == "DisruptionBudgetFailed")
+        .unwrap_or_else(|| panic!("no DisruptionBudgetFailed event in {evs:?}"));
+    assert_eq!(failed.0, "Warning");
+    assert!(
+        failed.2.contains("policy/poddisruptionbudgets"),
+        "{}",
+        failed.2
+    );
+    assert_eq!(
+        admin(&log, "peers").len(),
+        3,
+        "members still get their address book"
+    );
+    assert_eq!(status_patch(&log)["phase"], "Ready");
+}

@@ -102,6 +102,8 @@ pub struct World {
     pub replaced: BTreeMap<u32, String>,
     /// The server does not serve `policy/v1` (Kubernetes before 1.21).
     pub no_policy_v1: bool,
+    /// The operator may not write PodDisruptionBudgets (403).
+    pub pdb_forbidden: bool,
 }
 
 /// Everything a reconcile test needs.
@@ -470,6 +472,13 @@ fn answer(world: &Mutex<World>, c: &Call) -> Option<(u16, Value)> {
         return Some((201, c.body.clone()));
     }
     if m == "PATCH" && p == format!("/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/{NAME}") {
+        if w.pdb_forbidden {
+            return Some((
+                403,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                       "message": "poddisruptionbudgets.policy is forbidden", "reason": "Forbidden", "code": 403}),
+            ));
+        }
         return Some(if w.no_policy_v1 {
             not_found("the server could not find the requested resource")
         } else {
