@@ -30,6 +30,10 @@ pub struct Config {
     /// This member's id (positive; never reused for a member whose data was lost).
     #[arg(long, env = "CAPLAB_ID", value_parser = clap::value_parser!(u64).range(1..))]
     pub id: u64,
+    /// The cluster this member belongs to (the operator sets `<namespace>/<name>/<uid>`). Peer
+    /// messages naming another cluster are refused with 421; unset, any cluster id is accepted.
+    #[arg(long, env = "CAPLAB_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
     /// Address of the client API.
     #[arg(long, env = "CAPLAB_CLIENT_LISTEN", default_value = "0.0.0.0:8080")]
     pub client_listen: SocketAddr,

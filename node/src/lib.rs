@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod faults;
+pub mod identity;
 pub mod member;
 pub mod metrics;
 pub mod network;

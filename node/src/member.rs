@@ -12,14 +12,16 @@ use tokio::time::Instant;
 use crate::api::error::{ApiError, Forwarded};
 use crate::engine::{EngineError, EngineResult};
 use crate::faults::{FaultCounters, FaultSet, Faults};
+use crate::identity::{Incarnation, PeerAddr};
 use crate::metrics::Metrics;
 use crate::network::PeerClient;
-use crate::primary::{PrimaryEngine, ReplicateRequest, ReplicateResponse};
+use crate::primary::{EpochView, PrimaryEngine, ReplicateRequest, ReplicateResponse};
 use crate::raft_engine::RaftEngine;
-use crate::types::{Command, NodeId};
+use crate::types::{Command, Node, NodeId};
 
 pub const FORWARD_WRITE_PATH: &str = "/v1/internal/forward/write";
 pub const FORWARD_READ_PATH: &str = "/v1/internal/forward/read";
+pub const INIT_PATH: &str = "/v1/admin/init";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consistency {
@@ -74,8 +76,21 @@ pub struct EngineStatus {
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     pub id: NodeId,
+    /// Drawn when the data directory was first initialised; 16 lowercase hex characters.
+    pub incarnation: Incarnation,
+    /// The cluster id this member accepts peer messages for (`None`: any).
+    pub cluster_id: Option<String>,
+    /// Whether this member is a voter (Raft) or in the primary's member set; a member removed
+    /// from the voters reports `false` and role `learner` or `removed`, never `leader`.
+    pub voter: bool,
+    /// Primary modes: this member was the primary before it restarted and serves nothing
+    /// until it has confirmed its epoch with a majority (role `fenced` meanwhile).
+    pub fenced: bool,
     #[serde(flatten)]
     pub engine: EngineStatus,
+    /// Peer messages refused with 421 because they named another cluster, member or
+    /// incarnation.
+    pub misdirected_messages: u64,
     pub paused: bool,
     /// Milliseconds since the Unix epoch by this member's clock (clock skew included).
     pub clock_ms: u64,
@@ -242,12 +257,31 @@ impl Member {
     }
 
     pub async fn status(&self) -> Status {
-        let engine = match &self.engine {
+        let mut engine = match &self.engine {
             Engine::Raft(raft) => raft.status(&self.peers.last_contact_ms()),
             Engine::Primary(p) => p.status().await,
         };
+        let voter = engine.voters.contains(&self.id);
+        let fenced = match &self.engine {
+            Engine::Raft(_) => false,
+            Engine::Primary(p) => p.is_fenced().await,
+        };
+        if !voter && matches!(engine.role, "leader" | "follower" | "candidate") {
+            // openraft keeps a removed voter in its role until it notices; what it does then
+            // counts for nothing.
+            engine.role = if engine.learners.contains(&self.id) {
+                "learner"
+            } else {
+                "removed"
+            };
+        }
         Status {
             id: self.id,
+            incarnation: self.peers.identity.incarnation.clone(),
+            cluster_id: self.peers.identity.cluster.clone(),
+            voter,
+            fenced,
+            misdirected_messages: self.metrics.misdirected_total(),
             engine,
             paused: self.faults.is_paused(),
             clock_ms: self
@@ -260,10 +294,36 @@ impl Member {
         }
     }
 
-    /// Ready to serve: a leader is known, everything known committed is applied, not paused.
-    pub async fn is_ready(&self) -> bool {
+    /// Ready to serve: a voter (or in the primary's member set), a leader known, everything
+    /// known committed applied, not paused, not fenced; else why not.
+    pub async fn readiness(&self) -> Result<(), String> {
         let s = self.status().await;
-        s.engine.leader.is_some() && s.engine.applied_index >= s.engine.commit_index && !s.paused
+        if s.paused {
+            return Err("paused by an injected fault".into());
+        }
+        if s.fenced {
+            return Err(format!(
+                "fenced: was the primary of epoch {} before a restart and is confirming its \
+                 epoch with the other members",
+                s.engine.term
+            ));
+        }
+        if !s.voter {
+            return Err(format!(
+                "not a voter (voters {:?}): this member was removed from the cluster or not yet added",
+                s.engine.voters
+            ));
+        }
+        if s.engine.leader.is_none() {
+            return Err("no leader known".into());
+        }
+        if s.engine.applied_index < s.engine.commit_index {
+            return Err(format!(
+                "still applying ({} of {} committed entries applied)",
+                s.engine.applied_index, s.engine.commit_index
+            ));
+        }
+        Ok(())
     }
 
     pub async fn refresh_gauges(&self) {
@@ -300,7 +360,29 @@ impl Member {
         Ok(faults)
     }
 
-    pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<(), ApiError> {
+    /// The membership record of member `id` at `addr`: with the incarnation given, else the
+    /// one known (this member's own, or one pinned in the address book).
+    fn node(&self, id: NodeId, addr: &PeerAddr) -> Node {
+        let known = if id == self.id {
+            Some(self.peers.identity.incarnation.clone())
+        } else {
+            self.peers.addresses.incarnation(id)
+        };
+        Node {
+            addr: addr.addr().to_string(),
+            incarnation: addr.incarnation().cloned().or(known),
+        }
+    }
+
+    /// `POST /v1/admin/init`. In Raft mode a member never initialised grants no vote, so
+    /// the member asked (`from_peer` false) initialises every other member with the same
+    /// membership, incarnations included (those not given are asked for first), and succeeds
+    /// once a majority holds it; the others learn it from the leader.
+    pub async fn initialize(
+        &self,
+        members: BTreeMap<NodeId, PeerAddr>,
+        from_peer: bool,
+    ) -> Result<(), ApiError> {
         if !members.contains_key(&self.id) {
             return Err(ApiError::BadRequest(format!(
                 "members must include this member (id {})",
@@ -308,21 +390,99 @@ impl Member {
             )));
         }
         self.peers.addresses.merge(members.clone());
-        let result = match &self.engine {
-            Engine::Raft(raft) => raft.initialize(members).await,
-            Engine::Primary(p) => p.initialize(members.into_keys().collect()).await,
+        let raft = match &self.engine {
+            Engine::Primary(p) => {
+                let initialized = p.initialize(members.into_keys().collect()).await;
+                return served_here(initialized, "initialize");
+            }
+            Engine::Raft(raft) => raft,
         };
-        served_here(result, "initialize")
+        if !from_peer {
+            self.learn_incarnations(&members).await;
+        }
+        let nodes: BTreeMap<NodeId, Node> = members
+            .iter()
+            .map(|(id, addr)| (*id, self.node(*id, addr)))
+            .collect();
+        served_here(raft.initialize(nodes.clone()).await, "initialize")?;
+        if from_peer {
+            return Ok(());
+        }
+        let holding = 1 + self.initialize_others(&nodes).await;
+        if holding > nodes.len() / 2 {
+            Ok(())
+        } else {
+            Err(ApiError::NotApplied(format!(
+                "only {holding} of {} members accepted the membership; call init again when \
+                 more are up (it is idempotent)",
+                nodes.len()
+            )))
+        }
+    }
+
+    /// Pins the incarnation of every member given without one (those that answer).
+    async fn learn_incarnations(&self, members: &BTreeMap<NodeId, PeerAddr>) {
+        let timeout = self.request_timeout;
+        let probes = members
+            .iter()
+            .filter(|(id, addr)| **id != self.id && addr.incarnation().is_none())
+            .map(|(id, _)| self.peers.probe(*id, timeout));
+        for result in futures::future::join_all(probes).await {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "cannot learn a member's incarnation for init");
+            }
+        }
+    }
+
+    /// Sends the membership to every other member; returns how many accepted it.
+    async fn initialize_others(&self, nodes: &BTreeMap<NodeId, Node>) -> usize {
+        let entries: BTreeMap<NodeId, PeerAddr> = nodes
+            .iter()
+            .map(|(id, n)| {
+                let entry = PeerAddr::Pinned {
+                    addr: n.addr.clone(),
+                    incarnation: n.incarnation.clone(),
+                };
+                (*id, entry)
+            })
+            .collect();
+        let body = serde_json::json!({ "members": entries });
+        let body = &body;
+        let others = nodes.keys().copied().filter(|id| *id != self.id);
+        let sends = others.map(|id| async move {
+            let sent = self
+                .peers
+                .post(id, None, INIT_PATH, body, self.request_timeout)
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => true,
+                Ok(r) => {
+                    let status = r.status();
+                    let answer = r.text().await.unwrap_or_default();
+                    tracing::warn!(peer = id, %status, answer, "a member refused init");
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot initialise a member");
+                    false
+                }
+            }
+        });
+        let accepted = futures::future::join_all(sends).await;
+        accepted.into_iter().filter(|ok| *ok).count()
     }
 
     pub async fn add_learner(
         &self,
         id: NodeId,
-        addr: String,
+        addr: PeerAddr,
     ) -> Result<Option<Forwarded>, ApiError> {
         self.peers.addresses.merge([(id, addr.clone())]);
         let result = match &self.engine {
-            Engine::Raft(raft) => raft.add_learner(id, addr.clone(), self.deadline()).await,
+            Engine::Raft(raft) => {
+                let node = self.node(id, &addr);
+                raft.add_learner(id, node, self.deadline()).await
+            }
             Engine::Primary(p) => {
                 p.set_members(|m| {
                     m.insert(id);
@@ -372,10 +532,15 @@ impl Member {
         served_here(self.primary_engine()?.promote(at_least).await, "promote")
     }
 
-    pub async fn follow(&self, primary: NodeId, addr: String) -> Result<(), ApiError> {
+    pub async fn follow(&self, primary: NodeId, addr: PeerAddr) -> Result<(), ApiError> {
         let engine = self.primary_engine()?;
         self.peers.addresses.merge([(primary, addr)]);
         served_here(engine.follow(primary).await, "follow")
+    }
+
+    /// The epoch and primary this member knows (primary modes).
+    pub async fn epoch_view(&self) -> Result<EpochView, ApiError> {
+        Ok(self.primary_engine()?.epoch_view().await)
     }
 
     pub async fn replicate(

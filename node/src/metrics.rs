@@ -8,6 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::identity::Misdirection;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub op: String,
@@ -25,6 +27,11 @@ pub struct FaultLabels {
     pub kind: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
 type HistogramFamily = Family<OpLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -37,6 +44,9 @@ pub struct Metrics {
     pub leader_changes: Counter,
     pub discarded_writes: Gauge,
     pub fault_messages: Family<FaultLabels, Counter>,
+    /// Peer-port requests refused with 421, by reason (`wrong-cluster`, `wrong-member`,
+    /// `wrong-incarnation`).
+    pub misdirected: Family<ReasonLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -55,6 +65,7 @@ impl Default for Metrics {
         let leader_changes = Counter::default();
         let discarded_writes = Gauge::default();
         let fault_messages = Family::<FaultLabels, Counter>::default();
+        let misdirected = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "requests",
             "Client requests by operation and outcome",
@@ -95,6 +106,11 @@ impl Default for Metrics {
             "Peer messages affected by injected faults, by peer and kind (dropped, delayed, lost)",
             fault_messages.clone(),
         );
+        registry.register(
+            "misdirected_messages",
+            "Peer messages refused because they named another cluster, member or incarnation",
+            misdirected.clone(),
+        );
         Self {
             registry,
             requests,
@@ -105,6 +121,7 @@ impl Default for Metrics {
             leader_changes,
             discarded_writes,
             fault_messages,
+            misdirected,
         }
     }
 }
@@ -120,6 +137,27 @@ impl Metrics {
         self.latency
             .get_or_create(&OpLabels { op: op.to_string() })
             .observe(seconds);
+    }
+
+    fn misdirected_counter(&self, kind: Misdirection) -> Counter {
+        self.misdirected
+            .get_or_create(&ReasonLabels {
+                reason: kind.reason().to_string(),
+            })
+            .clone()
+    }
+
+    /// Counts a peer message refused with 421.
+    pub fn count_misdirected(&self, kind: Misdirection) {
+        self.misdirected_counter(kind).inc();
+    }
+
+    /// Peer messages refused with 421, all reasons together.
+    pub fn misdirected_total(&self) -> u64 {
+        Misdirection::ALL
+            .into_iter()
+            .map(|kind| self.misdirected_counter(kind).get())
+            .sum()
     }
 
     pub fn render(&self) -> String {

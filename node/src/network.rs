@@ -1,6 +1,10 @@
 //! Outgoing member-to-member traffic: Raft RPCs over HTTP/JSON on the peer port, through the
 //! fault layer, to addresses from the member's address book (pushed by the operator, so a
 //! member that comes back with a new pod IP is reachable again without DNS).
+//!
+//! Every message names the cluster, the sender, and the member and incarnation it is meant
+//! for (see `identity.rs`); an address now held by another member, or by the same id after
+//! its data was wiped, answers 421 instead of taking part in Raft.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -15,23 +19,42 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, EntryPayload};
+use openraft::EntryPayload;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::faults::{Faults, Verdict};
-use crate::types::{Entry, NodeId, TypeConfig};
+pub use crate::identity::FROM_HEADER;
+use crate::identity::{
+    Identity, Incarnation, PeerAddr, CLUSTER_HEADER, INCARNATION_HEADER, TO_HEADER,
+    TO_INCARNATION_HEADER,
+};
+use crate::types::{Entry, Node, NodeId, TypeConfig};
 
-/// The header that names the sending member, so the receiver can apply its own fault filter.
-pub const FROM_HEADER: &str = "x-caplab-from";
+/// Where a member is and, once known, which incarnation is expected there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BookEntry {
+    addr: String,
+    incarnation: Option<Incarnation>,
+}
 
-/// id → `host:port` of each member's peer listener.
+/// id → `host:port` of each member's peer listener, and the incarnation expected there: given
+/// by the admin API's object form, or pinned from the member's first answer.
 #[derive(Clone, Default)]
-pub struct AddressBook(Arc<RwLock<BTreeMap<NodeId, String>>>);
+pub struct AddressBook(Arc<RwLock<BTreeMap<NodeId, BookEntry>>>);
 
 impl AddressBook {
     pub fn get(&self, id: NodeId) -> Option<String> {
+        self.read(id).map(|e| e.addr)
+    }
+
+    /// The incarnation expected at member `id`, if known.
+    pub fn incarnation(&self, id: NodeId) -> Option<Incarnation> {
+        self.read(id).and_then(|e| e.incarnation)
+    }
+
+    fn read(&self, id: NodeId) -> Option<BookEntry> {
         self.0
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -39,21 +62,71 @@ impl AddressBook {
             .cloned()
     }
 
-    pub fn merge(&self, entries: impl IntoIterator<Item = (NodeId, String)>) {
-        self.0
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(entries);
+    /// Records addresses; an entry without an incarnation keeps the one already known (a
+    /// member that moved to a new address keeps its incarnation).
+    pub fn merge(&self, entries: impl IntoIterator<Item = (NodeId, impl Into<PeerAddr>)>) {
+        let mut book = self.0.write().unwrap_or_else(|p| p.into_inner());
+        for (id, entry) in entries {
+            let entry: PeerAddr = entry.into();
+            let known = book.get(&id).and_then(|e| e.incarnation.clone());
+            let incarnation = entry.incarnation().cloned().or(known);
+            let addr = entry.addr().to_string();
+            book.insert(id, BookEntry { addr, incarnation });
+        }
+    }
+
+    /// Pins the incarnation a member answered with, unless one is already expected there.
+    fn pin(&self, id: NodeId, incarnation: Incarnation) {
+        let mut book = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = book.get_mut(&id) {
+            if entry.incarnation.is_none() {
+                tracing::info!(peer = id, %incarnation, "pinned the incarnation of a peer");
+                entry.incarnation = Some(incarnation);
+            }
+        }
     }
 
     pub fn all(&self) -> BTreeMap<NodeId, String> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        let book = self.0.read().unwrap_or_else(|p| p.into_inner());
+        book.iter().map(|(id, e)| (*id, e.addr.clone())).collect()
+    }
+
+    /// The incarnations known, by member id.
+    pub fn incarnations(&self) -> BTreeMap<NodeId, Incarnation> {
+        let book = self.0.read().unwrap_or_else(|p| p.into_inner());
+        book.iter()
+            .filter_map(|(id, e)| Some((*id, e.incarnation.clone()?)))
+            .collect()
+    }
+}
+
+impl From<String> for PeerAddr {
+    fn from(addr: String) -> Self {
+        PeerAddr::Plain(addr)
+    }
+}
+
+/// A peer as a message is addressed: the address to use when the book has none, and the
+/// incarnation the Raft membership recorded for it (preferred over the book's).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Target<'a> {
+    pub fallback_addr: Option<&'a str>,
+    pub incarnation: Option<&'a Incarnation>,
+}
+
+impl<'a> From<&'a Node> for Target<'a> {
+    fn from(node: &'a Node) -> Self {
+        Target {
+            fallback_addr: Some(&node.addr),
+            incarnation: node.incarnation.as_ref(),
+        }
     }
 }
 
 /// Everything outgoing peer traffic needs; shared by every connection.
 pub struct PeerClient {
     pub id: NodeId,
+    pub identity: Identity,
     pub http: reqwest::Client,
     pub token: String,
     pub addresses: AddressBook,
@@ -96,7 +169,12 @@ impl PeerError {
 }
 
 impl PeerClient {
-    pub fn new(id: NodeId, token: String, addresses: AddressBook, faults: Arc<Faults>) -> Self {
+    pub fn new(
+        identity: Identity,
+        token: String,
+        addresses: AddressBook,
+        faults: Arc<Faults>,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
@@ -104,7 +182,8 @@ impl PeerClient {
             .build()
             .unwrap_or_default();
         Self {
-            id,
+            id: identity.id,
+            identity,
             http,
             token,
             addresses,
@@ -133,30 +212,83 @@ impl PeerClient {
         body: &impl Serialize,
         timeout: Duration,
     ) -> Result<reqwest::Response, PeerError> {
+        let target = Target {
+            fallback_addr,
+            incarnation: None,
+        };
+        self.post_to(peer, target, path, body, timeout).await
+    }
+
+    /// [`PeerClient::post`] to a peer as `target` addresses it. The request names the
+    /// cluster, this member, the peer and the incarnation expected there (once known); the
+    /// incarnation the peer answers with is pinned when none was known.
+    pub async fn post_to(
+        &self,
+        peer: NodeId,
+        target: Target<'_>,
+        path: &str,
+        body: &impl Serialize,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, PeerError> {
+        let request = |url: String| self.http.post(url).json(body);
+        self.send(peer, target, path, request, timeout).await
+    }
+
+    /// Asks a peer's `/healthz`, which pins its incarnation (when none is known yet).
+    pub async fn probe(&self, peer: NodeId, timeout: Duration) -> Result<(), PeerError> {
+        let request = |url: String| self.http.get(url);
+        self.send(peer, Target::default(), "/healthz", request, timeout)
+            .await
+            .map(drop)
+    }
+
+    async fn send(
+        &self,
+        peer: NodeId,
+        target: Target<'_>,
+        path: &str,
+        request: impl FnOnce(String) -> reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, PeerError> {
         let addr = self
             .addresses
             .get(peer)
-            .or_else(|| fallback_addr.map(str::to_string))
+            .or_else(|| target.fallback_addr.map(str::to_string))
             .ok_or(PeerError::NoAddress(peer))?;
         if self.faults.filter(peer).await == Verdict::Drop {
             return Err(PeerError::Dropped(peer));
         }
-        let response = self
-            .http
-            .post(format!("http://{addr}{path}"))
+        let expected = target
+            .incarnation
+            .cloned()
+            .or_else(|| self.addresses.incarnation(peer));
+        let mut request = request(format!("http://{addr}{path}"))
             .bearer_auth(&self.token)
             .header(FROM_HEADER, self.id)
-            .timeout(timeout)
-            .json(body)
-            .send()
-            .await
-            .map_err(|source| {
-                if source.is_connect() {
-                    PeerError::Connect { peer, source }
-                } else {
-                    PeerError::Transport { peer, source }
-                }
-            })?;
+            .header(TO_HEADER, peer);
+        if let Some(cluster) = &self.identity.cluster {
+            request = request.header(CLUSTER_HEADER, cluster);
+        }
+        if let Some(incarnation) = &expected {
+            request = request.header(TO_INCARNATION_HEADER, incarnation.as_str());
+        }
+        let response = request.timeout(timeout).send().await.map_err(|source| {
+            if source.is_connect() {
+                PeerError::Connect { peer, source }
+            } else {
+                PeerError::Transport { peer, source }
+            }
+        })?;
+        if expected.is_none() && response.status() != reqwest::StatusCode::MISDIRECTED_REQUEST {
+            let answered = response
+                .headers()
+                .get(INCARNATION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            if let Some(incarnation) = answered {
+                self.addresses.pin(peer, incarnation);
+            }
+        }
         Ok(response)
     }
 
@@ -167,13 +299,13 @@ impl PeerClient {
     >(
         &self,
         peer: NodeId,
-        node: &BasicNode,
+        node: &Node,
         path: &str,
         request: &Req,
         option: &RPCOption,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>> {
+    ) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>> {
         let response = self
-            .post(peer, Some(&node.addr), path, request, option.hard_ttl())
+            .post_to(peer, node.into(), path, request, option.hard_ttl())
             .await
             .map_err(|e| match e {
                 e if e.not_sent() => RPCError::Unreachable(Unreachable::new(&e)),
@@ -188,6 +320,8 @@ impl PeerClient {
                 body,
             };
             // A paused or partitioned receiver refuses the message: treat it as lost on the way.
+            // So is one meant for another member or incarnation (421): whoever answered at
+            // that address must not take part in this member's Raft.
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         }
         let result: Result<Resp, RaftError<NodeId, E>> =
@@ -209,13 +343,13 @@ pub struct Network(pub Arc<PeerClient>);
 pub struct PeerConnection {
     client: Arc<PeerClient>,
     target: NodeId,
-    node: BasicNode,
+    node: Node,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConnection {
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerConnection {
         PeerConnection {
             client: self.0.clone(),
             target,
@@ -229,7 +363,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
         if let Some(fits) = entries_that_fit(&rpc.entries, MAX_APPEND_BYTES) {
             return Err(RPCError::PayloadTooLarge(
                 PayloadTooLarge::new_entries_hint(fits),
@@ -246,7 +380,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+        RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
     > {
         self.client
             .rpc(self.target, &self.node, "/raft/snapshot", &rpc, &option)
@@ -257,7 +391,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         &mut self,
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
         self.client
             .rpc(self.target, &self.node, "/raft/vote", &rpc, &option)
             .await

@@ -9,7 +9,7 @@ use openraft::error::{
     CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError,
 };
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
-use openraft::{BasicNode, ChangeMembers, ServerState};
+use openraft::{ChangeMembers, ServerState};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -19,7 +19,7 @@ use crate::api::error::ApiError;
 use crate::engine::{EngineError, EngineResult};
 use crate::member::{EngineStatus, PeerStatus};
 use crate::store::SharedState;
-use crate::types::{Batch, Command, CommandResult, NodeId, Raft, TypeConfig};
+use crate::types::{Batch, Command, CommandResult, Node, NodeId, Raft, TypeConfig};
 
 pub struct RaftEngine {
     pub raft: Raft,
@@ -56,7 +56,7 @@ struct PendingWrite {
     reply: oneshot::Sender<EngineResult<CommandResult>>,
 }
 
-fn redirect(to: ForwardToLeader<NodeId, BasicNode>) -> EngineError {
+fn redirect(to: ForwardToLeader<NodeId, Node>) -> EngineError {
     EngineError::NotLeader {
         leader: to.leader_id,
         addr: to.leader_node.map(|n| n.addr),
@@ -73,7 +73,7 @@ fn role_name(state: ServerState) -> &'static str {
     }
 }
 
-fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> EngineError {
+fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> EngineError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => redirect(to),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
@@ -251,11 +251,7 @@ impl RaftEngine {
         runtime.elect(!paused);
     }
 
-    pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> EngineResult<()> {
-        let nodes: BTreeMap<NodeId, BasicNode> = members
-            .into_iter()
-            .map(|(id, addr)| (id, BasicNode { addr }))
-            .collect();
+    pub async fn initialize(&self, nodes: BTreeMap<NodeId, Node>) -> EngineResult<()> {
         match self.raft.initialize(nodes.clone()).await {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
@@ -280,18 +276,10 @@ impl RaftEngine {
         }
     }
 
-    pub async fn add_learner(
-        &self,
-        id: NodeId,
-        addr: String,
-        deadline: Instant,
-    ) -> EngineResult<()> {
-        let result = tokio::time::timeout_at(
-            deadline,
-            self.raft.add_learner(id, BasicNode { addr }, true),
-        )
-        .await
-        .map_err(|_| ApiError::Unknown("deadline passed while adding the learner".into()))?;
+    pub async fn add_learner(&self, id: NodeId, node: Node, deadline: Instant) -> EngineResult<()> {
+        let result = tokio::time::timeout_at(deadline, self.raft.add_learner(id, node, true))
+            .await
+            .map_err(|_| ApiError::Unknown("deadline passed while adding the learner".into()))?;
         result.map(|_| ()).map_err(membership_error)
     }
 

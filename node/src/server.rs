@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, Replication};
 use crate::faults::Faults;
+use crate::identity::{Identity, Incarnation};
 use crate::member::{Engine, Member};
 use crate::metrics::Metrics;
 use crate::network::{AddressBook, Network, PeerClient};
@@ -30,8 +31,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let token = config.admin_token()?;
     let metrics = Arc::new(Metrics::default());
     let faults = Arc::new(Faults::new(&metrics));
+    let identity = Identity {
+        cluster: config.cluster_id.clone(),
+        id: config.id,
+        incarnation: Incarnation::load_or_create(&config.data_dir)?,
+    };
     let peers = Arc::new(PeerClient::new(
-        config.id,
+        identity,
         token,
         AddressBook::default(),
         faults.clone(),

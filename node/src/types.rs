@@ -4,6 +4,8 @@ use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
+use crate::identity::Incarnation;
+
 /// Members are identified by a positive integer that is never reused for a member whose data
 /// was lost (a new identity is required to rejoin, as Raft demands).
 pub type NodeId = u64;
@@ -60,12 +62,24 @@ impl Command {
 /// commands: blank and membership entries).
 pub type BatchResults = Vec<CommandResult>;
 
+/// A member as the Raft membership records it: its peer address and, once known, its
+/// incarnation, so that a member that lost its data and came back under the same id is never
+/// taken for the voter it replaced (messages to it carry the recorded incarnation and are
+/// refused with 421).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// `host:port` of the member's peer listener.
+    pub addr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<Incarnation>,
+}
+
 openraft::declare_raft_types!(
     pub TypeConfig:
         D = Batch,
         R = BatchResults,
         NodeId = NodeId,
-        Node = openraft::BasicNode,
+        Node = Node,
         SnapshotData = Cursor<Vec<u8>>,
 );
 
@@ -74,6 +88,6 @@ pub type Entry = openraft::Entry<TypeConfig>;
 pub type LogId = openraft::LogId<NodeId>;
 pub type Vote = openraft::Vote<NodeId>;
 pub type StorageError = openraft::StorageError<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
 pub type Snapshot = openraft::Snapshot<TypeConfig>;

@@ -352,3 +352,83 @@ async fn admin_until_ok(c: &Cluster, id: u64, method: Method, path: &str, body: 
     })
     .await
 }
+
+/// Issue 19 §2: a leader removed from the voters must stop presenting itself as the leader
+/// and as ready (before the fix it said `role: leader` and `/readyz` 200 for over 10 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_removed_from_the_voters_says_so_and_is_not_ready() {
+    let c = common::start(3).await;
+    let leader = c.wait_for_leader().await;
+    let kept: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let (status, body) = c
+        .admin(
+            leader,
+            Method::PUT,
+            "/v1/admin/voters",
+            json!({ "voters": kept }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let started = Instant::now();
+    let readyz = c.members[&leader].url("/readyz");
+    let (s, why) = wait_until("the removed leader to report it is not a voter", || async {
+        let s = c.status(leader).await?;
+        let r = c.http.get(&readyz).send().await.ok()?;
+        let ready = r.status().as_u16();
+        let why = r.text().await.ok()?;
+        (s["voter"] == false && s["role"] != "leader" && ready == 503).then_some((s, why))
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}: {s}",
+        started.elapsed()
+    );
+    assert!(why.contains("not a voter"), "{why}");
+    c.wait_for_leader_among(&kept, Some(leader)).await;
+}
+
+/// Issue 19 §3: the README's curl examples send JSON with no `Content-Type` (or curl's form
+/// type); the API takes the body as JSON, and still says what is wrong with one that is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_bodies_need_no_content_type() {
+    let c = common::start(3).await;
+    let leader = c.wait_for_leader().await;
+    let send = |content_type: Option<&'static str>, body: &'static str| {
+        let mut r = c.http.put(c.members[&leader].url("/v1/kv/x")).body(body);
+        if let Some(t) = content_type {
+            r = r.header("content-type", t);
+        }
+        async move { caplab_testkit::into_pair(r.send().await).await }
+    };
+    assert_eq!(
+        send(None, r#"{"value": 5}"#).await,
+        (200, json!({"key": "x", "value": 5}))
+    );
+    let curl_default = Some("application/x-www-form-urlencoded");
+    assert_eq!(send(curl_default, r#"{"value": 6}"#).await.0, 200);
+    let (status, body) = send(None, "value=7").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("JSON")),
+        "{body}"
+    );
+    let (status, body) = send(Some("text/plain"), r#"{"value": 8}"#).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("application/json")),
+        "{body}"
+    );
+    // The admin API too (peer port), as in the README's init example.
+    let r = c
+        .http
+        .put(c.members[&leader].peer_url("/v1/admin/faults"))
+        .bearer_auth(common::TOKEN)
+        .body("{}")
+        .send()
+        .await;
+    assert_eq!(caplab_testkit::into_pair(r).await.0, 200);
+    assert_eq!(c.get(leader, "x", "linearizable").await.1["value"], 6);
+}

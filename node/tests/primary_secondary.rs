@@ -330,3 +330,127 @@ async fn a_planned_switchover_moves_the_primary_without_losing_a_write() {
         .await;
     assert_eq!(status, 400, "{body}");
 }
+
+/// Issue 18 §3: async, the primary is killed, a secondary promoted and the third pointed at
+/// it; the old primary restarts while a client keeps writing to it. Before the fix it came
+/// back as `primary` of epoch 1, acknowledged writes and discarded them a moment later. Now it
+/// comes back fenced, learns of epoch 2 from the others and follows the new primary: every
+/// write it acknowledged survives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_primary_is_fenced_until_it_learns_of_the_failover() {
+    let mut c = start("async").await;
+    for i in 0..20 {
+        assert_eq!(c.put(1, &format!("before{i}"), i).await.0, 200);
+    }
+    applied_everywhere(&c, "before19", 19).await;
+    c.kill(1);
+    let promoted = admin_ok(&c, 2, Method::POST, "/v1/admin/promote", json!({})).await;
+    assert_eq!(promoted["epoch"], 2);
+    let addr = c.members[&2].peer.clone();
+    admin_ok(
+        &c,
+        3,
+        Method::PUT,
+        "/v1/admin/primary",
+        json!({"id": 2, "addr": addr}),
+    )
+    .await;
+
+    // A client writes to the old primary, unique values, from before it is back until it
+    // follows the new primary.
+    let url = c.members[&1].url("/v1/kv");
+    let http = c.http.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut acked = Vec::new();
+            let mut refused = 0;
+            for i in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let r = http
+                    .put(format!("{url}/w{i}"))
+                    .timeout(Duration::from_secs(2))
+                    .json(&json!({ "value": i }))
+                    .send()
+                    .await;
+                match r.map(|r| r.status().as_u16()) {
+                    Ok(200) => acked.push(i),
+                    Ok(503) => refused += 1,
+                    _ => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+            (acked, refused)
+        }
+    });
+    c.restart(1);
+    wait_until("the old primary to follow the new one", || async {
+        let s = c.status(1).await?;
+        (s["role"] == "secondary" && s["leader"] == 2 && s["term"] == 2).then_some(())
+    })
+    .await;
+    // Let some writes go through it to the new primary too.
+    let through = Instant::now();
+    wait_until("writes through the old primary to succeed", || async {
+        (c.put(1, "after", 1).await.0 == 200 && through.elapsed() > Duration::from_millis(300))
+            .then_some(())
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, refused) = writer.await.expect("writer");
+    assert!(!acked.is_empty(), "no write succeeded ({refused} refused)");
+
+    let s = c.status(1).await.unwrap_or_default();
+    assert_eq!(
+        s["discardedWrites"], 0,
+        "acknowledged writes were discarded: {s}"
+    );
+    for i in acked {
+        let (status, body) = c.get(2, &format!("w{i}"), "linearizable").await;
+        assert_eq!((status, body["value"].clone()), (200, json!(i)), "w{i}");
+    }
+}
+
+/// A primary restarted while no majority answers stays fenced: it refuses writes (503
+/// not-applied) and is not ready; once a member still following it answers, it serves again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_primary_serves_again_once_a_majority_confirms_its_epoch() {
+    let mut c = start("async").await;
+    assert_eq!(c.put(1, "x", 1).await.0, 200);
+    applied_everywhere(&c, "x", 1).await;
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    c.restart(1);
+    let s = wait_until("the restarted primary to answer", || c.status(1)).await;
+    assert_eq!(
+        (s["role"].clone(), s["fenced"].clone()),
+        (json!("fenced"), json!(true)),
+        "{s}"
+    );
+    let (status, body) = c.put(1, "x", 2).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["outcome"], "not-applied", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("confirming its epoch")),
+        "{body}"
+    );
+    let r = c.http.get(c.members[&1].url("/readyz")).send().await;
+    let r = r.expect("readyz answers");
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.text().await.unwrap_or_default().contains("fenced"));
+
+    c.restart(3);
+    wait_until("the restarted primary to serve again", || async {
+        let s = c.status(1).await?;
+        (s["role"] == "primary" && s["fenced"] == false && c.put(1, "x", 3).await.0 == 200)
+            .then_some(())
+    })
+    .await;
+    c.restart(2);
+    applied_everywhere(&c, "x", 3).await;
+}

@@ -35,6 +35,8 @@ pub struct Member {
     pub client: String,
     pub peer: String,
     pub data_dir: PathBuf,
+    /// Arguments used instead of the cluster's `extra_args` (see [`Cluster::restart_with`]).
+    args: Option<Vec<String>>,
     child: Option<Child>,
 }
 
@@ -61,6 +63,8 @@ pub struct Cluster {
     pub http: reqwest::Client,
     harness: Harness,
     extra_args: Vec<String>,
+    /// The `--cluster-id` among `extra_args`, sent on admin calls (`x-caplab-cluster`).
+    cluster_id: Option<String>,
 }
 
 /// A port for a member to listen on. Taken from below the kernel's ephemeral range (32768 and
@@ -84,8 +88,44 @@ fn free_port() -> u16 {
 
 impl Cluster {
     /// Starts `n` members (ids 1..=n), each run with `extra_args`, and initialises them as one
-    /// cluster (waiting until member 1 accepts the init; not for a leader).
+    /// cluster (waiting until member 1 accepts the init; not for a leader). The init names each
+    /// member's incarnation, read from its status, as the operator does.
     pub async fn start(harness: Harness, n: u64, extra_args: &[&str]) -> Cluster {
+        let cluster = Cluster::launch(harness, n, extra_args);
+        let url = cluster.members[&1].peer_url("/v1/admin/init");
+        cluster
+            .wait_until("the cluster to accept init", || async {
+                let body = json!({ "members": cluster.address_book().await? });
+                let r = cluster
+                    .identified(cluster.http.post(&url), 1)
+                    .json(&body)
+                    .send()
+                    .await
+                    .ok()?;
+                r.status().is_success().then_some(())
+            })
+            .await;
+        cluster
+    }
+
+    /// Every member as an address-book entry in the object form, `{"addr", "incarnation"}`
+    /// (`None` while some member does not answer its status yet).
+    pub async fn address_book(&self) -> Option<BTreeMap<String, Value>> {
+        let mut book = BTreeMap::new();
+        for m in self.members.values() {
+            let incarnation = self.status(m.id).await?["incarnation"].clone();
+            let entry = json!({ "addr": m.peer, "incarnation": incarnation });
+            book.insert(m.id.to_string(), entry);
+        }
+        Some(book)
+    }
+
+    /// Starts `n` member processes (ids 1..=n) without initialising them.
+    pub fn launch(harness: Harness, n: u64, extra_args: &[&str]) -> Cluster {
+        let cluster_id = extra_args
+            .windows(2)
+            .find(|w| w[0] == "--cluster-id")
+            .map(|w| w[1].to_string());
         let mut cluster = Cluster {
             dir: tempfile::tempdir().expect("tempdir"),
             members: BTreeMap::new(),
@@ -95,31 +135,25 @@ impl Cluster {
                 .expect("client"),
             harness,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            cluster_id,
         };
         for id in 1..=n {
             cluster.add_process(id);
         }
-        let members: BTreeMap<String, String> = cluster
-            .members
-            .values()
-            .map(|m| (m.id.to_string(), m.peer.clone()))
-            .collect();
-        let url = cluster.members[&1].peer_url("/v1/admin/init");
-        let body = json!({ "members": members });
         cluster
-            .wait_until("the cluster to accept init", || async {
-                let r = cluster
-                    .http
-                    .post(&url)
-                    .bearer_auth(cluster.harness.token)
-                    .json(&body)
-                    .send()
-                    .await
-                    .ok()?;
-                r.status().is_success().then_some(())
-            })
-            .await;
-        cluster
+    }
+
+    /// An admin request to member `id` with the token and the identity headers the operator
+    /// sends: from `0`, to `id`, and the cluster id when the members run with one.
+    fn identified(&self, request: reqwest::RequestBuilder, id: u64) -> reqwest::RequestBuilder {
+        let request = request
+            .bearer_auth(self.harness.token)
+            .header("x-caplab-from", "0")
+            .header("x-caplab-to", id.to_string());
+        match &self.cluster_id {
+            Some(cluster) => request.header("x-caplab-cluster", cluster),
+            None => request,
+        }
     }
 
     /// The admin token the members run with.
@@ -134,9 +168,41 @@ impl Cluster {
             client: format!("127.0.0.1:{}", free_port()),
             peer: format!("127.0.0.1:{}", free_port()),
             data_dir: self.dir.path().join(format!("member-{id}")),
+            args: None,
             child: None,
         };
         self.members.insert(id, member);
+        self.restart(id);
+    }
+
+    /// Replaces member `old` by a new member `new` at the same addresses, with an empty data
+    /// directory (a pod recreated under a new id that got the same IP).
+    pub fn replace(&mut self, old: u64, new: u64) {
+        self.kill(old);
+        let Some(mut member) = self.members.remove(&old) else {
+            panic!("no member {old}")
+        };
+        member.id = new;
+        member.data_dir = self.dir.path().join(format!("member-{new}"));
+        self.members.insert(new, member);
+        self.restart(new);
+    }
+
+    /// Kills member `id`, deletes its data directory and starts it again under the same id
+    /// (a disk lost; the member draws a new incarnation).
+    pub fn wipe(&mut self, id: u64) {
+        self.kill(id);
+        let dir = &self.members[&id].data_dir;
+        std::fs::remove_dir_all(dir).expect("remove the data directory");
+        self.restart(id);
+    }
+
+    /// Restarts member `id` with `args` instead of the cluster's extra arguments (kept for
+    /// its later restarts).
+    pub fn restart_with(&mut self, id: u64, args: &[&str]) {
+        self.kill(id);
+        let m = self.members.get_mut(&id).expect("member exists");
+        m.args = Some(args.iter().map(|s| s.to_string()).collect());
         self.restart(id);
     }
 
@@ -151,7 +217,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(&m.data_dir)
             .args(["--request-timeout-ms", "3000"])
-            .args(&self.extra_args)
+            .args(m.args.as_ref().unwrap_or(&self.extra_args))
             .env("CAPLAB_ADMIN_TOKEN", self.harness.token)
             .stdout(Stdio::null())
             .stderr(log)
@@ -274,13 +340,8 @@ impl Cluster {
         path: &str,
         body: Value,
     ) -> (u16, Value) {
-        let r = self
-            .http
-            .request(method, self.members[&id].peer_url(path))
-            .bearer_auth(self.harness.token)
-            .json(&body)
-            .send()
-            .await;
+        let request = self.http.request(method, self.members[&id].peer_url(path));
+        let r = self.identified(request, id).json(&body).send().await;
         into_pair(r).await
     }
 

@@ -6,6 +6,7 @@ use std::time::Instant;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::json_body;
+use super::{json_body, json_by_default};
 use crate::member::{Consistency, Member, Reply};
 use crate::register::validate_key;
 use crate::types::Command;
@@ -23,6 +24,7 @@ pub fn router(member: Arc<Member>) -> Router {
         .route("/v1/kv/{key}", get(read).put(write))
         .route("/v1/kv/{key}/cas", post(cas))
         .merge(observability_routes())
+        .layer(middleware::from_fn(json_by_default))
         .with_state(member)
 }
 
@@ -162,14 +164,9 @@ async fn metrics(State(member): State<Arc<Member>>) -> Response {
 }
 
 async fn ready(State(member): State<Arc<Member>>) -> Response {
-    if member.is_ready().await {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no leader known, paused, or still applying",
-        )
-            .into_response()
+    match member.readiness().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")).into_response(),
     }
 }
 

@@ -8,6 +8,8 @@ use bytes::Bytes;
 use serde_json::json;
 use thiserror::Error;
 
+use crate::identity::Misdirected;
+
 #[derive(Debug, Clone, Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -20,6 +22,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     NotImplemented(String),
+    /// A peer message meant for another cluster, member or incarnation (421).
+    #[error("{0}")]
+    Misdirected(Misdirected),
     /// The operation certainly did not take effect.
     #[error("{0}")]
     NotApplied(String),
@@ -42,6 +47,10 @@ impl IntoResponse for ApiError {
             ApiError::NotImplemented(_) => {
                 (StatusCode::NOT_IMPLEMENTED, json!({ "error": message }))
             }
+            ApiError::Misdirected(m) => (
+                StatusCode::MISDIRECTED_REQUEST,
+                json!({ "error": message, "reason": m.kind.reason() }),
+            ),
             ApiError::NotApplied(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({ "error": message, "outcome": "not-applied" }),
@@ -64,6 +73,7 @@ impl ApiError {
             ApiError::CasMismatch { .. } => "cas-mismatch",
             ApiError::Conflict(_) => "conflict",
             ApiError::NotImplemented(_) => "not-implemented",
+            ApiError::Misdirected(_) => "misdirected",
             ApiError::NotApplied(_) => "not-applied",
             ApiError::Unknown(_) => "unknown",
         }

@@ -6,6 +6,11 @@ pub mod error;
 pub mod peer;
 
 use axum::extract::rejection::JsonRejection;
+use axum::extract::Request;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::Json;
 
 use error::ApiError;
@@ -14,4 +19,26 @@ use error::ApiError;
 pub fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(v)| v)
         .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+/// Takes a request body sent without a JSON content type as JSON: curl's `-d` sends none but
+/// `application/x-www-form-urlencoded`, and every body this API accepts is JSON. A body that
+/// is not JSON is still refused (400, saying what did not parse); other declared types get 415.
+pub async fn json_by_default(mut request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let has_body = headers.contains_key(TRANSFER_ENCODING)
+        || headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v != "0");
+    let untyped = headers.get(CONTENT_TYPE).is_none_or(|t| {
+        t.to_str()
+            .is_ok_and(|t| t.starts_with("application/x-www-form-urlencoded"))
+    });
+    if has_body && untyped {
+        request
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    next.run(request).await
 }

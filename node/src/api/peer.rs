@@ -18,13 +18,15 @@ use serde_json::json;
 
 use super::client::observability_routes;
 use super::error::ApiError;
-use super::json_body;
+use super::{json_body, json_by_default};
 use crate::faults::{FaultSet, Verdict};
+use crate::identity::{PeerAddr, INCARNATION_HEADER};
 use crate::member::{
     Consistency, Engine, Member, ReadRequest, Reply, FORWARD_READ_PATH, FORWARD_WRITE_PATH,
+    INIT_PATH,
 };
 use crate::network::FROM_HEADER;
-use crate::primary::{ReplicateRequest, PROMOTE_PATH, REPLICATE_PATH};
+use crate::primary::{ReplicateRequest, EPOCH_PATH, PROMOTE_PATH, REPLICATE_PATH};
 use crate::raft_engine::RaftEngine;
 use crate::types::{Command, NodeId, TypeConfig};
 
@@ -36,12 +38,13 @@ pub fn router(member: Arc<Member>) -> Router {
         .route(FORWARD_WRITE_PATH, post(forwarded_write))
         .route(FORWARD_READ_PATH, post(forwarded_read))
         .route(REPLICATE_PATH, post(replicate))
+        .route(EPOCH_PATH, post(epoch))
         .layer(middleware::from_fn_with_state(
             member.clone(),
             incoming_faults,
         ));
     let admin = Router::new()
-        .route("/v1/admin/init", post(init))
+        .route(INIT_PATH, post(init))
         .route("/v1/admin/learners", post(add_learner))
         .route("/v1/admin/voters", put(set_voters).post(set_voters))
         .route("/v1/admin/transfer-leader", post(transfer_leader))
@@ -56,7 +59,41 @@ pub fn router(member: Arc<Member>) -> Router {
             require_token,
         ))
         .merge(observability_routes())
+        .layer(middleware::from_fn_with_state(
+            member.clone(),
+            check_identity,
+        ))
+        .layer(middleware::from_fn(json_by_default))
         .with_state(member)
+}
+
+/// Refuses (421) any request whose identity headers name another cluster, member or
+/// incarnation, and stamps every answer with this member's incarnation so that a sender can
+/// pin it.
+async fn check_identity(
+    State(member): State<Arc<Member>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let identity = &member.peers.identity;
+    let mut response = match identity.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(misdirected) => {
+            let sender = request.headers().get(FROM_HEADER).cloned();
+            tracing::warn!(
+                reason = misdirected.kind.reason(),
+                from = ?sender,
+                path = %request.uri().path(),
+                "refused a message meant for another member: {misdirected}"
+            );
+            member.metrics.count_misdirected(misdirected.kind);
+            ApiError::Misdirected(misdirected).into_response()
+        }
+    };
+    if let Ok(value) = identity.incarnation.as_str().parse() {
+        response.headers_mut().insert(INCARNATION_HEADER, value);
+    }
+    response
 }
 
 fn token_matches(headers: &HeaderMap, token: &str) -> bool {
@@ -98,12 +135,7 @@ async fn incoming_faults(
     if let Err(e) = member.gate(member.deadline()).await {
         return e.into_response();
     }
-    let sender = request
-        .headers()
-        .get(FROM_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<NodeId>().ok());
-    if let Some(sender) = sender {
+    if let Some(sender) = sending_member(request.headers()) {
         if member.faults.filter(sender).await == Verdict::Drop {
             return ApiError::NotApplied(format!(
                 "message from member {sender} dropped by an injected fault"
@@ -146,7 +178,25 @@ async fn vote(
     State(m): State<Arc<Member>>,
     body: Result<Json<openraft::raft::VoteRequest<NodeId>>, JsonRejection>,
 ) -> Response {
+    if let Engine::Raft(engine) = &m.engine {
+        if is_blank(engine) {
+            return ApiError::NotApplied(
+                "this member has not been initialised or added to a cluster: it grants no vote"
+                    .into(),
+            )
+            .into_response();
+        }
+    }
     raft_rpc(&m, body, |engine, r| engine.vote(r)).await
+}
+
+/// No membership and an empty log: a member never initialised or added (or whose data was
+/// wiped). Its vote would count for a log it never saw, so it gives none; the sender takes
+/// the error as a refusal.
+fn is_blank(engine: &RaftEngine) -> bool {
+    let metrics = engine.raft.metrics();
+    let m = metrics.borrow();
+    m.last_log_index.is_none() && m.membership_config.membership().nodes().next().is_none()
 }
 
 async fn snapshot(
@@ -197,7 +247,8 @@ async fn forwarded_read(
 }
 
 /// Accepts `host:port` with a non-empty host and a valid port.
-fn validate_addr(addr: &str) -> Result<(), ApiError> {
+fn validate_addr(addr: &PeerAddr) -> Result<(), ApiError> {
+    let addr = addr.addr();
     let valid = addr
         .rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
@@ -210,11 +261,11 @@ fn validate_addr(addr: &str) -> Result<(), ApiError> {
     }
 }
 
-fn validate_members(members: &BTreeMap<NodeId, String>) -> Result<(), ApiError> {
+fn validate_members(members: &BTreeMap<NodeId, PeerAddr>) -> Result<(), ApiError> {
     if members.contains_key(&0) {
         return Err(ApiError::BadRequest("member ids start at 1".into()));
     }
-    members.values().try_for_each(|a| validate_addr(a))
+    members.values().try_for_each(validate_addr)
 }
 
 fn done(forwarded: Option<super::error::Forwarded>) -> Response {
@@ -227,16 +278,28 @@ fn done(forwarded: Option<super::error::Forwarded>) -> Response {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InitRequest {
-    members: BTreeMap<NodeId, String>,
+    members: BTreeMap<NodeId, PeerAddr>,
+}
+
+/// The sending member's id, when a member (not a tool or the operator, which send `0`) sent
+/// the request.
+fn sending_member(headers: &HeaderMap) -> Option<NodeId> {
+    headers
+        .get(FROM_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<NodeId>().ok())
+        .filter(|id| *id != 0)
 }
 
 async fn init(
     State(m): State<Arc<Member>>,
+    headers: HeaderMap,
     body: Result<Json<InitRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let InitRequest { members } = json_body(body)?;
     validate_members(&members)?;
-    m.initialize(members).await?;
+    m.initialize(members, sending_member(&headers).is_some())
+        .await?;
     Ok(done(None))
 }
 
@@ -244,7 +307,7 @@ async fn init(
 #[serde(deny_unknown_fields)]
 struct LearnerRequest {
     id: NodeId,
-    addr: String,
+    addr: PeerAddr,
 }
 
 async fn add_learner(
@@ -292,6 +355,11 @@ async fn replicate(
     Ok(Json(m.replicate(json_body(body)?).await?).into_response())
 }
 
+/// The epoch and primary this member knows; asked by a primary fenced after a restart.
+async fn epoch(State(m): State<Arc<Member>>) -> Result<Response, ApiError> {
+    Ok(Json(m.epoch_view().await?).into_response())
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct PromoteRequest {
@@ -318,10 +386,10 @@ async fn follow(
     Ok(done(None))
 }
 
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PeersRequest {
-    peers: BTreeMap<NodeId, String>,
+    peers: BTreeMap<NodeId, PeerAddr>,
 }
 
 async fn set_peers(
@@ -334,10 +402,13 @@ async fn set_peers(
     Ok(get_peers(State(m)).await)
 }
 
+/// `{"peers": {id: "host:port"}, "incarnations": {id: "<16 hex>"}}`: the address book and
+/// the incarnations known (given or pinned).
 async fn get_peers(State(m): State<Arc<Member>>) -> Response {
-    Json(PeersRequest {
-        peers: m.peers.addresses.all(),
-    })
+    Json(json!({
+        "peers": m.peers.addresses.all(),
+        "incarnations": m.peers.addresses.incarnations(),
+    }))
     .into_response()
 }
 
@@ -359,11 +430,12 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert!(validate_addr("10.0.0.5:7000").is_ok());
-        assert!(validate_addr("demo-0.demo:7000").is_ok());
-        assert!(validate_addr("10.0.0.5").is_err());
-        assert!(validate_addr(":7000").is_err());
-        assert!(validate_addr("h:99999").is_err());
+        let valid = |a: &str| validate_addr(&PeerAddr::Plain(a.into())).is_ok();
+        assert!(valid("10.0.0.5:7000"));
+        assert!(valid("demo-0.demo:7000"));
+        assert!(!valid("10.0.0.5"));
+        assert!(!valid(":7000"));
+        assert!(!valid("h:99999"));
     }
 
     #[test]

@@ -33,6 +33,7 @@ use crate::types::{Command, CommandResult, NodeId};
 
 pub const REPLICATE_PATH: &str = "/v1/internal/replicate";
 pub const PROMOTE_PATH: &str = "/v1/admin/promote";
+pub const EPOCH_PATH: &str = "/v1/internal/epoch";
 
 /// Entries per replication message.
 const BATCH: usize = 512;
@@ -80,6 +81,14 @@ pub struct ReplicateResponse {
     pub last_seq: u64,
 }
 
+/// A member's answer to [`EPOCH_PATH`]: the epoch it knows and the primary it follows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EpochView {
+    pub epoch: u64,
+    pub primary: Option<NodeId>,
+}
+
 #[derive(Debug, Clone, Default)]
 struct Progress {
     match_seq: u64,
@@ -93,6 +102,10 @@ struct State {
     progress: BTreeMap<NodeId, Progress>,
     /// A planned switchover to this member is under way: new writes go to it.
     handing_over: Option<NodeId>,
+    /// This member was the primary when it stopped: it serves nothing until a majority of
+    /// the members confirmed no newer epoch exists (or the operator promotes it), since a
+    /// failover may have happened while it was down.
+    fenced: bool,
 }
 
 impl State {
@@ -121,6 +134,27 @@ impl State {
             leader: self.handing_over.or(self.meta.primary),
             addr: None,
         }
+    }
+
+    /// Ok when this member serves as the primary now; else a redirect, or a refusal while
+    /// it is fenced.
+    fn serving(&self) -> EngineResult<()> {
+        if self.meta.role != Role::Primary || self.handing_over.is_some() {
+            return Err(self.redirect());
+        }
+        if self.fenced {
+            return Err(self.fence_error());
+        }
+        Ok(())
+    }
+
+    fn fence_error(&self) -> EngineError {
+        ApiError::NotApplied(format!(
+            "this member was the primary of epoch {} before it restarted and is confirming its \
+             epoch with the other members (a failover may have happened meanwhile); retry shortly",
+            self.meta.epoch
+        ))
+        .into()
     }
 }
 
@@ -161,7 +195,9 @@ impl PrimaryEngine {
     ) -> Result<Arc<Self>, StoreError> {
         let store = Store::open(&data_dir.join("primary-secondary.redb"))?;
         let (meta, snapshot, log) = store.load()?;
+        peers.addresses.merge(meta.addresses.clone());
         let state = State {
+            fenced: meta.role == Role::Primary,
             meta,
             log: ChangeLog::new(snapshot, log),
             progress: BTreeMap::new(),
@@ -229,9 +265,9 @@ impl PrimaryEngine {
 
     async fn commit_batch(&self, batch: Vec<WriteRequest>) {
         let mut state = self.state.lock().await;
-        if state.meta.role != Role::Primary || state.handing_over.is_some() {
+        if let Err(e) = state.serving() {
             for w in batch {
-                let _ = w.reply.send(Err(state.redirect()));
+                let _ = w.reply.send(Err(e.clone()));
             }
             return;
         }
@@ -350,6 +386,7 @@ impl PrimaryEngine {
     pub async fn read_linearizable(&self, key: &str) -> EngineResult<i64> {
         let state = self.state.lock().await;
         match state.meta.role {
+            Role::Primary if state.fenced => Err(state.fence_error()),
             Role::Primary => Ok(state.log.registers().read(key)),
             _ => Err(state.redirect()),
         }
@@ -372,6 +409,7 @@ impl PrimaryEngine {
         self.peers.addresses.merge(request.addresses.clone());
         let mut meta = state.meta.clone();
         meta.members = request.members.clone();
+        meta.addresses = self.peers.addresses.all();
         if request.epoch > meta.epoch
             || meta.role != Role::Secondary
             || meta.primary != Some(request.primary)
@@ -502,7 +540,9 @@ impl PrimaryEngine {
             .map_err(|e| ApiError::NotApplied(e.to_string()))
     }
 
-    async fn persist_meta(&self, state: &mut State, meta: Meta) -> Result<(), ApiError> {
+    /// Makes `meta` durable (with the current address book) when it changed.
+    async fn persist_meta(&self, state: &mut State, mut meta: Meta) -> Result<(), ApiError> {
+        meta.addresses = self.peers.addresses.all();
         if meta != state.meta {
             let change = Change {
                 meta: Some(meta.clone()),
@@ -533,7 +573,7 @@ impl PrimaryEngine {
             role: Role::Primary,
             primary: Some(self.id),
             members,
-            discarded: 0,
+            ..Meta::default()
         };
         self.persist_meta(&mut state, meta).await?;
         self.start_replicators(&mut state);
@@ -541,9 +581,14 @@ impl PrimaryEngine {
     }
 
     /// `POST /v1/admin/promote`: become the primary of a newer epoch.
+    /// On a primary fenced after a restart, the operator's word that it is the primary:
+    /// it serves again in its epoch.
     pub async fn promote(self: &Arc<Self>, at_least: Option<u64>) -> EngineResult<u64> {
         let mut state = self.state.lock().await;
         if state.meta.role == Role::Primary {
+            if state.fenced {
+                self.unfence(&mut state, "promoted by the operator");
+            }
             return Ok(state.meta.epoch);
         }
         let mut meta = state.meta.clone();
@@ -552,6 +597,7 @@ impl PrimaryEngine {
         meta.primary = Some(self.id);
         meta.members.insert(self.id);
         self.persist_meta(&mut state, meta).await?;
+        state.fenced = false;
         tracing::info!(epoch = state.meta.epoch, "promoted to primary");
         self.start_replicators(&mut state);
         Ok(state.meta.epoch)
@@ -566,6 +612,9 @@ impl PrimaryEngine {
             let mut state = self.state.lock().await;
             if state.meta.role != Role::Primary {
                 return Err(state.redirect());
+            }
+            if state.fenced {
+                return Err(state.fence_error());
             }
             if let Some(other) = state.handing_over {
                 return Err(ApiError::Conflict(format!(
@@ -669,6 +718,9 @@ impl PrimaryEngine {
         if state.meta.role != Role::Primary {
             return Err(state.redirect());
         }
+        if state.fenced {
+            return Err(state.fence_error());
+        }
         let mut meta = state.meta.clone();
         change(&mut meta.members);
         meta.members.insert(self.id);
@@ -679,9 +731,111 @@ impl PrimaryEngine {
 
     async fn restart_replication(self: Arc<Self>) {
         let mut state = self.state.lock().await;
-        if state.meta.role == Role::Primary {
+        if state.meta.role != Role::Primary {
+            return;
+        }
+        if state.fenced {
+            drop(state);
+            self.confirm_epoch().await;
+        } else {
             self.start_replicators(&mut state);
         }
+    }
+
+    /// What this member answers at [`EPOCH_PATH`].
+    pub async fn epoch_view(&self) -> EpochView {
+        let state = self.state.lock().await;
+        EpochView {
+            epoch: state.meta.epoch,
+            primary: state.meta.primary,
+        }
+    }
+
+    /// Run by a primary fenced after a restart: asks every other member for its epoch, every
+    /// heartbeat, until a majority of the member set (this member included) says nobody moved
+    /// past it (an older epoch, or this one with this member or no one as primary); then it
+    /// serves. When a member knows a newer epoch, it steps down and follows that primary.
+    async fn confirm_epoch(self: Arc<Self>) {
+        loop {
+            let (epoch, others) = {
+                let state = self.state.lock().await;
+                if !state.fenced || state.meta.role != Role::Primary {
+                    return;
+                }
+                let others: Vec<NodeId> = state.secondaries(self.id).collect();
+                (state.meta.epoch, others)
+            };
+            let views = futures::future::join_all(others.iter().map(|id| self.ask_epoch(*id)));
+            let mut confirmed = 1;
+            for view in views.await.into_iter().flatten() {
+                if view.epoch > epoch {
+                    self.step_down_to(view).await;
+                    return;
+                }
+                if view.epoch < epoch || view.primary.is_none_or(|p| p == self.id) {
+                    confirmed += 1;
+                }
+            }
+            let members = others.len() + 1;
+            if confirmed > members / 2 {
+                let mut state = self.state.lock().await;
+                self.unfence(&mut state, "a majority confirmed its epoch");
+                return;
+            }
+            tokio::time::sleep(self.heartbeat).await;
+        }
+    }
+
+    async fn ask_epoch(&self, member: NodeId) -> Option<EpochView> {
+        let deadline = self.heartbeat * ROUND_DEADLINE_HEARTBEATS;
+        let body = serde_json::json!({});
+        let answer = self
+            .peers
+            .post(member, None, EPOCH_PATH, &body, deadline)
+            .await;
+        match answer {
+            Ok(r) if r.status().is_success() => r.json().await.ok(),
+            _ => None,
+        }
+    }
+
+    fn unfence(self: &Arc<Self>, state: &mut State, why: &str) {
+        if state.fenced && state.meta.role == Role::Primary {
+            state.fenced = false;
+            tracing::info!(
+                epoch = state.meta.epoch,
+                why,
+                "serving as the primary again"
+            );
+            self.start_replicators(state);
+        }
+    }
+
+    /// A fenced primary learnt of a newer epoch: it becomes a secondary of that primary,
+    /// whose replication then drops any entry it never had.
+    async fn step_down_to(&self, view: EpochView) {
+        let mut state = self.state.lock().await;
+        if !state.fenced || state.meta.role != Role::Primary {
+            return;
+        }
+        tracing::warn!(
+            epoch = view.epoch,
+            primary = ?view.primary,
+            "a newer epoch exists: the member that was primary before its restart steps down"
+        );
+        let mut meta = state.meta.clone();
+        meta.epoch = view.epoch;
+        meta.role = Role::Secondary;
+        meta.primary = view.primary.filter(|p| *p != self.id);
+        if let Err(e) = self.persist_meta(&mut state, meta).await {
+            tracing::error!(error = %e, "cannot record stepping down; still fenced");
+        }
+    }
+
+    /// A primary fenced after a restart, not serving yet.
+    pub async fn is_fenced(&self) -> bool {
+        let state = self.state.lock().await;
+        state.fenced && state.meta.role == Role::Primary
     }
 
     fn stop_replicators(&self) {
@@ -869,6 +1023,7 @@ impl PrimaryEngine {
         EngineStatus {
             replication: self.mode_name(),
             role: match state.meta.role {
+                Role::Primary if state.fenced => "fenced",
                 Role::Primary => "primary",
                 Role::Secondary | Role::Uninitialized => "secondary",
             },

@@ -49,6 +49,11 @@ pub struct Meta {
     pub members: BTreeSet<NodeId>,
     /// Acknowledged-then-discarded writes: entries dropped when rejoining a newer epoch.
     pub discarded: u64,
+    /// The address book (member id → `host:port` of its peer listener), so that a member
+    /// that restarts can reach the others before anyone tells it where they are: a primary
+    /// fenced after a restart must ask them about its epoch.
+    #[serde(default)]
+    pub addresses: BTreeMap<NodeId, String>,
 }
 
 #[derive(Debug, Error)]
