@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use thiserror::Error;
 
+use crate::election::ElectionTiming;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Replication {
     Raft,
@@ -49,10 +51,10 @@ pub struct Config {
     /// File holding the bearer token of the admin and peer APIs (else CAPLAB_ADMIN_TOKEN).
     #[arg(long, env = "CAPLAB_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
-    /// Minimum election timeout in milliseconds (the maximum is twice this). openraft 0.9
-    /// followers also refuse to vote for the maximum after they last heard from a leader (its
-    /// lease), so a leader's crash is noticed after 2 to 3 times this: the default keeps
-    /// failover under a second.
+    /// Minimum election timeout in milliseconds: a voter that has not heard from a leader for
+    /// a random 1 to 2 times this asks the others whether they would vote for it (pre-vote),
+    /// and campaigns if a majority would; a leader that no quorum acknowledged for twice this
+    /// steps aside. The default keeps failover well under a second.
     #[arg(long, env = "CAPLAB_ELECTION_TIMEOUT_MS", default_value_t = 200,
           value_parser = clap::value_parser!(u64).range(50..=60_000))]
     pub election_timeout_ms: u64,
@@ -114,9 +116,14 @@ impl Config {
         Duration::from_millis(self.heartbeat_ms)
     }
 
-    /// openraft 0.9's leader lease: its maximum election timeout.
-    pub fn leader_lease(&self) -> Duration {
-        Duration::from_millis(self.election_timeout_ms * 2)
+    /// Election timing; the lease is openraft's maximum election timeout (see
+    /// [`Config::raft_config`]).
+    pub fn election_timing(&self) -> ElectionTiming {
+        ElectionTiming {
+            timeout: Duration::from_millis(self.election_timeout_ms),
+            lease: Duration::from_millis(self.election_timeout_ms + 1),
+            heartbeat: self.heartbeat(),
+        }
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -132,8 +139,13 @@ impl Config {
         }
         openraft::Config {
             cluster_name: "caplab".into(),
+            // Elections are driven by `election.rs` (pre-vote first), not openraft's timer.
+            // openraft's maximum election timeout remains its leader lease (voters refuse
+            // other candidates for that long after hearing from a leader): just above the
+            // minimum, as pre-votes are refused for as long.
+            enable_elect: false,
             election_timeout_min: self.election_timeout_ms,
-            election_timeout_max: self.election_timeout_ms * 2,
+            election_timeout_max: self.election_timeout_ms + 1,
             heartbeat_interval: self.heartbeat_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
             // Entries kept behind a snapshot for followers just behind it (each may hold a

@@ -18,12 +18,44 @@ use crate::types::NodeId;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 
-/// Peers a fault applies to; empty means every peer.
+/// Which way a message travels, seen from this member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Sent by this member to a peer.
+    Outgoing,
+    /// Sent by a peer to this member.
+    Incoming,
+}
+
+/// Which messages a partition cuts: those this member sends, those it receives, or both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CutDirection {
+    Outgoing,
+    Incoming,
+    #[default]
+    Both,
+}
+
+impl CutDirection {
+    fn cuts(self, way: Direction) -> bool {
+        match self {
+            CutDirection::Both => true,
+            CutDirection::Outgoing => way == Direction::Outgoing,
+            CutDirection::Incoming => way == Direction::Incoming,
+        }
+    }
+}
+
+/// The peers a partition cuts this member from (empty: every peer), and in which direction
+/// (default both). A cut is by request: a message that goes through gets its answer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerFilter {
     #[serde(default)]
     pub peers: BTreeSet<NodeId>,
+    #[serde(default)]
+    pub direction: CutDirection,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -188,15 +220,15 @@ impl Faults {
         bump(counters.entry(peer).or_default());
     }
 
-    /// Passes one message to or from `peer` through the filters: returns whether to deliver it,
-    /// after waiting out any injected delay.
-    pub async fn filter(&self, peer: NodeId) -> Verdict {
+    /// Passes one message to or from `peer` (as `way` says) through the filters: returns
+    /// whether to deliver it, after waiting out any injected delay.
+    pub async fn filter(&self, peer: NodeId, way: Direction) -> Verdict {
         let (drop, lost, delay) = {
             let set = self.set.read().unwrap_or_else(|p| p.into_inner());
             let drop = set
                 .partition
                 .as_ref()
-                .is_some_and(|p| applies(&p.peers, peer));
+                .is_some_and(|p| p.direction.cuts(way) && applies(&p.peers, peer));
             let lost = !drop
                 && set.loss.as_ref().is_some_and(|l| {
                     applies(&l.peers, peer) && rand::rng().random_bool(l.probability)
@@ -300,18 +332,52 @@ mod tests {
     async fn partition_drops_and_counts_only_named_peers() {
         let faults = Faults::default();
         faults.replace(serde_json::from_str(r#"{"partition": {"peers": [2]}}"#).unwrap());
-        assert_eq!(faults.filter(2).await, Verdict::Drop);
-        assert_eq!(faults.filter(3).await, Verdict::Deliver);
-        assert_eq!(faults.counters()[&2].dropped, 1);
+        assert_eq!(faults.filter(2, Direction::Outgoing).await, Verdict::Drop);
+        assert_eq!(faults.filter(2, Direction::Incoming).await, Verdict::Drop);
+        assert_eq!(
+            faults.filter(3, Direction::Outgoing).await,
+            Verdict::Deliver
+        );
+        assert_eq!(faults.counters()[&2].dropped, 2);
         faults.replace(FaultSet::default());
-        assert_eq!(faults.filter(2).await, Verdict::Deliver);
+        assert_eq!(
+            faults.filter(2, Direction::Outgoing).await,
+            Verdict::Deliver
+        );
+    }
+
+    #[tokio::test]
+    async fn a_one_way_partition_cuts_only_its_direction() {
+        let faults = Faults::default();
+        let outgoing = r#"{"partition": {"peers": [2], "direction": "outgoing"}}"#;
+        faults.replace(serde_json::from_str(outgoing).unwrap());
+        assert_eq!(faults.filter(2, Direction::Outgoing).await, Verdict::Drop);
+        assert_eq!(
+            faults.filter(2, Direction::Incoming).await,
+            Verdict::Deliver
+        );
+        let incoming = r#"{"partition": {"peers": [2], "direction": "incoming"}}"#;
+        faults.replace(serde_json::from_str(incoming).unwrap());
+        assert_eq!(
+            faults.filter(2, Direction::Outgoing).await,
+            Verdict::Deliver
+        );
+        assert_eq!(faults.filter(2, Direction::Incoming).await, Verdict::Drop);
+    }
+
+    #[test]
+    fn an_unknown_direction_names_the_allowed_ones() {
+        let e = serde_json::from_str::<FaultSet>(r#"{"partition": {"direction": "sideways"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`outgoing`, `incoming`, `both`"), "{e}");
     }
 
     #[tokio::test]
     async fn certain_loss_drops_everything() {
         let faults = Faults::default();
         faults.replace(serde_json::from_str(r#"{"loss": {"probability": 1.0}}"#).unwrap());
-        assert_eq!(faults.filter(7).await, Verdict::Drop);
+        assert_eq!(faults.filter(7, Direction::Incoming).await, Verdict::Drop);
         assert_eq!(faults.counters()[&7].lost, 1);
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod election;
 pub mod engine;
 pub mod faults;
 pub mod identity;

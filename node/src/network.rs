@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::faults::{Faults, Verdict};
+use crate::faults::{Direction, Faults, Verdict};
 pub use crate::identity::FROM_HEADER;
 use crate::identity::{
     Identity, Incarnation, PeerAddr, CLUSTER_HEADER, INCARNATION_HEADER, TO_HEADER,
@@ -255,7 +255,7 @@ impl PeerClient {
             .get(peer)
             .or_else(|| target.fallback_addr.map(str::to_string))
             .ok_or(PeerError::NoAddress(peer))?;
-        if self.faults.filter(peer).await == Verdict::Drop {
+        if self.faults.filter(peer, Direction::Outgoing).await == Verdict::Drop {
             return Err(PeerError::Dropped(peer));
         }
         let expected = target

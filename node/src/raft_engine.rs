@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use openraft::error::{
     CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError,
@@ -16,8 +16,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
 use crate::api::error::ApiError;
+use crate::election::{Election, ElectionTiming};
 use crate::engine::{EngineError, EngineResult};
 use crate::member::{EngineStatus, PeerStatus};
+use crate::network::PeerClient;
 use crate::store::SharedState;
 use crate::types::{Batch, Command, CommandResult, Node, NodeId, Raft, TypeConfig};
 
@@ -27,14 +29,9 @@ pub struct RaftEngine {
     pub committed: Arc<AtomicU64>,
     reads: mpsc::Sender<oneshot::Sender<EngineResult<()>>>,
     writes: mpsc::Sender<PendingWrite>,
-    /// When a leader's AppendEntries last arrived.
-    leader_heard_at: Arc<Mutex<Instant>>,
-    /// How long openraft's voters keep refusing other candidates after hearing from a leader.
-    leader_lease: Duration,
+    /// Pre-vote and check-quorum (openraft's own election timer is off).
+    pub election: Arc<Election>,
 }
-
-/// Elections a member starts at most to campaign above a refused candidate's term.
-const MAX_CAMPAIGN_ELECTIONS: u64 = 16;
 
 /// Confirmations of leadership collected into one round.
 const READ_BATCH: usize = 4096;
@@ -88,14 +85,21 @@ impl RaftEngine {
         raft: Raft,
         state: SharedState,
         committed: Arc<AtomicU64>,
+        peers: Arc<PeerClient>,
         round_timeout: Duration,
-        leader_lease: Duration,
+        timing: ElectionTiming,
         snapshot_writes: u64,
     ) -> Self {
+        let election = Election::start(raft.clone(), peers.id, peers, timing);
         let (reads, read_queue) = mpsc::channel(READ_BATCH);
-        tokio::spawn(confirm_reads(raft.clone(), read_queue, round_timeout));
+        tokio::spawn(confirm_reads(
+            raft.clone(),
+            election.clone(),
+            read_queue,
+            round_timeout,
+        ));
         let (writes, write_queue) = mpsc::channel(WRITE_BATCH * PROPOSALS_IN_FLIGHT);
-        tokio::spawn(propose_writes(raft.clone(), write_queue));
+        tokio::spawn(propose_writes(raft.clone(), election.clone(), write_queue));
         tokio::spawn(snapshot_by_writes(
             raft.clone(),
             state.clone(),
@@ -107,51 +111,36 @@ impl RaftEngine {
             committed,
             reads,
             writes,
-            leader_heard_at: Arc::new(Mutex::new(Instant::now())),
-            leader_lease,
+            election,
         }
     }
 
-    /// Hands a leader's AppendEntries to openraft, noting when it came.
+    /// Hands a leader's AppendEntries to openraft; one it accepts restarts the election timer.
     pub fn append_entries(
         &self,
         request: AppendEntriesRequest<TypeConfig>,
     ) -> impl Future<Output = Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> + 'static
     {
-        *self
-            .leader_heard_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        let raft = self.raft.clone();
-        async move { raft.append_entries(request).await }
+        let (raft, election) = (self.raft.clone(), self.election.clone());
+        async move {
+            let response = raft.append_entries(request).await?;
+            if !matches!(response, AppendEntriesResponse::HigherVote(_)) {
+                election.heard_from_leader();
+            }
+            Ok(response)
+        }
     }
 
-    /// Answers a vote request, then campaigns itself if it refused the candidate only for
-    /// having a shorter log.
-    ///
-    /// openraft 0.9 checks the leader lease before the log, so such a refusal means this
-    /// member has not heard from a leader for a whole lease: the leader is likely gone, and
-    /// this member (with the longer log) is the one that can win. Left alone it would wait out
-    /// its own election timer, to which openraft adds twice the maximum election timeout once
-    /// it has lost an election to a longer log; campaigning at once, above the refused
-    /// candidate's term, keeps failover within the lease and one election timeout.
+    /// Answers a (real) vote request; granting one restarts the election timer.
     pub fn vote(
         &self,
         request: VoteRequest<NodeId>,
     ) -> impl Future<Output = Result<VoteResponse<NodeId>, RaftError<NodeId>>> + 'static {
-        let raft = self.raft.clone();
-        let silent_for = self
-            .leader_heard_at
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .elapsed();
-        let leader_gone = silent_for >= self.leader_lease;
+        let (raft, election) = (self.raft.clone(), self.election.clone());
         async move {
-            let response = raft.vote(request.clone()).await?;
-            let refused_for_log =
-                !response.vote_granted && response.last_log_id > request.last_log_id;
-            if leader_gone && refused_for_log {
-                tokio::spawn(campaign_above(raft, request.vote.leader_id().term));
+            let response = raft.vote(request).await?;
+            if response.vote_granted {
+                election.granted_vote();
             }
             Ok(response)
         }
@@ -198,8 +187,14 @@ impl RaftEngine {
         }
     }
 
+    /// The member's status; a leader that stepped aside for lack of a quorum reports itself
+    /// as a follower that knows no leader, which is how it behaves.
     pub fn status(&self, contacts: &BTreeMap<NodeId, u64>) -> EngineStatus {
-        let m = self.raft.metrics().borrow().clone();
+        let mut m = self.raft.metrics().borrow().clone();
+        if self.election.stepped_aside() {
+            m.state = ServerState::Follower;
+            m.current_leader = None;
+        }
         let membership = m.membership_config.membership();
         let last_log_index = m.last_log_index.unwrap_or(0);
         let peers = m
@@ -245,10 +240,7 @@ impl RaftEngine {
 
     /// A paused member's Raft timers stand still, like a stopped process.
     pub fn set_paused(&self, paused: bool) {
-        let runtime = self.raft.runtime_config();
-        runtime.tick(!paused);
-        runtime.heartbeat(!paused);
-        runtime.elect(!paused);
+        self.election.set_paused(paused);
     }
 
     pub async fn initialize(&self, nodes: BTreeMap<NodeId, Node>) -> EngineResult<()> {
@@ -277,6 +269,7 @@ impl RaftEngine {
     }
 
     pub async fn add_learner(&self, id: NodeId, node: Node, deadline: Instant) -> EngineResult<()> {
+        self.election.check_serving()?;
         let result = tokio::time::timeout_at(deadline, self.raft.add_learner(id, node, true))
             .await
             .map_err(|_| ApiError::Unknown("deadline passed while adding the learner".into()))?;
@@ -288,6 +281,7 @@ impl RaftEngine {
         voters: BTreeSet<NodeId>,
         deadline: Instant,
     ) -> EngineResult<()> {
+        self.election.check_serving()?;
         let change = self
             .raft
             .change_membership(ChangeMembers::ReplaceAllVoters(voters), false);
@@ -311,29 +305,13 @@ async fn snapshot_by_writes(raft: Raft, state: SharedState, every: u64) {
     }
 }
 
-/// Starts elections until this member's term is above `term`: every election takes the next
-/// term, and the ones at or below `term` lose to the candidate that already voted for itself.
-async fn campaign_above(raft: Raft, term: u64) {
-    let own = raft.metrics().borrow().current_term;
-    let elections = (term + 1).saturating_sub(own);
-    if elections > MAX_CAMPAIGN_ELECTIONS {
-        return;
-    }
-    tracing::info!(
-        refused_term = term,
-        own_term = own,
-        "campaigning after refusing a candidate with a shorter log"
-    );
-    for _ in 0..elections {
-        if raft.trigger().elect().await.is_err() {
-            return;
-        }
-    }
-}
-
 /// The proposer: takes every write waiting (once a proposal slot is free), proposes them as
 /// one log entry and answers each with its own result.
-async fn propose_writes(raft: Raft, mut queue: mpsc::Receiver<PendingWrite>) {
+async fn propose_writes(
+    raft: Raft,
+    election: Arc<Election>,
+    mut queue: mpsc::Receiver<PendingWrite>,
+) {
     let slots = Arc::new(Semaphore::new(PROPOSALS_IN_FLIGHT));
     let mut waiting = Vec::with_capacity(WRITE_BATCH);
     loop {
@@ -351,6 +329,14 @@ async fn propose_writes(raft: Raft, mut queue: mpsc::Receiver<PendingWrite>) {
             .map(|w| (w.command, w.reply))
             .unzip();
         if commands.is_empty() {
+            continue;
+        }
+        // A leader that stepped aside proposes nothing: its entries could reach a follower
+        // that still hears it, renewing the lease that holds the connected majority back.
+        if let Err(e) = election.check_serving() {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
             continue;
         }
         let raft = raft.clone();
@@ -380,12 +366,17 @@ async fn propose_writes(raft: Raft, mut queue: mpsc::Receiver<PendingWrite>) {
 /// The read confirmer: takes every waiting read, runs one round, answers them all.
 async fn confirm_reads(
     raft: Raft,
+    election: Arc<Election>,
     mut queue: mpsc::Receiver<oneshot::Sender<EngineResult<()>>>,
     round_timeout: Duration,
 ) {
     let mut waiting = Vec::with_capacity(READ_BATCH);
     while queue.recv_many(&mut waiting, READ_BATCH).await > 0 {
-        let result = match tokio::time::timeout(round_timeout, confirm_once(&raft)).await {
+        let round = async {
+            election.check_serving()?;
+            confirm_once(&raft).await
+        };
+        let result = match tokio::time::timeout(round_timeout, round).await {
             Ok(result) => result,
             Err(_) => {
                 Err(ApiError::Unknown("deadline passed while confirming leadership".into()).into())

@@ -144,8 +144,9 @@ async fn start_raft(config: &Config, peers: &Arc<PeerClient>) -> anyhow::Result<
         raft,
         state,
         committed,
+        peers.clone(),
         config.request_timeout(),
-        config.leader_lease(),
+        config.election_timing(),
         config.snapshot_logs,
     ))
 }

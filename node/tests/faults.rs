@@ -161,20 +161,23 @@ async fn the_up_to_date_follower_takes_over_when_the_other_was_cut_off_from_the_
     let others: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
     let (behind, current) = (others[0], others[1]);
     // `behind` loses the leader (both ways) but still reaches `current`: its log stops
-    // growing while it keeps campaigning, each time at a higher term, refused by `current`.
+    // growing while its election timer keeps firing; `current`, which hears the leader,
+    // refuses its pre-votes, so it never takes a higher term.
     set_faults(&c, behind, json!({"partition": {"peers": [leader]}})).await;
     for i in 1..=5 {
         let (status, body) = c.put(leader, "cut", i).await;
         assert_eq!(status, 200, "{body}");
     }
     wait_until(
-        "the cut-off member to campaign past the leader's term",
-        || async {
-            let ahead = c.status(behind).await?["term"].as_u64()?;
-            (ahead > c.status(leader).await?["term"].as_u64()?).then_some(())
-        },
+        "the cut-off member to miss the leader for a while",
+        || async { (dropped_from(&c, behind).await >= 20).then_some(()) },
     )
     .await;
+    assert_eq!(
+        c.status(behind).await.unwrap_or_default()["term"],
+        c.status(leader).await.unwrap_or_default()["term"],
+        "the cut-off member campaigned"
+    );
 
     c.kill(leader);
     // Only `current` holds every committed write, so only it can win.

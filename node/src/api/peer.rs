@@ -19,7 +19,8 @@ use serde_json::json;
 use super::client::observability_routes;
 use super::error::ApiError;
 use super::{json_body, json_by_default};
-use crate::faults::{FaultSet, Verdict};
+use crate::election::{PreVoteRequest, PRE_VOTE_PATH};
+use crate::faults::{Direction, FaultSet, Verdict};
 use crate::identity::{PeerAddr, INCARNATION_HEADER};
 use crate::member::{
     Consistency, Engine, Member, ReadRequest, Reply, FORWARD_READ_PATH, FORWARD_WRITE_PATH,
@@ -34,6 +35,7 @@ pub fn router(member: Arc<Member>) -> Router {
     let peer_messages = Router::new()
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
+        .route(PRE_VOTE_PATH, post(pre_vote))
         .route("/raft/snapshot", post(snapshot))
         .route(FORWARD_WRITE_PATH, post(forwarded_write))
         .route(FORWARD_READ_PATH, post(forwarded_read))
@@ -136,7 +138,7 @@ async fn incoming_faults(
         return e.into_response();
     }
     if let Some(sender) = sending_member(request.headers()) {
-        if member.faults.filter(sender).await == Verdict::Drop {
+        if member.faults.filter(sender, Direction::Incoming).await == Verdict::Drop {
             return ApiError::NotApplied(format!(
                 "message from member {sender} dropped by an injected fault"
             ))
@@ -197,6 +199,18 @@ fn is_blank(engine: &RaftEngine) -> bool {
     let metrics = engine.raft.metrics();
     let m = metrics.borrow();
     m.last_log_index.is_none() && m.membership_config.membership().nodes().next().is_none()
+}
+
+/// Would this member vote for the candidate? (Changes nothing here; see `election.rs`.)
+async fn pre_vote(
+    State(m): State<Arc<Member>>,
+    body: Result<Json<PreVoteRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Engine::Raft(engine) = &m.engine else {
+        return Err(ApiError::BadRequest("this member does not run Raft".into()));
+    };
+    let request = json_body(body)?;
+    Ok(Json(engine.election.answer_pre_vote(&request)).into_response())
 }
 
 async fn snapshot(

@@ -1,0 +1,414 @@
+//! When a Raft member campaigns and when a leader stops leading: pre-vote and check-quorum,
+//! which openraft 0.9 lacks.
+//!
+//! - **Pre-vote** (Raft thesis §9.6). openraft's own election timer is off; this module's
+//!   timer fires after a random `[timeout, 2 × timeout)` without hearing from a leader, and
+//!   first asks the other voters over [`PRE_VOTE_PATH`] whether they *would* vote. Only when
+//!   a majority would does the member start a real election (`trigger().elect()`, which takes
+//!   the next term). A member cut off alone therefore keeps its term and cannot depose a
+//!   healthy leader when it returns, and a member with a shorter log never campaigns at all
+//!   (so the longest log wins at once instead of after rounds of refused elections).
+//! - **Check-quorum.** A leader that no quorum has acknowledged for two election timeouts
+//!   steps aside: it stops its heartbeats and refuses operations (503, not applied), so the
+//!   followers' leader leases lapse and any connected majority can elect, whatever the
+//!   topology (a follower that still hears a cut-off leader no longer holds the others back:
+//!   openraft issue 2080). Its term is untouched (no disruption when links heal); it leads
+//!   again only by being elected, and follows as soon as a newer leader reaches it.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use openraft::{RaftMetrics, ServerState};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::engine::EngineError;
+use crate::network::{PeerClient, Target};
+use crate::types::{LogId, NodeId, Raft};
+
+/// The peer-port route of pre-vote requests.
+pub const PRE_VOTE_PATH: &str = "/raft/pre-vote";
+
+/// Election timing, from `--election-timeout-ms` and `--heartbeat-ms`.
+#[derive(Debug, Clone, Copy)]
+pub struct ElectionTiming {
+    /// The minimum election timeout: a follower campaigns after a random
+    /// `[timeout, 2 × timeout)` without hearing from a leader.
+    pub timeout: Duration,
+    /// How long after hearing from a leader a voter refuses to vote for anyone else:
+    /// openraft's leader lease, which is its maximum election timeout (set just above
+    /// `timeout`). Pre-votes are refused for as long, so a granted pre-vote is followed by a
+    /// vote that openraft grants too.
+    pub lease: Duration,
+    /// The leader's heartbeat interval.
+    pub heartbeat: Duration,
+}
+
+impl ElectionTiming {
+    /// A leader that no quorum acknowledged for this long steps aside (check-quorum). Twice
+    /// the election timeout: long enough that a busy machine's scheduling stalls do not
+    /// depose healthy leaders, short enough that a connected majority elects within a second
+    /// or two by default.
+    fn quorum_timeout(&self) -> Duration {
+        self.timeout * 2
+    }
+
+    fn random_timeout(&self) -> Duration {
+        let ms = self.timeout.as_millis() as u64;
+        Duration::from_millis(rand::rng().random_range(ms..2 * ms))
+    }
+}
+
+/// `POST /raft/pre-vote`: would the receiver vote for `candidate` in `term`?
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreVoteRequest {
+    pub candidate: NodeId,
+    /// The term the candidate would campaign in (its current term + 1).
+    pub term: u64,
+    /// The last entry of the candidate's log (`null`: empty log).
+    pub last_log_id: Option<LogId>,
+}
+
+/// The answer to a [`PreVoteRequest`]. Nothing on the receiver changes either way.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreVoteResponse {
+    pub granted: bool,
+    /// The receiver's current term.
+    pub term: u64,
+    /// Why it would not vote, when it would not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+/// Election control of one Raft member; shared by the Raft engine, the peer API and the two
+/// background tasks [`Election::start`] spawns.
+pub struct Election {
+    raft: Raft,
+    id: NodeId,
+    peers: Arc<PeerClient>,
+    timing: ElectionTiming,
+    /// When a leader's AppendEntries was last accepted; initially when this member started,
+    /// so that a restarted member does not grant pre-votes before its leader reached it.
+    leader_heard_at: Mutex<Instant>,
+    /// The election timer runs from here: the last time this member heard from a leader,
+    /// granted a vote or tried to campaign.
+    quiet_since: Mutex<Instant>,
+    /// The term in which this member, as leader, lost its quorum and stepped aside.
+    stepped_aside: Mutex<Option<u64>>,
+    paused: AtomicBool,
+}
+
+fn is_voter<N: openraft::Node>(m: &RaftMetrics<NodeId, N>, id: NodeId) -> bool {
+    m.membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == id)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Election {
+    /// Takes over elections from openraft (whose own timer must be off: `enable_elect:
+    /// false`) and watches this member's leadership; both tasks end when Raft shuts down.
+    pub fn start(
+        raft: Raft,
+        id: NodeId,
+        peers: Arc<PeerClient>,
+        timing: ElectionTiming,
+    ) -> Arc<Self> {
+        let election = Arc::new(Self {
+            raft,
+            id,
+            peers,
+            timing,
+            leader_heard_at: Mutex::new(Instant::now()),
+            quiet_since: Mutex::new(Instant::now()),
+            stepped_aside: Mutex::new(None),
+            paused: AtomicBool::new(false),
+        });
+        tokio::spawn(election.clone().run_elections());
+        tokio::spawn(election.clone().check_quorum());
+        election
+    }
+
+    /// Notes an AppendEntries that this member accepted from its leader.
+    pub fn heard_from_leader(&self) {
+        let now = Instant::now();
+        *lock(&self.leader_heard_at) = now;
+        *lock(&self.quiet_since) = now;
+    }
+
+    /// Notes a vote this member granted: as in Raft, it then leaves the candidate a whole
+    /// election timeout to win before campaigning itself.
+    pub fn granted_vote(&self) {
+        *lock(&self.quiet_since) = Instant::now();
+    }
+
+    /// A paused member's Raft timers stand still, like a stopped process's.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+        self.raft.runtime_config().tick(!paused);
+        self.apply_heartbeat();
+    }
+
+    /// Heartbeats go out unless the member is paused or has stepped aside.
+    fn apply_heartbeat(&self) {
+        let quiet = self.paused.load(Ordering::Relaxed) || lock(&self.stepped_aside).is_some();
+        self.raft.runtime_config().heartbeat(!quiet);
+    }
+
+    /// True while this member is openraft's leader but has stepped aside for lack of a
+    /// quorum.
+    pub fn stepped_aside(&self) -> bool {
+        lock(&self.stepped_aside).is_some()
+    }
+
+    /// Refuses an operation that only a leader performs while this one has stepped aside:
+    /// "no leader known", i.e. 503 not applied (nothing was proposed).
+    pub fn check_serving(&self) -> Result<(), EngineError> {
+        if self.stepped_aside() {
+            return Err(EngineError::NotLeader {
+                leader: None,
+                addr: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Would this member vote for the candidate? Yes only if it is an initialised voter,
+    /// has not heard from a leader for a whole lease (and is not itself a leader in
+    /// service), and the candidate's log is at least as up to date as its own.
+    pub fn answer_pre_vote(&self, request: &PreVoteRequest) -> PreVoteResponse {
+        let (state, term, is_voter) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let voter = is_voter(&m, self.id) && m.last_log_index.is_some();
+            (m.state, m.current_term, voter)
+        };
+        let own_last = self.raft.data_metrics().borrow().last_log;
+        let heard = lock(&self.leader_heard_at).elapsed();
+        let refused = if !is_voter {
+            Some("not an initialised voter".to_string())
+        } else if state == ServerState::Leader && !self.stepped_aside() {
+            Some("this member is the leader".to_string())
+        } else if heard < self.timing.lease {
+            Some(format!(
+                "heard from the leader {} ms ago",
+                heard.as_millis()
+            ))
+        } else if request.last_log_id < own_last {
+            Some(format!(
+                "the candidate's log ends at {:?}, this member's at {own_last:?}",
+                request.last_log_id
+            ))
+        } else {
+            None
+        };
+        tracing::debug!(
+            candidate = request.candidate,
+            term = request.term,
+            ?refused,
+            "pre-vote"
+        );
+        PreVoteResponse {
+            granted: refused.is_none(),
+            term,
+            refused,
+        }
+    }
+
+    /// The election timer: after each random timeout without a leader, a pre-vote round,
+    /// and a real election when a majority would vote for this member.
+    async fn run_elections(self: Arc<Self>) {
+        loop {
+            self.wait_quiet(self.timing.random_timeout()).await;
+            let state = self.raft.metrics().borrow().state;
+            if state == ServerState::Shutdown {
+                return;
+            }
+            let round = Instant::now();
+            if self.may_campaign() && self.pre_vote().await && self.still_leaderless(round) {
+                tracing::info!("a majority would vote for this member: campaigning");
+                if self.raft.trigger().elect().await.is_err() {
+                    return; // Raft has shut down.
+                }
+            }
+            *lock(&self.quiet_since) = Instant::now();
+        }
+    }
+
+    /// Sleeps until nothing reset the election timer for `timeout`.
+    async fn wait_quiet(&self, timeout: Duration) {
+        loop {
+            let due = *lock(&self.quiet_since) + timeout;
+            if Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    }
+
+    /// Followers and candidates that are voters campaign; leaders, learners and paused
+    /// members do not.
+    fn may_campaign(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        matches!(m.state, ServerState::Follower | ServerState::Candidate)
+            && is_voter(&m, self.id)
+            && !self.paused.load(Ordering::Relaxed)
+    }
+
+    fn still_leaderless(&self, since: Instant) -> bool {
+        self.may_campaign() && *lock(&self.leader_heard_at) < since
+    }
+
+    /// Asks every other voter concurrently; true once a majority of each voter set of the
+    /// (possibly joint) membership, this member included, would vote for it.
+    async fn pre_vote(&self) -> bool {
+        let (membership, term) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.membership_config.membership().clone(), m.current_term)
+        };
+        let request = PreVoteRequest {
+            candidate: self.id,
+            term: term + 1,
+            last_log_id: self.raft.data_metrics().borrow().last_log,
+        };
+        let quorum_in_each = |granted: &BTreeSet<NodeId>| {
+            membership.get_joint_config().iter().all(|voters| {
+                voters.iter().filter(|v| granted.contains(v)).count() * 2 > voters.len()
+            })
+        };
+        let mut granted = BTreeSet::from([self.id]);
+        let mut answers: FuturesUnordered<_> = membership
+            .voter_ids()
+            .filter(|peer| *peer != self.id)
+            .map(|peer| {
+                let target = membership.get_node(&peer).map(Target::from);
+                let request = &request;
+                async move { (peer, self.ask(peer, target, request).await) }
+            })
+            .collect();
+        while !quorum_in_each(&granted) {
+            let Some((peer, answer)) = answers.next().await else {
+                tracing::debug!(?granted, "pre-vote: no majority would vote for this member");
+                return false;
+            };
+            match answer {
+                Some(a) if a.granted => {
+                    granted.insert(peer);
+                }
+                Some(a) => tracing::debug!(peer, refused = ?a.refused, "pre-vote refused"),
+                None => {}
+            }
+        }
+        true
+    }
+
+    /// One pre-vote request, to the member and incarnation the membership records; `None`
+    /// when the peer did not answer it.
+    async fn ask(
+        &self,
+        peer: NodeId,
+        target: Option<Target<'_>>,
+        request: &PreVoteRequest,
+    ) -> Option<PreVoteResponse> {
+        let timeout = self.timing.timeout;
+        let response = self
+            .peers
+            .post_to(
+                peer,
+                target.unwrap_or_default(),
+                PRE_VOTE_PATH,
+                request,
+                timeout,
+            )
+            .await
+            .map_err(|e| tracing::debug!(peer, error = %e, "pre-vote not answered"))
+            .ok()?;
+        if !response.status().is_success() {
+            tracing::debug!(peer, status = %response.status(), "pre-vote refused by the peer API");
+            return None;
+        }
+        response.json().await.ok()
+    }
+
+    /// Check-quorum: every heartbeat interval, a leader compares how long ago a quorum last
+    /// acknowledged it with [`ElectionTiming::quorum_timeout`], and steps aside past it.
+    async fn check_quorum(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.timing.heartbeat);
+        // (term, since when this member has been seen leading, unpaused, in that term)
+        let mut leading: Option<(u64, Instant)> = None;
+        loop {
+            tick.tick().await;
+            let (state, term, acked_ms) = {
+                let m = self.raft.metrics();
+                let m = m.borrow();
+                (m.state, m.current_term, m.millis_since_quorum_ack)
+            };
+            match state {
+                ServerState::Shutdown => return,
+                ServerState::Leader => {}
+                _ => {
+                    leading = None;
+                    self.resume(term);
+                    continue;
+                }
+            }
+            if self.stepped_aside_before(term) {
+                self.resume(term); // elected again since
+            }
+            // A paused leader's silence is the pause's, not its followers'.
+            if self.paused.load(Ordering::Relaxed) {
+                leading = None;
+                continue;
+            }
+            let since = match leading {
+                Some((t, since)) if t == term => since,
+                _ => Instant::now(),
+            };
+            leading = Some((term, since));
+            // No acknowledgement yet (a new leader), or one from before this member was
+            // leading unpaused, counts from when it started to.
+            let silent = acked_ms
+                .map_or(Duration::MAX, Duration::from_millis)
+                .min(since.elapsed());
+            if silent > self.timing.quorum_timeout() {
+                self.step_aside(term, silent);
+            }
+        }
+    }
+
+    fn stepped_aside_before(&self, term: u64) -> bool {
+        lock(&self.stepped_aside).is_some_and(|t| t < term)
+    }
+
+    fn step_aside(&self, term: u64, silent: Duration) {
+        let first = lock(&self.stepped_aside).replace(term).is_none();
+        if first {
+            tracing::warn!(
+                term,
+                silent_ms = silent.as_millis() as u64,
+                "no quorum acknowledged this leader within two election timeouts: stepping \
+                 aside (no heartbeats, operations refused) until a leader is elected"
+            );
+            self.apply_heartbeat();
+        }
+    }
+
+    fn resume(&self, term: u64) {
+        if lock(&self.stepped_aside).take().is_some() {
+            tracing::info!(term, "no longer a leader that stepped aside");
+            self.apply_heartbeat();
+        }
+    }
+}
