@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{wait_until, Cluster};
 use reqwest::Method;
@@ -83,10 +83,12 @@ async fn majority_behind_a_bridge_serves_writes(direction: &str) {
         json!({"partition": {"peers": cut, "direction": direction}}),
     )
     .await;
+    let cut_at = Instant::now();
     let majority = [bridge, cut[0], cut[1]];
     write_within(&c, &majority, "bridged", QUICK).await;
+    let took = cut_at.elapsed();
     let new = c.wait_for_leader_among(&majority, Some(leader)).await;
-    println!("leader {leader} cut from {cut:?} ({direction}), bridge {bridge}: {new} elected");
+    println!("leader {leader} cut from {cut:?} ({direction}), bridge {bridge}: {new} elected, a write after {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -114,12 +116,16 @@ async fn a_ring_elects_again_when_the_leader_loses_a_neighbour() {
     // hears it and the three members across the ring from the lost one are a majority.
     let lost = neighbours(leader, 5)[0];
     c.kill(lost);
+    let killed_at = Instant::now();
     let rest: Vec<u64> = others(lost, 5)
         .into_iter()
         .filter(|id| *id != leader)
         .collect();
     let through = write_within(&c, &rest, "ring", QUICK).await;
-    println!("ring: leader {leader} lost neighbour {lost}; a write succeeded through {through}");
+    println!(
+        "ring: leader {leader} lost neighbour {lost}; a write succeeded through {through} after {:?}",
+        killed_at.elapsed()
+    );
 }
 
 /// Writes through `leader` until `stop`, counting the writes that failed.
