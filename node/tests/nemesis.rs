@@ -33,10 +33,10 @@ use serde_json::{json, Value};
 /// Workload operations (any outcome) the Raft test checks in one `cargo test` (issue 18 §5).
 const RAFT_OPERATIONS: usize = 100_000;
 /// Raft runs stop once [`RAFT_OPERATIONS`] is reached, and fail the test if this many did not.
-const RAFT_MAX_RUNS: u64 = 8;
+const RAFT_MAX_RUNS: u64 = 10;
 /// How long clients run in one Raft run, and in one run of a primary mode.
 const RAFT_RUN: Duration = Duration::from_secs(25);
-const PRIMARY_RUN: Duration = Duration::from_secs(20);
+const PRIMARY_RUN: Duration = Duration::from_secs(15);
 /// Concurrent clients; the first [`ONCE_CLIENTS`] of them write write-once keys.
 const CLIENTS: usize = 48;
 const ONCE_CLIENTS: usize = 6;
@@ -182,6 +182,7 @@ async fn run(mode: Mode, seed: u64, duration: Duration) -> RunResult {
         "{label}: {operations} operations, {acknowledged} acknowledged ({:.0}/s)",
         acknowledged as f64 / elapsed
     );
+    print_stalls(&label, &records, &nemesis);
     nemesis.heal(&mut cluster, common::DEADLINE).await;
     let finals = match final_reads(&workload, &records, mode.members()).await {
         Ok(finals) => finals,
@@ -200,6 +201,23 @@ async fn run(mode: Mode, seed: u64, duration: Duration) -> RunResult {
             violations,
         },
         Err(e) => keep_and_fail(mode, seed, &records, &nemesis, cluster, &e),
+    }
+}
+
+/// Faults during which no operation was acknowledged: availability, not safety, but the
+/// liveness problems a nemesis is there to show (issue 18 §2).
+fn print_stalls(label: &str, records: &[Record], nemesis: &Nemesis) {
+    for event in &nemesis.events {
+        let during = |r: &&Record| {
+            r.status == "ok" && r.complete >= event.start_ns && r.complete <= event.end_ns
+        };
+        if !records.iter().any(|r| during(&r)) {
+            println!(
+                "{label}: no operation acknowledged during {:.1} s of {}",
+                (event.end_ns - event.start_ns) as f64 / 1e9,
+                event.fault
+            );
+        }
     }
 }
 
@@ -353,9 +371,12 @@ enum Op {
     /// What an acknowledged read returned.
     Read(Option<i64>),
     Write(i64),
+    /// `found`: for a CAS whose comparison failed (`409`), the value the member found instead
+    /// of `expected`; the checker treats it as a read.
     Cas {
         expected: i64,
         new: i64,
+        found: Option<i64>,
     },
 }
 
@@ -384,7 +405,11 @@ impl Record {
         let fields = match self.op {
             Op::Read(output) => json!({"type": "read", "output": output}),
             Op::Write(value) => json!({"type": "write", "value": value}),
-            Op::Cas { expected, new } => json!({"type": "cas", "expected": expected, "new": new}),
+            Op::Cas {
+                expected,
+                new,
+                found,
+            } => json!({"type": "cas", "expected": expected, "new": new, "output": found}),
         };
         if let (Some(entry), Some(fields)) = (entry.as_object_mut(), fields.as_object()) {
             entry.extend(
@@ -471,6 +496,7 @@ async fn client(w: Arc<Workload>, index: usize, mut rng: Rng, stop: Instant) -> 
                 _ => Op::Cas {
                     expected: seen.get(&key).copied().unwrap_or(0),
                     new: w.unique(),
+                    found: None,
                 },
             };
             (key, op)
@@ -481,9 +507,14 @@ async fn client(w: Arc<Workload>, index: usize, mut rng: Rng, stop: Instant) -> 
         let complete = w.now_ns();
         let op = match (op, status) {
             (Op::Read(_), "ok") => Op::Read(value),
+            (Op::Cas { expected, new, .. }, "fail") => Op::Cas {
+                expected,
+                new,
+                found: value,
+            },
             _ => op,
         };
-        if let Some(v) = observed(op, status, value) {
+        if let Some(v) = observed(op, status) {
             seen.insert(key.clone(), v);
         }
         records.push(Record {
@@ -502,12 +533,12 @@ async fn client(w: Arc<Workload>, index: usize, mut rng: Rng, stop: Instant) -> 
 }
 
 /// The register's value an operation revealed, if any.
-fn observed(op: Op, status: &str, value: Option<i64>) -> Option<i64> {
+fn observed(op: Op, status: &str) -> Option<i64> {
     match (op, status) {
         (Op::Read(v), "ok") => v,
         (Op::Write(v), "ok") => Some(v),
         (Op::Cas { new, .. }, "ok") => Some(new),
-        (Op::Cas { .. }, "fail") => value,
+        (Op::Cas { found, .. }, "fail") => found,
         _ => None,
     }
 }
@@ -525,7 +556,7 @@ async fn perform(
     let request = match op {
         Op::Read(_) => http.get(url),
         Op::Write(value) => http.put(url).json(&json!({ "value": value })),
-        Op::Cas { expected, new } => http
+        Op::Cas { expected, new, .. } => http
             .post(format!("{url}/cas"))
             .json(&json!({ "expected": expected, "new": new })),
     };
