@@ -505,7 +505,7 @@ step_partition() {
   wait_for "fault cut-leader active with resolved targets" 60 fault_active demo cut-leader
   wait_for "a new leader (not $old_leader) in a term > $old_term" 120 new_leader demo "$old_leader" "$old_term"
   wait_for "a LeaderChanged Event naming the previous leader $old_leader" 60 \
-    new_event_matching demo "$fp" "^LeaderChanged: .*$old_leader -> "
+    new_event_matching demo "$fp" "^LeaderChanged: .*$old_leader.* -> "
   check "status observed recently while a fault is active (status.observedAt)" observed_within demo 10
   wait_for "$old_leader reported not replicating (the majority's leader does not hear it)" 60 \
     member_replicating_is demo "$old_leader" false
