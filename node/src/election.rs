@@ -111,6 +111,14 @@ fn is_voter<N: openraft::Node>(m: &RaftMetrics<NodeId, N>, id: NodeId) -> bool {
         .any(|v| v == id)
 }
 
+/// True when `granted` holds a majority of every voter set: of the one set, or of both the
+/// old and the new one while a membership change is under way (joint consensus).
+fn majority_of_each(voter_sets: &[BTreeSet<NodeId>], granted: &BTreeSet<NodeId>) -> bool {
+    voter_sets
+        .iter()
+        .all(|voters| voters.intersection(granted).count() * 2 > voters.len())
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -283,11 +291,6 @@ impl Election {
             term: term + 1,
             last_log_id: self.raft.data_metrics().borrow().last_log,
         };
-        let quorum_in_each = |granted: &BTreeSet<NodeId>| {
-            membership.get_joint_config().iter().all(|voters| {
-                voters.iter().filter(|v| granted.contains(v)).count() * 2 > voters.len()
-            })
-        };
         let mut granted = BTreeSet::from([self.id]);
         let mut answers: FuturesUnordered<_> = membership
             .voter_ids()
@@ -298,7 +301,7 @@ impl Election {
                 async move { (peer, self.ask(peer, target, request).await) }
             })
             .collect();
-        while !quorum_in_each(&granted) {
+        while !majority_of_each(membership.get_joint_config(), &granted) {
             let Some((peer, answer)) = answers.next().await else {
                 tracing::debug!(?granted, "pre-vote: no majority would vote for this member");
                 return false;
@@ -410,5 +413,54 @@ impl Election {
             tracing::info!(term, "no longer a leader that stepped aside");
             self.apply_heartbeat();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_majority_is_needed_in_every_voter_set() {
+        let one = [set(&[1, 2, 3])];
+        assert!(!majority_of_each(&one, &set(&[1])));
+        assert!(majority_of_each(&one, &set(&[1, 3])));
+        // Joint: {1, 2, 3} -> {3, 4, 5}; 1 and 3 are a majority of the old set only.
+        let joint = [set(&[1, 2, 3]), set(&[3, 4, 5])];
+        assert!(!majority_of_each(&joint, &set(&[1, 3])));
+        assert!(majority_of_each(&joint, &set(&[1, 3, 4])));
+    }
+
+    #[test]
+    fn random_timeouts_stay_within_one_to_two_election_timeouts() {
+        let timing = ElectionTiming {
+            timeout: Duration::from_millis(200),
+            lease: Duration::from_millis(201),
+            heartbeat: Duration::from_millis(100),
+        };
+        for _ in 0..1000 {
+            let t = timing.random_timeout();
+            assert!(t >= timing.timeout && t < timing.timeout * 2, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn pre_vote_wire_shape() {
+        let request: PreVoteRequest =
+            serde_json::from_str(r#"{"candidate": 2, "term": 7, "lastLogId": null}"#).unwrap();
+        assert_eq!((request.candidate, request.term), (2, 7));
+        let granted = PreVoteResponse {
+            granted: true,
+            term: 6,
+            refused: None,
+        };
+        assert_eq!(
+            serde_json::to_value(granted).unwrap(),
+            serde_json::json!({"granted": true, "term": 6})
+        );
     }
 }
