@@ -75,6 +75,19 @@ impl AddressBook {
         }
     }
 
+    /// Makes `entries` the whole book: members not listed are forgotten at once (their pod is
+    /// gone, and its address may soon belong to another member), listed ones are recorded as
+    /// by [`AddressBook::merge`].
+    pub fn replace(&self, entries: impl IntoIterator<Item = (NodeId, impl Into<PeerAddr>)>) {
+        let entries: Vec<(NodeId, PeerAddr)> =
+            entries.into_iter().map(|(id, e)| (id, e.into())).collect();
+        {
+            let mut book = self.0.write().unwrap_or_else(|p| p.into_inner());
+            book.retain(|id, _| entries.iter().any(|(listed, _)| listed == id));
+        }
+        self.merge(entries);
+    }
+
     /// Pins the incarnation a member answered with, unless one is already expected there.
     fn pin(&self, id: NodeId, incarnation: Incarnation) {
         let mut book = self.0.write().unwrap_or_else(|p| p.into_inner());
@@ -436,6 +449,34 @@ mod tests {
             log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(Batch(vec![write; commands])),
         }
+    }
+
+    #[test]
+    fn a_replaced_book_forgets_members_not_listed_and_keeps_known_incarnations() {
+        let incarnation: Incarnation = "0123456789abcdef".parse().expect("valid incarnation");
+        let book = AddressBook::default();
+        book.merge([
+            (
+                1,
+                PeerAddr::Pinned {
+                    addr: "10.0.0.1:7000".into(),
+                    incarnation: Some(incarnation.clone()),
+                },
+            ),
+            (2, PeerAddr::Plain("10.0.0.2:7000".into())),
+        ]);
+        book.replace([(1, PeerAddr::Plain("10.0.0.9:7000".into()))]);
+        assert_eq!(book.get(1).as_deref(), Some("10.0.0.9:7000"));
+        assert_eq!(
+            book.incarnation(1),
+            Some(incarnation),
+            "a moved member keeps its incarnation"
+        );
+        assert_eq!(
+            book.get(2),
+            None,
+            "a member whose pod went away is forgotten"
+        );
     }
 
     #[test]

@@ -412,7 +412,7 @@ async fn set_peers(
 ) -> Result<Response, ApiError> {
     let PeersRequest { peers } = json_body(body)?;
     validate_members(&peers)?;
-    m.peers.addresses.merge(peers);
+    m.peers.addresses.replace(peers);
     Ok(get_peers(State(m)).await)
 }
 
