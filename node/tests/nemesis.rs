@@ -183,8 +183,11 @@ async fn run(mode: Mode, seed: u64, duration: Duration) -> RunResult {
         acknowledged as f64 / elapsed
     );
     print_stalls(&label, &records, &nemesis);
-    nemesis.heal(&mut cluster, common::DEADLINE).await;
-    let finals = match final_reads(&workload, &records, mode.members()).await {
+    let finals = match nemesis.heal(&mut cluster, common::DEADLINE).await {
+        Ok(()) => final_reads(&workload, &records, mode.members()).await,
+        Err(e) => Err(format!("the cluster could not be healed (liveness): {e}")),
+    };
+    let finals = match finals {
         Ok(finals) => finals,
         Err(e) => keep_and_fail(mode, seed, &records, &nemesis, cluster, &e),
     };

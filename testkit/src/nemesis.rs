@@ -579,6 +579,8 @@ impl Nemesis {
             )
             .await
         {
+            // No new primary: the old one comes back as it was.
+            self.bring_back(cluster, old, loss, event).await;
             return;
         }
         let survivors: BTreeSet<u64> = others.iter().copied().collect();
@@ -604,20 +606,7 @@ impl Nemesis {
             .await;
         }
         tokio::time::sleep(hold / 2).await;
-        match loss {
-            Loss::Crash => cluster.restart(old),
-            Loss::Isolate => {
-                self.admin_step(
-                    cluster,
-                    old,
-                    Method::PUT,
-                    "/v1/admin/faults",
-                    json!({}),
-                    event,
-                )
-                .await;
-            }
-        }
+        self.bring_back(cluster, old, loss, event).await;
         self.admin_step(
             cluster,
             old,
@@ -637,6 +626,18 @@ impl Nemesis {
             event,
         )
         .await;
+    }
+
+    /// Undoes how a failover took the primary `old` away: restarts it or heals its cut.
+    async fn bring_back(&self, cluster: &mut Cluster, old: u64, loss: Loss, event: &mut Event) {
+        match loss {
+            Loss::Crash => cluster.restart(old),
+            Loss::Isolate => {
+                let heal = json!({});
+                self.admin_step(cluster, old, Method::PUT, "/v1/admin/faults", heal, event)
+                    .await;
+            }
+        }
     }
 
     /// One admin call, retried while refused for at most the nemesis's patience; a refusal
@@ -661,79 +662,66 @@ impl Nemesis {
 
     /// Brings the whole cluster back: every process running, every fault cleared, every
     /// member a voter (Raft) or following one primary with every member in its set (primary
-    /// modes). Panics naming the step when the cluster refuses it past `deadline`: the final
+    /// modes). Errors name the step the cluster still refused after `deadline`: the final
     /// checks need a whole cluster, and one that cannot be healed is a finding.
-    pub async fn heal(&self, cluster: &mut Cluster, deadline: Duration) {
+    pub async fn heal(&self, cluster: &mut Cluster, deadline: Duration) -> Result<(), String> {
         let ids: Vec<u64> = cluster.members.keys().copied().collect();
         for id in &ids {
             if !cluster.members[id].is_running() {
                 cluster.restart(*id);
             }
         }
+        let put = Method::PUT;
         for id in &ids {
             retry_admin(
                 cluster,
                 *id,
-                Method::PUT,
+                put.clone(),
                 "/v1/admin/faults",
                 json!({}),
                 deadline,
             )
             .await
-            .unwrap_or_else(|e| panic!("healing the faults of member {id}: {e}"));
+            .map_err(|e| format!("healing the faults of member {id}: {e}"))?;
         }
-        let all: BTreeSet<u64> = ids.iter().copied().collect();
-        let leader = crate::wait_until(deadline, "a leader or primary after healing", || async {
-            current_leader(cluster).await
-        })
-        .await;
+        let leader = poll(deadline, || current_leader(cluster))
+            .await
+            .ok_or(format!(
+                "no leader or primary within {deadline:?} of healing"
+            ))?;
         if self.replication == Replication::Raft {
-            let known = crate::wait_until(deadline, "the leader's status", || async {
-                let s = cluster.status(leader).await?;
-                let listed = |field: &str| -> Option<Vec<u64>> {
-                    s[field].as_array()?.iter().map(Value::as_u64).collect()
-                };
-                Some([listed("voters")?, listed("learners")?].concat())
-            })
-            .await;
+            let known = poll(deadline, || members_known_to(cluster, leader))
+                .await
+                .ok_or(format!(
+                    "no status from leader {leader} within {deadline:?}"
+                ))?;
             for id in ids.iter().filter(|id| !known.contains(id)) {
                 let learner = json!({"id": id, "addr": cluster.members[id].peer});
-                retry_admin(
-                    cluster,
-                    leader,
-                    Method::POST,
-                    "/v1/admin/learners",
-                    learner,
-                    deadline,
-                )
-                .await
-                .unwrap_or_else(|e| panic!("re-adding member {id} as a learner: {e}"));
+                let path = "/v1/admin/learners";
+                retry_admin(cluster, leader, Method::POST, path, learner, deadline)
+                    .await
+                    .map_err(|e| format!("re-adding member {id} as a learner: {e}"))?;
             }
         } else {
             let primary = json!({"id": leader, "addr": cluster.members[&leader].peer});
             for id in ids.iter().filter(|id| **id != leader) {
-                retry_admin(
-                    cluster,
-                    *id,
-                    Method::PUT,
-                    "/v1/admin/primary",
-                    primary.clone(),
-                    deadline,
-                )
-                .await
-                .unwrap_or_else(|e| panic!("pointing member {id} at primary {leader}: {e}"));
+                let path = "/v1/admin/primary";
+                retry_admin(cluster, *id, put.clone(), path, primary.clone(), deadline)
+                    .await
+                    .map_err(|e| format!("pointing member {id} at primary {leader}: {e}"))?;
             }
         }
+        let all: BTreeSet<u64> = ids.iter().copied().collect();
         retry_admin(
             cluster,
             leader,
-            Method::PUT,
+            put,
             "/v1/admin/voters",
             json!({"voters": all}),
             deadline,
         )
         .await
-        .unwrap_or_else(|e| panic!("restoring every member as a voter: {e}"));
+        .map_err(|e| format!("restoring every member as a voter: {e}"))
     }
 
     /// Every fault as a window for `caplab report --events`:
@@ -753,6 +741,37 @@ impl Nemesis {
             .map(|e| (e.start_ns, e.end_ns))
             .collect()
     }
+}
+
+/// Polls `probe` every 100 ms until it yields a value or `deadline` passes.
+async fn poll<T, F, Fut>(deadline: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return Some(v);
+        }
+        if start.elapsed() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The voters and learners member `id` reports.
+async fn members_known_to(cluster: &Cluster, id: u64) -> Option<Vec<u64>> {
+    let status = cluster.status(id).await?;
+    let listed = |field: &str| -> Option<Vec<u64>> {
+        status[field]
+            .as_array()?
+            .iter()
+            .map(Value::as_u64)
+            .collect()
+    };
+    Some([listed("voters")?, listed("learners")?].concat())
 }
 
 fn sorted(ids: &[u64]) -> Vec<u64> {
