@@ -3,8 +3,6 @@
 //! members enforce it (issue 18 §1), and a sync cluster that accepts writes again after a
 //! failover (issue 18 §4).
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use caplab_operator::member_client::{
@@ -19,27 +17,9 @@ const TOKEN: &str = "operator-test-token";
 const CLUSTER_ID: &str = "test/demo/11111111-2222-3333-4444-555555555555";
 const LOOPBACK: &str = "127.0.0.1";
 
-/// The `caplab-node` binary of this workspace, built on demand if it is not there yet.
-fn node_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let binary = target.join("debug").join("caplab-node");
-    if !binary.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "caplab-node"])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .status()
-            .expect("run cargo build -p caplab-node");
-        assert!(status.success(), "cargo build -p caplab-node failed");
-    }
-    binary
-}
-
 fn harness() -> Harness {
     Harness {
-        node_binary: node_binary(),
+        node_binary: caplab_testkit::workspace_node_binary(),
         token: TOKEN,
         // Generous: the CI machine has two busy cores.
         deadline: Duration::from_secs(90),

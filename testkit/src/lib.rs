@@ -16,6 +16,30 @@ use serde_json::{json, Value};
 
 pub mod nemesis;
 
+/// The `caplab-node` binary in this workspace's target directory (`CARGO_TARGET_DIR`, else
+/// `<workspace>/target`), built with `cargo build -p caplab-node` when it is missing: for the
+/// test crates other than caplab-node's own, which cargo gives no `CARGO_BIN_EXE_caplab-node`.
+///
+/// Panics when the build fails or leaves no binary (a test setup failure).
+pub fn workspace_node_binary() -> PathBuf {
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let binary = target.join("debug").join("caplab-node");
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "caplab-node"])
+            .current_dir(&workspace)
+            .status()
+            .expect("run cargo build -p caplab-node");
+        assert!(status.success(), "cargo build -p caplab-node failed");
+    }
+    assert!(binary.exists(), "no caplab-node at {}", binary.display());
+    binary
+}
+
 /// What a test crate's clusters share: the node binary, the admin token, how long to wait.
 #[derive(Clone, Debug)]
 pub struct Harness {

@@ -17,28 +17,9 @@ pub const TOKEN: &str = "cli-test-token";
 /// Generous: the CI machine has two busy cores.
 pub const DEADLINE: Duration = Duration::from_secs(90);
 
-/// The `caplab-node` binary of this workspace, built on demand if it is not there yet.
-pub fn node_binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let binary = target.join("debug").join("caplab-node");
-    if !binary.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "caplab-node"])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .status()
-            .expect("run cargo build -p caplab-node");
-        assert!(status.success(), "cargo build -p caplab-node failed");
-    }
-    assert!(binary.exists(), "no caplab-node at {}", binary.display());
-    binary
-}
-
 pub fn harness() -> Harness {
     Harness {
-        node_binary: node_binary(),
+        node_binary: caplab_testkit::workspace_node_binary(),
         token: TOKEN,
         deadline: DEADLINE,
         http_timeout: Duration::from_secs(10),
