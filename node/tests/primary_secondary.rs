@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{wait_until, Cluster};
+use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -453,4 +454,93 @@ async fn a_restarted_primary_serves_again_once_a_majority_confirms_its_epoch() {
     .await;
     c.restart(2);
     applied_everywhere(&c, "x", 3).await;
+}
+
+/// A deposed async primary that kept acknowledging writes while cut off holds thousands of
+/// entries the new primary never had. Pointed at the new primary, it must be caught up in a
+/// few round trips (one per divergent epoch, Raft §5.3), not one per entry: before the fix
+/// the primary backed off one entry per refused message, 2,000 entries took over 20 s, and
+/// all that time the member was a secondary with matchIndex 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deposed_primary_with_thousands_of_divergent_entries_catches_up_in_a_few_round_trips() {
+    const DIVERGENT: u64 = 2_000;
+    let c = start("async").await;
+    assert_eq!(c.put(1, "x", 0).await.0, 200);
+    applied_everywhere(&c, "x", 0).await;
+    let common = last_seq(&c, 2).await;
+
+    // Member 1 is cut off and keeps acknowledging writes nobody else gets.
+    c.set_faults(1, json!({"partition": {"peers": [2, 3]}}))
+        .await;
+    assert_eq!(
+        concurrent_writes(&c, 1, "lost", DIVERGENT).await,
+        DIVERGENT,
+        "async writes continue while cut off"
+    );
+    let divergent = last_seq(&c, 1).await - common;
+    assert!(divergent >= DIVERGENT, "{divergent} divergent entries");
+
+    // Member 2 takes over with member 3, and acknowledges writes of its own.
+    admin_ok(&c, 2, Method::POST, "/v1/admin/promote", json!({})).await;
+    admin_ok(
+        &c,
+        2,
+        Method::PUT,
+        "/v1/admin/voters",
+        json!({"voters": [2, 3]}),
+    )
+    .await;
+    let addr = c.members[&2].peer.clone();
+    let follow = json!({"id": 2, "addr": addr});
+    admin_ok(&c, 3, Method::PUT, "/v1/admin/primary", follow.clone()).await;
+    // As many as member 1 diverged by: the old back-off then took one round trip per entry.
+    assert_eq!(concurrent_writes(&c, 2, "kept", DIVERGENT).await, DIVERGENT);
+
+    // Member 1 comes back and follows member 2.
+    c.set_faults(1, json!({})).await;
+    admin_ok(&c, 1, Method::PUT, "/v1/admin/primary", follow).await;
+    let started = Instant::now();
+    admin_ok(
+        &c,
+        2,
+        Method::PUT,
+        "/v1/admin/voters",
+        json!({"voters": [1, 2, 3]}),
+    )
+    .await;
+    let caught_up = caplab_testkit::wait_until(
+        Duration::from_secs(10),
+        "the deposed primary to be caught up and to count its discarded writes",
+        || async {
+            let (primary, old) = (c.status(2).await?, c.status(1).await?);
+            let last = primary["lastLogIndex"].as_u64()?;
+            (primary["peers"]["1"]["matchIndex"].as_u64()? == last
+                && old["discardedWrites"].as_u64()? == divergent)
+                .then_some(())
+        },
+    );
+    caught_up.await;
+    println!(
+        "{divergent} divergent entries: caught up after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(c.get(1, "lost1", "local").await.1["value"], 0, "discarded");
+    assert_eq!(c.get(1, "kept1999", "local").await.1["value"], 1999);
+}
+
+/// Writes `{prefix}{i} = i` for `i` in `0..count` through member `id`, 16 at a time (so that
+/// they share group commits); returns how many were acknowledged.
+async fn concurrent_writes(c: &Cluster, id: u64, prefix: &str, count: u64) -> u64 {
+    let acked = futures::stream::iter(0..count as i64)
+        .map(|i| async move { c.put(id, &format!("{prefix}{i}"), i).await.0 })
+        .buffer_unordered(16)
+        .filter(|status| std::future::ready(*status == 200))
+        .count()
+        .await;
+    acked as u64
+}
+
+async fn last_seq(c: &Cluster, id: u64) -> u64 {
+    let s = c.status(id).await.unwrap_or_default();
+    s["lastLogIndex"].as_u64().unwrap_or_default()
 }

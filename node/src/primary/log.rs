@@ -79,6 +79,23 @@ impl ChangeLog {
             .map(|e| e.epoch)
     }
 
+    /// The first sequence number after the snapshot whose entry has an epoch of at least
+    /// `epoch` (`last_seq() + 1` when there is none). Epochs never decrease along the log, so
+    /// for an epoch the tail holds this is where that epoch starts here.
+    pub fn epoch_start(&self, epoch: u64) -> u64 {
+        let before = self.entries.partition_point(|e| e.epoch < epoch);
+        self.base.seq + 1 + before as u64
+    }
+
+    /// The sequence number of the last entry of `epoch`, when the tail (or the snapshot's
+    /// edge) shows it; `None` when this log holds no entry of that epoch or it was compacted
+    /// away before the edge.
+    pub fn epoch_end(&self, epoch: u64) -> Option<u64> {
+        let through = self.entries.partition_point(|e| e.epoch <= epoch);
+        let last = self.base.seq + through as u64;
+        (self.epoch_at(last) == Some(epoch) && last > 0).then_some(last)
+    }
+
     /// Up to `max` entries from `first` on; `None` when `first` is inside the snapshot.
     pub fn entries_from(&self, first: u64, max: usize) -> Option<Vec<LogEntry>> {
         let start = self.offset(first)?.min(self.entries.len());
@@ -187,6 +204,36 @@ mod tests {
         let reopened = ChangeLog::new(snapshot, vec![entry(3, "k", 5)]);
         assert_eq!(reopened.registers(), log.registers());
         assert_eq!(reopened.last_seq(), 5);
+    }
+
+    #[test]
+    fn epochs_start_and_end_where_their_entries_do() {
+        let base = Snapshot {
+            seq: 10,
+            epoch: 2,
+            ..Snapshot::default()
+        };
+        // Sequence numbers 11..=16 with epochs 2, 2, 4, 4, 4, 7.
+        let tail = [2, 2, 4, 4, 4, 7].map(|epoch| entry(epoch, "k", 1));
+        let log = ChangeLog::new(base, tail.to_vec());
+        assert_eq!(
+            log.epoch_start(2),
+            11,
+            "the epoch began inside the snapshot"
+        );
+        assert_eq!(log.epoch_start(4), 13);
+        assert_eq!(log.epoch_start(5), 16, "the next epoch held");
+        assert_eq!(log.epoch_start(8), 17, "past the log");
+        assert_eq!(log.epoch_end(2), Some(12));
+        assert_eq!(log.epoch_end(4), Some(15));
+        assert_eq!(log.epoch_end(7), Some(16));
+        assert_eq!(log.epoch_end(3), None, "an epoch this log never had");
+        assert_eq!(log.epoch_end(1), None, "compacted away");
+
+        let only_snapshot = ChangeLog::new(log.base().clone(), Vec::new());
+        assert_eq!(only_snapshot.epoch_end(2), Some(10), "the snapshot's edge");
+        let empty = ChangeLog::new(Snapshot::default(), Vec::new());
+        assert_eq!((empty.epoch_start(1), empty.epoch_end(0)), (1, None));
     }
 
     #[test]

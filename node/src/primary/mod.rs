@@ -79,6 +79,16 @@ pub struct ReplicateResponse {
     pub epoch: u64,
     /// The receiver's last sequence number after handling the request.
     pub last_seq: u64,
+    /// On a refusal because the receiver's entry at `prev_seq` has another epoch: that epoch
+    /// (absent when the receiver lacks `prev_seq`, or from members before this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_epoch: Option<u64>,
+    /// On a refusal over `prev_seq`: where the primary should resume. The first sequence
+    /// number the receiver holds in `conflict_epoch` (after its snapshot), or its last
+    /// sequence number + 1 when it lacks `prev_seq`. Lets the primary skip a whole divergent
+    /// epoch in one round trip (Raft §5.3) instead of backing off one entry per round trip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_seq: Option<u64>,
 }
 
 /// A member's answer to [`EPOCH_PATH`]: the epoch it knows and the primary it follows.
@@ -398,13 +408,14 @@ impl PrimaryEngine {
         request: ReplicateRequest,
     ) -> Result<ReplicateResponse, ApiError> {
         let mut state = self.state.lock().await;
-        let refuse = |state: &State, last_seq| ReplicateResponse {
-            ok: false,
-            epoch: state.meta.epoch,
-            last_seq,
-        };
         if request.epoch < state.meta.epoch {
-            return Ok(refuse(&state, state.last_seq()));
+            return Ok(ReplicateResponse {
+                ok: false,
+                epoch: state.meta.epoch,
+                last_seq: state.last_seq(),
+                conflict_epoch: None,
+                conflict_seq: None,
+            });
         }
         self.peers.addresses.merge(request.addresses.clone());
         let mut meta = state.meta.clone();
@@ -453,9 +464,8 @@ impl PrimaryEngine {
         };
         let prev_epoch = prev_epoch.unwrap_or(request.prev_epoch);
         if prev_seq > state.last_seq() || state.log.epoch_at(prev_seq) != Some(prev_epoch) {
-            let hint = prev_seq.saturating_sub(1).min(state.last_seq());
             self.persist_meta(&mut state, meta).await?;
-            return Ok(refuse(&state, hint));
+            return Ok(conflict(&state.log, prev_seq, state.meta.epoch));
         }
         // Entries held with the same epoch at the same position are identical: skip them. At
         // the first conflict our tail goes; so does anything beyond the primary's last entry.
@@ -510,6 +520,8 @@ impl PrimaryEngine {
             ok: true,
             epoch: state.meta.epoch,
             last_seq: state.last_seq(),
+            conflict_epoch: None,
+            conflict_seq: None,
         })
     }
 
@@ -972,6 +984,7 @@ impl PrimaryEngine {
             }
             return false;
         }
+        let resume = resume_at(&state.log, request.prev_seq, &response);
         let Some(progress) = state.progress.get_mut(&target) else {
             return false;
         };
@@ -984,9 +997,7 @@ impl PrimaryEngine {
             let stable = state.stable_seq(self.id);
             self.compact(&mut state, stable).await;
         } else {
-            progress.next_seq = (response.last_seq + 1)
-                .min(progress.next_seq.saturating_sub(1))
-                .max(1);
+            progress.next_seq = resume;
         }
         drop(state);
         self.changed.send_modify(|v| *v += 1);
@@ -1045,6 +1056,38 @@ impl PrimaryEngine {
     }
 }
 
+/// A secondary's refusal of entries after `prev_seq`, which it lacks or holds with another
+/// epoch: says where its log stops matching, for [`resume_at`].
+fn conflict(log: &ChangeLog, prev_seq: u64, epoch: u64) -> ReplicateResponse {
+    let conflict_epoch = log.epoch_at(prev_seq);
+    let conflict_seq = match conflict_epoch {
+        Some(held) => log.epoch_start(held).min(prev_seq),
+        None => log.last_seq() + 1,
+    };
+    ReplicateResponse {
+        ok: false,
+        epoch,
+        last_seq: prev_seq.saturating_sub(1).min(log.last_seq()),
+        conflict_epoch,
+        conflict_seq: Some(conflict_seq),
+    }
+}
+
+/// Where the primary resumes replicating to a secondary that refused entries after
+/// `prev_seq`: past the secondary's whole conflicting epoch at once. When the primary holds
+/// that epoch too, right after its last entry of it (the logs agree up to there); otherwise
+/// at the first entry the secondary holds in it. Always below `prev_seq + 1`, so every
+/// refusal makes progress; a result inside the primary's snapshot sends the snapshot. A
+/// secondary without hints (an older version) gets the old one-entry back-off.
+fn resume_at(log: &ChangeLog, prev_seq: u64, response: &ReplicateResponse) -> u64 {
+    let hinted = match (response.conflict_epoch, response.conflict_seq) {
+        (Some(epoch), Some(first)) => log.epoch_end(epoch).map_or(first, |end| end + 1),
+        (None, Some(first)) => first,
+        (_, None) => response.last_seq + 1,
+    };
+    hinted.min(prev_seq).max(1)
+}
+
 /// The part of a replication message after our own snapshot (entries up to it are stable,
 /// so the ones we hold): the previous sequence number, its epoch when the snapshot decided
 /// it, and the entries left.
@@ -1076,6 +1119,52 @@ mod tests {
                 },
             })
             .collect()
+    }
+
+    /// A deposed primary holding entries 1..=50 of epoch 1, rejoining a primary whose log is
+    /// 1..=10 of epoch 1 then 11..=100 of epoch 2: one refusal for the missing tail, one for
+    /// the divergent epoch, then the logs agree.
+    #[test]
+    fn a_divergent_epoch_is_skipped_in_one_round_trip() {
+        let secondary = ChangeLog::new(Snapshot::default(), entries(&[1; 50]));
+        let mut epochs = vec![1; 10];
+        epochs.extend([2; 90]);
+        let primary = ChangeLog::new(Snapshot::default(), entries(&epochs));
+
+        let lacking = conflict(&secondary, 100, 2);
+        assert_eq!(
+            (lacking.conflict_epoch, lacking.conflict_seq),
+            (None, Some(51))
+        );
+        let next = resume_at(&primary, 100, &lacking);
+        assert_eq!(next, 51);
+
+        let diverging = conflict(&secondary, next - 1, 2);
+        assert_eq!(
+            (diverging.conflict_epoch, diverging.conflict_seq),
+            (Some(1), Some(1))
+        );
+        let next = resume_at(&primary, 50, &diverging);
+        assert_eq!(next, 11, "right after the primary's last entry of epoch 1");
+        assert_eq!(secondary.epoch_at(next - 1), primary.epoch_at(next - 1));
+
+        // Without the epoch on the primary (compacted away, or never held), the secondary's
+        // first entry of it; an old secondary without hints, one entry back.
+        let compacted = ChangeLog::new(
+            Snapshot {
+                seq: 20,
+                epoch: 2,
+                ..Snapshot::default()
+            },
+            entries(&[2; 80]),
+        );
+        assert_eq!(resume_at(&compacted, 50, &diverging), 1);
+        let old = ReplicateResponse {
+            conflict_epoch: None,
+            conflict_seq: None,
+            ..diverging
+        };
+        assert_eq!(resume_at(&primary, 50, &old), 50);
     }
 
     #[test]
