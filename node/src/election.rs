@@ -179,6 +179,13 @@ impl Election {
         lock(&self.stepped_aside).is_some()
     }
 
+    /// True when this member, not being the leader, has not heard from one for two election
+    /// timeouts (the leader's own check-quorum bound): whatever leader openraft still names
+    /// is out of reach, so the member must not call itself ready or name that leader.
+    pub fn leader_out_of_reach(&self) -> bool {
+        lock(&self.leader_heard_at).elapsed() >= 2 * self.timing.timeout
+    }
+
     /// Refuses an operation that only a leader performs while this one has stepped aside:
     /// "no leader known", i.e. 503 not applied (nothing was proposed).
     pub fn check_serving(&self) -> Result<(), EngineError> {

@@ -188,11 +188,15 @@ impl RaftEngine {
     }
 
     /// The member's status; a leader that stepped aside for lack of a quorum reports itself
-    /// as a follower that knows no leader, which is how it behaves.
+    /// as a follower that knows no leader, which is how it behaves, and a follower cut off
+    /// from its leader for two election timeouts knows no leader either (pre-vote keeps it
+    /// from campaigning, so openraft would go on naming the leader it cannot reach).
     pub fn status(&self, contacts: &BTreeMap<NodeId, u64>) -> EngineStatus {
         let mut m = self.raft.metrics().borrow().clone();
         if self.election.stepped_aside() {
             m.state = ServerState::Follower;
+            m.current_leader = None;
+        } else if m.state != ServerState::Leader && self.election.leader_out_of_reach() {
             m.current_leader = None;
         }
         let membership = m.membership_config.membership();

@@ -388,6 +388,40 @@ async fn a_leader_removed_from_the_voters_says_so_and_is_not_ready() {
     c.wait_for_leader_among(&kept, Some(leader)).await;
 }
 
+/// A follower cut off from every other member (pre-vote keeps it from campaigning, so
+/// openraft goes on naming its old leader) says it knows no leader and is not ready, and is
+/// ready again once the cut heals.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_cut_off_from_its_leader_is_not_ready() {
+    let c = common::start(3).await;
+    let leader = c.wait_for_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap_or(1);
+    let others: Vec<u64> = (1..=3).filter(|id| *id != follower).collect();
+    let cut = json!({ "partition": { "peers": others } });
+    let (status, body) = c
+        .admin(follower, Method::PUT, "/v1/admin/faults", cut)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let readyz = c.members[&follower].url("/readyz");
+    let ready = || async {
+        let r = c.http.get(&readyz).send().await.ok()?;
+        Some(r.status().as_u16())
+    };
+    wait_until("the cut-off follower to say it knows no leader", || async {
+        let s = c.status(follower).await?;
+        (s["leader"].is_null() && ready().await? == 503).then_some(())
+    })
+    .await;
+    let (status, body) = c
+        .admin(follower, Method::PUT, "/v1/admin/faults", json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    wait_until("the healed follower to be ready again", || async {
+        (ready().await? == 200).then_some(())
+    })
+    .await;
+}
+
 /// Issue 19 §3: the README's curl examples send JSON with no `Content-Type` (or curl's form
 /// type); the API takes the body as JSON, and still says what is wrong with one that is not.
 #[tokio::test(flavor = "multi_thread")]
