@@ -134,11 +134,16 @@ pub fn client_service(rc: &RegisterCluster) -> Service {
 /// The PodDisruptionBudget: voluntary disruptions (drains, upgrades) take at most one member
 /// at a time. Built as `policy/v1`; the same body is valid as `policy/v1beta1` (Kubernetes
 /// before 1.21) once its `apiVersion` is changed.
+///
+/// Stated as `minAvailable: replicas - 1`, not `maxUnavailable: 1`: the disruption controller
+/// can only resolve `maxUnavailable` through the pods' controller's scale subresource, and
+/// member pods (owned by a RegisterCluster) have none, so such a budget allows no disruption
+/// at all ("found no controllers for pod") and blocks every drain.
 pub fn disruption_budget(rc: &RegisterCluster) -> PodDisruptionBudget {
     PodDisruptionBudget {
         metadata: meta(rc, pdb_name(&rc.name_any()), cluster_labels(rc)),
         spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
+            min_available: Some(IntOrString::Int((rc.spec.replicas - 1).max(0))),
             selector: Some(member_selector(rc)),
             ..PodDisruptionBudgetSpec::default()
         }),

@@ -1016,10 +1016,10 @@ fn disruption_budget_lets_one_member_go_at_a_time() {
     );
     let spec = pdb.spec.expect("spec");
     assert_eq!(
-        spec.max_unavailable,
-        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+        spec.min_available,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(2))
     );
-    assert!(spec.min_available.is_none());
+    assert!(spec.max_unavailable.is_none());
     let sel = spec
         .selector
         .and_then(|s| s.match_labels)

@@ -238,7 +238,7 @@ async fn create_applies_secret_service_pods_and_writes_creating() {
     assert_owned(&api[4].body);
     assert_eq!(api[4].body["apiVersion"], "policy/v1");
     assert_eq!(api[4].body["kind"], "PodDisruptionBudget");
-    assert_eq!(api[4].body["spec"]["maxUnavailable"], 1);
+    assert_eq!(api[4].body["spec"]["minAvailable"], 2);
     assert_eq!(
         api[4].body["spec"]["selector"]["matchLabels"]["caplab.dev/cluster"],
         NAME
@@ -1185,7 +1185,7 @@ async fn the_disruption_budget_falls_back_to_policy_v1beta1_where_v1_is_not_serv
     assert_server_side_apply(beta);
     assert_owned(&beta.body);
     assert_eq!(beta.body["apiVersion"], "policy/v1beta1");
-    assert_eq!(beta.body["spec"]["maxUnavailable"], 1);
+    assert_eq!(beta.body["spec"]["minAvailable"], 2);
 }
 
 // ------------------------------------------- failover (issue 18 §4, issue 19 §2)
