@@ -473,14 +473,15 @@ pods_spread_by_hostname() {
   [[ -n $out && -z $bad ]]
 }
 
-# budget_allows_one <name> <n>: the cluster's PodDisruptionBudget selects its n pods and
-# allows exactly one disruption (maxUnavailable 1, every member healthy).
+# budget_allows_one <name> <n>: the cluster's PodDisruptionBudget covers its n pods and lets
+# exactly one go (a budget the disruption controller cannot evaluate allows none: with
+# maxUnavailable on pods without a scaling controller it says "found no controllers").
 budget_allows_one() {
   local s
   s=$(kn get poddisruptionbudgets -l "caplab.dev/cluster=$1" \
-    -o 'jsonpath={range .items[*]}{.metadata.name}|{.spec.maxUnavailable}|{.status.expectedPods}|{.status.disruptionsAllowed}{"\n"}{end}' 2>&1)
-  echo "pdb name|maxUnavailable|expectedPods|disruptionsAllowed: ${s:-none}"
-  [[ $s == *"|1|$2|1" && $(grep -c . <<<"$s") == 1 ]]
+    -o 'jsonpath={range .items[*]}{.metadata.name}|{.spec.minAvailable}|{.spec.maxUnavailable}|{.status.expectedPods}|{.status.disruptionsAllowed}{"\n"}{end}' 2>&1)
+  echo "pdb name|minAvailable|maxUnavailable|expectedPods|disruptionsAllowed: ${s:-none}"
+  [[ $s == *"|$2|1" && $(grep -c . <<<"$s") == 1 ]]
 }
 
 # check_spread_and_budget <name> <n>: issue 18 §6, once the operator builds these objects
