@@ -34,7 +34,7 @@ pub struct Config {
     pub id: u64,
     /// The cluster this member belongs to (the operator sets `<namespace>/<name>/<uid>`). Peer
     /// messages naming another cluster are refused with 421; unset, any cluster id is accepted.
-    #[arg(long, env = "CAPLAB_CLUSTER_ID")]
+    #[arg(long, env = "CAPLAB_CLUSTER_ID", value_parser = parse_cluster_id)]
     pub cluster_id: Option<String>,
     /// Address of the client API.
     #[arg(long, env = "CAPLAB_CLIENT_LISTEN", default_value = "0.0.0.0:8080")]
@@ -158,6 +158,19 @@ impl Config {
     }
 }
 
+/// A cluster id travels in an HTTP header, which carries visible ASCII only (and trims
+/// spaces): anything else would make a cluster whose members refuse each other.
+fn parse_cluster_id(raw: &str) -> Result<String, String> {
+    let visible = raw.bytes().all(|b| b.is_ascii_graphic());
+    if raw.is_empty() || raw.len() > 253 || !visible {
+        return Err(format!(
+            "{raw:?} is not a cluster id: use 1-253 visible ASCII characters, no spaces \
+             (e.g. <namespace>/<name>/<uid>), or leave it unset"
+        ));
+    }
+    Ok(raw.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +197,17 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(bad.raft_config(), Err(ConfigError::Timing { .. })));
+    }
+
+    #[test]
+    fn cluster_ids_are_visible_ascii() {
+        let id = |v: &str| parse(&["--id", "1", "--cluster-id", v]).map(|c| c.cluster_id);
+        assert_eq!(
+            id("ns/demo/uid-1").unwrap().as_deref(),
+            Some("ns/demo/uid-1")
+        );
+        for bad in ["", "ns/demo ", "ns/dé/ü", "a\tb"] {
+            assert!(id(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 }

@@ -31,6 +31,9 @@ pub const INCARNATION_HEADER: &str = "x-caplab-incarnation";
 
 /// The file in the data directory that holds the incarnation.
 const INCARNATION_FILE: &str = "incarnation";
+/// Files whose presence means the data directory already belongs to a member: the Raft log
+/// and snapshot, the primary–secondary store.
+const MEMBER_DATA_FILES: [&str; 3] = ["raft-log.redb", "snapshot.json", "primary-secondary.redb"];
 
 /// 16 lowercase hex characters (64 random bits), fixed for the life of a data directory.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -41,6 +44,14 @@ pub struct Incarnation(String);
 pub enum IdentityError {
     #[error("incarnation {0:?} is not 16 lowercase hex characters")]
     BadIncarnation(String),
+    #[error(
+        "{dir} holds a member's data ({found}) but no incarnation file: restore {dir}/incarnation \
+         from a backup, or empty the directory so the member rejoins as a new one"
+    )]
+    MissingWithData {
+        dir: std::path::PathBuf,
+        found: String,
+    },
     #[error("cannot read or create {path}: {source}")]
     File {
         path: std::path::PathBuf,
@@ -58,7 +69,9 @@ impl Incarnation {
     }
 
     /// Reads `<data_dir>/incarnation`, or draws one and makes it durable (temp file, fsync,
-    /// rename) when the directory has none yet.
+    /// rename) when the directory holds no member data yet. A directory with a log or store
+    /// but no incarnation file is refused ([`IdentityError::MissingWithData`]): a new
+    /// incarnation there would make the member's peers shut it out for good.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, IdentityError> {
         let path = data_dir.join(INCARNATION_FILE);
         let file_error = |source| IdentityError::File {
@@ -69,6 +82,17 @@ impl Incarnation {
             Ok(text) => return text.trim().parse(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(file_error(e)),
+        }
+        let found: Vec<&str> = MEMBER_DATA_FILES
+            .iter()
+            .copied()
+            .filter(|name| data_dir.join(name).exists())
+            .collect();
+        if !found.is_empty() {
+            return Err(IdentityError::MissingWithData {
+                dir: data_dir.to_path_buf(),
+                found: found.join(", "),
+            });
         }
         let fresh = Self::random();
         std::fs::create_dir_all(data_dir).map_err(file_error)?;
@@ -202,15 +226,50 @@ impl Identity {
 
 /// An address-book entry as the admin API takes it: `"host:port"`, or
 /// `{"addr": "host:port", "incarnation": "<16 hex>"}` to name the incarnation expected there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum PeerAddr {
     Plain(String),
     Pinned {
         addr: String,
-        #[serde(default)]
         incarnation: Option<Incarnation>,
     },
+}
+
+/// The object form, strictly: a misspelt field is an error, not an entry without an
+/// incarnation.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinnedForm {
+    addr: String,
+    #[serde(default)]
+    incarnation: Option<Incarnation>,
+}
+
+impl<'de> Deserialize<'de> for PeerAddr {
+    /// Errors name the accepted shapes (an untagged enum would only say "no variant
+    /// matched").
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(addr) => Ok(PeerAddr::Plain(addr)),
+            object @ serde_json::Value::Object(_) => serde_json::from_value::<PinnedForm>(object)
+                .map(|p| PeerAddr::Pinned {
+                    addr: p.addr,
+                    incarnation: p.incarnation,
+                })
+                .map_err(|e| {
+                    D::Error::custom(format!(
+                        "an address entry {{\"addr\": \"ip:port\", \"incarnation\": \"<16 \
+                         lowercase hex>\"}}: {e}"
+                    ))
+                }),
+            other => Err(D::Error::custom(format!(
+                "an address entry is \"ip:port\" or {{\"addr\": \"ip:port\", \"incarnation\": \
+                 \"<16 lowercase hex>\"}}, not {other}"
+            ))),
+        }
+    }
 }
 
 impl PeerAddr {
@@ -263,6 +322,32 @@ mod tests {
         assert_eq!(Incarnation::load_or_create(dir.path()).unwrap(), first);
         let other = tempfile::tempdir().unwrap();
         assert_ne!(Incarnation::load_or_create(other.path()).unwrap(), first);
+    }
+
+    #[test]
+    fn a_data_directory_with_member_data_but_no_incarnation_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("raft-log.redb"), b"log").unwrap();
+        let err = Incarnation::load_or_create(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, IdentityError::MissingWithData { .. }),
+            "{err}"
+        );
+        assert!(!dir.path().join(INCARNATION_FILE).exists());
+    }
+
+    #[test]
+    fn address_entries_say_what_is_wrong_with_them() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<PeerAddr>(v);
+        assert_eq!(
+            parse(serde_json::json!("10.0.0.1:7000")).unwrap(),
+            PeerAddr::Plain("10.0.0.1:7000".into())
+        );
+        let misspelt = parse(serde_json::json!({"addr": "a:1", "incarnaton": "0123456789abcdef"}));
+        assert!(misspelt.unwrap_err().to_string().contains("incarnaton"));
+        let bad = parse(serde_json::json!({"addr": "a:1", "incarnation": "XYZ"}));
+        assert!(bad.unwrap_err().to_string().contains("16 lowercase hex"));
+        assert!(parse(serde_json::json!(7)).is_err());
     }
 
     #[test]

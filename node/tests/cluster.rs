@@ -321,11 +321,32 @@ async fn bad_input_gets_a_4xx_and_the_member_keeps_serving() {
         ("/v1/admin/faults", json!({"partition": {"peers": [99]}})),
         ("/v1/admin/faults", json!({"bogus": true})),
         ("/v1/admin/peers", json!({"peers": {"2": "nohostport"}})),
+        (
+            "/v1/admin/peers",
+            json!({"peers": {"2": "127.0.0.1:9", "3": "127.0.0.1:9"}}),
+        ),
+        (
+            "/v1/admin/peers",
+            json!({"peers": {"2": {"addr": "127.0.0.1:9", "incarnaton": "0123456789abcdef"}}}),
+        ),
     ];
     for (path, body) in admin_cases {
         let (status, json) = c.admin(1, Method::PUT, path, body.clone()).await;
         assert_eq!(status, 400, "{path} {body}: {json}");
     }
+    let r = c
+        .http
+        .get(m.peer_url("/v1/admin/peers"))
+        .header("x-caplab-to", "7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        401,
+        "the token is checked before the identity headers"
+    );
+    assert!(r.headers().get("x-caplab-incarnation").is_none());
     let (status, _) = c
         .admin(
             1,

@@ -54,17 +54,19 @@ pub fn router(member: Arc<Member>) -> Router {
         .route("/v1/admin/primary", put(follow))
         .route("/v1/admin/peers", put(set_peers).get(get_peers))
         .route("/v1/admin/faults", put(set_faults).get(get_faults));
+    // The token is checked before the identity headers, so that nobody without it learns
+    // the member's id or incarnation or moves its misdirected-message counter.
     peer_messages
         .merge(admin)
+        .layer(middleware::from_fn_with_state(
+            member.clone(),
+            check_identity,
+        ))
         .layer(middleware::from_fn_with_state(
             member.clone(),
             require_token,
         ))
         .merge(observability_routes())
-        .layer(middleware::from_fn_with_state(
-            member.clone(),
-            check_identity,
-        ))
         .layer(middleware::from_fn(json_by_default))
         .with_state(member)
 }
@@ -279,7 +281,17 @@ fn validate_members(members: &BTreeMap<NodeId, PeerAddr>) -> Result<(), ApiError
     if members.contains_key(&0) {
         return Err(ApiError::BadRequest("member ids start at 1".into()));
     }
-    members.values().try_for_each(validate_addr)
+    members.values().try_for_each(validate_addr)?;
+    let mut seen: BTreeMap<&str, NodeId> = BTreeMap::new();
+    for (id, entry) in members {
+        if let Some(other) = seen.insert(entry.addr(), *id) {
+            return Err(ApiError::BadRequest(format!(
+                "members {other} and {id} share the address {}: give each member its own",
+                entry.addr()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn done(forwarded: Option<super::error::Forwarded>) -> Response {
