@@ -300,8 +300,40 @@ pub struct History {
 #[serde(deny_unknown_fields)]
 struct RawHistory {
     #[serde(default)]
-    initial: BTreeMap<String, i64>,
+    initial: InitialValues,
     operations: Vec<serde_json::Value>,
+}
+
+/// `"initial"` as written: a key given twice is an error (a map would keep the last).
+#[derive(Default)]
+struct InitialValues(BTreeMap<String, i64>);
+
+impl<'de> Deserialize<'de> for InitialValues {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = InitialValues;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of keys to i64 values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut values = BTreeMap::new();
+                while let Some((key, value)) = map.next_entry::<String, i64>()? {
+                    if values.contains_key(&key) {
+                        return Err(serde::de::Error::custom(format!(
+                            "key {key:?} is given twice"
+                        )));
+                    }
+                    values.insert(key, value);
+                }
+                Ok(InitialValues(values))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
 
 impl History {
@@ -329,19 +361,29 @@ impl History {
     /// Parses and validates the JSON form (either form, see the module documentation); errors
     /// name the offending entry.
     pub fn from_json(text: &str) -> Result<History, HistoryError> {
-        let document: serde_json::Value =
-            serde_json::from_str(text).map_err(HistoryError::NotJson)?;
-        let (values, initial) = match document {
-            serde_json::Value::Array(values) => (values, BTreeMap::new()),
-            object @ serde_json::Value::Object(_) => {
-                let raw: RawHistory = serde_json::from_value(object)
-                    .map_err(|e| HistoryError::Shape(e.to_string()))?;
-                if raw.initial.keys().any(String::is_empty) {
+        // Parsed straight from the text by its first character, not through a JSON value,
+        // so that a field or key given twice is an error rather than "the last one wins".
+        let parse_error = |e: serde_json::Error| match e.classify() {
+            serde_json::error::Category::Data => HistoryError::Shape(e.to_string()),
+            _ => HistoryError::NotJson(e),
+        };
+        let (values, initial) = match text.trim_start().as_bytes().first() {
+            Some(b'[') => (
+                serde_json::from_str::<Vec<serde_json::Value>>(text).map_err(parse_error)?,
+                BTreeMap::new(),
+            ),
+            Some(b'{') => {
+                let raw: RawHistory = serde_json::from_str(text).map_err(parse_error)?;
+                if raw.initial.0.keys().any(String::is_empty) {
                     return Err(HistoryError::Shape("a key in \"initial\" is empty".into()));
                 }
-                (raw.operations, raw.initial)
+                (raw.operations, raw.initial.0)
             }
-            other => return Err(HistoryError::Shape(format!("found {}", json_kind(&other)))),
+            _ => {
+                let other: serde_json::Value =
+                    serde_json::from_str(text).map_err(HistoryError::NotJson)?;
+                return Err(HistoryError::Shape(format!("found {}", json_kind(&other))));
+            }
         };
         let mut entries = Vec::with_capacity(values.len());
         for (index, value) in values.into_iter().enumerate() {
@@ -553,6 +595,8 @@ mod tests {
             r#"{"operations": [], "extra": 1}"#,
             r#"{"initial": {"x": "zero"}, "operations": []}"#,
             r#"{"initial": {"": 1}, "operations": []}"#,
+            r#"{"initial": {"x": 1, "x": 2}, "operations": []}"#,
+            r#"{"initial": {}, "operations": [], "operations": []}"#,
         ] {
             let e = error_of(shape);
             assert!(matches!(e, HistoryError::Shape(_)), "{shape}: {e}");
