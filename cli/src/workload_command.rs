@@ -26,7 +26,8 @@ pub struct WorkloadArgs {
         long,
         env = "CAPLAB_ADDR",
         value_delimiter = ',',
-        required_unless_present = "cluster"
+        required_unless_present = "cluster",
+        value_parser = parse_host_port
     )]
     pub addr: Vec<String>,
     /// A RegisterCluster: without --addr, clients reach its members through the Kubernetes
@@ -60,11 +61,11 @@ pub struct WorkloadArgs {
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
     /// Concurrent clients (one process each in the history).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = at_least_one)]
     pub clients: usize,
     /// Number of keys: fresh ones each run, named w<unix ms>-<random>-k0, -k1, …, each
     /// recorded in the history as starting at 0.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     pub keys: usize,
     /// Relative weights of the operations.
     #[arg(long, default_value = "read=50,write=30,cas=20")]
@@ -92,6 +93,49 @@ pub struct WorkloadArgs {
     /// No progress line.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// A count that must be positive (clients, keys).
+fn at_least_one(raw: &str) -> Result<usize, String> {
+    match raw.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{raw:?} is not a positive whole number")),
+    }
+}
+
+/// `host:port`: a member's address without a port would silently mean port 80.
+fn parse_host_port(raw: &str) -> Result<String, String> {
+    let valid = raw
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if valid {
+        Ok(raw.to_string())
+    } else {
+        Err(format!("{raw:?} is not host:port (e.g. 127.0.0.1:8080)"))
+    }
+}
+
+/// Fails before the run, not after it, when a file the run ends by writing cannot be written
+/// there: a directory in its place, or a missing parent directory.
+fn check_writable(path: &Path, flag: &str) -> Result<()> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if path.is_dir() {
+        return Err(bad_input(anyhow!(
+            "{flag} {} is a directory: give a file name",
+            path.display()
+        )));
+    }
+    if !parent.is_dir() {
+        return Err(bad_input(anyhow!(
+            "{flag} {}: directory {} does not exist",
+            path.display(),
+            parent.display()
+        )));
+    }
+    Ok(())
 }
 
 /// `history.json` → `history.events.json`.
@@ -217,6 +261,10 @@ pub async fn run(kube: &k8s::KubeArgs, args: WorkloadArgs) -> Result<ExitCode> {
         ))
     })?;
     let request_timeout = Duration::from_millis(args.timeout_ms.max(1));
+    check_writable(&args.out, "--out")?;
+    if let Some(events) = &args.events {
+        check_writable(events, "--events")?;
+    }
     let schedule = schedule(&args, duration)?;
     let plan = plan(kube, &args, &schedule, request_timeout).await?;
     wait_until_ready(&plan, args.ready_timeout).await?;

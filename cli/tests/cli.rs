@@ -290,3 +290,35 @@ async fn kv_and_status_against_a_member() {
     assert_eq!(out.code, Some(1));
     assert!(out.stdout.contains("unreachable"));
 }
+
+/// Workload arguments that cannot work are refused before anything runs (exit 3, a first
+/// line naming the argument):
+/// no clients or keys, an address without a port, an --out that is a directory.
+#[test]
+fn workload_refuses_arguments_that_cannot_work_before_it_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().to_string_lossy().into_owned();
+    for args in [
+        &["--addr", "127.0.0.1:1", "--clients", "0"][..],
+        &["--addr", "127.0.0.1:1", "--keys", "0"],
+        &["--addr", "127.0.0.1"],
+        &["--addr", "127.0.0.1:1", "--out", &out_dir],
+    ] {
+        let started = std::time::Instant::now();
+        let out = run(caplab().arg("workload").args(args));
+        assert_eq!(out.code, Some(3), "{args:?}: {}", out.stderr);
+        let first = out.stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.contains("--clients")
+                || first.contains("--keys")
+                || first.contains("--addr")
+                || first.contains("--out"),
+            "the first line names the argument: {}",
+            out.stderr
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{args:?} waited for the cluster before refusing"
+        );
+    }
+}
