@@ -50,8 +50,12 @@ async fn async_writes_reach_every_secondary_and_a_restarted_one_catches_up() {
     }
     c.restart(3);
     applied_everywhere(&c, "k19", 19).await;
-    let status = c.status(1).await.unwrap_or_default();
-    assert_eq!(status["peers"]["3"]["lagEntries"], 0, "{status}");
+    // Member 3 applies before it answers: the primary may record the answer a moment later.
+    wait_until("the primary to see member 3 caught up", || async {
+        let status = c.status(1).await?;
+        (status["peers"]["3"]["lagEntries"] == 0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -463,27 +467,62 @@ async fn a_restarted_primary_serves_again_once_a_majority_confirms_its_epoch() {
 /// all that time the member was a secondary with matchIndex 0.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deposed_primary_with_thousands_of_divergent_entries_catches_up_in_a_few_round_trips() {
-    const DIVERGENT: u64 = 2_000;
     let c = start("async").await;
-    assert_eq!(c.put(1, "x", 0).await.0, 200);
-    applied_everywhere(&c, "x", 0).await;
-    let common = last_seq(&c, 2).await;
+    // As many new entries as divergent ones: the old back-off took one round trip per entry.
+    let divergent = diverge(&c, 2_000, 2_000).await;
+    let took = rejoin(&c, divergent, Duration::from_secs(10)).await;
+    println!("{divergent} divergent entries: caught up after {took:?}");
+    assert_eq!(c.get(1, "kept1999", "local").await.1["value"], 1999);
+}
 
-    // Member 1 is cut off and keeps acknowledging writes nobody else gets.
+/// The same when the new primary compacted its log past the point where the deposed one
+/// diverged: it is sent the snapshot, and still counts exactly the entries it drops (before,
+/// only those beyond the snapshot were counted).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deposed_primary_replaced_by_a_snapshot_counts_every_discarded_write() {
+    let c = start_with_args(&["--replication", "async", "--snapshot-logs", "10"]).await;
+    let divergent = diverge(&c, 50, 60).await;
+    // Where member 1 diverged: member 2's entries before its own 60.
+    let common = last_seq(&c, 2).await - 60;
+    wait_until("the new primary to compact past the divergence", || async {
+        let s = c.status(2).await?;
+        (s["snapshotIndex"].as_u64()? > common + 10).then_some(())
+    })
+    .await;
+    rejoin(&c, divergent, common::DEADLINE).await;
+    assert_eq!(c.get(1, "kept59", "local").await.1["value"], 59);
+}
+
+async fn start_with_args(args: &[&str]) -> Cluster {
+    let c = common::start_with(3, args).await;
+    assert_eq!(
+        c.status(1).await.map(|s| s["role"].clone()),
+        Some(json!("primary"))
+    );
+    c
+}
+
+/// Cuts primary 1 off, writes `lost` keys through it, promotes member 2 (member 3 follows
+/// it) and writes `kept` keys through it. Returns how many entries member 1 holds that
+/// member 2 never had (at least `lost`).
+async fn diverge(c: &Cluster, lost: u64, kept: u64) -> u64 {
+    assert_eq!(c.put(1, "x", 0).await.0, 200);
+    applied_everywhere(c, "x", 0).await;
+    let common = last_seq(c, 2).await;
+
     c.set_faults(1, json!({"partition": {"peers": [2, 3]}}))
         .await;
     assert_eq!(
-        concurrent_writes(&c, 1, "lost", DIVERGENT).await,
-        DIVERGENT,
+        concurrent_writes(c, 1, "lost", lost).await,
+        lost,
         "async writes continue while cut off"
     );
-    let divergent = last_seq(&c, 1).await - common;
-    assert!(divergent >= DIVERGENT, "{divergent} divergent entries");
+    let divergent = last_seq(c, 1).await - common;
+    assert!(divergent >= lost, "{divergent} divergent entries");
 
-    // Member 2 takes over with member 3, and acknowledges writes of its own.
-    admin_ok(&c, 2, Method::POST, "/v1/admin/promote", json!({})).await;
+    admin_ok(c, 2, Method::POST, "/v1/admin/promote", json!({})).await;
     admin_ok(
-        &c,
+        c,
         2,
         Method::PUT,
         "/v1/admin/voters",
@@ -492,16 +531,22 @@ async fn a_deposed_primary_with_thousands_of_divergent_entries_catches_up_in_a_f
     .await;
     let addr = c.members[&2].peer.clone();
     let follow = json!({"id": 2, "addr": addr});
-    admin_ok(&c, 3, Method::PUT, "/v1/admin/primary", follow.clone()).await;
-    // As many as member 1 diverged by: the old back-off then took one round trip per entry.
-    assert_eq!(concurrent_writes(&c, 2, "kept", DIVERGENT).await, DIVERGENT);
+    admin_ok(c, 3, Method::PUT, "/v1/admin/primary", follow).await;
+    assert_eq!(concurrent_writes(c, 2, "kept", kept).await, kept);
+    divergent
+}
 
-    // Member 1 comes back and follows member 2.
+/// Heals member 1, points it at primary 2 and adds it back; waits until it is caught up
+/// (its matchIndex on the primary is the primary's last sequence number) and has counted
+/// exactly `divergent` discarded writes. Returns how long that took.
+async fn rejoin(c: &Cluster, divergent: u64, deadline: Duration) -> Duration {
     c.set_faults(1, json!({})).await;
-    admin_ok(&c, 1, Method::PUT, "/v1/admin/primary", follow).await;
+    let addr = c.members[&2].peer.clone();
+    let follow = json!({"id": 2, "addr": addr});
+    admin_ok(c, 1, Method::PUT, "/v1/admin/primary", follow).await;
     let started = Instant::now();
     admin_ok(
-        &c,
+        c,
         2,
         Method::PUT,
         "/v1/admin/voters",
@@ -509,7 +554,7 @@ async fn a_deposed_primary_with_thousands_of_divergent_entries_catches_up_in_a_f
     )
     .await;
     let caught_up = caplab_testkit::wait_until(
-        Duration::from_secs(10),
+        deadline,
         "the deposed primary to be caught up and to count its discarded writes",
         || async {
             let (primary, old) = (c.status(2).await?, c.status(1).await?);
@@ -520,12 +565,9 @@ async fn a_deposed_primary_with_thousands_of_divergent_entries_catches_up_in_a_f
         },
     );
     caught_up.await;
-    println!(
-        "{divergent} divergent entries: caught up after {:?}",
-        started.elapsed()
-    );
+    let took = started.elapsed();
     assert_eq!(c.get(1, "lost1", "local").await.1["value"], 0, "discarded");
-    assert_eq!(c.get(1, "kept1999", "local").await.1["value"], 1999);
+    took
 }
 
 /// Writes `{prefix}{i} = i` for `i` in `0..count` through member `id`, 16 at a time (so that

@@ -5,7 +5,7 @@
 //! once enough of them pile up: memory and disk then hold only the recent tail. A member that
 //! needs entries from before the snapshot (one that joined empty) is sent the snapshot.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -19,7 +19,26 @@ use crate::register::Registers;
 pub struct Snapshot {
     pub seq: u64,
     pub epoch: u64,
+    /// Where each epoch folded into the snapshot began: first sequence number → epoch. A
+    /// member whose entries the snapshot replaces can then tell exactly which of them the
+    /// primary never had. Snapshots from before this field lack the start of their history:
+    /// epochs before the first start recorded are unknown.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub epoch_starts: BTreeMap<u64, u64>,
     pub registers: Registers,
+}
+
+impl Snapshot {
+    /// The epoch of entry `seq` folded into this snapshot (0 for seq 0); `None` past the
+    /// snapshot or where its history is unknown.
+    pub fn epoch_at(&self, seq: u64) -> Option<u64> {
+        match seq {
+            0 => Some(0),
+            s if s == self.seq => Some(self.epoch),
+            s if s > self.seq => None,
+            s => self.epoch_starts.range(..=s).next_back().map(|(_, e)| *e),
+        }
+    }
 }
 
 pub struct ChangeLog {
@@ -143,13 +162,33 @@ impl ChangeLog {
             return None;
         }
         let epoch = self.entries.get(fold - 1)?.epoch;
-        for entry in self.entries.drain(..fold) {
+        let mut previous = self.base.epoch;
+        for (entry, seq) in self.entries.drain(..fold).zip(self.base.seq + 1..) {
             self.base.registers.apply(&entry.command);
+            if entry.epoch != previous {
+                self.base.epoch_starts.insert(seq, entry.epoch);
+                previous = entry.epoch;
+            }
         }
         self.appended_at.drain(..fold);
         self.base.seq = seq;
         self.base.epoch = epoch;
         Some(self.base.clone())
+    }
+
+    /// The last sequence number up to which this log agrees with `snapshot` (the same epoch
+    /// at the same position means the same entries up to there); `None` where the snapshot's
+    /// history is unknown. Entries after it are the ones installing `snapshot` discards.
+    pub fn agreement_with(&self, snapshot: &Snapshot) -> Option<u64> {
+        let top = self.last_seq().min(snapshot.seq);
+        for seq in (self.base.seq + 1..=top).rev() {
+            let theirs = snapshot.epoch_at(seq)?;
+            if self.epoch_at(seq) == Some(theirs) {
+                return Some(seq);
+            }
+        }
+        // Our own snapshot holds stable entries only: every member has them.
+        Some(self.base.seq.min(top))
     }
 
     /// Replaces everything with `snapshot` (a member that joined empty, or fell behind it).
@@ -237,6 +276,35 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_remembers_where_its_epochs_began() {
+        let epochs = [1, 1, 2, 2, 2, 5, 5];
+        let mut log = ChangeLog::new(Snapshot::default(), Vec::new());
+        for epoch in epochs {
+            log.append(entry(epoch, "k", 1));
+        }
+        log.compact_to(4).expect("4 is in the tail");
+        let snapshot = log.compact_to(6).expect("6 is in the tail");
+        assert_eq!(snapshot.epoch_starts, [(1, 1), (3, 2), (6, 5)].into());
+        let folded: Vec<_> = (0..=7).map(|seq| snapshot.epoch_at(seq)).collect();
+        let expected = [0, 1, 1, 2, 2, 2, 5].map(Some).into_iter().chain([None]);
+        assert_eq!(folded, expected.collect::<Vec<_>>());
+
+        // A deposed primary holding 1..=5 as epochs 1, 1, 2, 3, 3: it agrees up to 3.
+        let deposed = ChangeLog::new(
+            Snapshot::default(),
+            [1, 1, 2, 3, 3].map(|epoch| entry(epoch, "k", 1)).to_vec(),
+        );
+        assert_eq!(deposed.agreement_with(&snapshot), Some(3));
+        let old = Snapshot {
+            epoch_starts: BTreeMap::new(),
+            ..snapshot.clone()
+        };
+        assert_eq!(deposed.agreement_with(&old), None, "history unknown");
+        let behind = ChangeLog::new(Snapshot::default(), vec![entry(1, "k", 1)]);
+        assert_eq!(behind.agreement_with(&snapshot), Some(1));
+    }
+
+    #[test]
     fn installing_a_snapshot_replaces_the_log() {
         let mut log = ChangeLog::new(Snapshot::default(), vec![entry(1, "a", 1)]);
         let mut registers = Registers::default();
@@ -244,6 +312,7 @@ mod tests {
         log.install(Snapshot {
             seq: 100,
             epoch: 4,
+            epoch_starts: BTreeMap::new(),
             registers,
         });
         assert_eq!(log.last_seq(), 100);

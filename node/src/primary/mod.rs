@@ -443,7 +443,10 @@ impl PrimaryEngine {
                 after_snapshot(&base, request.prev_seq, &request.entries)
             }
             Some(snapshot) if state.log.epoch_at(snapshot.seq) != Some(snapshot.epoch) => {
-                let replaced = state.last_seq().saturating_sub(snapshot.seq);
+                // Without the snapshot's epoch history (an older primary), count what
+                // lies beyond it.
+                let kept = state.log.agreement_with(snapshot).unwrap_or(snapshot.seq);
+                let replaced = state.last_seq().saturating_sub(kept);
                 if replaced > 0 {
                     meta.discarded += replaced;
                     tracing::warn!(replaced, "entries replaced by the primary's snapshot");
