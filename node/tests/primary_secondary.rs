@@ -460,6 +460,41 @@ async fn a_restarted_primary_serves_again_once_a_majority_confirms_its_epoch() {
     applied_everywhere(&c, "x", 3).await;
 }
 
+/// A member whose data was wiped answers epoch 0 and knows nothing of any failover: it must
+/// not count towards the majority that lets a fenced primary serve again (before, any older
+/// epoch counted, and a restarted old primary acknowledged writes a newer primary never had).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wiped_member_does_not_confirm_a_fenced_primary() {
+    let mut c = start("async").await;
+    assert_eq!(c.put(1, "x", 1).await.0, 200);
+    applied_everywhere(&c, "x", 1).await;
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    c.wipe(3);
+    c.restart(3);
+    wait_until("the wiped member to answer", || c.status(3)).await;
+    c.restart(1);
+    wait_until("the restarted primary to answer", || c.status(1)).await;
+    // Many confirmation rounds (one per 100 ms heartbeat) pass: it stays fenced.
+    let watched = std::time::Instant::now();
+    while watched.elapsed() < Duration::from_secs(3) {
+        let s = c.status(1).await.expect("status");
+        assert_eq!(s["fenced"], true, "confirmed by a wiped member: {s}");
+        let (status, body) = c.put(1, "x", 2).await;
+        assert_eq!(status, 503, "{body}");
+    }
+    c.restart(2);
+    wait_until(
+        "the primary to serve once its old secondary confirms",
+        || async {
+            let s = c.status(1).await?;
+            (s["fenced"] == false && c.put(1, "x", 3).await.0 == 200).then_some(())
+        },
+    )
+    .await;
+}
+
 /// A deposed async primary that kept acknowledging writes while cut off holds thousands of
 /// entries the new primary never had. Pointed at the new primary, it must be caught up in a
 /// few round trips (one per divergent epoch, Raft §5.3), not one per entry: before the fix

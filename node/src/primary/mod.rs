@@ -767,9 +767,10 @@ impl PrimaryEngine {
     }
 
     /// Run by a primary fenced after a restart: asks every other member for its epoch, every
-    /// heartbeat, until a majority of the member set (this member included) says nobody moved
-    /// past it (an older epoch, or this one with this member or no one as primary); then it
-    /// serves. When a member knows a newer epoch, it steps down and follows that primary.
+    /// heartbeat, until a majority of the member set (this member included) confirms it: in
+    /// this very epoch, following this member. A member at an older epoch does not count (a
+    /// wiped member answers epoch 0 and knows nothing of a failover). Then it serves. When a
+    /// member knows a newer epoch, it steps down and follows that primary.
     async fn confirm_epoch(self: Arc<Self>) {
         loop {
             let (epoch, others) = {
@@ -787,7 +788,7 @@ impl PrimaryEngine {
                     self.step_down_to(view).await;
                     return;
                 }
-                if view.epoch < epoch || view.primary.is_none_or(|p| p == self.id) {
+                if view.epoch == epoch && view.primary == Some(self.id) {
                     confirmed += 1;
                 }
             }
