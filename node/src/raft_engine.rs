@@ -60,6 +60,20 @@ fn redirect(to: ForwardToLeader<NodeId, Node>) -> EngineError {
     }
 }
 
+/// `Some(redirect)` when this member is not the leader now (to the leader it knows, if any).
+fn not_leader(raft: &Raft) -> Option<EngineError> {
+    let m = raft.metrics();
+    let m = m.borrow();
+    if m.state == ServerState::Leader {
+        return None;
+    }
+    let leader = m.current_leader;
+    let addr = leader
+        .and_then(|id| m.membership_config.membership().get_node(&id).cloned())
+        .map(|n| n.addr);
+    Some(EngineError::NotLeader { leader, addr })
+}
+
 fn role_name(state: ServerState) -> &'static str {
     match state {
         ServerState::Leader => "leader",
@@ -343,6 +357,14 @@ async fn propose_writes(
             }
             continue;
         }
+        // Only a leader proposes: a member that is not one redirects before anything is
+        // appended, so "not applied" (or forwarding) is true of every write it refuses.
+        if let Some(e) = not_leader(&raft) {
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+            continue;
+        }
         let raft = raft.clone();
         tokio::spawn(async move {
             let outcome = raft.client_write(Batch(commands)).await;
@@ -354,10 +376,14 @@ async fn propose_writes(
                     }
                 }
                 Err(e) => {
-                    let e = match e {
-                        RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => redirect(to),
-                        e => ApiError::NotApplied(e.to_string()).into(),
-                    };
+                    // The entry may have been appended and replicated before leadership moved
+                    // (openraft answers ForwardToLeader when this member truncates it, yet a
+                    // follower holding it can still win an election and commit it): the
+                    // outcome is unknown, and forwarding would apply the write twice.
+                    let e: EngineError = ApiError::Unknown(format!(
+                        "{e} after the write was proposed; it may or may not take effect"
+                    ))
+                    .into();
                     for reply in replies {
                         let _ = reply.send(Err(e.clone()));
                     }
