@@ -700,7 +700,10 @@ impl<'a> Pass<'a> {
     /// primary's last observation, and records a failover about to happen in `st`.
     fn next_primary_step(&self, seen: &Observation, st: &mut RegisterClusterStatus) -> PrimaryStep {
         let prev = &self.prev;
-        let down_since = if seen.leader.is_none() && prev.bootstrapped {
+        // Members that hold a member set were initialised, even if the primary died before
+        // this operator ever saw it lead: its absence must start the failover clock.
+        let bootstrapped = prev.bootstrapped || membership::initialised(&seen.members);
+        let down_since = if seen.leader.is_none() && bootstrapped {
             Some(
                 prev.primary_unreachable_since
                     .as_deref()
@@ -722,7 +725,7 @@ impl<'a> Pass<'a> {
         let step = membership::next_primary_step(
             self.replicas,
             &seen.members,
-            prev.bootstrapped,
+            bootstrapped,
             last_primary,
             down_since.map(|t| (self.now - t).num_seconds()),
             self.rc

@@ -1254,6 +1254,48 @@ async fn primary_lost(replication: &str) -> (Harness, RegisterCluster) {
     (h, rc)
 }
 
+/// The primary died right after the bootstrap, before the operator ever saw it lead: the
+/// secondaries hold a member set, so the failover clock starts all the same and a secondary
+/// is promoted (before, the cluster waited "before failover" for ever, phase Creating).
+#[tokio::test]
+async fn a_primary_lost_before_the_operator_saw_it_lead_still_fails_over() {
+    let spec = "  replication: async\n  failoverAfterSeconds: 1\n";
+    let mut st = bootstrapped_status(3, 0, 1);
+    st["replication"] = json!("async");
+    st["phase"] = json!("Creating");
+    st["bootstrapped"] = json!(false);
+    let rc = with_status(demo(3, spec), st);
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members: BTreeMap::from([(1, secondary(2, 1, 1, 5)), (2, secondary(3, 1, 1, 7))]),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc.clone()),
+        ..World::default()
+    })
+    .await;
+    h.reconcile().await.expect("primary down");
+    h.take_log();
+    {
+        let mut w = h.world();
+        let status =
+            w.rc.as_mut()
+                .and_then(|rc| rc.status.as_mut())
+                .expect("status");
+        assert!(
+            status.primary_unreachable_since.is_some(),
+            "the failover clock started"
+        );
+        status.primary_unreachable_since = Some("2020-01-01T00:00:00Z".into());
+    }
+    h.reconcile().await.expect("failover");
+    let log = h.take_log();
+    let promoted = admin(&log, "promote");
+    assert_eq!(promoted.len(), 1, "{:?}", api_lines(&log));
+    assert!(["member-2", "member-3"].contains(&promoted[0].0.as_str()));
+}
+
 #[tokio::test]
 async fn async_failover_bounds_the_loss_from_the_members_indexes_and_reconciles_it_later() {
     let (h, _rc) = primary_lost("async").await;
