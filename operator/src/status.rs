@@ -445,6 +445,19 @@ mod tests {
         }
     }
 
+    /// A bootstrapped three-voter cluster that demo-0 leads, with these members.
+    fn three_voters_led_by_demo_0(members: &[MemberStatus]) -> Summary<'_> {
+        Summary {
+            bootstrapped: true,
+            created: true,
+            leader: Some("demo-0"),
+            replicas: 3,
+            members,
+            voters: &[1, 2, 3],
+            ..Summary::default()
+        }
+    }
+
     #[test]
     fn degraded_message_says_where_reachable_and_replicating_differ() {
         let members = [
@@ -453,14 +466,8 @@ mod tests {
             member("demo-2", 3, false, true),
         ];
         let s = Summary {
-            bootstrapped: true,
-            created: true,
-            leader: Some("demo-0"),
-            replicas: 3,
-            members: &members,
-            voters: &[1, 2, 3],
             term: Some(4),
-            ..Summary::default()
+            ..three_voters_led_by_demo_0(&members)
         };
         assert_eq!(phase(&s), Phase::Degraded);
         let cs = conditions(&[], &s, Phase::Degraded, None, "t");
@@ -491,15 +498,7 @@ mod tests {
             member("demo-1", 2, true, false),
             member("demo-2", 3, true, false),
         ];
-        let s = Summary {
-            bootstrapped: true,
-            created: true,
-            leader: Some("demo-0"),
-            replicas: 3,
-            members: &members,
-            voters: &[1, 2, 3],
-            ..Summary::default()
-        };
+        let s = three_voters_led_by_demo_0(&members);
         assert_eq!(phase(&s), Phase::NoQuorum);
         let cs = conditions(&[], &s, Phase::NoQuorum, None, "t");
         let a = cs
