@@ -9,7 +9,9 @@
 //!   (all of 127/8 is loopback), on two ephemeral ports that the operator's
 //!   `MemberClient` is pointed at with `with_ports`. Each answers
 //!   `GET /v1/status` with the `NodeStatus` the test put in the world (503
-//!   when there is none: the member is down) and accepts every admin call.
+//!   when there is none: the member is down) and every admin call as the
+//!   real member does (see [`admin_answer`]: a Raft member answers 501 to a
+//!   leadership transfer).
 //!
 //! API and member calls go to one shared log, so tests can check the order
 //! of steps across both (e.g. voters changed before the pod is deleted).
@@ -608,20 +610,58 @@ async fn member(
             StatusCode::MISDIRECTED_REQUEST,
             axum::Json(json!({"error": "not me", "reason": misdirected})),
         ),
-        // As the real member: a promoted member answers with the epoch it took.
-        (_, "/v1/admin/promote") if status.is_some() => {
-            let epoch = status.map_or(0, |st| st.term) + 1;
-            (
-                StatusCode::OK,
-                axum::Json(json!({"ok": true, "epoch": epoch})),
-            )
-        }
-        (_, p) if p.starts_with("/v1/admin/") && status.is_some() => {
-            (StatusCode::OK, axum::Json(json!({})))
-        }
+        (m, p) if p.starts_with("/v1/admin/") => match status {
+            Some(st) => {
+                let (code, answer) = admin_answer(m, p, &st, &body_json(&body));
+                (code, axum::Json(answer))
+            }
+            None => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"error": "down"})),
+            ),
+        },
         _ => (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({"error": "down"})),
+        ),
+    }
+}
+
+/// What the real member (node/src/api/peer.rs) answers to an admin call that passed the
+/// token and identity checks, given its own status: Raft has no leadership transfer
+/// (openraft 0.9: 501), the primary-mode calls are refused by a Raft member (400), a promoted
+/// member or a switchover answers with the epoch, faults and peers echo what was set, and a
+/// path the member does not serve is a 404.
+fn admin_answer(method: &str, path: &str, st: &NodeStatus, body: &Value) -> (StatusCode, Value) {
+    let raft = st.replication == "raft";
+    let ok = (StatusCode::OK, json!({"ok": true}));
+    let epoch = (StatusCode::OK, json!({"ok": true, "epoch": st.term + 1}));
+    let only_primary_modes = (
+        StatusCode::BAD_REQUEST,
+        json!({"error": "this member runs Raft; promote/primary/replicate are for --replication async|sync"}),
+    );
+    match (method, path) {
+        ("POST", "/v1/admin/init") | ("POST", "/v1/admin/learners") => ok,
+        ("PUT", "/v1/admin/voters") | ("POST", "/v1/admin/voters") => ok,
+        ("POST", "/v1/admin/transfer-leader") if raft => (
+            StatusCode::NOT_IMPLEMENTED,
+            json!({"error": "openraft 0.9 has no leadership transfer; remove the leader from \
+                   the voters instead (it steps down once the change commits)"}),
+        ),
+        ("POST", "/v1/admin/transfer-leader") | ("POST", "/v1/admin/promote") if !raft => epoch,
+        ("PUT", "/v1/admin/primary") if !raft => ok,
+        ("POST", "/v1/admin/promote") | ("PUT", "/v1/admin/primary") => only_primary_modes,
+        ("PUT", "/v1/admin/peers") => (
+            StatusCode::OK,
+            json!({"peers": body["peers"].clone(), "incarnations": {}}),
+        ),
+        ("PUT", "/v1/admin/faults") => (
+            StatusCode::OK,
+            json!({"faults": body.clone(), "counters": {}}),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            json!({"error": format!("no route {method} {path}")}),
         ),
     }
 }
