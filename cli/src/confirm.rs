@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::k8s::ClusterRef;
 use crate::regc::RegisterCluster;
 
 /// What the status says about one fault.
@@ -89,7 +90,7 @@ const POLL: Duration = Duration::from_millis(250);
 /// Polls the status until fault `name` started (returns the state and `since`) or the
 /// operator refused it, or `timeout` passes.
 pub async fn wait(
-    target: &crate::faults::Target,
+    target: &ClusterRef,
     name: &str,
     generation: Option<i64>,
     timeout: Duration,
@@ -97,7 +98,7 @@ pub async fn wait(
     let started = Instant::now();
     let mut last = "the operator has not reported it yet".to_string();
     loop {
-        match crate::k8s::get_cluster(&target.client, &target.namespace, &target.name).await {
+        match target.get().await {
             Ok(value) => match RegisterCluster::from_value(value) {
                 Ok(rc) => match confirmation(&rc, name, generation) {
                     Confirmation::Started { state, since } => return Ok((state, since)),

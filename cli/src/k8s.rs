@@ -9,6 +9,8 @@ use kube::client::Body;
 use reqwest::Url;
 use serde_json::{json, Value};
 
+use crate::regc::RegisterCluster;
+
 /// API group, version and plural of the resource (see operator/src/crd.rs).
 pub const GROUP: &str = "caplab.dev";
 pub const VERSION: &str = "v1alpha1";
@@ -124,6 +126,47 @@ pub async fn get_cluster(client: &kube::Client, namespace: &str, name: &str) -> 
     get_json(client, &cluster_path(namespace, name))
         .await
         .with_context(|| format!("reading RegisterCluster {namespace}/{name}"))
+}
+
+/// One RegisterCluster: a client of the API server that holds it, its namespace and name.
+#[derive(Clone)]
+pub struct ClusterRef {
+    pub client: kube::Client,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ClusterRef {
+    /// The RegisterCluster `name` in the namespace `args` selects (see [`connect`]).
+    pub async fn connect(args: &KubeArgs, name: &str) -> Result<ClusterRef> {
+        let (client, namespace) = connect(args).await?;
+        Ok(ClusterRef {
+            client,
+            namespace,
+            name: name.to_string(),
+        })
+    }
+
+    /// The resource as JSON.
+    pub async fn get(&self) -> Result<Value> {
+        get_cluster(&self.client, &self.namespace, &self.name).await
+    }
+
+    /// The resource in the CLI's reader view; an error if it is not in that shape.
+    pub async fn read(&self) -> Result<RegisterCluster> {
+        let value = self.get().await?;
+        RegisterCluster::from_value(value).with_context(|| {
+            format!(
+                "{}/{} does not look like a RegisterCluster",
+                self.namespace, self.name
+            )
+        })
+    }
+
+    /// Pod name of member `ordinal`.
+    pub fn pod(&self, ordinal: u32) -> String {
+        pod_name(&self.name, ordinal)
+    }
 }
 
 /// The merge patch that makes `spec.faults` exactly `faults`, guarded by `resource_version`

@@ -8,16 +8,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 
 use crate::client::Member;
+use crate::exit::one_line;
+use crate::k8s::ClusterRef;
 use crate::regc::RegisterCluster;
 
 /// What to ask whether the cluster is ready.
 pub enum Probe<'a> {
     /// The RegisterCluster's status.
-    Cluster {
-        client: &'a kube::Client,
-        namespace: &'a str,
-        name: &'a str,
-    },
+    Cluster(&'a ClusterRef),
     /// The members' `/readyz`.
     Members(&'a [Member]),
 }
@@ -26,16 +24,8 @@ impl Probe<'_> {
     /// `Ok(())` if ready now, else why not.
     async fn readiness(&self) -> Result<(), String> {
         match self {
-            Probe::Cluster {
-                client,
-                namespace,
-                name,
-            } => {
-                let value = crate::k8s::get_cluster(client, namespace, name)
-                    .await
-                    .map_err(|e| crate::exit::one_line(&e))?;
-                let rc = RegisterCluster::from_value(value)
-                    .map_err(|e| format!("{namespace}/{name} is not a RegisterCluster: {e}"))?;
+            Probe::Cluster(cluster) => {
+                let rc = cluster.read().await.map_err(|e| one_line(&e))?;
                 cluster_readiness(&rc)
             }
             Probe::Members(members) => {

@@ -1,12 +1,9 @@
-//! `caplab status`: one row per member from its `/v1/status`, lag as the leader sees it.
+//! The table of members' own `/v1/status` answers (`caplab status --addr`, and the live
+//! rows of `caplab status <cluster> --live`): one row per member, lag as the leader sees it.
 
-use std::process::ExitCode;
-use std::time::Duration;
-
-use anyhow::Result;
 use serde_json::Value;
 
-use crate::client::Member;
+use crate::view::grid::grid;
 
 /// One table row; `None` fields print as `-`.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -84,30 +81,7 @@ pub fn rows(results: &[(String, Result<Value, String>)]) -> Vec<Row> {
         .collect()
 }
 
-/// Left-aligned columns two spaces apart, trailing blanks trimmed.
-pub fn grid(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-    }
-    let mut out = String::new();
-    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-    for line in std::iter::once(&header).chain(rows) {
-        let cells: Vec<String> = line
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
+/// The rows under an ADDRESS, ID, ROLE, TERM, LEADER, COMMIT, APPLIED, LAG, FAULTS header.
 pub fn table(rows: &[Row]) -> String {
     let show = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
     let cells: Vec<Vec<String>> = rows
@@ -132,35 +106,6 @@ pub fn table(rows: &[Row]) -> String {
         ],
         &cells,
     )
-}
-
-/// Asks every member for its `/v1/status`.
-pub async fn gather(members: &[Member]) -> Vec<(String, Result<Value, String>)> {
-    let mut results = Vec::with_capacity(members.len());
-    for m in members {
-        let result = m.status().await.map_err(|e| format!("{e:#}"));
-        results.push((m.label().to_string(), result));
-    }
-    results
-}
-
-pub async fn run(addrs: &[String], timeout: Duration) -> Result<ExitCode> {
-    let mut results = Vec::with_capacity(addrs.len());
-    for addr in addrs {
-        let result = match Member::new(addr, timeout) {
-            Ok(m) => m.status().await.map_err(|e| format!("{e:#}")),
-            Err(e) => Err(format!("{e:#}")),
-        };
-        results.push((addr.clone(), result));
-    }
-    let rows = rows(&results);
-    print!("{}", table(&rows));
-    let all_up = results.iter().all(|(_, r)| r.is_ok());
-    Ok(if all_up {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }
 
 #[cfg(test)]

@@ -12,11 +12,13 @@ use tokio::sync::watch;
 
 use crate::client::Member;
 use crate::exit::bad_input;
-use crate::{faults, k8s, ready, regc, workload};
+use crate::faults::{inject, schedule};
+use crate::k8s::{ClusterRef, KubeArgs};
+use crate::{ready, workload};
 
 /// For clap: `10s`, `500ms`, `2m` or seconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    faults::parse_duration(text).map_err(|e| e.to_string())
+    schedule::parse_duration(text).map_err(|e| e.to_string())
 }
 
 #[derive(clap::Args)]
@@ -147,11 +149,11 @@ fn default_events_path(out: &Path) -> PathBuf {
 }
 
 /// The fault schedule from --fault-at and --faults; every problem is the input's fault.
-fn schedule(args: &WorkloadArgs, duration: Duration) -> Result<Vec<faults::Scheduled>> {
+fn fault_schedule(args: &WorkloadArgs, duration: Duration) -> Result<Vec<schedule::Scheduled>> {
     let mut schedule = args
         .fault_at
         .iter()
-        .map(|s| faults::parse_fault_at(s))
+        .map(|s| schedule::parse_fault_at(s))
         .collect::<Result<Vec<_>>>()
         .map_err(bad_input)?;
     if let Some(path) = &args.faults {
@@ -159,7 +161,7 @@ fn schedule(args: &WorkloadArgs, duration: Duration) -> Result<Vec<faults::Sched
             .with_context(|| format!("reading {}", path.display()))
             .map_err(bad_input)?;
         schedule.extend(
-            faults::parse_schedule(&text)
+            schedule::parse_schedule(&text)
                 .with_context(|| format!("{} is not a fault schedule", path.display()))
                 .map_err(bad_input)?,
         );
@@ -179,15 +181,15 @@ fn schedule(args: &WorkloadArgs, duration: Duration) -> Result<Vec<faults::Sched
 /// cluster is ready).
 struct Plan {
     targets: workload::Targets,
-    faults: Option<faults::Target>,
+    faults: Option<ClusterRef>,
 }
 
 /// With --cluster: reads the RegisterCluster, checks the schedule's ordinals against its
 /// size, and addresses its members (through the pod proxy unless --addr is given).
 async fn plan(
-    kube: &k8s::KubeArgs,
+    kube: &KubeArgs,
     args: &WorkloadArgs,
-    schedule: &[faults::Scheduled],
+    schedule: &[schedule::Scheduled],
     request_timeout: Duration,
 ) -> Result<Plan> {
     let Some(name) = &args.cluster else {
@@ -196,12 +198,10 @@ async fn plan(
             faults: None,
         });
     };
-    let (client, namespace) = k8s::connect(kube).await?;
-    let value = k8s::get_cluster(&client, &namespace, name).await?;
-    let rc = regc::RegisterCluster::from_value(value)
-        .with_context(|| format!("{namespace}/{name} does not look like a RegisterCluster"))?;
-    let replicas = rc.replicas();
-    faults::check_ordinals(schedule, replicas)
+    let cluster = ClusterRef::connect(kube, name).await?;
+    let replicas = cluster.read().await?.replicas();
+    let namespace = &cluster.namespace;
+    schedule::check_ordinals(schedule, replicas)
         .with_context(|| format!("{namespace}/{name}"))
         .map_err(bad_input)?;
     let targets = if args.addr.is_empty() {
@@ -211,8 +211,8 @@ async fn plan(
         workload::Targets::Members(
             (0..replicas)
                 .map(|o| {
-                    let pod = k8s::pod_name(name, o);
-                    Member::proxied(client.clone(), &namespace, &pod, request_timeout)
+                    let pod = cluster.pod(o);
+                    Member::proxied(cluster.client.clone(), namespace, &pod, request_timeout)
                 })
                 .collect(),
         )
@@ -221,11 +221,7 @@ async fn plan(
     };
     Ok(Plan {
         targets,
-        faults: Some(faults::Target {
-            client,
-            namespace,
-            name: name.clone(),
-        }),
+        faults: Some(cluster),
     })
 }
 
@@ -235,13 +231,8 @@ async fn wait_until_ready(plan: &Plan, timeout: Duration) -> Result<()> {
     if timeout.is_zero() {
         return Ok(());
     }
-    if let Some(t) = &plan.faults {
-        let probe = ready::Probe::Cluster {
-            client: &t.client,
-            namespace: &t.namespace,
-            name: &t.name,
-        };
-        return ready::wait(&probe, timeout).await;
+    if let Some(cluster) = &plan.faults {
+        return ready::wait(&ready::Probe::Cluster(cluster), timeout).await;
     }
     let members = match &plan.targets {
         workload::Targets::Members(members) => members.clone(),
@@ -254,7 +245,7 @@ async fn wait_until_ready(plan: &Plan, timeout: Duration) -> Result<()> {
     ready::wait(&ready::Probe::Members(&members), timeout).await
 }
 
-pub async fn run(kube: &k8s::KubeArgs, args: WorkloadArgs) -> Result<ExitCode> {
+pub async fn run(kube: &KubeArgs, args: WorkloadArgs) -> Result<ExitCode> {
     let duration = Duration::try_from_secs_f64(args.duration).map_err(|_| {
         bad_input(anyhow!(
             "--duration must be a non-negative number of seconds"
@@ -265,7 +256,7 @@ pub async fn run(kube: &k8s::KubeArgs, args: WorkloadArgs) -> Result<ExitCode> {
     if let Some(events) = &args.events {
         check_writable(events, "--events")?;
     }
-    let schedule = schedule(&args, duration)?;
+    let schedule = fault_schedule(&args, duration)?;
     let plan = plan(kube, &args, &schedule, request_timeout).await?;
     wait_until_ready(&plan, args.ready_timeout).await?;
     let start = Instant::now();
@@ -298,10 +289,10 @@ pub async fn run(kube: &k8s::KubeArgs, args: WorkloadArgs) -> Result<ExitCode> {
     let injector = match (plan.faults, schedule.is_empty()) {
         (Some(target), false) => {
             let halt = stop_tx.clone();
-            let run_id = faults::run_id();
+            let run_id = inject::run_id();
             let confirm = args.fault_timeout;
             Some(tokio::spawn(async move {
-                faults::run(&target, &schedule, &run_id, start, duration, confirm, &halt).await
+                inject::run(&target, &schedule, &run_id, start, duration, confirm, &halt).await
             }))
         }
         _ => None,
