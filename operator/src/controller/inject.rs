@@ -1,0 +1,93 @@
+//! Fault injection: what the spec's faults mean now (a [`FaultPlan`]) and each member's fault
+//! set and address book pushed to it.
+
+use std::collections::BTreeMap;
+
+use tracing::{debug, info, warn};
+
+use super::observe::Observation;
+use super::Pass;
+use crate::faults::{self, FaultEvent, FaultPlan};
+use crate::member_client::{AdminAuth, NodeStatus};
+use crate::membership;
+use crate::resources;
+
+impl Pass<'_> {
+    /// What the faults in the spec mean now; announces faults that start or end.
+    pub(super) async fn plan_faults(&self, seen: &Observation) -> FaultPlan {
+        let ids: BTreeMap<u32, u64> = seen
+            .members
+            .iter()
+            .filter(|m| m.id > 0)
+            .map(|m| (m.ordinal, m.id))
+            .collect();
+        let leader_ordinal = seen.leader.as_ref().map(|l| l.ordinal);
+        let plan = faults::plan(
+            &self.rc.spec.faults,
+            &self.prev.faults,
+            self.now,
+            self.replicas,
+            &ids,
+            leader_ordinal,
+        );
+        let name_of = |o: u32| match seen.members.iter().find(|m| m.ordinal == o) {
+            Some(m) if m.id > 0 => m.label(),
+            _ => resources::pod_name(&self.name, o),
+        };
+        for ev in &plan.events {
+            let note = ev.note(name_of);
+            info!(cluster = %self.name, %note, "fault changed");
+            let reason = match ev {
+                FaultEvent::Started { .. } => "FaultStarted",
+                FaultEvent::Ended { .. } => "FaultEnded",
+            };
+            self.event(false, reason, note).await;
+        }
+        plan
+    }
+
+    /// The address book and each member's fault set, to every reachable member (failures are
+    /// logged; the next pass retries). The book holds exactly the members whose pod runs now,
+    /// each under the id and incarnation that answered at its address.
+    pub(super) async fn push_faults(&self, seen: &Observation, plan: &FaultPlan, auth: &AdminAuth) {
+        let members = &self.ctx.members;
+        let book = membership::address_book(&seen.members);
+        for m in seen.members.iter().filter(|m| m.reachable()) {
+            let Some(to) = m.recipient() else {
+                continue;
+            };
+            if let Err(e) = members.peers(to, auth, &book).await {
+                if e.misdirected() {
+                    // Not the member we think: nothing more for it until it is observed again.
+                    self.misdirected(m, &e);
+                    continue;
+                }
+                debug!(error = %e, pod = %m.name, "pushing peers failed");
+            }
+            let desired = plan
+                .sets
+                .get(&m.ordinal)
+                .cloned()
+                .unwrap_or_default()
+                .normalized();
+            let reported = m
+                .status
+                .as_ref()
+                .and_then(NodeStatus::fault_set)
+                .map(|f| f.normalized());
+            if reported.as_ref() == Some(&desired) {
+                continue;
+            }
+            match members.faults(to, auth, &desired).await {
+                Ok(()) => {
+                    info!(cluster = %self.name, pod = %m.name, faults = ?desired, "pushed fault set");
+                    self.ctx.metrics.action("PushFaults");
+                }
+                Err(e) => {
+                    self.ctx.metrics.error("member");
+                    warn!(error = %e, pod = %m.name, "pushing faults failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The reconcile pipeline of one `RegisterCluster`, one step per module:
+//!
+//! 1. [`observe`]: list the member pods and poll every member → an `Observation`;
+//! 2. validate ([`crate::validation`]): an invalid spec is only observed and reported;
+//! 3. [`owned`]: build and apply the admin Secret, client Service, PodDisruptionBudget →
+//!    the `AdminAuth` for admin calls;
+//! 4. [`inject`]: the spec's faults now (a `FaultPlan`, with Events), pushed to the members;
+//! 5. [`pods`]: apply the member pods (crash faults, failed pods, missing pods, rolling);
+//! 6. membership, one file per replication mode ([`raft`], [`primary`]) over the shared
+//!    member actions ([`actions`]) → what it did and whether it still converges;
+//! 7. [`report`]: the status from all of the above, its transitions as Events, the status
+//!    write and the requeue.
+//!
+//! Every step is a method of the pass ([`Pass`]: the resource, its namespace, the status it
+//! started from, the time), taking the values the earlier steps returned. The layout follows
+//! kube-rs's controller-rs example and Stackable's operators (typed steps, one reconcile).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kube::api::{Api, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use tracing::warn;
+
+use crate::crd::{RegisterCluster, RegisterClusterStatus, Replication, MANAGER};
+use crate::member_client::{AdminAuth, MemberClient, MemberError};
+use crate::metrics::Metrics;
+use crate::validation;
+
+mod actions;
+mod inject;
+mod observe;
+mod owned;
+mod pods;
+mod primary;
+mod raft;
+mod report;
+
+use observe::Observation;
+pub use report::WrittenStatus;
+
+/// Requeue while anything changes (see [`status::busy`]): status follows the members within
+/// about this plus one pass.
+pub const FAST: Duration = Duration::from_secs(1);
+/// Requeue when Ready and quiet (`status.observedAt` is refreshed this often at least).
+pub const SLOW: Duration = Duration::from_secs(10);
+/// Default async failover grace period.
+pub const DEFAULT_FAILOVER_SECS: u64 = 10;
+
+/// Reconcile errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Kubernetes API error.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Member API error.
+    #[error("member API: {0}")]
+    Member(#[from] MemberError),
+    /// The resource has no namespace.
+    #[error("RegisterCluster has no namespace")]
+    MissingNamespace,
+    /// The admin token Secret is malformed.
+    #[error("secret {0} has no usable token")]
+    BadSecret(String),
+}
+
+impl Error {
+    /// Label for the errors metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Member(_) => "member",
+            Error::MissingNamespace => "namespace",
+            Error::BadSecret(_) => "secret",
+        }
+    }
+}
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Member HTTP client.
+    pub members: MemberClient,
+    /// Default member image.
+    pub node_image: String,
+    /// The last status this operator wrote, per cluster.
+    pub written: WrittenStatus,
+}
+
+impl Context {
+    async fn event(&self, rc: &RegisterCluster, warning: bool, reason: &str, note: String) {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            // The recorder groups events by action: keep distinct notes distinct.
+            action: note.chars().take(128).collect(),
+            note: Some(note),
+            secondary: None,
+        };
+        self.metrics.action(reason);
+        if let Err(e) = self.recorder.publish(&ev, &rc.object_ref(&())).await {
+            warn!(error = %e, reason, "publishing event failed");
+        }
+    }
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The controller's entry point for one RegisterCluster.
+pub async fn reconcile(rc: Arc<RegisterCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.start();
+    if rc.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove everything.
+        return Ok(Action::await_change());
+    }
+    let pass = Pass::new(&ctx, &rc)?;
+    let mut seen = pass.observe().await?;
+    if !pass.errors.is_empty() {
+        return pass.report_invalid(&seen).await;
+    }
+    let auth = pass.apply_owned().await?;
+    let plan = pass.plan_faults(&seen).await;
+    let mut progress = Vec::new();
+    pass.apply_members(&mut seen, &plan, &mut progress).await?;
+    pass.push_faults(&seen, &plan, &auth).await;
+    let mut st = pass.prev.clone();
+    let stepped = pass.step_membership(&seen, &auth, &mut st).await;
+    progress.extend(stepped.done);
+    let rolling = pass
+        .roll_outdated(&seen, &plan, stepped.converging, &auth, &mut progress)
+        .await?;
+    let converging = stepped.converging || rolling;
+    pass.finish_status(&seen, Some(&plan), st, converging, &progress)
+        .await
+}
+
+/// One reconcile of one RegisterCluster: what it reconciles against, fixed for the pass.
+struct Pass<'a> {
+    ctx: &'a Context,
+    rc: &'a RegisterCluster,
+    ns: String,
+    name: String,
+    /// The status as the pass found it.
+    prev: RegisterClusterStatus,
+    now: DateTime<Utc>,
+    /// What is wrong with the spec (empty: valid).
+    errors: Vec<String>,
+    /// `spec.replicas`, clamped to what the operator manages.
+    replicas: u32,
+}
+
+/// What a replication mode's membership step did in one pass.
+struct Stepped {
+    /// Membership still moves towards the spec (the status is refreshed fast meanwhile).
+    converging: bool,
+    /// What was done, or why nothing could be, for `Progressing`; `None` when stable.
+    done: Option<String>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(ctx: &'a Context, rc: &'a RegisterCluster) -> Result<Self, Error> {
+        let ns = rc.namespace().ok_or(Error::MissingNamespace)?;
+        Ok(Pass {
+            ctx,
+            rc,
+            ns,
+            name: rc.name_any(),
+            prev: ctx.written.current(rc),
+            now: Utc::now(),
+            errors: validation::validate(rc),
+            replicas: u32::try_from(rc.spec.replicas.clamp(0, validation::MAX_REPLICAS))
+                .unwrap_or(0),
+        })
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.ctx.client.clone(), &self.ns)
+    }
+
+    async fn event(&self, warning: bool, reason: &str, note: String) {
+        self.ctx.event(self.rc, warning, reason, note).await;
+    }
+
+    /// Takes the next membership step of the replication mode (recording a failover in `st`).
+    /// A new mode is a new module with its own step method, and an arm here.
+    async fn step_membership(
+        &self,
+        seen: &Observation,
+        auth: &AdminAuth,
+        st: &mut RegisterClusterStatus,
+    ) -> Stepped {
+        match self.rc.spec.replication {
+            Replication::Raft => self.raft_membership(seen, auth).await,
+            Replication::Async | Replication::Sync => self.primary_membership(seen, auth, st).await,
+        }
+    }
+}
+
+/// Server-side apply as the operator's field manager.
+fn apply_params() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+/// Requeue policy on errors.
+pub fn error_policy(rc: Arc<RegisterCluster>, err: &Error, ctx: Arc<Context>) -> Action {
+    warn!(cluster = %rc.name_any(), error = %err, "reconcile failed");
+    ctx.metrics.error(err.kind());
+    Action::requeue(Duration::from_secs(5))
+}

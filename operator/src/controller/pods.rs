@@ -1,0 +1,201 @@
+//! Member pods: crash faults kept down, failed pods replaced, missing ones created, and pods
+//! built from an older spec rolled one at a time.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{DeleteParams, Patch};
+use kube::ResourceExt;
+use tracing::info;
+
+use super::observe::Observation;
+use super::{apply_params, Error, Pass};
+use crate::crd::{Phase, Replication};
+use crate::faults::FaultPlan;
+use crate::member_client::AdminAuth;
+use crate::resources;
+use crate::rollout;
+
+impl Pass<'_> {
+    /// Member pods: crash-fault targets kept down, failed pods replaced, missing ones created.
+    pub(super) async fn apply_members(
+        &self,
+        seen: &mut Observation,
+        plan: &FaultPlan,
+        progress: &mut Vec<String>,
+    ) -> Result<(), Error> {
+        self.keep_crashed_down(seen, plan).await?;
+        self.replace_failed(seen, plan, progress).await?;
+        self.create_missing(seen, plan, progress).await
+    }
+
+    async fn keep_crashed_down(
+        &self,
+        seen: &mut Observation,
+        plan: &FaultPlan,
+    ) -> Result<(), Error> {
+        for o in &plan.crashed {
+            if let Some(p) = seen.pods.get(o) {
+                let pn = p.name_any();
+                info!(cluster = %self.name, pod = %pn, "crash fault: deleting pod");
+                self.api::<Pod>()
+                    .delete(&pn, &DeleteParams::default().grace_period(0))
+                    .await?;
+                let note = format!("crash fault: deleted pod {pn}");
+                self.event(false, "MemberCrashed", note).await;
+            }
+            if let Some(m) = seen.members.iter_mut().find(|m| m.ordinal == *o) {
+                m.pod_exists = false;
+                m.pod_ip = None;
+                m.status = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn replace_failed(
+        &self,
+        seen: &Observation,
+        plan: &FaultPlan,
+        progress: &mut Vec<String>,
+    ) -> Result<(), Error> {
+        for (o, p) in &seen.pods {
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            if matches!(phase, Some("Failed") | Some("Succeeded")) && !plan.crashed.contains(o) {
+                self.api::<Pod>()
+                    .delete(&p.name_any(), &DeleteParams::default())
+                    .await?;
+                progress.push(format!("replacing failed pod {}", p.name_any()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_missing(
+        &self,
+        seen: &mut Observation,
+        plan: &FaultPlan,
+        progress: &mut Vec<String>,
+    ) -> Result<(), Error> {
+        let pvc_api = self.api::<PersistentVolumeClaim>();
+        for o in 0..self.replicas {
+            if seen.pods.contains_key(&o)
+                || seen.terminating.contains(&o)
+                || plan.crashed.contains(&o)
+            {
+                continue;
+            }
+            let mut id = 0;
+            if self.rc.spec.storage.is_some() {
+                if let Some(pvc) = pvc_api.get_opt(&resources::pvc_name(&self.name, o)).await? {
+                    id = resources::member_id_of(&pvc.metadata).unwrap_or(0);
+                }
+            }
+            if id == 0 {
+                id = seen.next_id;
+                seen.next_id += 1;
+            }
+            if let Some(pvc) = resources::member_pvc(self.rc, o, id) {
+                pvc_api
+                    .patch(
+                        &resources::pvc_name(&self.name, o),
+                        &apply_params(),
+                        &Patch::Apply(&pvc),
+                    )
+                    .await?;
+            }
+            let pod = resources::member_pod(self.rc, o, id, &self.ctx.node_image);
+            let pn = resources::pod_name(&self.name, o);
+            self.api::<Pod>()
+                .patch(&pn, &apply_params(), &Patch::Apply(&pod))
+                .await?;
+            info!(cluster = %self.name, pod = %pn, id, "created member pod");
+            let note = format!("created pod {pn} as member {id}");
+            self.event(false, "MemberCreated", note).await;
+            progress.push(format!("created {pn}"));
+            if let Some(m) = seen.members.iter_mut().find(|m| m.ordinal == o) {
+                m.id = id;
+                m.pod_exists = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the next pod built from an outdated template (it is recreated from the current
+    /// one by a later pass), when the cluster can spare it; says whether pods are still
+    /// outdated.
+    pub(super) async fn roll_outdated(
+        &self,
+        seen: &Observation,
+        plan: &FaultPlan,
+        converging: bool,
+        auth: &AdminAuth,
+        progress: &mut Vec<String>,
+    ) -> Result<bool, Error> {
+        let outdated = rollout::outdated(&seen.pods, |o, pod| {
+            let id = resources::member_id_of(&pod.metadata).unwrap_or(0);
+            resources::member_pod(self.rc, o, id, &self.ctx.node_image)
+        });
+        if outdated.is_empty() {
+            return Ok(false);
+        }
+        let whole = self.prev.phase == Some(Phase::Ready)
+            && !converging
+            && progress.is_empty()
+            && seen.terminating.is_empty()
+            && plan.member_faults.values().all(Vec::is_empty)
+            && (0..self.replicas).all(|o| seen.pods.contains_key(&o));
+        let leader = seen.leader.as_ref().map(|l| l.ordinal);
+        let Some(next) = rollout::next_to_roll(&outdated, leader).filter(|_| whole) else {
+            progress.push(format!(
+                "{} pod(s) wait to be recreated from the changed spec",
+                outdated.len()
+            ));
+            return Ok(true);
+        };
+        if Some(next) == leader && self.rc.spec.replication != Replication::Raft {
+            // A primary's pod goes only once another member holds the primary role: a
+            // failover could lose acknowledged writes (async), a switchover loses none.
+            progress.push(self.hand_over_primary(seen, &outdated, auth).await);
+            return Ok(true);
+        }
+        let pn = resources::pod_name(&self.name, next);
+        info!(cluster = %self.name, pod = %pn, outdated = outdated.len(), "recreating pod from the changed spec");
+        self.api::<Pod>()
+            .delete(&pn, &DeleteParams::default())
+            .await?;
+        let role = if Some(next) == leader {
+            " (the leader: expect a failover)"
+        } else {
+            ""
+        };
+        let note = format!("deleted pod {pn}{role} to recreate it from the changed spec");
+        self.event(false, "MemberRolled", note).await;
+        progress.push(format!("recreating {pn} from the changed spec"));
+        Ok(true)
+    }
+
+    /// Hands the primary role to the most caught-up secondary already built from the current
+    /// spec (a planned switchover); says what happened. On failure the next pass retries.
+    async fn hand_over_primary(
+        &self,
+        seen: &Observation,
+        outdated: &BTreeSet<u32>,
+        auth: &AdminAuth,
+    ) -> String {
+        let Some(primary) = seen.leader.as_ref().filter(|p| p.pod_ip.is_some()) else {
+            return "waiting for the primary's address to hand its role over".into();
+        };
+        let Some(to) = seen
+            .members
+            .iter()
+            .filter(|m| m.ordinal != primary.ordinal && !outdated.contains(&m.ordinal))
+            .filter(|m| m.reachable())
+            .max_by_key(|m| m.status.as_ref().map_or(0, |s| s.applied_index))
+        else {
+            return "waiting for an up-to-date secondary to hand the primary role to".into();
+        };
+        let why = "before its pod is recreated from the changed spec";
+        self.switchover(auth, (primary, to), why).await
+    }
+}
