@@ -168,5 +168,6 @@ pub fn generate(config: &GenConfig) -> History {
     History {
         entries: entries.into_iter().flatten().collect(),
         initial: std::collections::BTreeMap::new(),
+        final_reads: Vec::new(),
     }
 }

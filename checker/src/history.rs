@@ -20,6 +20,12 @@
 //! the client gave up). A `cas` whose comparison failed (status `fail`) may record in
 //! `output` the value it found instead of `expected`: the checker then treats it as a read of
 //! that value. A process runs one operation at a time.
+//!
+//! An object history may end with `"final"`: what each member held for each key after the
+//! workload's last operation and a settle period, read locally on that member
+//! (`consistency=local`): `[{"member": "demo-0", "key": "x", "value": 7}, ...]`; `value` is
+//! `null` when the member did not answer. It is optional (older histories lack it; then
+//! convergence is not known), and a member–key pair may appear once.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -116,7 +122,8 @@ pub enum HistoryError {
     NotJson(serde_json::Error),
     #[error(
         "the history must be a JSON array of operations or an object \
-         {{\"initial\": {{\"<key>\": <integer>, ...}}, \"operations\": [...]}}: {0}"
+         {{\"initial\": {{\"<key>\": <integer>, ...}}, \"operations\": [...], \
+         \"final\": [...]}}: {0}"
     )]
     Shape(String),
     #[error("entry {index}: {message}")]
@@ -287,12 +294,27 @@ impl RawEntry {
     }
 }
 
+/// What one member held for one key at the end of a run, read locally on that member after
+/// the settle period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinalRead {
+    /// The member's name (a pod name, or the address it was reached at).
+    pub member: String,
+    pub key: String,
+    /// The value it held; `None` (`null`, which must be written) if it did not answer.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub value: Option<i64>,
+}
+
 /// A validated history.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct History {
     pub entries: Vec<Entry>,
     /// Registers' values before the first operation, by key; a key not listed starts at 0.
     pub initial: BTreeMap<String, i64>,
+    /// Each member's local read of each key after the run (empty: not recorded).
+    pub final_reads: Vec<FinalRead>,
 }
 
 /// The object form of the JSON history.
@@ -302,6 +324,8 @@ struct RawHistory {
     #[serde(default)]
     initial: InitialValues,
     operations: Vec<serde_json::Value>,
+    #[serde(default, rename = "final")]
+    final_reads: Vec<serde_json::Value>,
 }
 
 /// `"initial"` as written: a key given twice is an error (a map would keep the last).
@@ -344,7 +368,14 @@ impl History {
         Ok(History {
             entries,
             initial: BTreeMap::new(),
+            final_reads: Vec::new(),
         })
+    }
+
+    /// The same history with the members' final reads set.
+    pub fn with_final_reads(mut self, final_reads: Vec<FinalRead>) -> History {
+        self.final_reads = final_reads;
+        self
     }
 
     /// The same history with the registers' initial values set (keys not listed start at 0).
@@ -367,17 +398,18 @@ impl History {
             serde_json::error::Category::Data => HistoryError::Shape(e.to_string()),
             _ => HistoryError::NotJson(e),
         };
-        let (values, initial) = match text.trim_start().as_bytes().first() {
+        let (values, initial, final_values) = match text.trim_start().as_bytes().first() {
             Some(b'[') => (
                 serde_json::from_str::<Vec<serde_json::Value>>(text).map_err(parse_error)?,
                 BTreeMap::new(),
+                Vec::new(),
             ),
             Some(b'{') => {
                 let raw: RawHistory = serde_json::from_str(text).map_err(parse_error)?;
                 if raw.initial.0.keys().any(String::is_empty) {
                     return Err(HistoryError::Shape("a key in \"initial\" is empty".into()));
                 }
-                (raw.operations, raw.initial.0)
+                (raw.operations, raw.initial.0, raw.final_reads)
             }
             _ => {
                 let other: serde_json::Value =
@@ -396,14 +428,18 @@ impl History {
                 .map_err(|message| HistoryError::Entry { index, message })?;
             entries.push(entry);
         }
-        Ok(History::new(entries)?.with_initial(initial))
+        let final_reads = parse_final_reads(final_values)?;
+        Ok(History::new(entries)?
+            .with_initial(initial)
+            .with_final_reads(final_reads))
     }
 
-    /// The JSON form, one operation per line: the object form when initial values are set,
-    /// else the bare array.
+    /// The JSON form, one operation per line: the object form when initial values or final
+    /// reads are set, else the bare array.
     pub fn to_json(&self) -> String {
         let mut out = String::new();
-        if !self.initial.is_empty() {
+        let object = !self.initial.is_empty() || !self.final_reads.is_empty();
+        if object {
             // Serialising a map of strings to integers cannot fail.
             let initial = serde_json::to_string(&self.initial).unwrap_or_default();
             out.push_str(&format!("{{\"initial\": {initial},\n\"operations\": "));
@@ -418,7 +454,19 @@ impl History {
             out.push_str(&serde_json::to_string(&RawEntry::from_entry(e)).unwrap_or_default());
         }
         out.push_str("\n]");
-        if !self.initial.is_empty() {
+        if !self.final_reads.is_empty() {
+            out.push_str(",\n\"final\": [");
+            for (i, f) in self.final_reads.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push('\n');
+                // Serialising a plain struct of integers and strings cannot fail.
+                out.push_str(&serde_json::to_string(f).unwrap_or_default());
+            }
+            out.push_str("\n]");
+        }
+        if object {
             out.push('}');
         }
         out.push('\n');
@@ -443,6 +491,32 @@ impl History {
             .max()
             .unwrap_or(0)
     }
+}
+
+/// Validates `"final"`: each entry's shape, no empty names, each member–key pair once.
+fn parse_final_reads(values: Vec<serde_json::Value>) -> Result<Vec<FinalRead>, HistoryError> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(values.len());
+    for (index, value) in values.into_iter().enumerate() {
+        let bad = |message: String| {
+            HistoryError::Shape(format!(
+                "\"final\" entry {index}: {message}; expected \
+                 {{\"member\": \"<name>\", \"key\": \"<key>\", \"value\": <integer or null>}}"
+            ))
+        };
+        let read: FinalRead = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+        if read.member.is_empty() || read.key.is_empty() {
+            return Err(bad("\"member\" and \"key\" must not be empty".into()));
+        }
+        if !seen.insert((read.member.clone(), read.key.clone())) {
+            return Err(bad(format!(
+                "member {:?} and key {:?} are given twice",
+                read.member, read.key
+            )));
+        }
+        out.push(read);
+    }
+    Ok(out)
 }
 
 fn json_kind(value: &serde_json::Value) -> &'static str {

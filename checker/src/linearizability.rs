@@ -215,22 +215,24 @@ pub fn check(history: &History, options: &CheckOptions) -> Report {
 
 /// An operation as the search sees it.
 #[derive(Debug, Clone, Copy)]
-struct SearchOp {
+pub(crate) struct SearchOp {
     /// Index into the history.
-    entry: usize,
-    op: Op,
-    invoke: u64,
+    pub(crate) entry: usize,
+    pub(crate) op: Op,
+    pub(crate) invoke: u64,
     /// `None`: may take effect any time after `invoke`, or never.
-    complete: Option<u64>,
+    pub(crate) complete: Option<u64>,
 }
 
 impl SearchOp {
-    fn required(&self) -> bool {
+    /// It took effect (or, for a read, observed the register): every order must place it.
+    pub(crate) fn required(&self) -> bool {
         self.complete.is_some()
     }
 }
 
-fn step(state: i64, op: &Op) -> Option<i64> {
+/// The register's value after `op` from `state`, or `None` if `op` cannot happen there.
+pub(crate) fn step(state: i64, op: &Op) -> Option<i64> {
     match *op {
         Op::Read { output: Some(v) } => (state == v).then_some(state),
         Op::Read { output: None } => Some(state),
@@ -241,7 +243,7 @@ fn step(state: i64, op: &Op) -> Option<i64> {
 
 /// Selects the operations of one key that matter, in invoke order; returns them and how many
 /// unknown operations were dropped as unobservable.
-fn search_ops(history: &History, indices: &[usize]) -> (Vec<SearchOp>, usize) {
+pub(crate) fn search_ops(history: &History, indices: &[usize]) -> (Vec<SearchOp>, usize) {
     let entries = &history.entries;
     let mut observed: HashSet<i64> = HashSet::new();
     for &i in indices {
