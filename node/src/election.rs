@@ -26,12 +26,16 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::engine::EngineError;
 use crate::network::{PeerClient, Target};
 use crate::types::{LogId, NodeId, Raft};
 
 /// The peer-port route of pre-vote requests.
 pub const PRE_VOTE_PATH: &str = "/raft/pre-vote";
+
+/// A leader that stepped aside for lack of a quorum (check-quorum): it serves nothing and
+/// knows no leader to send a client to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SteppedAside;
 
 /// Election timing, from `--election-timeout-ms` and `--heartbeat-ms`.
 #[derive(Debug, Clone, Copy)]
@@ -188,12 +192,9 @@ impl Election {
 
     /// Refuses an operation that only a leader performs while this one has stepped aside:
     /// "no leader known", i.e. 503 not applied (nothing was proposed).
-    pub fn check_serving(&self) -> Result<(), EngineError> {
+    pub fn check_serving(&self) -> Result<(), SteppedAside> {
         if self.stepped_aside() {
-            return Err(EngineError::NotLeader {
-                leader: None,
-                addr: None,
-            });
+            return Err(SteppedAside);
         }
         Ok(())
     }

@@ -1,38 +1,66 @@
-//! One member: a replication engine (Raft, or primary–secondary) plus what every mode shares:
-//! the pause gate, forwarding to the member that can serve an operation, status and the
-//! membership/admin operations. Any member accepts any operation.
+//! One member: a replication engine (Raft, or primary–secondary; see `engine.rs` for the
+//! interface) plus what every mode shares: the pause gate, forwarding to the member that can
+//! serve an operation, status, readiness and the membership/admin operations. Any member
+//! accepts any operation. Answers are [`MemberError`]s, which the HTTP layer maps to
+//! responses; this module knows nothing of HTTP.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 use tokio::time::Instant;
 
-use crate::api::error::{ApiError, Forwarded};
-use crate::engine::{EngineError, EngineResult};
-use crate::faults::{FaultCounters, FaultSet, Faults};
-use crate::identity::{Incarnation, PeerAddr};
+pub use crate::engine::Consistency;
+use crate::engine::{EngineError, Outcome, ReplicationEngine, Unsupported};
+use crate::faults::{FaultSet, Faults};
+use crate::identity::PeerAddr;
 use crate::metrics::Metrics;
-use crate::network::PeerClient;
+use crate::network::{PeerClient, Relayed};
 use crate::primary::{EpochView, PrimaryEngine, ReplicateRequest, ReplicateResponse};
 use crate::raft_engine::RaftEngine;
+use crate::status::Status;
 use crate::types::{Command, Node, NodeId};
 
 pub const FORWARD_WRITE_PATH: &str = "/v1/internal/forward/write";
 pub const FORWARD_READ_PATH: &str = "/v1/internal/forward/read";
 pub const INIT_PATH: &str = "/v1/admin/init";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Consistency {
-    Linearizable,
-    Local,
-}
-
 /// The result of an operation: a register value, or the serving member's own answer.
 pub enum Reply {
     Value(i64),
-    Forwarded(Forwarded),
+    Forwarded(Relayed),
+}
+
+/// Why a member did not serve an operation: what it means for the client ([`Outcome`]; never
+/// a redirect once forwarding was tried) and a message saying what happened.
+#[derive(Debug, Clone, Error)]
+#[error("{message}")]
+pub struct MemberError {
+    pub outcome: Outcome,
+    pub message: String,
+}
+
+impl MemberError {
+    pub fn new(outcome: Outcome, message: impl Into<String>) -> Self {
+        Self {
+            outcome,
+            message: message.into(),
+        }
+    }
+
+    fn not_applied(message: impl Into<String>) -> Self {
+        Self::new(Outcome::NotApplied, message)
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(Outcome::Invalid, message)
+    }
+
+    fn from_engine(e: impl EngineError) -> Self {
+        Self::new(e.outcome(), e.to_string())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,77 +68,40 @@ pub struct ReadRequest {
     pub key: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PeerStatus {
-    pub match_index: Option<u64>,
-    pub lag_entries: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lag_ms: Option<u64>,
-    pub last_contact_ms: Option<u64>,
-}
-
-/// The part of the status an engine knows.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EngineStatus {
-    pub replication: &'static str,
-    pub role: &'static str,
-    /// Raft term, or the primary's epoch.
-    pub term: u64,
-    /// The Raft leader or the primary.
-    pub leader: Option<NodeId>,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    pub last_log_index: u64,
-    /// The last entry folded into the snapshot the log is compacted behind (0: none).
-    pub snapshot_index: u64,
-    pub voters: Vec<NodeId>,
-    pub learners: Vec<NodeId>,
-    pub peers: BTreeMap<NodeId, PeerStatus>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub discarded_writes: Option<u64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Status {
-    pub id: NodeId,
-    /// Drawn when the data directory was first initialised; 16 lowercase hex characters.
-    pub incarnation: Incarnation,
-    /// The cluster id this member accepts peer messages for (`None`: any).
-    pub cluster_id: Option<String>,
-    /// Whether this member is a voter (Raft) or in the primary's member set; a member removed
-    /// from the voters reports `false` and role `learner` or `removed`, never `leader`.
-    pub voter: bool,
-    /// Primary modes: this member was the primary before it restarted and serves nothing
-    /// until it has confirmed its epoch with a majority (role `fenced` meanwhile).
-    pub fenced: bool,
-    #[serde(flatten)]
-    pub engine: EngineStatus,
-    /// Peer messages refused with 421 because they named another cluster, member or
-    /// incarnation.
-    pub misdirected_messages: u64,
-    pub paused: bool,
-    /// Milliseconds since the Unix epoch by this member's clock (clock skew included).
-    pub clock_ms: u64,
-    pub faults: FaultSet,
-    pub fault_counters: BTreeMap<NodeId, FaultCounters>,
-}
-
 /// For operations served where they are asked, never forwarded.
-fn served_here<T>(result: EngineResult<T>, what: &str) -> Result<T, ApiError> {
-    result.map_err(|e| match e {
-        EngineError::Api(e) => e,
-        EngineError::NotLeader { .. } => {
-            ApiError::Conflict(format!("cannot {what} on this member"))
+fn served_here<T, E: EngineError>(result: Result<T, E>, what: &str) -> Result<T, MemberError> {
+    result.map_err(|e| match e.outcome() {
+        Outcome::Redirect { .. } => {
+            MemberError::new(Outcome::Conflict, format!("cannot {what} on this member"))
         }
+        _ => MemberError::from_engine(e),
     })
 }
 
+/// The replication engine a member runs: one variant per mode, each implementing
+/// [`ReplicationEngine`]. A new mode adds a variant here and a line to [`each!`].
 pub enum Engine {
     Raft(RaftEngine),
     Primary(Arc<PrimaryEngine>),
+}
+
+/// Runs `$body` with `$e` bound to whichever engine `$engine` holds (static dispatch: the
+/// engines' async methods cannot go through a trait object without boxing).
+macro_rules! each {
+    ($engine:expr, $e:ident => $body:expr) => {
+        match $engine {
+            Engine::Raft($e) => $body,
+            Engine::Primary($e) => $body,
+        }
+    };
+}
+
+/// The outcome of an engine call, with the engine's error turned into the member's
+/// classification (redirects kept, for [`Member::settle`] to forward).
+type Served<T> = Result<T, MemberError>;
+
+fn engine_result<T>(result: Result<T, impl EngineError>) -> Served<T> {
+    result.map_err(MemberError::from_engine)
 }
 
 pub struct Member {
@@ -128,33 +119,32 @@ impl Member {
     }
 
     /// Waits out a pause (a paused member answers nobody until resumed or the deadline).
-    pub async fn gate(&self, deadline: Instant) -> Result<(), ApiError> {
+    pub async fn gate(&self, deadline: Instant) -> Result<(), MemberError> {
         if self.faults.wait_unpaused(deadline).await {
             Ok(())
         } else {
-            Err(ApiError::NotApplied(
-                "member is paused by an injected fault".into(),
+            Err(MemberError::not_applied(
+                "member is paused by an injected fault",
             ))
         }
     }
 
-    fn primary_engine(&self) -> Result<&Arc<PrimaryEngine>, ApiError> {
+    /// The primary-mode engine; other modes refuse primary-mode operations (400).
+    fn primary_engine(&self) -> Result<&Arc<PrimaryEngine>, MemberError> {
         match &self.engine {
             Engine::Primary(p) => Ok(p),
-            Engine::Raft(_) => Err(ApiError::BadRequest(
-                "this member runs Raft; promote/primary/replicate are for --replication async|sync"
-                    .into(),
-            )),
+            Engine::Raft(raft) => {
+                let refused = Unsupported::other_mode(raft.mode(), "take primary-mode messages");
+                Err(MemberError::new(refused.outcome(), refused.to_string()))
+            }
         }
     }
 
-    pub async fn write(&self, command: Command, may_forward: bool) -> Result<Reply, ApiError> {
+    pub async fn write(&self, command: Command, may_forward: bool) -> Result<Reply, MemberError> {
         let deadline = self.deadline();
         self.gate(deadline).await?;
-        let result = match &self.engine {
-            Engine::Raft(raft) => raft.write(command.clone(), deadline).await,
-            Engine::Primary(primary) => primary.write(command.clone(), deadline).await,
-        };
+        let result =
+            each!(&self.engine, e => engine_result(e.write(command.clone(), deadline).await));
         self.settle(
             result,
             may_forward,
@@ -171,17 +161,11 @@ impl Member {
         key: &str,
         consistency: Consistency,
         may_forward: bool,
-    ) -> Result<Reply, ApiError> {
+    ) -> Result<Reply, MemberError> {
         let deadline = self.deadline();
         self.gate(deadline).await?;
-        let result = match (&self.engine, consistency) {
-            (Engine::Raft(raft), Consistency::Local) => Ok(raft.read_local(key)),
-            (Engine::Raft(raft), Consistency::Linearizable) => {
-                raft.read_linearizable(key, deadline).await
-            }
-            (Engine::Primary(p), Consistency::Local) => Ok(p.read_local(key).await),
-            (Engine::Primary(p), Consistency::Linearizable) => p.read_linearizable(key).await,
-        };
+        let result =
+            each!(&self.engine, e => engine_result(e.read(key, consistency, deadline).await));
         let request = ReadRequest {
             key: key.to_string(),
         };
@@ -201,51 +185,49 @@ impl Member {
     /// answer comes back.
     async fn settle(
         &self,
-        result: EngineResult<i64>,
+        result: Served<i64>,
         may_forward: bool,
         path: &str,
         body: &impl Serialize,
         deadline: Instant,
         effectful: bool,
-    ) -> Result<Reply, ApiError> {
-        match result {
-            Ok(value) => Ok(Reply::Value(value)),
-            Err(EngineError::Api(e)) => Err(e),
-            Err(EngineError::NotLeader { leader: None, .. }) => {
-                Err(ApiError::NotApplied("no leader is known".into()))
-            }
-            Err(EngineError::NotLeader {
-                leader: Some(_), ..
-            }) if !may_forward => Err(ApiError::NotApplied(
-                "this member is no longer the leader".into(),
-            )),
-            Err(EngineError::NotLeader {
-                leader: Some(leader),
-                addr,
-            }) => {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                match self
-                    .peers
-                    .post(leader, addr.as_deref(), path, body, remaining)
-                    .await
-                {
-                    Ok(response) => Ok(Reply::Forwarded(Forwarded::from_response(response).await?)),
-                    Err(e) if e.not_sent() || !effectful => {
-                        Err(ApiError::NotApplied(e.to_string()))
-                    }
-                    Err(e) => Err(ApiError::Unknown(e.to_string())),
-                }
-            }
+    ) -> Result<Reply, MemberError> {
+        let (leader, addr) = match result {
+            Ok(value) => return Ok(Reply::Value(value)),
+            Err(MemberError {
+                outcome: Outcome::Redirect { leader, addr },
+                ..
+            }) => (leader, addr),
+            Err(e) => return Err(e),
+        };
+        let Some(leader) = leader else {
+            return Err(MemberError::not_applied("no leader is known"));
+        };
+        if !may_forward {
+            return Err(MemberError::not_applied(
+                "this member is no longer the leader",
+            ));
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match self
+            .peers
+            .relay(leader, addr.as_deref(), path, body, remaining)
+            .await
+        {
+            Ok(answer) => Ok(Reply::Forwarded(answer)),
+            Err(e) if e.cut_off() => Err(MemberError::new(Outcome::Unknown, e.to_string())),
+            Err(e) if e.not_sent() || !effectful => Err(MemberError::not_applied(e.to_string())),
+            Err(e) => Err(MemberError::new(Outcome::Unknown, e.to_string())),
         }
     }
 
     /// Admin operations that only the leader/primary performs: forwarded there when needed.
     async fn settle_admin(
         &self,
-        result: EngineResult<()>,
+        result: Served<()>,
         path: &str,
         body: &impl Serialize,
-    ) -> Result<Option<Forwarded>, ApiError> {
+    ) -> Result<Option<Relayed>, MemberError> {
         let result = result.map(|()| 0);
         match self
             .settle(result, true, path, body, self.deadline(), true)
@@ -257,15 +239,10 @@ impl Member {
     }
 
     pub async fn status(&self) -> Status {
-        let mut engine = match &self.engine {
-            Engine::Raft(raft) => raft.status(&self.peers.last_contact_ms()),
-            Engine::Primary(p) => p.status().await,
-        };
+        let contacts = self.peers.last_contact_ms();
+        let mut engine = each!(&self.engine, e => e.status(&contacts).await);
         let voter = engine.voters.contains(&self.id);
-        let fenced = match &self.engine {
-            Engine::Raft(_) => false,
-            Engine::Primary(p) => p.is_fenced().await,
-        };
+        let fenced = each!(&self.engine, e => e.fenced().await);
         if !voter && matches!(engine.role, "leader" | "follower" | "candidate") {
             // openraft keeps a removed voter in its role until it notices; what it does then
             // counts for nothing.
@@ -340,22 +317,17 @@ impl Member {
 
     /// Every other member this one knows of: membership plus address book.
     pub async fn known_members(&self) -> BTreeSet<NodeId> {
-        let mut ids = match &self.engine {
-            Engine::Raft(raft) => raft.members(),
-            Engine::Primary(p) => p.members().await,
-        };
+        let mut ids = each!(&self.engine, e => e.members().await);
         ids.extend(self.peers.addresses.all().into_keys());
         ids.remove(&self.id);
         ids
     }
 
-    pub async fn set_faults(&self, faults: FaultSet) -> Result<FaultSet, ApiError> {
+    pub async fn set_faults(&self, faults: FaultSet) -> Result<FaultSet, MemberError> {
         faults
             .validate(&self.known_members().await)
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        if let Engine::Raft(raft) = &self.engine {
-            raft.set_paused(faults.pause);
-        }
+            .map_err(|e| MemberError::invalid(e.to_string()))?;
+        each!(&self.engine, e => e.set_paused(faults.pause));
         self.faults.replace(faults.clone());
         Ok(faults)
     }
@@ -374,45 +346,40 @@ impl Member {
         }
     }
 
-    /// `POST /v1/admin/init`. In Raft mode a member never initialised grants no vote, so
-    /// the member asked (`from_peer` false) initialises every other member with the same
-    /// membership, incarnations included (those not given are asked for first), and succeeds
-    /// once a majority holds it; the others learn it from the leader.
+    /// `POST /v1/admin/init`. In a mode where every member must be initialised (Raft: a
+    /// member never initialised grants no vote), the member asked (`from_peer` false)
+    /// initialises every other member with the same membership, incarnations included (those
+    /// not given are asked for first), and succeeds once a majority holds it; the others learn
+    /// it from the leader. Elsewhere the member asked alone takes it.
     pub async fn initialize(
         &self,
         members: BTreeMap<NodeId, PeerAddr>,
         from_peer: bool,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), MemberError> {
         if !members.contains_key(&self.id) {
-            return Err(ApiError::BadRequest(format!(
+            return Err(MemberError::invalid(format!(
                 "members must include this member (id {})",
                 self.id
             )));
         }
         self.peers.addresses.merge(members.clone());
-        let raft = match &self.engine {
-            Engine::Primary(p) => {
-                let initialized = p.initialize(members.into_keys().collect()).await;
-                return served_here(initialized, "initialize");
-            }
-            Engine::Raft(raft) => raft,
-        };
-        if !from_peer {
+        let pass_on = !from_peer && each!(&self.engine, e => e.init_every_member());
+        if pass_on {
             self.learn_incarnations(&members).await;
         }
         let nodes: BTreeMap<NodeId, Node> = members
             .iter()
             .map(|(id, addr)| (*id, self.node(*id, addr)))
             .collect();
-        served_here(raft.initialize(nodes.clone()).await, "initialize")?;
-        if from_peer {
+        each!(&self.engine, e => served_here(e.initialize(nodes.clone()).await, "initialize"))?;
+        if !pass_on {
             return Ok(());
         }
         let holding = 1 + self.initialize_others(&nodes).await;
         if holding > nodes.len() / 2 {
             Ok(())
         } else {
-            Err(ApiError::NotApplied(format!(
+            Err(MemberError::not_applied(format!(
                 "only {holding} of {} members accepted the membership; call init again when \
                  more are up (it is idempotent)",
                 nodes.len()
@@ -476,20 +443,11 @@ impl Member {
         &self,
         id: NodeId,
         addr: PeerAddr,
-    ) -> Result<Option<Forwarded>, ApiError> {
+    ) -> Result<Option<Relayed>, MemberError> {
         self.peers.addresses.merge([(id, addr.clone())]);
-        let result = match &self.engine {
-            Engine::Raft(raft) => {
-                let node = self.node(id, &addr);
-                raft.add_learner(id, node, self.deadline()).await
-            }
-            Engine::Primary(p) => {
-                p.set_members(|m| {
-                    m.insert(id);
-                })
-                .await
-            }
-        };
+        let (node, deadline) = (self.node(id, &addr), self.deadline());
+        let result =
+            each!(&self.engine, e => engine_result(e.add_learner(id, node, deadline).await));
         let body = serde_json::json!({ "id": id, "addr": addr });
         self.settle_admin(result, "/v1/admin/learners", &body).await
     }
@@ -497,56 +455,43 @@ impl Member {
     pub async fn set_voters(
         &self,
         voters: BTreeSet<NodeId>,
-    ) -> Result<Option<Forwarded>, ApiError> {
+    ) -> Result<Option<Relayed>, MemberError> {
         if voters.is_empty() {
-            return Err(ApiError::BadRequest("voters must not be empty".into()));
+            return Err(MemberError::invalid("voters must not be empty"));
         }
-        let result = match &self.engine {
-            Engine::Raft(raft) => raft.set_voters(voters.clone(), self.deadline()).await,
-            Engine::Primary(p) => {
-                let wanted = voters.clone();
-                p.set_members(move |m| *m = wanted).await
-            }
-        };
+        let deadline = self.deadline();
+        let result =
+            each!(&self.engine, e => engine_result(e.set_voters(voters.clone(), deadline).await));
         let body = serde_json::json!({ "voters": voters });
         self.settle_admin(result, "/v1/admin/voters", &body).await
     }
 
     /// A planned switchover to member `to` (primary modes; openraft 0.9 has no leadership
     /// transfer).
-    pub async fn transfer_leader(&self, to: NodeId) -> Result<u64, ApiError> {
-        match &self.engine {
-            Engine::Primary(p) => {
-                let handed = p.hand_over(to, self.deadline()).await;
-                served_here(handed, "hand over the primary role")
-            }
-            Engine::Raft(_) => Err(ApiError::NotImplemented(
-                "openraft 0.9 has no leadership transfer; remove the leader from the voters \
-                 instead (it steps down once the change commits)"
-                    .into(),
-            )),
-        }
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<u64, MemberError> {
+        let deadline = self.deadline();
+        each!(&self.engine, e => served_here(e.transfer_leader(to, deadline).await, "hand over the primary role"))
     }
 
-    pub async fn promote(&self, at_least: Option<u64>) -> Result<u64, ApiError> {
-        served_here(self.primary_engine()?.promote(at_least).await, "promote")
+    pub async fn promote(&self, at_least: Option<u64>) -> Result<u64, MemberError> {
+        each!(&self.engine, e => served_here(e.promote(at_least).await, "promote"))
     }
 
-    pub async fn follow(&self, primary: NodeId, addr: PeerAddr) -> Result<(), ApiError> {
+    pub async fn follow(&self, primary: NodeId, addr: PeerAddr) -> Result<(), MemberError> {
         let engine = self.primary_engine()?;
         self.peers.addresses.merge([(primary, addr)]);
         served_here(engine.follow(primary).await, "follow")
     }
 
     /// The epoch and primary this member knows (primary modes).
-    pub async fn epoch_view(&self) -> Result<EpochView, ApiError> {
+    pub async fn epoch_view(&self) -> Result<EpochView, MemberError> {
         Ok(self.primary_engine()?.epoch_view().await)
     }
 
     pub async fn replicate(
         &self,
         request: ReplicateRequest,
-    ) -> Result<ReplicateResponse, ApiError> {
-        self.primary_engine()?.replicate(request).await
+    ) -> Result<ReplicateResponse, MemberError> {
+        engine_result(self.primary_engine()?.replicate(request).await)
     }
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
     Unreachable,
@@ -169,6 +170,20 @@ pub enum PeerError {
         status: u16,
         body: String,
     },
+    /// The answer's head arrived, its body did not (the request was handled).
+    #[error("the leader's answer was cut off: {source}")]
+    CutOff {
+        peer: NodeId,
+        source: reqwest::Error,
+    },
+}
+
+/// A peer's whole answer, to relay unchanged to a client: HTTP status code and (JSON) body.
+/// The HTTP layer turns it into a response (`api/error.rs`).
+#[derive(Debug)]
+pub struct Relayed {
+    pub status: u16,
+    pub body: Bytes,
 }
 
 impl PeerError {
@@ -178,6 +193,11 @@ impl PeerError {
             self,
             PeerError::Dropped(_) | PeerError::NoAddress(_) | PeerError::Connect { .. }
         )
+    }
+
+    /// True when the peer handled the request but its answer was lost on the way.
+    pub fn cut_off(&self) -> bool {
+        matches!(self, PeerError::CutOff { .. })
     }
 }
 
@@ -230,6 +250,25 @@ impl PeerClient {
             incarnation: None,
         };
         self.post_to(peer, target, path, body, timeout).await
+    }
+
+    /// [`PeerClient::post`], reading the whole answer to relay it (an operation forwarded to
+    /// the leader or primary).
+    pub async fn relay(
+        &self,
+        peer: NodeId,
+        fallback_addr: Option<&str>,
+        path: &str,
+        body: &impl Serialize,
+        timeout: Duration,
+    ) -> Result<Relayed, PeerError> {
+        let response = self.post(peer, fallback_addr, path, body, timeout).await?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| PeerError::CutOff { peer, source })?;
+        Ok(Relayed { status, body })
     }
 
     /// [`PeerClient::post`] to a peer as `target` addresses it. The request names the

@@ -12,22 +12,85 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, V
 use openraft::{ChangeMembers, ServerState};
 use std::time::Duration;
 
+use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
-use crate::api::error::ApiError;
-use crate::election::{Election, ElectionTiming};
-use crate::engine::{EngineError, EngineResult};
-use crate::member::{EngineStatus, PeerStatus};
+use crate::election::{Election, ElectionTiming, SteppedAside};
+use crate::engine::{Consistency, EngineError, Outcome, ReplicationEngine, Unsupported};
 use crate::network::PeerClient;
+use crate::status::{EngineStatus, PeerStatus};
 use crate::store::SharedState;
 use crate::types::{Batch, Command, CommandResult, Node, NodeId, Raft, TypeConfig};
+
+/// Why the Raft engine did not serve an operation.
+#[derive(Debug, Clone, Error)]
+pub enum RaftEngineError {
+    /// Not the leader, or a leader that stepped aside (`leader` None): nothing was proposed.
+    #[error("this member is not the leader")]
+    NotLeader {
+        leader: Option<NodeId>,
+        addr: Option<String>,
+    },
+    #[error("member is shutting down")]
+    ShuttingDown,
+    #[error("compare-and-set failed: the current value is {current}")]
+    CasMismatch { current: i64 },
+    /// openraft refused before anything was appended.
+    #[error("{0}")]
+    NotApplied(String),
+    /// After the write was queued or proposed, or a leadership round began: it may or may not
+    /// take effect.
+    #[error("{0}")]
+    Unknown(String),
+    /// openraft refused a membership change (e.g. one is already in progress).
+    #[error("{0}")]
+    MembershipConflict(String),
+    #[error("already initialized with voters {0:?}; change membership instead")]
+    AlreadyInitialized(BTreeSet<NodeId>),
+    /// openraft refused `initialize` for another reason (e.g. this member is not listed).
+    #[error("{0}")]
+    InitRefused(String),
+    #[error(transparent)]
+    Unsupported(#[from] Unsupported),
+}
+
+impl EngineError for RaftEngineError {
+    fn outcome(&self) -> Outcome {
+        match self {
+            RaftEngineError::NotLeader { leader, addr } => Outcome::Redirect {
+                leader: *leader,
+                addr: addr.clone(),
+            },
+            RaftEngineError::ShuttingDown | RaftEngineError::NotApplied(_) => Outcome::NotApplied,
+            RaftEngineError::Unknown(_) => Outcome::Unknown,
+            RaftEngineError::CasMismatch { current } => Outcome::CasMismatch { current: *current },
+            RaftEngineError::MembershipConflict(_) | RaftEngineError::AlreadyInitialized(_) => {
+                Outcome::Conflict
+            }
+            RaftEngineError::InitRefused(_) => Outcome::Invalid,
+            RaftEngineError::Unsupported(u) => u.outcome(),
+        }
+    }
+}
+
+impl From<SteppedAside> for RaftEngineError {
+    /// A leader that stepped aside knows no leader to send the client to.
+    fn from(_: SteppedAside) -> Self {
+        RaftEngineError::NotLeader {
+            leader: None,
+            addr: None,
+        }
+    }
+}
+
+type RaftResult<T> = Result<T, RaftEngineError>;
 
 pub struct RaftEngine {
     pub raft: Raft,
     pub state: SharedState,
     pub committed: Arc<AtomicU64>,
-    reads: mpsc::Sender<oneshot::Sender<EngineResult<()>>>,
+    reads: mpsc::Sender<oneshot::Sender<RaftResult<()>>>,
     writes: mpsc::Sender<PendingWrite>,
     /// Pre-vote and check-quorum (openraft's own election timer is off).
     pub election: Arc<Election>,
@@ -50,18 +113,18 @@ const PROPOSALS_IN_FLIGHT: usize = 2;
 
 struct PendingWrite {
     command: Command,
-    reply: oneshot::Sender<EngineResult<CommandResult>>,
+    reply: oneshot::Sender<RaftResult<CommandResult>>,
 }
 
-fn redirect(to: ForwardToLeader<NodeId, Node>) -> EngineError {
-    EngineError::NotLeader {
+fn redirect(to: ForwardToLeader<NodeId, Node>) -> RaftEngineError {
+    RaftEngineError::NotLeader {
         leader: to.leader_id,
         addr: to.leader_node.map(|n| n.addr),
     }
 }
 
 /// `Some(redirect)` when this member is not the leader now (to the leader it knows, if any).
-fn not_leader(raft: &Raft) -> Option<EngineError> {
+fn not_leader(raft: &Raft) -> Option<RaftEngineError> {
     let m = raft.metrics();
     let m = m.borrow();
     if m.state == ServerState::Leader {
@@ -71,7 +134,7 @@ fn not_leader(raft: &Raft) -> Option<EngineError> {
     let addr = leader
         .and_then(|id| m.membership_config.membership().get_node(&id).cloned())
         .map(|n| n.addr);
-    Some(EngineError::NotLeader { leader, addr })
+    Some(RaftEngineError::NotLeader { leader, addr })
 }
 
 fn role_name(state: ServerState) -> &'static str {
@@ -84,13 +147,13 @@ fn role_name(state: ServerState) -> &'static str {
     }
 }
 
-fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> EngineError {
+fn membership_error(e: RaftError<NodeId, ClientWriteError<NodeId, Node>>) -> RaftEngineError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(to)) => redirect(to),
         RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
-            ApiError::Conflict(e.to_string()).into()
+            RaftEngineError::MembershipConflict(e.to_string())
         }
-        e => ApiError::NotApplied(e.to_string()).into(),
+        e => RaftEngineError::NotApplied(e.to_string()),
     }
 }
 
@@ -160,19 +223,19 @@ impl RaftEngine {
         }
     }
 
-    pub async fn write(&self, command: Command, deadline: Instant) -> EngineResult<i64> {
+    async fn propose(&self, command: Command, deadline: Instant) -> RaftResult<i64> {
         let (reply, applied) = oneshot::channel();
         self.writes
             .send(PendingWrite { command, reply })
             .await
-            .map_err(|_| ApiError::NotApplied("member is shutting down".into()))?;
-        let unknown = |why: &str| -> EngineError {
-            ApiError::Unknown(format!("{why}; the write may or may not take effect")).into()
+            .map_err(|_| RaftEngineError::ShuttingDown)?;
+        let unknown = |why: &str| {
+            RaftEngineError::Unknown(format!("{why}; the write may or may not take effect"))
         };
         match tokio::time::timeout_at(deadline, applied).await {
             Ok(Ok(Ok(CommandResult::Applied { value }))) => Ok(value),
             Ok(Ok(Ok(CommandResult::CasMismatch { current }))) => {
-                Err(ApiError::CasMismatch { current }.into())
+                Err(RaftEngineError::CasMismatch { current })
             }
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(unknown("the write was dropped while in flight")),
@@ -180,24 +243,22 @@ impl RaftEngine {
         }
     }
 
-    pub fn read_local(&self, key: &str) -> i64 {
+    fn read_local(&self, key: &str) -> i64 {
         self.state.read().registers.read(key)
     }
 
     /// Waits for a leadership confirmation round that started after this call (rounds are
     /// shared by every read waiting for one), then reads the applied state.
-    pub async fn read_linearizable(&self, key: &str, deadline: Instant) -> EngineResult<i64> {
+    async fn read_linearizable(&self, key: &str, deadline: Instant) -> RaftResult<i64> {
         let (reply, confirmed) = oneshot::channel();
         self.reads
             .send(reply)
             .await
-            .map_err(|_| ApiError::NotApplied("member is shutting down".into()))?;
+            .map_err(|_| RaftEngineError::ShuttingDown)?;
         match tokio::time::timeout_at(deadline, confirmed).await {
             Ok(Ok(result)) => result.map(|()| self.read_local(key)),
-            Ok(Err(_)) => Err(ApiError::NotApplied("member is shutting down".into()).into()),
-            Err(_) => {
-                Err(ApiError::Unknown("deadline passed while confirming leadership".into()).into())
-            }
+            Ok(Err(_)) => Err(RaftEngineError::ShuttingDown),
+            Err(_) => Err(confirm_timeout()),
         }
     }
 
@@ -205,7 +266,7 @@ impl RaftEngine {
     /// as a follower that knows no leader, which is how it behaves, and a follower cut off
     /// from its leader for two election timeouts knows no leader either (pre-vote keeps it
     /// from campaigning, so openraft would go on naming the leader it cannot reach).
-    pub fn status(&self, contacts: &BTreeMap<NodeId, u64>) -> EngineStatus {
+    fn raft_status(&self, contacts: &BTreeMap<NodeId, u64>) -> EngineStatus {
         let mut m = self.raft.metrics().borrow().clone();
         if self.election.stepped_aside() {
             m.state = ServerState::Follower;
@@ -247,7 +308,44 @@ impl RaftEngine {
         }
     }
 
-    pub fn members(&self) -> BTreeSet<NodeId> {
+    fn voters(&self) -> BTreeSet<NodeId> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().voter_ids().collect()
+    }
+}
+
+/// Raft through openraft 0.9: writes are batched into log entries by one proposer,
+/// linearizable reads share leadership-confirmation rounds (read index, Raft thesis §6.4),
+/// membership changes are openraft's joint consensus.
+impl ReplicationEngine for RaftEngine {
+    type Error = RaftEngineError;
+
+    fn mode(&self) -> &'static str {
+        "raft"
+    }
+
+    async fn write(&self, command: Command, deadline: Instant) -> RaftResult<i64> {
+        self.propose(command, deadline).await
+    }
+
+    async fn read(
+        &self,
+        key: &str,
+        consistency: Consistency,
+        deadline: Instant,
+    ) -> RaftResult<i64> {
+        match consistency {
+            Consistency::Local => Ok(self.read_local(key)),
+            Consistency::Linearizable => self.read_linearizable(key, deadline).await,
+        }
+    }
+
+    async fn status(&self, contacts: &BTreeMap<NodeId, u64>) -> EngineStatus {
+        self.raft_status(contacts)
+    }
+
+    async fn members(&self) -> BTreeSet<NodeId> {
         let m = self.raft.metrics().borrow().clone();
         m.membership_config
             .membership()
@@ -256,58 +354,64 @@ impl RaftEngine {
             .collect()
     }
 
-    /// A paused member's Raft timers stand still, like a stopped process.
-    pub fn set_paused(&self, paused: bool) {
+    fn set_paused(&self, paused: bool) {
         self.election.set_paused(paused);
     }
 
-    pub async fn initialize(&self, nodes: BTreeMap<NodeId, Node>) -> EngineResult<()> {
+    fn init_every_member(&self) -> bool {
+        true
+    }
+
+    async fn initialize(&self, nodes: BTreeMap<NodeId, Node>) -> RaftResult<()> {
         match self.raft.initialize(nodes.clone()).await {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
-                let voters: BTreeSet<NodeId> = self
-                    .raft
-                    .metrics()
-                    .borrow()
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .collect();
+                let voters = self.voters();
                 if voters == nodes.keys().copied().collect() {
                     Ok(())
                 } else {
-                    Err(ApiError::Conflict(format!(
-                        "already initialized with voters {voters:?}; change membership instead"
-                    ))
-                    .into())
+                    Err(RaftEngineError::AlreadyInitialized(voters))
                 }
             }
-            Err(e) => Err(ApiError::BadRequest(e.to_string()).into()),
+            Err(e) => Err(RaftEngineError::InitRefused(e.to_string())),
         }
     }
 
-    pub async fn add_learner(&self, id: NodeId, node: Node, deadline: Instant) -> EngineResult<()> {
+    async fn add_learner(&self, id: NodeId, node: Node, deadline: Instant) -> RaftResult<()> {
         self.election.check_serving()?;
         let result = tokio::time::timeout_at(deadline, self.raft.add_learner(id, node, true))
             .await
-            .map_err(|_| ApiError::Unknown("deadline passed while adding the learner".into()))?;
+            .map_err(|_| {
+                RaftEngineError::Unknown("deadline passed while adding the learner".into())
+            })?;
         result.map(|_| ()).map_err(membership_error)
     }
 
-    pub async fn set_voters(
-        &self,
-        voters: BTreeSet<NodeId>,
-        deadline: Instant,
-    ) -> EngineResult<()> {
+    async fn set_voters(&self, voters: BTreeSet<NodeId>, deadline: Instant) -> RaftResult<()> {
         self.election.check_serving()?;
         let change = self
             .raft
             .change_membership(ChangeMembers::ReplaceAllVoters(voters), false);
         let result = tokio::time::timeout_at(deadline, change)
             .await
-            .map_err(|_| ApiError::Unknown("deadline passed while changing voters".into()))?;
+            .map_err(|_| {
+                RaftEngineError::Unknown("deadline passed while changing voters".into())
+            })?;
         result.map(|_| ()).map_err(membership_error)
     }
+
+    async fn transfer_leader(&self, _to: NodeId, _deadline: Instant) -> RaftResult<u64> {
+        Err(Unsupported::NotImplemented(
+            "openraft 0.9 has no leadership transfer; remove the leader from the voters \
+             instead (it steps down once the change commits)"
+                .into(),
+        )
+        .into())
+    }
+}
+
+fn confirm_timeout() -> RaftEngineError {
+    RaftEngineError::Unknown("deadline passed while confirming leadership".into())
 }
 
 /// openraft's snapshot policy counts log entries, and an entry carries a whole batch of
@@ -352,6 +456,7 @@ async fn propose_writes(
         // A leader that stepped aside proposes nothing: its entries could reach a follower
         // that still hears it, renewing the lease that holds the connected majority back.
         if let Err(e) = election.check_serving() {
+            let e = RaftEngineError::from(e);
             for reply in replies {
                 let _ = reply.send(Err(e.clone()));
             }
@@ -380,10 +485,9 @@ async fn propose_writes(
                     // (openraft answers ForwardToLeader when this member truncates it, yet a
                     // follower holding it can still win an election and commit it): the
                     // outcome is unknown, and forwarding would apply the write twice.
-                    let e: EngineError = ApiError::Unknown(format!(
+                    let e = RaftEngineError::Unknown(format!(
                         "{e} after the write was proposed; it may or may not take effect"
-                    ))
-                    .into();
+                    ));
                     for reply in replies {
                         let _ = reply.send(Err(e.clone()));
                     }
@@ -397,7 +501,7 @@ async fn propose_writes(
 async fn confirm_reads(
     raft: Raft,
     election: Arc<Election>,
-    mut queue: mpsc::Receiver<oneshot::Sender<EngineResult<()>>>,
+    mut queue: mpsc::Receiver<oneshot::Sender<RaftResult<()>>>,
     round_timeout: Duration,
 ) {
     let mut waiting = Vec::with_capacity(READ_BATCH);
@@ -408,9 +512,7 @@ async fn confirm_reads(
         };
         let result = match tokio::time::timeout(round_timeout, round).await {
             Ok(result) => result,
-            Err(_) => {
-                Err(ApiError::Unknown("deadline passed while confirming leadership".into()).into())
-            }
+            Err(_) => Err(confirm_timeout()),
         };
         for w in waiting.drain(..) {
             let _ = w.send(result.clone());
@@ -422,18 +524,18 @@ async fn confirm_reads(
 /// leader's log when the round began is applied. Waiting for the last log index rather than
 /// the committed one keeps reads linearizable on a leader restored after a restart, whose
 /// committed index may lag what it had acknowledged (the committed index is not fsynced).
-async fn confirm_once(raft: &Raft) -> EngineResult<()> {
+async fn confirm_once(raft: &Raft) -> RaftResult<()> {
     let last_log_index = raft.metrics().borrow().last_log_index;
     match raft.ensure_linearizable().await {
         Ok(_) => {}
         Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(to))) => {
             return Err(redirect(to))
         }
-        Err(e) => return Err(ApiError::NotApplied(e.to_string()).into()),
+        Err(e) => return Err(RaftEngineError::NotApplied(e.to_string())),
     }
     raft.wait(None)
         .applied_index_at_least(last_log_index, "linearizable read")
         .await
         .map(|_| ())
-        .map_err(|e| ApiError::NotApplied(e.to_string()).into())
+        .map_err(|e| RaftEngineError::NotApplied(e.to_string()))
 }

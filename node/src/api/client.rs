@@ -98,7 +98,7 @@ async fn read(
         validate_key(&key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
         let consistency = parse_consistency(params.consistency.as_deref())?;
-        member.read(&key, consistency, true).await
+        Ok(member.read(&key, consistency, true).await?)
     }
     .await;
     respond(&member, "read", &key, started, result)
@@ -113,15 +113,11 @@ async fn write(
     let result = async {
         validate_key(&key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let body = json_body(body)?;
-        member
-            .write(
-                Command::Write {
-                    key: key.clone(),
-                    value: body.value,
-                },
-                true,
-            )
-            .await
+        let command = Command::Write {
+            key: key.clone(),
+            value: body.value,
+        };
+        Ok(member.write(command, true).await?)
     }
     .await;
     respond(&member, "write", &key, started, result)
@@ -141,7 +137,7 @@ async fn cas(
             expected: body.expected,
             new: body.new,
         };
-        member.write(command, true).await
+        Ok(member.write(command, true).await?)
     }
     .await;
     respond(&member, "cas", &key, started, result)

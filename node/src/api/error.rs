@@ -4,11 +4,13 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bytes::Bytes;
 use serde_json::json;
 use thiserror::Error;
 
+use crate::engine::Outcome;
 use crate::identity::Misdirected;
+use crate::member::MemberError;
+use crate::network::Relayed;
 
 #[derive(Debug, Clone, Error)]
 pub enum ApiError {
@@ -80,26 +82,28 @@ impl ApiError {
     }
 }
 
-/// Another member's answer, relayed unchanged.
-#[derive(Debug)]
-pub struct Forwarded {
-    pub status: StatusCode,
-    pub body: Bytes,
+impl From<MemberError> for ApiError {
+    /// The member's classification of a refusal as the HTTP answer it gets (a redirect that
+    /// reaches this layer could not be forwarded: not applied).
+    fn from(e: MemberError) -> Self {
+        let MemberError { outcome, message } = e;
+        match outcome {
+            Outcome::Redirect { .. } | Outcome::NotApplied => ApiError::NotApplied(message),
+            Outcome::Unknown => ApiError::Unknown(message),
+            Outcome::CasMismatch { current } => ApiError::CasMismatch { current },
+            Outcome::Conflict => ApiError::Conflict(message),
+            Outcome::Invalid => ApiError::BadRequest(message),
+            Outcome::NotSupported => ApiError::NotImplemented(message),
+        }
+    }
 }
 
-impl Forwarded {
-    pub async fn from_response(response: reqwest::Response) -> Result<Self, ApiError> {
-        let status =
-            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| ApiError::Unknown(format!("the leader's answer was cut off: {e}")))?;
-        Ok(Self { status, body })
-    }
-
+/// Another member's answer, relayed unchanged (`Relayed` is declared in `network.rs`, which
+/// knows nothing of HTTP responses).
+impl Relayed {
+    /// The outcome label used in metrics.
     pub fn outcome(&self) -> &'static str {
-        match self.status.as_u16() {
+        match self.status {
             200..=299 => "ok",
             409 => "cas-mismatch",
             503 => "not-applied",
@@ -109,13 +113,9 @@ impl Forwarded {
     }
 }
 
-impl IntoResponse for Forwarded {
+impl IntoResponse for Relayed {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            [("content-type", "application/json")],
-            self.body,
-        )
-            .into_response()
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        (status, [("content-type", "application/json")], self.body).into_response()
     }
 }

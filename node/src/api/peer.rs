@@ -26,7 +26,7 @@ use crate::member::{
     Consistency, Engine, Member, ReadRequest, Reply, FORWARD_READ_PATH, FORWARD_WRITE_PATH,
     INIT_PATH,
 };
-use crate::network::FROM_HEADER;
+use crate::network::{Relayed, FROM_HEADER};
 use crate::primary::{ReplicateRequest, EPOCH_PATH, PROMOTE_PATH, REPLICATE_PATH};
 use crate::raft_engine::RaftEngine;
 use crate::types::{Command, NodeId, TypeConfig};
@@ -137,7 +137,7 @@ async fn incoming_faults(
     next: Next,
 ) -> Response {
     if let Err(e) = member.gate(member.deadline()).await {
-        return e.into_response();
+        return ApiError::from(e).into_response();
     }
     if let Some(sender) = sending_member(request.headers()) {
         if member.faults.filter(sender, Direction::Incoming).await == Verdict::Drop {
@@ -243,7 +243,7 @@ async fn forwarded_write(
             let key = match &command {
                 Command::Write { key, .. } | Command::Cas { key, .. } => key.clone(),
             };
-            reply(&key, m.write(command, false).await)
+            reply(&key, m.write(command, false).await.map_err(ApiError::from))
         }
         Err(e) => e.into_response(),
     }
@@ -256,7 +256,9 @@ async fn forwarded_read(
     match json_body(body) {
         Ok(r) => reply(
             &r.key,
-            m.read(&r.key, Consistency::Linearizable, false).await,
+            m.read(&r.key, Consistency::Linearizable, false)
+                .await
+                .map_err(ApiError::from),
         ),
         Err(e) => e.into_response(),
     }
@@ -294,7 +296,7 @@ fn validate_members(members: &BTreeMap<NodeId, PeerAddr>) -> Result<(), ApiError
     Ok(())
 }
 
-fn done(forwarded: Option<super::error::Forwarded>) -> Response {
+fn done(forwarded: Option<Relayed>) -> Response {
     match forwarded {
         Some(f) => f.into_response(),
         None => Json(json!({ "ok": true })).into_response(),

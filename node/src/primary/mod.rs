@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -25,11 +26,10 @@ use log::{ChangeLog, Snapshot};
 use store::{Change, Meta, Store, StoreError};
 pub use store::{LogEntry, Role};
 
-use crate::api::error::ApiError;
-use crate::engine::{EngineError, EngineResult};
-use crate::member::{EngineStatus, PeerStatus};
+use crate::engine::{Consistency, EngineError, Outcome, ReplicationEngine, Unsupported};
 use crate::network::PeerClient;
-use crate::types::{Command, CommandResult, NodeId};
+use crate::status::{EngineStatus, PeerStatus};
+use crate::types::{Command, CommandResult, Node, NodeId};
 
 pub const REPLICATE_PATH: &str = "/v1/internal/replicate";
 pub const PROMOTE_PATH: &str = "/v1/admin/promote";
@@ -43,6 +43,64 @@ const GROUP_COMMIT: usize = 1024;
 /// Heartbeats a replication round may take before it is abandoned and retried: a round trip
 /// to a secondary under an injected delay (one delay each way) must still fit.
 const ROUND_DEADLINE_HEARTBEATS: u32 = 10;
+
+/// Why the primary–secondary engine did not serve an operation.
+#[derive(Debug, Clone, Error)]
+pub enum PrimaryError {
+    /// Not the primary, or handing the role over: `primary` (if known) serves it. Nothing
+    /// was done.
+    #[error("this member is not the primary")]
+    NotPrimary { primary: Option<NodeId> },
+    /// A primary restarted in its epoch, confirming it with a majority; nothing was done.
+    #[error(
+        "this member was the primary of epoch {epoch} before it restarted and is confirming its \
+         epoch with the other members (a failover may have happened meanwhile); retry shortly"
+    )]
+    Fenced { epoch: u64 },
+    #[error("member is shutting down")]
+    ShuttingDown,
+    #[error("compare-and-set failed: the current value is {current}")]
+    CasMismatch { current: i64 },
+    /// A change could not be made durable, so it did not happen.
+    #[error("{0}")]
+    NotDurable(String),
+    /// Refused before anything changed (e.g. a switchover target that did not catch up).
+    #[error("{0}")]
+    NotApplied(String),
+    /// May or may not take effect: a sync write not confirmed by every secondary in time, a
+    /// write still queued at the deadline, a switchover whose promotion got no answer.
+    #[error("{0}")]
+    Unknown(String),
+    /// Conflicts with this member's state (initialised otherwise, a switchover under way).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Unsupported(#[from] Unsupported),
+}
+
+impl EngineError for PrimaryError {
+    fn outcome(&self) -> Outcome {
+        match self {
+            PrimaryError::NotPrimary { primary } => Outcome::Redirect {
+                leader: *primary,
+                addr: None,
+            },
+            PrimaryError::Fenced { .. }
+            | PrimaryError::ShuttingDown
+            | PrimaryError::NotDurable(_)
+            | PrimaryError::NotApplied(_) => Outcome::NotApplied,
+            PrimaryError::Unknown(_) => Outcome::Unknown,
+            PrimaryError::CasMismatch { current } => Outcome::CasMismatch { current: *current },
+            PrimaryError::Conflict(_) => Outcome::Conflict,
+            PrimaryError::Invalid(_) => Outcome::Invalid,
+            PrimaryError::Unsupported(u) => u.outcome(),
+        }
+    }
+}
+
+pub type PrimaryResult<T> = Result<T, PrimaryError>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -139,16 +197,15 @@ impl State {
             .filter(move |id| *id != me)
     }
 
-    fn redirect(&self) -> EngineError {
-        EngineError::NotLeader {
-            leader: self.handing_over.or(self.meta.primary),
-            addr: None,
+    fn redirect(&self) -> PrimaryError {
+        PrimaryError::NotPrimary {
+            primary: self.handing_over.or(self.meta.primary),
         }
     }
 
     /// Ok when this member serves as the primary now; else a redirect, or a refusal while
     /// it is fenced.
-    fn serving(&self) -> EngineResult<()> {
+    fn serving(&self) -> PrimaryResult<()> {
         if self.meta.role != Role::Primary || self.handing_over.is_some() {
             return Err(self.redirect());
         }
@@ -158,20 +215,17 @@ impl State {
         Ok(())
     }
 
-    fn fence_error(&self) -> EngineError {
-        ApiError::NotApplied(format!(
-            "this member was the primary of epoch {} before it restarted and is confirming its \
-             epoch with the other members (a failover may have happened meanwhile); retry shortly",
-            self.meta.epoch
-        ))
-        .into()
+    fn fence_error(&self) -> PrimaryError {
+        PrimaryError::Fenced {
+            epoch: self.meta.epoch,
+        }
     }
 }
 
 struct WriteRequest {
     command: Command,
     deadline: Instant,
-    reply: oneshot::Sender<EngineResult<i64>>,
+    reply: oneshot::Sender<PrimaryResult<i64>>,
 }
 
 pub struct PrimaryEngine {
@@ -190,8 +244,8 @@ pub struct PrimaryEngine {
     replicators: std::sync::Mutex<BTreeMap<NodeId, JoinHandle<()>>>,
 }
 
-fn store_error(e: StoreError) -> EngineError {
-    ApiError::NotApplied(format!("could not make the change durable: {e}")).into()
+fn store_error(e: StoreError) -> PrimaryError {
+    PrimaryError::NotDurable(format!("could not make the change durable: {e}"))
 }
 
 impl PrimaryEngine {
@@ -239,7 +293,7 @@ impl PrimaryEngine {
         }
     }
 
-    pub async fn write(&self, command: Command, deadline: Instant) -> EngineResult<i64> {
+    async fn submit(&self, command: Command, deadline: Instant) -> PrimaryResult<i64> {
         let (reply, answer) = oneshot::channel();
         self.writes
             .send(WriteRequest {
@@ -248,15 +302,15 @@ impl PrimaryEngine {
                 reply,
             })
             .await
-            .map_err(|_| ApiError::NotApplied("member is shutting down".into()))?;
+            .map_err(|_| PrimaryError::ShuttingDown)?;
         match tokio::time::timeout_at(deadline, answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => {
-                Err(ApiError::Unknown("the write was dropped while in flight".into()).into())
-            }
-            Err(_) => {
-                Err(ApiError::Unknown("deadline passed after the write was queued".into()).into())
-            }
+            Ok(Err(_)) => Err(PrimaryError::Unknown(
+                "the write was dropped while in flight".into(),
+            )),
+            Err(_) => Err(PrimaryError::Unknown(
+                "deadline passed after the write was queued".into(),
+            )),
         }
     }
 
@@ -300,7 +354,7 @@ impl PrimaryEngine {
                     Ok((value, state.last_seq()))
                 }
                 CommandResult::CasMismatch { current } => {
-                    Err(ApiError::CasMismatch { current }.into())
+                    Err(PrimaryError::CasMismatch { current })
                 }
             };
             outcomes.push((w, outcome));
@@ -333,12 +387,11 @@ impl PrimaryEngine {
                     let acked = self.wait_for_secondaries(seq, w.deadline, engine_changed);
                     let result = match acked.await {
                         true => Ok(value),
-                        false => Err(ApiError::Unknown(
+                        false => Err(PrimaryError::Unknown(
                             "not every secondary confirmed the write before the deadline; it is durable on \
                              the primary and may or may not survive a failover"
                                 .into(),
-                        )
-                        .into()),
+                        )),
                     };
                     let _ = w.reply.send(result);
                 }
@@ -388,12 +441,12 @@ impl PrimaryEngine {
         }
     }
 
-    pub async fn read_local(&self, key: &str) -> i64 {
+    async fn read_local(&self, key: &str) -> i64 {
         self.state.lock().await.log.registers().read(key)
     }
 
     /// Linearizable reads are served by the primary only (as far as it knows it is one).
-    pub async fn read_linearizable(&self, key: &str) -> EngineResult<i64> {
+    async fn read_linearizable(&self, key: &str) -> PrimaryResult<i64> {
         let state = self.state.lock().await;
         match state.meta.role {
             Role::Primary if state.fenced => Err(state.fence_error()),
@@ -403,10 +456,7 @@ impl PrimaryEngine {
     }
 
     /// Handles a replication message from a primary (as a secondary).
-    pub async fn replicate(
-        &self,
-        request: ReplicateRequest,
-    ) -> Result<ReplicateResponse, ApiError> {
+    pub async fn replicate(&self, request: ReplicateRequest) -> PrimaryResult<ReplicateResponse> {
         let mut state = self.state.lock().await;
         if request.epoch < state.meta.epoch {
             return Ok(ReplicateResponse {
@@ -548,15 +598,15 @@ impl PrimaryEngine {
     }
 
     /// Makes `change` durable; a failure means it did not happen.
-    async fn commit(&self, change: Change) -> Result<(), ApiError> {
+    async fn commit(&self, change: Change) -> PrimaryResult<()> {
         self.store
             .commit(change)
             .await
-            .map_err(|e| ApiError::NotApplied(e.to_string()))
+            .map_err(|e| PrimaryError::NotDurable(e.to_string()))
     }
 
     /// Makes `meta` durable (with the current address book) when it changed.
-    async fn persist_meta(&self, state: &mut State, mut meta: Meta) -> Result<(), ApiError> {
+    async fn persist_meta(&self, state: &mut State, mut meta: Meta) -> PrimaryResult<()> {
         meta.addresses = self.peers.addresses.all();
         if meta != state.meta {
             let change = Change {
@@ -570,17 +620,16 @@ impl PrimaryEngine {
     }
 
     /// `POST /v1/admin/init`: this member becomes the primary of epoch 1.
-    pub async fn initialize(self: &Arc<Self>, members: BTreeSet<NodeId>) -> EngineResult<()> {
+    async fn start_epoch_one(self: &Arc<Self>, members: BTreeSet<NodeId>) -> PrimaryResult<()> {
         let mut state = self.state.lock().await;
         if state.meta.epoch > 0 {
             return if state.meta.members == members && state.meta.primary == Some(self.id) {
                 Ok(())
             } else {
-                Err(ApiError::Conflict(format!(
+                Err(PrimaryError::Conflict(format!(
                     "already initialized (epoch {}, members {:?})",
                     state.meta.epoch, state.meta.members
-                ))
-                .into())
+                )))
             };
         }
         let meta = Meta {
@@ -598,7 +647,7 @@ impl PrimaryEngine {
     /// `POST /v1/admin/promote`: become the primary of a newer epoch.
     /// On a primary fenced after a restart, the operator's word that it is the primary:
     /// it serves again in its epoch.
-    pub async fn promote(self: &Arc<Self>, at_least: Option<u64>) -> EngineResult<u64> {
+    async fn become_primary(self: &Arc<Self>, at_least: Option<u64>) -> PrimaryResult<u64> {
         let mut state = self.state.lock().await;
         if state.meta.role == Role::Primary {
             if state.fenced {
@@ -622,7 +671,7 @@ impl PrimaryEngine {
     /// loses no write. New writes are refused (redirected to `to`) until `to` holds every
     /// entry; then this member steps down to follow `to` and asks it to become the primary of
     /// the next epoch. Returns that epoch.
-    pub async fn hand_over(self: &Arc<Self>, to: NodeId, deadline: Instant) -> EngineResult<u64> {
+    async fn hand_over(self: &Arc<Self>, to: NodeId, deadline: Instant) -> PrimaryResult<u64> {
         {
             let mut state = self.state.lock().await;
             if state.meta.role != Role::Primary {
@@ -632,26 +681,23 @@ impl PrimaryEngine {
                 return Err(state.fence_error());
             }
             if let Some(other) = state.handing_over {
-                return Err(ApiError::Conflict(format!(
+                return Err(PrimaryError::Conflict(format!(
                     "a switchover to member {other} is already under way"
-                ))
-                .into());
+                )));
             }
             if to == self.id || !state.meta.members.contains(&to) {
-                return Err(ApiError::BadRequest(format!(
+                return Err(PrimaryError::Invalid(format!(
                     "member {to} is not a secondary of this primary (members {:?})",
                     state.meta.members
-                ))
-                .into());
+                )));
             }
             state.handing_over = Some(to);
         }
         if !self.caught_up(to, deadline).await {
             self.state.lock().await.handing_over = None;
-            return Err(ApiError::NotApplied(format!(
+            return Err(PrimaryError::NotApplied(format!(
                 "member {to} did not catch up before the deadline; this member stays the primary"
-            ))
-            .into());
+            )));
         }
         let epoch = {
             let mut state = self.state.lock().await;
@@ -680,10 +726,9 @@ impl PrimaryEngine {
         // took its writes back could then lose them. With no primary, the operator's failover
         // promotes the most caught-up member, and every member has every entry.
         promoted.map(|()| epoch + 1).map_err(|e| {
-            ApiError::Unknown(format!(
+            PrimaryError::Unknown(format!(
                 "stepped down, but promoting member {to} failed ({e}); a failover will pick the next primary"
             ))
-            .into()
         })
     }
 
@@ -708,12 +753,11 @@ impl PrimaryEngine {
     }
 
     /// `PUT /v1/admin/primary`: follow another member.
-    pub async fn follow(&self, primary: NodeId) -> EngineResult<()> {
+    async fn follow_primary(&self, primary: NodeId) -> PrimaryResult<()> {
         if primary == self.id {
-            return Err(ApiError::BadRequest(
+            return Err(PrimaryError::Invalid(
                 "to make this member the primary, use /v1/admin/promote".into(),
-            )
-            .into());
+            ));
         }
         let mut state = self.state.lock().await;
         let mut meta = state.meta.clone();
@@ -725,10 +769,10 @@ impl PrimaryEngine {
     }
 
     /// Sets the member set (on the primary; others redirect).
-    pub async fn set_members(
+    async fn set_members(
         self: &Arc<Self>,
         change: impl FnOnce(&mut BTreeSet<NodeId>),
-    ) -> EngineResult<()> {
+    ) -> PrimaryResult<()> {
         let mut state = self.state.lock().await;
         if state.meta.role != Role::Primary {
             return Err(state.redirect());
@@ -849,7 +893,7 @@ impl PrimaryEngine {
     }
 
     /// A primary fenced after a restart, not serving yet.
-    pub async fn is_fenced(&self) -> bool {
+    async fn is_fenced(&self) -> bool {
         let state = self.state.lock().await;
         state.fenced && state.meta.role == Role::Primary
     }
@@ -1008,7 +1052,7 @@ impl PrimaryEngine {
         true
     }
 
-    pub async fn status(&self) -> EngineStatus {
+    async fn report(&self) -> EngineStatus {
         let state = self.state.lock().await;
         let last = state.last_seq();
         let now = Instant::now();
@@ -1054,9 +1098,69 @@ impl PrimaryEngine {
             discarded_writes: Some(state.meta.discarded),
         }
     }
+}
 
-    pub async fn members(&self) -> BTreeSet<NodeId> {
+/// Primary–secondary replication, asynchronous or synchronous (see the module docs).
+impl ReplicationEngine for Arc<PrimaryEngine> {
+    type Error = PrimaryError;
+
+    fn mode(&self) -> &'static str {
+        self.mode_name()
+    }
+
+    async fn write(&self, command: Command, deadline: Instant) -> PrimaryResult<i64> {
+        self.submit(command, deadline).await
+    }
+
+    async fn read(
+        &self,
+        key: &str,
+        consistency: Consistency,
+        _deadline: Instant,
+    ) -> PrimaryResult<i64> {
+        match consistency {
+            Consistency::Local => Ok(self.read_local(key).await),
+            Consistency::Linearizable => self.read_linearizable(key).await,
+        }
+    }
+
+    async fn status(&self, _contacts: &BTreeMap<NodeId, u64>) -> EngineStatus {
+        self.report().await
+    }
+
+    async fn fenced(&self) -> bool {
+        self.is_fenced().await
+    }
+
+    async fn members(&self) -> BTreeSet<NodeId> {
         self.state.lock().await.meta.members.clone()
+    }
+
+    async fn initialize(&self, members: BTreeMap<NodeId, Node>) -> PrimaryResult<()> {
+        self.start_epoch_one(members.into_keys().collect()).await
+    }
+
+    async fn add_learner(&self, id: NodeId, _node: Node, _deadline: Instant) -> PrimaryResult<()> {
+        self.set_members(|m| {
+            m.insert(id);
+        })
+        .await
+    }
+
+    async fn set_voters(&self, voters: BTreeSet<NodeId>, _deadline: Instant) -> PrimaryResult<()> {
+        self.set_members(move |m| *m = voters).await
+    }
+
+    async fn transfer_leader(&self, to: NodeId, deadline: Instant) -> PrimaryResult<u64> {
+        self.hand_over(to, deadline).await
+    }
+
+    async fn promote(&self, at_least: Option<u64>) -> PrimaryResult<u64> {
+        self.become_primary(at_least).await
+    }
+
+    async fn follow(&self, primary: NodeId) -> PrimaryResult<()> {
+        self.follow_primary(primary).await
     }
 }
 
