@@ -1,0 +1,229 @@
+//! `GET /v1/status` (both ports): what a member is doing, as [`Status`].
+//!
+//! Fields added after the first release are `#[serde(default)]`, so a client reads the status
+//! of an older member image (absent fields read as zero, false or empty).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::faults::{FaultCounters, FaultSet};
+use crate::identity::Incarnation;
+use crate::NodeId;
+
+/// The replication protocol a member runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Replication {
+    /// Raft (openraft): a majority of voters commits every write.
+    Raft,
+    /// Primary–secondary, asynchronous: the primary acknowledges once durable locally.
+    Async,
+    /// Primary–secondary, synchronous: the primary acknowledges once every secondary in the
+    /// write set holds the write.
+    Sync,
+}
+
+impl Replication {
+    /// The wire name: `raft`, `async` or `sync`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Replication::Raft => "raft",
+            Replication::Async => "async",
+            Replication::Sync => "sync",
+        }
+    }
+}
+
+/// A member's role, in the protocol's own terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Raft: the leader of its term.
+    Leader,
+    /// Raft: a voter following a leader (or waiting for one).
+    Follower,
+    /// Raft: campaigning for leadership.
+    Candidate,
+    /// Raft: receives the log but does not vote.
+    Learner,
+    /// Raft: no longer in the membership (removed from the voters and learners).
+    Removed,
+    /// Raft: shutting down.
+    Shutdown,
+    /// Primary modes: orders and replicates every write.
+    Primary,
+    /// Primary modes: applies the primary's log (also before any primary is known).
+    Secondary,
+    /// Primary modes: was the primary before it restarted, and serves nothing until a
+    /// majority confirmed no newer epoch exists.
+    Fenced,
+    /// A role this client does not know (a newer member image).
+    #[serde(other)]
+    Unknown,
+}
+
+impl Role {
+    /// The wire name (`leader`, `follower`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Learner => "learner",
+            Role::Removed => "removed",
+            Role::Shutdown => "shutdown",
+            Role::Primary => "primary",
+            Role::Secondary => "secondary",
+            Role::Fenced => "fenced",
+            Role::Unknown => "unknown",
+        }
+    }
+
+    /// The member that serves writes: a Raft leader or a primary.
+    pub fn is_leader(self) -> bool {
+        matches!(self, Role::Leader | Role::Primary)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A peer's replication progress as the leader (or primary) sees it; empty elsewhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerStatus {
+    /// The last log index (sequence number) known replicated to the peer (`null`: none yet).
+    pub match_index: Option<u64>,
+    /// Entries the peer is behind the leader's last one.
+    #[serde(default)]
+    pub lag_entries: u64,
+    /// Primary modes: milliseconds since the oldest entry the peer lacks was appended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<u64>,
+    /// Milliseconds since the peer last answered (`null`: never).
+    pub last_contact_ms: Option<u64>,
+}
+
+/// The part of the status a replication engine knows (flattened into [`Status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineStatus {
+    pub replication: Replication,
+    pub role: Role,
+    /// Raft term, or the primary's epoch.
+    pub term: u64,
+    /// The Raft leader or the primary.
+    pub leader: Option<NodeId>,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_log_index: u64,
+    /// The last entry folded into the snapshot the log is compacted behind (0: none).
+    #[serde(default)]
+    pub snapshot_index: u64,
+    /// Raft voters, or the primary modes' member set.
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// Leader (primary) only: progress per peer id.
+    #[serde(default, deserialize_with = "member_id_keys")]
+    pub peers: BTreeMap<NodeId, PeerStatus>,
+    /// Primary modes: acknowledged entries this member dropped because a newer primary never
+    /// had them (cumulative over the member's life).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discarded_writes: Option<u64>,
+}
+
+/// A map keyed by member id, read from JSON's string keys. serde's flatten (which
+/// [`Status::engine`] uses) hands integer keys over as strings, which `u64` keys refuse.
+fn member_id_keys<'de, D, T>(d: D) -> Result<BTreeMap<NodeId, T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    use serde::de::Error;
+    BTreeMap::<String, T>::deserialize(d)?
+        .into_iter()
+        .map(|(key, value)| match key.parse() {
+            Ok(id) => Ok((id, value)),
+            Err(_) => Err(D::Error::custom(format!(
+                "member id {key:?} is not a non-negative integer"
+            ))),
+        })
+        .collect()
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub id: NodeId,
+    /// Drawn when the data directory was first initialised.
+    pub incarnation: Incarnation,
+    /// The cluster id this member accepts peer messages for (`None`: any).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    /// Whether this member is a voter (Raft) or in the primary's member set; a member removed
+    /// from the voters reports `false` and role `learner` or `removed`, never `leader`.
+    #[serde(default)]
+    pub voter: bool,
+    /// Primary modes: this member was the primary before it restarted and serves nothing
+    /// until it has confirmed its epoch with a majority (role `fenced` meanwhile).
+    #[serde(default)]
+    pub fenced: bool,
+    #[serde(flatten)]
+    pub engine: EngineStatus,
+    /// Peer messages refused with 421 because they named another cluster, member or
+    /// incarnation.
+    #[serde(default)]
+    pub misdirected_messages: u64,
+    #[serde(default)]
+    pub paused: bool,
+    /// Milliseconds since the Unix epoch by this member's clock (clock skew included).
+    #[serde(default)]
+    pub clock_ms: u64,
+    #[serde(default)]
+    pub faults: FaultSet,
+    #[serde(default)]
+    pub fault_counters: BTreeMap<NodeId, FaultCounters>,
+}
+
+impl Status {
+    /// Whether this member serves writes (a Raft leader or a primary).
+    pub fn is_leader(&self) -> bool {
+        self.engine.role.is_leader()
+    }
+}
+
+/// The answer of `GET /readyz`: `200 ready`, or `503 not ready: <why>` (plain text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// Why not, as the member says.
+    NotReady(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_and_modes_use_the_wire_names() {
+        for role in [Role::Leader, Role::Fenced, Role::Removed, Role::Secondary] {
+            let text = serde_json::to_string(&role).unwrap();
+            assert_eq!(text, format!("\"{}\"", role.as_str()));
+            assert_eq!(serde_json::from_str::<Role>(&text).unwrap(), role);
+        }
+        assert_eq!(
+            serde_json::from_str::<Role>(r#""witness""#).unwrap(),
+            Role::Unknown
+        );
+        assert_eq!(
+            serde_json::to_string(&Replication::Sync).unwrap(),
+            r#""sync""#
+        );
+        assert!(Role::Primary.is_leader() && !Role::Follower.is_leader());
+    }
+}
