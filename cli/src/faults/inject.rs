@@ -74,146 +74,188 @@ pub async fn run(
     halt: &watch::Sender<bool>,
 ) -> Ran {
     let mut stop = halt.subscribe();
+    let mut injector = Injector::new(target, schedule, run_id, start);
     let mut failure = None;
-    let names: Vec<String> = schedule
-        .iter()
-        .enumerate()
-        .map(|(i, s)| fault_name(run_id, i, &s.fault))
-        .collect();
-    let spec = |i: usize| {
-        let mut f = schedule[i].fault.clone();
-        f.insert("name".into(), Value::String(names[i].clone()));
-        Value::Object(f)
-    };
-    let start_wall = SystemTime::now()
-        .checked_sub(start.elapsed())
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    let mut active: Vec<usize> = Vec::new();
-    let mut opened: Vec<Option<u64>> = vec![None; schedule.len()];
-    let mut windows: Vec<(usize, Window)> = Vec::new();
-    let apply = |active: &[usize]| {
-        let specs: Vec<Value> = active.iter().map(|&i| spec(i)).collect();
-        let names = names.clone();
-        async move {
-            crate::k8s::set_faults(
-                &target.client,
-                &target.namespace,
-                &target.name,
-                &names,
-                &specs,
-            )
-            .await
-        }
-    };
     for (at, action) in actions(schedule) {
-        if at >= end {
-            break;
-        }
-        let when = tokio::time::Instant::from_std(start + at);
-        tokio::select! {
-            _ = tokio::time::sleep_until(when) => {}
-            _ = stop.wait_for(|s| *s) => {}
-        }
-        if *stop.borrow() {
+        if at >= end || !sleep_until(start + at, &mut stop).await {
             break;
         }
         match action {
             Action::Start(i) => {
-                let mut next = active.clone();
-                next.push(i);
-                match apply(&next).await {
-                    Ok(generation) => {
-                        active = next;
-                        let patched = ns_since(start);
-                        let (name, label) = (&names[i], &schedule[i].label);
-                        match confirm::wait(target, name, generation, confirm_timeout).await {
-                            Ok((state, since)) => {
-                                opened[i] = Some(patched);
-                                eprintln!(
-                                    "\n[{:>5.1}s] fault {name} ({label}) {state} since {}",
-                                    start.elapsed().as_secs_f64(),
-                                    since.as_deref().unwrap_or("-")
-                                );
-                            }
-                            Err(not_started) => {
-                                failure = Some(not_started_error(
-                                    name,
-                                    label,
-                                    not_started,
-                                    confirm_timeout,
-                                ));
-                                let _ = halt.send(true);
-                                break;
-                            }
-                        }
-                    }
-                    Err(e) => eprintln!("\nfault {}: could not inject it: {e:#}", names[i]),
+                if let Err(e) = injector.start_fault(i, confirm_timeout).await {
+                    failure = Some(e);
+                    let _ = halt.send(true);
+                    break;
                 }
             }
-            Action::Stop(i) => {
-                if !active.contains(&i) {
-                    continue;
-                }
-                let next: Vec<usize> = active.iter().copied().filter(|&j| j != i).collect();
-                match apply(&next).await {
-                    Ok(_) => {
-                        active = next;
-                        if let Some(from) = opened[i].take() {
-                            let window = Window {
-                                name: schedule[i].label.clone(),
-                                start: from,
-                                end: Some(ns_since(start)),
-                            };
-                            windows.push((i, window));
-                        }
-                        eprintln!(
-                            "\n[{:>5.1}s] fault {} removed",
-                            start.elapsed().as_secs_f64(),
-                            names[i]
-                        );
-                    }
-                    Err(e) => eprintln!("\nfault {}: could not remove it: {e:#}", names[i]),
-                }
-            }
+            Action::Stop(i) => injector.stop_fault(i).await,
         }
     }
     // Wait for the end of the workload, then heal whatever is left.
-    let when = tokio::time::Instant::from_std(start + end);
+    sleep_until(start + end, &mut stop).await;
+    let windows = injector.heal(run_id).await;
+    Ran { windows, failure }
+}
+
+/// Sleeps until `when` or until `stop` turns true; `false` if stopped.
+async fn sleep_until(when: Instant, stop: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
-        _ = tokio::time::sleep_until(when) => {}
+        _ = tokio::time::sleep_until(tokio::time::Instant::from_std(when)) => {}
         _ = stop.wait_for(|s| *s) => {}
     }
-    let cleanup = apply(&[]).await;
-    let healed = ns_since(start);
-    if let Err(e) = &cleanup {
-        eprintln!(
-            "\ncould not remove the workload's faults from {}/{}: {e:#}\n\
-             remove the entries named caplab-{run_id}-* from spec.faults by hand",
-            target.namespace, target.name
-        );
-    }
-    for (i, from) in opened.iter_mut().enumerate() {
-        if let Some(from) = from.take() {
-            let window = Window {
-                name: schedule[i].label.clone(),
-                start: from,
-                end: cleanup.is_ok().then_some(healed),
-            };
-            windows.push((i, window));
+    !*stop.borrow()
+}
+
+/// The state of a running schedule: which faults are in the spec, and since when.
+struct Injector<'a> {
+    target: &'a ClusterRef,
+    schedule: &'a [Scheduled],
+    /// The `spec.faults` name of each entry.
+    names: Vec<String>,
+    start: Instant,
+    /// The wall-clock time of `start`, to place the operator's timestamps.
+    start_wall: SystemTime,
+    /// Entries in `spec.faults` now.
+    active: Vec<usize>,
+    /// When each started entry's patch was accepted (ns from `start`), until it closes.
+    opened: Vec<Option<u64>>,
+    /// Closed windows, by entry.
+    windows: Vec<(usize, Window)>,
+}
+
+impl<'a> Injector<'a> {
+    fn new(
+        target: &'a ClusterRef,
+        schedule: &'a [Scheduled],
+        run_id: &str,
+        start: Instant,
+    ) -> Self {
+        let names = schedule
+            .iter()
+            .enumerate()
+            .map(|(i, s)| fault_name(run_id, i, &s.fault))
+            .collect();
+        let start_wall = SystemTime::now()
+            .checked_sub(start.elapsed())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        Injector {
+            target,
+            schedule,
+            names,
+            start,
+            start_wall,
+            active: Vec::new(),
+            opened: vec![None; schedule.len()],
+            windows: Vec::new(),
         }
     }
-    let started = operator_starts(target).await;
-    let mut windows: Vec<Window> = windows
-        .into_iter()
-        .map(|(i, mut w)| {
-            if let Some(since) = started.get(&names[i]) {
-                w.start = later_start(w.start, *since, start_wall);
+
+    /// Makes our entries of `spec.faults` exactly `active`; the resource's generation.
+    async fn apply(&self, active: &[usize]) -> anyhow::Result<Option<i64>> {
+        let specs: Vec<Value> = active
+            .iter()
+            .map(|&i| {
+                let mut f = self.schedule[i].fault.clone();
+                f.insert("name".into(), Value::String(self.names[i].clone()));
+                Value::Object(f)
+            })
+            .collect();
+        let t = self.target;
+        crate::k8s::set_faults(&t.client, &t.namespace, &t.name, &self.names, &specs).await
+    }
+
+    fn elapsed_s(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// Adds entry `i` and waits for the operator to start it; an error if it refused or
+    /// did not start it in time (a patch that fails is only reported).
+    async fn start_fault(&mut self, i: usize, confirm_timeout: Duration) -> anyhow::Result<()> {
+        let mut next = self.active.clone();
+        next.push(i);
+        let (name, label) = (&self.names[i], &self.schedule[i].label);
+        let generation = match self.apply(&next).await {
+            Ok(generation) => generation,
+            Err(e) => {
+                eprintln!("\nfault {name}: could not inject it: {e:#}");
+                return Ok(());
             }
-            w
-        })
-        .collect();
-    windows.sort_by_key(|w| w.start);
-    Ran { windows, failure }
+        };
+        self.active = next;
+        let patched = ns_since(self.start);
+        match confirm::wait(self.target, name, generation, confirm_timeout).await {
+            Ok((state, since)) => {
+                self.opened[i] = Some(patched);
+                eprintln!(
+                    "\n[{:>5.1}s] fault {name} ({label}) {state} since {}",
+                    self.elapsed_s(),
+                    since.as_deref().unwrap_or("-")
+                );
+                Ok(())
+            }
+            Err(why) => Err(not_started_error(name, label, why, confirm_timeout)),
+        }
+    }
+
+    /// Removes entry `i` and closes its window.
+    async fn stop_fault(&mut self, i: usize) {
+        if !self.active.contains(&i) {
+            return;
+        }
+        let next: Vec<usize> = self.active.iter().copied().filter(|&j| j != i).collect();
+        if let Err(e) = self.apply(&next).await {
+            eprintln!("\nfault {}: could not remove it: {e:#}", self.names[i]);
+            return;
+        }
+        self.active = next;
+        if let Some(from) = self.opened[i].take() {
+            let end = Some(ns_since(self.start));
+            self.close(i, from, end);
+        }
+        eprintln!(
+            "\n[{:>5.1}s] fault {} removed",
+            self.elapsed_s(),
+            self.names[i]
+        );
+    }
+
+    fn close(&mut self, i: usize, start: u64, end: Option<u64>) {
+        let name = self.schedule[i].label.clone();
+        self.windows.push((i, Window { name, start, end }));
+    }
+
+    /// Removes every entry still in the spec and returns all windows in start order, each
+    /// moved to when the operator says it started the fault if that was later. A window
+    /// whose removal failed stays open (`end` none).
+    async fn heal(mut self, run_id: &str) -> Vec<Window> {
+        let cleanup = self.apply(&[]).await;
+        let healed = ns_since(self.start);
+        if let Err(e) = &cleanup {
+            eprintln!(
+                "\ncould not remove the workload's faults from {}/{}: {e:#}\n\
+                 remove the entries named caplab-{run_id}-* from spec.faults by hand",
+                self.target.namespace, self.target.name
+            );
+        }
+        for i in 0..self.opened.len() {
+            if let Some(from) = self.opened[i].take() {
+                self.close(i, from, cleanup.is_ok().then_some(healed));
+            }
+        }
+        let started = operator_starts(self.target).await;
+        let mut windows: Vec<Window> = self
+            .windows
+            .into_iter()
+            .map(|(i, mut w)| {
+                if let Some(since) = started.get(&self.names[i]) {
+                    w.start = later_start(w.start, *since, self.start_wall);
+                }
+                w
+            })
+            .collect();
+        windows.sort_by_key(|w| w.start);
+        windows
+    }
 }
 
 /// The error that ends a workload whose fault did not start.
