@@ -39,7 +39,7 @@ log "cargo build --release --target $TARGET ${pkgs[*]}"
 (cd "$ROOT" && cargo build --release --target "$TARGET" "${pkgs[@]}" >&2)
 
 TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+  | jq -r .target_directory)"
 
 ctx="$(mktemp -d)"
 trap 'rm -rf "$ctx"' EXIT

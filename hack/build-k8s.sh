@@ -2,7 +2,7 @@
 # build-k8s.sh — build the Kubernetes v1.20.2 server binaries (kube-apiserver,
 # kube-controller-manager, kube-scheduler, kubelet, kube-proxy) from Debian's
 # bookworm source package `kubernetes`, the way debian/rules does it
-# (see /work/shared/LOCAL-K8S.md):
+# (why each step: hack/README.md):
 #   * add a deb-src entry for bookworm, `apt-get source --download-only kubernetes`
 #   * unpack the .orig.tar.gz (vendor/ included)
 #   * replace vendor/github.com/modern-go/reflect2 with Debian's 1.0.2 source

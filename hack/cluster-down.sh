@@ -66,6 +66,6 @@ if [ -d "$CAPLAB_STATE/kubelet" ]; then
 fi
 
 log "wiping etcd data and kubelet state"
-rm -rf "$CAPLAB_STATE/etcd" "$CAPLAB_STATE/kubelet" /tmp/hostpath_pv
+rm -rf "$CAPLAB_STATE/etcd" "$CAPLAB_STATE/kubelet" "$HOSTPATH_PV_DIR"
 rm -f "$PIDS"/*.pid
 log "local cluster stopped"

@@ -5,7 +5,7 @@
 #   CAPLAB_USE_EXISTING=1, that cluster is used as-is and nothing else happens.
 # * Otherwise a single-node Kubernetes v1.20.2 cluster is run on this machine as plain
 #   background processes (no systemd): dockerd (with the "clamp" runtime wrapper that
-#   rewrites negative oom_score_adj, see /work/shared/LOCAL-K8S.md), etcd,
+#   rewrites negative oom_score_adj, see hack/README.md), etcd,
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet (dockershim) and
 #   kube-proxy (iptables). Logs: $CAPLAB_STATE/logs/, PIDs: $CAPLAB_STATE/pids/.
 #
@@ -126,36 +126,36 @@ for a in "$@"; do
   case "$a" in --bundle=*) bundle="${a#--bundle=}" ;; esac
   prev="$a"
 done
-if [ -n "$bundle" ] && [ -f "$bundle/config.json" ] \
-   && grep -Eq '"oomScoreAdj"[[:space:]]*:[[:space:]]*-' "$bundle/config.json"; then
-  sed -i -E 's/("oomScoreAdj"[[:space:]]*:[[:space:]]*)-[0-9]+/\10/g' "$bundle/config.json"
+config="$bundle/config.json"
+if [ -n "$bundle" ] && [ -f "$config" ] && /usr/bin/jq -e \
+     '[.. | objects | .oomScoreAdj | numbers | select(. < 0)] | length > 0' "$config" >/dev/null 2>&1; then
+  # Rewritten in place (same inode and mode); left alone if jq fails.
+  clamped="$(/usr/bin/jq -c 'walk(if type == "object" and (.oomScoreAdj | type) == "number"
+      and .oomScoreAdj < 0 then .oomScoreAdj = 0 else . end)' "$config")" \
+    && printf '%s\n' "$clamped" >"$config"
 fi
 exec /usr/sbin/runc "$@"
 EOF
 
-# Merge our runtime into /etc/docker/daemon.json (keeping any other settings).
-mkdir -p /etc/docker
+# Merge our runtime into dockerd's configuration (keeping any other settings); rewritten
+# only when the merge changes its meaning.
+DOCKER_DAEMON_JSON=/etc/docker/daemon.json
+mkdir -p "$(dirname "$DOCKER_DAEMON_JSON")"
 daemon_json_changed=0
-if /usr/bin/python3 - "$CLAMP_RUNTIME" <<'EOF'
-import json, os, sys
-path, clamp = "/etc/docker/daemon.json", sys.argv[1]
-try:
-    with open(path) as f:
-        cfg = json.load(f)
-except FileNotFoundError:
-    cfg = {}
-want = dict(cfg)
-want.setdefault("runtimes", {})
-want["runtimes"] = dict(want["runtimes"], clamp={"path": clamp})
-want["default-runtime"] = "clamp"
-if want == cfg and os.path.exists(path):
-    sys.exit(1)  # unchanged
-with open(path + ".tmp", "w") as f:
-    json.dump(want, f, indent=2)
-    f.write("\n")
-os.replace(path + ".tmp", path)
-EOF
-then daemon_json_changed=1; log "wrote /etc/docker/daemon.json (default runtime: clamp)"; fi
+daemon_json_now='{}'
+if [ -s "$DOCKER_DAEMON_JSON" ]; then
+  daemon_json_now="$(jq -c . "$DOCKER_DAEMON_JSON")" \
+    || die "$DOCKER_DAEMON_JSON is not valid JSON: fix it or move it away"
+fi
+daemon_json_wanted="$(jq -c --arg clamp "$CLAMP_RUNTIME" \
+  '.runtimes = ((.runtimes // {}) + {clamp: {path: $clamp}}) | ."default-runtime" = "clamp"' \
+  <<<"$daemon_json_now")"
+if [ ! -e "$DOCKER_DAEMON_JSON" ] || ! jq -n -e --argjson a "$daemon_json_now" \
+     --argjson b "$daemon_json_wanted" '$a == $b' >/dev/null; then
+  jq . <<<"$daemon_json_wanted" | write_if_changed "$DOCKER_DAEMON_JSON" 0644 || true
+  daemon_json_changed=1
+  log "wrote $DOCKER_DAEMON_JSON (default runtime: clamp)"
+fi
 
 docker_runtime() { docker info --format '{{.DefaultRuntime}}' 2>/dev/null; }
 

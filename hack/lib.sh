@@ -21,6 +21,9 @@ CAPLAB_KUBECONFIG="$CAPLAB_STATE/kubeconfig"
 NODE_NAME="${CAPLAB_NODE_NAME:-caplab-control-plane}"
 CLAMP_RUNTIME="$CAPLAB_CACHE/bin/runc-clamp"
 PAUSE_IMAGE="local/pause:1"
+# Where kube-controller-manager's --enable-hostpath-provisioner puts volumes (fixed by
+# Kubernetes, not configurable).
+HOSTPATH_PV_DIR=/tmp/hostpath_pv
 
 # Prefer the cached kubectl/helm (newest), fall back to whatever is on PATH.
 export PATH="$TOOLS_BIN:$K8S_BIN:$PATH"

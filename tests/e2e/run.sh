@@ -347,7 +347,8 @@ http() { # <method> <url> [json body]; sets HTTP_CODE / HTTP_BODY
   [[ $HTTP_CODE == 200 ]]
 }
 
-json_value() { sed -n 's/.*"value"[[:space:]]*:[[:space:]]*\(-\{0,1\}[0-9]\{1,\}\).*/\1/p' <<<"$1"; }
+# json_value <body>: the integer `value` of a member's JSON answer (nothing if there is none).
+json_value() { jq -r 'if (.value | type) == "number" then .value else empty end' <<<"$1" 2>/dev/null; }
 
 pod_ip() { kn get pod "$1" -o 'jsonpath={.status.podIP}' 2>/dev/null; }
 
@@ -756,7 +757,9 @@ YAML
 loss_reported() {
   local ev st
   ev=$(events_of "$1" | grep -Ei 'los[st]|acknowledged' | tail -n 2)
-  st=$(kn get registercluster "$1" -o 'jsonpath={.status}' 2>/dev/null | grep -Eio '[^"]*(los[st]|acknowledged)[^"]*' | head -n 2)
+  # Any key or string of the status that speaks of a loss (lastFailover.possibleLoss, messages).
+  st=$(kn get registercluster "$1" -o json 2>/dev/null | jq -r '.status | .. | (objects | keys[]), strings
+        | select(test("los[st]|acknowledged"; "i"))' 2>/dev/null | head -n 2)
   echo "event: ${ev:-none}; status: ${st:-none}"
   [[ -n $ev || -n $st ]]
 }

@@ -39,7 +39,7 @@ node_binary() {
   if [[ -n ${CAPLAB_NODE_BIN:-} ]]; then echo "$CAPLAB_NODE_BIN"; return; fi
   (cd "$ROOT" && cargo build -q --locked -p caplab-node >&2) || return 1
   (cd "$ROOT" && cargo metadata --format-version 1 --no-deps) \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"] + "/debug/caplab-node")'
+    | jq -r '.target_directory + "/debug/caplab-node"'
 }
 
 # Ports P1..P3 (client) and Q1..Q3 (peer), below the ephemeral range.
@@ -54,7 +54,7 @@ admin() { # <member> <method> <path> [json]
 
 status_field() { # <member> <field>: a top-level field of /v1/status
   curl -s -m 5 "http://$(client "$1")/v1/status" \
-    | python3 -c 'import json,sys; v=json.load(sys.stdin).get(sys.argv[1]); print("" if v is None else v)' "$2"
+    | jq -r --arg field "$2" '.[$field] // empty' 2>/dev/null
 }
 
 all_ready() {

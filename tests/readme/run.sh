@@ -18,6 +18,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 README="${README:-$ROOT/README.md}"
 TIMEOUT="${CAPLAB_README_TIMEOUT:-60}"
 SECTION="## The member (\`caplab-node\`)"
+# The data directory the README's commands use; rewritten to a temporary one.
+README_DATA_DIR=/tmp/caplab/
 WORK=""
 
 log() { echo "[readme $(date +%H:%M:%S)] $*" >&2; }
@@ -65,7 +67,7 @@ node_binary() {
   (cd "$ROOT" && cargo build -q --locked -p caplab-node >&2)
   local target
   target=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+    | jq -r .target_directory)
   echo "$target/debug/caplab-node"
 }
 
@@ -81,11 +83,11 @@ wait_http() {
   done
 }
 
-is_json() { python3 -c 'import json,sys; json.loads(sys.argv[1])' "$1" 2>/dev/null; }
+is_json() { jq -n --argjson v "$1" true >/dev/null 2>&1; }
 
 # same_json <a> <b>: equal as JSON values (key order and spacing ignored).
 same_json() {
-  python3 -c 'import json,sys; sys.exit(json.loads(sys.argv[1]) != json.loads(sys.argv[2]))' "$1" "$2" 2>/dev/null
+  jq -n -e --argjson a "$1" --argjson b "$2" '$a == $b' >/dev/null 2>&1
 }
 
 # run_curl <line>: runs one README curl line with the status written out; checks it.
@@ -115,7 +117,7 @@ main() {
   [[ $cp != "$pp" ]] || pp=$(( cp + 1 ))
   log "members on 127.0.0.1:${cp}1-3 (client) and :${pp}1-3 (peer), data in $WORK"
   block=$(sed -e "s#127\.0\.0\.1:808#127.0.0.1:$cp#g" -e "s#127\.0\.0\.1:700#127.0.0.1:$pp#g" \
-              -e "s#/tmp/caplab/#$WORK/data/#g" -e "s#target/release/caplab-node#$node#g" <<<"$block")
+              -e "s#$README_DATA_DIR#$WORK/data/#g" -e "s#target/release/caplab-node#$node#g" <<<"$block")
 
   # The member-starting loop, run in its own process group.
   start_loop=$(grep -m 1 '^for .*caplab-node' <<<"$block") || die "no loop starting caplab-node members"
