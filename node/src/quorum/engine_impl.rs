@@ -1,0 +1,123 @@
+//! The quorum engine behind the member's engine interface ([`ReplicationEngine`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::error::QuorumError;
+use super::QuorumEngine;
+use crate::engine::{Consistency, EngineError, Outcome, ReplicationEngine, Unsupported};
+use crate::status::{EngineStatus, PeerStatus};
+use crate::types::{Command, Node, NodeId};
+
+impl EngineError for QuorumError {
+    fn outcome(&self) -> Outcome {
+        match self {
+            QuorumError::BadRequest(_) => Outcome::Invalid,
+            QuorumError::NotApplied(_) | QuorumError::Storage(_) => Outcome::NotApplied,
+            QuorumError::Unknown(_) => Outcome::Unknown,
+            QuorumError::Unsupported(u) => u.outcome(),
+        }
+    }
+}
+
+impl From<Unsupported> for QuorumError {
+    fn from(u: Unsupported) -> Self {
+        QuorumError::Unsupported(u)
+    }
+}
+
+impl ReplicationEngine for Arc<QuorumEngine> {
+    type Error = QuorumError;
+
+    fn mode(&self) -> &'static str {
+        "quorum"
+    }
+
+    async fn write(&self, command: Command, deadline: Instant) -> Result<i64, QuorumError> {
+        match command {
+            Command::Write { key, value } => QuorumEngine::write(self, &key, value, deadline).await,
+            Command::Cas { .. } => Err(QuorumError::cas_refused()),
+        }
+    }
+
+    async fn read(
+        &self,
+        key: &str,
+        consistency: Consistency,
+        deadline: Instant,
+    ) -> Result<i64, QuorumError> {
+        match consistency {
+            Consistency::Linearizable => QuorumEngine::read(self, key, deadline).await,
+            Consistency::Local => self.read_local(key).await,
+        }
+    }
+
+    async fn status(&self, _contacts: &BTreeMap<NodeId, u64>) -> EngineStatus {
+        let quorum = QuorumEngine::status(self);
+        let members: Vec<NodeId> = quorum.replicas.keys().copied().collect();
+        let peers = quorum
+            .replicas
+            .iter()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, reach)| {
+                let peer = PeerStatus {
+                    match_index: None,
+                    lag_entries: 0,
+                    lag_ms: None,
+                    last_contact_ms: reach.last_contact_ms,
+                };
+                (*id, peer)
+            })
+            .collect();
+        EngineStatus {
+            replication: "quorum",
+            // Every member coordinates and stores: no leader, no followers.
+            role: "replica",
+            term: 0,
+            leader: None,
+            commit_index: 0,
+            applied_index: 0,
+            last_log_index: 0,
+            snapshot_index: 0,
+            voters: members,
+            learners: Vec::new(),
+            peers,
+            discarded_writes: None,
+
+        }
+    }
+
+    async fn members(&self) -> BTreeSet<NodeId> {
+        QuorumEngine::members(self)
+    }
+
+    /// Every member must hold the membership: it is what a coordinator sends to.
+    fn init_every_member(&self) -> bool {
+        true
+    }
+
+    async fn initialize(&self, members: BTreeMap<NodeId, Node>) -> Result<(), QuorumError> {
+        self.set_members(members.into_keys().collect()).await
+    }
+
+    async fn add_learner(
+        &self,
+        id: NodeId,
+        _node: Node,
+        _deadline: Instant,
+    ) -> Result<(), QuorumError> {
+        let mut members = QuorumEngine::members(self);
+        members.insert(id);
+        self.set_members(members).await
+    }
+
+    async fn set_voters(
+        &self,
+        voters: BTreeSet<NodeId>,
+        _deadline: Instant,
+    ) -> Result<(), QuorumError> {
+        self.set_members(voters).await
+    }
+}

@@ -1,0 +1,102 @@
+//! This member as a replica: stores what coordinators and anti-entropy send (keeping the
+//! newest version per key), answers fetches, and compares digests.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::counters::Counters;
+use super::store::{Store, StoreError};
+use super::wire::{
+    FetchResponse, Stamp, StoreKind, StoreRequest, StoreResponse, SyncRequest, SyncResponse,
+    Versioned,
+};
+
+pub struct Replica {
+    pub store: Store,
+    pub counters: Arc<Counters>,
+}
+
+impl Replica {
+    /// Stores a batch durably and counts what it did: a client write that arrived older than
+    /// the value held is lost to last-writer-wins (counted for the member that stamped it);
+    /// values replaced by a repair count as read repairs or anti-entropy repairs.
+    pub async fn store(&self, request: StoreRequest) -> Result<StoreResponse, StoreError> {
+        let sources: BTreeMap<String, Stamp> = request
+            .entries
+            .iter()
+            .map(|(k, v)| (k.clone(), v.stamp))
+            .collect();
+        let applied = self.store.apply(request.entries).await?;
+        match request.kind {
+            StoreKind::Write => {
+                for key in &applied.superseded {
+                    let source = sources.get(key).map_or(0, |s| s.node);
+                    tracing::info!(
+                        key,
+                        source,
+                        "a write arrived older than the value held: lost to last-writer-wins"
+                    );
+                    self.counters.lost_write(source);
+                }
+            }
+            StoreKind::ReadRepair => self.counters.read_repaired(applied.changed.len()),
+            StoreKind::AntiEntropy => self.counters.anti_entropy_repaired(applied.changed.len()),
+        }
+        Ok(StoreResponse {
+            superseded: applied.superseded,
+        })
+    }
+
+    pub async fn fetch(&self, key: &str) -> Result<FetchResponse, StoreError> {
+        Ok(FetchResponse {
+            version: self.store.get(key).await?,
+        })
+    }
+
+    /// Compares the sender's digest with what this replica holds.
+    pub async fn sync(&self, request: SyncRequest) -> Result<SyncResponse, StoreError> {
+        Ok(compare(&self.store.all().await?, &request.digest))
+    }
+}
+
+/// What `mine` holds newer than `theirs` (or they lack), and which keys they hold newer.
+pub fn compare(
+    mine: &BTreeMap<String, Versioned>,
+    theirs: &BTreeMap<String, Stamp>,
+) -> SyncResponse {
+    let newer = mine
+        .iter()
+        .filter(|(key, v)| theirs.get(*key).is_none_or(|s| *s < v.stamp))
+        .map(|(key, v)| (key.clone(), *v))
+        .collect();
+    let wanted = theirs
+        .iter()
+        .filter(|(key, s)| mine.get(*key).is_none_or(|v| v.stamp < **s))
+        .map(|(key, _)| key.clone())
+        .collect();
+    SyncResponse { newer, wanted }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_finds_both_directions() {
+        let stamp = |ms| Stamp { ms, node: 1 };
+        let v = |ms| Versioned {
+            value: ms as i64,
+            stamp: stamp(ms),
+        };
+        let mine = BTreeMap::from([("a".into(), v(5)), ("b".into(), v(1)), ("c".into(), v(3))]);
+        let theirs = BTreeMap::from([
+            ("a".into(), stamp(4)),
+            ("b".into(), stamp(2)),
+            ("c".into(), stamp(3)),
+            ("d".into(), stamp(1)),
+        ]);
+        let answer = compare(&mine, &theirs);
+        assert_eq!(answer.newer, BTreeMap::from([("a".into(), v(5))]));
+        assert_eq!(answer.wanted, ["b", "d"]);
+    }
+}

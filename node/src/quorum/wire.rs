@@ -1,0 +1,98 @@
+//! What quorum members send each other on the peer port (JSON over HTTP, through the fault
+//! layer like every peer message): versioned values, the store/fetch messages of the
+//! coordinator, and the digest exchange of anti-entropy.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::NodeId;
+
+/// A replica stores a batch of versioned values (a client write, a read repair or an
+/// anti-entropy push): [`StoreRequest`] → [`StoreResponse`].
+pub const STORE_PATH: &str = "/v1/internal/quorum/store";
+/// A coordinator asks a replica for its version of one key: [`FetchRequest`] →
+/// [`FetchResponse`].
+pub const FETCH_PATH: &str = "/v1/internal/quorum/fetch";
+/// Anti-entropy: a replica sends its digest, the other answers what it holds newer and which
+/// keys it wants: [`SyncRequest`] → [`SyncResponse`].
+pub const SYNC_PATH: &str = "/v1/internal/quorum/sync";
+
+/// A last-writer-wins timestamp: milliseconds since the Unix epoch by the coordinating
+/// member's clock (an injected clock skew included), then that member's id to break ties.
+/// Ordered by `ms`, then `node`. The all-zero stamp is the register's initial 0.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Stamp {
+    pub ms: u64,
+    pub node: NodeId,
+}
+
+/// A register value with the stamp of the write that set it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versioned {
+    pub value: i64,
+    pub stamp: Stamp,
+}
+
+/// Why a replica is asked to store a value; decides which counter a stored value moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreKind {
+    /// A client write coordinated by `stamp.node`.
+    Write,
+    /// A coordinator found this replica behind while reading.
+    ReadRepair,
+    /// Another replica's background comparison found this one behind.
+    AntiEntropy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreRequest {
+    pub kind: StoreKind,
+    /// key → the version to store (kept only where it is newer than the one held).
+    pub entries: BTreeMap<String, Versioned>,
+}
+
+/// Sent once the batch is durable (fsynced): every key now holds the version sent or a newer
+/// one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreResponse {
+    /// Keys whose held version was newer than the one sent: those writes lost to
+    /// last-writer-wins on this replica.
+    pub superseded: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchRequest {
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchResponse {
+    /// `None`: never written on this replica (reads as 0).
+    pub version: Option<Versioned>,
+}
+
+/// Every key the sender holds, with its stamp. A full digest is O(keys) per round; Dynamo
+/// (DeCandia et al., SOSP 2007, §4.7) exchanges Merkle trees instead, which a register
+/// cluster of this size does not need.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    pub digest: BTreeMap<String, Stamp>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncResponse {
+    /// Keys the answering replica holds newer (or the sender lacks), with their versions.
+    pub newer: BTreeMap<String, Versioned>,
+    /// Keys the sender holds newer: it should push them.
+    pub wanted: Vec<String>,
+}
