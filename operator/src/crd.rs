@@ -618,3 +618,6 @@ pub struct Condition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -472,3 +472,6 @@ fn apply(f: &FaultSpec, st: &FaultStatus, ids: &BTreeMap<u32, u64>, plan: &mut F
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

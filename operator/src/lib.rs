@@ -15,4 +15,4 @@ pub mod telemetry;
 pub mod validation;
 
 #[cfg(test)]
-mod tests;
+mod testing;

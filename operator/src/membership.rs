@@ -583,3 +583,6 @@ fn sync_blocked(primary: &NodeStatus, wanted: &[&Observed], set: &BTreeSet<u64>)
         )
     })
 }
+
+#[cfg(test)]
+mod tests;

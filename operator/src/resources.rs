@@ -424,3 +424,6 @@ pub fn ordinal_of(meta: &ObjectMeta) -> Option<u32> {
         .and_then(|l| l.get(LABEL_MEMBER))
         .and_then(|v| v.parse().ok())
 }
+
+#[cfg(test)]
+mod tests;

@@ -55,3 +55,6 @@ pub fn next_to_roll(outdated: &BTreeSet<u32>, leader: Option<u32>) -> Option<u32
         .or_else(|| outdated.iter().next())
         .copied()
 }
+
+#[cfg(test)]
+mod tests;

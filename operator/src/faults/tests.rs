@@ -1,0 +1,148 @@
+//! Unit tests of [`crate::faults`].
+
+use chrono::{Duration, TimeZone, Utc};
+use std::collections::BTreeMap;
+
+use crate::crd::FaultState;
+use crate::faults::{self, FaultSet, PeerFault};
+use crate::testing::fixture;
+
+fn t0() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
+        .single()
+        .expect("time")
+}
+
+fn ids3() -> BTreeMap<u32, u64> {
+    BTreeMap::from([(0, 1), (1, 2), (2, 3)])
+}
+
+#[test]
+fn fault_plan_resolves_symbolic_targets() {
+    let rc = fixture("faults");
+    let plan = faults::plan(&rc.spec.faults, &[], t0(), 3, &ids3(), Some(1));
+    let cut = &plan.statuses[0];
+    assert_eq!(cut.state, FaultState::Active);
+    assert_eq!(cut.groups, vec![vec![1], vec![0, 2]]);
+    assert_eq!(cut.since.as_deref(), Some("2024-01-01T00:00:00Z"));
+    assert_eq!(cut.until.as_deref(), Some("2024-01-01T00:00:30Z"));
+    // Leader (ordinal 1, id 2) is cut from ids 1 and 3; the others from id 2.
+    assert_eq!(
+        plan.sets[&1].partition,
+        Some(PeerFault { peers: vec![1, 3] })
+    );
+    assert_eq!(plan.sets[&0].partition, Some(PeerFault { peers: vec![2] }));
+    assert_eq!(plan.sets[&2].partition, Some(PeerFault { peers: vec![2] }));
+    let delay = plan.sets[&2].delay.clone().expect("delay");
+    assert_eq!((delay.latency_ms, delay.jitter_ms), (200, 50));
+    assert!(delay.peers.is_empty());
+    assert_eq!(
+        plan.sets[&0].loss.as_ref().map(|l| l.probability),
+        Some(0.2)
+    );
+    assert!(plan.sets[&1].loss.is_none());
+    assert!(plan.sets[&0].pause);
+    assert_eq!(plan.sets[&1].clock_skew_ms, Some(3000));
+    assert!(plan.crashed.contains(&1));
+    assert_eq!(plan.next_expiry, Some(t0() + Duration::seconds(10)));
+    assert_eq!(plan.active_names().len(), 6);
+    assert!(plan.member_faults[&1].contains(&"crash".to_string()));
+    assert_eq!(
+        plan.events
+            .iter()
+            .filter(|e| matches!(e, faults::FaultEvent::Started { .. }))
+            .count(),
+        6
+    );
+    // The wire form of a fault set.
+    let json = serde_json::to_value(&plan.sets[&1]).expect("json");
+    assert_eq!(json["partition"]["peers"], serde_json::json!([1, 3]));
+    assert_eq!(json["clockSkewMs"], 3000);
+    assert!(json.get("pause").is_none());
+}
+
+#[test]
+fn fault_plan_pending_without_leader_then_expires_and_reverts() {
+    let rc = fixture("faults");
+    let plan = faults::plan(&rc.spec.faults, &[], t0(), 3, &ids3(), None);
+    // Without a leader nothing starts, not even faults on ordinals (a crash must not stall
+    // the bootstrap).
+    assert!(plan.statuses.iter().all(|s| s.state == FaultState::Pending));
+    assert!(plan.crashed.is_empty());
+    assert!(plan.events.is_empty());
+
+    let started = faults::plan(&rc.spec.faults, &[], t0(), 3, &ids3(), Some(0));
+    // Leadership moves: recorded targets stay.
+    let later = faults::plan(
+        &rc.spec.faults,
+        &started.statuses,
+        t0() + Duration::seconds(5),
+        3,
+        &ids3(),
+        Some(2),
+    );
+    assert_eq!(later.statuses[0].groups, vec![vec![0], vec![1, 2]]);
+    assert!(later.events.is_empty());
+    // Crash (10 s) expires, partition (30 s) still active.
+    let t11 = t0() + Duration::seconds(11);
+    let exp = faults::plan(&rc.spec.faults, &later.statuses, t11, 3, &ids3(), Some(2));
+    assert_eq!(exp.statuses[5].state, FaultState::Expired);
+    assert!(exp.crashed.is_empty());
+    assert_eq!(exp.statuses[0].state, FaultState::Active);
+    assert_eq!(exp.next_expiry, Some(t0() + Duration::seconds(30)));
+    // Remove everything: active ones revert, sets heal.
+    let healed = faults::plan(&[], &exp.statuses, t11, 3, &ids3(), Some(2));
+    assert!(healed
+        .statuses
+        .iter()
+        .all(|s| s.state == FaultState::Reverted));
+    assert!(healed.sets.values().all(FaultSet::is_empty));
+    assert_eq!(serde_json::to_string(&healed.sets[&0]).expect("json"), "{}");
+    assert!(healed
+        .events
+        .iter()
+        .any(|e| matches!(e, faults::FaultEvent::Ended { why: "removed", .. })));
+    // Editing a fault restarts it.
+    let mut edited = rc.spec.faults.clone();
+    edited[1].latency_ms = Some(500);
+    let re = faults::plan(&edited, &exp.statuses, t11, 3, &ids3(), Some(2));
+    assert_eq!(
+        re.statuses[1].since.as_deref(),
+        Some("2024-01-01T00:00:11Z")
+    );
+}
+
+#[test]
+fn fault_set_normalization_matches_member_report() {
+    let reported: FaultSet = serde_json::from_value(serde_json::json!({
+        "partition": {"peers": [3, 1]}, "pause": false, "clockSkewMs": 0, "loss": null
+    }))
+    .expect("parse");
+    let desired = FaultSet {
+        partition: Some(PeerFault { peers: vec![1, 3] }),
+        ..FaultSet::default()
+    };
+    assert_eq!(reported.normalized(), desired.normalized());
+}
+
+#[test]
+fn fault_events_name_pods() {
+    let started = faults::FaultEvent::Started {
+        name: "cut".into(),
+        kind: crate::crd::FaultKind::Partition,
+        targets: vec![],
+        groups: vec![vec![1], vec![0, 2]],
+    };
+    let name = |o: u32| format!("demo-{o}");
+    assert_eq!(
+        started.note(name),
+        "fault cut started: partition [demo-1] | [demo-0, demo-2]"
+    );
+    let crash = faults::FaultEvent::Started {
+        name: "down".into(),
+        kind: crate::crd::FaultKind::Crash,
+        targets: vec![2],
+        groups: vec![],
+    };
+    assert_eq!(crash.note(name), "fault down started: crash on demo-2");
+}

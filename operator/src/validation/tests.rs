@@ -1,0 +1,119 @@
+//! Unit tests of [`crate::validation`].
+
+use kube::CustomResourceExt;
+
+use super::*;
+use crate::testing::fixture;
+use crate::validation;
+
+fn named(name: &str) -> RegisterCluster {
+    serde_yaml::from_str(&format!(
+        "apiVersion: caplab.dev/v1alpha1\nkind: RegisterCluster\n\
+         metadata: {{name: {name:?}, namespace: ns}}\nspec: {{replicas: 3}}\n"
+    ))
+    .expect("RegisterCluster")
+}
+
+#[test]
+fn longest_name_allowed_keeps_every_derived_name_valid() {
+    let max = max_name_len();
+    assert_eq!(
+        max, 61,
+        "`<name>-8` is the tightest: a hostname of at most 63"
+    );
+    let name = "a".repeat(max);
+    assert!(validate(&named(&name)).is_empty());
+    let top = u32::try_from(MAX_REPLICAS - 1).unwrap_or(0);
+    assert!(resources::pod_name(&name, top).len() <= DNS_LABEL_MAX);
+    assert!(resources::secret_name(&name).len() <= DNS_SUBDOMAIN_MAX);
+    assert!(resources::pvc_name(&name, top).len() <= DNS_SUBDOMAIN_MAX);
+    // The CRD's CEL rule says the same number.
+    let crd = serde_yaml::to_string(&RegisterCluster::crd()).expect("yaml");
+    assert!(
+        crd.contains(&format!("size(self.metadata.name) <= {max}")),
+        "{crd}"
+    );
+}
+
+/// Every example is a valid spec and promises something checkable in its header (the
+/// keys tests/e2e/run.sh understands; the e2e suite checks the promises themselves).
+#[test]
+fn examples_are_valid_and_state_their_promises() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let keys = [
+        "phase",
+        "members",
+        "ready",
+        "replicas",
+        "leader",
+        "term",
+        "replication",
+        "faults",
+        "within",
+    ];
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples/") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        let rc: RegisterCluster = serde_yaml::from_str(&text).expect("RegisterCluster");
+        assert_eq!(validate(&rc), Vec::<String>::new(), "{path:?}");
+        let promises: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect:"))
+            .collect();
+        assert!(!promises.is_empty(), "{path:?} promises nothing");
+        for token in promises.iter().flat_map(|p| p.split_whitespace()) {
+            let key = token.split('=').next().unwrap_or_default();
+            let key = key.trim_end_matches(['<', '>']);
+            let condition = key.starts_with(|c: char| c.is_ascii_uppercase());
+            assert!(
+                token.contains('=') && (condition || keys.contains(&key)),
+                "{path:?}: cannot check {token:?}"
+            );
+        }
+        seen += 1;
+    }
+    assert!(seen >= 5, "{seen} examples");
+}
+
+#[test]
+fn names_that_cannot_name_pods_or_services_say_how_to_fix_them() {
+    let errs = validate(&named(&"a".repeat(62))).join("\n");
+    assert!(
+        errs.contains("is 62 characters; the longest name allowed is 61"),
+        "{errs}"
+    );
+    assert!(errs.contains("shorter name"), "{errs}");
+    for bad in ["my.cluster", "1abc", "abc-"] {
+        let errs = validate(&named(bad)).join("\n");
+        assert!(
+            errs.contains("use lowercase letters, digits and '-'"),
+            "{bad}: {errs}"
+        );
+    }
+}
+
+#[test]
+fn validation_accepts_good_specs() {
+    for f in ["raft-3", "storage-5", "faults"] {
+        assert!(validation::validate(&fixture(f)).is_empty(), "{f}");
+    }
+}
+
+#[test]
+fn validation_reports_every_problem() {
+    let errs = validation::validate(&fixture("invalid"));
+    let all = errs.join("\n");
+    assert!(all.contains("replicas must be between 1 and 9"), "{all}");
+    assert!(all.contains("replication is immutable"), "{all}");
+    assert!(all.contains("heartbeatMs (200) must be below"), "{all}");
+    assert!(all.contains("probability in [0, 1]"), "{all}");
+    assert!(all.contains("used twice"), "{all}");
+    assert!(all.contains("at least two groups"), "{all}");
+    assert!(all.contains("delay needs latencyMs"), "{all}");
+    assert!(all.contains("unknown target \"boss\""), "{all}");
+    assert!(all.contains("ordinal 7 out of range"), "{all}");
+}
