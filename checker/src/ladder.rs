@@ -97,9 +97,13 @@ pub fn convergence(history: &History) -> BTreeMap<&str, bool> {
         .collect()
 }
 
-/// The ladder of `history`, given its linearizability `report`; the sequential search of a key
-/// gets `options.per_key_timeout` (past it, the rung is unknown).
+/// The ladder of `history`, given its linearizability `report`. The sequential search of a
+/// key gets `options.per_key_timeout`, and all of them together `options.total_timeout` from
+/// this call; past either, the key's sequential rung is unknown.
 pub fn ladder(history: &History, report: &Report, options: &CheckOptions) -> Ladder {
+    let total = options
+        .total_timeout
+        .and_then(|t| Instant::now().checked_add(t));
     let mut per_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, e) in history.entries.iter().enumerate() {
         per_key.entry(e.key.as_str()).or_default().push(i);
@@ -129,9 +133,13 @@ pub fn ladder(history: &History, report: &Report, options: &CheckOptions) -> Lad
                 Some(true)
             } else {
                 let indices = per_key.get(key).map_or(&[][..], Vec::as_slice);
-                let deadline = options
+                let per_key = options
                     .per_key_timeout
                     .and_then(|t| Instant::now().checked_add(t));
+                let deadline = match (per_key, total) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 match sequential::check_key(history, indices, history.initial_value(key), deadline)
                 {
                     Sequential::Yes => Some(true),

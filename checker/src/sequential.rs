@@ -15,7 +15,11 @@
 //! * a process whose next operation is a read of the current value takes it at once, without
 //!   branching: moving such a read earlier never invalidates an order (it changes nothing);
 //! * operations are tried in invoke order, so a history that is almost linearizable is ordered
-//!   almost as it happened, at the first attempt.
+//!   almost as it happened, at the first attempt;
+//! * a configuration where some process's next operation needs a value (a read of it, a CAS
+//!   expecting it) that the register does not hold and that no write still to be ordered
+//!   can produce is a dead end, abandoned at once (with unique write values, a read of an
+//!   overwritten value is found the moment it is overwritten).
 //!
 //! Operations are selected as for linearizability (`fail` left out, a failed CAS that recorded
 //! what it found is a read, unobservable `unknown` writes dropped). An `unknown` write or CAS
@@ -23,7 +27,7 @@
 //! operations its process invoked before it (and may come after later ones too: the request
 //! may still have been in flight).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use crate::history::{History, Op};
@@ -52,6 +56,8 @@ struct Problem {
     /// Required operations per process, in the process's order, with their invoke times.
     processes: Vec<Vec<(Op, u64)>>,
     optional: Vec<Optional>,
+    /// value → the operations that can write it.
+    writers: HashMap<i64, Vec<Move>>,
 }
 
 /// A point of the search.
@@ -64,10 +70,21 @@ struct Config {
     value: i64,
 }
 
+/// A step of the search: a process's next required operation (process, its position), or an
+/// optional one.
 #[derive(Clone, Copy)]
 enum Move {
-    Next(usize),
+    Next(usize, u32),
     Apply(usize),
+}
+
+/// The value `op` writes when it takes effect.
+fn written(op: &Op) -> Option<i64> {
+    match *op {
+        Op::Write { value } => Some(value),
+        Op::Cas { new, .. } => Some(new),
+        Op::Read { .. } => None,
+    }
 }
 
 /// Whether the operations `indices` (all of one key) of `history` are sequentially consistent
@@ -108,10 +125,49 @@ impl Problem {
                 });
             }
         }
+        let mut writers: HashMap<i64, Vec<Move>> = HashMap::new();
+        for (p, ops) in processes.iter().enumerate() {
+            for (i, (op, _)) in ops.iter().enumerate() {
+                if let Some(v) = written(op) {
+                    writers.entry(v).or_default().push(Move::Next(p, i as u32));
+                }
+            }
+        }
+        for (u, o) in optional.iter().enumerate() {
+            if let Some(v) = written(&o.op) {
+                writers.entry(v).or_default().push(Move::Apply(u));
+            }
+        }
         Problem {
             processes,
             optional,
+            writers,
         }
+    }
+
+    /// Whether the operation is ordered in `c`.
+    fn ordered(&self, c: &Config, m: Move) -> bool {
+        match m {
+            Move::Next(p, i) => c.done[p] > i,
+            Move::Apply(u) => c.applied[u / 64] & (1 << (u % 64)) != 0,
+        }
+    }
+
+    /// Some process waits for a value the register does not hold and no write still to be
+    /// ordered can produce.
+    fn dead(&self, c: &Config) -> bool {
+        self.processes.iter().enumerate().any(|(p, ops)| {
+            let needed = match ops.get(c.done[p] as usize) {
+                Some((Op::Read { output: Some(v) }, _)) => *v,
+                Some((Op::Cas { expected, .. }, _)) => *expected,
+                _ => return false,
+            };
+            needed != c.value
+                && self
+                    .writers
+                    .get(&needed)
+                    .is_none_or(|ws| ws.iter().all(|&w| self.ordered(c, w)))
+        })
     }
 
     fn finished(&self, c: &Config) -> bool {
@@ -139,12 +195,12 @@ impl Problem {
         for (p, ops) in self.processes.iter().enumerate() {
             if let Some((op, invoke)) = ops.get(c.done[p] as usize) {
                 if step(c.value, op).is_some() {
-                    moves.push((*invoke, Move::Next(p)));
+                    moves.push((*invoke, Move::Next(p, c.done[p])));
                 }
             }
         }
         for (u, o) in self.optional.iter().enumerate() {
-            let applied = c.applied[u / 64] & (1 << (u % 64)) != 0;
+            let applied = self.ordered(c, Move::Apply(u));
             // Applying a value the register already holds changes nothing: never needed.
             let changes = step(c.value, &o.op).is_some_and(|v| v != c.value);
             if !applied && changes && c.done[o.process] >= o.after {
@@ -158,7 +214,7 @@ impl Problem {
     fn apply(&self, c: &Config, m: Move) -> Config {
         let mut next = c.clone();
         let op = match m {
-            Move::Next(p) => {
+            Move::Next(p, _) => {
                 next.done[p] += 1;
                 &self.processes[p][c.done[p] as usize].0
             }
@@ -185,6 +241,9 @@ impl Problem {
         if self.finished(&start) {
             return Sequential::Yes;
         }
+        if self.dead(&start) {
+            return Sequential::No;
+        }
         let mut seen: HashSet<Config> = HashSet::new();
         let mut stack: Vec<(Config, Vec<Move>, usize)> =
             vec![(start.clone(), self.moves(&start), 0)];
@@ -204,7 +263,7 @@ impl Problem {
             if self.finished(&child) {
                 return Sequential::Yes;
             }
-            if seen.insert(child.clone()) {
+            if !self.dead(&child) && seen.insert(child.clone()) {
                 let moves = self.moves(&child);
                 stack.push((child, moves, 0));
             }

@@ -1,15 +1,21 @@
-//! `caplab check`: a history's linearizability verdict, as a table or JSON, with an exit code
-//! scripts can rely on (see [`crate::exit`]). Also the history loading and checker options
-//! `caplab report` shares.
+//! `caplab check`: a history's linearizability verdict, the ladder of models it satisfies
+//! (linearizable, sequential per key, converged) and its anomalies in plain words, as a table or
+//! JSON, with an exit code scripts can rely on (about linearizability only, see
+//! [`crate::exit`]). Also the history loading, checker options and analysis `caplab report`
+//! shares.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use caplab_checker::anomalies::counts;
 use caplab_checker::{
-    check, CheckOptions, Entry, History, KeyReport, Overall, Report, Status, Verdict,
+    anomalies, check, ladder, Anomaly, CheckOptions, Entry, History, KeyLadder, KeyReport, Ladder,
+    Overall, Report, Status, Verdict,
 };
 use serde::Serialize;
 
@@ -124,89 +130,259 @@ pub fn load_history(source: &Source) -> Result<History> {
         .map_err(bad_input)
 }
 
-/// `caplab check --json`: the overall verdict and each key's report.
+/// Everything `check` and `report` say about a history: the linearizability report, the
+/// ladder and the anomalies.
+pub struct Findings {
+    pub report: Report,
+    pub ladder: Ladder,
+    pub anomalies: Vec<Anomaly>,
+}
+
+/// Checks `history` for every rung of the ladder and finds its anomalies.
+pub fn analyse(history: &History, options: &CheckOptions) -> Findings {
+    let report = check(history, options);
+    let ladder = ladder(history, &report, options);
+    Findings {
+        anomalies: anomalies(history),
+        report,
+        ladder,
+    }
+}
+
+/// `caplab check --json`: the overall verdict, the ladder, each key's report and rungs, and
+/// the anomalies with their counts.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct JsonReport<'a> {
     verdict: Overall,
-    keys: &'a [KeyReport],
+    #[serde(flatten)]
+    rungs: Rungs,
+    keys: Vec<JsonKey<'a>>,
+    anomalies: &'a [Anomaly],
+    anomaly_counts: BTreeMap<&'static str, usize>,
+}
+
+#[derive(Serialize)]
+struct Rungs {
+    linearizable: Option<bool>,
+    sequential: Option<bool>,
+    converged: Option<bool>,
+    strongest: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct JsonKey<'a> {
+    #[serde(flatten)]
+    report: Cow<'a, KeyReport>,
+    #[serde(flatten)]
+    rungs: Rungs,
+}
+
+impl Rungs {
+    fn of_key(k: &KeyLadder) -> Rungs {
+        Rungs {
+            linearizable: k.linearizable,
+            sequential: k.sequential,
+            converged: k.converged,
+            strongest: k.strongest(),
+        }
+    }
+}
+
+impl Findings {
+    /// Each key of the ladder with its linearizability report; a key that only final reads
+    /// mention has no operations, so nothing in it can be out of order.
+    fn keys<'a>(&'a self, history: &History) -> Vec<(Cow<'a, KeyReport>, &'a KeyLadder)> {
+        self.ladder
+            .keys
+            .iter()
+            .map(|k| {
+                let report = match self.report.keys.iter().find(|r| r.key == k.key) {
+                    Some(r) => Cow::Borrowed(r),
+                    None => Cow::Owned(KeyReport {
+                        key: k.key.clone(),
+                        initial: history.initial_value(&k.key),
+                        operations: 0,
+                        pruned_unknown: 0,
+                        explored: 0,
+                        elapsed_ms: 0.0,
+                        verdict: Verdict::Linearizable,
+                    }),
+                };
+                (report, k)
+            })
+            .collect()
+    }
+
+    fn json(&self, history: &History) -> JsonReport<'_> {
+        let l = &self.ladder;
+        JsonReport {
+            verdict: self.report.overall(),
+            rungs: Rungs {
+                linearizable: l.linearizable,
+                sequential: l.sequential,
+                converged: l.converged,
+                strongest: l.strongest(),
+            },
+            keys: self
+                .keys(history)
+                .into_iter()
+                .map(|(report, k)| JsonKey {
+                    report,
+                    rungs: Rungs::of_key(k),
+                })
+                .collect(),
+            anomalies: &self.anomalies,
+            anomaly_counts: counts(&self.anomalies)
+                .into_iter()
+                .map(|(kind, n)| (kind.as_str(), n))
+                .collect(),
+        }
+    }
 }
 
 pub fn run(args: &CheckArgs) -> Result<ExitCode> {
     let history = load_history(&args.history)?;
-    let report = check(&history, &args.deadlines.options());
-    let overall = report.overall();
+    let findings = analyse(&history, &args.deadlines.options());
     if args.json {
-        let json = JsonReport {
-            verdict: overall,
-            keys: &report.keys,
-        };
         println!(
             "{}",
-            serde_json::to_string_pretty(&json).context("serialising the report")?
+            serde_json::to_string_pretty(&findings.json(&history))
+                .context("serialising the report")?
         );
     } else {
-        print!("{}", render(&history, &report));
+        print!("{}", render(&history, &findings));
     }
-    Ok(of_verdict(overall))
+    Ok(of_verdict(findings.report.overall()))
 }
 
-/// The table of keys, what went wrong on each key that is not linearizable, and the verdict.
-fn render(history: &History, report: &Report) -> String {
+/// `yes`, `no` or `unknown`.
+pub fn rung(value: Option<bool>) -> &'static str {
+    match value {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "unknown",
+    }
+}
+
+/// How many sentences of each kind the table output prints (`--json` lists them all).
+const SENTENCES_PER_KIND: usize = 20;
+
+/// The table of keys, what went wrong on each key that is not linearizable, the anomalies,
+/// the ladder, and the verdict (last line).
+fn render(history: &History, findings: &Findings) -> String {
+    let report = &findings.report;
+    let keys = findings.keys(history);
     let mut out = String::new();
-    let width = report
-        .keys
+    let width = keys
         .iter()
-        .map(|k| k.key.len())
+        .map(|(k, _)| k.key.len())
         .max()
         .unwrap_or(3)
         .max(3);
     out.push_str(&format!(
-        "{:<width$}  {:>10}  {:>9}  VERDICT\n",
-        "KEY", "OPERATIONS", "TIME"
+        "{:<width$}  {:>10}  {:>9}  {:<10}  {:<9}  {:<12}  VERDICT\n",
+        "KEY", "OPERATIONS", "TIME", "SEQUENTIAL", "CONVERGED", "STRONGEST"
     ));
-    for k in &report.keys {
+    for (k, l) in &keys {
         out.push_str(&format!(
-            "{:<width$}  {:>10}  {:>7.1}ms  {}\n",
+            "{:<width$}  {:>10}  {:>7.1}ms  {:<10}  {:<9}  {:<12}  {}\n",
             k.key,
             k.operations,
             k.elapsed_ms,
+            rung(l.sequential),
+            rung(l.converged),
+            l.strongest().unwrap_or("unknown"),
             k.verdict.kind().label()
         ));
     }
     for k in &report.keys {
-        match &k.verdict {
-            Verdict::NotLinearizable(v) => {
-                out.push_str(&format!(
-                    "\nkey {}: {}.\n",
-                    k.key,
-                    Overall::NotLinearizable.label()
-                ));
-                out.push_str(&format!(
-                    "  after ordering {} operations (value {}), this operation cannot be placed:\n",
-                    v.linearized, v.last_state
-                ));
-                if let Some(e) = history.entries.get(v.stuck) {
-                    out.push_str(&format!("    #{} {}\n", v.stuck, describe(e)));
-                }
-                if !v.concurrent.is_empty() {
-                    out.push_str("  nor any pending one:\n");
-                    for &i in &v.concurrent {
-                        if let Some(e) = history.entries.get(i) {
-                            out.push_str(&format!("    #{i} {}\n", describe(e)));
-                        }
+        out.push_str(&violation(history, k));
+    }
+    out.push_str(&anomaly_lines(&findings.anomalies));
+    out.push_str(&ladder_lines(history, &findings.ladder));
+    out.push_str(&format!("\n{}\n", report.overall().label()));
+    out
+}
+
+/// What went wrong on a key that is not linearizable (or why it is unknown); empty otherwise.
+fn violation(history: &History, k: &KeyReport) -> String {
+    let mut out = String::new();
+    match &k.verdict {
+        Verdict::NotLinearizable(v) => {
+            out.push_str(&format!(
+                "\nkey {}: {}.\n",
+                k.key,
+                Overall::NotLinearizable.label()
+            ));
+            out.push_str(&format!(
+                "  after ordering {} operations (value {}), this operation cannot be placed:\n",
+                v.linearized, v.last_state
+            ));
+            if let Some(e) = history.entries.get(v.stuck) {
+                out.push_str(&format!("    #{} {}\n", v.stuck, describe(e)));
+            }
+            if !v.concurrent.is_empty() {
+                out.push_str("  nor any pending one:\n");
+                for &i in &v.concurrent {
+                    if let Some(e) = history.entries.get(i) {
+                        out.push_str(&format!("    #{i} {}\n", describe(e)));
                     }
                 }
             }
-            Verdict::Unknown { reason } => out.push_str(&format!(
-                "\nkey {}: {}: {reason}\n",
-                k.key,
-                Overall::Unknown.label()
-            )),
-            Verdict::Linearizable => {}
+        }
+        Verdict::Unknown { reason } => out.push_str(&format!(
+            "\nkey {}: {}: {reason}\n",
+            k.key,
+            Overall::Unknown.label()
+        )),
+        Verdict::Linearizable => {}
+    }
+    out
+}
+
+/// The count of each kind, then the sentences (at most [`SENTENCES_PER_KIND`] of each).
+fn anomaly_lines(found: &[Anomaly]) -> String {
+    let counts = counts(found);
+    let summary: Vec<String> = counts
+        .iter()
+        .map(|(kind, n)| format!("{n} {}", kind.words()))
+        .collect();
+    let mut out = format!("\nanomalies: {}\n", summary.join(", "));
+    for (kind, n) in &counts {
+        for a in found
+            .iter()
+            .filter(|a| a.kind == *kind)
+            .take(SENTENCES_PER_KIND)
+        {
+            out.push_str(&format!("  {}\n", a.sentence));
+        }
+        if *n > SENTENCES_PER_KIND {
+            out.push_str(&format!(
+                "  … and {} more of {} (--json lists them all)\n",
+                n - SENTENCES_PER_KIND,
+                kind.words()
+            ));
         }
     }
-    out.push_str(&format!("\n{}\n", report.overall().label()));
     out
+}
+
+/// The overall ladder, saying plainly that sequential consistency is per key.
+fn ladder_lines(history: &History, l: &Ladder) -> String {
+    let converged = match l.converged {
+        None if history.final_reads.is_empty() => {
+            "unknown (the history has no final reads)".to_string()
+        }
+        other => rung(other).to_string(),
+    };
+    format!(
+        "\nladder: linearizable {}, sequential {} (per key: sequential consistency does not \
+         compose across keys), converged {converged}; strongest: {}\n",
+        rung(l.linearizable),
+        rung(l.sequential),
+        l.strongest().unwrap_or("unknown")
+    )
 }
 
 fn ms(ns: u64) -> String {

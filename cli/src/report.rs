@@ -1,11 +1,15 @@
-//! A self-contained HTML report: the verdict per key, what a violation consists of, and an
-//! SVG timeline with one lane per process, operations as bars, fault windows shaded and
-//! violating operations highlighted. No scripts, fonts or anything else from the network.
+//! A self-contained HTML report: the verdict and the ladder per key, what a violation consists
+//! of, the anomalies in plain words, and an SVG timeline with one lane per process, operations
+//! as bars, fault windows shaded, violating operations and those an anomaly involves
+//! highlighted. No scripts, fonts or anything else from the network.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
-use caplab_checker::{Entry, History, Report, Status, Verdict};
+use caplab_checker::anomalies::counts;
+use caplab_checker::{
+    anomalies, ladder, Anomaly, CheckOptions, Entry, History, Ladder, Report, Status, Verdict,
+};
 use serde::{Deserialize, Serialize};
 
 /// A fault window to shade: `{"name": "leader partitioned", "start": ns, "end": ns|null}`.
@@ -60,12 +64,18 @@ td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 svg text { font-size: 11px; font-family: ui-monospace, monospace; }
 rect.op.read { fill: #90caf9; } rect.op.write { fill: #a5d6a7; } rect.op.cas { fill: #ce93d8; }
 rect.op.fail { fill: #e0e0e0; } rect.op.unknown { fill-opacity: 0.45; stroke: #ef6c00; stroke-dasharray: 3 2; }
+rect.op.anomaly { stroke: #6a1b9a; stroke-width: 2.5; }
 rect.op.violation { stroke: #d50000; stroke-width: 2.5; fill: #ff8a80; }
+li.anomaly { margin: 0.2em 0; }
 rect.fault { fill: #fff3e0; stroke: #ffb74d; }
 code { background: #f5f5f5; padding: 0 0.2em; }
 "#;
 
-/// Renders the report. `key`: only that key's operations in the timeline.
+/// How many sentences of each kind the report lists.
+const SENTENCES_PER_KIND: usize = 200;
+
+/// Renders the report. `key`: only that key's operations in the timeline. The ladder's
+/// sequential searches run here, with the checker's default deadlines.
 pub fn render(
     history: &History,
     report: &Report,
@@ -74,6 +84,12 @@ pub fn render(
     title: &str,
 ) -> String {
     let violating: HashSet<usize> = report.violating_ops();
+    let ladder = ladder(history, report, &CheckOptions::default());
+    let found = anomalies(history);
+    let involved: HashSet<usize> = found
+        .iter()
+        .flat_map(|a| a.operations.iter().copied())
+        .collect();
     let mut html = String::new();
     let _ = write!(
         html,
@@ -92,18 +108,25 @@ pub fn render(
         report.keys.len(),
         ms(history.end_time())
     );
+    html.push_str(&ladder_html(&ladder));
     html.push_str(
-        "<table id=\"keys\"><tr><th>key</th><th>verdict</th><th>operations checked</th>\
+        "<table id=\"keys\"><tr><th>key</th><th>verdict</th><th>sequential</th>\
+         <th>converged</th><th>strongest</th><th>operations checked</th>\
          <th>unknown pruned</th><th>time</th></tr>\n",
     );
     for k in &report.keys {
         let kind = k.verdict.kind();
+        let rungs = ladder.keys.iter().find(|l| l.key == k.key);
         let _ = writeln!(
             html,
-            "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{:.1} ms</td></tr>",
+            "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{:.1} ms</td></tr>",
             escape(&k.key),
             kind.as_str(),
             kind.label(),
+            crate::check::rung(rungs.and_then(|l| l.sequential)),
+            crate::check::rung(rungs.and_then(|l| l.converged)),
+            rungs.and_then(|l| l.strongest()).unwrap_or("unknown"),
             k.operations,
             k.pruned_unknown,
             k.elapsed_ms
@@ -162,14 +185,69 @@ pub fn render(
         }
     }
 
-    html.push_str(&timeline(history, &violating, windows, key));
+    html.push_str(&anomalies_html(&found));
+    html.push_str(&timeline(history, &violating, &involved, windows, key));
     html.push_str("</body></html>\n");
+    html
+}
+
+/// The overall ladder, saying plainly that sequential consistency is per key.
+fn ladder_html(l: &Ladder) -> String {
+    format!(
+        "<p id=\"ladder\">Ladder: linearizable <b>{}</b> · sequentially consistent <b>{}</b> \
+         (per key: sequential consistency does not compose across keys) · converged <b>{}</b> \
+         · strongest: <b>{}</b></p>\n",
+        crate::check::rung(l.linearizable),
+        crate::check::rung(l.sequential),
+        crate::check::rung(l.converged),
+        l.strongest().unwrap_or("unknown")
+    )
+}
+
+/// The anomalies, counted by kind, each sentence with the operations it involves (highlighted
+/// in the timeline below).
+fn anomalies_html(found: &[Anomaly]) -> String {
+    let counts = counts(found);
+    let summary: Vec<String> = counts
+        .iter()
+        .map(|(kind, n)| format!("{n} {}", kind.words()))
+        .collect();
+    let mut html = format!(
+        "<h2>Anomalies</h2>\n<p id=\"anomaly-counts\">{}</p>\n<ul id=\"anomalies\">\n",
+        escape(&summary.join(", "))
+    );
+    for (kind, n) in &counts {
+        for a in found
+            .iter()
+            .filter(|a| a.kind == *kind)
+            .take(SENTENCES_PER_KIND)
+        {
+            let entries: Vec<String> = a.operations.iter().map(|i| format!("#{i}")).collect();
+            let _ = writeln!(
+                html,
+                "<li class=\"anomaly\" data-kind=\"{}\">{} <small>{}</small></li>",
+                kind.as_str(),
+                escape(&a.sentence),
+                escape(&entries.join(" "))
+            );
+        }
+        if *n > SENTENCES_PER_KIND {
+            let _ = writeln!(
+                html,
+                "<li>… and {} more of {} (<code>caplab check --json</code> lists them all)</li>",
+                n - SENTENCES_PER_KIND,
+                kind.words()
+            );
+        }
+    }
+    html.push_str("</ul>\n");
     html
 }
 
 fn timeline(
     history: &History,
     violating: &HashSet<usize>,
+    involved: &HashSet<usize>,
     windows: &[Window],
     key: Option<&str>,
 ) -> String {
@@ -207,6 +285,7 @@ fn timeline(
          <span><i class=\"swatch\" style=\"background:#e0e0e0\"></i>failed</span>\
          <span><i class=\"swatch\" style=\"border:1px dashed #ef6c00\"></i>unknown outcome</span>\
          <span><i class=\"swatch\" style=\"background:#ff8a80;border:2px solid #d50000\"></i>violation</span>\
+         <span><i class=\"swatch\" style=\"border:2px solid #6a1b9a\"></i>in an anomaly</span>\
          <span><i class=\"swatch\" style=\"background:#fff3e0;border:1px solid #ffb74d\"></i>fault</span>\
          · hover an operation for details</p>",
         key.map_or_else(String::new, |k| format!(" of key <code>{}</code>", escape(k)))
@@ -266,6 +345,9 @@ fn timeline(
             Status::Ok => {}
             Status::Fail => class.push("fail"),
             Status::Unknown => class.push("unknown"),
+        }
+        if involved.contains(index) {
+            class.push("anomaly");
         }
         if violating.contains(index) {
             class.push("violation");
@@ -329,9 +411,19 @@ mod tests {
             assert!(html.contains(&format!("data-process=\"{p}\"")), "lane {p}");
         }
         assert!(
-            html.contains("class=\"op read violation\" data-entry=\"2\""),
+            html.contains("class=\"op read anomaly violation\" data-entry=\"2\""),
             "{html}"
         );
+        // The stale read, in words, with the write it missed highlighted too.
+        assert!(
+            html.contains(
+                "read of x returned 0 at 0.0 ms although the write of 1 was acknowledged at \
+                 0.0 ms (stale read)"
+            ),
+            "{html}"
+        );
+        assert!(html.contains("class=\"op write anomaly\" data-entry=\"0\""));
+        assert!(html.contains("id=\"ladder\""));
         assert!(!html.contains("class=\"op write violation\""));
         assert!(html.contains("partition &lt;leader&gt;"));
         assert!(html.contains("test &amp; report"));

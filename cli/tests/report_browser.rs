@@ -1,5 +1,6 @@
 //! A report renders in headless Chromium (Debian's `chromium`): the DOM the browser builds lists
-//! every process, marks the violating operation, shades the fault window, and the page loads
+//! every process, marks the violating operation, shows the ladder and the anomaly sentences
+//! with the operations involved highlighted, shades the fault window, and the page loads
 //! nothing from the network.
 //!
 //! Without a Chromium the test fails when `CI=true` and is skipped (with a printed reason)
@@ -160,6 +161,39 @@ fn report_renders_in_headless_chromium() {
             .any(|r| r.contains("class=\"op read") && r.contains("process 2 x")),
         "the stale read (process 2) is not the marked one: {violating:?}"
     );
+    // The ladder, and the anomaly in plain words, counted, with its operations highlighted:
+    // the stale read (#3) and the write of 2 it missed (#1).
+    let ladder = dom
+        .split("id=\"ladder\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</p>").next())
+        .unwrap_or_else(|| panic!("no ladder in the DOM:\n{dom}"));
+    assert!(
+        ladder.contains("per key") && ladder.contains("strongest"),
+        "{ladder}"
+    );
+    assert!(
+        dom.contains(
+            "read of x returned 1 at 4.0 ms although the write of 2 was acknowledged at 3.0 ms \
+             (stale read)"
+        ),
+        "the stale read sentence is missing:\n{dom}"
+    );
+    assert!(
+        dom.contains("1 stale read, 0 lost acknowledged write"),
+        "no anomaly counts:\n{dom}"
+    );
+    let in_anomaly: Vec<&str> = dom
+        .split("<rect ")
+        .skip(1)
+        .filter(|r| r.starts_with("class=\"op") && r.contains(" anomaly"))
+        .collect();
+    for entry in ["data-entry=\"1\"", "data-entry=\"3\""] {
+        assert!(
+            in_anomaly.iter().any(|r| r.contains(entry)),
+            "{entry} is not highlighted as part of the anomaly: {in_anomaly:?}"
+        );
+    }
     // The fault window is shaded and named.
     assert!(
         dom.contains("class=\"fault-window\"") && dom.contains("partition-leader"),
