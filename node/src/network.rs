@@ -65,10 +65,10 @@ impl AddressBook {
 
     /// Records addresses; an entry without an incarnation keeps the one already known (a
     /// member that moved to a new address keeps its incarnation).
-    pub fn merge(&self, entries: impl IntoIterator<Item = (NodeId, impl Into<PeerAddr>)>) {
+    pub fn merge(&self, entries: impl IntoIterator<Item = (NodeId, impl IntoPeerAddr)>) {
         let mut book = self.0.write().unwrap_or_else(|p| p.into_inner());
         for (id, entry) in entries {
-            let entry: PeerAddr = entry.into();
+            let entry = entry.into_peer_addr();
             let known = book.get(&id).and_then(|e| e.incarnation.clone());
             let incarnation = entry.incarnation().cloned().or(known);
             let addr = entry.addr().to_string();
@@ -79,9 +79,11 @@ impl AddressBook {
     /// Makes `entries` the whole book: members not listed are forgotten at once (their pod is
     /// gone, and its address may soon belong to another member), listed ones are recorded as
     /// by [`AddressBook::merge`].
-    pub fn replace(&self, entries: impl IntoIterator<Item = (NodeId, impl Into<PeerAddr>)>) {
-        let entries: Vec<(NodeId, PeerAddr)> =
-            entries.into_iter().map(|(id, e)| (id, e.into())).collect();
+    pub fn replace(&self, entries: impl IntoIterator<Item = (NodeId, impl IntoPeerAddr)>) {
+        let entries: Vec<(NodeId, PeerAddr)> = entries
+            .into_iter()
+            .map(|(id, e)| (id, e.into_peer_addr()))
+            .collect();
         {
             let mut book = self.0.write().unwrap_or_else(|p| p.into_inner());
             book.retain(|id, _| entries.iter().any(|(listed, _)| listed == id));
@@ -114,9 +116,21 @@ impl AddressBook {
     }
 }
 
-impl From<String> for PeerAddr {
-    fn from(addr: String) -> Self {
-        PeerAddr::Plain(addr)
+/// What the address book takes: an admin-API entry, or a plain `host:port` (as the primary
+/// replicates its book).
+pub trait IntoPeerAddr {
+    fn into_peer_addr(self) -> PeerAddr;
+}
+
+impl IntoPeerAddr for PeerAddr {
+    fn into_peer_addr(self) -> PeerAddr {
+        self
+    }
+}
+
+impl IntoPeerAddr for String {
+    fn into_peer_addr(self) -> PeerAddr {
+        PeerAddr::Plain(self)
     }
 }
 

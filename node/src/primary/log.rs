@@ -5,42 +5,14 @@
 //! once enough of them pile up: memory and disk then hold only the recent tail. A member that
 //! needs entries from before the snapshot (one that joined empty) is sent the snapshot.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::store::LogEntry;
+use super::entries::{LogEntry, Snapshot};
 use crate::register::Registers;
 
-/// The registers after applying every entry up to `seq` (whose epoch was `epoch`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Snapshot {
-    pub seq: u64,
-    pub epoch: u64,
-    /// Where each epoch folded into the snapshot began: first sequence number → epoch. A
-    /// member whose entries the snapshot replaces can then tell exactly which of them the
-    /// primary never had. Snapshots from before this field lack the start of their history:
-    /// epochs before the first start recorded are unknown.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub epoch_starts: BTreeMap<u64, u64>,
-    pub registers: Registers,
-}
-
-impl Snapshot {
-    /// The epoch of entry `seq` folded into this snapshot (0 for seq 0); `None` past the
-    /// snapshot or where its history is unknown.
-    pub fn epoch_at(&self, seq: u64) -> Option<u64> {
-        match seq {
-            0 => Some(0),
-            s if s == self.seq => Some(self.epoch),
-            s if s > self.seq => None,
-            s => self.epoch_starts.range(..=s).next_back().map(|(_, e)| *e),
-        }
-    }
-}
-
+/// The registers' history since the snapshot, in memory (the store holds it durably).
 pub struct ChangeLog {
     base: Snapshot,
     /// Entries `base.seq + 1 ..= last_seq()`, in order.
@@ -202,6 +174,8 @@ impl ChangeLog {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::types::Command;
 

@@ -14,8 +14,8 @@ use redb::{Database, TableDefinition, TableHandle, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::log::Snapshot;
-use crate::types::{Command, NodeId};
+use super::entries::{LogEntry, Snapshot};
+use crate::types::NodeId;
 
 /// Sequence numbers per log table.
 const SEGMENT: u64 = 4096;
@@ -23,13 +23,6 @@ const SEGMENT_PREFIX: &str = "entries-";
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const META_KEY: &str = "meta";
 const SNAPSHOT_KEY: &str = "snapshot";
-
-/// One replicated change, stamped with the epoch of the primary that ordered it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LogEntry {
-    pub epoch: u64,
-    pub command: Command,
-}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -246,6 +239,7 @@ fn append(tx: &WriteTransaction, rows: &[(u64, Vec<u8>)]) -> Result<(), StoreErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Command;
 
     fn entry(epoch: u64, value: i64) -> LogEntry {
         LogEntry {
