@@ -8,12 +8,15 @@ use clap::{Parser, ValueEnum};
 use thiserror::Error;
 
 use crate::election::ElectionTiming;
+use crate::quorum::QuorumSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Replication {
     Raft,
     Async,
     Sync,
+    /// Leaderless: every member coordinates, writes wait for W replicas, reads ask R.
+    Quorum,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -74,6 +77,14 @@ pub struct Config {
     #[arg(long, env = "CAPLAB_SNAPSHOT_LOGS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(10..))]
     pub snapshot_logs: u64,
+    /// Quorum mode: R, the replicas a read waits for (this member included); default a
+    /// majority of the members. At most the number of members (checked at init).
+    #[arg(long, env = "CAPLAB_READ_QUORUM", value_parser = clap::value_parser!(u64).range(1..=9))]
+    pub read_quorum: Option<u64>,
+    /// Quorum mode: W, the durable acknowledgements a write waits for (this member's
+    /// included); default a majority of the members.
+    #[arg(long, env = "CAPLAB_WRITE_QUORUM", value_parser = clap::value_parser!(u64).range(1..=9))]
+    pub write_quorum: Option<u64>,
     /// Log output format.
     #[arg(long, env = "CAPLAB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -92,6 +103,10 @@ pub enum ConfigError {
     Timing { heartbeat: u64, election: u64 },
     #[error("invalid Raft configuration: {0}")]
     Raft(String),
+    #[error(
+        "--read-quorum and --write-quorum are for --replication quorum; drop them or use quorum"
+    )]
+    QuorumFlags,
 }
 
 impl Config {
@@ -124,6 +139,18 @@ impl Config {
             lease: Duration::from_millis(self.election_timeout_ms + 1),
             heartbeat: self.heartbeat(),
         }
+    }
+
+    /// R and W of quorum mode; refused with another mode.
+    pub fn quorum_settings(&self) -> Result<QuorumSettings, ConfigError> {
+        let given = self.read_quorum.is_some() || self.write_quorum.is_some();
+        if given && self.replication != Replication::Quorum {
+            return Err(ConfigError::QuorumFlags);
+        }
+        Ok(QuorumSettings {
+            read: self.read_quorum.map(|r| r as usize),
+            write: self.write_quorum.map(|w| w as usize),
+        })
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -197,6 +224,19 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(bad.raft_config(), Err(ConfigError::Timing { .. })));
+    }
+
+    #[test]
+    fn quorum_sizes_only_with_quorum_replication() {
+        let q = parse(&["--id", "1", "--replication", "quorum", "--read-quorum", "1"]).unwrap();
+        let settings = q.quorum_settings().unwrap();
+        assert_eq!((settings.read, settings.write), (Some(1), None));
+        let raft = parse(&["--id", "1", "--write-quorum", "2"]).unwrap();
+        assert!(matches!(
+            raft.quorum_settings(),
+            Err(ConfigError::QuorumFlags)
+        ));
+        assert!(parse(&["--id", "1", "--replication", "quorum", "--read-quorum", "0"]).is_err());
     }
 
     #[test]

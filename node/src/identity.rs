@@ -33,7 +33,12 @@ pub const INCARNATION_HEADER: &str = "x-caplab-incarnation";
 const INCARNATION_FILE: &str = "incarnation";
 /// Files whose presence means the data directory already belongs to a member: the Raft log
 /// and snapshot, the primary–secondary store.
-const MEMBER_DATA_FILES: [&str; 3] = ["raft-log.redb", "snapshot.json", "primary-secondary.redb"];
+const MEMBER_DATA_FILES: [&str; 4] = [
+    "raft-log.redb",
+    "snapshot.json",
+    "primary-secondary.redb",
+    "quorum.redb",
+];
 
 /// 16 lowercase hex characters (64 random bits), fixed for the life of a data directory.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

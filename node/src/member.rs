@@ -19,6 +19,7 @@ use crate::identity::PeerAddr;
 use crate::metrics::Metrics;
 use crate::network::{PeerClient, Relayed};
 use crate::primary::{EpochView, PrimaryEngine, ReplicateRequest, ReplicateResponse};
+use crate::quorum::QuorumEngine;
 use crate::raft_engine::RaftEngine;
 use crate::status::Status;
 use crate::types::{Command, Node, NodeId};
@@ -83,6 +84,7 @@ fn served_here<T, E: EngineError>(result: Result<T, E>, what: &str) -> Result<T,
 pub enum Engine {
     Raft(RaftEngine),
     Primary(Arc<PrimaryEngine>),
+    Quorum(Arc<QuorumEngine>),
 }
 
 /// Runs `$body` with `$e` bound to whichever engine `$engine` holds (static dispatch: the
@@ -92,6 +94,7 @@ macro_rules! each {
         match $engine {
             Engine::Raft($e) => $body,
             Engine::Primary($e) => $body,
+            Engine::Quorum($e) => $body,
         }
     };
 }
@@ -131,13 +134,12 @@ impl Member {
 
     /// The primary-mode engine; other modes refuse primary-mode operations (400).
     fn primary_engine(&self) -> Result<&Arc<PrimaryEngine>, MemberError> {
-        match &self.engine {
-            Engine::Primary(p) => Ok(p),
-            Engine::Raft(raft) => {
-                let refused = Unsupported::other_mode(raft.mode(), "take primary-mode messages");
-                Err(MemberError::new(refused.outcome(), refused.to_string()))
-            }
+        if let Engine::Primary(p) = &self.engine {
+            return Ok(p);
         }
+        let mode = each!(&self.engine, e => e.mode());
+        let refused = Unsupported::other_mode(mode, "take primary-mode messages");
+        Err(MemberError::new(refused.outcome(), refused.to_string()))
     }
 
     pub async fn write(&self, command: Command, may_forward: bool) -> Result<Reply, MemberError> {
@@ -268,6 +270,10 @@ impl Member {
                 .map_or(0, |d| d.as_millis() as u64),
             faults: self.faults.current(),
             fault_counters: self.faults.counters(),
+            quorum: match &self.engine {
+                Engine::Quorum(q) => Some(q.quorum_status()),
+                _ => None,
+            },
         }
     }
 
@@ -284,6 +290,10 @@ impl Member {
                  epoch with the other members",
                 s.engine.term
             ));
+        }
+        if let Engine::Quorum(q) = &self.engine {
+            // Leaderless: ready while enough replicas answer to serve R and W.
+            return q.readiness();
         }
         if !s.voter {
             return Err(format!(

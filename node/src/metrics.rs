@@ -9,6 +9,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::identity::Misdirection;
+use crate::quorum::counters::QuorumMetrics;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -47,6 +48,8 @@ pub struct Metrics {
     /// Peer-port requests refused with 421, by reason (`wrong-cluster`, `wrong-member`,
     /// `wrong-incarnation`).
     pub misdirected: Family<ReasonLabels, Counter>,
+    /// Quorum mode's counters (registered in every mode; zero elsewhere).
+    pub quorum: QuorumMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -111,6 +114,8 @@ impl Default for Metrics {
             "Peer messages refused because they named another cluster, member or incarnation",
             misdirected.clone(),
         );
+        let quorum = QuorumMetrics::default();
+        quorum.register(&mut registry);
         Self {
             registry,
             requests,
@@ -122,6 +127,7 @@ impl Default for Metrics {
             discarded_writes,
             fault_messages,
             misdirected,
+            quorum,
         }
     }
 }

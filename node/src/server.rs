@@ -14,6 +14,7 @@ use crate::member::{Engine, Member};
 use crate::metrics::Metrics;
 use crate::network::{AddressBook, Network, PeerClient};
 use crate::primary::{Mode, PrimaryEngine};
+use crate::quorum::QuorumEngine;
 use crate::raft_engine::RaftEngine;
 use crate::types::Raft;
 use crate::{api, store};
@@ -29,6 +30,7 @@ pub struct Running {
 
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let token = config.admin_token()?;
+    config.quorum_settings()?;
     let metrics = Arc::new(Metrics::default());
     let faults = Arc::new(Faults::new(&metrics));
     let identity = Identity {
@@ -60,6 +62,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             )
             .with_context(|| format!("opening {}", config.data_dir.display()))?;
             Engine::Primary(engine)
+        }
+        Replication::Quorum => {
+            let engine = QuorumEngine::open(
+                config.id,
+                config.quorum_settings()?,
+                &config.data_dir,
+                peers.clone(),
+                metrics.quorum.clone(),
+            )
+            .with_context(|| format!("opening {}", config.data_dir.display()))?;
+            Engine::Quorum(engine)
         }
     };
     let member = Arc::new(Member {

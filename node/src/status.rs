@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::faults::{FaultCounters, FaultSet};
 use crate::identity::Incarnation;
+use crate::quorum::QuorumStatus;
 use crate::types::NodeId;
 
 /// How far one peer is behind, as the leader or primary sees it.
@@ -66,4 +67,7 @@ pub struct Status {
     pub clock_ms: u64,
     pub faults: FaultSet,
     pub fault_counters: BTreeMap<NodeId, FaultCounters>,
+    /// Quorum mode: N, R, W, reachability and the last-writer-wins counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<QuorumStatus>,
 }

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod error;
 pub mod peer;
+pub mod quorum;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::Request;

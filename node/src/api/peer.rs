@@ -41,6 +41,7 @@ pub fn router(member: Arc<Member>) -> Router {
         .route(FORWARD_READ_PATH, post(forwarded_read))
         .route(REPLICATE_PATH, post(replicate))
         .route(EPOCH_PATH, post(epoch))
+        .merge(super::quorum::routes())
         .layer(middleware::from_fn_with_state(
             member.clone(),
             incoming_faults,

@@ -55,10 +55,9 @@ impl ReplicationEngine for Arc<QuorumEngine> {
     }
 
     async fn status(&self, _contacts: &BTreeMap<NodeId, u64>) -> EngineStatus {
-        let quorum = QuorumEngine::status(self);
-        let members: Vec<NodeId> = quorum.replicas.keys().copied().collect();
-        let peers = quorum
-            .replicas
+        let replicas = self.quorum_status().replicas;
+        let members: Vec<NodeId> = replicas.keys().copied().collect();
+        let peers = replicas
             .iter()
             .filter(|(id, _)| **id != self.id)
             .map(|(id, reach)| {
@@ -85,7 +84,6 @@ impl ReplicationEngine for Arc<QuorumEngine> {
             learners: Vec::new(),
             peers,
             discarded_writes: None,
-
         }
     }
 

@@ -208,7 +208,7 @@ impl QuorumEngine {
         Ok(())
     }
 
-    pub fn status(&self) -> QuorumStatus {
+    pub fn quorum_status(&self) -> QuorumStatus {
         let n = self.replicas.members().len();
         let q = Quorums::resolve(n, self.settings.read, self.settings.write);
         QuorumStatus {
