@@ -1,11 +1,8 @@
-//! Access to a `RegisterCluster` through the Kubernetes API: the resource itself (read, and a
-//! JSON merge patch of `spec.faults`) and its members through the API server's pod proxy, so
-//! a laptop reaches a kind cluster's members with no DNS and no port-forward.
-
-use std::time::Duration;
+//! Access to a `RegisterCluster` through the Kubernetes API: connecting, reading the
+//! resource, and a JSON merge patch of `spec.faults`. Its members are reached through the API
+//! server's pod proxy ([`crate::pod_proxy`]).
 
 use anyhow::{anyhow, bail, Context, Result};
-use kube::client::Body;
 use reqwest::Url;
 use serde_json::{json, Value};
 
@@ -15,8 +12,6 @@ use crate::regc::RegisterCluster;
 pub const GROUP: &str = "caplab.dev";
 pub const VERSION: &str = "v1alpha1";
 pub const PLURAL: &str = "registerclusters";
-/// The members' client port (operator/src/member_client.rs).
-pub const CLIENT_PORT: u16 = 8080;
 
 /// Which Kubernetes cluster and namespace to talk to.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -82,22 +77,6 @@ pub fn cluster_path(namespace: &str, name: &str) -> String {
 /// Pod name of a member: `<cluster>-<ordinal>`.
 pub fn pod_name(cluster: &str, ordinal: u32) -> String {
     format!("{cluster}-{ordinal}")
-}
-
-/// `/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy`: the API server forwards what follows
-/// to the pod's port.
-pub fn pod_proxy_prefix(namespace: &str, pod: &str, port: u16) -> String {
-    join_path(
-        "/api/v1",
-        &[
-            "namespaces",
-            namespace,
-            "pods",
-            &format!("{pod}:{port}"),
-            "proxy",
-        ],
-        &[],
-    )
 }
 
 /// GETs a path of the API server as JSON.
@@ -244,50 +223,6 @@ pub async fn set_faults(
     )
 }
 
-/// A request to a member through the pod proxy that never produced an answer.
-#[derive(Debug)]
-pub struct ProxyError {
-    pub message: String,
-}
-
-/// Sends one request through the proxy; returns the status and the body.
-pub async fn proxy_send(
-    client: &kube::Client,
-    method: http::Method,
-    path: &str,
-    json_body: Option<&Value>,
-    timeout: Duration,
-) -> Result<(u16, Vec<u8>), ProxyError> {
-    let mut builder = http::Request::builder().method(method.clone()).uri(path);
-    let body = match json_body {
-        Some(v) => {
-            builder = builder.header(http::header::CONTENT_TYPE, "application/json");
-            Body::from(serde_json::to_vec(v).map_err(|e| ProxyError {
-                message: format!("serialising the body: {e}"),
-            })?)
-        }
-        None => Body::empty(),
-    };
-    let request = builder.body(body).map_err(|e| ProxyError {
-        message: format!("building {method} {path}: {e}"),
-    })?;
-    let exchange = async {
-        let response = client.send(request).await?;
-        let status = response.status().as_u16();
-        let bytes = response.into_body().collect_bytes().await?;
-        Ok::<_, kube::Error>((status, bytes.to_vec()))
-    };
-    match tokio::time::timeout(timeout, exchange).await {
-        Err(_) => Err(ProxyError {
-            message: format!("{method} {path}: no answer within {timeout:?}"),
-        }),
-        Ok(Err(e)) => Err(ProxyError {
-            message: format!("{method} {path}: {e}"),
-        }),
-        Ok(Ok(answer)) => Ok(answer),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,14 +234,13 @@ mod tests {
             "/apis/caplab.dev/v1alpha1/namespaces/default/registerclusters/raft5"
         );
         assert_eq!(pod_name("raft5", 3), "raft5-3");
-        let prefix = pod_proxy_prefix("lab", "raft5-0", CLIENT_PORT);
-        assert_eq!(prefix, "/api/v1/namespaces/lab/pods/raft5-0:8080/proxy");
+        let prefix = "/api/v1/namespaces/lab/pods/raft5-0:8080/proxy";
         assert_eq!(
-            join_path(&prefix, &["v1", "kv", "x"], &[("consistency", "local")]),
+            join_path(prefix, &["v1", "kv", "x"], &[("consistency", "local")]),
             "/api/v1/namespaces/lab/pods/raft5-0:8080/proxy/v1/kv/x?consistency=local"
         );
         assert_eq!(
-            join_path(&prefix, &["v1", "kv", "a/b c", "cas"], &[]),
+            join_path(prefix, &["v1", "kv", "a/b c", "cas"], &[]),
             "/api/v1/namespaces/lab/pods/raft5-0:8080/proxy/v1/kv/a%2Fb%20c/cas"
         );
         // Names cannot smuggle extra path segments.

@@ -210,7 +210,7 @@ pub async fn run(config: Config, stop: watch::Receiver<bool>) -> Result<History>
     let members = match &config.targets {
         Targets::Addrs(addrs) => addrs
             .iter()
-            .map(|a| Member::with_client(a, http.clone()))
+            .map(|a| Member::with_client(a, http.clone(), config.request_timeout))
             .collect::<Result<Vec<_>>>()?,
         Targets::Members(members) => members.clone(),
     };

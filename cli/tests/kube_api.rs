@@ -15,6 +15,9 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use caplab_api::faults::FaultSet;
+use caplab_api::identity::Incarnation;
+use caplab_api::status::{EngineStatus, Replication, Role, Status};
 use common::caplab;
 use serde_json::{json, Value};
 
@@ -124,6 +127,37 @@ fn play_operator(cluster: &mut Value) {
     cluster["status"]["faults"] = json!(statuses);
 }
 
+/// The one member's `/v1/status`, in the member's own types: a single-voter Raft leader.
+fn leader_status() -> Value {
+    let status = Status {
+        id: 1,
+        incarnation: Incarnation::from_bits(7),
+        cluster_id: None,
+        voter: true,
+        fenced: false,
+        engine: EngineStatus {
+            replication: Replication::Raft,
+            role: Role::Leader,
+            term: 2,
+            leader: Some(1),
+            commit_index: 9,
+            applied_index: 9,
+            last_log_index: 9,
+            snapshot_index: 0,
+            voters: vec![1],
+            learners: Vec::new(),
+            peers: Default::default(),
+            discarded_writes: None,
+        },
+        misdirected_messages: 0,
+        paused: false,
+        clock_ms: 0,
+        faults: FaultSet::default(),
+        fault_counters: Default::default(),
+    };
+    serde_json::to_value(status).unwrap_or_default()
+}
+
 fn respond(stream: &mut TcpStream, status: u16, body: &Value) {
     let text = body.to_string();
     let _ = write!(
@@ -208,14 +242,10 @@ fn handle(stream: TcpStream, state: &Mutex<State>) {
             };
             let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
             match (method.as_str(), segments.as_slice()) {
-                ("GET", ["v1", "status"]) => respond(
-                    &mut stream,
-                    200,
-                    &json!({
-                    "id": 1, "role": "leader", "term": 2, "leader": 1, "commitIndex": 9,
-                    "appliedIndex": 9, "peers": {}, "paused": false, "faults": {}}),
-                ),
-                ("GET", ["v1", "kv", key]) if query == "consistency=linearizable" => {
+                ("GET", ["v1", "status"]) => respond(&mut stream, 200, &leader_status()),
+                ("GET", ["v1", "kv", key])
+                    if ["consistency=linearizable", "consistency=local"].contains(&query) =>
+                {
                     let v = s.register.get(*key).copied().unwrap_or(0);
                     respond(&mut stream, 200, &json!({"key": key, "value": v}));
                 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use serde_json::Value;
 
-use crate::client::Member;
+use crate::client::{Member, RawOp};
+use crate::exit::bad_input;
 use crate::k8s::{ClusterRef, KubeArgs};
 
 /// Which member a `kv` command talks to.
@@ -60,21 +61,35 @@ pub enum KvOp {
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn run(kube: &KubeArgs, op: KvOp) -> Result<ExitCode> {
-    let (status, body) = match &op {
+    let (to, raw) = match &op {
         KvOp::Get {
             key,
             to,
             consistency,
-        } => member(kube, to).await?.raw_read(key, consistency).await,
-        KvOp::Put { key, value, to } => member(kube, to).await?.raw_write(key, *value).await,
+        } => {
+            let consistency = consistency.parse().map_err(|e| bad_input(anyhow!("{e}")))?;
+            (to, RawOp::Read { key, consistency })
+        }
+        KvOp::Put { key, value, to } => (to, RawOp::Write { key, value: *value }),
         KvOp::Cas {
             key,
             expected,
             new,
             to,
-        } => member(kube, to).await?.raw_cas(key, *expected, *new).await,
-    }
-    .context("the request failed")?;
+        } => (
+            to,
+            RawOp::Cas {
+                key,
+                expected: *expected,
+                new: *new,
+            },
+        ),
+    };
+    let (status, body) = member(kube, to)
+        .await?
+        .raw(&raw)
+        .await
+        .context("the request failed")?;
     let shown = if body == Value::Null {
         format!("HTTP {status}")
     } else {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Result;
-use serde_json::Value;
+use caplab_api::status::Status;
 
 use crate::client::Member;
 use crate::k8s::{ClusterRef, KubeArgs};
@@ -92,14 +92,14 @@ async fn members(addrs: &[String], timeout: Duration) -> Result<ExitCode> {
 
 /// Asks every member for its `/v1/status`; a member that could not be addressed keeps its
 /// error. Labels are the addresses or pod names.
-async fn gather(members: Vec<(String, Result<Member>)>) -> Vec<(String, Result<Value, String>)> {
+async fn gather(members: Vec<(String, Result<Member>)>) -> Vec<(String, Result<Status, String>)> {
     let mut results = Vec::with_capacity(members.len());
     for (label, member) in members {
         let result = match member {
-            Ok(m) => m.status().await,
-            Err(e) => Err(e),
+            Ok(m) => m.status().await.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("{e:#}")),
         };
-        results.push((label, result.map_err(|e| format!("{e:#}"))));
+        results.push((label, result));
     }
     results
 }

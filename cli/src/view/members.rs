@@ -1,7 +1,7 @@
 //! The table of members' own `/v1/status` answers (`caplab status --addr`, and the live
 //! rows of `caplab status <cluster> --live`): one row per member, lag as the leader sees it.
 
-use serde_json::Value;
+use caplab_api::status::Status;
 
 use crate::view::grid::grid;
 
@@ -19,23 +19,20 @@ pub struct Row {
     pub faults: String,
 }
 
-fn faults_summary(status: &Value) -> String {
-    let mut parts = Vec::new();
-    if status["paused"].as_bool() == Some(true) {
-        parts.push("paused".to_string());
-    }
-    if let Some(f) = status["faults"].as_object() {
-        for (name, value) in f {
-            let active = match value {
-                Value::Null | Value::Bool(false) => false,
-                Value::Number(n) => n.as_i64() != Some(0),
-                _ => true,
-            };
-            if active && name != "pause" {
-                parts.push(name.clone());
-            }
-        }
-    }
+/// `paused` and the active faults by their wire names (`partition`, `delay`, `loss`,
+/// `clockSkewMs`), or `-`.
+fn faults_summary(status: &Status) -> String {
+    let f = &status.faults;
+    let parts: Vec<&str> = [
+        (status.paused, "paused"),
+        (f.partition.is_some(), "partition"),
+        (f.delay.is_some(), "delay"),
+        (f.loss.is_some(), "loss"),
+        (f.clock_skew_ms != 0, "clockSkewMs"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
     if parts.is_empty() {
         "-".into()
     } else {
@@ -43,34 +40,30 @@ fn faults_summary(status: &Value) -> String {
     }
 }
 
-/// Builds the rows; `lag` comes from the leader's view of its peers.
-pub fn rows(results: &[(String, Result<Value, String>)]) -> Vec<Row> {
+/// Builds the rows; `lag` comes from the leader's (or primary's) view of its peers.
+pub fn rows(results: &[(String, Result<Status, String>)]) -> Vec<Row> {
     let leader_view = results.iter().find_map(|(_, r)| {
         let s = r.as_ref().ok()?;
-        (s["role"] == "leader").then(|| s["peers"].clone())
+        s.is_leader().then_some(&s.engine.peers)
     });
     results
         .iter()
         .map(|(addr, result)| match result {
-            Ok(s) => {
-                let id = s["id"].as_u64();
-                let lag = if s["role"] == "leader" {
+            Ok(s) => Row {
+                addr: addr.clone(),
+                id: Some(s.id),
+                role: s.engine.role.to_string(),
+                term: Some(s.engine.term),
+                leader: s.engine.leader,
+                commit: Some(s.engine.commit_index),
+                applied: Some(s.engine.applied_index),
+                lag: if s.is_leader() {
                     Some(0)
                 } else {
-                    id.and_then(|id| leader_view.as_ref()?[id.to_string()]["lagEntries"].as_u64())
-                };
-                Row {
-                    addr: addr.clone(),
-                    id,
-                    role: s["role"].as_str().unwrap_or("?").to_string(),
-                    term: s["term"].as_u64(),
-                    leader: s["leader"].as_u64(),
-                    commit: s["commitIndex"].as_u64(),
-                    applied: s["appliedIndex"].as_u64(),
-                    lag,
-                    faults: faults_summary(s),
-                }
-            }
+                    leader_view.and_then(|peers| Some(peers.get(&s.id)?.lag_entries))
+                },
+                faults: faults_summary(s),
+            },
             Err(e) => Row {
                 addr: addr.clone(),
                 role: format!("unreachable ({e})"),
@@ -111,15 +104,59 @@ pub fn table(rows: &[Row]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use caplab_api::faults::{FaultSet, PeerFilter};
+    use caplab_api::identity::Incarnation;
+    use caplab_api::status::{EngineStatus, PeerStatus, Replication, Role};
+
+    /// A Raft member's status as the member serves it, in term 3 under leader 1.
+    fn status(id: u64, role: Role, commit: u64) -> Status {
+        Status {
+            id,
+            incarnation: Incarnation::from_bits(id),
+            cluster_id: None,
+            voter: true,
+            fenced: false,
+            engine: EngineStatus {
+                replication: Replication::Raft,
+                role,
+                term: 3,
+                leader: Some(1),
+                commit_index: commit,
+                applied_index: commit,
+                last_log_index: commit,
+                snapshot_index: 0,
+                voters: vec![1, 2, 3],
+                learners: Vec::new(),
+                peers: Default::default(),
+                discarded_writes: None,
+            },
+            misdirected_messages: 0,
+            paused: false,
+            clock_ms: 0,
+            faults: FaultSet::default(),
+            fault_counters: Default::default(),
+        }
+    }
 
     #[test]
     fn rows_show_roles_and_lag_from_the_leader() {
-        let leader = json!({"id": 1, "role": "leader", "term": 3, "leader": 1, "commitIndex": 10,
-            "appliedIndex": 10, "peers": {"2": {"matchIndex": 7, "lagEntries": 3}}, "paused": false,
-            "faults": {"partition": {"peers": [2]}, "pause": false, "clockSkewMs": 0}});
-        let follower = json!({"id": 2, "role": "follower", "term": 3, "leader": 1,
-            "commitIndex": 7, "appliedIndex": 7, "paused": true, "faults": {"pause": true}});
+        let mut leader = status(1, Role::Leader, 10);
+        leader.engine.peers.insert(
+            2,
+            PeerStatus {
+                match_index: Some(7),
+                lag_entries: 3,
+                lag_ms: None,
+                last_contact_ms: Some(40),
+            },
+        );
+        leader.faults.partition = Some(PeerFilter {
+            peers: [2].into(),
+            ..PeerFilter::default()
+        });
+        let mut follower = status(2, Role::Follower, 7);
+        follower.paused = true;
+        follower.faults.pause = true;
         let rows = rows(&[
             ("a:1".into(), Ok(leader)),
             ("b:2".into(), Ok(follower)),
@@ -134,5 +171,20 @@ mod tests {
         assert!(text.starts_with("ADDRESS"));
         assert_eq!(text.lines().count(), 4);
         assert!(text.contains("leader"));
+    }
+
+    #[test]
+    fn a_primary_s_view_gives_the_lag_of_its_secondaries() {
+        let mut primary = status(1, Role::Primary, 9);
+        primary.engine.peers.insert(
+            2,
+            PeerStatus {
+                lag_entries: 4,
+                ..PeerStatus::default()
+            },
+        );
+        let secondary = status(2, Role::Secondary, 5);
+        let rows = rows(&[("p".into(), Ok(primary)), ("s".into(), Ok(secondary))]);
+        assert_eq!((rows[0].lag, rows[1].lag), (Some(0), Some(4)));
     }
 }
