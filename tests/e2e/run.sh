@@ -7,7 +7,7 @@
 #     node (tag 0.1.0 by default; no registry is used);
 #   * helm (v3/v4) and kubectl on PATH, or HELM / KUBECTL set, or both cached in
 #     ${CAPLAB_CACHE:-/var/cache/caplab}/tools/bin;
-#   * curl, and that the host can reach pod IPs (true on the local cluster of hack/,
+#   * curl and jq, and that the host can reach pod IPs (true on the local cluster of hack/,
 #     where pods live on docker0, and on kind/minikube from inside the node).
 #     Member ports: 8080 (client API).
 #
