@@ -114,6 +114,8 @@ impl Member {
         &self.label
     }
 
+    /// Reads register `key` with `consistency` (`linearizable` or `local`; anything else is
+    /// a `Fail`): `Ok(value)`, or why not.
     pub async fn read(&self, key: &str, consistency: &str) -> Outcome {
         let consistency = match consistency.parse::<Consistency>() {
             Ok(c) => c,
@@ -122,10 +124,13 @@ impl Member {
         outcome(Kind::Read, self.api.read(key, consistency).await)
     }
 
+    /// Writes `value` to register `key`: `Ok(value)`, `Fail` or `Unknown`.
     pub async fn write(&self, key: &str, value: i64) -> Outcome {
         outcome(Kind::Write, self.api.write(key, value).await)
     }
 
+    /// Sets register `key` to `new` if it holds `expected`: `Ok(new)`, `Found(current)` when
+    /// the comparison failed, `Fail` or `Unknown`.
     pub async fn cas(&self, key: &str, expected: i64, new: i64) -> Outcome {
         outcome(Kind::Cas, self.api.cas(key, expected, new).await)
     }

@@ -29,6 +29,7 @@ pub struct StatusArgs {
     /// Also ask every member for its /v1/status through the API server's pod proxy.
     #[arg(long, short = 'l')]
     pub live: bool,
+    /// How long each member may take to answer, in milliseconds.
     #[arg(long, default_value_t = 3000)]
     pub timeout_ms: u64,
 }
