@@ -1,6 +1,6 @@
 //! Access to a `RegisterCluster` through the Kubernetes API: connecting, reading the
 //! resource, and a JSON merge patch of `spec.faults`. Its members are reached through the API
-//! server's pod proxy ([`crate::pod_proxy`]).
+//! server's pod proxy (pod_proxy.rs, which uses this module).
 
 use anyhow::{anyhow, bail, Context, Result};
 use reqwest::Url;
