@@ -30,7 +30,7 @@ use crate::network::{PeerClient, Target};
 use crate::types::{LogId, NodeId, Raft};
 
 /// The peer-port route of pre-vote requests.
-pub const PRE_VOTE_PATH: &str = "/raft/pre-vote";
+pub use caplab_api::paths::RAFT_PRE_VOTE as PRE_VOTE_PATH;
 
 /// A leader that stepped aside for lack of a quorum (check-quorum): it serves nothing and
 /// knows no leader to send a client to.

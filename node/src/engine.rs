@@ -29,14 +29,8 @@ use tokio::time::Instant;
 use crate::status::EngineStatus;
 use crate::types::{Command, Node, NodeId};
 
-/// How a client read is served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Consistency {
-    /// Reflects every write acknowledged before the read began (the leader or primary only).
-    Linearizable,
-    /// This member's applied state, possibly stale.
-    Local,
-}
+/// How a client read is served (the wire type: `linearizable` or `local`).
+pub use caplab_api::kv::Consistency;
 
 /// What a refusal means for the client and for forwarding; the HTTP layer maps each to a
 /// status code (in brackets).

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use thiserror::Error;
 use tokio::time::Instant;
 
@@ -24,9 +24,12 @@ use crate::raft_engine::RaftEngine;
 use crate::status::Status;
 use crate::types::{Command, Node, NodeId};
 
-pub const FORWARD_WRITE_PATH: &str = "/v1/internal/forward/write";
-pub const FORWARD_READ_PATH: &str = "/v1/internal/forward/read";
-pub const INIT_PATH: &str = "/v1/admin/init";
+// The names the HTTP layer knew these by; the values are caplab_api's.
+pub use caplab_api::kv::ReadRequest;
+pub use caplab_api::paths::{
+    ADMIN_INIT as INIT_PATH, FORWARD_READ as FORWARD_READ_PATH, FORWARD_WRITE as FORWARD_WRITE_PATH,
+};
+use caplab_api::paths::{ADMIN_LEARNERS, ADMIN_VOTERS};
 
 /// The result of an operation: a register value, or the serving member's own answer.
 pub enum Reply {
@@ -62,11 +65,6 @@ impl MemberError {
     fn from_engine(e: impl EngineError) -> Self {
         Self::new(e.outcome(), e.to_string())
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReadRequest {
-    pub key: String,
 }
 
 /// For operations served where they are asked, never forwarded.
@@ -459,7 +457,7 @@ impl Member {
         let result =
             each!(&self.engine, e => engine_result(e.add_learner(id, node, deadline).await));
         let body = serde_json::json!({ "id": id, "addr": addr });
-        self.settle_admin(result, "/v1/admin/learners", &body).await
+        self.settle_admin(result, ADMIN_LEARNERS, &body).await
     }
 
     pub async fn set_voters(
@@ -473,7 +471,7 @@ impl Member {
         let result =
             each!(&self.engine, e => engine_result(e.set_voters(voters.clone(), deadline).await));
         let body = serde_json::json!({ "voters": voters });
-        self.settle_admin(result, "/v1/admin/voters", &body).await
+        self.settle_admin(result, ADMIN_VOTERS, &body).await
     }
 
     /// A planned switchover to member `to` (primary modes; openraft 0.9 has no leadership

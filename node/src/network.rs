@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use caplab_api::paths;
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
     Unreachable,
@@ -303,7 +304,7 @@ impl PeerClient {
     /// Asks a peer's `/healthz`, which pins its incarnation (when none is known yet).
     pub async fn probe(&self, peer: NodeId, timeout: Duration) -> Result<(), PeerError> {
         let request = |url: String| self.http.get(url);
-        self.send(peer, Target::default(), "/healthz", request, timeout)
+        self.send(peer, Target::default(), paths::HEALTHZ, request, timeout)
             .await
             .map(drop)
     }
@@ -436,7 +437,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             ));
         }
         self.client
-            .rpc(self.target, &self.node, "/raft/append", &rpc, &option)
+            .rpc(self.target, &self.node, paths::RAFT_APPEND, &rpc, &option)
             .await
     }
 
@@ -449,7 +450,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
     > {
         self.client
-            .rpc(self.target, &self.node, "/raft/snapshot", &rpc, &option)
+            .rpc(self.target, &self.node, paths::RAFT_SNAPSHOT, &rpc, &option)
             .await
     }
 
@@ -459,7 +460,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
         self.client
-            .rpc(self.target, &self.node, "/raft/vote", &rpc, &option)
+            .rpc(self.target, &self.node, paths::RAFT_VOTE, &rpc, &option)
             .await
     }
 }

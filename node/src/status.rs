@@ -10,16 +10,8 @@ use crate::identity::Incarnation;
 use crate::quorum::QuorumStatus;
 use crate::types::NodeId;
 
-/// How far one peer is behind, as the leader or primary sees it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PeerStatus {
-    pub match_index: Option<u64>,
-    pub lag_entries: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lag_ms: Option<u64>,
-    pub last_contact_ms: Option<u64>,
-}
+/// How far one peer is behind, as the leader or primary sees it (the wire type).
+pub use caplab_api::status::PeerStatus;
 
 /// The part of the status an engine knows.
 #[derive(Debug, Clone, Serialize)]

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::entries::{LogEntry, Snapshot};
 use crate::types::NodeId;
 
-pub const REPLICATE_PATH: &str = "/v1/internal/replicate";
-pub const PROMOTE_PATH: &str = "/v1/admin/promote";
-pub const EPOCH_PATH: &str = "/v1/internal/epoch";
+pub use caplab_api::paths::{
+    ADMIN_PROMOTE as PROMOTE_PATH, EPOCH as EPOCH_PATH, REPLICATE as REPLICATE_PATH,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
