@@ -22,15 +22,18 @@ pub enum Replication {
     /// Primary–secondary, synchronous: the primary acknowledges once every secondary in the
     /// write set holds the write.
     Sync,
+    /// Leaderless quorums: every member coordinates; writes wait for W replicas, reads ask R.
+    Quorum,
 }
 
 impl Replication {
-    /// The wire name: `raft`, `async` or `sync`.
+    /// The wire name: `raft`, `async`, `sync` or `quorum`.
     pub fn as_str(self) -> &'static str {
         match self {
             Replication::Raft => "raft",
             Replication::Async => "async",
             Replication::Sync => "sync",
+            Replication::Quorum => "quorum",
         }
     }
 }
@@ -58,6 +61,8 @@ pub enum Role {
     /// Primary modes: was the primary before it restarted, and serves nothing until a
     /// majority confirmed no newer epoch exists.
     Fenced,
+    /// Quorum mode: every member stores every key and coordinates what it receives.
+    Replica,
     /// A role this client does not know (a newer member image).
     #[serde(other)]
     Unknown,
@@ -76,6 +81,7 @@ impl Role {
             Role::Primary => "primary",
             Role::Secondary => "secondary",
             Role::Fenced => "fenced",
+            Role::Replica => "replica",
             Role::Unknown => "unknown",
         }
     }
