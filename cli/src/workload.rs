@@ -4,6 +4,11 @@
 //! Each run uses keys of its own (`w<unix ms>-<random>-k0`, …), which no earlier run wrote,
 //! and records in the history that they start at 0: the history is self-contained, and a
 //! second run on the same cluster checks like the first.
+//!
+//! After the last operation the run settles: every 250 ms it reads every key locally
+//! (`consistency=local`) on every member, until all members answer and agree on every key or
+//! the settle period passes; the last round is recorded as the history's final reads (`null`
+//! for a member that did not answer), from which the checker judges convergence.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
@@ -13,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use caplab_checker::{Entry, History, Op, Status};
+use caplab_checker::{Entry, FinalRead, History, Op, Status};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
@@ -101,6 +106,9 @@ pub struct Config {
     pub progress: bool,
     /// Client i always talks to member i mod n, even when it fails (else it moves on).
     pub sticky: bool,
+    /// How long to wait, after the last operation, for the members to agree before recording
+    /// their final reads; zero: no final reads.
+    pub settle: Duration,
 }
 
 #[derive(Default)]
@@ -294,7 +302,81 @@ pub async fn run(config: Config, stop: watch::Receiver<bool>) -> Result<History>
     }
     entries.sort_by_key(|e: &Entry| (e.invoke, e.process));
     let history = History::new(entries).context("the recorded history is inconsistent (a bug)")?;
-    Ok(history.with_initial(shared.config.initial()))
+    let final_reads = settle(&shared, stop).await;
+    Ok(history
+        .with_initial(shared.config.initial())
+        .with_final_reads(final_reads))
+}
+
+/// How often the settle period reads the members.
+const SETTLE_POLL: Duration = Duration::from_millis(250);
+
+/// The settle period: rounds of local reads of every key on every member until they all
+/// answer and agree, or the period passes (or the run is stopped); the last round. None when
+/// the run was stopped before the clients finished, or the period is zero.
+async fn settle(shared: &Shared, mut stop: watch::Receiver<bool>) -> Vec<FinalRead> {
+    let period = shared.config.settle;
+    if period.is_zero() || *stop.borrow() {
+        return Vec::new();
+    }
+    let deadline = tokio::time::Instant::now() + period;
+    let keys: Vec<String> = shared.config.initial().into_keys().collect();
+    loop {
+        let round = read_everywhere(&shared.members, &keys).await;
+        let now = tokio::time::Instant::now();
+        if agreed(&round) || now >= deadline || *stop.borrow() {
+            if shared.config.progress {
+                eprintln!(
+                    "final reads after {:.1}s of settling: {}",
+                    (now - deadline + period).as_secs_f64(),
+                    if agreed(&round) {
+                        "every member agrees on every key"
+                    } else {
+                        "the members do not all answer and agree"
+                    }
+                );
+            }
+            return round;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SETTLE_POLL.min(deadline - now)) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Every member answered, and all hold the same value of each key.
+fn agreed(round: &[FinalRead]) -> bool {
+    let mut values: BTreeMap<&str, i64> = BTreeMap::new();
+    round.iter().all(|f| match f.value {
+        None => false,
+        Some(v) => *values.entry(f.key.as_str()).or_insert(v) == v,
+    })
+}
+
+/// Reads every key locally on every member, all at once; a member that does not answer
+/// (within the request timeout) reads as `None`.
+async fn read_everywhere(members: &[Member], keys: &[String]) -> Vec<FinalRead> {
+    let mut reads = tokio::task::JoinSet::new();
+    for member in members {
+        for key in keys {
+            let (member, key) = (member.clone(), key.clone());
+            reads.spawn(async move {
+                let value = match member.read(&key, "local").await {
+                    Outcome::Ok(v) => Some(v),
+                    _ => None,
+                };
+                FinalRead {
+                    member: member.label().to_string(),
+                    key,
+                    value,
+                }
+            });
+        }
+    }
+    let mut round: Vec<FinalRead> = reads.join_all().await;
+    round.sort_by(|a, b| (&a.key, &a.member).cmp(&(&b.key, &b.member)));
+    round
 }
 
 async fn run_client(
@@ -477,6 +559,7 @@ mod tests {
             request_timeout: Duration::from_secs(2),
             progress: false,
             sticky: false,
+            settle: Duration::from_millis(300),
         };
         let history = run(config, rx).await.expect("a history");
         assert!(!history.entries.is_empty());
@@ -489,5 +572,27 @@ mod tests {
             .keys()
             .iter()
             .all(|k| history.initial.contains_key(*k)));
+        // The settle period ends without an answer: each key's final read on the member is
+        // recorded as null.
+        assert_eq!(history.final_reads.len(), 2);
+        assert!(history.final_reads.iter().all(|f| f.value.is_none()
+            && f.member == format!("127.0.0.1:{port}")
+            && history.initial.contains_key(&f.key)));
+    }
+
+    #[test]
+    fn members_agree_only_when_all_answer_with_one_value_per_key() {
+        let read = |member: &str, key: &str, value: Option<i64>| FinalRead {
+            member: member.into(),
+            key: key.into(),
+            value,
+        };
+        assert!(agreed(&[
+            read("a", "x", Some(1)),
+            read("b", "x", Some(1)),
+            read("a", "y", Some(2))
+        ]));
+        assert!(!agreed(&[read("a", "x", Some(1)), read("b", "x", Some(2))]));
+        assert!(!agreed(&[read("a", "x", Some(1)), read("b", "x", None)]));
     }
 }

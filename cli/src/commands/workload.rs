@@ -95,6 +95,11 @@ pub struct WorkloadArgs {
     /// No progress line.
     #[arg(long, short)]
     pub quiet: bool,
+    /// After the last operation, wait up to this long for every member to hold the same value
+    /// of every key (read locally, every 250 ms), then record each member's final read in the
+    /// history for `caplab check`'s converged rung; 0: no final reads. 10s, 500ms, …
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub settle: Duration,
 }
 
 /// A count that must be positive (clients, keys).
@@ -274,6 +279,7 @@ pub async fn run(kube: &KubeArgs, args: WorkloadArgs) -> Result<ExitCode> {
         request_timeout,
         progress: !args.quiet,
         sticky: args.sticky,
+        settle: args.settle,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
