@@ -15,9 +15,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use caplab_api::faults::FaultSet;
-use caplab_api::identity::Incarnation;
-use caplab_api::status::{EngineStatus, Replication, Role, Status};
+use caplab_api::status::Status;
 use common::caplab;
 use serde_json::{json, Value};
 
@@ -127,34 +125,16 @@ fn play_operator(cluster: &mut Value) {
     cluster["status"]["faults"] = json!(statuses);
 }
 
-/// The one member's `/v1/status`, in the member's own types: a single-voter Raft leader.
+/// The one member's `/v1/status`, read into the member's own type (so it has the member's
+/// shape) and served as the member serves it: a single-voter Raft leader.
 fn leader_status() -> Value {
-    let status = Status {
-        id: 1,
-        incarnation: Incarnation::from_bits(7),
-        cluster_id: None,
-        voter: true,
-        fenced: false,
-        engine: EngineStatus {
-            replication: Replication::Raft,
-            role: Role::Leader,
-            term: 2,
-            leader: Some(1),
-            commit_index: 9,
-            applied_index: 9,
-            last_log_index: 9,
-            snapshot_index: 0,
-            voters: vec![1],
-            learners: Vec::new(),
-            peers: Default::default(),
-            discarded_writes: None,
-        },
-        misdirected_messages: 0,
-        paused: false,
-        clock_ms: 0,
-        faults: FaultSet::default(),
-        fault_counters: Default::default(),
-    };
+    let status: Status = serde_json::from_value(json!({
+        "id": 1, "incarnation": "60bba55118befe94", "voter": true, "replication": "raft",
+        "role": "leader", "term": 2, "leader": 1, "commitIndex": 9, "appliedIndex": 9,
+        "lastLogIndex": 9, "voters": [1], "learners": [], "peers": {}, "paused": false,
+        "faults": {}
+    }))
+    .expect("a member's status");
     serde_json::to_value(status).unwrap_or_default()
 }
 

@@ -104,57 +104,38 @@ pub fn table(rows: &[Row]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use caplab_api::faults::{FaultSet, PeerFilter};
-    use caplab_api::identity::Incarnation;
-    use caplab_api::status::{EngineStatus, PeerStatus, Replication, Role};
+    use caplab_api::faults::PeerFilter;
+    use caplab_api::status::PeerStatus;
+    use serde_json::json;
 
-    /// A Raft member's status as the member serves it, in term 3 under leader 1.
-    fn status(id: u64, role: Role, commit: u64) -> Status {
-        Status {
-            id,
-            incarnation: Incarnation::from_bits(id),
-            cluster_id: None,
-            voter: true,
-            fenced: false,
-            engine: EngineStatus {
-                replication: Replication::Raft,
-                role,
-                term: 3,
-                leader: Some(1),
-                commit_index: commit,
-                applied_index: commit,
-                last_log_index: commit,
-                snapshot_index: 0,
-                voters: vec![1, 2, 3],
-                learners: Vec::new(),
-                peers: Default::default(),
-                discarded_writes: None,
-            },
-            misdirected_messages: 0,
-            paused: false,
-            clock_ms: 0,
-            faults: FaultSet::default(),
-            fault_counters: Default::default(),
-        }
+    /// A member's status as members serve it (fields added later read as defaults): term 3,
+    /// member 1 leads.
+    fn status(id: u64, replication: &str, role: &str, commit: u64) -> Status {
+        serde_json::from_value(json!({
+            "id": id, "incarnation": format!("{id:016x}"), "voter": true,
+            "replication": replication, "role": role, "term": 3, "leader": 1,
+            "commitIndex": commit, "appliedIndex": commit, "lastLogIndex": commit,
+            "voters": [1, 2, 3], "learners": [], "peers": {}, "paused": false, "faults": {}
+        }))
+        .expect("a member's status")
     }
 
     #[test]
     fn rows_show_roles_and_lag_from_the_leader() {
-        let mut leader = status(1, Role::Leader, 10);
+        let mut leader = status(1, "raft", "leader", 10);
         leader.engine.peers.insert(
             2,
             PeerStatus {
                 match_index: Some(7),
                 lag_entries: 3,
-                lag_ms: None,
-                last_contact_ms: Some(40),
+                ..PeerStatus::default()
             },
         );
         leader.faults.partition = Some(PeerFilter {
             peers: [2].into(),
             ..PeerFilter::default()
         });
-        let mut follower = status(2, Role::Follower, 7);
+        let mut follower = status(2, "raft", "follower", 7);
         follower.paused = true;
         follower.faults.pause = true;
         let rows = rows(&[
@@ -175,7 +156,7 @@ mod tests {
 
     #[test]
     fn a_primary_s_view_gives_the_lag_of_its_secondaries() {
-        let mut primary = status(1, Role::Primary, 9);
+        let mut primary = status(1, "async", "primary", 9);
         primary.engine.peers.insert(
             2,
             PeerStatus {
@@ -183,7 +164,7 @@ mod tests {
                 ..PeerStatus::default()
             },
         );
-        let secondary = status(2, Role::Secondary, 5);
+        let secondary = status(2, "async", "secondary", 5);
         let rows = rows(&[("p".into(), Ok(primary)), ("s".into(), Ok(secondary))]);
         assert_eq!((rows[0].lag, rows[1].lag), (Some(0), Some(4)));
     }
