@@ -132,9 +132,9 @@ pub fn validate_members(members: &BTreeMap<NodeId, PeerAddr>) -> Result<(), Addr
     if members.contains_key(&0) {
         return Err(AddressError::ZeroId);
     }
+    members.values().try_for_each(|e| validate_addr(e.addr()))?;
     let mut seen: BTreeMap<&str, NodeId> = BTreeMap::new();
     for (id, entry) in members {
-        validate_addr(entry.addr())?;
         if let Some(first) = seen.insert(entry.addr(), *id) {
             return Err(AddressError::Shared {
                 first,

@@ -194,6 +194,58 @@ pub struct Status {
     pub faults: FaultSet,
     #[serde(default)]
     pub fault_counters: BTreeMap<NodeId, FaultCounters>,
+    /// Quorum mode: N, R, W, reachability and the last-writer-wins counters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<QuorumStatus>,
+}
+
+/// The quorum part of `/v1/status` (quorum mode only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuorumStatus {
+    /// N: the members holding every key.
+    pub n: usize,
+    /// R: answers a read waits for.
+    pub read_quorum: usize,
+    /// W: durable acknowledgements a write waits for.
+    pub write_quorum: usize,
+    /// R + W > N: every read quorum meets every write quorum.
+    pub overlapping: bool,
+    /// Per member (this one included): did it answer its last call.
+    #[serde(deserialize_with = "member_id_keys")]
+    pub replicas: BTreeMap<NodeId, Reach>,
+    pub anti_entropy_interval_ms: u64,
+    #[serde(flatten)]
+    pub counters: QuorumCounters,
+}
+
+/// The last call to one replica, as a quorum member saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reach {
+    pub reachable: bool,
+    /// Milliseconds since it last answered (`None`: never).
+    pub last_contact_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// What last-writer-wins and repair did on a quorum member (flattened into
+/// [`QuorumStatus`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuorumCounters {
+    /// Source member id → writes it stamped that arrived here older than the value held.
+    #[serde(default, deserialize_with = "member_id_keys")]
+    pub lww_lost_writes: BTreeMap<NodeId, u64>,
+    #[serde(default)]
+    pub read_repairs: u64,
+    #[serde(default)]
+    pub anti_entropy_repaired_keys: u64,
+    /// Milliseconds from the last heal (a replica answering again) until anti-entropy found
+    /// every replica in sync (`None`: no heal since this member started).
+    #[serde(default)]
+    pub last_convergence_ms: Option<u64>,
 }
 
 impl Status {

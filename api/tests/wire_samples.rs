@@ -42,6 +42,18 @@ fn statuses() {
     assert_eq!(primary.fault_counters[&3].dropped, 4);
 }
 
+const QUORUM_REPLICA: &str = r#"{"id":1,"incarnation":"60bba55118befe94","clusterId":null,"voter":true,"fenced":false,"replication":"quorum","role":"replica","term":0,"leader":null,"commitIndex":0,"appliedIndex":0,"lastLogIndex":0,"snapshotIndex":0,"voters":[1,2,3],"learners":[],"peers":{},"misdirectedMessages":0,"paused":false,"clockMs":1796003689125,"faults":{"pause":false,"clockSkewMs":0},"faultCounters":{},"quorum":{"n":3,"readQuorum":2,"writeQuorum":2,"overlapping":true,"replicas":{"1":{"reachable":true,"lastContactMs":0},"2":{"reachable":false,"lastContactMs":null,"lastError":"connection refused"}},"antiEntropyIntervalMs":1000,"lwwLostWrites":{"2":1},"readRepairs":3,"antiEntropyRepairedKeys":0,"lastConvergenceMs":null}}"#;
+
+#[test]
+fn a_quorum_members_status() {
+    let status: Status = round_trip(QUORUM_REPLICA);
+    assert_eq!(status.engine.role, Role::Replica);
+    assert_eq!(status.engine.replication, Replication::Quorum);
+    let quorum = status.quorum.expect("the quorum section");
+    assert!(!quorum.replicas[&2].reachable);
+    assert_eq!(quorum.counters.lww_lost_writes[&2], 1);
+}
+
 #[test]
 fn an_older_members_status_still_reads() {
     // Before snapshotIndex, fenced, misdirectedMessages, clockMs and faultCounters.

@@ -1,78 +1,44 @@
 //! Starting, killing and restarting the clusters under test: 3 caplab members or 3 etcd
-//! members, as real processes on loopback, each with its own data directory (fsync on).
+//! members, as real processes on loopback (testkit's process harness: ports below the
+//! ephemeral range), each with its own data directory (fsync on).
 
-use std::ffi::OsString;
-use std::fs::File;
-use std::net::TcpListener;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use serde_json::json;
+use anyhow::bail;
+use caplab_api::client::{Recipient, Timeouts};
+use caplab_api::identity::PeerAddr;
+use caplab_api::status::{Readiness, Status};
+use caplab_api::MemberClient;
+use caplab_testkit::process::{free_port, node_spec, Process, ProcessSpec};
 
 /// The admin token the bench gives its caplab members.
 const TOKEN: &str = "bench";
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// One member process, with what it takes to start it again on the same data.
-pub struct Proc {
-    program: PathBuf,
-    args: Vec<OsString>,
-    envs: Vec<(String, String)>,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Proc {
-    fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .with_context(|| format!("opening {}", self.log.display()))?;
-        let child = Command::new(&self.program)
-            .args(&self.args)
-            .envs(self.envs.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", self.program.display()))?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    /// SIGKILL (what `Child::kill` sends on Unix), then reap.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+/// How long one status or readiness poll may take.
+const POLL: Timeouts = Timeouts {
+    request: Duration::from_secs(2),
+    blocking: Duration::from_secs(2),
+};
 
 /// A 3-member caplab cluster.
 pub struct Caplab {
-    procs: Vec<Proc>,
-    /// Client API address of member i+1.
-    pub clients: Vec<String>,
-    http: reqwest::Client,
+    procs: Vec<Process>,
+    /// The client of member i+1 (register operations time out after `timeouts.request`).
+    pub members: Vec<MemberClient>,
     // Dropped last: the members are killed before their data goes.
     _dir: tempfile::TempDir,
 }
 
 impl Caplab {
-    pub async fn start(bin: &Path, mode: &str, http: &reqwest::Client) -> anyhow::Result<Self> {
+    /// Starts 3 members running `mode` (raft, async or sync), each reached through `http`
+    /// with `timeouts`, and initialises them as one cluster.
+    pub async fn start(
+        bin: &Path,
+        mode: &str,
+        http: &reqwest::Client,
+        timeouts: Timeouts,
+    ) -> anyhow::Result<Self> {
         if !bin.exists() {
             bail!(
                 "{} not found: build it with `cargo build --release -p caplab-node`",
@@ -81,54 +47,35 @@ impl Caplab {
         }
         let dir = tempfile::Builder::new().prefix("caplab-bench-").tempdir()?;
         let mut procs = Vec::new();
-        let mut clients = Vec::new();
-        let mut peers = serde_json::Map::new();
+        let mut members = Vec::new();
+        let mut book = BTreeMap::new();
+        let extra = ["--replication", mode].map(str::to_string);
         for id in 1..=3u64 {
             let client = format!("127.0.0.1:{}", free_port()?);
             let peer = format!("127.0.0.1:{}", free_port()?);
-            let mut args: Vec<OsString> = Vec::new();
-            for (flag, value) in [
-                ("--id", id.to_string()),
-                ("--client-listen", client.clone()),
-                ("--peer-listen", peer.clone()),
-                ("--replication", mode.to_string()),
-            ] {
-                args.push(flag.into());
-                args.push(value.into());
-            }
-            args.push("--data-dir".into());
-            args.push(dir.path().join(id.to_string()).into());
-            let mut p = Proc {
-                program: bin.to_path_buf(),
-                args,
-                envs: vec![
-                    ("CAPLAB_ADMIN_TOKEN".into(), TOKEN.into()),
-                    ("RUST_LOG".into(), "warn".into()),
-                ],
-                log: dir.path().join(format!("node-{id}.log")),
-                child: None,
-            };
-            p.spawn()?;
-            procs.push(p);
-            clients.push(client);
-            peers.insert(id.to_string(), json!(peer));
+            let data_dir = dir.path().join(id.to_string());
+            let spec = node_spec(bin, id, &client, &peer, &data_dir, TOKEN, &extra)
+                .env("RUST_LOG", "warn");
+            procs.push(Process::start(spec)?);
+            let member = MemberClient::at(http.clone(), &client, &peer)?
+                .with_token(TOKEN)
+                .with_recipient(Recipient {
+                    member: Some(id),
+                    ..Recipient::default()
+                })
+                .with_timeouts(timeouts);
+            members.push(member);
+            book.insert(id, PeerAddr::Plain(peer));
         }
         let cluster = Self {
             procs,
-            clients,
-            http: http.clone(),
+            members,
             _dir: dir,
         };
-        let first_peer = peers["1"].as_str().unwrap_or_default().to_string();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let init = http
-                .post(format!("http://{first_peer}/v1/admin/init"))
-                .bearer_auth(TOKEN)
-                .json(&json!({ "members": peers }))
-                .send()
-                .await;
-            if init.is_ok_and(|r| r.status().is_success()) && cluster.all_ready().await {
+            let init = cluster.members[0].init(&book).await;
+            if init.is_ok() && cluster.all_ready().await {
                 return Ok(cluster);
             }
             if Instant::now() > deadline {
@@ -138,27 +85,25 @@ impl Caplab {
         }
     }
 
-    pub async fn status(&self, member: usize) -> anyhow::Result<serde_json::Value> {
-        Ok(self
-            .http
-            .get(format!("http://{}/v1/status", self.clients[member]))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
+    /// Member `member`'s status (0-based), polled with a 2 s timeout.
+    pub async fn status(&self, member: usize) -> anyhow::Result<Status> {
+        Ok(self.poller(member).status().await?)
+    }
+
+    /// Member `member`'s client with the short timeouts of a poll.
+    pub fn poller(&self, member: usize) -> MemberClient {
+        self.members[member].clone().with_timeouts(POLL)
     }
 
     /// Index (0-based) of the member the first answering member names as leader/primary.
     pub async fn leader(&self) -> Option<usize> {
-        for i in 0..self.clients.len() {
-            if self.procs[i].child.is_none() {
+        for i in 0..self.members.len() {
+            if !self.procs[i].is_running() {
                 continue;
             }
             if let Ok(s) = self.status(i).await {
-                if let Some(id) = s["leader"].as_u64() {
-                    return Some(id as usize - 1);
+                if let Some(id) = s.engine.leader {
+                    return usize::try_from(id).ok()?.checked_sub(1);
                 }
             }
         }
@@ -166,14 +111,8 @@ impl Caplab {
     }
 
     async fn all_ready(&self) -> bool {
-        for c in &self.clients {
-            let ready = self
-                .http
-                .get(format!("http://{c}/readyz"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if !ready.is_ok_and(|r| r.status().is_success()) {
+        for i in 0..self.members.len() {
+            if !matches!(self.poller(i).ready().await, Ok(Readiness::Ready)) {
                 return false;
             }
         }
@@ -186,7 +125,7 @@ impl Caplab {
 
     /// Restarts a killed member on its data and waits until every member is ready again.
     pub async fn restart(&mut self, member: usize) -> anyhow::Result<()> {
-        self.procs[member].spawn()?;
+        self.procs[member].restart()?;
         let deadline = Instant::now() + Duration::from_secs(60);
         while !self.all_ready().await {
             if Instant::now() > deadline {
@@ -200,7 +139,7 @@ impl Caplab {
 
 /// A 3-member etcd cluster (default fsync, default 100 ms heartbeat / 1 s election timeout).
 pub struct Etcd {
-    procs: Vec<Proc>,
+    procs: Vec<Process>,
     /// `http://127.0.0.1:port` client URL of member i.
     pub endpoints: Vec<String>,
     _dir: tempfile::TempDir,
@@ -249,33 +188,19 @@ impl Etcd {
         let mut procs = Vec::new();
         for i in 0..3 {
             let name = format!("m{}", i + 1);
-            let mut args: Vec<OsString> = Vec::new();
-            for (flag, value) in [
-                ("--name", name.clone()),
-                ("--listen-client-urls", endpoints[i].clone()),
-                ("--advertise-client-urls", endpoints[i].clone()),
-                ("--listen-peer-urls", peer_urls[i].clone()),
-                ("--initial-advertise-peer-urls", peer_urls[i].clone()),
-                ("--initial-cluster", initial_cluster.clone()),
-                ("--initial-cluster-token", token.clone()),
-                ("--initial-cluster-state", "new".into()),
-                ("--logger", "zap".into()),
-                ("--log-level", "warn".into()),
-            ] {
-                args.push(flag.into());
-                args.push(value.into());
-            }
-            args.push("--data-dir".into());
-            args.push(dir.path().join(&name).into());
-            let mut p = Proc {
-                program: bin.to_path_buf(),
-                args,
-                envs: vec![],
-                log: dir.path().join(format!("{name}.log")),
-                child: None,
-            };
-            p.spawn()?;
-            procs.push(p);
+            let spec = ProcessSpec::new(bin, dir.path().join(format!("{name}.log")))
+                .flag("--name", &name)
+                .flag("--listen-client-urls", &endpoints[i])
+                .flag("--advertise-client-urls", &endpoints[i])
+                .flag("--listen-peer-urls", &peer_urls[i])
+                .flag("--initial-advertise-peer-urls", &peer_urls[i])
+                .flag("--initial-cluster", &initial_cluster)
+                .flag("--initial-cluster-token", &token)
+                .flag("--initial-cluster-state", "new")
+                .flag("--logger", "zap")
+                .flag("--log-level", "warn")
+                .flag("--data-dir", dir.path().join(&name));
+            procs.push(Process::start(spec)?);
         }
         let cluster = Self {
             procs,
@@ -323,7 +248,7 @@ impl Etcd {
     /// Index (0-based) of the leader.
     pub async fn leader(&self) -> Option<usize> {
         for i in 0..self.procs.len() {
-            if self.procs[i].child.is_none() {
+            if !self.procs[i].is_running() {
                 continue;
             }
             let Ok(mut c) = self.connect(i, Duration::from_secs(2)).await else {
@@ -352,7 +277,7 @@ impl Etcd {
     }
 
     pub async fn restart(&mut self, member: usize) -> anyhow::Result<()> {
-        self.procs[member].spawn()?;
+        self.procs[member].restart()?;
         self.wait_healthy().await
     }
 }

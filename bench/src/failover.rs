@@ -6,6 +6,8 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use caplab_api::client::Timeouts;
+use caplab_api::MemberClient;
 
 use crate::cluster::{Caplab, Etcd};
 
@@ -21,7 +23,7 @@ pub struct Trial {
 
 /// A cluster to run failover trials on.
 pub enum Target<'a> {
-    Caplab(&'a mut Caplab, &'a reqwest::Client),
+    Caplab(&'a mut Caplab),
     Etcd(&'a mut Etcd),
 }
 
@@ -29,34 +31,32 @@ impl Target<'_> {
     /// One trial: kill the leader, time the first acknowledged write, restart the killed member.
     pub async fn trial(&mut self) -> anyhow::Result<Trial> {
         match self {
-            Target::Caplab(cluster, http) => caplab_trial(cluster, http).await,
+            Target::Caplab(cluster) => caplab_trial(cluster).await,
             Target::Etcd(cluster) => etcd_trial(cluster).await,
         }
     }
 }
 
-async fn caplab_trial(cluster: &mut Caplab, http: &reqwest::Client) -> anyhow::Result<Trial> {
+async fn caplab_trial(cluster: &mut Caplab) -> anyhow::Result<Trial> {
     let leader = cluster.leader().await.context("no caplab leader")?;
-    let survivors: Vec<String> = (0..cluster.clients.len())
+    let probe_timeouts = Timeouts {
+        request: PROBE_TIMEOUT,
+        blocking: PROBE_TIMEOUT,
+    };
+    let survivors: Vec<MemberClient> = (0..cluster.members.len())
         .filter(|&i| i != leader)
-        .map(|i| cluster.clients[i].clone())
+        .map(|i| cluster.members[i].clone().with_timeouts(probe_timeouts))
         .collect();
     // Warm the connections to the survivors so the first probe measures failover, not connect.
     for s in &survivors {
-        let _ = http.get(format!("http://{s}/healthz")).send().await;
+        let _ = s.healthz().await;
     }
     cluster.kill(leader);
     let killed = Instant::now();
     let result = first_write(killed, |probe| {
-        let request = http
-            .put(format!(
-                "http://{}/v1/kv/failover",
-                survivors[probe % survivors.len()]
-            ))
-            .header("content-type", "application/json")
-            .body(format!("{{\"value\":{probe}}}"))
-            .timeout(PROBE_TIMEOUT);
-        async move { request.send().await.is_ok_and(|r| r.status().is_success()) }
+        let member = survivors[probe % survivors.len()].clone();
+        let value = i64::try_from(probe).unwrap_or(i64::MAX);
+        async move { member.write("failover", value).await.is_ok() }
     })
     .await;
     cluster.restart(leader).await?;

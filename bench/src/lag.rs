@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use caplab_api::MemberClient;
 use tokio::task::JoinHandle;
 
 #[derive(Default)]
@@ -29,32 +30,17 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Starts polling `addr` (the primary's client address) every `every`.
-    pub fn start(http: reqwest::Client, addr: String, every: Duration) -> Self {
+    /// Starts polling `member` (the leader or primary) every `every`.
+    pub fn start(member: MemberClient, every: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let task = tokio::spawn(async move {
             let mut samples = LagSamples::default();
             while !flag.load(Ordering::Relaxed) {
-                let status = async {
-                    http.get(format!("http://{addr}/v1/status"))
-                        .timeout(Duration::from_secs(2))
-                        .send()
-                        .await?
-                        .json::<serde_json::Value>()
-                        .await
-                }
-                .await;
-                if let Ok(s) = status {
-                    if let Some(peers) = s["peers"].as_object() {
-                        for p in peers.values() {
-                            if let Some(e) = p["lagEntries"].as_u64() {
-                                samples.entries.push(e);
-                            }
-                            if let Some(ms) = p["lagMs"].as_u64() {
-                                samples.ms.push(ms);
-                            }
-                        }
+                if let Ok(status) = member.status().await {
+                    for peer in status.engine.peers.values() {
+                        samples.entries.push(peer.lag_entries);
+                        samples.ms.extend(peer.lag_ms);
                     }
                 }
                 tokio::time::sleep(every).await;

@@ -13,11 +13,18 @@ mod workload;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use caplab_api::client::Timeouts;
 use clap::Parser;
 
 use cluster::{Caplab, Etcd};
 use report::{FailoverRow, LagRow, Report, Row};
 use workload::{Op, Target};
+
+/// How long a caplab request may take: the HTTP client's 10 s, and 30 s for the init.
+const REQUEST_TIMEOUTS: Timeouts = Timeouts {
+    request: Duration::from_secs(10),
+    blocking: Duration::from_secs(30),
+};
 
 #[derive(Parser)]
 #[command(about = "Benchmark loopback caplab clusters side by side with etcd")]
@@ -62,17 +69,16 @@ async fn measure_cells(
     report: &mut Report,
     system: &str,
     target: &Target,
-    lag_from: Option<(&reqwest::Client, &Caplab)>,
+    lag_from: Option<&Caplab>,
 ) {
     let warmup = Duration::from_secs_f64(args.warmup);
     let measure = Duration::from_secs_f64(args.seconds);
     for op in Op::ALL {
         for &clients in &args.clients {
             let sampler = match (op, lag_from) {
-                (Op::Write, Some((http, cluster))) => cluster.leader().await.map(|l| {
+                (Op::Write, Some(cluster)) => cluster.leader().await.map(|l| {
                     lag::Sampler::start(
-                        http.clone(),
-                        cluster.clients[l].clone(),
+                        cluster.poller(l),
                         Duration::from_millis(args.lag_interval_ms),
                     )
                 }),
@@ -110,14 +116,13 @@ async fn bench_caplab(
 ) -> anyhow::Result<()> {
     let system = format!("caplab {mode}");
     eprintln!("starting a 3-member caplab cluster ({mode})");
-    let mut cluster = Caplab::start(&args.node_bin, mode, http).await?;
+    let mut cluster = Caplab::start(&args.node_bin, mode, http, REQUEST_TIMEOUTS).await?;
     let target = Target::Caplab {
-        http: http.clone(),
-        addrs: cluster.clients.clone(),
+        members: cluster.members.clone(),
     };
-    measure_cells(args, report, &system, &target, Some((http, &cluster))).await;
+    measure_cells(args, report, &system, &target, Some(&cluster)).await;
     if mode == "raft" {
-        let target = failover::Target::Caplab(&mut cluster, http);
+        let target = failover::Target::Caplab(&mut cluster);
         failover_trials(args, report, &system, target).await;
     }
     Ok(())

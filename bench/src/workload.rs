@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use caplab_api::kv::Consistency;
+use caplab_api::MemberClient;
 use etcd_client::{GetOptions, KvClient};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -32,28 +34,22 @@ impl Op {
 /// What the clients talk to.
 #[derive(Clone)]
 pub enum Target {
-    /// caplab client API addresses (`host:port`), one per member.
-    Caplab {
-        http: reqwest::Client,
-        addrs: Vec<String>,
-    },
+    /// caplab members, one client each; client c uses member c mod len.
+    Caplab { members: Vec<MemberClient> },
     /// etcd KV clients: each is one HTTP/2 connection to one member; client c uses c mod len.
     Etcd { kv: Vec<KvClient> },
 }
 
 enum Conn {
-    Caplab { http: reqwest::Client, addr: String },
-    // Boxed: the gRPC client is ~400 bytes, the HTTP one a handle.
+    Caplab(MemberClient),
+    // Boxed: the gRPC client is ~400 bytes, the caplab one a handle.
     Etcd(Box<KvClient>),
 }
 
 impl Target {
     fn conn(&self, c: usize) -> Conn {
         match self {
-            Target::Caplab { http, addrs } => Conn::Caplab {
-                http: http.clone(),
-                addr: addrs[c % addrs.len()].clone(),
-            },
+            Target::Caplab { members } => Conn::Caplab(members[c % members.len()].clone()),
             Target::Etcd { kv } => Conn::Etcd(Box::new(kv[c % kv.len()].clone())),
         }
     }
@@ -63,26 +59,16 @@ impl Conn {
     /// One request; Err carries a short description of the failure.
     async fn run(&mut self, op: Op, key: &str, value: u64) -> Result<(), String> {
         match self {
-            Conn::Caplab { http, addr } => {
-                let request = match op {
-                    Op::Write => http
-                        .put(format!("http://{addr}/v1/kv/{key}"))
-                        .header("content-type", "application/json")
-                        .body(format!("{{\"value\":{value}}}")),
-                    Op::LinearizableRead => http.get(format!("http://{addr}/v1/kv/{key}")),
-                    Op::LocalRead => {
-                        http.get(format!("http://{addr}/v1/kv/{key}?consistency=local"))
+            Conn::Caplab(member) => {
+                let result = match op {
+                    Op::Write => {
+                        let value = i64::try_from(value).map_err(|e| e.to_string())?;
+                        member.write(key, value).await
                     }
+                    Op::LinearizableRead => member.read(key, Consistency::Linearizable).await,
+                    Op::LocalRead => member.read(key, Consistency::Local).await,
                 };
-                let response = request.send().await.map_err(|e| e.to_string())?;
-                let status = response.status();
-                // Read the body so the connection goes back to the pool.
-                let body = response.bytes().await.map_err(|e| e.to_string())?;
-                if status.is_success() {
-                    Ok(())
-                } else {
-                    Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
-                }
+                result.map(drop).map_err(|e| e.to_string())
             }
             Conn::Etcd(kv) => {
                 let result = match op {

@@ -7,27 +7,19 @@
 //! [`TO_INCARNATION_HEADER`]; a member answers any that does not match it with `421
 //! Misdirected Request`. Every peer-port answer carries [`INCARNATION_HEADER`].
 
-use std::fmt;
 use std::io::Write;
 use std::path::Path;
 
 use axum::http::HeaderMap;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::types::NodeId;
 
-/// The cluster the sender believes it talks to (`<namespace>/<name>/<uid>` from the operator).
-pub const CLUSTER_HEADER: &str = "x-caplab-cluster";
-/// The sending member's id (`0` for tools and the operator).
-pub const FROM_HEADER: &str = "x-caplab-from";
-/// The member id the sender means to reach.
-pub const TO_HEADER: &str = "x-caplab-to";
-/// The incarnation the sender means to reach.
-pub const TO_INCARNATION_HEADER: &str = "x-caplab-to-incarnation";
-/// On every peer-port answer: the answering member's incarnation.
-pub const INCARNATION_HEADER: &str = "x-caplab-incarnation";
+pub use caplab_api::identity::{
+    BadIncarnation, Incarnation, Misdirection, PeerAddr, CLUSTER_HEADER, FROM_HEADER,
+    INCARNATION_HEADER, TO_HEADER, TO_INCARNATION_HEADER,
+};
 
 /// The file in the data directory that holds the incarnation.
 const INCARNATION_FILE: &str = "incarnation";
@@ -40,15 +32,10 @@ const MEMBER_DATA_FILES: [&str; 4] = [
     "quorum.redb",
 ];
 
-/// 16 lowercase hex characters (64 random bits), fixed for the life of a data directory.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Incarnation(String);
-
 #[derive(Debug, Error)]
 pub enum IdentityError {
-    #[error("incarnation {0:?} is not 16 lowercase hex characters")]
-    BadIncarnation(String),
+    #[error(transparent)]
+    BadIncarnation(#[from] BadIncarnation),
     #[error(
         "{dir} holds a member's data ({found}) but no incarnation file: restore {dir}/incarnation \
          from a backup, or empty the directory so the member rejoins as a new one"
@@ -64,111 +51,50 @@ pub enum IdentityError {
     },
 }
 
-impl Incarnation {
-    fn random() -> Self {
-        Self(format!("{:016x}", rand::rng().random::<u64>()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// Reads `<data_dir>/incarnation`, or draws one and makes it durable (temp file, fsync,
-    /// rename) when the directory holds no member data yet. A directory with a log or store
-    /// but no incarnation file is refused ([`IdentityError::MissingWithData`]): a new
-    /// incarnation there would make the member's peers shut it out for good.
-    pub fn load_or_create(data_dir: &Path) -> Result<Self, IdentityError> {
-        let path = data_dir.join(INCARNATION_FILE);
-        let file_error = |source| IdentityError::File {
-            path: path.clone(),
-            source,
-        };
-        match std::fs::read_to_string(&path) {
-            Ok(text) => return text.trim().parse(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(file_error(e)),
-        }
-        let found: Vec<&str> = MEMBER_DATA_FILES
-            .iter()
-            .copied()
-            .filter(|name| data_dir.join(name).exists())
-            .collect();
-        if !found.is_empty() {
-            return Err(IdentityError::MissingWithData {
-                dir: data_dir.to_path_buf(),
-                found: found.join(", "),
-            });
-        }
-        let fresh = Self::random();
-        std::fs::create_dir_all(data_dir).map_err(file_error)?;
-        let temp = data_dir.join(format!("{INCARNATION_FILE}.tmp"));
-        let mut file = std::fs::File::create(&temp).map_err(file_error)?;
-        file.write_all(fresh.0.as_bytes()).map_err(file_error)?;
-        file.sync_all().map_err(file_error)?;
-        std::fs::rename(&temp, &path).map_err(file_error)?;
-        std::fs::File::open(data_dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(file_error)?;
-        tracing::info!(incarnation = %fresh, "new data directory: drew an incarnation");
-        Ok(fresh)
-    }
+/// A fresh incarnation: 64 random bits.
+fn random_incarnation() -> Incarnation {
+    Incarnation::from_bits(rand::rng().random::<u64>())
 }
 
-impl std::str::FromStr for Incarnation {
-    type Err = IdentityError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let valid = s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if valid {
-            Ok(Self(s.to_string()))
-        } else {
-            Err(IdentityError::BadIncarnation(s.to_string()))
-        }
+/// Reads `<data_dir>/incarnation`, or draws one and makes it durable (temp file, fsync,
+/// rename) when the directory holds no member data yet. A directory with a log or store
+/// but no incarnation file is refused ([`IdentityError::MissingWithData`]): a new
+/// incarnation there would make the member's peers shut it out for good.
+pub fn load_or_create_incarnation(data_dir: &Path) -> Result<Incarnation, IdentityError> {
+    let path = data_dir.join(INCARNATION_FILE);
+    let file_error = |source| IdentityError::File {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => return Ok(text.trim().parse()?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(file_error(e)),
     }
-}
-
-impl TryFrom<String> for Incarnation {
-    type Error = IdentityError;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
+    let found: Vec<&str> = MEMBER_DATA_FILES
+        .iter()
+        .copied()
+        .filter(|name| data_dir.join(name).exists())
+        .collect();
+    if !found.is_empty() {
+        return Err(IdentityError::MissingWithData {
+            dir: data_dir.to_path_buf(),
+            found: found.join(", "),
+        });
     }
-}
-
-impl From<Incarnation> for String {
-    fn from(i: Incarnation) -> Self {
-        i.0
-    }
-}
-
-impl fmt::Display for Incarnation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Why a message was refused with 421 (the `reason` field and the metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Misdirection {
-    WrongCluster,
-    WrongMember,
-    WrongIncarnation,
-}
-
-impl Misdirection {
-    pub const ALL: [Misdirection; 3] = [
-        Misdirection::WrongCluster,
-        Misdirection::WrongMember,
-        Misdirection::WrongIncarnation,
-    ];
-
-    pub fn reason(self) -> &'static str {
-        match self {
-            Misdirection::WrongCluster => "wrong-cluster",
-            Misdirection::WrongMember => "wrong-member",
-            Misdirection::WrongIncarnation => "wrong-incarnation",
-        }
-    }
+    let fresh = random_incarnation();
+    std::fs::create_dir_all(data_dir).map_err(file_error)?;
+    let temp = data_dir.join(format!("{INCARNATION_FILE}.tmp"));
+    let mut file = std::fs::File::create(&temp).map_err(file_error)?;
+    file.write_all(fresh.as_str().as_bytes())
+        .map_err(file_error)?;
+    file.sync_all().map_err(file_error)?;
+    std::fs::rename(&temp, &path).map_err(file_error)?;
+    std::fs::File::open(data_dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(file_error)?;
+    tracing::info!(incarnation = %fresh, "new data directory: drew an incarnation");
+    Ok(fresh)
 }
 
 /// A refused message: why, and a sentence for the sender.
@@ -229,69 +155,6 @@ impl Identity {
     }
 }
 
-/// An address-book entry as the admin API takes it: `"host:port"`, or
-/// `{"addr": "host:port", "incarnation": "<16 hex>"}` to name the incarnation expected there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(untagged)]
-pub enum PeerAddr {
-    Plain(String),
-    Pinned {
-        addr: String,
-        incarnation: Option<Incarnation>,
-    },
-}
-
-/// The object form, strictly: a misspelt field is an error, not an entry without an
-/// incarnation.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PinnedForm {
-    addr: String,
-    #[serde(default)]
-    incarnation: Option<Incarnation>,
-}
-
-impl<'de> Deserialize<'de> for PeerAddr {
-    /// Errors name the accepted shapes (an untagged enum would only say "no variant
-    /// matched").
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        match serde_json::Value::deserialize(d)? {
-            serde_json::Value::String(addr) => Ok(PeerAddr::Plain(addr)),
-            object @ serde_json::Value::Object(_) => serde_json::from_value::<PinnedForm>(object)
-                .map(|p| PeerAddr::Pinned {
-                    addr: p.addr,
-                    incarnation: p.incarnation,
-                })
-                .map_err(|e| {
-                    D::Error::custom(format!(
-                        "an address entry {{\"addr\": \"ip:port\", \"incarnation\": \"<16 \
-                         lowercase hex>\"}}: {e}"
-                    ))
-                }),
-            other => Err(D::Error::custom(format!(
-                "an address entry is \"ip:port\" or {{\"addr\": \"ip:port\", \"incarnation\": \
-                 \"<16 lowercase hex>\"}}, not {other}"
-            ))),
-        }
-    }
-}
-
-impl PeerAddr {
-    pub fn addr(&self) -> &str {
-        match self {
-            PeerAddr::Plain(addr) | PeerAddr::Pinned { addr, .. } => addr,
-        }
-    }
-
-    pub fn incarnation(&self) -> Option<&Incarnation> {
-        match self {
-            PeerAddr::Plain(_) => None,
-            PeerAddr::Pinned { incarnation, .. } => incarnation.as_ref(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,46 +176,30 @@ mod tests {
     }
 
     #[test]
-    fn incarnations_are_16_lowercase_hex() {
-        assert!("0123456789abcdef".parse::<Incarnation>().is_ok());
-        assert!("0123456789ABCDEF".parse::<Incarnation>().is_err());
-        assert!("0123".parse::<Incarnation>().is_err());
-        assert_eq!(Incarnation::random().as_str().len(), 16);
+    fn drawn_incarnations_are_valid() {
+        let drawn = random_incarnation();
+        assert_eq!(drawn.as_str().parse::<Incarnation>().ok(), Some(drawn));
     }
 
     #[test]
     fn incarnation_survives_restarts_and_changes_with_the_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Incarnation::load_or_create(dir.path()).unwrap();
-        assert_eq!(Incarnation::load_or_create(dir.path()).unwrap(), first);
+        let first = load_or_create_incarnation(dir.path()).unwrap();
+        assert_eq!(load_or_create_incarnation(dir.path()).unwrap(), first);
         let other = tempfile::tempdir().unwrap();
-        assert_ne!(Incarnation::load_or_create(other.path()).unwrap(), first);
+        assert_ne!(load_or_create_incarnation(other.path()).unwrap(), first);
     }
 
     #[test]
     fn a_data_directory_with_member_data_but_no_incarnation_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("raft-log.redb"), b"log").unwrap();
-        let err = Incarnation::load_or_create(dir.path()).unwrap_err();
+        let err = load_or_create_incarnation(dir.path()).unwrap_err();
         assert!(
             matches!(err, IdentityError::MissingWithData { .. }),
             "{err}"
         );
         assert!(!dir.path().join(INCARNATION_FILE).exists());
-    }
-
-    #[test]
-    fn address_entries_say_what_is_wrong_with_them() {
-        let parse = |v: serde_json::Value| serde_json::from_value::<PeerAddr>(v);
-        assert_eq!(
-            parse(serde_json::json!("10.0.0.1:7000")).unwrap(),
-            PeerAddr::Plain("10.0.0.1:7000".into())
-        );
-        let misspelt = parse(serde_json::json!({"addr": "a:1", "incarnaton": "0123456789abcdef"}));
-        assert!(misspelt.unwrap_err().to_string().contains("incarnaton"));
-        let bad = parse(serde_json::json!({"addr": "a:1", "incarnation": "XYZ"}));
-        assert!(bad.unwrap_err().to_string().contains("16 lowercase hex"));
-        assert!(parse(serde_json::json!(7)).is_err());
     }
 
     #[test]
@@ -380,21 +227,5 @@ mod tests {
         assert!(any_cluster
             .check(&headers(&[(CLUSTER_HEADER, "elsewhere")]))
             .is_ok());
-    }
-
-    #[test]
-    fn address_entries_take_both_forms() {
-        let plain: PeerAddr = serde_json::from_str(r#""10.0.0.5:7000""#).unwrap();
-        assert_eq!((plain.addr(), plain.incarnation()), ("10.0.0.5:7000", None));
-        let pinned: PeerAddr =
-            serde_json::from_str(r#"{"addr": "10.0.0.5:7000", "incarnation": "00000000000000ff"}"#)
-                .unwrap();
-        assert_eq!(
-            pinned.incarnation().map(Incarnation::as_str),
-            Some("00000000000000ff")
-        );
-        assert!(
-            serde_json::from_str::<PeerAddr>(r#"{"addr": "a:1", "incarnation": "x"}"#).is_err()
-        );
     }
 }

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, Replication};
 use crate::faults::Faults;
-use crate::identity::{Identity, Incarnation};
+use crate::identity::{load_or_create_incarnation, Identity};
 use crate::member::{Engine, Member};
 use crate::metrics::Metrics;
 use crate::network::{AddressBook, Network, PeerClient};
@@ -36,7 +36,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let identity = Identity {
         cluster: config.cluster_id.clone(),
         id: config.id,
-        incarnation: Incarnation::load_or_create(&config.data_dir)?,
+        incarnation: load_or_create_incarnation(&config.data_dir)?,
     };
     let peers = Arc::new(PeerClient::new(
         identity,

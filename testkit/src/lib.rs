@@ -6,15 +6,25 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use caplab_api::client::{Recipient, Timeouts};
+use caplab_api::identity::PeerAddr;
+use caplab_api::kv::WriteBody;
+use caplab_api::paths::{self, Port};
+use caplab_api::status::Status;
+use caplab_api::transport::{TransportError, WireAnswer};
+use caplab_api::MemberClient;
+use reqwest::Method;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 pub mod nemesis;
+pub mod process;
+
+use process::{free_port, node_spec, Process};
 
 /// The `caplab-node` binary in this workspace's target directory (`CARGO_TARGET_DIR`, else
 /// `<workspace>/target`), built with `cargo build -p caplab-node` when it is missing: for the
@@ -61,11 +71,11 @@ pub struct Member {
     pub data_dir: PathBuf,
     /// Arguments used instead of the cluster's `extra_args` (see [`Cluster::restart_with`]).
     args: Option<Vec<String>>,
-    child: Option<Child>,
+    process: Option<Process>,
 }
 
 impl Member {
-    /// A URL on the client port.
+    /// A URL on the client port, for tests that send what [`MemberClient`] never would.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.client, path)
     }
@@ -76,7 +86,7 @@ impl Member {
     }
 
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.process.as_ref().is_some_and(Process::is_running)
     }
 }
 
@@ -91,55 +101,28 @@ pub struct Cluster {
     cluster_id: Option<String>,
 }
 
-/// A port for a member to listen on. Taken from below the kernel's ephemeral range (32768 and
-/// up on Linux), where a port the OS hands out could be taken by any outgoing connection
-/// between this choice and the member's bind; each port is handed out once per test process,
-/// starting at an offset of the process id so that test processes rarely meet.
-fn free_port() -> u16 {
-    const FIRST: u32 = 10_000;
-    const SPAN: u32 = 22_000;
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let offset = std::process::id().wrapping_mul(7919) % SPAN;
-    for _ in 0..SPAN {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = u16::try_from(FIRST + (offset + n) % SPAN).expect("below 32768");
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN)
-}
-
 impl Cluster {
     /// Starts `n` members (ids 1..=n), each run with `extra_args`, and initialises them as one
     /// cluster (waiting until member 1 accepts the init; not for a leader). The init names each
     /// member's incarnation, read from its status, as the operator does.
     pub async fn start(harness: Harness, n: u64, extra_args: &[&str]) -> Cluster {
         let cluster = Cluster::launch(harness, n, extra_args);
-        let url = cluster.members[&1].peer_url("/v1/admin/init");
         cluster
             .wait_until("the cluster to accept init", || async {
-                let body = json!({ "members": cluster.address_book().await? });
-                let r = cluster
-                    .identified(cluster.http.post(&url), 1)
-                    .json(&body)
-                    .send()
-                    .await
-                    .ok()?;
-                r.status().is_success().then_some(())
+                let book = cluster.address_book().await?;
+                cluster.client(1).init(&book).await.ok().map(drop)
             })
             .await;
         cluster
     }
 
-    /// Every member as an address-book entry in the object form, `{"addr", "incarnation"}`
-    /// (`None` while some member does not answer its status yet).
-    pub async fn address_book(&self) -> Option<BTreeMap<String, Value>> {
+    /// Every member as an address-book entry naming its incarnation (`None` while some member
+    /// does not answer its status yet).
+    pub async fn address_book(&self) -> Option<BTreeMap<u64, PeerAddr>> {
         let mut book = BTreeMap::new();
         for m in self.members.values() {
-            let incarnation = self.status(m.id).await?["incarnation"].clone();
-            let entry = json!({ "addr": m.peer, "incarnation": incarnation });
-            book.insert(m.id.to_string(), entry);
+            let incarnation = self.member_status(m.id).await?.incarnation;
+            book.insert(m.id, PeerAddr::new(m.peer.clone(), Some(incarnation)));
         }
         Some(book)
     }
@@ -167,17 +150,24 @@ impl Cluster {
         cluster
     }
 
-    /// An admin request to member `id` with the token and the identity headers the operator
-    /// sends: from `0`, to `id`, and the cluster id when the members run with one.
-    fn identified(&self, request: reqwest::RequestBuilder, id: u64) -> reqwest::RequestBuilder {
-        let request = request
-            .bearer_auth(self.harness.token)
-            .header("x-caplab-from", "0")
-            .header("x-caplab-to", id.to_string());
-        match &self.cluster_id {
-            Some(cluster) => request.header("x-caplab-cluster", cluster),
-            None => request,
-        }
+    /// A client of member `id`: admin calls carry the token and the identity headers the
+    /// operator sends (from `0`, to `id`, and the cluster id when the members run with one);
+    /// every call waits at most the harness's HTTP timeout.
+    pub fn client(&self, id: u64) -> MemberClient {
+        let m = &self.members[&id];
+        let timeout = self.harness.http_timeout;
+        MemberClient::at(self.http.clone(), &m.client, &m.peer)
+            .expect("loopback addresses are host:port")
+            .with_token(self.harness.token)
+            .with_recipient(Recipient {
+                cluster: self.cluster_id.clone(),
+                member: Some(id),
+                incarnation: None,
+            })
+            .with_timeouts(Timeouts {
+                request: timeout,
+                blocking: timeout,
+            })
     }
 
     /// The admin token the members run with.
@@ -187,13 +177,14 @@ impl Cluster {
 
     /// Spawns a new member process (not yet part of the membership).
     pub fn add_process(&mut self, id: u64) {
+        let port = || free_port().expect("a free loopback port");
         let member = Member {
             id,
-            client: format!("127.0.0.1:{}", free_port()),
-            peer: format!("127.0.0.1:{}", free_port()),
+            client: format!("127.0.0.1:{}", port()),
+            peer: format!("127.0.0.1:{}", port()),
             data_dir: self.dir.path().join(format!("member-{id}")),
             args: None,
-            child: None,
+            process: None,
         };
         self.members.insert(id, member);
         self.restart(id);
@@ -230,31 +221,32 @@ impl Cluster {
         self.restart(id);
     }
 
-    /// (Re)starts member `id`'s process on its addresses and data directory; its stderr goes
-    /// to `member-<id>.log` beside the data directory.
+    /// (Re)starts member `id`'s process on its addresses and data directory; its stderr is
+    /// appended to `member-<id>.log` beside the data directory.
     pub fn restart(&mut self, id: u64) {
+        self.kill(id);
         let m = self.members.get_mut(&id).expect("member exists");
-        let log = std::fs::File::create(m.data_dir.with_extension("log")).expect("log file");
-        let child = Command::new(&self.harness.node_binary)
-            .args(["--id", &id.to_string(), "--client-listen", &m.client])
-            .args(["--peer-listen", &m.peer])
-            .arg("--data-dir")
-            .arg(&m.data_dir)
-            .args(["--request-timeout-ms", "3000"])
-            .args(m.args.as_ref().unwrap_or(&self.extra_args))
-            .env("CAPLAB_ADMIN_TOKEN", self.harness.token)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn caplab-node");
-        m.child = Some(child);
+        let extra: Vec<String> = ["--request-timeout-ms", "3000"]
+            .into_iter()
+            .map(str::to_string)
+            .chain(m.args.clone().unwrap_or_else(|| self.extra_args.clone()))
+            .collect();
+        let spec = node_spec(
+            &self.harness.node_binary,
+            id,
+            &m.client,
+            &m.peer,
+            &m.data_dir,
+            self.harness.token,
+            &extra,
+        );
+        m.process = Some(Process::start(spec).expect("spawn caplab-node"));
     }
 
     /// SIGKILL: no graceful shutdown, no chance to flush anything.
     pub fn kill(&mut self, id: u64) {
-        if let Some(mut child) = self.members.get_mut(&id).and_then(|m| m.child.take()) {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(process) = self.members.get_mut(&id).and_then(|m| m.process.as_mut()) {
+            process.kill();
         }
     }
 
@@ -281,19 +273,28 @@ impl Cluster {
         wait_until(self.harness.deadline, what, probe).await
     }
 
-    /// `GET /v1/status` of member `id`; `None` when it does not answer.
+    /// `GET /v1/status` of member `id` as JSON; `None` when it does not answer.
     pub async fn status(&self, id: u64) -> Option<Value> {
-        let r = self
-            .http
-            .get(self.members[&id].url("/v1/status"))
-            .send()
+        let answer = self
+            .client(id)
+            .send_raw(Method::GET, Port::Client, paths::STATUS, None)
             .await
             .ok()?;
-        r.json().await.ok()
+        serde_json::from_slice(&answer.body).ok()
+    }
+
+    /// `GET /v1/status` of member `id`; `None` when it does not answer.
+    pub async fn member_status(&self, id: u64) -> Option<Status> {
+        self.client(id).status().await.ok()
     }
 
     pub async fn commit_index(&self, id: u64) -> Option<u64> {
-        self.status(id).await?["commitIndex"].as_u64()
+        Some(self.member_status(id).await?.engine.commit_index)
+    }
+
+    /// The leader (or primary) member `id` names.
+    async fn leader_named_by(&self, id: u64) -> Option<u64> {
+        self.member_status(id).await?.engine.leader
     }
 
     /// Waits until every running member agrees on one leader; returns its id.
@@ -301,7 +302,7 @@ impl Cluster {
         self.wait_until("all running members agree on a running leader", || async {
             let mut leaders = Vec::new();
             for m in self.running() {
-                leaders.push(self.status(m.id).await?["leader"].as_u64()?);
+                leaders.push(self.leader_named_by(m.id).await?);
             }
             leaders.dedup();
             let alive = leaders
@@ -319,7 +320,7 @@ impl Cluster {
             || async {
                 let mut seen = Vec::new();
                 for id in ids {
-                    seen.push(self.status(*id).await?["leader"].as_u64()?);
+                    seen.push(self.leader_named_by(*id).await?);
                 }
                 seen.dedup();
                 (seen.len() == 1 && ids.contains(&seen[0]) && Some(seen[0]) != not).then(|| seen[0])
@@ -341,32 +342,44 @@ impl Cluster {
 
     /// PUT a value through member `id`; returns the HTTP status and JSON body.
     pub async fn put(&self, id: u64, key: &str, value: i64) -> (u16, Value) {
-        let r = self
-            .http
-            .put(self.members[&id].url(&format!("/v1/kv/{key}")))
-            .json(&json!({ "value": value }))
-            .send()
+        let body = json!(WriteBody { value });
+        let answer = self
+            .client(id)
+            .send_raw(Method::PUT, Port::Client, &paths::kv(key), Some(&body))
             .await;
-        into_pair(r).await
+        answer_pair(answer)
     }
 
+    /// GET a register through member `id` with `consistency` as given (any text, so that a
+    /// test can send one the member refuses).
     pub async fn get(&self, id: u64, key: &str, consistency: &str) -> (u16, Value) {
-        let url = self.members[&id].url(&format!("/v1/kv/{key}?consistency={consistency}"));
-        into_pair(self.http.get(url).send().await).await
+        let path = format!(
+            "{}?{}={consistency}",
+            paths::kv(key),
+            paths::CONSISTENCY_PARAM
+        );
+        let answer = self
+            .client(id)
+            .send_raw(Method::GET, Port::Client, &path, None)
+            .await;
+        answer_pair(answer)
     }
 
-    /// An admin call on member `id`'s peer port; returns the HTTP status (0: no answer) and
-    /// JSON body.
+    /// An admin call on member `id`'s peer port (path from `caplab_api::paths`); returns the
+    /// HTTP status (0: no answer) and JSON body.
     pub async fn admin(
         &self,
         id: u64,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
-        body: Value,
+        body: impl Serialize,
     ) -> (u16, Value) {
-        let request = self.http.request(method, self.members[&id].peer_url(path));
-        let r = self.identified(request, id).json(&body).send().await;
-        into_pair(r).await
+        let body = json!(body);
+        let answer = self
+            .client(id)
+            .send_raw(method, Port::Peer, path, Some(&body))
+            .await;
+        answer_pair(answer)
     }
 
     /// An admin call that must succeed (the test fails naming `path` otherwise); returns the
@@ -374,19 +387,23 @@ impl Cluster {
     pub async fn admin_ok(
         &self,
         id: u64,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
-        body: Value,
+        body: impl Serialize,
     ) -> Value {
         let (status, body) = self.admin(id, method, path, body).await;
         assert!((200..300).contains(&status), "{path}: {status} {body}");
         body
     }
 
-    /// `PUT /v1/admin/faults` on member `id`: replaces its fault set (`{}` heals it).
-    pub async fn set_faults(&self, id: u64, faults: Value) {
-        self.admin_ok(id, reqwest::Method::PUT, "/v1/admin/faults", faults)
-            .await;
+    /// `PUT /v1/admin/faults` on member `id`: replaces its fault set (`{}` heals it). Takes a
+    /// `caplab_api::faults::FaultSet` or its JSON; the test fails when the member refuses.
+    pub async fn set_faults(&self, id: u64, faults: impl Serialize) {
+        let set = serde_json::from_value(json!(faults))
+            .unwrap_or_else(|e| panic!("not a fault set: {e}"));
+        if let Err(e) = self.client(id).set_faults(&set).await {
+            panic!("setting the faults of member {id}: {e}");
+        }
     }
 
     /// Writes until one succeeds through any running member; returns the member used.
@@ -421,6 +438,17 @@ pub async fn into_pair(r: reqwest::Result<reqwest::Response>) -> (u16, Value) {
             (status, r.json().await.unwrap_or(Value::Null))
         }
         Err(e) => (0, json!({ "transport-error": e.to_string() })),
+    }
+}
+
+/// [`into_pair`] for an answer through [`MemberClient::send_raw`].
+fn answer_pair(answer: Result<WireAnswer, TransportError>) -> (u16, Value) {
+    match answer {
+        Ok(a) => (
+            a.status,
+            serde_json::from_slice(&a.body).unwrap_or(Value::Null),
+        ),
+        Err(e) => (0, json!({ "transport-error": e.message })),
     }
 }
 

@@ -10,8 +10,8 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use caplab_api::kv::{self, CasBody, ReadParams, ValueReply, WriteBody};
+use caplab_api::paths;
 
 use super::error::ApiError;
 use super::{json_body, json_by_default};
@@ -21,8 +21,8 @@ use crate::types::Command;
 
 pub fn router(member: Arc<Member>) -> Router {
     Router::new()
-        .route("/v1/kv/{key}", get(read).put(write))
-        .route("/v1/kv/{key}/cas", post(cas))
+        .route(paths::KV, get(read).put(write))
+        .route(paths::KV_CAS, post(cas))
         .merge(observability_routes())
         .layer(middleware::from_fn(json_by_default))
         .with_state(member)
@@ -31,39 +31,27 @@ pub fn router(member: Arc<Member>) -> Router {
 /// Status, metrics and health: served on both ports.
 pub fn observability_routes() -> Router<Arc<Member>> {
     Router::new()
-        .route("/v1/status", get(status))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
+        .route(paths::STATUS, get(status))
+        .route(paths::METRICS, get(metrics))
+        .route(paths::HEALTHZ, get(|| async { "ok" }))
+        .route(paths::READYZ, get(ready))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReadParams {
-    consistency: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WriteBody {
-    value: i64,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CasBody {
-    expected: i64,
-    new: i64,
-}
-
+/// The read's consistency, from its query (400 naming the accepted values otherwise).
 fn parse_consistency(raw: Option<&str>) -> Result<Consistency, ApiError> {
-    match raw {
-        None | Some("linearizable") => Ok(Consistency::Linearizable),
-        Some("local") => Ok(Consistency::Local),
-        Some(other) => Err(ApiError::BadRequest(format!(
-            "unknown consistency {other:?}: use linearizable or local"
-        ))),
+    match kv::Consistency::parse(raw).map_err(|e| ApiError::BadRequest(e.to_string()))? {
+        kv::Consistency::Linearizable => Ok(Consistency::Linearizable),
+        kv::Consistency::Local => Ok(Consistency::Local),
     }
+}
+
+/// A register's value as the answer of a successful operation.
+pub(super) fn value_reply(key: &str, value: i64) -> Response {
+    Json(ValueReply {
+        key: key.to_string(),
+        value,
+    })
+    .into_response()
 }
 
 /// Turns an operation's result into the HTTP answer and records it in the metrics.
@@ -75,10 +63,7 @@ fn respond(
     result: Result<Reply, ApiError>,
 ) -> Response {
     let (outcome, response) = match result {
-        Ok(Reply::Value(value)) => (
-            "ok",
-            Json(json!({ "key": key, "value": value })).into_response(),
-        ),
+        Ok(Reply::Value(value)) => ("ok", value_reply(key, value)),
         Ok(Reply::Forwarded(f)) => (f.outcome(), f.into_response()),
         Err(e) => (e.outcome(), e.into_response()),
     };

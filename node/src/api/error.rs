@@ -1,10 +1,11 @@
 //! The error contract shared by every endpoint: JSON `{"error": "…"}` with a status code that
-//! tells a client whether its operation took effect (503 certainly not, 504 maybe).
+//! tells a client whether its operation took effect (503 certainly not, 504 maybe); the body
+//! and the contract are `caplab_api::error`.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use caplab_api::error::ErrorBody;
 use thiserror::Error;
 
 use crate::engine::Outcome;
@@ -39,28 +40,23 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let message = self.to_string();
         let (status, body) = match self {
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, json!({ "error": message })),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, json!({ "error": message })),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorBody::new(message)),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorBody::new(message)),
             ApiError::CasMismatch { current } => (
                 StatusCode::CONFLICT,
-                json!({ "error": message, "current": current }),
+                ErrorBody::cas_mismatch(message, current),
             ),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, json!({ "error": message })),
-            ApiError::NotImplemented(_) => {
-                (StatusCode::NOT_IMPLEMENTED, json!({ "error": message }))
-            }
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, ErrorBody::new(message)),
+            ApiError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, ErrorBody::new(message)),
             ApiError::Misdirected(m) => (
                 StatusCode::MISDIRECTED_REQUEST,
-                json!({ "error": message, "reason": m.kind.reason() }),
+                ErrorBody::misdirected(message, m.kind.reason()),
             ),
             ApiError::NotApplied(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "error": message, "outcome": "not-applied" }),
+                ErrorBody::not_applied(message),
             ),
-            ApiError::Unknown(_) => (
-                StatusCode::GATEWAY_TIMEOUT,
-                json!({ "error": message, "outcome": "unknown" }),
-            ),
+            ApiError::Unknown(_) => (StatusCode::GATEWAY_TIMEOUT, ErrorBody::unknown(message)),
         };
         (status, Json(body)).into_response()
     }

@@ -2,7 +2,7 @@
 //! the fault layer), and the admin API used by the operator. Everything here requires the
 //! bearer token; status, metrics and health are open as on the client port.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
@@ -12,49 +12,52 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};
 use axum::{Json, Router};
+use caplab_api::admin::{
+    self, Ack, InitRequest, MemberEntry, PeersRequest, PeersView, PromoteRequest, TransferRequest,
+    VotersRequest,
+};
+use caplab_api::faults::FaultsView;
+use caplab_api::kv::ReadRequest;
+use caplab_api::paths;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Serialize;
 
-use super::client::observability_routes;
+use super::client::{observability_routes, value_reply};
 use super::error::ApiError;
 use super::{json_body, json_by_default};
-use crate::election::{PreVoteRequest, PRE_VOTE_PATH};
+use crate::election::PreVoteRequest;
 use crate::faults::{Direction, FaultSet, Verdict};
 use crate::identity::{PeerAddr, INCARNATION_HEADER};
-use crate::member::{
-    Consistency, Engine, Member, ReadRequest, Reply, FORWARD_READ_PATH, FORWARD_WRITE_PATH,
-    INIT_PATH,
-};
+use crate::member::{Consistency, Engine, Member, Reply};
 use crate::network::{Relayed, FROM_HEADER};
-use crate::primary::{ReplicateRequest, EPOCH_PATH, PROMOTE_PATH, REPLICATE_PATH};
+use crate::primary::ReplicateRequest;
 use crate::raft_engine::RaftEngine;
 use crate::types::{Command, NodeId, TypeConfig};
 
 pub fn router(member: Arc<Member>) -> Router {
     let peer_messages = Router::new()
-        .route("/raft/append", post(append))
-        .route("/raft/vote", post(vote))
-        .route(PRE_VOTE_PATH, post(pre_vote))
-        .route("/raft/snapshot", post(snapshot))
-        .route(FORWARD_WRITE_PATH, post(forwarded_write))
-        .route(FORWARD_READ_PATH, post(forwarded_read))
-        .route(REPLICATE_PATH, post(replicate))
-        .route(EPOCH_PATH, post(epoch))
+        .route(paths::RAFT_APPEND, post(append))
+        .route(paths::RAFT_VOTE, post(vote))
+        .route(paths::RAFT_PRE_VOTE, post(pre_vote))
+        .route(paths::RAFT_SNAPSHOT, post(snapshot))
+        .route(paths::FORWARD_WRITE, post(forwarded_write))
+        .route(paths::FORWARD_READ, post(forwarded_read))
+        .route(paths::REPLICATE, post(replicate))
+        .route(paths::EPOCH, post(epoch))
         .merge(super::quorum::routes())
         .layer(middleware::from_fn_with_state(
             member.clone(),
             incoming_faults,
         ));
     let admin = Router::new()
-        .route(INIT_PATH, post(init))
-        .route("/v1/admin/learners", post(add_learner))
-        .route("/v1/admin/voters", put(set_voters).post(set_voters))
-        .route("/v1/admin/transfer-leader", post(transfer_leader))
-        .route(PROMOTE_PATH, post(promote))
-        .route("/v1/admin/primary", put(follow))
-        .route("/v1/admin/peers", put(set_peers).get(get_peers))
-        .route("/v1/admin/faults", put(set_faults).get(get_faults));
+        .route(paths::ADMIN_INIT, post(init))
+        .route(paths::ADMIN_LEARNERS, post(add_learner))
+        .route(paths::ADMIN_VOTERS, put(set_voters).post(set_voters))
+        .route(paths::ADMIN_TRANSFER_LEADER, post(transfer_leader))
+        .route(paths::ADMIN_PROMOTE, post(promote))
+        .route(paths::ADMIN_PRIMARY, put(follow))
+        .route(paths::ADMIN_PEERS, put(set_peers).get(get_peers))
+        .route(paths::ADMIN_FAULTS, put(set_faults).get(get_faults));
     // The token is checked before the identity headers, so that nobody without it learns
     // the member's id or incarnation or moves its misdirected-message counter.
     peer_messages
@@ -229,7 +232,7 @@ async fn snapshot(
 
 fn reply(key: &str, result: Result<Reply, ApiError>) -> Response {
     match result {
-        Ok(Reply::Value(value)) => Json(json!({ "key": key, "value": value })).into_response(),
+        Ok(Reply::Value(value)) => value_reply(key, value),
         Ok(Reply::Forwarded(f)) => f.into_response(),
         Err(e) => e.into_response(),
     }
@@ -241,9 +244,7 @@ async fn forwarded_write(
 ) -> Response {
     match json_body(body) {
         Ok(command) => {
-            let key = match &command {
-                Command::Write { key, .. } | Command::Cas { key, .. } => key.clone(),
-            };
+            let key = command.key().to_string();
             reply(&key, m.write(command, false).await.map_err(ApiError::from))
         }
         Err(e) => e.into_response(),
@@ -265,49 +266,17 @@ async fn forwarded_read(
     }
 }
 
-/// Accepts `host:port` with a non-empty host and a valid port.
-fn validate_addr(addr: &PeerAddr) -> Result<(), ApiError> {
-    let addr = addr.addr();
-    let valid = addr
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
-    if valid {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "address {addr:?} is not host:port"
-        )))
-    }
-}
-
+/// Refuses (400) an address book with id 0, an address that is not `host:port`, or two
+/// members at one address.
 fn validate_members(members: &BTreeMap<NodeId, PeerAddr>) -> Result<(), ApiError> {
-    if members.contains_key(&0) {
-        return Err(ApiError::BadRequest("member ids start at 1".into()));
-    }
-    members.values().try_for_each(validate_addr)?;
-    let mut seen: BTreeMap<&str, NodeId> = BTreeMap::new();
-    for (id, entry) in members {
-        if let Some(other) = seen.insert(entry.addr(), *id) {
-            return Err(ApiError::BadRequest(format!(
-                "members {other} and {id} share the address {}: give each member its own",
-                entry.addr()
-            )));
-        }
-    }
-    Ok(())
+    admin::validate_members(members).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 fn done(forwarded: Option<Relayed>) -> Response {
     match forwarded {
         Some(f) => f.into_response(),
-        None => Json(json!({ "ok": true })).into_response(),
+        None => Json(Ack::OK).into_response(),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InitRequest {
-    members: BTreeMap<NodeId, PeerAddr>,
 }
 
 /// The sending member's id, when a member (not a tool or the operator, which send `0`) sent
@@ -332,26 +301,19 @@ async fn init(
     Ok(done(None))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LearnerRequest {
-    id: NodeId,
-    addr: PeerAddr,
+/// A member entry (`{"id", "addr"}`) whose address is valid.
+fn member_entry(body: Result<Json<MemberEntry>, JsonRejection>) -> Result<MemberEntry, ApiError> {
+    let entry = json_body(body)?;
+    validate_members(&BTreeMap::from([(entry.id, entry.addr.clone())]))?;
+    Ok(entry)
 }
 
 async fn add_learner(
     State(m): State<Arc<Member>>,
-    body: Result<Json<LearnerRequest>, JsonRejection>,
+    body: Result<Json<MemberEntry>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let LearnerRequest { id, addr } = json_body(body)?;
-    validate_members(&BTreeMap::from([(id, addr.clone())]))?;
+    let MemberEntry { id, addr } = member_entry(body)?;
     Ok(done(m.add_learner(id, addr).await?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VotersRequest {
-    voters: BTreeSet<NodeId>,
 }
 
 async fn set_voters(
@@ -362,19 +324,13 @@ async fn set_voters(
     Ok(done(m.set_voters(voters).await?))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TransferRequest {
-    to: NodeId,
-}
-
 async fn transfer_leader(
     State(m): State<Arc<Member>>,
     body: Result<Json<TransferRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let TransferRequest { to } = json_body(body)?;
     let epoch = m.transfer_leader(to).await?;
-    Ok(Json(json!({ "ok": true, "epoch": epoch })).into_response())
+    Ok(Json(Ack::with_epoch(epoch)).into_response())
 }
 
 async fn replicate(
@@ -389,36 +345,22 @@ async fn epoch(State(m): State<Arc<Member>>) -> Result<Response, ApiError> {
     Ok(Json(m.epoch_view().await?).into_response())
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct PromoteRequest {
-    /// The new epoch must be at least this (default: one more than the member's).
-    epoch: Option<u64>,
-}
-
 async fn promote(
     State(m): State<Arc<Member>>,
     body: Option<Json<PromoteRequest>>,
 ) -> Result<Response, ApiError> {
     let request = body.map(|Json(b)| b).unwrap_or_default();
     let epoch = m.promote(request.epoch).await?;
-    Ok(Json(json!({ "ok": true, "epoch": epoch })).into_response())
+    Ok(Json(Ack::with_epoch(epoch)).into_response())
 }
 
 async fn follow(
     State(m): State<Arc<Member>>,
-    body: Result<Json<LearnerRequest>, JsonRejection>,
+    body: Result<Json<MemberEntry>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let LearnerRequest { id, addr } = json_body(body)?;
-    validate_members(&BTreeMap::from([(id, addr.clone())]))?;
+    let MemberEntry { id, addr } = member_entry(body)?;
     m.follow(id, addr).await?;
     Ok(done(None))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PeersRequest {
-    peers: BTreeMap<NodeId, PeerAddr>,
 }
 
 async fn set_peers(
@@ -431,13 +373,12 @@ async fn set_peers(
     Ok(get_peers(State(m)).await)
 }
 
-/// `{"peers": {id: "host:port"}, "incarnations": {id: "<16 hex>"}}`: the address book and
-/// the incarnations known (given or pinned).
+/// The address book and the incarnations known (given or pinned).
 async fn get_peers(State(m): State<Arc<Member>>) -> Response {
-    Json(json!({
-        "peers": m.peers.addresses.all(),
-        "incarnations": m.peers.addresses.incarnations(),
-    }))
+    Json(PeersView {
+        peers: m.peers.addresses.all(),
+        incarnations: m.peers.addresses.incarnations(),
+    })
     .into_response()
 }
 
@@ -450,22 +391,20 @@ async fn set_faults(
 }
 
 async fn get_faults(State(m): State<Arc<Member>>) -> Response {
-    Json(json!({ "faults": m.faults.current(), "counters": m.faults.counters() })).into_response()
+    let view = FaultsView {
+        faults: m.faults.current(),
+        counters: m.faults.counters(),
+    };
+    // Through a JSON value, whose keys are sorted: the bytes this answer has always had.
+    match serde_json::to_value(view) {
+        Ok(sorted) => Json(sorted).into_response(),
+        Err(e) => ApiError::Unknown(format!("cannot encode the fault set: {e}")).into_response(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses() {
-        let valid = |a: &str| validate_addr(&PeerAddr::Plain(a.into())).is_ok();
-        assert!(valid("10.0.0.5:7000"));
-        assert!(valid("demo-0.demo:7000"));
-        assert!(!valid("10.0.0.5"));
-        assert!(!valid(":7000"));
-        assert!(!valid("h:99999"));
-    }
 
     #[test]
     fn bearer_token() {

@@ -11,96 +11,19 @@
 //! cluster refuses for too long is recorded as a note in the [`Event`] and the schedule moves on.
 //! Only [`Nemesis::heal`] must succeed (the final checks need a whole cluster).
 
+mod admin;
+mod rng;
+
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
+use caplab_api::faults::{CutDirection, DelayFault, FaultSet, LossFault};
 use serde_json::{json, Value};
 
 use crate::Cluster;
-
-/// The environment variable that fixes the seed of a nemesis test.
-pub const SEED_ENV: &str = "CAPLAB_NEMESIS_SEED";
-
-/// The seed from [`SEED_ENV`] (decimal or `0x` hex), or a fresh one drawn from the clock and
-/// the process id; printed either way so that a failed run can be repeated.
-///
-/// Panics with a one-line reason when the variable is set but not a `u64`.
-pub fn seed_from_env() -> u64 {
-    let seed = match std::env::var(SEED_ENV) {
-        Ok(text) => parse_seed(&text).unwrap_or_else(|| {
-            panic!("{SEED_ENV}={text:?} is not a u64: give a decimal or 0x-prefixed hex number")
-        }),
-        Err(_) => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            Rng::new(nanos ^ u64::from(std::process::id())).next_u64()
-        }
-    };
-    println!("nemesis seed: {seed} (repeat this schedule with {SEED_ENV}={seed})");
-    seed
-}
-
-fn parse_seed(text: &str) -> Option<u64> {
-    let text = text.trim();
-    match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => text.parse().ok(),
-    }
-}
-
-/// SplitMix64: small, fast, and good enough to draw schedules and workloads from a seed
-/// (the harness has no dependency on a random-number crate).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n` ≥ 1).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi.saturating_sub(lo) + 1)
-    }
-
-    /// True with probability `p` (0 to 1).
-    pub fn chance(&mut self, p: f64) -> bool {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-
-    /// A uniformly chosen element of a non-empty slice.
-    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-
-    /// Fisher–Yates.
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = self.below(i as u64 + 1) as usize;
-            items.swap(i, j);
-        }
-    }
-
-    /// A child generator for another purpose (a client, a run), independent of later draws.
-    pub fn fork(&mut self) -> Rng {
-        Rng::new(self.next_u64())
-    }
-}
+pub use admin::{current_leader, retry_admin, AdminCall};
+use admin::{cut, members_known_to, poll};
+pub use rng::{seed_from_env, Rng, SEED_ENV};
 
 /// Which replication the cluster runs: it decides which faults make sense.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,25 +158,18 @@ impl Nemesis {
     pub async fn probe_one_way(&mut self, cluster: &Cluster) -> bool {
         let ids: Vec<u64> = cluster.members.keys().copied().collect();
         let (first, other) = (ids[0], ids[ids.len() - 1]);
-        let cut = json!({"partition": {"peers": [other], "direction": "outgoing"}});
-        let (status, _) = cluster
-            .admin(first, Method::PUT, "/v1/admin/faults", cut)
+        let probe = cluster
+            .client(first)
+            .set_faults(&cut(&[other], CutDirection::Outgoing))
             .await;
-        self.one_way = status == 200;
-        retry_admin(
-            cluster,
-            first,
-            Method::PUT,
-            "/v1/admin/faults",
-            json!({}),
-            self.patience,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("healing the one-way probe on member {first}: {e}"));
-        if !self.one_way {
+        self.one_way = probe.is_ok();
+        retry_admin(cluster, first, &AdminCall::heal(), self.patience)
+            .await
+            .unwrap_or_else(|e| panic!("healing the one-way probe on member {first}: {e}"));
+        if let Err(e) = probe {
             println!(
-                "nemesis: the members refuse \"direction\" in a partition (HTTP {status}); \
-                 one-way cuts are applied both ways"
+                "nemesis: the members refuse \"direction\" in a partition ({e}); one-way cuts \
+                 are applied both ways"
             );
         }
         self.one_way
@@ -355,11 +271,11 @@ impl Nemesis {
     }
 
     /// A partial topology as per-member partitions: (description, [(member, fault set)]).
-    fn topology(&mut self, cluster: &Cluster, kind: Kind) -> (String, Vec<(u64, Value)>) {
+    fn topology(&mut self, cluster: &Cluster, kind: Kind) -> (String, Vec<(u64, FaultSet)>) {
         let mut ids: Vec<u64> = cluster.members.keys().copied().collect();
         self.rng.shuffle(&mut ids);
         let n = ids.len();
-        let cut = |peers: &[u64]| json!({"partition": {"peers": peers}});
+        let cut = |peers: &[u64]| cut(peers, CutDirection::Both);
         match kind {
             Kind::Halves => {
                 let (a, b) = ids.split_at(n / 2);
@@ -379,7 +295,7 @@ impl Nemesis {
                     .iter()
                     .map(|&m| (m, cut(&b)))
                     .chain(b.iter().map(|&m| (m, cut(&a))))
-                    .chain([(bridge, json!({}))])
+                    .chain([(bridge, FaultSet::default())])
                     .collect();
                 (format!("bridge {a:?} <{bridge}> {b:?}"), cuts)
             }
@@ -404,11 +320,11 @@ impl Nemesis {
                 let outgoing = self.rng.chance(0.5);
                 let (set, how) = match (self.one_way, outgoing) {
                     (true, true) => (
-                        json!({"partition": {"peers": to, "direction": "outgoing"}}),
+                        admin::cut(&to, CutDirection::Outgoing),
                         "one-way cut (outgoing)",
                     ),
                     (true, false) => (
-                        json!({"partition": {"peers": to, "direction": "incoming"}}),
+                        admin::cut(&to, CutDirection::Incoming),
                         "one-way cut (incoming)",
                     ),
                     (false, _) => (cut(&to), "cut (both ways: no one-way support)"),
@@ -419,32 +335,54 @@ impl Nemesis {
     }
 
     /// A fault on one member's links: (description, fault set).
-    fn member_fault(&mut self, kind: Kind, member: u64) -> (String, Value) {
+    fn member_fault(&mut self, kind: Kind, member: u64) -> (String, FaultSet) {
+        let none = FaultSet::default();
         match kind {
-            Kind::Pause(_) => (format!("pause {member}"), json!({"pause": true})),
+            Kind::Pause(_) => (
+                format!("pause {member}"),
+                FaultSet {
+                    pause: true,
+                    ..none
+                },
+            ),
             Kind::Loss(_) => {
-                let p = self.rng.between(10, 60) as f64 / 100.0;
-                (
-                    format!("loss {p} at {member}"),
-                    json!({"loss": {"peers": [], "probability": p}}),
-                )
+                let probability = self.rng.between(10, 60) as f64 / 100.0;
+                let loss = LossFault {
+                    peers: BTreeSet::new(),
+                    probability,
+                };
+                let set = FaultSet {
+                    loss: Some(loss),
+                    ..none
+                };
+                (format!("loss {probability} at {member}"), set)
             }
             Kind::Delay(_) => {
                 // Mostly below the 100 ms heartbeat (openraft's RPC deadline), sometimes above.
-                let latency = self.rng.between(5, 150);
-                let jitter = self.rng.between(0, latency / 2);
+                let latency_ms = self.rng.between(5, 150);
+                let jitter_ms = self.rng.between(0, latency_ms / 2);
+                let delay = DelayFault {
+                    peers: BTreeSet::new(),
+                    latency_ms,
+                    jitter_ms,
+                };
+                let set = FaultSet {
+                    delay: Some(delay),
+                    ..none
+                };
                 (
-                    format!("delay {latency}±{jitter} ms at {member}"),
-                    json!({"delay": {"peers": [], "latencyMs": latency, "jitterMs": jitter}}),
+                    format!("delay {latency_ms}±{jitter_ms} ms at {member}"),
+                    set,
                 )
             }
             _ => {
                 let skew = self.rng.between(500, 10_000) as i64;
-                let skew = if self.rng.chance(0.5) { skew } else { -skew };
-                (
-                    format!("clock skew {skew} ms at {member}"),
-                    json!({"clockSkewMs": skew}),
-                )
+                let clock_skew_ms = if self.rng.chance(0.5) { skew } else { -skew };
+                let set = FaultSet {
+                    clock_skew_ms,
+                    ..none
+                };
+                (format!("clock skew {clock_skew_ms} ms at {member}"), set)
             }
         }
     }
@@ -453,32 +391,18 @@ impl Nemesis {
     async fn hold_faults(
         &self,
         cluster: &Cluster,
-        cuts: &[(u64, Value)],
+        cuts: &[(u64, FaultSet)],
         hold: Duration,
         event: &mut Event,
     ) {
         for (member, set) in cuts {
-            self.admin_step(
-                cluster,
-                *member,
-                Method::PUT,
-                "/v1/admin/faults",
-                set.clone(),
-                event,
-            )
-            .await;
+            let call = AdminCall::Faults(set.clone());
+            self.admin_step(cluster, *member, call, event).await;
         }
         tokio::time::sleep(hold).await;
         for (member, _) in cuts {
-            self.admin_step(
-                cluster,
-                *member,
-                Method::PUT,
-                "/v1/admin/faults",
-                json!({}),
-                event,
-            )
-            .await;
+            self.admin_step(cluster, *member, AdminCall::heal(), event)
+                .await;
         }
     }
 
@@ -494,40 +418,19 @@ impl Nemesis {
         let rest: BTreeSet<u64> = all.iter().copied().filter(|id| *id != member).collect();
         let via = *rest.iter().next().unwrap_or(&member);
         let removed = self
-            .admin_step(
-                cluster,
-                via,
-                Method::PUT,
-                "/v1/admin/voters",
-                json!({"voters": rest}),
-                event,
-            )
+            .admin_step(cluster, via, AdminCall::Voters(rest), event)
             .await;
         if !removed {
             return;
         }
         tokio::time::sleep(hold).await;
-        let learner = json!({"id": member, "addr": cluster.members[&member].peer});
-        if self
-            .admin_step(
-                cluster,
-                via,
-                Method::POST,
-                "/v1/admin/learners",
-                learner,
-                event,
-            )
-            .await
-        {
-            self.admin_step(
-                cluster,
-                via,
-                Method::PUT,
-                "/v1/admin/voters",
-                json!({"voters": all}),
-                event,
-            )
-            .await;
+        let learner = AdminCall::Learner {
+            id: member,
+            addr: cluster.members[&member].peer.clone(),
+        };
+        if self.admin_step(cluster, via, learner, event).await {
+            self.admin_step(cluster, via, AdminCall::Voters(all), event)
+                .await;
         }
     }
 
@@ -561,22 +464,14 @@ impl Nemesis {
         match loss {
             Loss::Crash => cluster.kill(old),
             Loss::Isolate => {
-                let cut = json!({"partition": {"peers": others}});
-                self.admin_step(cluster, old, Method::PUT, "/v1/admin/faults", cut, event)
-                    .await;
+                let isolate = AdminCall::Faults(cut(&others, CutDirection::Both));
+                self.admin_step(cluster, old, isolate, event).await;
             }
         }
         // The detection delay of a real failover, while clients keep writing.
         tokio::time::sleep(hold / 2).await;
         if !self
-            .admin_step(
-                cluster,
-                new,
-                Method::POST,
-                "/v1/admin/promote",
-                json!({}),
-                event,
-            )
+            .admin_step(cluster, new, AdminCall::Promote, event)
             .await
         {
             // No new primary: the old one comes back as it was.
@@ -584,48 +479,21 @@ impl Nemesis {
             return;
         }
         let survivors: BTreeSet<u64> = others.iter().copied().collect();
-        self.admin_step(
-            cluster,
-            new,
-            Method::PUT,
-            "/v1/admin/voters",
-            json!({"voters": survivors}),
-            event,
-        )
-        .await;
-        let primary = json!({"id": new, "addr": cluster.members[&new].peer});
-        for id in others.iter().copied().filter(|id| *id != new) {
-            self.admin_step(
-                cluster,
-                id,
-                Method::PUT,
-                "/v1/admin/primary",
-                primary.clone(),
-                event,
-            )
+        self.admin_step(cluster, new, AdminCall::Voters(survivors), event)
             .await;
+        let follow = AdminCall::Follow {
+            id: new,
+            addr: cluster.members[&new].peer.clone(),
+        };
+        for id in others.iter().copied().filter(|id| *id != new) {
+            self.admin_step(cluster, id, follow.clone(), event).await;
         }
         tokio::time::sleep(hold / 2).await;
         self.bring_back(cluster, old, loss, event).await;
-        self.admin_step(
-            cluster,
-            old,
-            Method::PUT,
-            "/v1/admin/primary",
-            primary,
-            event,
-        )
-        .await;
+        self.admin_step(cluster, old, follow, event).await;
         let all: BTreeSet<u64> = cluster.members.keys().copied().collect();
-        self.admin_step(
-            cluster,
-            new,
-            Method::PUT,
-            "/v1/admin/voters",
-            json!({"voters": all}),
-            event,
-        )
-        .await;
+        self.admin_step(cluster, new, AdminCall::Voters(all), event)
+            .await;
     }
 
     /// Undoes how a failover took the primary `old` away: restarts it or heals its cut.
@@ -633,8 +501,7 @@ impl Nemesis {
         match loss {
             Loss::Crash => cluster.restart(old),
             Loss::Isolate => {
-                let heal = json!({});
-                self.admin_step(cluster, old, Method::PUT, "/v1/admin/faults", heal, event)
+                self.admin_step(cluster, old, AdminCall::heal(), event)
                     .await;
             }
         }
@@ -646,15 +513,13 @@ impl Nemesis {
         &self,
         cluster: &Cluster,
         member: u64,
-        method: Method,
-        path: &str,
-        body: Value,
+        call: AdminCall,
         event: &mut Event,
     ) -> bool {
-        match retry_admin(cluster, member, method, path, body.clone(), self.patience).await {
+        match retry_admin(cluster, member, &call, self.patience).await {
             Ok(()) => true,
             Err(e) => {
-                event.notes.push(format!("{path} {body} on {member}: {e}"));
+                event.notes.push(format!("{call} on {member}: {e}"));
                 false
             }
         }
@@ -671,18 +536,10 @@ impl Nemesis {
                 cluster.restart(*id);
             }
         }
-        let put = Method::PUT;
         for id in &ids {
-            retry_admin(
-                cluster,
-                *id,
-                put.clone(),
-                "/v1/admin/faults",
-                json!({}),
-                deadline,
-            )
-            .await
-            .map_err(|e| format!("healing the faults of member {id}: {e}"))?;
+            retry_admin(cluster, *id, &AdminCall::heal(), deadline)
+                .await
+                .map_err(|e| format!("healing the faults of member {id}: {e}"))?;
         }
         let leader = poll(deadline, || current_leader(cluster))
             .await
@@ -696,32 +553,29 @@ impl Nemesis {
                     "no status from leader {leader} within {deadline:?}"
                 ))?;
             for id in ids.iter().filter(|id| !known.contains(id)) {
-                let learner = json!({"id": id, "addr": cluster.members[id].peer});
-                let path = "/v1/admin/learners";
-                retry_admin(cluster, leader, Method::POST, path, learner, deadline)
+                let learner = AdminCall::Learner {
+                    id: *id,
+                    addr: cluster.members[id].peer.clone(),
+                };
+                retry_admin(cluster, leader, &learner, deadline)
                     .await
                     .map_err(|e| format!("re-adding member {id} as a learner: {e}"))?;
             }
         } else {
-            let primary = json!({"id": leader, "addr": cluster.members[&leader].peer});
+            let follow = AdminCall::Follow {
+                id: leader,
+                addr: cluster.members[&leader].peer.clone(),
+            };
             for id in ids.iter().filter(|id| **id != leader) {
-                let path = "/v1/admin/primary";
-                retry_admin(cluster, *id, put.clone(), path, primary.clone(), deadline)
+                retry_admin(cluster, *id, &follow, deadline)
                     .await
                     .map_err(|e| format!("pointing member {id} at primary {leader}: {e}"))?;
             }
         }
         let all: BTreeSet<u64> = ids.iter().copied().collect();
-        retry_admin(
-            cluster,
-            leader,
-            put,
-            "/v1/admin/voters",
-            json!({"voters": all}),
-            deadline,
-        )
-        .await
-        .map_err(|e| format!("restoring every member as a voter: {e}"))
+        retry_admin(cluster, leader, &AdminCall::Voters(all), deadline)
+            .await
+            .map_err(|e| format!("restoring every member as a voter: {e}"))
     }
 
     /// Every fault as a window for `caplab report --events`:
@@ -743,122 +597,8 @@ impl Nemesis {
     }
 }
 
-/// Polls `probe` every 100 ms until it yields a value or `deadline` passes.
-async fn poll<T, F, Fut>(deadline: Duration, mut probe: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe().await {
-            return Some(v);
-        }
-        if start.elapsed() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The voters and learners member `id` reports.
-async fn members_known_to(cluster: &Cluster, id: u64) -> Option<Vec<u64>> {
-    let status = cluster.status(id).await?;
-    let listed = |field: &str| -> Option<Vec<u64>> {
-        status[field]
-            .as_array()?
-            .iter()
-            .map(Value::as_u64)
-            .collect()
-    };
-    Some([listed("voters")?, listed("learners")?].concat())
-}
-
 fn sorted(ids: &[u64]) -> Vec<u64> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids
-}
-
-/// The leader (Raft) or primary the running members name, preferring the highest term; `None`
-/// when none names one that says so itself.
-pub async fn current_leader(cluster: &Cluster) -> Option<u64> {
-    let mut best: Option<(u64, u64)> = None;
-    for m in cluster.running() {
-        let Some(status) = cluster.status(m.id).await else {
-            continue;
-        };
-        let role = status["role"].as_str().unwrap_or("");
-        let term = status["term"].as_u64().unwrap_or(0);
-        if matches!(role, "leader" | "primary") && best.is_none_or(|(t, _)| term > t) {
-            best = Some((term, m.id));
-        }
-    }
-    best.map(|(_, id)| id)
-}
-
-/// An admin call retried every 100 ms while the answer says "not now" (no answer, 409, 421,
-/// 5xx) until `patience` passes; a 4xx other than those is a mistake of the caller and is
-/// returned at once.
-pub async fn retry_admin(
-    cluster: &Cluster,
-    member: u64,
-    method: Method,
-    path: &str,
-    body: Value,
-    patience: Duration,
-) -> Result<(), String> {
-    let start = Instant::now();
-    loop {
-        let (status, answer) = cluster
-            .admin(member, method.clone(), path, body.clone())
-            .await;
-        match status {
-            200..=299 => return Ok(()),
-            0 | 409 | 421 | 500..=599 if start.elapsed() < patience => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            _ => {
-                return Err(format!(
-                    "HTTP {status} {answer} after {:?}",
-                    start.elapsed()
-                ))
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_seed_names_one_sequence() {
-        let draw = |seed| {
-            let mut rng = Rng::new(seed);
-            (0..8).map(|_| rng.below(100)).collect::<Vec<_>>()
-        };
-        assert_eq!(draw(7), draw(7));
-        assert_ne!(draw(7), draw(8));
-    }
-
-    #[test]
-    fn ranges_stay_within_bounds() {
-        let mut rng = Rng::new(1);
-        for _ in 0..10_000 {
-            assert!((3..=5).contains(&rng.between(3, 5)));
-            assert!(rng.below(4) < 4);
-        }
-        let mut items: Vec<u32> = (0..10).collect();
-        rng.shuffle(&mut items);
-        items.sort_unstable();
-        assert_eq!(items, (0..10).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn seeds_parse_in_decimal_and_hex() {
-        assert_eq!(parse_seed("42"), Some(42));
-        assert_eq!(parse_seed(" 0xff "), Some(255));
-        assert_eq!(parse_seed("forty-two"), None);
-    }
 }
