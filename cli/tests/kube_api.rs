@@ -455,6 +455,22 @@ fn status_kv_and_workload_through_the_api_server() {
     assert!(html.contains("class=\"fault-window\"") && html.contains("partition-leader"));
 }
 
+#[test]
+fn a_member_the_api_server_cannot_reach_gives_no_answer() {
+    let server = FakeApiServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = server.kubeconfig(dir.path());
+    // There is no pod demo-5: the API server answers 404 for itself and forwards nothing, so
+    // the write got no answer from a member (exit 2), and certainly was not applied.
+    let (code, stdout, stderr) = run(
+        &kubeconfig,
+        &["kv", "put", "x", "5", "--cluster", "demo", "--member", "5"],
+    );
+    assert_eq!(code, Some(2), "{stdout}\n{stderr}");
+    assert!(stderr.contains("API server HTTP 404"), "{stderr}");
+    assert!(server.state.lock().expect("state").register.is_empty());
+}
+
 /// `caplab workload --cluster demo -q --rate 20 --out <dir>/history.json <extra>`.
 fn workload(kubeconfig: &Path, dir: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
     let history = dir.join("history.json");
