@@ -61,6 +61,12 @@ pub const FORWARD_READ: &str = "/v1/internal/forward/read";
 pub const REPLICATE: &str = "/v1/internal/replicate";
 /// The epoch and primary a member knows, asked by a fenced primary (peer port).
 pub const EPOCH: &str = "/v1/internal/epoch";
+/// Quorum mode: a replica stores a batch of versioned values (peer port, member to member).
+pub const QUORUM_STORE: &str = "/v1/internal/quorum/store";
+/// Quorum mode: a coordinator asks a replica for its version of one key (peer port).
+pub const QUORUM_FETCH: &str = "/v1/internal/quorum/fetch";
+/// Quorum mode: anti-entropy digest exchange (peer port, member to member).
+pub const QUORUM_SYNC: &str = "/v1/internal/quorum/sync";
 
 /// `POST` bootstrap a cluster ([`crate::admin::InitRequest`]).
 pub const ADMIN_INIT: &str = "/v1/admin/init";

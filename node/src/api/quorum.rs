@@ -8,22 +8,21 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use caplab_api::paths;
 
 use super::error::ApiError;
 use super::json_body;
 use crate::engine::EngineError;
 use crate::member::{Engine, Member, MemberError};
-use crate::quorum::wire::{
-    FetchRequest, StoreRequest, SyncRequest, FETCH_PATH, STORE_PATH, SYNC_PATH,
-};
+use crate::quorum::wire::{FetchRequest, StoreRequest, SyncRequest};
 use crate::quorum::QuorumEngine;
 
 /// The routes, to merge under the peer port's fault layer.
 pub fn routes() -> Router<Arc<Member>> {
     Router::new()
-        .route(STORE_PATH, post(store))
-        .route(FETCH_PATH, post(fetch))
-        .route(SYNC_PATH, post(sync))
+        .route(paths::QUORUM_STORE, post(store))
+        .route(paths::QUORUM_FETCH, post(fetch))
+        .route(paths::QUORUM_SYNC, post(sync))
 }
 
 fn engine(m: &Member) -> Result<&Arc<QuorumEngine>, ApiError> {
