@@ -189,13 +189,14 @@ impl Problem {
         }
     }
 
-    /// The writes and CASes that can come next, earliest invoked first.
+    /// The writes and CASes that can come next: required ones first (an unknown operation
+    /// most often did not take effect), each group earliest invoked first.
     fn moves(&self, c: &Config) -> Vec<Move> {
-        let mut moves: Vec<(u64, Move)> = Vec::new();
+        let mut moves: Vec<(bool, u64, Move)> = Vec::new();
         for (p, ops) in self.processes.iter().enumerate() {
             if let Some((op, invoke)) = ops.get(c.done[p] as usize) {
                 if step(c.value, op).is_some() {
-                    moves.push((*invoke, Move::Next(p, c.done[p])));
+                    moves.push((false, *invoke, Move::Next(p, c.done[p])));
                 }
             }
         }
@@ -204,11 +205,11 @@ impl Problem {
             // Applying a value the register already holds changes nothing: never needed.
             let changes = step(c.value, &o.op).is_some_and(|v| v != c.value);
             if !applied && changes && c.done[o.process] >= o.after {
-                moves.push((o.invoke, Move::Apply(u)));
+                moves.push((true, o.invoke, Move::Apply(u)));
             }
         }
-        moves.sort_by_key(|(invoke, _)| *invoke);
-        moves.into_iter().map(|(_, m)| m).collect()
+        moves.sort_by_key(|(optional, invoke, _)| (*optional, *invoke));
+        moves.into_iter().map(|(_, _, m)| m).collect()
     }
 
     fn apply(&self, c: &Config, m: Move) -> Config {
