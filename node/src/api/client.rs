@@ -10,12 +10,12 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use caplab_api::kv::{self, CasBody, ReadParams, ValueReply, WriteBody};
+use caplab_api::kv::{CasBody, Consistency, ReadParams, ValueReply, WriteBody};
 use caplab_api::paths;
 
 use super::error::ApiError;
 use super::{json_body, json_by_default};
-use crate::member::{Consistency, Member, Reply};
+use crate::member::{Member, Reply};
 use crate::register::validate_key;
 use crate::types::Command;
 
@@ -39,10 +39,7 @@ pub fn observability_routes() -> Router<Arc<Member>> {
 
 /// The read's consistency, from its query (400 naming the accepted values otherwise).
 fn parse_consistency(raw: Option<&str>) -> Result<Consistency, ApiError> {
-    match kv::Consistency::parse(raw).map_err(|e| ApiError::BadRequest(e.to_string()))? {
-        kv::Consistency::Linearizable => Ok(Consistency::Linearizable),
-        kv::Consistency::Local => Ok(Consistency::Local),
-    }
+    Consistency::parse(raw).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 /// A register's value as the answer of a successful operation.
