@@ -26,8 +26,8 @@ use std::future::Future;
 use thiserror::Error;
 use tokio::time::Instant;
 
-use crate::status::EngineStatus;
 use crate::types::{Command, Node, NodeId};
+use caplab_api::status::EngineStatus;
 
 /// How a client read is served (the wire type: `linearizable` or `local`).
 pub use caplab_api::kv::Consistency;

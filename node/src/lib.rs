@@ -1,5 +1,6 @@
-//! caplab-node: one member of a replicated-register cluster (Raft through openraft), with a
-//! client API, an admin/peer API, durable storage and an in-process fault layer.
+//! caplab-node: one member of a replicated-register cluster (Raft through openraft,
+//! primary–secondary async/sync, or leaderless quorums; the modes implement `engine.rs`), with
+//! a client API, an admin/peer API, durable storage and an in-process fault layer.
 
 pub mod api;
 pub mod config;
@@ -15,7 +16,6 @@ pub mod quorum;
 pub mod raft_engine;
 pub mod register;
 pub mod server;
-pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod types;

@@ -21,8 +21,8 @@ use crate::network::{PeerClient, Relayed};
 use crate::primary::{EpochView, PrimaryEngine, ReplicateRequest, ReplicateResponse};
 use crate::quorum::QuorumEngine;
 use crate::raft_engine::RaftEngine;
-use crate::status::Status;
 use crate::types::{Command, Node, NodeId};
+use caplab_api::status::{Role, Status};
 
 // The names the HTTP layer knew these by; the values are caplab_api's.
 pub use caplab_api::kv::ReadRequest;
@@ -243,13 +243,13 @@ impl Member {
         let mut engine = each!(&self.engine, e => e.status(&contacts).await);
         let voter = engine.voters.contains(&self.id);
         let fenced = each!(&self.engine, e => e.fenced().await);
-        if !voter && matches!(engine.role, "leader" | "follower" | "candidate") {
+        if !voter && matches!(engine.role, Role::Leader | Role::Follower | Role::Candidate) {
             // openraft keeps a removed voter in its role until it notices; what it does then
             // counts for nothing.
             engine.role = if engine.learners.contains(&self.id) {
-                "learner"
+                Role::Learner
             } else {
-                "removed"
+                Role::Removed
             };
         }
         Status {

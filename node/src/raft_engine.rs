@@ -19,9 +19,9 @@ use tokio::time::Instant;
 use crate::election::{Election, ElectionTiming, SteppedAside};
 use crate::engine::{Consistency, EngineError, Outcome, ReplicationEngine, Unsupported};
 use crate::network::PeerClient;
-use crate::status::{EngineStatus, PeerStatus};
 use crate::store::SharedState;
 use crate::types::{Batch, Command, CommandResult, Node, NodeId, Raft, TypeConfig};
+use caplab_api::status::{EngineStatus, PeerStatus, Replication, Role};
 
 /// Why the Raft engine did not serve an operation.
 #[derive(Debug, Clone, Error)]
@@ -137,13 +137,13 @@ fn not_leader(raft: &Raft) -> Option<RaftEngineError> {
     Some(RaftEngineError::NotLeader { leader, addr })
 }
 
-fn role_name(state: ServerState) -> &'static str {
+fn role(state: ServerState) -> Role {
     match state {
-        ServerState::Leader => "leader",
-        ServerState::Follower => "follower",
-        ServerState::Candidate => "candidate",
-        ServerState::Learner => "learner",
-        ServerState::Shutdown => "shutdown",
+        ServerState::Leader => Role::Leader,
+        ServerState::Follower => Role::Follower,
+        ServerState::Candidate => Role::Candidate,
+        ServerState::Learner => Role::Learner,
+        ServerState::Shutdown => Role::Shutdown,
     }
 }
 
@@ -293,8 +293,8 @@ impl RaftEngine {
             })
             .collect();
         EngineStatus {
-            replication: "raft",
-            role: role_name(m.state),
+            replication: Replication::Raft,
+            role: role(m.state),
             term: m.current_term,
             leader: m.current_leader,
             commit_index: self.committed.load(Ordering::Relaxed),

@@ -2,13 +2,12 @@
 
 use std::io::Cursor;
 
+use caplab_api::identity::Incarnation;
 use serde::{Deserialize, Serialize};
-
-use crate::identity::Incarnation;
 
 /// Members are identified by a positive integer that is never reused for a member whose data
 /// was lost (a new identity is required to rejoin, as Raft demands).
-pub type NodeId = u64;
+pub use caplab_api::NodeId;
 
 /// A change to one register, as stored in the Raft log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -46,8 +46,8 @@ use writer::{WriteRequest, GROUP_COMMIT};
 
 use crate::engine::{Consistency, ReplicationEngine};
 use crate::network::PeerClient;
-use crate::status::EngineStatus;
 use crate::types::{Command, Node, NodeId};
+use caplab_api::status::{EngineStatus, Replication};
 
 /// Heartbeats a replication round may take before it is abandoned and retried: a round trip
 /// to a secondary under an injected delay (one delay each way) must still fit.
@@ -178,10 +178,10 @@ impl PrimaryEngine {
         Ok(engine)
     }
 
-    fn mode_name(&self) -> &'static str {
+    fn replication(&self) -> Replication {
         match self.mode {
-            Mode::Async => "async",
-            Mode::Sync => "sync",
+            Mode::Async => Replication::Async,
+            Mode::Sync => Replication::Sync,
         }
     }
 
@@ -242,7 +242,7 @@ impl ReplicationEngine for Arc<PrimaryEngine> {
     type Error = PrimaryError;
 
     fn mode(&self) -> &'static str {
-        self.mode_name()
+        self.replication().as_str()
     }
 
     async fn write(&self, command: Command, deadline: Instant) -> PrimaryResult<i64> {

@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 use super::store::Role;
 use super::PrimaryEngine;
-use crate::status::{EngineStatus, PeerStatus};
+use caplab_api::status::{self, EngineStatus, PeerStatus};
 
 impl PrimaryEngine {
     pub(super) async fn report(&self) -> EngineStatus {
@@ -37,11 +37,11 @@ impl PrimaryEngine {
             BTreeMap::new()
         };
         EngineStatus {
-            replication: self.mode_name(),
+            replication: self.replication(),
             role: match state.meta.role {
-                Role::Primary if state.fenced => "fenced",
-                Role::Primary => "primary",
-                Role::Secondary | Role::Uninitialized => "secondary",
+                Role::Primary if state.fenced => status::Role::Fenced,
+                Role::Primary => status::Role::Primary,
+                Role::Secondary | Role::Uninitialized => status::Role::Secondary,
             },
             term: state.meta.epoch,
             leader: state.meta.primary,

@@ -3,7 +3,6 @@
 //! them), the values replaced by read repair and by anti-entropy, and how long the last
 //! convergence after a heal took.
 
-use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -11,7 +10,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde::Serialize;
 
 use crate::types::NodeId;
 
@@ -58,18 +56,8 @@ impl QuorumMetrics {
     }
 }
 
-/// The counters as `/v1/status` shows them (camelCase).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CounterView {
-    /// Source member id → writes it stamped that arrived here older than the value held.
-    pub lww_lost_writes: BTreeMap<NodeId, u64>,
-    pub read_repairs: u64,
-    pub anti_entropy_repaired_keys: u64,
-    /// Milliseconds from the last heal (a replica answering again) until anti-entropy found
-    /// every replica in sync (`None`: no heal since this member started).
-    pub last_convergence_ms: Option<u64>,
-}
+/// The counters as `/v1/status` shows them (the wire type).
+pub use caplab_api::status::QuorumCounters as CounterView;
 
 pub struct Counters {
     view: Mutex<CounterView>,

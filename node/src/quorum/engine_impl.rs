@@ -8,8 +8,8 @@ use tokio::time::Instant;
 use super::error::QuorumError;
 use super::QuorumEngine;
 use crate::engine::{Consistency, EngineError, Outcome, ReplicationEngine, Unsupported};
-use crate::status::{EngineStatus, PeerStatus};
 use crate::types::{Command, Node, NodeId};
+use caplab_api::status::{EngineStatus, PeerStatus, Replication, Role};
 
 impl EngineError for QuorumError {
     fn outcome(&self) -> Outcome {
@@ -71,9 +71,9 @@ impl ReplicationEngine for Arc<QuorumEngine> {
             })
             .collect();
         EngineStatus {
-            replication: "quorum",
+            replication: Replication::Quorum,
             // Every member coordinates and stores: no leader, no followers.
-            role: "replica",
+            role: Role::Replica,
             term: 0,
             leader: None,
             commit_index: 0,

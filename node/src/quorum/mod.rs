@@ -20,20 +20,19 @@ pub mod replicas;
 pub mod store;
 pub mod wire;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::time::Instant;
 
 use anti_entropy::AntiEntropy;
 use coordinator::{Clock, Coordinator, Quorums};
-use counters::{CounterView, Counters, QuorumMetrics};
+use counters::{Counters, QuorumMetrics};
 use error::QuorumError;
 use replica::Replica;
-use replicas::{Reach, Replicas};
+use replicas::Replicas;
 use store::{Meta, Store, StoreError};
 use wire::{FetchResponse, StoreRequest, StoreResponse, SyncRequest, SyncResponse};
 
@@ -51,24 +50,8 @@ pub struct QuorumSettings {
     pub write: Option<usize>,
 }
 
-/// The quorum part of `/v1/status`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct QuorumStatus {
-    /// N: the members holding every key.
-    pub n: usize,
-    /// R: answers a read waits for.
-    pub read_quorum: usize,
-    /// W: durable acknowledgements a write waits for.
-    pub write_quorum: usize,
-    /// R + W > N: every read quorum meets every write quorum.
-    pub overlapping: bool,
-    /// Per member (this one included): did it answer its last call.
-    pub replicas: BTreeMap<NodeId, Reach>,
-    pub anti_entropy_interval_ms: u64,
-    #[serde(flatten)]
-    pub counters: CounterView,
-}
+/// The quorum part of `/v1/status` (the wire type).
+pub use caplab_api::status::QuorumStatus;
 
 pub struct QuorumEngine {
     pub id: NodeId,

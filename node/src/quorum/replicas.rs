@@ -25,16 +25,8 @@ pub enum CallError {
     MaybeDelivered(String),
 }
 
-/// The last call to one replica.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Reach {
-    pub reachable: bool,
-    /// Milliseconds since it last answered (`None`: never).
-    pub last_contact_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-}
+/// The last call to one replica (the wire type).
+pub use caplab_api::status::Reach;
 
 #[derive(Default)]
 struct Contact {
