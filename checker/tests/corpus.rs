@@ -1,6 +1,9 @@
 //! Public histories with known verdicts: Porcupine's Jepsen etcd logs
-//! (`tests/corpus/porcupine-etcd/`, sources and licence in its README). Each log is converted
-//! the way Porcupine's `parseJepsenLog` reads it, and caplab's verdict must be the known one.
+//! (`tests/corpus/porcupine-etcd/`) and Knossos's cas-register histories
+//! (`tests/corpus/knossos-cas-register/`; sources and licences in each README). Each etcd log
+//! is converted the way Porcupine's `parseJepsenLog` reads it, each Knossos history the way
+//! Knossos reads it (`:fail` did not happen, `:info` may have), and caplab's verdict must be
+//! the known one.
 //! The slowest are printed (`cargo test --release -p caplab-checker --test corpus --
 //! --nocapture`); checker/BENCHMARKS.md compares them with Porcupine's times.
 
@@ -15,6 +18,124 @@ const NIL: i64 = -1_000_000;
 
 fn corpus() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/porcupine-etcd")
+}
+
+/// The top-level maps of an EDN list of maps, each on one line, without comments and with
+/// strings emptied (an error message may hold braces or field names).
+fn edn_maps(text: &str) -> Vec<String> {
+    let (mut maps, mut current) = (Vec::new(), String::new());
+    let (mut depth, mut in_string, mut escaped, mut comment) = (0usize, false, false, false);
+    for c in text.chars() {
+        if comment {
+            comment = c != '\n';
+        } else if in_string {
+            in_string = escaped || c != '"';
+            escaped = !escaped && c == '\\';
+        } else {
+            match c {
+                ';' => comment = true,
+                '"' => in_string = true,
+                '{' => depth += 1,
+                '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            if depth > 0 || c == '}' {
+                current.push(if c.is_whitespace() { ' ' } else { c });
+            }
+            if c == '}' && depth == 0 {
+                maps.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    maps
+}
+
+/// The value after `:<name> ` in an EDN map written on one line: `4`, `nil`, `[1 2]`, `:ok`.
+fn edn_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let at = line.find(&format!(":{name} "))? + name.len() + 2;
+    let rest = &line[at..];
+    let end = if rest.starts_with('[') {
+        rest.find(']')? + 1
+    } else {
+        rest.find([',', '}']).unwrap_or(rest.len())
+    };
+    Some(rest[..end].trim())
+}
+
+/// Knossos histories whose register starts at 0, as Knossos's own tests check them
+/// (`test/knossos/report_test.clj`, `linear_test.clj`: `(cas-register 0)`, `(register 0)`);
+/// the others start at `nil` (`(cas-register nil)`).
+const STARTS_AT_0: [&str; 5] = [
+    "bad-analysis.edn",
+    "cas-failure.edn",
+    "immediate-failure.edn",
+    "rethink-fail-smaller.edn",
+    // The larger history rethink-fail-smaller was cut from.
+    "rethink-fail.edn",
+];
+
+/// A Knossos cas-register history (an EDN list of maps) as a caplab history of key `x`
+/// starting at `initial`; time is the map's position (µs). The nemesis's maps are left out.
+fn convert_edn(text: &str, initial: i64) -> History {
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut open: HashMap<u64, usize> = HashMap::new();
+    for (n, map) in edn_maps(text).iter().enumerate() {
+        let (at, line) = (n as u64 * 1_000, map.as_str());
+        let Some(process) = edn_field(line, "process").and_then(|p| p.parse::<u64>().ok()) else {
+            continue;
+        };
+        let (Some(kind), Some(f), Some(value)) = (
+            edn_field(line, "type"),
+            edn_field(line, "f"),
+            edn_field(line, "value"),
+        ) else {
+            continue;
+        };
+        let words: Vec<&str> = value.trim_matches(['[', ']']).split_whitespace().collect();
+        if kind == ":invoke" {
+            let op = match (f, words.as_slice()) {
+                (":read", _) => Op::Read { output: None },
+                (":write", [v]) => Op::Write {
+                    value: number(v).unwrap_or(NIL),
+                },
+                (":cas", [a, b]) => Op::Cas {
+                    expected: number(a).unwrap_or(NIL),
+                    new: number(b).unwrap_or(NIL),
+                    output: None,
+                },
+                _ => continue,
+            };
+            if let Some(previous) = open.insert(process, entries.len()) {
+                entries[previous].complete = Some(at);
+            }
+            entries.push(Entry {
+                process,
+                key: "x".into(),
+                op,
+                invoke: at,
+                complete: None,
+                status: Status::Unknown,
+            });
+            continue;
+        }
+        let Some(i) = open.remove(&process) else {
+            continue;
+        };
+        let e = &mut entries[i];
+        e.complete = Some(at);
+        e.status = match kind {
+            ":ok" => Status::Ok,
+            ":fail" => Status::Fail,
+            _ => Status::Unknown,
+        };
+        if let (Op::Read { .. }, Status::Ok) = (e.op, e.status) {
+            e.op = Op::Read {
+                output: Some(number(value).unwrap_or(NIL)),
+            };
+        }
+    }
+    let history = History::new(entries).unwrap_or_else(|e| panic!("converted history: {e}"));
+    history.with_initial(BTreeMap::from([("x".to_string(), initial)]))
 }
 
 /// One log line's process, type (`:invoke`, `:ok`, `:fail`, …), function and value.
@@ -147,6 +268,54 @@ fn porcupine_s_etcd_histories_get_their_known_verdicts() {
         let rungs = ladder(&history, &report, &options);
         let sequential = (rungs.sequential, started.elapsed());
         timings.push((elapsed, name, history.entries.len(), sequential));
+    }
+    timings.sort();
+    for (elapsed, name, ops, (sequential, took)) in timings.iter().rev().take(5) {
+        println!(
+            "{name}: {ops} operations, linearizability in {elapsed:?}; \
+             sequential {sequential:?} in {took:?}"
+        );
+    }
+    let slowest_sequential = timings.iter().max_by_key(|t| t.3 .1);
+    println!("slowest sequential search: {slowest_sequential:?}");
+}
+
+#[test]
+fn knossos_s_cas_register_histories_get_their_known_verdicts() {
+    let options = CheckOptions {
+        per_key_timeout: Some(Duration::from_secs(300)),
+        total_timeout: None,
+        threads: 1,
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/knossos-cas-register");
+    let mut timings = Vec::new();
+    for (dir, want) in [
+        ("good", Overall::Linearizable),
+        ("bad", Overall::NotLinearizable),
+    ] {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+            .expect("corpus directory")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "edn"))
+            .collect();
+        names.sort();
+        assert!(!names.is_empty(), "no histories in {dir}");
+        for path in names {
+            let text = std::fs::read_to_string(&path).expect("history");
+            let zero = path
+                .file_name()
+                .is_some_and(|f| STARTS_AT_0.iter().any(|z| f == *z));
+            let history = convert_edn(&text, if zero { 0 } else { NIL });
+            let started = Instant::now();
+            let report = check(&history, &options);
+            let elapsed = started.elapsed();
+            let name = path.display().to_string();
+            assert_eq!(report.overall(), want, "{name}");
+            let started = Instant::now();
+            let rungs = ladder(&history, &report, &options);
+            let sequential = (rungs.sequential, started.elapsed());
+            timings.push((elapsed, name, history.entries.len(), sequential));
+        }
     }
     timings.sort();
     for (elapsed, name, ops, (sequential, took)) in timings.iter().rev().take(5) {
