@@ -9,97 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
+
+use caplab_api::faults::{DelayFault, FaultSet, LossFault, PeerFilter};
 
 use crate::crd::{FaultKind, FaultSpec, FaultState, FaultStatus, Target};
-
-/// Peers a fault applies to (empty or omitted = every peer).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct PeerFault {
-    /// Member ids.
-    #[serde(default)]
-    pub peers: Vec<u64>,
-}
-
-/// Message delay.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct DelayFault {
-    /// Member ids (empty = all).
-    #[serde(default)]
-    pub peers: Vec<u64>,
-    /// Latency in ms.
-    #[serde(default)]
-    pub latency_ms: u64,
-    /// Jitter in ms.
-    #[serde(default)]
-    pub jitter_ms: u64,
-}
-
-/// Message loss.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct LossFault {
-    /// Member ids (empty = all).
-    #[serde(default)]
-    pub peers: Vec<u64>,
-    /// Drop probability.
-    #[serde(default)]
-    pub probability: f64,
-}
-
-/// A member's whole fault set, as `PUT /v1/admin/faults` takes it. `{}` heals.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct FaultSet {
-    /// Partition from these peers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub partition: Option<PeerFault>,
-    /// Delay.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delay: Option<DelayFault>,
-    /// Loss.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss: Option<LossFault>,
-    /// Freeze the member.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub pause: bool,
-    /// Clock offset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clock_skew_ms: Option<i64>,
-}
-
-impl FaultSet {
-    /// Canonical form for comparison with what a member reports.
-    pub fn normalized(&self) -> FaultSet {
-        let mut s = self.clone();
-        if let Some(p) = s.partition.as_mut() {
-            p.peers.sort_unstable();
-            p.peers.dedup();
-        }
-        if let Some(d) = s.delay.as_mut() {
-            d.peers.sort_unstable();
-            d.peers.dedup();
-        }
-        if let Some(l) = s.loss.as_mut() {
-            l.peers.sort_unstable();
-            l.peers.dedup();
-            if l.probability == 0.0 {
-                s.loss = None;
-            }
-        }
-        if s.clock_skew_ms == Some(0) {
-            s.clock_skew_ms = None;
-        }
-        s
-    }
-
-    /// True when nothing is injected.
-    pub fn is_empty(&self) -> bool {
-        self.normalized() == FaultSet::default()
-    }
-}
 
 /// Something worth an Event.
 #[derive(Clone, Debug, PartialEq)]
@@ -422,10 +335,8 @@ fn apply(f: &FaultSpec, st: &FaultStatus, ids: &BTreeMap<u32, u64>, plan: &mut F
                 }
                 for o in g {
                     if let Some(set) = plan.sets.get_mut(o) {
-                        let p = set.partition.get_or_insert_with(PeerFault::default);
+                        let p = set.partition.get_or_insert_with(PeerFilter::default);
                         p.peers.extend(others.iter().copied());
-                        p.peers.sort_unstable();
-                        p.peers.dedup();
                         mark(plan, *o);
                     }
                 }
@@ -449,7 +360,7 @@ fn apply(f: &FaultSpec, st: &FaultStatus, ids: &BTreeMap<u32, u64>, plan: &mut F
                         let keep = set.delay.as_ref().is_some_and(|d| d.latency_ms > latency);
                         if !keep {
                             set.delay = Some(DelayFault {
-                                peers: vec![],
+                                peers: BTreeSet::new(),
                                 latency_ms: latency,
                                 jitter_ms: f.jitter_ms.unwrap_or(0),
                             });
@@ -457,15 +368,16 @@ fn apply(f: &FaultSpec, st: &FaultStatus, ids: &BTreeMap<u32, u64>, plan: &mut F
                     }
                     FaultKind::Loss => {
                         let p = f.probability.unwrap_or(0.0);
-                        let keep = set.loss.as_ref().is_some_and(|l| l.probability > p);
+                        // A zero probability loses nothing: no loss fault at all.
+                        let keep = p == 0.0 || set.loss.as_ref().is_some_and(|l| l.probability > p);
                         if !keep {
                             set.loss = Some(LossFault {
-                                peers: vec![],
+                                peers: BTreeSet::new(),
                                 probability: p,
                             });
                         }
                     }
-                    _ => set.clock_skew_ms = f.offset_ms,
+                    _ => set.clock_skew_ms = f.offset_ms.unwrap_or(0),
                 }
                 mark(plan, *o);
             }

@@ -5,7 +5,11 @@
 
 use std::collections::BTreeSet;
 
-use crate::member_client::{AddressBook, NodeStatus, PeerEntry, Recipient, PEER_PORT};
+use caplab_api::identity::{Incarnation, PeerAddr};
+use caplab_api::paths::PEER_PORT;
+use caplab_api::status::{Replication as Mode, Status};
+
+use crate::member_client::{hears_from, AddressBook, Recipient};
 
 /// A learner is caught up when it is at most this many entries behind.
 pub const CATCH_UP_ENTRIES: u64 = 10;
@@ -25,7 +29,7 @@ pub struct Observed {
     pub pod_ip: Option<String>,
     /// `/v1/status`, when it answered as the member its pod says it is (an answer naming
     /// another member id is someone else's and is left out).
-    pub status: Option<NodeStatus>,
+    pub status: Option<Status>,
 }
 
 impl Observed {
@@ -37,9 +41,9 @@ impl Observed {
     pub fn reachable(&self) -> bool {
         self.status.is_some()
     }
-    /// The incarnation it reported (16 hex digits), when it answered.
-    pub fn incarnation(&self) -> Option<&str> {
-        self.status.as_ref()?.incarnation.as_deref()
+    /// The incarnation it reported, when it answered.
+    pub fn incarnation(&self) -> Option<&Incarnation> {
+        self.status.as_ref().map(|s| &s.incarnation)
     }
     /// Where admin calls meant for this member go, and who must answer them; `None`
     /// without a running pod.
@@ -52,11 +56,11 @@ impl Observed {
     }
     /// Its address-book entry: its running pod's address, with the incarnation that answered
     /// there. `None` once the pod is gone, not running or not yet addressed.
-    pub fn book_entry(&self) -> Option<PeerEntry> {
-        Some(PeerEntry {
-            addr: self.peer_addr()?,
-            incarnation: self.incarnation().map(str::to_string),
-        })
+    pub fn book_entry(&self) -> Option<PeerAddr> {
+        Some(PeerAddr::new(
+            self.peer_addr()?,
+            self.incarnation().cloned(),
+        ))
     }
     /// `demo-4 (member id 6)`: the pod name people know, the id as detail.
     pub fn label(&self) -> String {
@@ -111,7 +115,7 @@ pub enum Step {
         /// Its id.
         id: u64,
         /// Its address-book entry.
-        entry: PeerEntry,
+        entry: PeerAddr,
     },
     /// Move leadership away from a voter about to be removed; if the member
     /// cannot transfer, set `fallback_voters` instead.
@@ -150,30 +154,25 @@ impl Step {
 pub fn find_leader(members: &[Observed]) -> Option<&Observed> {
     members
         .iter()
-        .filter(|m| m.status.as_ref().is_some_and(NodeStatus::is_leader))
-        .max_by_key(|m| m.status.as_ref().map(|s| s.term).unwrap_or(0))
+        .filter(|m| m.status.as_ref().is_some_and(Status::is_leader))
+        .max_by_key(|m| m.status.as_ref().map(|s| s.engine.term).unwrap_or(0))
 }
 
 /// Has any member been initialised?
 pub fn initialised(members: &[Observed]) -> bool {
     members.iter().any(|m| {
-        m.status
-            .as_ref()
-            .is_some_and(|s| !s.voters.is_empty() || s.leader.is_some() || s.is_leader())
+        m.status.as_ref().is_some_and(|s| {
+            !s.engine.voters.is_empty() || s.engine.leader.is_some() || s.is_leader()
+        })
     })
 }
 
-fn caught_up(leader: &NodeStatus, m: Option<&Observed>, id: u64) -> bool {
-    if let Some(p) = leader.peers.get(&id.to_string()) {
-        if let Some(lag) = p.lag_entries {
-            return lag <= CATCH_UP_ENTRIES;
-        }
-        if let Some(mi) = p.match_index {
-            return mi + CATCH_UP_ENTRIES >= leader.commit_index;
-        }
+fn caught_up(leader: &Status, m: Option<&Observed>, id: u64) -> bool {
+    if let Some(p) = leader.engine.peers.get(&id) {
+        return p.lag_entries <= CATCH_UP_ENTRIES;
     }
     m.and_then(|m| m.status.as_ref())
-        .is_some_and(|s| s.applied_index + CATCH_UP_ENTRIES >= leader.commit_index)
+        .is_some_and(|s| s.engine.applied_index + CATCH_UP_ENTRIES >= leader.engine.commit_index)
 }
 
 fn majority_reachable(voters: &BTreeSet<u64>, reachable: &BTreeSet<u64>) -> bool {
@@ -211,8 +210,8 @@ pub fn next_raft_step(replicas: u32, members: &[Observed], bootstrapped: bool) -
     let Some(ls) = leader.status.as_ref() else {
         return Step::Wait("no leader".into());
     };
-    let voters: BTreeSet<u64> = ls.voters.iter().copied().collect();
-    let learners: BTreeSet<u64> = ls.learners.iter().copied().collect();
+    let voters: BTreeSet<u64> = ls.engine.voters.iter().copied().collect();
+    let learners: BTreeSet<u64> = ls.engine.learners.iter().copied().collect();
     let current: BTreeSet<u64> = wanted.iter().map(|m| m.id).collect();
     let reachable: BTreeSet<u64> = members
         .iter()
@@ -283,8 +282,9 @@ pub fn next_raft_step(replicas: u32, members: &[Observed], bootstrapped: bool) -
                         .copied()
                         .filter(|t| reachable.contains(t))
                         .max_by_key(|t| {
-                            ls.peers
-                                .get(&t.to_string())
+                            ls.engine
+                                .peers
+                                .get(t)
                                 .and_then(|p| p.match_index)
                                 .unwrap_or(0)
                         });
@@ -345,7 +345,7 @@ pub enum PrimaryStep {
         /// Primary id.
         primary: u64,
         /// The primary's address-book entry.
-        entry: PeerEntry,
+        entry: PeerAddr,
     },
     /// The primary's ordinal is going away (scale-down): hand its role to a kept member
     /// first (a planned switchover loses no write; a failover could).
@@ -424,8 +424,8 @@ pub struct PrimarySeen {
 
 /// Is member `m` in the primary's write set: running and either answering the operator or
 /// heard from by the primary (a member both have lost is down).
-fn up_for(primary: &NodeStatus, m: &Observed) -> bool {
-    m.pod_ip.is_some() && (m.reachable() || primary.hears_from(m.id))
+fn up_for(primary: &Status, m: &Observed) -> bool {
+    m.pod_ip.is_some() && (m.reachable() || hears_from(primary, m.id))
 }
 
 /// Decides the next primary–secondary step.
@@ -468,11 +468,11 @@ fn failover(wanted: &[&Observed], last_primary: Option<PrimarySeen>) -> PrimaryS
     let best = wanted
         .iter()
         .filter(|m| m.reachable())
-        .max_by_key(|m| m.status.as_ref().map_or(0, |s| s.applied_index));
+        .max_by_key(|m| m.status.as_ref().map_or(0, |s| s.engine.applied_index));
     let Some(b) = best else {
         return PrimaryStep::Wait("no reachable secondary to promote".into());
     };
-    let promoted_seq = b.status.as_ref().map_or(0, |s| s.applied_index);
+    let promoted_seq = b.status.as_ref().map_or(0, |s| s.engine.applied_index);
     PrimaryStep::Failover {
         ordinal: b.ordinal,
         to: b.id,
@@ -495,7 +495,7 @@ fn with_primary(
         let heir = wanted
             .iter()
             .filter(|m| m.reachable())
-            .max_by_key(|m| m.status.as_ref().map_or(0, |s| s.applied_index));
+            .max_by_key(|m| m.status.as_ref().map_or(0, |s| s.engine.applied_index));
         return match heir {
             Some(h) => PrimaryStep::HandOver {
                 ordinal: p.ordinal,
@@ -511,7 +511,11 @@ fn with_primary(
     let ordinals: Vec<u32> = wanted
         .iter()
         .filter(|m| m.id != p.id)
-        .filter(|m| m.status.as_ref().is_some_and(|s| s.leader != Some(p.id)))
+        .filter(|m| {
+            m.status
+                .as_ref()
+                .is_some_and(|s| s.engine.leader != Some(p.id))
+        })
         .map(|m| m.ordinal)
         .collect();
     if !ordinals.is_empty() {
@@ -521,7 +525,7 @@ fn with_primary(
             entry,
         };
     }
-    let known: BTreeSet<u64> = ps.voters.iter().copied().collect();
+    let known: BTreeSet<u64> = ps.engine.voters.iter().copied().collect();
     let set: BTreeSet<u64> = wanted
         .iter()
         .filter(|m| m.id == p.id || up_for(ps, m))
@@ -566,13 +570,13 @@ fn with_primary(
 /// Sync mode: the members of the write set the primary does not hear from although they run
 /// and answer the operator (cut off by a partition, paused): they stay in the set, so every
 /// write waits for them; says so.
-fn sync_blocked(primary: &NodeStatus, wanted: &[&Observed], set: &BTreeSet<u64>) -> Option<String> {
-    if primary.replication != "sync" {
+fn sync_blocked(primary: &Status, wanted: &[&Observed], set: &BTreeSet<u64>) -> Option<String> {
+    if primary.engine.replication != Mode::Sync {
         return None;
     }
     let silent: Vec<&str> = wanted
         .iter()
-        .filter(|m| set.contains(&m.id) && m.reachable() && !primary.hears_from(m.id))
+        .filter(|m| set.contains(&m.id) && m.reachable() && !hears_from(primary, m.id))
         .map(|m| m.name.as_str())
         .collect();
     (!silent.is_empty()).then(|| {

@@ -19,8 +19,8 @@ use k8s_openapi::ByteString;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::RegisterCluster;
-use crate::member_client::{CLIENT_PORT, PEER_PORT};
 use crate::rollout::{template_hash, ANN_TEMPLATE_HASH};
+use caplab_api::paths::{CLIENT_PORT, PEER_PORT};
 
 /// Label: cluster name.
 pub const LABEL_CLUSTER: &str = "caplab.dev/cluster";

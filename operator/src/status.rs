@@ -5,7 +5,9 @@ use crate::crd::{
     Condition, FaultState, FaultStatus, LeaderRecord, MemberStatus, Phase, RegisterClusterStatus,
     Replication,
 };
-use crate::member_client::{NodeStatus, CONTACT_LIMIT_MS};
+use caplab_api::status::{Replication as Mode, Status};
+
+use crate::member_client::CONTACT_LIMIT_MS;
 use crate::membership::CATCH_UP_ENTRIES;
 
 /// Inputs for the phase.
@@ -231,28 +233,26 @@ pub fn conditions(
 /// Another member: the leader has a matched log index for it and last heard from it under
 /// [`CONTACT_LIMIT_MS`] ago. The leader itself: it can commit writes: Raft: it heard from a
 /// majority of the voters (itself included); sync: from every secondary; async: always.
-pub fn replicating(leader: Option<&NodeStatus>, id: u64) -> bool {
+pub fn replicating(leader: Option<&Status>, id: u64) -> bool {
     let Some(l) = leader else {
         return false;
     };
     let acked = |peer: u64| {
-        l.peers.get(&peer.to_string()).is_some_and(|p| {
+        l.engine.peers.get(&peer).is_some_and(|p| {
             p.match_index.is_some() && p.last_contact_ms.is_some_and(|ms| ms < CONTACT_LIMIT_MS)
         })
     };
     if id != l.id {
         return acked(id);
     }
-    match l.replication.as_str() {
-        "async" => true,
-        "sync" => l.peers.keys().filter_map(|p| p.parse().ok()).all(acked),
+    match l.engine.replication {
+        Mode::Async => true,
+        Mode::Sync => l.engine.peers.keys().copied().all(acked),
+        // Raft: a majority of the voters (as before for any other mode a leader reports).
         _ => {
-            let heard = l
-                .voters
-                .iter()
-                .filter(|v| **v == l.id || acked(**v))
-                .count();
-            heard * 2 > l.voters.len()
+            let voters = &l.engine.voters;
+            let heard = voters.iter().filter(|v| **v == l.id || acked(**v)).count();
+            heard * 2 > voters.len()
         }
     }
 }

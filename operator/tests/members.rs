@@ -5,8 +5,10 @@
 
 use std::time::Duration;
 
+use caplab_api::identity::PeerAddr;
+use caplab_api::status::Status;
 use caplab_operator::member_client::{
-    AddressBook, AdminAuth, MemberClient, MemberError, NodeStatus, PeerEntry, Recipient,
+    AddressBook, AdminAuth, MemberClient, MemberError, Recipient,
 };
 use caplab_operator::membership::{self, Observed, PrimaryStep};
 use caplab_operator::status;
@@ -48,34 +50,31 @@ fn client(c: &Cluster, id: u64) -> MemberClient {
         .with_ports(port(&m.client), port(&m.peer))
 }
 
-async fn status(c: &Cluster, id: u64) -> Option<NodeStatus> {
+async fn status(c: &Cluster, id: u64) -> Option<Status> {
     client(c, id).status(LOOPBACK).await.ok()
 }
 
 /// Member `id`'s status once it answers.
-async fn answered(c: &Cluster, id: u64) -> NodeStatus {
+async fn answered(c: &Cluster, id: u64) -> Status {
     c.wait_until(&format!("member {id} to answer"), || status(c, id))
         .await
 }
 
 /// Addressed as the operator addresses it: its id and the incarnation its status showed.
-fn to<'a>(s: &'a NodeStatus) -> Recipient<'a> {
+fn to<'a>(s: &'a Status) -> Recipient<'a> {
     Recipient {
         ip: LOOPBACK,
         id: s.id,
-        incarnation: s.incarnation.as_deref(),
+        incarnation: Some(&s.incarnation),
     }
 }
 
 /// The members' address book in the object form, each with its own incarnation.
-fn book(c: &Cluster, statuses: &[&NodeStatus]) -> AddressBook {
+fn book(c: &Cluster, statuses: &[&Status]) -> AddressBook {
     statuses
         .iter()
         .map(|s| {
-            let entry = PeerEntry {
-                addr: c.members[&s.id].peer.clone(),
-                incarnation: s.incarnation.clone(),
-            };
+            let entry = PeerAddr::new(c.members[&s.id].peer.clone(), Some(s.incarnation.clone()));
             (s.id, entry)
         })
         .collect()
@@ -88,6 +87,17 @@ fn reason(r: Result<(), MemberError>) -> String {
     }
 }
 
+/// A call that another incarnation answered: misdirected, never applied. The member refuses
+/// it with `member_reason`; `caplab_api`'s client checks the answer's incarnation header
+/// first and then reports `unexpected-incarnation`, which the operator treats alike.
+fn assert_refused_by_another(r: Result<(), MemberError>, member_reason: &str) {
+    let why = reason(r);
+    assert!(
+        why == member_reason || why == "unexpected-incarnation",
+        "expected {member_reason}, got {why}"
+    );
+}
+
 #[tokio::test]
 async fn admin_calls_reach_only_the_member_they_name() {
     let mut c = Cluster::launch(harness(), 3, &["--cluster-id", CLUSTER_ID]);
@@ -96,10 +106,7 @@ async fn admin_calls_reach_only_the_member_they_name() {
     let s2 = answered(&c, 2).await;
     let s3 = answered(&c, 3).await;
     for s in [&s1, &s2, &s3] {
-        let inc = s
-            .incarnation
-            .as_deref()
-            .expect("members report an incarnation");
+        let inc = s.incarnation.as_str();
         assert!(
             inc.len() == 16 && inc.bytes().all(|b| b.is_ascii_hexdigit()),
             "{inc}"
@@ -127,22 +134,21 @@ async fn admin_calls_reach_only_the_member_they_name() {
     c.replace(3, 6);
     let s6 = answered(&c, 6).await;
     let r = client(&c, 6).peers(to(&s3), &auth, &members).await;
-    assert_eq!(reason(r), "wrong-member");
+    assert_refused_by_another(r, "wrong-member");
 
     // The replacement joins under its own id, addressed with its own incarnation (members 1
     // and 2 still make a quorum).
     let leader = c.wait_for_leader_among(&[1, 2], None).await;
     let ls = answered(&c, leader).await;
-    let entry = PeerEntry {
-        addr: c.members[&6].peer.clone(),
-        incarnation: s6.incarnation.clone(),
-    };
+    let entry = PeerAddr::new(c.members[&6].peer.clone(), Some(s6.incarnation.clone()));
     client(&c, leader)
         .add_learner(to(&ls), &auth, 6, &entry)
         .await
         .expect("learner 6 added");
     c.wait_until("member 6 to be a learner", || async {
-        status(&c, leader).await.filter(|s| s.learners.contains(&6))
+        status(&c, leader)
+            .await
+            .filter(|s| s.engine.learners.contains(&6))
     })
     .await;
 
@@ -152,7 +158,7 @@ async fn admin_calls_reach_only_the_member_they_name() {
     let wiped = answered(&c, 2).await;
     assert_ne!(wiped.incarnation, s2.incarnation);
     let r = client(&c, 2).peers(to(&s2), &auth, &members).await;
-    assert_eq!(reason(r), "wrong-incarnation");
+    assert_refused_by_another(r, "wrong-incarnation");
 }
 
 /// Members 1..=3 as the operator observes them (ordinal = id - 1, pods `demo-<ordinal>`).
@@ -216,10 +222,7 @@ async fn a_sync_cluster_accepts_writes_again_after_a_failover_and_takes_the_old_
         .promote(to(&s3), &auth)
         .await
         .expect("promoted");
-    let primary = PeerEntry {
-        addr: c.members[&3].peer.clone(),
-        incarnation: s3.incarnation.clone(),
-    };
+    let primary = PeerAddr::new(c.members[&3].peer.clone(), Some(s3.incarnation.clone()));
     let s2 = answered(&c, 2).await;
     client(&c, 2)
         .set_primary(to(&s2), &auth, 3, &primary)
@@ -258,7 +261,7 @@ async fn a_sync_cluster_accepts_writes_again_after_a_failover_and_takes_the_old_
     .await;
     c.wait_until("member 1 to catch up", || async {
         let (one, three) = (status(&c, 1).await?, status(&c, 3).await?);
-        (one.applied_index == three.applied_index).then_some(())
+        (one.engine.applied_index == three.engine.applied_index).then_some(())
     })
     .await;
 }
@@ -266,7 +269,7 @@ async fn a_sync_cluster_accepts_writes_again_after_a_failover_and_takes_the_old_
 // ------------------------------------------------- replicating (status.members[].replicating)
 
 /// Waits until the status of member `from` (the leader or primary) satisfies `holds`.
-async fn wait_for_view(c: &Cluster, from: u64, what: &str, holds: impl Fn(&NodeStatus) -> bool) {
+async fn wait_for_view(c: &Cluster, from: u64, what: &str, holds: impl Fn(&Status) -> bool) {
     c.wait_until(what, || async {
         let s = status(c, from).await?;
         holds(&s).then_some(())
@@ -278,7 +281,7 @@ async fn wait_for_view(c: &Cluster, from: u64, what: &str, holds: impl Fn(&NodeS
 async fn replicating_follows_what_a_real_raft_leader_hears() {
     let c = Cluster::start(harness(), 3, &["--cluster-id", CLUSTER_ID]).await;
     let l = c.wait_for_leader().await;
-    let all = |s: &NodeStatus| (1..=3).all(|id| status::replicating(Some(s), id));
+    let all = |s: &Status| (1..=3).all(|id| status::replicating(Some(s), id));
     wait_for_view(&c, l, "the leader to hear every member", all).await;
 
     // One follower cut off from both others: it stops replicating; the leader still commits.
@@ -309,7 +312,7 @@ async fn replicating_follows_what_a_real_raft_leader_hears() {
 async fn an_isolated_async_primary_still_commits_but_its_secondaries_do_not_replicate() {
     let args = ["--replication", "async", "--cluster-id", CLUSTER_ID];
     let c = Cluster::start(harness(), 3, &args).await;
-    let all = |s: &NodeStatus| s.is_leader() && (1..=3).all(|id| status::replicating(Some(s), id));
+    let all = |s: &Status| s.is_leader() && (1..=3).all(|id| status::replicating(Some(s), id));
     wait_for_view(
         &c,
         1,
@@ -351,9 +354,9 @@ async fn the_async_failover_bound_is_what_the_old_primary_discards_when_it_retur
         .await;
     }
     c.wait_until("the secondaries to hold every write", || async {
-        let p = status(&c, 1).await?.last_log_index;
-        let caught_up =
-            status(&c, 2).await?.applied_index == p && status(&c, 3).await?.applied_index == p;
+        let p = status(&c, 1).await?.engine.last_log_index;
+        let caught_up = status(&c, 2).await?.engine.applied_index == p
+            && status(&c, 3).await?.engine.applied_index == p;
         caught_up.then_some(())
     })
     .await;
@@ -372,7 +375,7 @@ async fn the_async_failover_bound_is_what_the_old_primary_discards_when_it_retur
     let last = answered(&c, 1).await;
     let seen = membership::PrimarySeen {
         id: 1,
-        last_seq: last.last_log_index,
+        last_seq: last.engine.last_log_index,
     };
     c.kill(1);
     let step = c
@@ -400,10 +403,10 @@ async fn the_async_failover_bound_is_what_the_old_primary_discards_when_it_retur
         .promote(to(&promoted), &auth)
         .await
         .expect("promoted");
-    let entry = PeerEntry {
-        addr: c.members[&id].peer.clone(),
-        incarnation: promoted.incarnation.clone(),
-    };
+    let entry = PeerAddr::new(
+        c.members[&id].peer.clone(),
+        Some(promoted.incarnation.clone()),
+    );
 
     // The old primary returns and follows the new one: what it drops is the bound.
     c.restart(1);
@@ -421,7 +424,13 @@ async fn the_async_failover_bound_is_what_the_old_primary_discards_when_it_retur
     let discarded = c
         .wait_until(
             "the old primary to drop what the new one never had",
-            || async { status(&c, 1).await?.discarded_writes.filter(|d| *d > 0) },
+            || async {
+                status(&c, 1)
+                    .await?
+                    .engine
+                    .discarded_writes
+                    .filter(|d| *d > 0)
+            },
         )
         .await;
     assert_eq!(

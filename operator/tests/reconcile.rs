@@ -6,10 +6,11 @@ mod mock;
 
 use std::collections::BTreeMap;
 
+use caplab_api::faults::FaultSet;
+use caplab_api::status::{Replication, Role, Status};
 use caplab_operator::controller::{FAST, SLOW};
 use caplab_operator::crd::{RegisterCluster, RegisterClusterStatus};
 use caplab_operator::faults::spec_hash;
-use caplab_operator::member_client::NodeStatus;
 use chrono::{DateTime, Utc};
 use kube::runtime::controller::Action;
 use serde_json::{json, Value};
@@ -46,6 +47,27 @@ fn api_lines(log: &[Call]) -> Vec<String> {
         assert!(!c.unexpected, "unexpected API call {}", c.line());
     }
     calls.iter().map(|c| c.line()).collect()
+}
+
+/// The address-book entry of member `id` at `127.0.0.<id>` (ordinal `id - 1`), pinned to the
+/// incarnation the mock's members report (`mock::status`).
+fn pinned(id: u64) -> Value {
+    json!({"addr": format!("127.0.0.{id}:7000"), "incarnation": format!("{id:016x}")})
+}
+
+/// A fault set from its wire form.
+fn fault_set(wire: Value) -> FaultSet {
+    serde_json::from_value(wire).expect("a fault set")
+}
+
+/// The fault sets pushed (`PUT /v1/admin/faults`), by member, as the member reads them.
+fn pushed_fault_sets(log: &[Call]) -> Vec<(String, FaultSet)> {
+    let mut pushed: Vec<(String, FaultSet)> = admin(log, "faults")
+        .into_iter()
+        .map(|(who, body)| (who, fault_set(body)))
+        .collect();
+    pushed.sort_by(|a, b| a.0.cmp(&b.0));
+    pushed
 }
 
 fn pod_path(o: u32) -> String {
@@ -141,7 +163,7 @@ fn requeue_secs(a: &Action) -> f64 {
 }
 
 /// A bootstrapped 3-member Raft cluster, leader at ordinal `lead`.
-fn raft_members(n: u32, lead: u32, term: u64) -> BTreeMap<u32, NodeStatus> {
+fn raft_members(n: u32, lead: u32, term: u64) -> BTreeMap<u32, Status> {
     let ids: Vec<u64> = (1..=u64::from(n)).collect();
     let leader_id = u64::from(lead) + 1;
     (0..n)
@@ -325,20 +347,15 @@ async fn create_applies_secret_service_pods_and_writes_creating() {
         init[0].auth.as_deref(),
         Some(format!("Bearer {h_token}").as_str())
     );
-    assert_eq!(
-        init[0].body,
-        json!({"members": {"1": "127.0.0.1:7000", "2": "127.0.0.2:7000", "3": "127.0.0.3:7000"}})
-    );
+    let book = json!({"1": pinned(1), "2": pinned(2), "3": pinned(3)});
+    assert_eq!(init[0].body, json!({ "members": book }));
     let evs = events(&log);
     assert_eq!(evs[0].1, "Bootstrapped");
     // Every member got the address book (peer IPs, no DNS).
     let peers = member_calls(&log, "/v1/admin/peers");
     assert_eq!(peers.len(), 3);
     for p in peers {
-        assert_eq!(
-            p.body["peers"],
-            json!({"1": "127.0.0.1:7000", "2": "127.0.0.2:7000", "3": "127.0.0.3:7000"})
-        );
+        assert_eq!(p.body["peers"], book);
     }
 }
 
@@ -542,10 +559,7 @@ async fn scale_up_creates_pod_then_adds_learner_then_promotes() {
         .any(|l| l.starts_with("PATCH /api/v1/namespaces/test/pods")));
     assert_eq!(
         admin(&log, "learners"),
-        vec![(
-            "member-0".to_string(),
-            json!({"id": 4, "addr": "127.0.0.4:7000"})
-        )]
+        vec![("member-0".to_string(), json!({"id": 4, "addr": pinned(4)}))]
     );
     assert!(
         admin(&log, "voters").is_empty(),
@@ -554,7 +568,7 @@ async fn scale_up_creates_pod_then_adds_learner_then_promotes() {
     assert!(events(&log).iter().any(|e| e.1 == "MemberAdded"));
     // Every member now knows the new member's address.
     for (_, body) in admin(&log, "peers") {
-        assert_eq!(body["peers"]["4"], "127.0.0.4:7000");
+        assert_eq!(body["peers"]["4"], pinned(4));
     }
 
     // 3. The learner has caught up → promoted to voter.
@@ -562,8 +576,8 @@ async fn scale_up_creates_pod_then_adds_learner_then_promotes() {
         let mut w = h.world();
         w.members.insert(0, leader(1, 2, &[1, 2, 3], &[4], 10));
         let mut l = follower(4, 2, 1, &[1, 2, 3], 10);
-        l.role = "learner".into();
-        l.learners = vec![4];
+        l.engine.role = Role::Learner;
+        l.engine.learners = vec![4];
         w.members.insert(3, l);
     }
     h.reconcile().await.expect("reconcile 3");
@@ -785,17 +799,21 @@ async fn fault_start_resolves_leader_and_pushes_partition() {
     let secs = requeue_secs(&action);
     assert!(secs <= FAST.as_secs_f64(), "requeue after {secs}s");
 
-    let mut pushed = admin(&log, "faults");
-    pushed.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
-        pushed,
+        pushed_fault_sets(&log),
         vec![
-            ("member-0".to_string(), json!({"partition": {"peers": [2]}})),
+            (
+                "member-0".to_string(),
+                fault_set(json!({"partition": {"peers": [2]}}))
+            ),
             (
                 "member-1".to_string(),
-                json!({"partition": {"peers": [1, 3]}})
+                fault_set(json!({"partition": {"peers": [1, 3]}}))
             ),
-            ("member-2".to_string(), json!({"partition": {"peers": [2]}})),
+            (
+                "member-2".to_string(),
+                fault_set(json!({"partition": {"peers": [2]}}))
+            ),
         ]
     );
     let evs = events(&log);
@@ -829,7 +847,7 @@ async fn fault_start_resolves_leader_and_pushes_partition() {
             (2, json!({"partition": {"peers": [2]}})),
         ] {
             if let Some(m) = w.members.get_mut(&o) {
-                m.faults = Some(set);
+                m.faults = serde_json::from_value(set).expect("a fault set");
             }
         }
     }
@@ -859,7 +877,7 @@ async fn fault_expiry_heals_members_and_marks_expired() {
         (2, json!({"partition": {"peers": [2]}})),
     ] {
         if let Some(m) = members.get_mut(&o) {
-            m.faults = Some(set);
+            m.faults = serde_json::from_value(set).expect("a fault set");
         }
     }
     let h = Harness::start(World {
@@ -878,14 +896,12 @@ async fn fault_expiry_heals_members_and_marks_expired() {
         Action::requeue(SLOW)
     );
     let log = h.take_log();
-    let mut healed = admin(&log, "faults");
-    healed.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
-        healed,
+        pushed_fault_sets(&log),
         vec![
-            ("member-0".to_string(), json!({})),
-            ("member-1".to_string(), json!({})),
-            ("member-2".to_string(), json!({})),
+            ("member-0".to_string(), FaultSet::default()),
+            ("member-1".to_string(), FaultSet::default()),
+            ("member-2".to_string(), FaultSet::default()),
         ],
         "every member healed with PUT {{}}"
     );
@@ -904,7 +920,7 @@ async fn fault_expiry_heals_members_and_marks_expired() {
 
     // Healed members: the expired fault stays expired and nothing is re-pushed.
     for m in h.world().members.values_mut() {
-        m.faults = None;
+        m.faults = FaultSet::default();
     }
     h.reconcile().await.expect("reconcile 2");
     let log = h.take_log();
@@ -1006,9 +1022,9 @@ async fn changed_image_hands_the_primary_role_over_before_recreating_its_pod() {
     let mut st = bootstrapped_status(3, 2, 2);
     st["replication"] = json!("async");
     let rc = with_status(demo(3, &format!("{spec}  image: caplab/node:0.2.0\n")), st);
-    let as_primary_mode = |mut s: NodeStatus, role: &str| {
-        s.replication = "async".into();
-        s.role = role.into();
+    let as_primary_mode = |mut s: Status, role: Role| {
+        s.engine.replication = Replication::Async;
+        s.engine.role = role;
         s
     };
     let ids = [1, 2, 3];
@@ -1020,9 +1036,18 @@ async fn changed_image_hands_the_primary_role_over_before_recreating_its_pod() {
             running_pod(&old, 2, 3),
         ],
         members: BTreeMap::from([
-            (0, as_primary_mode(follower(1, 2, 3, &ids, 10), "secondary")),
-            (1, as_primary_mode(follower(2, 2, 3, &ids, 10), "secondary")),
-            (2, as_primary_mode(leader(3, 2, &ids, &[], 10), "primary")),
+            (
+                0,
+                as_primary_mode(follower(1, 2, 3, &ids, 10), Role::Secondary),
+            ),
+            (
+                1,
+                as_primary_mode(follower(2, 2, 3, &ids, 10), Role::Secondary),
+            ),
+            (
+                2,
+                as_primary_mode(leader(3, 2, &ids, &[], 10), Role::Primary),
+            ),
         ]),
         secret: Some(token_secret(&rc)),
         rc: Some(rc.clone()),
@@ -1048,9 +1073,11 @@ async fn changed_image_hands_the_primary_role_over_before_recreating_its_pod() {
 
 // ------------------------------------------------------- identity (issue 18 §1)
 
-fn with_incarnations(mut members: BTreeMap<u32, NodeStatus>) -> BTreeMap<u32, NodeStatus> {
+fn with_incarnations(mut members: BTreeMap<u32, Status>) -> BTreeMap<u32, Status> {
     for (o, st) in members.iter_mut() {
-        st.incarnation = Some(format!("{:016x}", 0xa0 + o));
+        st.incarnation = format!("{:016x}", 0xa0 + o)
+            .parse()
+            .expect("an incarnation");
     }
     members
 }
@@ -1104,7 +1131,7 @@ async fn a_pod_ip_answering_as_another_member_is_not_addressed_under_the_pods_id
     let mut members = with_incarnations(raft_members(3, 0, 2));
     if let Some(st) = members.get_mut(&2) {
         st.id = 6;
-        st.incarnation = Some("00000000000000c6".into());
+        st.incarnation = "00000000000000c6".parse().expect("an incarnation");
     }
     let h = Harness::start(World {
         pods: (0..3)
@@ -1214,22 +1241,21 @@ async fn the_disruption_budget_falls_back_to_policy_v1beta1_where_v1_is_not_serv
 
 /// A primary of `epoch` at sequence `seq`, replicating to `members`, hearing from `heard`
 /// (each at `seq`).
-fn primary(id: u64, epoch: u64, members: &[u64], seq: u64, heard: &[u64]) -> NodeStatus {
+fn primary(id: u64, epoch: u64, members: &[u64], seq: u64, heard: &[u64]) -> Status {
     let mut st = leader(id, epoch, members, &[], seq);
-    st.replication = "async".into();
-    st.role = "primary".into();
-    st.discarded_writes = Some(0);
-    st.peers
-        .retain(|p, _| heard.iter().any(|h| h.to_string() == *p));
+    st.engine.replication = Replication::Async;
+    st.engine.role = Role::Primary;
+    st.engine.discarded_writes = Some(0);
+    st.engine.peers.retain(|p, _| heard.contains(p));
     st
 }
 
 /// A secondary following `primary` at sequence `seq`.
-fn secondary(id: u64, epoch: u64, primary: u64, seq: u64) -> NodeStatus {
+fn secondary(id: u64, epoch: u64, primary: u64, seq: u64) -> Status {
     let mut st = follower(id, epoch, primary, &[], seq);
-    st.replication = "async".into();
-    st.role = "secondary".into();
-    st.discarded_writes = Some(0);
+    st.engine.replication = Replication::Async;
+    st.engine.role = Role::Secondary;
+    st.engine.discarded_writes = Some(0);
     st
 }
 
@@ -1358,7 +1384,7 @@ async fn async_failover_bounds_the_loss_from_the_members_indexes_and_reconciles_
     {
         let mut w = h.world();
         let mut new_primary = primary(3, 2, &[1, 2, 3], 110, &[2]);
-        new_primary.incarnation = Some("00000000000000c3".into());
+        new_primary.incarnation = "00000000000000c3".parse().expect("an incarnation");
         w.members.insert(2, new_primary);
         w.members.insert(1, secondary(2, 2, 3, 110));
         w.members.insert(0, primary(1, 1, &[1, 2, 3], 124, &[]));
@@ -1379,7 +1405,7 @@ async fn async_failover_bounds_the_loss_from_the_members_indexes_and_reconciles_
     {
         let mut w = h.world();
         let mut back = secondary(1, 2, 3, 110);
-        back.discarded_writes = Some(9);
+        back.engine.discarded_writes = Some(9);
         w.members.insert(0, back);
         w.members.insert(2, primary(3, 2, &[1, 2, 3], 110, &[1, 2]));
     }
@@ -1453,13 +1479,13 @@ async fn sync_failover_leaves_the_new_primary_a_write_set_it_can_make_progress_w
 // ------------------------------------------------------------------ status
 
 /// Every member answers, none leads: `role` (e.g. candidate) in the given terms.
-fn leaderless(terms: &[u64], role: &str) -> BTreeMap<u32, NodeStatus> {
+fn leaderless(terms: &[u64], role: Role) -> BTreeMap<u32, Status> {
     (0u32..)
         .zip(terms)
         .map(|(o, t)| {
             let mut s = follower(u64::from(o) + 1, *t, 0, &[1, 2, 3], 10);
-            s.leader = None;
-            s.role = role.into();
+            s.engine.leader = None;
+            s.engine.role = role;
             (o, s)
         })
         .collect()
@@ -1517,7 +1543,7 @@ async fn no_quorum_shows_the_highest_term_and_says_members_campaign() {
         pods: (0..3)
             .map(|o| running_pod(&rc, o, u64::from(o) + 1))
             .collect(),
-        members: leaderless(&[7, 9, 8], "candidate"),
+        members: leaderless(&[7, 9, 8], Role::Candidate),
         secret: Some(token_secret(&rc)),
         rc: Some(rc),
         ..World::default()
@@ -1558,7 +1584,7 @@ async fn leader_change_after_no_quorum_names_the_previous_leader() {
     h.reconcile().await.expect("reconcile 1");
     h.take_log();
 
-    h.world().members = leaderless(&[3, 3, 3], "follower");
+    h.world().members = leaderless(&[3, 3, 3], Role::Follower);
     h.reconcile().await.expect("reconcile 2");
     let st = status_patch(&h.take_log());
     assert_eq!(st["phase"], "NoQuorum");
@@ -1586,16 +1612,16 @@ async fn an_isolated_async_primary_is_reachable_but_its_secondaries_do_not_repli
     let rc = with_status(demo(3, spec), st);
     let ids = [1, 2, 3];
     let mut primary = leader(1, 1, &ids, &[], 10);
-    primary.replication = "async".into();
-    primary.role = "primary".into();
+    primary.engine.replication = Replication::Async;
+    primary.engine.role = Role::Primary;
     // Cut off by a partition: the primary last heard its secondaries 9 s ago.
-    for p in primary.peers.values_mut() {
+    for p in primary.engine.peers.values_mut() {
         p.last_contact_ms = Some(9_000);
     }
     let secondary = |id| {
         let mut s = follower(id, 1, 1, &ids, 10);
-        s.replication = "async".into();
-        s.role = "secondary".into();
+        s.engine.replication = Replication::Async;
+        s.engine.role = Role::Secondary;
         s
     };
     let h = Harness::start(World {

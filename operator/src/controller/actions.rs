@@ -65,7 +65,7 @@ impl Pass<'_> {
                 self.event(false, "Switchover", note).await;
                 format!("handed the primary role from {} to {}", from.name, to.name)
             }
-            Err(e) if e.misdirected() => self.misdirected(from, &e),
+            Err(e) if e.is_misdirected() => self.misdirected(from, &e),
             Err(e) => {
                 warn!(cluster = %self.name, error = %e, "switchover failed");
                 let note = format!(
@@ -101,7 +101,7 @@ impl Pass<'_> {
 
     /// A failed admin call to member `m`: counted and logged; says what failed.
     pub(super) fn member_failed(&self, m: &Observed, what: &str, e: MemberError) -> Option<String> {
-        if e.misdirected() {
+        if e.is_misdirected() {
             return Some(self.misdirected(m, &e));
         }
         self.ctx.metrics.error("member");

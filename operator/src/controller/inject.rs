@@ -8,7 +8,7 @@ use tracing::{debug, info, warn};
 use super::observe::Observation;
 use super::Pass;
 use crate::faults::{self, FaultEvent, FaultPlan};
-use crate::member_client::{AdminAuth, NodeStatus};
+use crate::member_client::AdminAuth;
 use crate::membership;
 use crate::resources;
 
@@ -57,25 +57,16 @@ impl Pass<'_> {
                 continue;
             };
             if let Err(e) = members.peers(to, auth, &book).await {
-                if e.misdirected() {
+                if e.is_misdirected() {
                     // Not the member we think: nothing more for it until it is observed again.
                     self.misdirected(m, &e);
                     continue;
                 }
                 debug!(error = %e, pod = %m.name, "pushing peers failed");
             }
-            let desired = plan
-                .sets
-                .get(&m.ordinal)
-                .cloned()
-                .unwrap_or_default()
-                .normalized();
-            let reported = m
-                .status
-                .as_ref()
-                .and_then(NodeStatus::fault_set)
-                .map(|f| f.normalized());
-            if reported.as_ref() == Some(&desired) {
+            let desired = plan.sets.get(&m.ordinal).cloned().unwrap_or_default();
+            let reported = m.status.as_ref().map(|s| &s.faults);
+            if reported == Some(&desired) {
                 continue;
             }
             match members.faults(to, auth, &desired).await {

@@ -8,7 +8,9 @@ use kube::api::ListParams;
 
 use super::{Error, Pass};
 use crate::crd::RegisterClusterStatus;
-use crate::member_client::{MemberClient, NodeStatus};
+use caplab_api::status::Status;
+
+use crate::member_client::MemberClient;
 use crate::membership::{self, Observed};
 use crate::resources::{self, LABEL_CLUSTER};
 
@@ -23,7 +25,7 @@ pub(super) struct Observation {
     /// The member that leads, as first observed.
     pub(super) leader: Option<Observed>,
     /// What the leader reported.
-    pub(super) leader_status: Option<NodeStatus>,
+    pub(super) leader_status: Option<Status>,
     /// The next member id to hand out: ids are never reused.
     pub(super) next_id: u64,
 }
@@ -64,7 +66,7 @@ impl Pass<'_> {
     fn observed_members(
         &self,
         pods: &BTreeMap<u32, Pod>,
-        statuses: &BTreeMap<u32, NodeStatus>,
+        statuses: &BTreeMap<u32, Status>,
     ) -> Vec<Observed> {
         let mut ordinals: BTreeSet<u32> = (0..self.replicas).collect();
         ordinals.extend(pods.keys().copied());
@@ -110,10 +112,7 @@ fn running_ip(pod: &Pod) -> Option<String> {
 
 /// `GET /v1/status` of every running member pod, concurrently; members that do not answer
 /// are left out.
-async fn poll_members(
-    client: &MemberClient,
-    pods: &BTreeMap<u32, Pod>,
-) -> BTreeMap<u32, NodeStatus> {
+async fn poll_members(client: &MemberClient, pods: &BTreeMap<u32, Pod>) -> BTreeMap<u32, Status> {
     let polls = pods.iter().map(|(o, p)| {
         let ip = running_ip(p);
         let mc = client.clone();
@@ -137,7 +136,7 @@ async fn poll_members(
 fn next_member_id(
     prev: &RegisterClusterStatus,
     observed: &[Observed],
-    statuses: &BTreeMap<u32, NodeStatus>,
+    statuses: &BTreeMap<u32, Status>,
 ) -> u64 {
     let seen = observed
         .iter()
@@ -145,10 +144,12 @@ fn next_member_id(
         .chain(prev.members.iter().map(|m| m.id))
         .chain(prev.voters.iter().copied())
         .chain(prev.learners.iter().copied())
-        .chain(
-            statuses
-                .values()
-                .flat_map(|s| s.voters.iter().chain(s.learners.iter()).copied()),
-        );
+        .chain(statuses.values().flat_map(|s| {
+            s.engine
+                .voters
+                .iter()
+                .chain(s.engine.learners.iter())
+                .copied()
+        }));
     seen.fold(prev.next_member_id.max(1), |next, id| next.max(id + 1))
 }

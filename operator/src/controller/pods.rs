@@ -191,7 +191,7 @@ impl Pass<'_> {
             .iter()
             .filter(|m| m.ordinal != primary.ordinal && !outdated.contains(&m.ordinal))
             .filter(|m| m.reachable())
-            .max_by_key(|m| m.status.as_ref().map_or(0, |s| s.applied_index))
+            .max_by_key(|m| m.status.as_ref().map_or(0, |s| s.engine.applied_index))
         else {
             return "waiting for an up-to-date secondary to hand the primary role to".into();
         };

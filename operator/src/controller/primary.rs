@@ -7,7 +7,7 @@ use tracing::info;
 use super::observe::Observation;
 use super::{ts, Pass, Stepped, DEFAULT_FAILOVER_SECS};
 use crate::crd::{FailoverStatus, PrimaryRecord, RegisterClusterStatus, Replication};
-use crate::member_client::AdminAuth;
+use crate::member_client::{hears_from, AdminAuth};
 use crate::membership::{self, LossBound, Observed, PrimarySeen, PrimaryStep};
 use crate::resources;
 
@@ -100,9 +100,9 @@ impl Pass<'_> {
         Some(PrimaryRecord {
             name: p.name.clone(),
             id: p.id,
-            epoch: s.term,
-            last_seq: s.last_log_index,
-            discarded_writes: s.discarded_writes.unwrap_or(0),
+            epoch: s.engine.term,
+            last_seq: s.engine.last_log_index,
+            discarded_writes: s.engine.discarded_writes.unwrap_or(0),
             observed_at: ts(self.now),
         })
     }
@@ -314,15 +314,17 @@ fn failover_outcome(f: &FailoverStatus, name: &str, seen: &Observation) -> Optio
     let s = m.status.as_ref()?;
     let primary = seen.leader_status.as_ref()?;
     let rejoined = !s.is_leader()
-        && s.leader == Some(primary.id)
-        && primary.hears_from(m.id)
+        && s.engine.leader == Some(primary.id)
+        && hears_from(primary, m.id)
         && primary
+            .engine
             .peers
-            .get(&m.id.to_string())
+            .get(&m.id)
             .is_some_and(|p| p.match_index.is_some());
     rejoined.then(|| {
         Some(
-            s.discarded_writes
+            s.engine
+                .discarded_writes
                 .unwrap_or(0)
                 .saturating_sub(f.discarded_before),
         )

@@ -152,7 +152,9 @@ impl Pass<'_> {
             Some(Replication::Async) | Some(Replication::Sync) => {
                 members.iter().map(|m| m.id).collect()
             }
-            _ => leader_status.map(|s| s.voters.clone()).unwrap_or_default(),
+            _ => leader_status
+                .map(|s| s.engine.voters.clone())
+                .unwrap_or_default(),
         };
         let wanted: Vec<MemberStatus> = members
             .iter()
@@ -169,7 +171,7 @@ impl Pass<'_> {
             members: &wanted,
             voters: &voters,
             converging,
-            term: leader_status.map(|s| s.term),
+            term: leader_status.map(|s| s.engine.term),
             progress: Some(progress_msg.as_str()).filter(|p| !p.is_empty()),
             campaigning: status::campaigning(&members, prev.term),
         };
@@ -194,12 +196,14 @@ impl Pass<'_> {
         st.leader = leader_name;
         st.leader_id = seen.leader.as_ref().map(|l| l.id);
         st.term = status::highest_term(&members, prev.term);
-        st.commit_index = leader_status.map(|s| s.commit_index).or(prev.commit_index);
+        st.commit_index = leader_status
+            .map(|s| s.engine.commit_index)
+            .or(prev.commit_index);
         st.bootstrapped = bootstrapped;
         st.next_member_id = seen.next_id;
         if let Some(ls) = leader_status {
-            st.voters = ls.voters.clone();
-            st.learners = ls.learners.clone();
+            st.voters = ls.engine.voters.clone();
+            st.learners = ls.engine.learners.clone();
         }
         st.members = members;
         if let Some(plan) = plan {
@@ -225,7 +229,9 @@ impl Pass<'_> {
             .map(|m| {
                 let s = m.status.as_ref();
                 let lag = match (leader, s) {
-                    (Some(l), Some(s)) => Some(l.commit_index.saturating_sub(s.applied_index)),
+                    (Some(l), Some(s)) => {
+                        Some(l.engine.commit_index.saturating_sub(s.engine.applied_index))
+                    }
                     _ => None,
                 };
                 let faults = match plan {
@@ -243,12 +249,12 @@ impl Pass<'_> {
                     ordinal: m.ordinal,
                     id: m.id,
                     pod_ip: m.pod_ip.clone(),
-                    role: Some(s.map(|s| s.role.clone()).unwrap_or_else(|| {
+                    role: Some(s.map(|s| s.engine.role.to_string()).unwrap_or_else(|| {
                         if m.pod_exists { "unknown" } else { "down" }.to_string()
                     })),
-                    term: s.map(|s| s.term),
-                    commit_index: s.map(|s| s.commit_index),
-                    applied_index: s.map(|s| s.applied_index),
+                    term: s.map(|s| s.engine.term),
+                    commit_index: s.map(|s| s.engine.commit_index),
+                    applied_index: s.map(|s| s.engine.applied_index),
                     lag,
                     // Client traffic is never cut, so the operator reaching a member says nothing
                     // about its links: `replicating` is what the leader hears from it.

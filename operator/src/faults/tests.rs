@@ -4,7 +4,9 @@ use chrono::{Duration, TimeZone, Utc};
 use std::collections::BTreeMap;
 
 use crate::crd::FaultState;
-use crate::faults::{self, FaultSet, PeerFault};
+use caplab_api::faults::{FaultSet, PeerFilter};
+
+use crate::faults;
 use crate::testing::fixture;
 
 fn t0() -> chrono::DateTime<Utc> {
@@ -27,12 +29,9 @@ fn fault_plan_resolves_symbolic_targets() {
     assert_eq!(cut.since.as_deref(), Some("2024-01-01T00:00:00Z"));
     assert_eq!(cut.until.as_deref(), Some("2024-01-01T00:00:30Z"));
     // Leader (ordinal 1, id 2) is cut from ids 1 and 3; the others from id 2.
-    assert_eq!(
-        plan.sets[&1].partition,
-        Some(PeerFault { peers: vec![1, 3] })
-    );
-    assert_eq!(plan.sets[&0].partition, Some(PeerFault { peers: vec![2] }));
-    assert_eq!(plan.sets[&2].partition, Some(PeerFault { peers: vec![2] }));
+    assert_eq!(plan.sets[&1].partition, Some(cut_from(&[1, 3])));
+    assert_eq!(plan.sets[&0].partition, Some(cut_from(&[2])));
+    assert_eq!(plan.sets[&2].partition, Some(cut_from(&[2])));
     let delay = plan.sets[&2].delay.clone().expect("delay");
     assert_eq!((delay.latency_ms, delay.jitter_ms), (200, 50));
     assert!(delay.peers.is_empty());
@@ -42,7 +41,7 @@ fn fault_plan_resolves_symbolic_targets() {
     );
     assert!(plan.sets[&1].loss.is_none());
     assert!(plan.sets[&0].pause);
-    assert_eq!(plan.sets[&1].clock_skew_ms, Some(3000));
+    assert_eq!(plan.sets[&1].clock_skew_ms, 3000);
     assert!(plan.crashed.contains(&1));
     assert_eq!(plan.next_expiry, Some(t0() + Duration::seconds(10)));
     assert_eq!(plan.active_names().len(), 6);
@@ -58,7 +57,7 @@ fn fault_plan_resolves_symbolic_targets() {
     let json = serde_json::to_value(&plan.sets[&1]).expect("json");
     assert_eq!(json["partition"]["peers"], serde_json::json!([1, 3]));
     assert_eq!(json["clockSkewMs"], 3000);
-    assert!(json.get("pause").is_none());
+    assert_eq!(json["pause"], false);
 }
 
 #[test]
@@ -97,7 +96,11 @@ fn fault_plan_pending_without_leader_then_expires_and_reverts() {
         .iter()
         .all(|s| s.state == FaultState::Reverted));
     assert!(healed.sets.values().all(FaultSet::is_empty));
-    assert_eq!(serde_json::to_string(&healed.sets[&0]).expect("json"), "{}");
+    assert_eq!(
+        healed.sets[&0],
+        FaultSet::default(),
+        "healed: the set that heals everything"
+    );
     assert!(healed
         .events
         .iter()
@@ -112,17 +115,36 @@ fn fault_plan_pending_without_leader_then_expires_and_reverts() {
     );
 }
 
+/// A partition cutting these peers both ways.
+fn cut_from(peers: &[u64]) -> PeerFilter {
+    PeerFilter {
+        peers: peers.iter().copied().collect(),
+        ..PeerFilter::default()
+    }
+}
+
 #[test]
-fn fault_set_normalization_matches_member_report() {
+fn planned_fault_set_equals_the_member_report_of_it() {
+    // The member reports the set in its own form (peers in any order, defaults spelt out):
+    // the operator compares it with the plan and pushes only when they differ.
     let reported: FaultSet = serde_json::from_value(serde_json::json!({
         "partition": {"peers": [3, 1]}, "pause": false, "clockSkewMs": 0, "loss": null
     }))
     .expect("parse");
     let desired = FaultSet {
-        partition: Some(PeerFault { peers: vec![1, 3] }),
+        partition: Some(cut_from(&[1, 3])),
         ..FaultSet::default()
     };
-    assert_eq!(reported.normalized(), desired.normalized());
+    assert_eq!(reported, desired);
+}
+
+#[test]
+fn a_zero_probability_loss_is_no_fault() {
+    let spec: Vec<crate::crd::FaultSpec> =
+        serde_yaml::from_str("[{name: none, kind: loss, targets: [0], probability: 0.0}]")
+            .expect("fault spec");
+    let plan = faults::plan(&spec, &[], t0(), 3, &ids3(), Some(1));
+    assert_eq!(plan.sets[&0], FaultSet::default());
 }
 
 #[test]

@@ -1,22 +1,14 @@
 //! Unit tests of [`crate::membership`].
 
-use crate::member_client::{NodeStatus, PeerEntry, PeerProgress};
+use caplab_api::identity::{Incarnation, PeerAddr};
+use caplab_api::status::PeerStatus;
+
 use crate::membership::{self, LossBound, Observed, PrimarySeen, PrimaryStep, Step};
-use crate::testing::{node, obs, ps, sync_member};
+use crate::testing::{node, obs, ps, role, status, sync_member};
 
 #[test]
 fn membership_bootstrap_waits_for_all_members() {
-    let fresh = |o: u32, id: u64| {
-        obs(
-            o,
-            id,
-            Some(NodeStatus {
-                id,
-                role: "learner".into(),
-                ..NodeStatus::default()
-            }),
-        )
-    };
+    let fresh = |o: u32, id: u64| obs(o, id, Some(status(id, role("learner"))));
     let partial = vec![fresh(0, 1), fresh(1, 2), obs(2, 3, None)];
     assert!(matches!(
         membership::next_raft_step(3, &partial, false),
@@ -26,7 +18,7 @@ fn membership_bootstrap_waits_for_all_members() {
     match membership::next_raft_step(3, &all, false) {
         Step::Bootstrap { ordinal, members } => {
             assert_eq!(ordinal, 0);
-            assert_eq!(members[&3].addr, "10.0.0.12:7000");
+            assert_eq!(members[&3].addr(), "10.0.0.12:7000");
             assert_eq!(members.len(), 3);
         }
         s => panic!("unexpected {s:?}"),
@@ -45,34 +37,24 @@ fn membership_scale_up_adds_learner_then_promotes() {
         obs(0, 1, Some(node(1, "leader", 2, &v, &[]))),
         obs(1, 2, Some(node(2, "follower", 2, &v, &[]))),
         obs(2, 3, Some(node(3, "follower", 2, &v, &[]))),
-        obs(
-            3,
-            4,
-            Some(NodeStatus {
-                id: 4,
-                role: "learner".into(),
-                ..NodeStatus::default()
-            }),
-        ),
+        obs(3, 4, Some(status(4, role("learner")))),
     ];
     assert_eq!(
         membership::next_raft_step(4, &members, true),
         Step::AddLearner {
             ordinal: 3,
             id: 4,
-            entry: PeerEntry {
-                addr: "10.0.0.13:7000".into(),
-                incarnation: None
-            }
+            entry: PeerAddr::new("10.0.0.13:7000", Some(Incarnation::from_bits(4)))
         }
     );
     // Learner added but lagging.
     let mut leader = node(1, "leader", 2, &v, &[4]);
-    leader.peers.insert(
-        "4".into(),
-        PeerProgress {
+    leader.engine.peers.insert(
+        4,
+        PeerStatus {
             match_index: Some(10),
-            lag_entries: Some(90),
+            lag_entries: 90,
+            lag_ms: None,
             last_contact_ms: Some(5),
         },
     );
@@ -82,11 +64,12 @@ fn membership_scale_up_adds_learner_then_promotes() {
         Step::Wait(_)
     ));
     // Caught up: promote.
-    leader.peers.insert(
-        "4".into(),
-        PeerProgress {
+    leader.engine.peers.insert(
+        4,
+        PeerStatus {
             match_index: Some(100),
-            lag_entries: Some(0),
+            lag_entries: 0,
+            lag_ms: None,
             last_contact_ms: Some(5),
         },
     );
@@ -171,11 +154,12 @@ fn membership_replaces_dead_member_without_losing_quorum() {
     // Ordinal 2 lost its data: came back as id 4; old voter 3 is gone.
     let v = [1, 2, 3];
     let mut leader = node(1, "leader", 4, &v, &[4]);
-    leader.peers.insert(
-        "4".into(),
-        PeerProgress {
+    leader.engine.peers.insert(
+        4,
+        PeerStatus {
             match_index: Some(100),
-            lag_entries: Some(0),
+            lag_entries: 0,
+            lag_ms: None,
             last_contact_ms: Some(1),
         },
     );
@@ -230,11 +214,11 @@ fn membership_stable_when_converged() {
 #[test]
 fn primary_failover_promotes_most_caught_up() {
     let mut s1 = node(2, "secondary", 1, &[], &[]);
-    s1.applied_index = 90;
-    s1.leader = None;
+    s1.engine.applied_index = 90;
+    s1.engine.leader = None;
     let mut s2 = node(3, "secondary", 1, &[], &[]);
-    s2.applied_index = 95;
-    s2.leader = None;
+    s2.engine.applied_index = 95;
+    s2.engine.leader = None;
     let members = vec![
         Observed {
             ordinal: 0,
@@ -276,19 +260,16 @@ fn primary_failover_promotes_most_caught_up() {
 #[test]
 fn primary_repoints_secondaries() {
     let mut p = node(1, "primary", 1, &[], &[]);
-    p.leader = Some(1);
+    p.engine.leader = Some(1);
     let mut s = node(2, "secondary", 1, &[], &[]);
-    s.leader = None;
+    s.engine.leader = None;
     let members = vec![obs(0, 1, Some(p)), obs(1, 2, Some(s))];
     assert_eq!(
         membership::next_primary_step(2, &members, true, None, None, 10),
         PrimaryStep::Repoint {
             ordinals: vec![1],
             primary: 1,
-            entry: PeerEntry {
-                addr: "10.0.0.10:7000".into(),
-                incarnation: None
-            }
+            entry: PeerAddr::new("10.0.0.10:7000", Some(Incarnation::from_bits(1)))
         }
     );
 }
@@ -342,7 +323,7 @@ fn primary_scale_down_hands_over_then_deletes_the_leftover() {
 
 fn incarnated(mut m: Observed, incarnation: &str) -> Observed {
     if let Some(s) = m.status.as_mut() {
-        s.incarnation = Some(incarnation.into());
+        s.incarnation = incarnation.parse().expect("an incarnation");
     }
     m
 }
@@ -382,16 +363,18 @@ fn address_book_holds_running_pods_under_their_own_id_and_incarnation() {
             "6": {"addr": "10.0.0.12:7000", "incarnation": "00000000000000c6"},
         })
     );
-    // A member image without incarnations gets the plain string form.
-    let old = membership::address_book(&[obs(0, 1, Some(node(1, "leader", 2, &v, &[])))]);
+    // A running member that did not answer: the plain string form (the receiver pins
+    // whichever incarnation answers there first).
+    let old = membership::address_book(&[obs(0, 1, None)]);
     assert_eq!(
         serde_json::to_value(&old).expect("json"),
         serde_json::json!({"1": "10.0.0.10:7000"})
     );
     let to = members[2].recipient().expect("running");
+    let incarnation_c6: Incarnation = "00000000000000c6".parse().expect("an incarnation");
     assert_eq!(
         (to.ip, to.id, to.incarnation),
-        ("10.0.0.12", 6, Some("00000000000000c6"))
+        ("10.0.0.12", 6, Some(&incarnation_c6))
     );
 }
 
@@ -431,7 +414,7 @@ fn sync_failover_drops_the_dead_member_from_the_write_set_and_readds_it_when_bac
     // It returns as the old primary of epoch 1: first pointed at the new primary...
     let mut back = sync_member(0, 1, 1, &[1, 2, 3], &[]);
     if let Some(s) = back.status.as_mut() {
-        s.term = 0;
+        s.engine.term = 0;
     }
     let members = vec![
         back,

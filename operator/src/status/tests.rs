@@ -1,32 +1,30 @@
 //! Unit tests of [`crate::status`].
 
+use caplab_api::status::{PeerStatus, Role, Status};
+
 use super::*;
 use crate::crd::{Condition, MemberStatus, Phase};
-use crate::member_client::PeerProgress;
 use crate::membership::{self, PrimaryStep};
 use crate::status::{self, Summary};
-use crate::testing::sync_member;
+use crate::testing::{heard_at, status, sync_member};
 
 /// A leader's (primary's) status with the given peers: (id, last contact in ms).
-fn leader(replication: &str, voters: &[u64], peers: &[(u64, Option<u64>)]) -> NodeStatus {
-    NodeStatus {
-        id: 1,
-        replication: replication.into(),
-        role: "leader".into(),
-        voters: voters.to_vec(),
-        peers: peers
-            .iter()
-            .map(|(id, ms)| {
-                let p = PeerProgress {
-                    match_index: Some(10),
-                    lag_entries: Some(0),
-                    last_contact_ms: *ms,
-                };
-                (id.to_string(), p)
-            })
-            .collect(),
-        ..NodeStatus::default()
-    }
+fn leader(replication: &str, voters: &[u64], peers: &[(u64, Option<u64>)]) -> Status {
+    let mut st = status(1, Role::Leader);
+    st.engine.replication =
+        serde_json::from_value(serde_json::Value::String(replication.into())).expect("a mode");
+    st.engine.voters = voters.to_vec();
+    st.engine.peers = peers
+        .iter()
+        .map(|(id, ms)| {
+            let p = PeerStatus {
+                last_contact_ms: *ms,
+                ..heard_at(10, 0)
+            };
+            (*id, p)
+        })
+        .collect();
+    st
 }
 
 #[test]

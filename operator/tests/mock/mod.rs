@@ -8,9 +8,9 @@
 //! - Members are tiny axum servers, one per ordinal `o` on `127.0.0.{o+1}`
 //!   (all of 127/8 is loopback), on two ephemeral ports that the operator's
 //!   `MemberClient` is pointed at with `with_ports`. Each answers
-//!   `GET /v1/status` with the `NodeStatus` the test put in the world (503
+//!   `GET /v1/status` with the `caplab_api` `Status` the test put in the world (503
 //!   when there is none: the member is down) and every admin call as the
-//!   real member does (see [`admin_answer`]: a Raft member answers 501 to a
+//!   real member does (see `admin_answer`: a Raft member answers 501 to a
 //!   leadership transfer).
 //!
 //! API and member calls go to one shared log, so tests can check the order
@@ -26,9 +26,15 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use caplab_api::admin::{Ack, PeersRequest, PeersView};
+use caplab_api::error::ErrorBody;
+use caplab_api::faults::{FaultSet, FaultsView};
+use caplab_api::identity::{Incarnation, TO_HEADER, TO_INCARNATION_HEADER};
+use caplab_api::paths;
+use caplab_api::status::{PeerStatus, Replication, Role, Status};
 use caplab_operator::controller::{reconcile, Context, Error};
 use caplab_operator::crd::RegisterCluster;
-use caplab_operator::member_client::{MemberClient, NodeStatus, PeerProgress};
+use caplab_operator::member_client::MemberClient;
 use caplab_operator::metrics::Metrics;
 use caplab_operator::resources;
 use http::{Request, Response};
@@ -97,7 +103,7 @@ pub struct World {
     /// The admin-token Secret, if it exists.
     pub secret: Option<Secret>,
     /// `/v1/status` of each member (missing: the member answers 503).
-    pub members: BTreeMap<u32, NodeStatus>,
+    pub members: BTreeMap<u32, Status>,
     /// Members whose admin port is now served by another incarnation than the one their
     /// status showed (a pod replaced between the status poll and the admin call): admin
     /// calls addressed to the old incarnation get 421, as the real member answers.
@@ -162,63 +168,70 @@ pub fn token_secret(rc: &RegisterCluster) -> Secret {
     s
 }
 
+/// A member's `/v1/status` as the real member reports it before anything is replicated:
+/// Raft, incarnation `<16 hex digits of the id>`.
+pub fn status(id: u64, role: Role) -> Status {
+    // From the wire form: fields the member API adds later keep their defaults.
+    let wire = json!({
+        "id": id,
+        "incarnation": Incarnation::from_bits(id),
+        "replication": Replication::Raft,
+        "role": role,
+        "term": 0,
+        "leader": null,
+        "commitIndex": 0,
+        "appliedIndex": 0,
+        "lastLogIndex": 0,
+        "voters": [],
+        "learners": [],
+    });
+    serde_json::from_value(wire).expect("a member status")
+}
+
+/// A Raft member in `term` at `commit` (applied and last log index alike), following
+/// `leader`, with these voters.
+fn raft(id: u64, role: Role, term: u64, leader: u64, voters: &[u64], commit: u64) -> Status {
+    let mut st = status(id, role);
+    let e = &mut st.engine;
+    e.term = term;
+    e.leader = Some(leader);
+    e.commit_index = commit;
+    e.applied_index = commit;
+    e.last_log_index = commit;
+    e.voters = voters.to_vec();
+    st.voter = voters.contains(&id);
+    st
+}
+
 /// A Raft leader's `/v1/status` that hears from every other voter and learner.
-pub fn leader(id: u64, term: u64, voters: &[u64], learners: &[u64], commit: u64) -> NodeStatus {
-    let peers = voters
+pub fn leader(id: u64, term: u64, voters: &[u64], learners: &[u64], commit: u64) -> Status {
+    let mut st = raft(id, Role::Leader, term, id, voters, commit);
+    st.engine.learners = learners.to_vec();
+    st.engine.peers = voters
         .iter()
         .chain(learners)
         .filter(|p| **p != id)
         .map(|p| {
-            (
-                p.to_string(),
-                PeerProgress {
-                    match_index: Some(commit),
-                    lag_entries: Some(0),
-                    last_contact_ms: Some(50),
-                },
-            )
+            let progress = PeerStatus {
+                match_index: Some(commit),
+                lag_entries: 0,
+                lag_ms: None,
+                last_contact_ms: Some(50),
+            };
+            (*p, progress)
         })
         .collect();
-    NodeStatus {
-        id,
-        replication: "raft".into(),
-        role: "leader".into(),
-        term,
-        leader: Some(id),
-        commit_index: commit,
-        applied_index: commit,
-        last_log_index: commit,
-        voters: voters.to_vec(),
-        learners: learners.to_vec(),
-        peers,
-        ..NodeStatus::default()
-    }
+    st
 }
 
 /// A Raft follower's `/v1/status`.
-pub fn follower(id: u64, term: u64, leader: u64, voters: &[u64], commit: u64) -> NodeStatus {
-    NodeStatus {
-        id,
-        replication: "raft".into(),
-        role: "follower".into(),
-        term,
-        leader: Some(leader),
-        commit_index: commit,
-        applied_index: commit,
-        last_log_index: commit,
-        voters: voters.to_vec(),
-        ..NodeStatus::default()
-    }
+pub fn follower(id: u64, term: u64, leader: u64, voters: &[u64], commit: u64) -> Status {
+    raft(id, Role::Follower, term, leader, voters, commit)
 }
 
 /// A freshly started member that belongs to no cluster yet.
-pub fn blank(id: u64) -> NodeStatus {
-    NodeStatus {
-        id,
-        replication: "raft".into(),
-        role: "learner".into(),
-        ..NodeStatus::default()
-    }
+pub fn blank(id: u64) -> Status {
+    status(id, Role::Learner)
 }
 
 impl Harness {
@@ -596,92 +609,122 @@ async fn member(
         .and_then(|st| misdirected(st, replaced.as_deref(), &call.identity));
     lock(&s.log).push(call);
     match (method.as_str(), uri.path()) {
-        ("GET", "/v1/status") => match status {
+        ("GET", paths::STATUS) => match status {
             Some(st) => (
                 StatusCode::OK,
                 axum::Json(serde_json::to_value(st).unwrap_or_default()),
             ),
-            None => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({"error": "down"})),
-            ),
+            None => down(),
         },
-        (_, p) if p.starts_with("/v1/admin/") && misdirected.is_some() => (
-            StatusCode::MISDIRECTED_REQUEST,
-            axum::Json(json!({"error": "not me", "reason": misdirected})),
-        ),
+        (_, p) if p.starts_with("/v1/admin/") && misdirected.is_some() => {
+            let refusal = ErrorBody {
+                reason: misdirected.map(str::to_string),
+                ..ErrorBody::new("not the member addressed")
+            };
+            (StatusCode::MISDIRECTED_REQUEST, to_json(&refusal))
+        }
         (m, p) if p.starts_with("/v1/admin/") => match status {
-            Some(st) => {
-                let (code, answer) = admin_answer(m, p, &st, &body_json(&body));
-                (code, axum::Json(answer))
-            }
-            None => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({"error": "down"})),
-            ),
+            Some(st) => admin_answer(m, p, &st, &body),
+            None => down(),
         },
-        _ => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"error": "down"})),
-        ),
+        _ => down(),
     }
 }
 
+/// What a member that is down answers here (the real one does not answer at all; the
+/// operator's client treats both as unreachable).
+fn down() -> (StatusCode, axum::Json<Value>) {
+    let body = ErrorBody {
+        outcome: Some("not-applied".into()),
+        ..ErrorBody::new("down")
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, to_json(&body))
+}
+
+fn to_json(value: &impl serde::Serialize) -> axum::Json<Value> {
+    axum::Json(serde_json::to_value(value).unwrap_or_default())
+}
+
 /// What the real member (node/src/api/peer.rs) answers to an admin call that passed the
-/// token and identity checks, given its own status: Raft has no leadership transfer
-/// (openraft 0.9: 501), the primary-mode calls are refused by a Raft member (400), a promoted
-/// member or a switchover answers with the epoch, faults and peers echo what was set, and a
-/// path the member does not serve is a 404.
-fn admin_answer(method: &str, path: &str, st: &NodeStatus, body: &Value) -> (StatusCode, Value) {
-    let raft = st.replication == "raft";
-    let ok = (StatusCode::OK, json!({"ok": true}));
-    let epoch = (StatusCode::OK, json!({"ok": true, "epoch": st.term + 1}));
-    let only_primary_modes = (
-        StatusCode::BAD_REQUEST,
-        json!({"error": "this member runs Raft; promote/primary/replicate are for --replication async|sync"}),
-    );
+/// token and identity checks, given its own status, built from the member API's types: Raft
+/// has no leadership transfer (openraft 0.9: 501), the primary-mode calls are refused by a
+/// Raft member (400), a promotion or a switchover answers with the epoch, faults and peers
+/// answer what is now set, and a path the member does not serve is a 404.
+fn admin_answer(
+    method: &str,
+    path: &str,
+    st: &Status,
+    body: &[u8],
+) -> (StatusCode, axum::Json<Value>) {
+    let raft = st.engine.replication == Replication::Raft;
+    let refuse = |code, message: &str| (code, to_json(&ErrorBody::new(message)));
+    let ok = (StatusCode::OK, to_json(&Ack::OK));
     match (method, path) {
-        ("POST", "/v1/admin/init") | ("POST", "/v1/admin/learners") => ok,
-        ("PUT", "/v1/admin/voters") | ("POST", "/v1/admin/voters") => ok,
-        ("POST", "/v1/admin/transfer-leader") if raft => (
+        ("POST", paths::ADMIN_INIT) | ("POST", paths::ADMIN_LEARNERS) => ok,
+        ("PUT", paths::ADMIN_VOTERS) | ("POST", paths::ADMIN_VOTERS) => ok,
+        ("POST", paths::ADMIN_TRANSFER_LEADER) if raft => refuse(
             StatusCode::NOT_IMPLEMENTED,
-            json!({"error": "openraft 0.9 has no leadership transfer; remove the leader from \
-                   the voters instead (it steps down once the change commits)"}),
+            "openraft 0.9 has no leadership transfer; remove the leader from the voters \
+             instead (it steps down once the change commits)",
         ),
-        ("POST", "/v1/admin/transfer-leader") | ("POST", "/v1/admin/promote") if !raft => epoch,
-        ("PUT", "/v1/admin/primary") if !raft => ok,
-        ("POST", "/v1/admin/promote") | ("PUT", "/v1/admin/primary") => only_primary_modes,
-        ("PUT", "/v1/admin/peers") => (
+        ("POST", paths::ADMIN_TRANSFER_LEADER) | ("POST", paths::ADMIN_PROMOTE) if !raft => (
             StatusCode::OK,
-            json!({"peers": body["peers"].clone(), "incarnations": {}}),
+            to_json(&Ack::with_epoch(st.engine.term + 1)),
         ),
-        ("PUT", "/v1/admin/faults") => (
-            StatusCode::OK,
-            json!({"faults": body.clone(), "counters": {}}),
+        ("PUT", paths::ADMIN_PRIMARY) if !raft => ok,
+        ("POST", paths::ADMIN_PROMOTE) | ("PUT", paths::ADMIN_PRIMARY) => refuse(
+            StatusCode::BAD_REQUEST,
+            "this member runs Raft; promote/primary/replicate are for --replication async|sync",
         ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            json!({"error": format!("no route {method} {path}")}),
-        ),
+        ("PUT", paths::ADMIN_PEERS) => match serde_json::from_slice::<PeersRequest>(body) {
+            Ok(request) => (StatusCode::OK, to_json(&peers_view(&request))),
+            Err(e) => refuse(StatusCode::BAD_REQUEST, &e.to_string()),
+        },
+        ("PUT", paths::ADMIN_FAULTS) => match serde_json::from_slice::<FaultSet>(body) {
+            Ok(faults) => {
+                let view = FaultsView {
+                    faults,
+                    ..FaultsView::default()
+                };
+                (StatusCode::OK, to_json(&view))
+            }
+            Err(e) => refuse(StatusCode::BAD_REQUEST, &e.to_string()),
+        },
+        _ => refuse(StatusCode::NOT_FOUND, &format!("no route {method} {path}")),
+    }
+}
+
+/// The address book a member holds after `PUT /v1/admin/peers` with `request`.
+fn peers_view(request: &PeersRequest) -> PeersView {
+    let peers = &request.peers;
+    PeersView {
+        incarnations: peers
+            .iter()
+            .filter_map(|(id, e)| Some((*id, e.incarnation()?.clone())))
+            .collect(),
+        peers: peers
+            .iter()
+            .map(|(id, e)| (*id, e.addr().to_string()))
+            .collect(),
     }
 }
 
 /// The identity contract's check, as the real member does it: a header naming another member
 /// id or incarnation is refused (`reason`); no header, no check.
 fn misdirected(
-    st: &NodeStatus,
+    st: &Status,
     replaced: Option<&str>,
     identity: &BTreeMap<String, String>,
 ) -> Option<&'static str> {
     if identity
-        .get("x-caplab-to")
+        .get(TO_HEADER)
         .is_some_and(|to| *to != st.id.to_string())
     {
         return Some("wrong-member");
     }
-    let actual = replaced.or(st.incarnation.as_deref());
-    match (identity.get("x-caplab-to-incarnation"), actual) {
-        (Some(want), Some(have)) if want != have => Some("wrong-incarnation"),
+    let actual = replaced.unwrap_or(st.incarnation.as_str());
+    match identity.get(TO_INCARNATION_HEADER) {
+        Some(want) if want != actual => Some("wrong-incarnation"),
         _ => None,
     }
 }
