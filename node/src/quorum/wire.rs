@@ -10,13 +10,13 @@ use crate::types::NodeId;
 
 /// A replica stores a batch of versioned values (a client write, a read repair or an
 /// anti-entropy push): [`StoreRequest`] → [`StoreResponse`].
-pub const STORE_PATH: &str = "/v1/internal/quorum/store";
+pub use caplab_api::paths::QUORUM_STORE as STORE_PATH;
 /// A coordinator asks a replica for its version of one key: [`FetchRequest`] →
 /// [`FetchResponse`].
-pub const FETCH_PATH: &str = "/v1/internal/quorum/fetch";
+pub use caplab_api::paths::QUORUM_FETCH as FETCH_PATH;
 /// Anti-entropy: a replica sends its digest, the other answers what it holds newer and which
 /// keys it wants: [`SyncRequest`] → [`SyncResponse`].
-pub const SYNC_PATH: &str = "/v1/internal/quorum/sync";
+pub use caplab_api::paths::QUORUM_SYNC as SYNC_PATH;
 
 /// A last-writer-wins timestamp: milliseconds since the Unix epoch by the coordinating
 /// member's clock (an injected clock skew included), then that member's id to break ties.
