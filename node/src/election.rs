@@ -3,7 +3,7 @@
 //!
 //! - **Pre-vote** (Raft thesis §9.6). openraft's own election timer is off; this module's
 //!   timer fires after a random `[timeout, 2 × timeout)` without hearing from a leader, and
-//!   first asks the other voters over [`PRE_VOTE_PATH`] whether they *would* vote. Only when
+//!   first asks the other voters over [`RAFT_PRE_VOTE`](caplab_api::paths::RAFT_PRE_VOTE) whether they *would* vote. Only when
 //!   a majority would does the member start a real election (`trigger().elect()`, which takes
 //!   the next term). A member cut off alone therefore keeps its term and cannot depose a
 //!   healthy leader when it returns, and a member with a shorter log never campaigns at all
@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use caplab_api::paths;
 use futures::stream::{FuturesUnordered, StreamExt};
 use openraft::{RaftMetrics, ServerState};
 use rand::Rng;
@@ -28,9 +29,6 @@ use tokio::time::Instant;
 
 use crate::network::{PeerClient, Target};
 use crate::types::{LogId, NodeId, Raft};
-
-/// The peer-port route of pre-vote requests.
-pub use caplab_api::paths::RAFT_PRE_VOTE as PRE_VOTE_PATH;
 
 /// A leader that stepped aside for lack of a quorum (check-quorum): it serves nothing and
 /// knows no leader to send a client to.
@@ -339,7 +337,7 @@ impl Election {
             .post_to(
                 peer,
                 target.unwrap_or_default(),
-                PRE_VOTE_PATH,
+                paths::RAFT_PRE_VOTE,
                 request,
                 timeout,
             )

@@ -1,5 +1,5 @@
-//! One member: a replication engine (Raft, or primary–secondary; see `engine.rs` for the
-//! interface) plus what every mode shares: the pause gate, forwarding to the member that can
+//! One member: a replication engine (Raft, primary–secondary or leaderless quorum; see
+//! `engine.rs` for the interface) plus what every mode shares: the pause gate, forwarding to the member that can
 //! serve an operation, status, readiness and the membership/admin operations. Any member
 //! accepts any operation. Answers are [`MemberError`]s, which the HTTP layer maps to
 //! responses; this module knows nothing of HTTP.
@@ -8,6 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use caplab_api::kv::ReadRequest;
+use caplab_api::paths::{ADMIN_INIT, ADMIN_LEARNERS, ADMIN_VOTERS, FORWARD_READ, FORWARD_WRITE};
+use caplab_api::status::{Role, Status};
 use serde::Serialize;
 use thiserror::Error;
 use tokio::time::Instant;
@@ -22,14 +25,6 @@ use crate::primary::{EpochView, PrimaryEngine, ReplicateRequest, ReplicateRespon
 use crate::quorum::QuorumEngine;
 use crate::raft_engine::RaftEngine;
 use crate::types::{Command, Node, NodeId};
-use caplab_api::status::{Role, Status};
-
-// The names the HTTP layer knew these by; the values are caplab_api's.
-pub use caplab_api::kv::ReadRequest;
-pub use caplab_api::paths::{
-    ADMIN_INIT as INIT_PATH, FORWARD_READ as FORWARD_READ_PATH, FORWARD_WRITE as FORWARD_WRITE_PATH,
-};
-use caplab_api::paths::{ADMIN_LEARNERS, ADMIN_VOTERS};
 
 /// The result of an operation: a register value, or the serving member's own answer.
 pub enum Reply {
@@ -145,15 +140,8 @@ impl Member {
         self.gate(deadline).await?;
         let result =
             each!(&self.engine, e => engine_result(e.write(command.clone(), deadline).await));
-        self.settle(
-            result,
-            may_forward,
-            FORWARD_WRITE_PATH,
-            &command,
-            deadline,
-            true,
-        )
-        .await
+        self.settle(result, may_forward, FORWARD_WRITE, &command, deadline, true)
+            .await
     }
 
     pub async fn read(
@@ -169,15 +157,8 @@ impl Member {
         let request = ReadRequest {
             key: key.to_string(),
         };
-        self.settle(
-            result,
-            may_forward,
-            FORWARD_READ_PATH,
-            &request,
-            deadline,
-            false,
-        )
-        .await
+        self.settle(result, may_forward, FORWARD_READ, &request, deadline, false)
+            .await
     }
 
     /// Turns an engine result into a reply, forwarding to the leader/primary when redirected.
@@ -427,7 +408,7 @@ impl Member {
         let sends = others.map(|id| async move {
             let sent = self
                 .peers
-                .post(id, None, INIT_PATH, body, self.request_timeout)
+                .post(id, None, ADMIN_INIT, body, self.request_timeout)
                 .await;
             match sent {
                 Ok(r) if r.status().is_success() => true,

@@ -39,9 +39,7 @@ pub use error::{PrimaryError, PrimaryResult};
 use log::ChangeLog;
 pub use store::Role;
 use store::{Change, Meta, Store, StoreError};
-pub use wire::{
-    EpochView, ReplicateRequest, ReplicateResponse, EPOCH_PATH, PROMOTE_PATH, REPLICATE_PATH,
-};
+pub use wire::{EpochView, ReplicateRequest, ReplicateResponse};
 use writer::{WriteRequest, GROUP_COMMIT};
 
 use crate::engine::{Consistency, ReplicationEngine};

@@ -6,11 +6,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use caplab_api::paths;
 use tokio::time::Instant;
 
 use super::log::ChangeLog;
 use super::store::Role;
-use super::wire::{ReplicateRequest, ReplicateResponse, REPLICATE_PATH};
+use super::wire::{ReplicateRequest, ReplicateResponse};
 use super::{PrimaryEngine, Progress, State, ROUND_DEADLINE_HEARTBEATS};
 use crate::types::NodeId;
 
@@ -68,7 +69,7 @@ impl PrimaryEngine {
                 .post(
                     target,
                     None,
-                    REPLICATE_PATH,
+                    paths::REPLICATE,
                     &request,
                     self.heartbeat * ROUND_DEADLINE_HEARTBEATS,
                 )

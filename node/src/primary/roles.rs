@@ -5,10 +5,11 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use caplab_api::paths;
 use tokio::time::Instant;
 
 use super::store::{Meta, Role};
-use super::wire::{EpochView, EPOCH_PATH, PROMOTE_PATH};
+use super::wire::EpochView;
 use super::{PrimaryEngine, PrimaryError, PrimaryResult, State, ROUND_DEADLINE_HEARTBEATS};
 use crate::types::NodeId;
 
@@ -119,7 +120,7 @@ impl PrimaryEngine {
         let wait = deadline.saturating_duration_since(Instant::now());
         let promoted = self
             .peers
-            .post(to, None, PROMOTE_PATH, &request, wait)
+            .post(to, None, paths::ADMIN_PROMOTE, &request, wait)
             .await
             .map_err(|e| e.to_string())
             .and_then(|r| match r.status().is_success() {
@@ -205,7 +206,7 @@ impl PrimaryEngine {
         }
     }
 
-    /// What this member answers at [`EPOCH_PATH`].
+    /// What this member answers at [`paths::EPOCH`].
     pub async fn epoch_view(&self) -> EpochView {
         let state = self.state.lock().await;
         EpochView {
@@ -255,7 +256,7 @@ impl PrimaryEngine {
         let body = serde_json::json!({});
         let answer = self
             .peers
-            .post(member, None, EPOCH_PATH, &body, deadline)
+            .post(member, None, paths::EPOCH, &body, deadline)
             .await;
         match answer {
             Ok(r) if r.status().is_success() => r.json().await.ok(),

@@ -7,10 +7,6 @@ use serde::{Deserialize, Serialize};
 use super::entries::{LogEntry, Snapshot};
 use crate::types::NodeId;
 
-pub use caplab_api::paths::{
-    ADMIN_PROMOTE as PROMOTE_PATH, EPOCH as EPOCH_PATH, REPLICATE as REPLICATE_PATH,
-};
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReplicateRequest {
@@ -52,7 +48,7 @@ pub struct ReplicateResponse {
     pub conflict_seq: Option<u64>,
 }
 
-/// A member's answer to [`EPOCH_PATH`]: the epoch it knows and the primary it follows.
+/// A member's answer to [`EPOCH`](caplab_api::paths::EPOCH): the epoch it knows and the primary it follows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EpochView {
