@@ -102,10 +102,11 @@ pub fn counts(anomalies: &[Anomaly]) -> BTreeMap<AnomalyKind, usize> {
     counts
 }
 
-/// `12.3 s` from one second on, `350.0 ms` below.
+/// `12.345 s` from one second on, `350.0 ms` below: to the millisecond, so that two times a
+/// sentence compares never look equal.
 pub fn seconds(ns: u64) -> String {
     if ns >= 1_000_000_000 {
-        format!("{:.1} s", ns as f64 / 1e9)
+        format!("{:.3} s", ns as f64 / 1e9)
     } else {
         format!("{:.1} ms", ns as f64 / 1e6)
     }

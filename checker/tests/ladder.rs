@@ -289,3 +289,10 @@ proptest! {
         prop_assert_eq!(l.sequential, Some(true));
     }
 }
+
+#[test]
+fn times_in_sentences_are_to_the_millisecond() {
+    use caplab_checker::anomalies::seconds;
+    assert_eq!(seconds(12_345_000_000), "12.345 s");
+    assert_eq!(seconds(350_000_000), "350.0 ms");
+}
