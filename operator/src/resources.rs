@@ -20,7 +20,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::RegisterCluster;
 use crate::rollout::{template_hash, ANN_TEMPLATE_HASH};
-use caplab_api::paths::{CLIENT_PORT, PEER_PORT};
+use caplab_api::paths::{self, CLIENT_PORT, PEER_PORT};
 
 /// Label: cluster name.
 pub const LABEL_CLUSTER: &str = "caplab.dev/cluster";
@@ -333,8 +333,8 @@ pub fn member_pod(rc: &RegisterCluster, ordinal: u32, id: u64, default_image: &s
                 ..ContainerPort::default()
             },
         ]),
-        readiness_probe: Some(probe("/readyz", 2, 3)),
-        liveness_probe: Some(probe("/healthz", 10, 6)),
+        readiness_probe: Some(probe(paths::READYZ, 2, 3)),
+        liveness_probe: Some(probe(paths::HEALTHZ, 10, 6)),
         resources,
         volume_mounts: Some(vec![
             VolumeMount {

@@ -1,17 +1,17 @@
 //! The reconcile pipeline of one `RegisterCluster`, one step per module:
 //!
-//! 1. [`observe`]: list the member pods and poll every member → an `Observation`;
+//! 1. `observe`: list the member pods and poll every member → an `Observation`;
 //! 2. validate ([`crate::validation`]): an invalid spec is only observed and reported;
-//! 3. [`owned`]: build and apply the admin Secret, client Service, PodDisruptionBudget →
+//! 3. `owned`: build and apply the admin Secret, client Service, PodDisruptionBudget →
 //!    the `AdminAuth` for admin calls;
-//! 4. [`inject`]: the spec's faults now (a `FaultPlan`, with Events), pushed to the members;
-//! 5. [`pods`]: apply the member pods (crash faults, failed pods, missing pods, rolling);
-//! 6. membership, one file per replication mode ([`raft`], [`primary`]) over the shared
-//!    member actions ([`actions`]) → what it did and whether it still converges;
-//! 7. [`report`]: the status from all of the above, its transitions as Events, the status
+//! 4. `inject`: the spec's faults now (a `FaultPlan`, with Events), pushed to the members;
+//! 5. `pods`: apply the member pods (crash faults, failed pods, missing pods, rolling);
+//! 6. membership, one file per replication mode (`raft`, `primary`) over the shared
+//!    member actions (`actions`) → what it did and whether it still converges;
+//! 7. `report`: the status from all of the above, its transitions as Events, the status
 //!    write and the requeue.
 //!
-//! Every step is a method of the pass ([`Pass`]: the resource, its namespace, the status it
+//! Every step is a method of the pass (`Pass`: the resource, its namespace, the status it
 //! started from, the time), taking the values the earlier steps returned. The layout follows
 //! kube-rs's controller-rs example and Stackable's operators (typed steps, one reconcile).
 
@@ -26,7 +26,7 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
 use crate::crd::{RegisterCluster, RegisterClusterStatus, Replication, MANAGER};
-use crate::member_client::{AdminAuth, MemberClient, MemberError};
+use crate::member_client::{AdminAuth, MemberClient};
 use crate::metrics::Metrics;
 use crate::validation;
 
@@ -42,7 +42,7 @@ mod report;
 use observe::Observation;
 pub use report::WrittenStatus;
 
-/// Requeue while anything changes (see [`status::busy`]): status follows the members within
+/// Requeue while anything changes (see [`crate::status::busy`]): status follows the members within
 /// about this plus one pass.
 pub const FAST: Duration = Duration::from_secs(1);
 /// Requeue when Ready and quiet (`status.observedAt` is refreshed this often at least).
@@ -56,9 +56,6 @@ pub enum Error {
     /// Kubernetes API error.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    /// Member API error.
-    #[error("member API: {0}")]
-    Member(#[from] MemberError),
     /// The resource has no namespace.
     #[error("RegisterCluster has no namespace")]
     MissingNamespace,
@@ -72,7 +69,6 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
-            Error::Member(_) => "member",
             Error::MissingNamespace => "namespace",
             Error::BadSecret(_) => "secret",
         }
