@@ -34,7 +34,7 @@ pub enum KvOp {
         key: String,
         #[command(flatten)]
         to: MemberArgs,
-        #[arg(long, default_value = "linearizable", value_parser = ["linearizable", "local"])]
+        #[arg(long, default_value = super::default_consistency(), value_parser = super::consistency_values())]
         consistency: String,
     },
     /// PUT /v1/kv/{key}.

@@ -7,6 +7,7 @@ pub mod status;
 pub mod workload;
 
 use anyhow::{Context, Result};
+use caplab_api::kv::Consistency;
 
 /// The async runtime of the commands that talk to members or to Kubernetes.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -14,4 +15,17 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
+}
+
+/// `--consistency`: the member API's read consistencies, by their wire names.
+pub fn consistency_values() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new([
+        Consistency::Linearizable.as_str(),
+        Consistency::Local.as_str(),
+    ])
+}
+
+/// `--consistency`'s default: the member API's (linearizable).
+pub fn default_consistency() -> &'static str {
+    Consistency::default().as_str()
 }

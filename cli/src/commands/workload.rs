@@ -81,7 +81,7 @@ pub struct WorkloadArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Consistency of reads.
-    #[arg(long, default_value = "linearizable", value_parser = ["linearizable", "local"])]
+    #[arg(long, default_value = super::default_consistency(), value_parser = super::consistency_values())]
     pub consistency: String,
     /// Client-side deadline of one request; past it the outcome is unknown.
     #[arg(long, default_value_t = 10_000)]
