@@ -8,6 +8,7 @@
 //! connect to the pod, maybe delivered otherwise. Answers in any other shape are the
 //! member's, and [`caplab_api::client::classify`] reads them.
 
+use caplab_api::identity::INCARNATION_HEADER;
 use caplab_api::paths::Port;
 use caplab_api::transport::{BoxFuture, Transport, TransportError, WireAnswer, WireRequest};
 use kube::client::Body;
@@ -62,24 +63,30 @@ impl PodProxy {
         let exchange = async {
             let response = self.client.send(http_request).await?;
             let status = response.status().as_u16();
+            let incarnation = response
+                .headers()
+                .get(INCARNATION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             let bytes = response.into_body().collect_bytes().await?;
-            Ok::<_, kube::Error>((status, bytes.to_vec()))
+            Ok::<_, kube::Error>((status, incarnation, bytes.to_vec()))
         };
-        let (status, body) = match tokio::time::timeout(request.timeout, exchange).await {
-            Err(_) => {
-                return Err(cut(format!(
-                    "{what}: no answer within {:?}",
-                    request.timeout
-                )))
-            }
-            Ok(Err(e)) => return Err(cut(format!("{what}: {e}"))),
-            Ok(Ok(answer)) => answer,
-        };
+        let (status, incarnation, body) =
+            match tokio::time::timeout(request.timeout, exchange).await {
+                Err(_) => {
+                    return Err(cut(format!(
+                        "{what}: no answer within {:?}",
+                        request.timeout
+                    )))
+                }
+                Ok(Err(e)) => return Err(cut(format!("{what}: {e}"))),
+                Ok(Ok(answer)) => answer,
+            };
         match api_server_refusal(status, &body) {
             Some(error) => Err(error),
             None => Ok(WireAnswer {
                 status,
-                incarnation: None,
+                incarnation,
                 body,
             }),
         }
