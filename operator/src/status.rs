@@ -5,7 +5,7 @@ use crate::crd::{
     Condition, FaultState, FaultStatus, LeaderRecord, MemberStatus, Phase, RegisterClusterStatus,
     Replication,
 };
-use caplab_api::status::{Replication as Mode, Status};
+use caplab_api::status::{Replication as Mode, Role, Status};
 
 use crate::member_client::CONTACT_LIMIT_MS;
 use crate::membership::CATCH_UP_ENTRIES;
@@ -269,7 +269,7 @@ pub fn campaigning(members: &[MemberStatus], prev_term: Option<u64>) -> Option<u
     let top = members.iter().filter_map(|m| m.term).max()?;
     let candidate = members
         .iter()
-        .any(|m| m.role.as_deref() == Some("candidate"));
+        .any(|m| m.role.as_deref() == Some(Role::Candidate.as_str()));
     (candidate || prev_term.is_some_and(|t| top > t)).then_some(top)
 }
 
