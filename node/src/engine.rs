@@ -2,8 +2,9 @@
 //!
 //! A member holds exactly one engine (`member::Engine`, an enum with one variant per mode) and
 //! dispatches every client operation, the status and the admin operations to it. Everything
-//! every mode shares — the pause gate, forwarding to the member that can serve an operation,
-//! the status fields outside the engine, readiness, the address book — stays in `member.rs`.
+//! every mode shares — the pause gate, forwarding to the member that can serve an operation
+//! (an error whose [`Outcome`] is a redirect), the status fields outside the engine, the
+//! pause and fence checks of readiness, the address book — stays in `member.rs`.
 //!
 //! **Why a trait plus an enum, not `dyn`:** the methods are async, and async trait methods
 //! (here `fn … -> impl Future + Send`, stable since Rust 1.75) cannot be called through a trait
@@ -11,14 +12,19 @@
 //! a mode's own messages (Raft RPCs, primary replication) with a plain `match`, and the trait
 //! makes each mode state the whole surface, with defaults for what it does not support.
 //!
-//! **Adding a replication mode** (2pc is next; leaderless quorum lives in `quorum/`):
-//! 1. implement [`ReplicationEngine`] for the engine, with its own error type implementing
-//!    [`EngineError`] (say which refusals are *not applied* and which are *unknown*: a client
-//!    retries the first and must read back the second);
+//! **Adding a replication mode** (as `quorum/` did; 2pc is next):
+//! 1. implement [`ReplicationEngine`] for the engine (or an `Arc` of it, when its methods
+//!    spawn tasks), with its own error type implementing [`EngineError`]: say which refusals
+//!    are *not applied* and which are *unknown* (a client retries the first and must read back
+//!    the second), and which redirect to another member; override what the mode supports
+//!    (leader transfer, promote, follow: the defaults refuse with [`Unsupported`]), its
+//!    readiness ([`ReplicationEngine::ready`]) and its status section
+//!    ([`ReplicationEngine::extend_status`]; the wire types are `caplab_api::status`'s);
 //! 2. add a variant to `member::Engine` and one line to its `each!` dispatch macro;
 //! 3. construct it in `server::start` from its `--replication` value (`config.rs`);
-//! 4. peer messages of its own go in `api/peer.rs`, matching its variant, and travel through
-//!    `network::PeerClient` (engines never import axum, reqwest or `crate::api`).
+//! 4. its own peer messages get a route file under `api/` (as `api/quorum.rs`) and paths in
+//!    `caplab_api::paths`, and travel through `network::PeerClient`: engines never import
+//!    axum, reqwest or `crate::api`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -27,7 +33,7 @@ use thiserror::Error;
 use tokio::time::Instant;
 
 use crate::types::{Command, Node, NodeId};
-use caplab_api::status::EngineStatus;
+use caplab_api::status::{EngineStatus, Status};
 
 /// How a client read is served (the wire type: `linearizable` or `local`).
 pub use caplab_api::kv::Consistency;
@@ -124,6 +130,33 @@ pub trait ReplicationEngine: Send + Sync {
     /// primary restarted in its epoch); part of readiness.
     fn fenced(&self) -> impl Future<Output = bool> + Send {
         async { false }
+    }
+
+    /// Adds the mode's own section to the member's status (e.g. `quorum`); none by default.
+    fn extend_status(&self, _status: &mut Status) {}
+
+    /// Whether the member is ready to serve, given its `status` (not paused and not fenced:
+    /// the member checked those); else why not, in words for `/readyz`. By default, for modes
+    /// with a leader: a voter (or in the member set), a leader known, every committed entry
+    /// applied.
+    fn ready(&self, status: &Status) -> Result<(), String> {
+        let engine = &status.engine;
+        if !status.voter {
+            return Err(format!(
+                "not a voter (voters {:?}): this member was removed from the cluster or not yet added",
+                engine.voters
+            ));
+        }
+        if engine.leader.is_none() {
+            return Err("no leader known".into());
+        }
+        if engine.applied_index < engine.commit_index {
+            return Err(format!(
+                "still applying ({} of {} committed entries applied)",
+                engine.applied_index, engine.commit_index
+            ));
+        }
+        Ok(())
     }
 
     /// The members in this member's membership (voters, learners, member set).

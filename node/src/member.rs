@@ -233,7 +233,7 @@ impl Member {
                 Role::Removed
             };
         }
-        Status {
+        let mut status = Status {
             id: self.id,
             incarnation: self.peers.identity.incarnation.clone(),
             cluster_id: self.peers.identity.cluster.clone(),
@@ -249,15 +249,14 @@ impl Member {
                 .map_or(0, |d| d.as_millis() as u64),
             faults: self.faults.current(),
             fault_counters: self.faults.counters(),
-            quorum: match &self.engine {
-                Engine::Quorum(q) => Some(q.quorum_status()),
-                _ => None,
-            },
-        }
+            quorum: None,
+        };
+        each!(&self.engine, e => e.extend_status(&mut status));
+        status
     }
 
-    /// Ready to serve: a voter (or in the primary's member set), a leader known, everything
-    /// known committed applied, not paused, not fenced; else why not.
+    /// Ready to serve: not paused, not fenced, and ready as the engine judges it (see
+    /// [`ReplicationEngine::ready`]); else why not.
     pub async fn readiness(&self) -> Result<(), String> {
         let s = self.status().await;
         if s.paused {
@@ -270,26 +269,7 @@ impl Member {
                 s.engine.term
             ));
         }
-        if let Engine::Quorum(q) = &self.engine {
-            // Leaderless: ready while enough replicas answer to serve R and W.
-            return q.readiness();
-        }
-        if !s.voter {
-            return Err(format!(
-                "not a voter (voters {:?}): this member was removed from the cluster or not yet added",
-                s.engine.voters
-            ));
-        }
-        if s.engine.leader.is_none() {
-            return Err("no leader known".into());
-        }
-        if s.engine.applied_index < s.engine.commit_index {
-            return Err(format!(
-                "still applying ({} of {} committed entries applied)",
-                s.engine.applied_index, s.engine.commit_index
-            ));
-        }
-        Ok(())
+        each!(&self.engine, e => e.ready(&s))
     }
 
     pub async fn refresh_gauges(&self) {

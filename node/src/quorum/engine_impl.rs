@@ -9,7 +9,7 @@ use super::error::QuorumError;
 use super::QuorumEngine;
 use crate::engine::{Consistency, EngineError, Outcome, ReplicationEngine, Unsupported};
 use crate::types::{Command, Node, NodeId};
-use caplab_api::status::{EngineStatus, PeerStatus, Replication, Role};
+use caplab_api::status::{EngineStatus, PeerStatus, Replication, Role, Status};
 
 impl EngineError for QuorumError {
     fn outcome(&self) -> Outcome {
@@ -92,6 +92,15 @@ impl ReplicationEngine for Arc<QuorumEngine> {
     }
 
     /// Every member must hold the membership: it is what a coordinator sends to.
+    fn extend_status(&self, status: &mut Status) {
+        status.quorum = Some(self.quorum_status());
+    }
+
+    /// Leaderless: ready while enough replicas answer to serve R and W.
+    fn ready(&self, _status: &Status) -> Result<(), String> {
+        self.readiness()
+    }
+
     fn init_every_member(&self) -> bool {
         true
     }
