@@ -3,6 +3,7 @@
 //! * [`history`]: the JSON history a workload records, validated entry by entry.
 //! * [`linearizability`]: the per-key Wing–Gong/Lowe search with memoisation, unknown
 //!   outcomes, violation reports and per-key deadlines.
+//! * `search_ops`: the operations of a key both searches consider, and the register's step.
 //! * [`sequential`]: sequential consistency per key (the same kind of search, without real
 //!   time).
 //! * [`ladder`]: the strongest of linearizable, sequential, converged, per key and overall.
@@ -16,6 +17,7 @@ pub mod generate;
 pub mod history;
 pub mod ladder;
 pub mod linearizability;
+mod search_ops;
 pub mod sequential;
 
 pub use anomalies::{anomalies, Anomaly, AnomalyKind};

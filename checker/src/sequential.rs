@@ -31,7 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use crate::history::{History, Op};
-use crate::linearizability::{search_ops, step};
+use crate::search_ops::{search_ops, step};
 
 /// The answer of [`check_key`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
