@@ -497,6 +497,11 @@ impl MemberClient {
                 }
             }
         })?;
+        // A 421 carries the member's own reason (wrong-member, wrong-incarnation, …), more
+        // precise than the header comparison below: let `decode` classify it.
+        if answer.status == 421 {
+            return Ok(answer);
+        }
         let expected = self.recipient.incarnation.as_ref().map(Incarnation::as_str);
         match (expected, answer.incarnation.as_deref()) {
             (Some(want), Some(got)) if want != got => Err(MemberError::Misdirected {
