@@ -11,6 +11,7 @@
 //! | follow a primary | `PUT /v1/admin/primary` | [`MemberEntry`] | [`Ack`] |
 //! | address book | `PUT`/`GET /v1/admin/peers` | [`PeersRequest`] | [`PeersView`] |
 //! | faults | `PUT`/`GET /v1/admin/faults` | [`crate::faults::FaultSet`] | [`crate::faults::FaultsView`] |
+//! | force a 2pc decision | `POST /v1/admin/2pc/decide` | [`HeuristicRequest`] | [`Ack`] |
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -73,6 +74,36 @@ pub struct PeersRequest {
 pub struct PeersView {
     pub incarnations: BTreeMap<NodeId, Incarnation>,
     pub peers: BTreeMap<NodeId, String>,
+}
+
+/// A decision on a two-phase-commit transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Commit,
+    Abort,
+}
+
+impl Decision {
+    /// The wire name: `commit` or `abort`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Commit => "commit",
+            Decision::Abort => "abort",
+        }
+    }
+}
+
+/// `POST /v1/admin/2pc/decide`: a person forces `decision` on transaction `txid`, which this
+/// member holds in doubt (a *heuristic* decision, as XA and other transaction managers allow:
+/// it may differ from the coordinator's, and is counted and reported as such). `{"txid": 7,
+/// "decision": "abort"}`; the transaction ids in doubt are in the status
+/// (`twopc.inDoubtTransactions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeuristicRequest {
+    pub txid: u64,
+    pub decision: Decision,
 }
 
 /// A successful admin call: `{"ok": true}`, with the member's epoch after a transfer or a

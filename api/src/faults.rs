@@ -91,13 +91,21 @@ impl LossFault {
     }
 }
 
+/// 2pc mode: the member votes no on each PREPARE with `probability` (0 to 1), as a
+/// participant that cannot or will not apply the change would.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VetoFault {
+    pub probability: f64,
+}
+
 /// The whole fault set of a member, as `PUT /v1/admin/faults` takes it. `{}` heals everything.
 ///
 /// ```json
 /// {"partition": {"peers": [2, 3], "direction": "outgoing"},
 ///  "delay": {"peers": [2], "latencyMs": 200, "jitterMs": 50},
 ///  "loss": {"peers": [], "probability": 0.2},
-///  "pause": true, "clockSkewMs": 3000}
+///  "pause": true, "clockSkewMs": 3000, "veto": {"probability": 0.5}}
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -108,6 +116,9 @@ pub struct FaultSet {
     pub delay: Option<DelayFault>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<LossFault>,
+    /// 2pc mode: vote no on a share of prepares (ignored by the other modes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub veto: Option<VetoFault>,
     /// The member holds every peer message and its timers stand still (a stopped process).
     #[serde(default)]
     pub pause: bool,
@@ -127,6 +138,8 @@ pub const MAX_SKEW_MS: i64 = 24 * 3600 * 1000;
 pub enum FaultSpecError {
     #[error("loss.probability must be within [0, 1], got {0}")]
     Probability(f64),
+    #[error("veto.probability must be within [0, 1], got {0}")]
+    VetoProbability(f64),
     #[error("delay.latencyMs + delay.jitterMs must be at most {MAX_DELAY_MS}")]
     DelayTooLarge,
     #[error("delay.jitterMs ({jitter}) must not exceed delay.latencyMs ({latency})")]
@@ -143,6 +156,11 @@ impl FaultSet {
         if let Some(loss) = &self.loss {
             if !(0.0..=1.0).contains(&loss.probability) {
                 return Err(FaultSpecError::Probability(loss.probability));
+            }
+        }
+        if let Some(veto) = &self.veto {
+            if !(0.0..=1.0).contains(&veto.probability) {
+                return Err(FaultSpecError::VetoProbability(veto.probability));
             }
         }
         if let Some(delay) = &self.delay {
@@ -190,6 +208,13 @@ pub struct FaultCounters {
     pub delayed: u64,
     /// Dropped by random loss.
     pub lost: u64,
+    /// 2pc mode: prepares from this peer (the coordinator) vetoed by an injected fault.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub vetoed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The answer of `GET` and `PUT /v1/admin/faults`: the fault set in force and the counters
@@ -236,6 +261,11 @@ mod tests {
         assert_eq!(
             unknown.validate(&known()),
             Err(FaultSpecError::UnknownPeer(9))
+        );
+        let veto: FaultSet = serde_json::from_str(r#"{"veto": {"probability": -0.1}}"#).unwrap();
+        assert_eq!(
+            veto.validate(&known()),
+            Err(FaultSpecError::VetoProbability(-0.1))
         );
         let jitter: FaultSet =
             serde_json::from_str(r#"{"delay": {"latencyMs": 5, "jitterMs": 6}}"#).unwrap();

@@ -68,6 +68,16 @@ pub const QUORUM_FETCH: &str = "/v1/internal/quorum/fetch";
 /// Quorum mode: anti-entropy digest exchange (peer port, member to member).
 pub const QUORUM_SYNC: &str = "/v1/internal/quorum/sync";
 
+/// 2pc mode: a coordinator asks a participant to prepare a transaction and vote (peer port).
+pub const TWOPC_PREPARE: &str = "/v1/internal/2pc/prepare";
+/// 2pc mode: a coordinator tells a participant the decision, commit or abort (peer port).
+pub const TWOPC_DECIDE: &str = "/v1/internal/2pc/decide";
+/// 2pc mode: the coordinator tells a member the membership and that it coordinates (peer port).
+pub const TWOPC_MEMBERS: &str = "/v1/internal/2pc/members";
+/// 2pc mode: a participant in doubt asks another member what it knows of a transaction
+/// (cooperative termination; peer port).
+pub const TWOPC_QUERY: &str = "/v1/internal/2pc/query";
+
 /// `POST` bootstrap a cluster ([`crate::admin::InitRequest`]).
 pub const ADMIN_INIT: &str = "/v1/admin/init";
 /// `POST` add a learner ([`crate::admin::MemberEntry`]).
@@ -82,6 +92,9 @@ pub const ADMIN_PROMOTE: &str = "/v1/admin/promote";
 pub const ADMIN_PRIMARY: &str = "/v1/admin/primary";
 /// `PUT` replace / `GET` the address book ([`crate::admin::PeersRequest`]).
 pub const ADMIN_PEERS: &str = "/v1/admin/peers";
+/// `POST` force a heuristic decision on a transaction this member holds in doubt (2pc mode;
+/// [`crate::admin::HeuristicRequest`]).
+pub const ADMIN_TWOPC_DECIDE: &str = "/v1/admin/2pc/decide";
 /// `PUT` replace / `GET` the fault set ([`crate::faults::FaultSet`]).
 pub const ADMIN_FAULTS: &str = "/v1/admin/faults";
 

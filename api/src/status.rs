@@ -24,16 +24,20 @@ pub enum Replication {
     Sync,
     /// Leaderless quorums: every member coordinates; writes wait for W replicas, reads ask R.
     Quorum,
+    /// Two-phase commit: the coordinator commits a write once every participant voted yes.
+    #[serde(rename = "2pc")]
+    TwoPc,
 }
 
 impl Replication {
-    /// The wire name: `raft`, `async`, `sync` or `quorum`.
+    /// The wire name: `raft`, `async`, `sync`, `quorum` or `2pc`.
     pub fn as_str(self) -> &'static str {
         match self {
             Replication::Raft => "raft",
             Replication::Async => "async",
             Replication::Sync => "sync",
             Replication::Quorum => "quorum",
+            Replication::TwoPc => "2pc",
         }
     }
 }
@@ -63,6 +67,10 @@ pub enum Role {
     Fenced,
     /// Quorum mode: every member stores every key and coordinates what it receives.
     Replica,
+    /// 2pc mode: runs every transaction (prepare, decide) and logs its decisions.
+    Coordinator,
+    /// 2pc mode: prepares, votes and applies what the coordinator decides.
+    Participant,
     /// A role this client does not know (a newer member image).
     #[serde(other)]
     Unknown,
@@ -82,13 +90,15 @@ impl Role {
             Role::Secondary => "secondary",
             Role::Fenced => "fenced",
             Role::Replica => "replica",
+            Role::Coordinator => "coordinator",
+            Role::Participant => "participant",
             Role::Unknown => "unknown",
         }
     }
 
-    /// The member that serves writes: a Raft leader or a primary.
+    /// The member that serves writes: a Raft leader, a primary or a 2pc coordinator.
     pub fn is_leader(self) -> bool {
-        matches!(self, Role::Leader | Role::Primary)
+        matches!(self, Role::Leader | Role::Primary | Role::Coordinator)
     }
 }
 
@@ -197,6 +207,100 @@ pub struct Status {
     /// Quorum mode: N, R, W, reachability and the last-writer-wins counters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quorum: Option<QuorumStatus>,
+    /// 2pc mode: transactions, their outcomes, what is in doubt, messages per phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twopc: Option<TwoPcStatus>,
+}
+
+/// The two-phase-commit part of `/v1/status` (2pc mode only). Counts are since the member
+/// started; times are milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TwoPcStatus {
+    /// The coordinator this member knows (`None`: not initialised).
+    pub coordinator: Option<NodeId>,
+    /// Every participant (the coordinator is one too).
+    pub participants: Vec<NodeId>,
+    /// Transactions this member voted yes on and still holds (decision not yet applied).
+    pub prepared: u64,
+    /// Coordinator: transactions committed.
+    pub committed: u64,
+    /// Coordinator: transactions aborted, by cause.
+    pub aborted: AbortCounts,
+    /// Transactions this member prepared (voted yes on) whose decision it does not know and
+    /// whose coordinator it cannot reach: their keys stay held.
+    pub in_doubt: u64,
+    /// Age of the oldest of them, from its vote (`None`: none in doubt).
+    pub oldest_in_doubt_ms: Option<u64>,
+    /// The transactions in doubt here, oldest first (for `POST /v1/admin/2pc/decide`).
+    #[serde(default)]
+    pub in_doubt_transactions: Vec<InDoubt>,
+    /// Decisions forced by a person on in-doubt transactions.
+    pub heuristic: HeuristicCounts,
+    /// Messages sent or received by this member, per phase.
+    pub messages: PhaseMessages,
+    /// Coordinator: each participant's vote on the last transaction and how long it took.
+    #[serde(default, deserialize_with = "member_id_keys")]
+    pub last_votes: BTreeMap<NodeId, LastVote>,
+}
+
+/// Aborted transactions by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AbortCounts {
+    /// A participant voted no (an injected veto, or a compare-and-set precondition that does
+    /// not hold).
+    pub veto: u64,
+    /// A participant held the key for another prepared transaction.
+    pub conflict: u64,
+    /// A vote did not arrive before the vote deadline (or the coordinator restarted before
+    /// deciding: presumed abort).
+    pub timeout: u64,
+}
+
+/// Heuristic decisions taken here, and how many the coordinator later contradicted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeuristicCounts {
+    pub commit: u64,
+    pub abort: u64,
+    /// The coordinator's decision, when it arrived, was the other one.
+    pub mismatches: u64,
+}
+
+/// Messages per phase (sent and received by this member; the coordinator's own participant
+/// counts like any other, so one write costs 4 messages per participant).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseMessages {
+    pub prepare: u64,
+    pub vote: u64,
+    pub decision: u64,
+    pub ack: u64,
+    /// Cooperative termination: what-was-decided questions sent or answered.
+    pub query: u64,
+}
+
+/// A participant's vote as the coordinator last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastVote {
+    /// `yes`, `no`, or `missing` (no vote before the deadline).
+    pub vote: String,
+    /// From sending PREPARE to the vote (to the deadline when missing).
+    pub latency_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One transaction a participant holds in doubt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InDoubt {
+    pub txid: u64,
+    pub key: String,
+    /// When this member voted yes, in milliseconds since the Unix epoch (its clock).
+    pub since_ms: u64,
 }
 
 /// The quorum part of `/v1/status` (quorum mode only).

@@ -9,6 +9,7 @@ use thiserror::Error;
 
 use crate::election::ElectionTiming;
 use crate::quorum::QuorumSettings;
+use crate::twopc::TwoPcSettings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Replication {
@@ -17,6 +18,9 @@ pub enum Replication {
     Sync,
     /// Leaderless: every member coordinates, writes wait for W replicas, reads ask R.
     Quorum,
+    /// Two-phase commit: the member given `init` coordinates; every member votes on every write.
+    #[value(name = "2pc")]
+    TwoPc,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,6 +89,12 @@ pub struct Config {
     /// included); default a majority of the members.
     #[arg(long, env = "CAPLAB_WRITE_QUORUM", value_parser = clap::value_parser!(u64).range(1..=9))]
     pub write_quorum: Option<u64>,
+    /// 2pc mode, for tests only: milliseconds the coordinator waits between collecting the
+    /// votes and logging its decision — the window in which killing it leaves the participants
+    /// in doubt. 0 (default): no wait.
+    #[arg(long, env = "CAPLAB_TWOPC_DECISION_DELAY_MS", default_value_t = 0, hide = true,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub twopc_decision_delay_ms: u64,
     /// Log output format.
     #[arg(long, env = "CAPLAB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -151,6 +161,15 @@ impl Config {
             read: self.read_quorum.map(|r| r as usize),
             write: self.write_quorum.map(|w| w as usize),
         })
+    }
+
+    /// 2pc timing: votes are awaited for half the request deadline, leaving the other half
+    /// for the decision to reach every participant.
+    pub fn twopc_settings(&self) -> TwoPcSettings {
+        TwoPcSettings {
+            vote_timeout: self.request_timeout() / 2,
+            decision_delay: Duration::from_millis(self.twopc_decision_delay_ms),
+        }
     }
 
     pub fn request_timeout(&self) -> Duration {

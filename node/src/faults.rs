@@ -138,6 +138,20 @@ impl Faults {
         Verdict::Deliver
     }
 
+    /// 2pc mode: whether to veto (vote no on) a PREPARE from `coordinator`, as the `veto`
+    /// fault decides; a veto is counted against that peer.
+    pub fn veto(&self, coordinator: NodeId) -> bool {
+        let probability = {
+            let set = self.set.read().unwrap_or_else(|p| p.into_inner());
+            set.veto.as_ref().map_or(0.0, |v| v.probability)
+        };
+        let vetoed = probability > 0.0 && rand::rng().random_bool(probability.min(1.0));
+        if vetoed {
+            self.count(coordinator, "vetoed", |c| c.vetoed += 1);
+        }
+        vetoed
+    }
+
     pub fn is_paused(&self) -> bool {
         *self.paused.borrow()
     }
@@ -205,6 +219,15 @@ mod tests {
             Verdict::Deliver
         );
         assert_eq!(faults.filter(2, Direction::Incoming).await, Verdict::Drop);
+    }
+
+    #[tokio::test]
+    async fn certain_veto_vetoes_and_counts() {
+        let faults = Faults::default();
+        assert!(!faults.veto(1));
+        faults.replace(serde_json::from_str(r#"{"veto": {"probability": 1.0}}"#).unwrap());
+        assert!(faults.veto(1));
+        assert_eq!(faults.counters()[&1].vetoed, 1);
     }
 
     #[tokio::test]

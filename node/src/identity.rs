@@ -24,12 +24,13 @@ pub use caplab_api::identity::{
 /// The file in the data directory that holds the incarnation.
 const INCARNATION_FILE: &str = "incarnation";
 /// Files whose presence means the data directory already belongs to a member: the Raft log
-/// and snapshot, the primary–secondary store.
-const MEMBER_DATA_FILES: [&str; 4] = [
+/// and snapshot, the primary–secondary, quorum and 2pc stores.
+const MEMBER_DATA_FILES: [&str; 5] = [
     "raft-log.redb",
     "snapshot.json",
     "primary-secondary.redb",
     "quorum.redb",
+    "twopc.redb",
 ];
 
 #[derive(Debug, Error)]

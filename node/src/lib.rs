@@ -1,6 +1,7 @@
 //! caplab-node: one member of a replicated-register cluster (Raft through openraft,
-//! primary–secondary async/sync, or leaderless quorums; the modes implement `engine.rs`), with
-//! a client API, an admin/peer API, durable storage and an in-process fault layer.
+//! primary–secondary async/sync, leaderless quorums, or two-phase commit; the modes implement
+//! `engine.rs`), with a client API, an admin/peer API, durable storage and an in-process fault
+//! layer.
 
 pub mod api;
 pub mod config;
@@ -18,4 +19,5 @@ pub mod register;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod twopc;
 pub mod types;

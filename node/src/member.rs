@@ -24,6 +24,7 @@ use crate::network::{PeerClient, Relayed};
 use crate::primary::{EpochView, PrimaryEngine, ReplicateRequest, ReplicateResponse};
 use crate::quorum::QuorumEngine;
 use crate::raft_engine::RaftEngine;
+use crate::twopc::TwoPcEngine;
 use crate::types::{Command, Node, NodeId};
 
 /// The result of an operation: a register value, or the serving member's own answer.
@@ -78,6 +79,7 @@ pub enum Engine {
     Raft(RaftEngine),
     Primary(Arc<PrimaryEngine>),
     Quorum(Arc<QuorumEngine>),
+    TwoPc(Arc<TwoPcEngine>),
 }
 
 /// Runs `$body` with `$e` bound to whichever engine `$engine` holds (static dispatch: the
@@ -88,6 +90,7 @@ macro_rules! each {
             Engine::Raft($e) => $body,
             Engine::Primary($e) => $body,
             Engine::Quorum($e) => $body,
+            Engine::TwoPc($e) => $body,
         }
     };
 }
@@ -250,6 +253,7 @@ impl Member {
             faults: self.faults.current(),
             fault_counters: self.faults.counters(),
             quorum: None,
+            twopc: None,
         };
         each!(&self.engine, e => e.extend_status(&mut status));
         status

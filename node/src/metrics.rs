@@ -10,6 +10,7 @@ use prometheus_client::registry::Registry;
 
 use crate::identity::Misdirection;
 use crate::quorum::counters::QuorumMetrics;
+use crate::twopc::counters::TwoPcMetrics;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -50,6 +51,8 @@ pub struct Metrics {
     pub misdirected: Family<ReasonLabels, Counter>,
     /// Quorum mode's counters (registered in every mode; zero elsewhere).
     pub quorum: QuorumMetrics,
+    /// 2pc mode's counters (registered in every mode; zero elsewhere).
+    pub twopc: TwoPcMetrics,
 }
 
 fn latency_histogram() -> Histogram {
@@ -106,7 +109,7 @@ impl Default for Metrics {
         );
         registry.register(
             "fault_messages",
-            "Peer messages affected by injected faults, by peer and kind (dropped, delayed, lost)",
+            "Peer messages affected by injected faults, by peer and kind (dropped, delayed, lost; vetoed: 2pc prepares vetoed)",
             fault_messages.clone(),
         );
         registry.register(
@@ -116,6 +119,8 @@ impl Default for Metrics {
         );
         let quorum = QuorumMetrics::default();
         quorum.register(&mut registry);
+        let twopc = TwoPcMetrics::default();
+        twopc.register(&mut registry);
         Self {
             registry,
             requests,
@@ -128,6 +133,7 @@ impl Default for Metrics {
             fault_messages,
             misdirected,
             quorum,
+            twopc,
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::network::{AddressBook, Network, PeerClient};
 use crate::primary::{Mode, PrimaryEngine};
 use crate::quorum::QuorumEngine;
 use crate::raft_engine::RaftEngine;
+use crate::twopc::TwoPcEngine;
 use crate::types::Raft;
 use crate::{api, store};
 
@@ -73,6 +74,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             )
             .with_context(|| format!("opening {}", config.data_dir.display()))?;
             Engine::Quorum(engine)
+        }
+        Replication::TwoPc => {
+            let engine = TwoPcEngine::open(
+                config.id,
+                &config.data_dir,
+                peers.clone(),
+                metrics.twopc.clone(),
+                config.twopc_settings(),
+            )
+            .with_context(|| format!("opening {}", config.data_dir.display()))?;
+            Engine::TwoPc(engine)
         }
     };
     let member = Arc::new(Member {

@@ -5,6 +5,7 @@ pub mod client;
 pub mod error;
 pub mod peer;
 pub mod quorum;
+pub mod twopc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::Request;

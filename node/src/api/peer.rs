@@ -45,6 +45,7 @@ pub fn router(member: Arc<Member>) -> Router {
         .route(paths::REPLICATE, post(replicate))
         .route(paths::EPOCH, post(epoch))
         .merge(super::quorum::routes())
+        .merge(super::twopc::routes())
         .layer(middleware::from_fn_with_state(
             member.clone(),
             incoming_faults,
@@ -57,7 +58,8 @@ pub fn router(member: Arc<Member>) -> Router {
         .route(paths::ADMIN_PROMOTE, post(promote))
         .route(paths::ADMIN_PRIMARY, put(follow))
         .route(paths::ADMIN_PEERS, put(set_peers).get(get_peers))
-        .route(paths::ADMIN_FAULTS, put(set_faults).get(get_faults));
+        .route(paths::ADMIN_FAULTS, put(set_faults).get(get_faults))
+        .merge(super::twopc::admin_routes());
     // The token is checked before the identity headers, so that nobody without it learns
     // the member's id or incarnation or moves its misdirected-message counter.
     peer_messages

@@ -1,0 +1,106 @@
+//! The 2pc engine behind the member's engine interface ([`ReplicationEngine`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::error::TwoPcError;
+use super::TwoPcEngine;
+use crate::engine::{Consistency, ReplicationEngine};
+use crate::types::{Command, Node, NodeId};
+use caplab_api::status::{EngineStatus, PeerStatus, Replication, Role, Status};
+
+impl ReplicationEngine for Arc<TwoPcEngine> {
+    type Error = TwoPcError;
+
+    fn mode(&self) -> &'static str {
+        "2pc"
+    }
+
+    async fn write(&self, command: Command, deadline: Instant) -> Result<i64, TwoPcError> {
+        TwoPcEngine::write(self, command, deadline).await
+    }
+
+    async fn read(
+        &self,
+        key: &str,
+        consistency: Consistency,
+        deadline: Instant,
+    ) -> Result<i64, TwoPcError> {
+        let linearizable = consistency == Consistency::Linearizable;
+        TwoPcEngine::read(self, key, linearizable, deadline).await
+    }
+
+    async fn status(&self, contacts: &BTreeMap<NodeId, u64>) -> EngineStatus {
+        let twopc = self.twopc_status();
+        let role = if twopc.coordinator == Some(self.id) {
+            Role::Coordinator
+        } else {
+            Role::Participant
+        };
+        let peers = twopc
+            .participants
+            .iter()
+            .filter(|id| **id != self.id)
+            .map(|id| {
+                let peer = PeerStatus {
+                    match_index: None,
+                    lag_entries: 0,
+                    lag_ms: None,
+                    last_contact_ms: contacts.get(id).copied(),
+                };
+                (*id, peer)
+            })
+            .collect();
+        EngineStatus {
+            replication: Replication::TwoPc,
+            role,
+            term: 0,
+            leader: twopc.coordinator,
+            commit_index: 0,
+            applied_index: 0,
+            last_log_index: 0,
+            snapshot_index: 0,
+            voters: twopc.participants,
+            learners: Vec::new(),
+            peers,
+            discarded_writes: None,
+        }
+    }
+
+    fn extend_status(&self, status: &mut Status) {
+        status.twopc = Some(self.twopc_status());
+    }
+
+    fn ready(&self, _status: &Status) -> Result<(), String> {
+        self.readiness()
+    }
+
+    async fn members(&self) -> BTreeSet<NodeId> {
+        TwoPcEngine::members(self)
+    }
+
+    async fn initialize(&self, members: BTreeMap<NodeId, Node>) -> Result<(), TwoPcError> {
+        TwoPcEngine::initialize(self, members.into_keys().collect()).await
+    }
+
+    async fn add_learner(
+        &self,
+        id: NodeId,
+        _node: Node,
+        _deadline: Instant,
+    ) -> Result<(), TwoPcError> {
+        let mut members = TwoPcEngine::members(self);
+        members.insert(id);
+        self.set_members(members).await
+    }
+
+    async fn set_voters(
+        &self,
+        voters: BTreeSet<NodeId>,
+        _deadline: Instant,
+    ) -> Result<(), TwoPcError> {
+        self.set_members(voters).await
+    }
+}
