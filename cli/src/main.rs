@@ -13,6 +13,7 @@ mod pod_proxy;
 mod ready;
 mod regc;
 mod report;
+mod ui;
 mod view;
 mod workload;
 
@@ -54,6 +55,9 @@ enum Command {
     Check(check::CheckArgs),
     /// Render a self-contained HTML report (timeline, violations) of a history.
     Report(commands::report::ReportArgs),
+    /// Serve a live view of a cluster in the browser (members, links, faults, a timeline)
+    /// on --listen and print its URL.
+    Ui(commands::ui::UiArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,5 +90,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Kv { op } => runtime()?.block_on(commands::kv::run(&kube, op)),
         Command::Status(args) => runtime()?.block_on(commands::status::run(&kube, args)),
         Command::Workload(args) => runtime()?.block_on(commands::workload::run(&kube, args)),
+        Command::Ui(args) => runtime()?.block_on(commands::ui::run(&kube, args)),
     }
 }

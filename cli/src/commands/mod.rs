@@ -4,6 +4,7 @@
 pub mod kv;
 pub mod report;
 pub mod status;
+pub mod ui;
 pub mod workload;
 
 use anyhow::{Context, Result};

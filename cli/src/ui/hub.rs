@@ -1,0 +1,136 @@
+//! The one poller behind every open page: asks each member for its `/v1/status` once a
+//! period (at most once a second), keeps the last few minutes of timeline samples, and holds
+//! the aggregated JSON the pages fetch. Browsers read the cached JSON, so the members see the
+//! same load however many pages are open.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+
+use super::model::{self, MemberView, Sample, View};
+use crate::client::Member;
+
+/// How often every member is polled: the ceiling of one status call per member per
+/// second.
+pub const PERIOD: Duration = Duration::from_secs(1);
+/// Samples kept for the timeline strip: five minutes at one a second.
+const HISTORY: usize = 300;
+
+/// The poller's shared state: the latest aggregated JSON.
+#[derive(Clone)]
+pub struct Hub {
+    latest: Arc<Mutex<Arc<String>>>,
+}
+
+impl Hub {
+    /// Starts polling `members` (on the current tokio runtime) and returns the hub the server
+    /// reads. `title` names what is watched.
+    pub fn spawn(title: String, members: Vec<Member>) -> Hub {
+        let hub = Hub {
+            latest: Arc::new(Mutex::new(Arc::new("{}".to_string()))),
+        };
+        let writer = hub.clone();
+        tokio::spawn(async move { writer.poll_forever(title, members).await });
+        hub
+    }
+
+    /// The last aggregated JSON (`{}` before the first poll ends).
+    pub fn latest(&self) -> Arc<String> {
+        self.latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    async fn poll_forever(self, title: String, members: Vec<Member>) {
+        let mut views: Vec<MemberView> = members
+            .iter()
+            .map(|m| MemberView {
+                label: m.label().to_string(),
+                id: None,
+                up: false,
+                paused: false,
+                error: Some("not polled yet".to_string()),
+                clock_offset_ms: 0,
+                status: None,
+            })
+            .collect();
+        let mut history: VecDeque<Sample> = VecDeque::with_capacity(HISTORY);
+        let mut tick = tokio::time::interval(PERIOD);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            poll(&members, &mut views).await;
+            let now = now_ms();
+            if history.len() == HISTORY {
+                history.pop_front();
+            }
+            history.push_back(model::sample(now, &views));
+            let links = model::links(&views);
+            let view = View {
+                title: &title,
+                now,
+                members: &views,
+                links: &links,
+                history: history.iter().collect(),
+            };
+            match serde_json::to_string(&view) {
+                Ok(json) => {
+                    *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(json)
+                }
+                // Plain data always serialises; should it not, the pages keep the last view.
+                Err(e) => eprintln!("caplab ui: could not serialise the view: {e}"),
+            }
+        }
+    }
+}
+
+/// The observer's clock, milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Asks every member at once (each bounded by the member's timeout, below [`PERIOD`]) and
+/// folds the answers into `views`.
+async fn poll(members: &[Member], views: &mut [MemberView]) {
+    let mut calls = JoinSet::new();
+    for (i, member) in members.iter().enumerate() {
+        let member = member.clone();
+        calls.spawn(async move {
+            let asked = now_ms();
+            let result = member.status().await;
+            (i, asked, now_ms(), result)
+        });
+    }
+    while let Some(joined) = calls.join_next().await {
+        let Ok((i, asked, answered, result)) = joined else {
+            continue;
+        };
+        let Some(view) = views.get_mut(i) else {
+            continue;
+        };
+        match result {
+            Ok(status) => {
+                // The member read its clock somewhere in the round trip: compare with its middle.
+                let observer = (asked + answered) / 2;
+                view.clock_offset_ms = status.clock_ms as i64 - observer as i64;
+                view.id = Some(status.id);
+                // A paused member answers but takes part in nothing: drawn apart, links cut.
+                view.up = !status.paused;
+                view.paused = status.paused;
+                view.error = None;
+                view.status = Some(status);
+            }
+            Err(e) => {
+                view.up = false;
+                view.paused = false;
+                view.error = Some(e.to_string());
+            }
+        }
+    }
+}

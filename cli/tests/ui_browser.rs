@@ -1,0 +1,182 @@
+//! `caplab ui` against a loopback cluster of real members, read by headless Chromium: the
+//! leader is marked, a partitioned member's links are drawn cut, a killed member is shown
+//! down within 2 s and a new leader is marked after the old one is killed. Screenshots are
+//! kept under `<target dir>/artifacts/`.
+
+#[path = "common/browser.rs"]
+mod browser;
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// A running `caplab ui`, killed when dropped.
+struct Ui {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Ui {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `caplab ui --addr <members> --listen 127.0.0.1:0` and reads the URL it prints.
+fn start_ui(addrs: &str) -> Ui {
+    let mut child = common::caplab()
+        .args(["ui", "--addr", addrs, "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn caplab ui");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the URL line");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_string();
+    Ui { child, url }
+}
+
+/// The view JSON the page fetches.
+async fn view(ui: &Ui) -> Option<Value> {
+    let response = reqwest::get(format!("{}state", ui.url)).await.ok()?;
+    response.json().await.ok()
+}
+
+fn member<'a>(view: &'a Value, id: u64) -> Option<&'a Value> {
+    view["members"].as_array()?.iter().find(|m| m["id"] == id)
+}
+
+/// The `data-state` the page gave member `id`'s node in `dom`.
+fn drawn_state(dom: &str, id: u64) -> Option<String> {
+    let node = dom
+        .split("<g ")
+        .find(|g| g.starts_with("class=\"member") && g.contains(&format!("data-id=\"{id}\"")))?;
+    let state = node.split("data-state=\"").nth(1)?.split('"').next()?;
+    Some(state.to_string())
+}
+
+/// The faults drawn on the links leaving (`from`) member `id`.
+fn drawn_link_faults(dom: &str, id: u64) -> Vec<String> {
+    dom.split("<line ")
+        .filter(|l| l.starts_with("class=\"link") && l.contains(&format!("data-from=\"{id}\"")))
+        .filter_map(|l| {
+            Some(
+                l.split("data-fault=\"")
+                    .nth(1)?
+                    .split('"')
+                    .next()?
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_shows_leader_partition_crash_and_failover() {
+    let Some(chromium) = browser::chromium_or_skip("ui_shows_leader_partition_crash_and_failover")
+    else {
+        return;
+    };
+    let mut cluster = common::start(3, &[]).await;
+    let leader = cluster.wait_for_leader().await;
+    let ui = start_ui(&cluster.client_addrs());
+    let profile = tempfile::tempdir().expect("profile dir");
+    let dom_now = |what: &str| {
+        let dom = browser::dom(&chromium, &ui.url, profile.path(), 3000);
+        assert!(
+            dom.contains("data-polled"),
+            "{what}: the page never drew a poll:\n{dom}"
+        );
+        dom
+    };
+
+    common::wait_until("the ui to see the leader", || async {
+        let v = view(&ui).await?;
+        (member(&v, leader)?["status"]["role"] == "leader").then_some(())
+    })
+    .await;
+    let dom = dom_now("healthy");
+    assert_eq!(
+        drawn_state(&dom, leader).as_deref(),
+        Some("leader"),
+        "leader not marked"
+    );
+    browser::screenshot(&chromium, &ui.url, profile.path(), 3000, "ui-healthy");
+
+    // Cut a follower off from every peer: its links are drawn cut both ways.
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster
+        .set_faults(follower, json!({"partition": {"peers": []}}))
+        .await;
+    common::wait_until("the ui to see the partition", || async {
+        let v = view(&ui).await?;
+        let links = v["links"].as_array()?;
+        let cut = links
+            .iter()
+            .filter(|l| (l["from"] == follower || l["to"] == follower) && l["fault"] == "cut")
+            .count();
+        (cut == 4).then_some(())
+    })
+    .await;
+    let dom = dom_now("partitioned");
+    let faults = drawn_link_faults(&dom, follower);
+    assert!(
+        faults.len() == 2 && faults.iter().all(|f| f == "cut"),
+        "the partitioned member's links are not drawn cut: {faults:?}"
+    );
+    browser::screenshot(&chromium, &ui.url, profile.path(), 3000, "ui-partition");
+    cluster.set_faults(follower, json!({})).await;
+
+    // Kill the leader: shown down within 2 s, then another member marked leader.
+    cluster.kill(leader);
+    let killed = Instant::now();
+    loop {
+        let down = view(&ui)
+            .await
+            .and_then(|v| Some(member(&v, leader)?["up"] == false))
+            .unwrap_or(false);
+        if down {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(2),
+            "the killed leader n{leader} was not shown down within 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new_leader = common::wait_until("the ui to see a new leader", || async {
+        let v = view(&ui).await?;
+        v["members"].as_array()?.iter().find_map(|m| {
+            (m["up"] == true && m["status"]["role"] == "leader").then(|| m["id"].as_u64())?
+        })
+    })
+    .await;
+    assert_ne!(new_leader, leader);
+    let dom = dom_now("after the kill");
+    assert_eq!(
+        drawn_state(&dom, leader).as_deref(),
+        Some("down"),
+        "killed member not down"
+    );
+    assert_eq!(
+        drawn_state(&dom, new_leader).as_deref(),
+        Some("leader"),
+        "new leader not marked"
+    );
+    assert!(
+        dom.contains("data-leader=\"") && dom.contains("class=\"strip-fault\""),
+        "no strip"
+    );
+    browser::screenshot(&chromium, &ui.url, profile.path(), 3000, "ui-failover");
+}
