@@ -243,3 +243,26 @@ async fn anti_entropy_converges_after_a_heal_without_client_traffic() {
         converged.0, converged.1
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_member_restarts_with_its_values_and_membership() {
+    let mut c = start(3, &[]).await;
+    assert_eq!(c.put(2, "x", 5).await.0, 200);
+    everywhere(&c, "x", 5).await;
+    c.kill(3);
+    c.restart(3);
+    let url = c.members[&3].url("/readyz");
+    wait_until("member 3 to be ready again", || async {
+        let r = c.http.get(&url).send().await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    let (status, body) = c.get(3, "x", "local").await;
+    assert_eq!(
+        (status, &body["value"]),
+        (200, &json!(5)),
+        "fsynced before the acknowledgement, so kept across SIGKILL: {body}"
+    );
+    assert_eq!(quorum_status(&c, 3).await["n"], 3, "the membership is kept");
+    assert_eq!(c.put(3, "x", 6).await.0, 200, "and it coordinates again");
+}

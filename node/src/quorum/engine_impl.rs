@@ -91,7 +91,7 @@ impl ReplicationEngine for Arc<QuorumEngine> {
         QuorumEngine::members(self)
     }
 
-    /// Every member must hold the membership: it is what a coordinator sends to.
+    /// The `quorum` section: N, R, W, reachability and the counters.
     fn extend_status(&self, status: &mut Status) {
         status.quorum = Some(self.quorum_status());
     }
@@ -101,6 +101,7 @@ impl ReplicationEngine for Arc<QuorumEngine> {
         self.readiness()
     }
 
+    /// Every member must hold the membership: it is what a coordinator sends to.
     fn init_every_member(&self) -> bool {
         true
     }

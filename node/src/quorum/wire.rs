@@ -8,12 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::NodeId;
 
-/// A replica stores a batch of versioned values (a client write, a read repair or an
-/// anti-entropy push): [`StoreRequest`] → [`StoreResponse`].
-pub use caplab_api::paths::QUORUM_STORE as STORE_PATH;
 /// A coordinator asks a replica for its version of one key: [`FetchRequest`] →
 /// [`FetchResponse`].
 pub use caplab_api::paths::QUORUM_FETCH as FETCH_PATH;
+/// A replica stores a batch of versioned values (a client write, a read repair or an
+/// anti-entropy push): [`StoreRequest`] → [`StoreResponse`].
+pub use caplab_api::paths::QUORUM_STORE as STORE_PATH;
 /// Anti-entropy: a replica sends its digest, the other answers what it holds newer and which
 /// keys it wants: [`SyncRequest`] → [`SyncResponse`].
 pub use caplab_api::paths::QUORUM_SYNC as SYNC_PATH;
