@@ -10,8 +10,13 @@ use kube::{CustomResource, KubeSchema};
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod experiment;
 mod status;
 
+pub use experiment::{
+    ExperimentPhase, ExperimentStatus, FaultWindow, OperationCounts, OperationMix, Verdict,
+    WorkloadSpec, MAX_DURATION_SECONDS,
+};
 pub use status::{
     Condition, FailoverStatus, FaultState, FaultStatus, LeaderRecord, MemberStatus, Phase,
     PrimaryRecord, RegisterClusterStatus,
@@ -47,6 +52,11 @@ pub const MANAGER: &str = "caplab-operator";
     printcolumn(name = "Term", type_ = "integer", json_path = ".status.term"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Faults", type_ = "string", json_path = ".status.activeFaults"),
+    printcolumn(
+        name = "Verdict",
+        type_ = "string",
+        json_path = ".status.experiment.summary"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -96,6 +106,10 @@ pub struct RegisterClusterSpec {
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.all(f, self.exists_one(g, g.name == f.name))").message("fault names must be unique"))]
     pub faults: Vec<FaultSpec>,
+    /// An experiment: clients run against the members while the faults follow their
+    /// `startAfterSeconds` schedule, and a Job checks the history (omitted: no load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadSpec>,
 }
 
 /// Schema of `topologySpreadConstraints`: the required fields are checked by the API server,
@@ -245,6 +259,11 @@ pub struct FaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 86400))]
     pub duration_seconds: Option<u64>,
+    /// Seconds to wait before starting the fault, counted from the start of the workload
+    /// when there is one, else from when the cluster was first Ready (omitted or 0: at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub start_after_seconds: Option<u64>,
 }
 
 /// A fault target: a member ordinal or a symbolic role.

@@ -78,7 +78,7 @@ pub struct FaultPlan {
     pub crashed: BTreeSet<u32>,
     /// Active fault kinds per ordinal.
     pub member_faults: BTreeMap<u32, Vec<String>>,
-    /// Earliest expiry of an active fault.
+    /// Earliest expiry of an active fault, or start of a scheduled one (a wake-up time).
     pub next_expiry: Option<DateTime<Utc>>,
     /// Events to publish.
     pub events: Vec<FaultEvent>,
@@ -172,10 +172,56 @@ fn parse_ts(s: &Option<String>) -> Option<DateTime<Utc>> {
 /// How long reverted/expired faults stay listed after they are removed from the spec.
 const KEEP_REVERTED: i64 = 600;
 
-/// Plans the faults.
-///
-/// - `ids`: current member id of each ordinal (missing ordinals get no peers);
-/// - `leader`: ordinal of the current leader, if known.
+/// The clock that fault `startAfterSeconds` count on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Schedule {
+    /// Time zero: the workload's start when there is a workload, else when the cluster was
+    /// first Ready; `None` while it has not come.
+    pub zero: Option<DateTime<Utc>>,
+    /// There is a workload: every fault waits for its start (and a new run restarts them);
+    /// without one only faults with `startAfterSeconds > 0` wait.
+    pub workload: bool,
+}
+
+impl Schedule {
+    /// `Ok` when the fault may start now, else when it will (if known) and why it waits.
+    fn due(
+        &self,
+        f: &FaultSpec,
+        now: DateTime<Utc>,
+    ) -> Result<(), (Option<DateTime<Utc>>, String)> {
+        let after = f.start_after_seconds.unwrap_or(0);
+        if after == 0 && !self.workload {
+            return Ok(());
+        }
+        let from = if self.workload {
+            "the workload's start"
+        } else {
+            "the cluster's first Ready"
+        };
+        let Some(zero) = self.zero else {
+            return Err((None, format!("waiting for {from}")));
+        };
+        let at = zero + Duration::seconds(i64::try_from(after).unwrap_or(i64::MAX / 2));
+        if at <= now {
+            return Ok(());
+        }
+        Err((
+            Some(at),
+            format!("starts at {} ({after} s after {from})", ts(at)),
+        ))
+    }
+
+    /// The fingerprint a fault's status carries: a new run of a workload is a new start.
+    fn hash(&self, f: &FaultSpec) -> String {
+        match (self.workload, self.zero) {
+            (true, Some(zero)) => format!("{}@{}", spec_hash(f), zero.timestamp()),
+            _ => spec_hash(f),
+        }
+    }
+}
+
+/// Plans the faults, each starting at once (no schedule): [`plan_scheduled`].
 pub fn plan(
     spec: &[FaultSpec],
     prev: &[FaultStatus],
@@ -184,9 +230,29 @@ pub fn plan(
     ids: &BTreeMap<u32, u64>,
     leader: Option<u32>,
 ) -> FaultPlan {
+    let at = Schedule::default();
+    plan_scheduled(spec, prev, now, replicas, ids, leader, &at)
+}
+
+/// Plans the faults.
+///
+/// - `ids`: current member id of each ordinal (missing ordinals get no peers);
+/// - `leader`: ordinal of the current leader, if known;
+/// - `schedule`: when faults with `startAfterSeconds` (or every fault, with a workload)
+///   may start; a fault not yet due stays `pending`, and its start is a wake-up time
+///   (`next_expiry`).
+pub fn plan_scheduled(
+    spec: &[FaultSpec],
+    prev: &[FaultStatus],
+    now: DateTime<Utc>,
+    replicas: u32,
+    ids: &BTreeMap<u32, u64>,
+    leader: Option<u32>,
+    schedule: &Schedule,
+) -> FaultPlan {
     let mut plan = FaultPlan::default();
     for f in spec {
-        let hash = spec_hash(f);
+        let hash = schedule.hash(f);
         let old = prev.iter().find(|p| p.name == f.name);
         let st = match old {
             Some(p)
@@ -207,7 +273,15 @@ pub fn plan(
                 }
                 p
             }
-            _ => start(f, &hash, now, replicas, leader, &mut plan.events),
+            _ => match schedule.due(f, now) {
+                Ok(()) => start(f, &hash, now, replicas, leader, &mut plan.events),
+                Err((at, why)) => {
+                    if let Some(at) = at {
+                        plan.next_expiry = Some(plan.next_expiry.map_or(at, |n| n.min(at)));
+                    }
+                    waiting(f, &hash, Some(why))
+                }
+            },
         };
         plan.statuses.push(st);
     }
@@ -260,15 +334,9 @@ pub fn plan(
     plan
 }
 
-fn start(
-    f: &FaultSpec,
-    hash: &str,
-    now: DateTime<Utc>,
-    replicas: u32,
-    leader: Option<u32>,
-    events: &mut Vec<FaultEvent>,
-) -> FaultStatus {
-    let mut st = FaultStatus {
+/// A fault that is not due yet.
+fn waiting(f: &FaultSpec, hash: &str, why: Option<String>) -> FaultStatus {
+    FaultStatus {
         name: f.name.clone(),
         kind: f.kind,
         state: FaultState::Pending,
@@ -277,8 +345,19 @@ fn start(
         since: None,
         until: None,
         spec_hash: Some(hash.to_string()),
-        message: None,
-    };
+        message: why,
+    }
+}
+
+fn start(
+    f: &FaultSpec,
+    hash: &str,
+    now: DateTime<Utc>,
+    replicas: u32,
+    leader: Option<u32>,
+    events: &mut Vec<FaultEvent>,
+) -> FaultStatus {
+    let mut st = waiting(f, hash, None);
     // Faults act on a serving cluster: before there is a leader (still bootstrapping, or no
     // quorum) even ordinal targets wait, so that a crash cannot stall the bootstrap itself.
     if leader.is_none() {

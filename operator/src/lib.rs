@@ -3,6 +3,7 @@
 
 pub mod controller;
 pub mod crd;
+pub mod experiment;
 pub mod faults;
 pub mod lease;
 pub mod member_client;

@@ -191,6 +191,7 @@ pub fn validate(rc: &RegisterCluster) -> Vec<String> {
             errs.push(format!("fault {n:?}: durationSeconds must be at least 1"));
         }
     }
+    crate::experiment::validate(rc, &mut errs);
     errs
 }
 

@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{FaultKind, Replication};
+use super::{ExperimentStatus, FaultKind, Replication};
 
 /// Observed state: what the members reported when the operator last polled them
 /// (`observedAt`).
@@ -89,6 +89,13 @@ pub struct RegisterClusterStatus {
     /// Standard conditions: Available, Progressing, Degraded, SpecValid.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// When the cluster was first Ready (RFC 3339): without a workload, fault
+    /// `startAfterSeconds` count from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_since: Option<String>,
+    /// The experiment of `spec.workload`: its run and the last verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentStatus>,
 }
 
 /// A leader (or primary) as last seen.

@@ -168,3 +168,63 @@ fn fault_events_name_pods() {
     };
     assert_eq!(crash.note(name), "fault down started: crash on demo-2");
 }
+
+/// `startAfterSeconds` counts from time zero (the workload's start, or the first Ready):
+/// before it the fault is pending with the time it starts, and its start wakes the operator.
+#[test]
+fn scheduled_faults_wait_for_their_start() {
+    let rc = fixture("faults");
+    let mut spec = rc.spec.faults.clone();
+    spec[0].start_after_seconds = Some(10);
+    let ids = ids3();
+    let sched = faults::Schedule {
+        zero: Some(t0()),
+        workload: false,
+    };
+    let early = faults::plan_scheduled(&spec, &[], t0(), 3, &ids, Some(1), &sched);
+    assert_eq!(early.statuses[0].state, FaultState::Pending);
+    assert_eq!(
+        early.statuses[0].message.as_deref(),
+        Some("starts at 2024-01-01T00:00:10Z (10 s after the cluster's first Ready)")
+    );
+    assert_eq!(early.next_expiry, Some(t0() + Duration::seconds(10)));
+    // Faults without startAfterSeconds start at once, as before.
+    assert_eq!(early.statuses[1].state, FaultState::Active);
+    let later = t0() + Duration::seconds(10);
+    let due = faults::plan_scheduled(&spec, &early.statuses, later, 3, &ids, Some(1), &sched);
+    assert_eq!(due.statuses[0].state, FaultState::Active);
+    assert_eq!(
+        due.statuses[0].since.as_deref(),
+        Some("2024-01-01T00:00:10Z")
+    );
+}
+
+/// With a workload every fault waits for the run's start, and a new run starts them again.
+#[test]
+fn with_a_workload_faults_follow_the_run() {
+    let rc = fixture("faults");
+    let spec = &rc.spec.faults[..1];
+    let ids = ids3();
+    let mut sched = faults::Schedule {
+        zero: None,
+        workload: true,
+    };
+    let waiting = faults::plan_scheduled(spec, &[], t0(), 3, &ids, Some(1), &sched);
+    assert_eq!(
+        waiting.statuses[0].message.as_deref(),
+        Some("waiting for the workload's start")
+    );
+    sched.zero = Some(t0());
+    let first = faults::plan_scheduled(spec, &waiting.statuses, t0(), 3, &ids, Some(1), &sched);
+    assert_eq!(first.statuses[0].state, FaultState::Active);
+    let end = t0() + Duration::seconds(40);
+    let over = faults::plan_scheduled(spec, &first.statuses, end, 3, &ids, Some(1), &sched);
+    assert_eq!(over.statuses[0].state, FaultState::Expired);
+    sched.zero = Some(end);
+    let again = faults::plan_scheduled(spec, &over.statuses, end, 3, &ids, Some(1), &sched);
+    assert_eq!(
+        again.statuses[0].state,
+        FaultState::Active,
+        "a new run, a new start"
+    );
+}
