@@ -36,7 +36,6 @@ use replicas::Replicas;
 use store::{Meta, Store, StoreError};
 use wire::{FetchResponse, StoreRequest, StoreResponse, SyncRequest, SyncResponse};
 
-use crate::faults::Faults;
 use crate::network::PeerClient;
 use crate::types::NodeId;
 
@@ -59,7 +58,14 @@ pub struct QuorumEngine {
     replica: Arc<Replica>,
     replicas: Arc<Replicas>,
     coordinator: Coordinator,
-    faults: Arc<Faults>,
+    /// The background comparison, stopped when the engine is dropped.
+    anti_entropy: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for QuorumEngine {
+    fn drop(&mut self) {
+        self.anti_entropy.abort();
+    }
 }
 
 impl QuorumEngine {
@@ -81,29 +87,24 @@ impl QuorumEngine {
             counters: Arc::new(Counters::new(metrics)),
         });
         let replicas = Arc::new(Replicas::new(id, peers, meta.members));
-        let engine = Arc::new(Self {
+        let anti_entropy = AntiEntropy {
+            replica: replica.clone(),
+            replicas: replicas.clone(),
+            faults: faults.clone(),
+            interval: ANTI_ENTROPY_INTERVAL,
+        };
+        Ok(Arc::new(Self {
             id,
             settings,
             coordinator: Coordinator {
                 replica: replica.clone(),
                 replicas: replicas.clone(),
-                clock: Clock::new(faults.clone()),
+                clock: Clock::new(faults),
             },
             replica,
             replicas,
-            faults,
-        });
-        tokio::spawn(engine.anti_entropy().run());
-        Ok(engine)
-    }
-
-    fn anti_entropy(&self) -> AntiEntropy {
-        AntiEntropy {
-            replica: self.replica.clone(),
-            replicas: self.replicas.clone(),
-            faults: self.faults.clone(),
-            interval: ANTI_ENTROPY_INTERVAL,
-        }
+            anti_entropy: tokio::spawn(anti_entropy.run()),
+        }))
     }
 
     /// N, R and W now; refused while this member has no membership.
