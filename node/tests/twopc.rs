@@ -288,6 +288,16 @@ async fn the_coordinator_killed_before_deciding_blocks_the_participants_until_it
         "{t}"
     );
 
+    // A heuristic decision is not passed on: member 3, asking member 2 again, stays in doubt.
+    let asked = twopc(&c, 3).await["messages"]["query"]
+        .as_u64()
+        .unwrap_or(0);
+    let t = wait_twopc(&c, 3, "another round of questions", |t| {
+        t["messages"]["query"].as_u64() >= Some(asked + 2)
+    })
+    .await;
+    assert_eq!(t["inDoubt"], 1, "{t}");
+
     // The coordinator restarts without the delay: nothing decided in its log, so it aborts
     // (presumed abort) and tells everyone.
     c.restart_with(1, &["--replication", "2pc"]);
@@ -310,6 +320,54 @@ async fn the_coordinator_killed_before_deciding_blocks_the_participants_until_it
     ready(&c, 3).await;
     assert_eq!(c.put(3, "x", 7).await.0, 200);
     assert_eq!(local_values(&c, "x").await, [json!(7), json!(7), json!(7)]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_participant_cut_off_after_its_vote_learns_the_commit_from_another_participant() {
+    // The coordinator waits 1.5 s between the votes and the decision: time to cut member 3
+    // off after it voted yes.
+    let c = Arc::new(start(3, &["--twopc-decision-delay-ms", "1500"]).await);
+    let write = tokio::spawn({
+        let c = c.clone();
+        async move { c.put(1, "x", 5).await }
+    });
+    for id in [1, 2, 3] {
+        wait_twopc(&c, id, "voted yes on the write of x", |t| {
+            t["prepared"] == 1
+        })
+        .await;
+    }
+    c.set_faults(1, json!({"partition": {"peers": [3]}})).await;
+    c.set_faults(3, json!({"partition": {"peers": [1]}})).await;
+    let (status, body) = write.await.expect("the write");
+    assert_eq!(
+        (status, &body["outcome"]),
+        (504, &json!("unknown")),
+        "committed, member 3 never acknowledged: {body}"
+    );
+    assert!(error_of(&body).contains("[3]"), "{body}");
+    // Member 3 cannot reach the coordinator; member 2 knows the decision.
+    wait_until("member 3 to learn the commit from member 2", || async {
+        (c.get(3, "x", "local").await.1["value"] == 5).then_some(())
+    })
+    .await;
+    let t = twopc(&c, 3).await;
+    assert_eq!(
+        (&t["prepared"], &t["inDoubt"]),
+        (&json!(0), &json!(0)),
+        "{t}"
+    );
+    assert!(
+        t["messages"]["query"].as_u64() >= Some(2),
+        "asked the coordinator, then member 2: {t}"
+    );
+
+    c.set_faults(1, json!({})).await;
+    c.set_faults(3, json!({})).await;
+    // The coordinator keeps telling member 3 until it acknowledges, then forgets the
+    // transaction: its next write goes through.
+    assert_eq!(c.put(1, "x", 6).await.0, 200);
+    assert_eq!(local_values(&c, "x").await, [json!(6), json!(6), json!(6)]);
 }
 
 /// One operation through member `id`, recorded as the checker's history records it.

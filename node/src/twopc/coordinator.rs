@@ -177,8 +177,9 @@ impl Coordinator {
             )),
             (Decision::Commit, _) if missing.is_empty() => Ok(new_value(&request.command)),
             (Decision::Commit, _) => Err(TwoPcError::Unknown(format!(
-                "transaction {txid} committed, but members {missing:?} have not acknowledged \
-                 yet (the coordinator keeps telling them; read the key back)"
+                "transaction {txid} committed, but members {:?} have not acknowledged yet (the \
+                 coordinator keeps telling them; read the key back)",
+                missing.iter().collect::<Vec<_>>()
             ))),
         }
     }

@@ -179,12 +179,23 @@ impl Participant {
     }
 
     /// What this member knows of `txid` as a participant. Never having prepared it, it
-    /// refuses it for good (records an abort) and says so: the asker may then abort.
+    /// refuses it for good (records an abort) and says so: the asker may then abort. A
+    /// heuristic decision taken here is not passed on (it is this member's guess, not the
+    /// coordinator's decision): it answers as a participant that voted yes and knows nothing.
     pub async fn state(&self, txid: TxId) -> Result<TxState, StoreError> {
         if let Some(learned) = self.store.learned(txid).await? {
-            return Ok(match learned.decision {
-                Decision::Commit => TxState::Committed,
-                Decision::Abort => TxState::Aborted,
+            return Ok(match learned {
+                Learned {
+                    heuristic: true, ..
+                } => TxState::Prepared,
+                Learned {
+                    decision: Decision::Commit,
+                    ..
+                } => TxState::Committed,
+                Learned {
+                    decision: Decision::Abort,
+                    ..
+                } => TxState::Aborted,
             });
         }
         if self.held().by_txid.contains_key(&txid) {
