@@ -45,6 +45,9 @@ struct Cli {
     /// Default member image.
     #[arg(long, env = "CAPLAB_NODE_IMAGE", default_value = "caplab/node:0.1.0")]
     node_image: String,
+    /// Image of the `caplab` CLI that runs experiments (`spec.workload`) as Jobs.
+    #[arg(long, env = "CAPLAB_CLI_IMAGE", default_value = "caplab/cli:0.1.0")]
+    cli_image: String,
     /// Address for /metrics, /healthz, /readyz.
     #[arg(long, env = "CAPLAB_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -270,6 +273,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         members: MemberClient::new().context("building member client")?,
         node_image: cli.node_image.clone(),
+        cli_image: cli.cli_image.clone(),
         written: Default::default(),
     });
 

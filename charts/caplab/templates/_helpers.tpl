@@ -77,6 +77,13 @@ The member (caplab-node) image reference the operator puts into member pods.
 {{- end }}
 
 {{/*
+The caplab CLI image experiments run in.
+*/}}
+{{- define "caplab.cliImage" -}}
+{{- printf "%s:%s" .Values.cliImage.repository (.Values.cliImage.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
 Whether leader election is on: always when more than one replica runs.
 */}}
 {{- define "caplab.leaderElection" -}}

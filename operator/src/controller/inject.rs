@@ -7,14 +7,15 @@ use tracing::{debug, info, warn};
 
 use super::observe::Observation;
 use super::Pass;
-use crate::faults::{self, FaultEvent, FaultPlan};
+use crate::faults::{self, FaultEvent, FaultPlan, Schedule};
 use crate::member_client::AdminAuth;
 use crate::membership;
 use crate::resources;
 
 impl Pass<'_> {
-    /// What the faults in the spec mean now; announces faults that start or end.
-    pub(super) async fn plan_faults(&self, seen: &Observation) -> FaultPlan {
+    /// What the faults in the spec mean now, on the `schedule`'s clock; announces faults
+    /// that start or end.
+    pub(super) async fn plan_faults(&self, seen: &Observation, schedule: &Schedule) -> FaultPlan {
         let ids: BTreeMap<u32, u64> = seen
             .members
             .iter()
@@ -22,13 +23,14 @@ impl Pass<'_> {
             .map(|m| (m.ordinal, m.id))
             .collect();
         let leader_ordinal = seen.leader.as_ref().map(|l| l.ordinal);
-        let plan = faults::plan(
+        let plan = faults::plan_scheduled(
             &self.rc.spec.faults,
             &self.prev.faults,
             self.now,
             self.replicas,
             &ids,
             leader_ordinal,
+            schedule,
         );
         let name_of = |o: u32| match seen.members.iter().find(|m| m.ordinal == o) {
             Some(m) if m.id > 0 => m.label(),

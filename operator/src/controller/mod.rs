@@ -4,11 +4,13 @@
 //! 2. validate ([`crate::validation`]): an invalid spec is only observed and reported;
 //! 3. `owned`: build and apply the admin Secret, client Service, PodDisruptionBudget →
 //!    the `AdminAuth` for admin calls;
-//! 4. `inject`: the spec's faults now (a `FaultPlan`, with Events), pushed to the members;
-//! 5. `pods`: apply the member pods (crash faults, failed pods, missing pods, rolling);
-//! 6. membership, one file per replication mode (`raft`, `primary`) over the shared
+//! 4. `experiment`: the run of `spec.workload` as a Job, followed into `status.experiment`
+//!    (its start is the clock of the fault schedule);
+//! 5. `inject`: the spec's faults now (a `FaultPlan`, with Events), pushed to the members;
+//! 6. `pods`: apply the member pods (crash faults, failed pods, missing pods, rolling);
+//! 7. membership, one file per replication mode (`raft`, `primary`) over the shared
 //!    member actions (`actions`) → what it did and whether it still converges;
-//! 7. `report`: the status from all of the above, its transitions as Events, the status
+//! 8. `report`: the status from all of the above, its transitions as Events, the status
 //!    write and the requeue.
 //!
 //! Every step is a method of the pass (`Pass`: the resource, its namespace, the status it
@@ -31,6 +33,7 @@ use crate::metrics::Metrics;
 use crate::validation;
 
 mod actions;
+mod experiment;
 mod inject;
 mod observe;
 mod owned;
@@ -87,6 +90,8 @@ pub struct Context {
     pub members: MemberClient,
     /// Default member image.
     pub node_image: String,
+    /// Image of the `caplab` CLI, which runs experiments (`spec.workload`) as Jobs.
+    pub cli_image: String,
     /// The last status this operator wrote, per cluster.
     pub written: WrittenStatus,
 }
@@ -129,13 +134,19 @@ pub async fn reconcile(rc: Arc<RegisterCluster>, ctx: Arc<Context>) -> Result<Ac
         return pass.report_invalid(&seen).await;
     }
     let auth = pass.apply_owned().await?;
-    let plan = pass.plan_faults(&seen).await;
+    let experiment = pass.step_experiment().await?;
+    let schedule = experiment.schedule(rc.spec.workload.is_some());
+    let mut plan = pass.plan_faults(&seen, &schedule).await;
+    if let Some(wake) = experiment.wake {
+        plan.next_expiry = Some(plan.next_expiry.map_or(wake, |t| t.min(wake)));
+    }
     let mut progress = Vec::new();
     pass.apply_members(&mut seen, &plan, &mut progress).await?;
     pass.push_faults(&seen, &plan, &auth).await;
     let mut st = pass.prev.clone();
     let stepped = pass.step_membership(&seen, &auth, &mut st).await;
     progress.extend(stepped.done);
+    experiment.record(&mut st);
     let rolling = pass
         .roll_outdated(&seen, &plan, stepped.converging, &auth, &mut progress)
         .await?;

@@ -112,6 +112,10 @@ pub struct World {
     pub no_policy_v1: bool,
     /// The operator may not write PodDisruptionBudgets (403).
     pub pdb_forbidden: bool,
+    /// Jobs by name, as applied (and as a test then sets their status).
+    pub jobs: BTreeMap<String, Value>,
+    /// Pods returned by a `job-name=` label-selector list (a run's pods).
+    pub job_pods: Vec<Pod>,
 }
 
 /// Everything a reconcile test needs.
@@ -272,6 +276,7 @@ impl Harness {
             metrics: Metrics::default(),
             members,
             node_image: IMAGE.into(),
+            cli_image: "caplab/cli:0.1.0".into(),
             written: Default::default(),
         });
         Harness {
@@ -448,6 +453,9 @@ fn answer(world: &Mutex<World>, c: &Call) -> Option<(u16, Value)> {
     let mut w = lock(world);
     let m = c.method.as_str();
     let p = c.path.as_str();
+    if let Some(reply) = experiment_answer(&mut w, c) {
+        return Some(reply);
+    }
     if m == "GET" && p == format!("{core}/pods") {
         let items: Vec<Value> = w
             .pods
@@ -512,6 +520,54 @@ fn answer(world: &Mutex<World>, c: &Call) -> Option<(u16, Value)> {
         let rc = w.rc.as_mut()?;
         rc.status = serde_json::from_value(c.body["status"].clone()).ok();
         return Some((200, serde_json::to_value(&*rc).unwrap_or_default()));
+    }
+    None
+}
+
+/// The objects a run needs: its Job (stored by name; 404 until applied), the run's pods
+/// (listed by `job-name`), and the runner's ServiceAccount, Role, RoleBinding and PVC
+/// (server-side applies answered with what was sent).
+fn experiment_answer(w: &mut World, c: &Call) -> Option<(u16, Value)> {
+    let core = format!("/api/v1/namespaces/{NS}");
+    let jobs = format!("/apis/batch/v1/namespaces/{NS}/jobs/");
+    let rbac = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/");
+    let (m, p) = (c.method.as_str(), c.path.as_str());
+    if let Some(name) = p.strip_prefix(&jobs) {
+        return Some(match m {
+            "GET" => match w.jobs.get(name) {
+                Some(j) => (200, j.clone()),
+                None => not_found("job"),
+            },
+            "PATCH" => {
+                w.jobs.insert(name.to_string(), c.body.clone());
+                (200, c.body.clone())
+            }
+            _ => return None,
+        });
+    }
+    let selector = c.query.get("labelSelector").map(String::as_str);
+    if m == "GET"
+        && p == format!("{core}/pods")
+        && selector.is_some_and(|s| s.starts_with("job-name="))
+    {
+        let items: Vec<Value> = w
+            .job_pods
+            .iter()
+            .map(|p| serde_json::to_value(p).unwrap_or_default())
+            .collect();
+        return Some((
+            200,
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": items}),
+        ));
+    }
+    let runner = [
+        format!("{core}/serviceaccounts/"),
+        format!("{core}/persistentvolumeclaims/"),
+        format!("{rbac}roles/"),
+        format!("{rbac}rolebindings/"),
+    ];
+    if m == "PATCH" && runner.iter().any(|r| p.starts_with(r.as_str())) {
+        return Some((200, c.body.clone()));
     }
     None
 }
