@@ -388,4 +388,18 @@ mod tests {
         );
         assert!(Role::Primary.is_leader() && !Role::Follower.is_leader());
     }
+
+    #[test]
+    fn two_phase_commit_names_and_section() {
+        assert_eq!(
+            serde_json::to_string(&Replication::TwoPc).unwrap(),
+            r#""2pc""#
+        );
+        assert_eq!(Replication::TwoPc.as_str(), "2pc");
+        assert!(Role::Coordinator.is_leader() && !Role::Participant.is_leader());
+        let section = r#"{"coordinator":1,"participants":[1,2,3],"prepared":1,"committed":4,"aborted":{"veto":1,"conflict":0,"timeout":2},"inDoubt":1,"oldestInDoubtMs":1500,"inDoubtTransactions":[{"txid":7,"key":"x","sinceMs":1796003689125}],"heuristic":{"commit":0,"abort":0,"mismatches":0},"messages":{"prepare":12,"vote":12,"decision":12,"ack":12,"query":0},"lastVotes":{"3":{"vote":"missing","latencyMs":1500,"reason":"the vote deadline passed"}}}"#;
+        let parsed: TwoPcStatus = serde_json::from_str(section).unwrap();
+        assert_eq!(parsed.last_votes[&3].vote, "missing");
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), section);
+    }
 }

@@ -380,3 +380,50 @@ fn last_vote(ballot: &Ballot, took: Duration) -> LastVote {
         reason,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no(cause: NoCause, reason: &str) -> Ballot {
+        Ballot::Cast(Vote::no(cause, reason.into()))
+    }
+
+    #[test]
+    fn all_yes_commits_and_the_first_no_explains_an_abort() {
+        let timeout = Duration::from_secs(1);
+        let yes = || Ballot::Cast(Vote::yes());
+        let all_yes = BTreeMap::from([(1, yes()), (2, yes())]);
+        assert_eq!(Verdict::of(&all_yes, timeout).decision, Decision::Commit);
+
+        let vetoed = BTreeMap::from([
+            (1, yes()),
+            (2, Ballot::Missing("unreachable".into())),
+            (3, no(NoCause::Veto, "an injected veto fault")),
+        ]);
+        let verdict = Verdict::of(&vetoed, timeout);
+        let Some((cause, error)) = verdict.refusal else {
+            panic!("a no vote must abort");
+        };
+        assert_eq!(cause, AbortCause::Veto);
+        assert!(error.to_string().contains("member 3 voted no"), "{error}");
+
+        let missing = BTreeMap::from([(1, yes()), (2, Ballot::Missing("unreachable".into()))]);
+        let Some((cause, error)) = Verdict::of(&missing, timeout).refusal else {
+            panic!("a missing vote must abort");
+        };
+        assert_eq!(cause, AbortCause::Timeout);
+        assert!(matches!(error, TwoPcError::NotApplied(_)), "{error}");
+
+        let mut cas = Vote::no(NoCause::CasMismatch, "x is 4".into());
+        cas.current = Some(4);
+        let mismatch = BTreeMap::from([(1, Ballot::Cast(cas))]);
+        let Some((_, error)) = Verdict::of(&mismatch, timeout).refusal else {
+            panic!("a failed compare must abort");
+        };
+        assert!(
+            matches!(error, TwoPcError::CasMismatch { current: 4 }),
+            "{error}"
+        );
+    }
+}
