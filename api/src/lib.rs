@@ -3,6 +3,7 @@
 //! - [`paths`]: the ports (8080 client, 7000 peer/admin) and every route path;
 //! - [`kv`]: register operations (read, write, compare-and-set) and their bodies;
 //! - [`status`]: `GET /v1/status` ([`status::Status`]);
+//! - [`trace`]: `GET /v1/trace`, the member's record of recent peer messages;
 //! - [`faults`]: the fault set a member takes at `PUT /v1/admin/faults`, with its validation;
 //! - [`admin`]: the admin bodies (init, learners, voters, primary, peers, transfer, promote);
 //! - [`identity`]: incarnations, address-book entries and the `x-caplab-*` headers;
@@ -23,6 +24,7 @@ pub mod identity;
 pub mod kv;
 pub mod paths;
 pub mod status;
+pub mod trace;
 pub mod transport;
 
 /// A member id: a positive integer, never reused for a member whose data was lost (`0` is the

@@ -40,6 +40,9 @@ pub const CONSISTENCY_PARAM: &str = "consistency";
 pub const STATUS: &str = "/v1/status";
 /// `GET` Prometheus/OpenMetrics text (both ports).
 pub const METRICS: &str = "/metrics";
+/// `GET` the member's record of recent peer messages ([`crate::trace::TraceView`]; both
+/// ports, read-only like the status).
+pub const TRACE: &str = "/v1/trace";
 /// `GET` liveness: `200 ok` while the process serves HTTP (both ports).
 pub const HEALTHZ: &str = "/healthz";
 /// `GET` readiness: `200 ready`, or `503 not ready: <why>` (both ports).

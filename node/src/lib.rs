@@ -19,5 +19,6 @@ pub mod register;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod trace;
 pub mod twopc;
 pub mod types;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use caplab_api::paths;
+use caplab_api::trace::{MESSAGE_HEADER, SENT_HEADER};
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
     Unreachable,
@@ -32,6 +33,7 @@ use crate::identity::{
     Identity, Incarnation, PeerAddr, CLUSTER_HEADER, INCARNATION_HEADER, TO_HEADER,
     TO_INCARNATION_HEADER,
 };
+use crate::trace::{Note, Trace};
 use crate::types::{Entry, Node, NodeId, TypeConfig};
 
 /// Where a member is and, once known, which incarnation is expected there.
@@ -141,6 +143,8 @@ impl IntoPeerAddr for String {
 pub struct Target<'a> {
     pub fallback_addr: Option<&'a str>,
     pub incarnation: Option<&'a Incarnation>,
+    /// What the message carries, for the message trace.
+    pub note: Note,
 }
 
 impl<'a> From<&'a Node> for Target<'a> {
@@ -148,6 +152,7 @@ impl<'a> From<&'a Node> for Target<'a> {
         Target {
             fallback_addr: Some(&node.addr),
             incarnation: node.incarnation.as_ref(),
+            note: Note::default(),
         }
     }
 }
@@ -160,6 +165,8 @@ pub struct PeerClient {
     pub token: String,
     pub addresses: AddressBook,
     pub faults: Arc<Faults>,
+    /// Recent peer messages sent and received (`GET /v1/trace`).
+    pub trace: Arc<Trace>,
     last_contact: Mutex<BTreeMap<NodeId, Instant>>,
 }
 
@@ -236,6 +243,7 @@ impl PeerClient {
             token,
             addresses,
             faults,
+            trace: Arc::default(),
             last_contact: Mutex::default(),
         }
     }
@@ -263,6 +271,7 @@ impl PeerClient {
         let target = Target {
             fallback_addr,
             incarnation: None,
+            note: Note::default(),
         };
         self.post_to(peer, target, path, body, timeout).await
     }
@@ -322,7 +331,15 @@ impl PeerClient {
             .get(peer)
             .or_else(|| target.fallback_addr.map(str::to_string))
             .ok_or(PeerError::NoAddress(peer))?;
-        if self.faults.filter(peer, Direction::Outgoing).await == Verdict::Drop {
+        let message = self
+            .trace
+            .outgoing(&self.faults, self.id, peer, path, target.note);
+        let dropped = self.faults.filter(peer, Direction::Outgoing).await == Verdict::Drop;
+        // Health probes are not protocol messages: kept out of the diagram.
+        if path != paths::HEALTHZ {
+            self.trace.sent(&self.faults, message, dropped);
+        }
+        if dropped {
             return Err(PeerError::Dropped(peer));
         }
         let expected = target
@@ -332,7 +349,9 @@ impl PeerClient {
         let mut request = request(format!("http://{addr}{path}"))
             .bearer_auth(&self.token)
             .header(FROM_HEADER, self.id)
-            .header(TO_HEADER, peer);
+            .header(TO_HEADER, peer)
+            .header(MESSAGE_HEADER, message.number)
+            .header(SENT_HEADER, message.sent_ms);
         if let Some(cluster) = &self.identity.cluster {
             request = request.header(CLUSTER_HEADER, cluster);
         }
@@ -368,11 +387,15 @@ impl PeerClient {
         peer: NodeId,
         node: &Node,
         path: &str,
-        request: &Req,
+        (request, note): (&Req, Note),
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>> {
+        let target = Target {
+            note,
+            ..node.into()
+        };
         let response = self
-            .post_to(peer, node.into(), path, request, option.hard_ttl())
+            .post_to(peer, target, path, request, option.hard_ttl())
             .await
             .map_err(|e| match e {
                 e if e.not_sent() => RPCError::Unreachable(Unreachable::new(&e)),
@@ -436,8 +459,22 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
                 PayloadTooLarge::new_entries_hint(fits),
             ));
         }
+        let note = Note {
+            term: Some(rpc.vote.leader_id().get_term()),
+            indexes: rpc
+                .entries
+                .first()
+                .zip(rpc.entries.last())
+                .map(|(first, last)| (first.log_id.index, last.log_id.index)),
+        };
         self.client
-            .rpc(self.target, &self.node, paths::RAFT_APPEND, &rpc, &option)
+            .rpc(
+                self.target,
+                &self.node,
+                paths::RAFT_APPEND,
+                (&rpc, note),
+                &option,
+            )
             .await
     }
 
@@ -450,7 +487,13 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
     > {
         self.client
-            .rpc(self.target, &self.node, paths::RAFT_SNAPSHOT, &rpc, &option)
+            .rpc(
+                self.target,
+                &self.node,
+                paths::RAFT_SNAPSHOT,
+                (&rpc, term_of(&rpc.vote)),
+                &option,
+            )
             .await
     }
 
@@ -460,8 +503,22 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
         self.client
-            .rpc(self.target, &self.node, paths::RAFT_VOTE, &rpc, &option)
+            .rpc(
+                self.target,
+                &self.node,
+                paths::RAFT_VOTE,
+                (&rpc, term_of(&rpc.vote)),
+                &option,
+            )
             .await
+    }
+}
+
+/// The trace note of a Raft message carrying `vote`: its term.
+fn term_of(vote: &openraft::Vote<NodeId>) -> Note {
+    Note {
+        term: Some(vote.leader_id().get_term()),
+        indexes: None,
     }
 }
 

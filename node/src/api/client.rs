@@ -32,6 +32,7 @@ pub fn router(member: Arc<Member>) -> Router {
 pub fn observability_routes() -> Router<Arc<Member>> {
     Router::new()
         .route(paths::STATUS, get(status))
+        .route(paths::TRACE, get(trace))
         .route(paths::METRICS, get(metrics))
         .route(paths::HEALTHZ, get(|| async { "ok" }))
         .route(paths::READYZ, get(ready))
@@ -127,6 +128,32 @@ async fn cas(
 
 async fn status(State(member): State<Arc<Member>>) -> Response {
     Json(member.status().await).into_response()
+}
+
+/// `?since=MS`: events recorded at or after this time on the member's clock.
+#[derive(serde::Deserialize)]
+struct TraceParams {
+    since: Option<u64>,
+}
+
+/// `GET /v1/trace`: the recent peer messages (`caplab_api::trace::TraceView`).
+async fn trace(
+    State(member): State<Arc<Member>>,
+    params: Result<Query<TraceParams>, QueryRejection>,
+) -> Response {
+    let Query(params) = match params {
+        Ok(params) => params,
+        Err(e) => {
+            let why = format!("{e}: give since as milliseconds since the Unix epoch");
+            return ApiError::BadRequest(why).into_response();
+        }
+    };
+    let clock_ms = crate::trace::millis(member.faults.now());
+    let view = member
+        .peers
+        .trace
+        .view(member.peers.id, clock_ms, params.since.unwrap_or(0));
+    Json(view).into_response()
 }
 
 async fn metrics(State(member): State<Arc<Member>>) -> Response {

@@ -19,6 +19,7 @@ use caplab_api::admin::{
 use caplab_api::faults::FaultsView;
 use caplab_api::kv::ReadRequest;
 use caplab_api::paths;
+use caplab_api::trace::{MESSAGE_HEADER, SENT_HEADER};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -32,6 +33,7 @@ use crate::member::{Consistency, Engine, Member, Reply};
 use crate::network::{Relayed, FROM_HEADER};
 use crate::primary::ReplicateRequest;
 use crate::raft_engine::RaftEngine;
+use crate::trace::Heard;
 use crate::types::{Command, NodeId, TypeConfig};
 
 pub fn router(member: Arc<Member>) -> Router {
@@ -146,7 +148,9 @@ async fn incoming_faults(
         return ApiError::from(e).into_response();
     }
     if let Some(sender) = sending_member(request.headers()) {
-        if member.faults.filter(sender, Direction::Incoming).await == Verdict::Drop {
+        let dropped = member.faults.filter(sender, Direction::Incoming).await == Verdict::Drop;
+        record_received(&member, sender, &request, dropped);
+        if dropped {
             return ApiError::NotApplied(format!(
                 "message from member {sender} dropped by an injected fault"
             ))
@@ -154,6 +158,24 @@ async fn incoming_faults(
         }
     }
     next.run(request).await
+}
+
+/// Records a peer message in the member's trace, with the number and send time its
+/// headers carry.
+fn record_received(member: &Member, sender: NodeId, request: &Request, dropped: bool) {
+    let header =
+        |name: &str| -> Option<u64> { request.headers().get(name)?.to_str().ok()?.parse().ok() };
+    let heard = Heard {
+        from: sender,
+        to: member.peers.id,
+        number: header(MESSAGE_HEADER),
+        sent_ms: header(SENT_HEADER),
+    };
+    let path = request.uri().path();
+    member
+        .peers
+        .trace
+        .received(&member.faults, heard, path, dropped);
 }
 
 /// Runs one Raft RPC; its result (including Raft's own errors) travels back as JSON.
