@@ -53,6 +53,9 @@ enum Command {
     /// Check a history for linearizability. Exit 0: linearizable, 1: not linearizable,
     /// 2: unknown (a deadline passed), 3: bad input or usage.
     Check(check::CheckArgs),
+    /// Run a RegisterCluster's experiment (spec.workload) as the operator's Job does: record,
+    /// settle, check, report into --results/<run-id>/, verdict in the termination log.
+    Experiment(commands::experiment::ExperimentArgs),
     /// Render a self-contained HTML report (timeline, violations) of a history.
     Report(commands::report::ReportArgs),
     /// Serve a live view of a cluster in the browser (members, links, faults, a timeline)
@@ -90,6 +93,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Kv { op } => runtime()?.block_on(commands::kv::run(&kube, op)),
         Command::Status(args) => runtime()?.block_on(commands::status::run(&kube, args)),
         Command::Workload(args) => runtime()?.block_on(commands::workload::run(&kube, args)),
+        Command::Experiment(args) => runtime()?.block_on(commands::experiment::run(&kube, args)),
         Command::Ui(args) => runtime()?.block_on(commands::ui::run(&kube, args)),
     }
 }

@@ -1,6 +1,7 @@
 //! One module per `caplab` subcommand: its arguments and its body. `check` lives in
 //! [`crate::check`], next to the verdict it prints.
 
+pub mod experiment;
 pub mod kv;
 pub mod report;
 pub mod status;

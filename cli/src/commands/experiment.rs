@@ -1,0 +1,277 @@
+//! `caplab experiment`: one run of a RegisterCluster's `spec.workload`, as the operator's Job
+//! runs it in the cluster. It records the history through the pod proxy (`caplab workload
+//! --cluster`), settles, checks the ladder, renders the report with the fault windows the
+//! operator recorded in `status.faults[]`, writes `<results>/<run>/{history.json,
+//! events.json, report.html, verdict.json}`, and leaves a small verdict (rungs, counts,
+//! throughput, availability per fault window, the first anomalies) in the termination
+//! message, which the operator turns into `status.experiment`.
+//!
+//! The termination message is JSON of at most 4 KiB (Kubernetes' limit): `{"runId",
+//! "linearizable", "sequential", "converged", "strongest", "anomalies": [sentences],
+//! "operations": {"ok", "failed", "unknown"}, "throughput", "windows": [{"name", "since",
+//! "until", "availability"}], "dir"}`, or `{"runId", "error"}` when the run could not finish
+//! (then the exit code is non-zero and the Job fails).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use caplab_checker::{History, Status};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use super::workload::WorkloadArgs;
+use crate::check::{analyse, load_history, Source};
+use crate::k8s::{ClusterRef, KubeArgs};
+use crate::report::{render, Window};
+use crate::{exit, workload};
+
+/// Kubernetes keeps at most this much of a termination message.
+const MESSAGE_LIMIT: usize = 4096;
+/// Anomaly sentences in the message (all of them are in verdict.json and the report).
+const FIRST_ANOMALIES: usize = 3;
+
+#[derive(clap::Args)]
+pub struct ExperimentArgs {
+    /// The RegisterCluster whose members the clients talk to (through the pod proxy).
+    #[arg(long, short = 'c', env = "CAPLAB_CLUSTER")]
+    pub cluster: String,
+    /// The run's id: its results go to <results>/<run-id>/.
+    #[arg(long)]
+    pub run_id: String,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 5)]
+    pub clients: usize,
+    /// Seconds the clients run.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Number of keys (fresh ones each run).
+    #[arg(long, default_value_t = 3)]
+    pub keys: usize,
+    /// Operation mix in percent.
+    #[arg(long, default_value = "read=50,write=30,cas=20")]
+    pub mix: workload::Mix,
+    /// Operations per second over all clients; 0 for as fast as the members answer.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Settle period before the final reads: 5s, 0 (no final reads), …
+    #[arg(long, default_value = "5s")]
+    pub settle: String,
+    /// Directory of the results volume.
+    #[arg(long, default_value = "/results")]
+    pub results: PathBuf,
+    /// Where the verdict goes for the operator (the container's terminationMessagePath).
+    #[arg(long, default_value = "/dev/termination-log")]
+    pub termination_log: PathBuf,
+}
+
+/// Runs the experiment; whatever happens, the termination message says how it ended.
+pub async fn run(kube: &KubeArgs, args: ExperimentArgs) -> Result<ExitCode> {
+    let dir = args.results.join(&args.run_id);
+    match run_and_check(kube, &args, &dir).await {
+        Ok(verdict) => {
+            let text = serde_json::to_string_pretty(&verdict).context("serialising the verdict")?;
+            std::fs::write(dir.join("verdict.json"), &text).context("writing verdict.json")?;
+            write_message(&args.termination_log, &message(verdict));
+            eprintln!("results in {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let why = exit::one_line(&e);
+            let msg = json!({"runId": args.run_id, "error": why}).to_string();
+            write_message(&args.termination_log, &msg);
+            Err(e)
+        }
+    }
+}
+
+/// Records, checks and reports the run; returns the full verdict.
+async fn run_and_check(kube: &KubeArgs, args: &ExperimentArgs, dir: &Path) -> Result<Value> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let history_path = dir.join("history.json");
+    let started = Utc::now();
+    let code = super::workload::run(kube, workload_args(args, &history_path)?).await?;
+    if code != ExitCode::SUCCESS {
+        anyhow::bail!("the workload ended with {code:?}");
+    }
+    let history = load_history(&Source::File(history_path))?;
+    let cluster = ClusterRef::connect(kube, &args.cluster).await?;
+    let faults = cluster.get().await?["status"]["faults"].clone();
+    let spans = fault_spans(&faults, started);
+    let windows: Vec<Window> = spans.iter().map(|s| s.window.clone()).collect();
+    std::fs::write(
+        dir.join("events.json"),
+        serde_json::to_string_pretty(&windows).context("serialising the fault windows")?,
+    )
+    .context("writing events.json")?;
+    let findings = analyse(&history, &Default::default());
+    let title = format!("caplab experiment {} on {}", args.run_id, args.cluster);
+    let html = render(&history, &findings.report, &windows, None, &title);
+    std::fs::write(dir.join("report.html"), html).context("writing report.html")?;
+    let l = &findings.ladder;
+    let (ok, failed, unknown) = outcomes(&history);
+    Ok(json!({
+        "runId": args.run_id,
+        "linearizable": l.linearizable,
+        "sequential": l.sequential,
+        "converged": l.converged,
+        "strongest": l.strongest(),
+        "anomalies": findings.anomalies.iter().map(|a| a.sentence.clone()).collect::<Vec<_>>(),
+        "operations": {"ok": ok, "failed": failed, "unknown": unknown},
+        "throughput": ok as f64 / args.duration.max(1e-3),
+        "windows": spans.iter().map(|s| s.status(&history)).collect::<Vec<_>>(),
+        "dir": dir.display().to_string(),
+    }))
+}
+
+fn workload_args(args: &ExperimentArgs, out: &Path) -> Result<WorkloadArgs> {
+    let settle = crate::faults::schedule::parse_duration(&args.settle)
+        .map_err(|e| exit::bad_input(anyhow::anyhow!("--settle: {e}")))?;
+    Ok(WorkloadArgs {
+        addr: Vec::new(),
+        cluster: Some(args.cluster.clone()),
+        fault_at: Vec::new(),
+        fault_timeout: Duration::from_secs(30),
+        ready_timeout: Duration::from_secs(120),
+        faults: None,
+        events: None,
+        clients: args.clients.max(1),
+        keys: args.keys.max(1),
+        mix: args.mix,
+        rate: args.rate,
+        duration: args.duration,
+        seed: 0,
+        consistency: super::default_consistency().to_string(),
+        timeout_ms: 10_000,
+        out: out.to_path_buf(),
+        sticky: false,
+        quiet: true,
+        settle,
+    })
+}
+
+/// (acknowledged, failed, unknown) operations.
+fn outcomes(history: &History) -> (u64, u64, u64) {
+    let mut n = (0, 0, 0);
+    for e in &history.entries {
+        match e.status {
+            Status::Ok => n.0 += 1,
+            Status::Fail => n.1 += 1,
+            Status::Unknown => n.2 += 1,
+        }
+    }
+    n
+}
+
+/// A fault as the operator recorded it, on the history's clock.
+struct Span {
+    since: String,
+    until: Option<String>,
+    window: Window,
+}
+
+impl Span {
+    /// The window in the verdict: when, and the share of operations invoked in it that were
+    /// acknowledged.
+    fn status(&self, history: &History) -> Value {
+        let inside = |t: u64| t >= self.window.start && self.window.end.is_none_or(|e| t < e);
+        let (mut all, mut ok) = (0u64, 0u64);
+        for e in history.entries.iter().filter(|e| inside(e.invoke)) {
+            all += 1;
+            ok += u64::from(e.status == Status::Ok);
+        }
+        json!({
+            "name": self.window.name,
+            "since": self.since,
+            "until": self.until,
+            "availability": (all > 0).then(|| ok as f64 / all as f64),
+        })
+    }
+}
+
+/// The faults of `status.faults[]` that became active during the run, in ns from `started`.
+fn fault_spans(faults: &Value, started: DateTime<Utc>) -> Vec<Span> {
+    let at = |v: &Value| {
+        v.as_str()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    // Status times are whole seconds: a fault started with the run may read up to 1 s early.
+    let ns = |t: DateTime<Utc>| {
+        u64::try_from((t - started).num_nanoseconds().unwrap_or(0).max(0)).unwrap_or(0)
+    };
+    faults
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| {
+            let since = at(&f["since"])?;
+            (since >= started - chrono::Duration::seconds(1)).then(|| Span {
+                since: f["since"].as_str().unwrap_or_default().to_string(),
+                until: f["until"].as_str().map(str::to_string),
+                window: Window {
+                    name: f["name"].as_str().unwrap_or("fault").to_string(),
+                    start: ns(since),
+                    end: at(&f["until"]).map(ns),
+                },
+            })
+        })
+        .collect()
+}
+
+/// The verdict cut to fit a termination message: the first anomalies, then fewer until it fits.
+fn message(mut verdict: Value) -> String {
+    let mut keep = FIRST_ANOMALIES;
+    loop {
+        if let Some(list) = verdict["anomalies"].as_array_mut() {
+            list.truncate(keep);
+        }
+        let text = verdict.to_string();
+        if text.len() <= MESSAGE_LIMIT || keep == 0 {
+            return text;
+        }
+        keep -= 1;
+    }
+}
+
+/// Best effort: outside a pod there is no termination log, and the results are on disk.
+fn write_message(path: &Path, text: &str) {
+    if let Err(e) = std::fs::write(path, text) {
+        eprintln!("note: could not write {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_the_faults_of_the_run_on_its_clock() {
+        let started = DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default();
+        let faults = json!([
+            {"name": "old", "since": "2023-12-31T23:00:00Z", "until": "2023-12-31T23:00:10Z"},
+            {"name": "cut", "since": "2024-01-01T00:00:10Z", "until": "2024-01-01T00:00:30Z"},
+            {"name": "kill", "since": "2024-01-01T00:00:35Z"},
+            {"name": "pending"},
+        ]);
+        let spans = fault_spans(&faults, started);
+        let windows: Vec<&Window> = spans.iter().map(|s| &s.window).collect();
+        assert_eq!(windows.len(), 2);
+        assert_eq!(windows[0].name, "cut");
+        assert_eq!(windows[0].start, 10_000_000_000);
+        assert_eq!(windows[0].end, Some(30_000_000_000));
+        assert_eq!(windows[1].end, None);
+    }
+
+    #[test]
+    fn the_message_fits_a_termination_log() {
+        let long = "x".repeat(3000);
+        let verdict = json!({"runId": "r", "anomalies": [long.clone(), long.clone(), long]});
+        let text = message(verdict);
+        assert!(text.len() <= MESSAGE_LIMIT, "{}", text.len());
+        assert!(text.contains("\"runId\":\"r\""));
+    }
+}
