@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# build-images.sh [node|operator]... — build the static musl binaries and the
-# FROM-scratch images caplab/node:$VERSION and caplab/operator:$VERSION (default: both).
+# build-images.sh [node|operator|cli]... — build the static musl binaries and the
+# FROM-scratch images caplab/node:$VERSION, caplab/operator:$VERSION and caplab/cli:$VERSION
+# (default: all three; the operator runs experiments in the cli image).
 # VERSION is [workspace.package] version from the workspace Cargo.toml (override: VERSION=...).
 # The docker build context is a temp dir holding only the binary (target/ is huge).
 # Prints the built image references on stdout, one per line.
@@ -13,7 +14,15 @@ TARGET=x86_64-unknown-linux-musl
 log() { echo "[build-images] $*" >&2; }
 
 components=("$@")
-[ "${#components[@]}" -gt 0 ] || components=(node operator)
+[ "${#components[@]}" -gt 0 ] || components=(node operator cli)
+
+# The binary each component's image holds (the cli crate's binary is `caplab`).
+binary() {
+  case "$1" in
+    cli) echo caplab ;;
+    *) echo "caplab-$1" ;;
+  esac
+}
 
 if [ -z "${VERSION:-}" ]; then
   VERSION="$(awk '
@@ -30,8 +39,8 @@ fi
 pkgs=()
 for c in "${components[@]}"; do
   case "$c" in
-    node|operator) pkgs+=(-p "caplab-$c") ;;
-    *) log "ERROR: unknown component '$c' (expected node or operator)"; exit 2 ;;
+    node|operator|cli) pkgs+=(-p "caplab-$c") ;;
+    *) log "ERROR: unknown component '$c' (expected node, operator or cli)"; exit 2 ;;
   esac
 done
 
@@ -44,9 +53,9 @@ TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps \
 ctx="$(mktemp -d)"
 trap 'rm -rf "$ctx"' EXIT
 for c in "${components[@]}"; do
-  bin="$TARGET_DIR/$TARGET/release/caplab-$c"
+  bin="$TARGET_DIR/$TARGET/release/$(binary "$c")"
   [ -x "$bin" ] || { log "ERROR: $bin not built"; exit 1; }
-  rel="target/$TARGET/release/caplab-$c"
+  rel="target/$TARGET/release/$(binary "$c")"
   rm -rf "${ctx:?}"/*
   mkdir -p "$ctx/$(dirname "$rel")"
   cp "$bin" "$ctx/$rel"
