@@ -118,6 +118,13 @@ async fn writes_commit_everywhere_at_four_messages_per_participant() {
     for p in ["1", "2", "3"] {
         assert_eq!(t["lastVotes"][p]["vote"], "no", "the failed compare: {t}");
     }
+    let status = wait_until("member 1's status", || c.status(1)).await;
+    assert_eq!(status["role"], "coordinator", "{status}");
+    let peer = &status["peers"]["2"];
+    assert!(
+        peer["matchIndex"] == 3 && peer["lastContactMs"].as_u64() < Some(2000),
+        "the last transaction member 2 acknowledged, and it answers: {status}"
+    );
     let p = twopc(&c, 2).await;
     for phase in ["prepare", "vote", "decision", "ack"] {
         assert_eq!(p["messages"][phase], 3, "participant 2, {phase}: {p}");

@@ -13,6 +13,7 @@ use std::time::Duration;
 use caplab_api::paths;
 use tokio::time::Instant;
 
+use super::contacts::Contacts;
 use super::counters::{AbortCause, Counters, LastVote, Phase};
 use super::error::TwoPcError;
 use super::link::call;
@@ -48,6 +49,8 @@ pub struct Coordinator {
     /// Test hook (`--twopc-decision-delay-ms`): a pause between the votes and the decision,
     /// the window in which a killed coordinator leaves participants in doubt.
     pub decision_delay: Duration,
+    /// What it last heard from each participant.
+    pub contacts: Contacts,
 }
 
 /// What the votes decide, and what the client is told when it is an abort.
@@ -116,6 +119,7 @@ impl Coordinator {
             counters,
             vote_timeout,
             decision_delay,
+            contacts: Contacts::default(),
         }
     }
 
@@ -226,7 +230,9 @@ impl Coordinator {
                 .map_err(|e| e.to_string());
         }
         let timeout = self.vote_timeout;
-        call(&self.peers, peer, paths::TWOPC_PREPARE, request, timeout).await
+        let vote = call(&self.peers, peer, paths::TWOPC_PREPARE, request, timeout).await?;
+        self.contacts.heard(peer);
+        Ok(vote)
     }
 
     /// Tells every participant `decision`; returns those that did not acknowledge it by
@@ -280,6 +286,7 @@ impl Coordinator {
         let ack: DecisionAck =
             call(&self.peers, peer, paths::TWOPC_DECIDE, &request, timeout).await?;
         if ack.txid == txid {
+            self.contacts.acked(peer, txid);
             Ok(())
         } else {
             Err(format!(

@@ -32,23 +32,28 @@ impl ReplicationEngine for Arc<TwoPcEngine> {
         TwoPcEngine::read(self, key, linearizable, deadline).await
     }
 
-    async fn status(&self, contacts: &BTreeMap<NodeId, u64>) -> EngineStatus {
+    /// Like a Raft leader, only the coordinator reports peers: per participant, the last
+    /// transaction it acknowledged (`matchIndex`) and when it last answered.
+    async fn status(&self, _contacts: &BTreeMap<NodeId, u64>) -> EngineStatus {
         let twopc = self.twopc_status();
-        let role = if twopc.coordinator == Some(self.id) {
+        let coordinates = twopc.coordinator == Some(self.id);
+        let role = if coordinates {
             Role::Coordinator
         } else {
             Role::Participant
         };
+        let heard = self.contacts();
         let peers = twopc
             .participants
             .iter()
-            .filter(|id| **id != self.id)
+            .filter(|id| coordinates && **id != self.id)
             .map(|id| {
+                let contact = heard.get(id);
                 let peer = PeerStatus {
-                    match_index: None,
+                    match_index: contact.map(|(_, acked)| *acked),
                     lag_entries: 0,
                     lag_ms: None,
-                    last_contact_ms: contacts.get(id).copied(),
+                    last_contact_ms: contact.map(|(ms, _)| *ms),
                 };
                 (*id, peer)
             })

@@ -7,6 +7,7 @@
 //! and can only wait or learn the decision from a peer ([`resolver`]). Synchronous
 //! primary–secondary replication is the special case in which participants always vote yes.
 
+pub mod contacts;
 pub mod coordinator;
 pub mod counters;
 mod engine_impl;
@@ -19,7 +20,7 @@ pub mod wire;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use caplab_api::admin::Ack;
@@ -42,7 +43,7 @@ use crate::faults::Faults;
 use crate::network::PeerClient;
 use crate::types::{Command, NodeId};
 
-/// How often the coordinator sends the membership to members that have not acknowledged it.
+/// How often the coordinator sends the membership to every member (its heartbeat).
 pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Timing of the 2pc engine.
@@ -66,8 +67,6 @@ pub struct TwoPcEngine {
     /// Transactions run under the read side; a membership change takes the write side, so it
     /// happens only while no transaction is in flight.
     changes: tokio::sync::RwLock<()>,
-    /// Members that acknowledged the current membership (coordinator only).
-    informed: Mutex<BTreeSet<NodeId>>,
 }
 
 impl TwoPcEngine {
@@ -110,7 +109,6 @@ impl TwoPcEngine {
             counters: counters.clone(),
             meta: RwLock::new(meta),
             changes: tokio::sync::RwLock::new(()),
-            informed: Mutex::default(),
         });
         let resolver = Resolver {
             participant,
@@ -132,10 +130,6 @@ impl TwoPcEngine {
 
     fn is_coordinator(&self) -> bool {
         self.meta().coordinator == Some(self.id)
-    }
-
-    fn informed(&self) -> std::sync::MutexGuard<'_, BTreeSet<NodeId>> {
-        self.informed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Makes `meta` the membership, durably.
@@ -209,7 +203,6 @@ impl TwoPcEngine {
             addresses: self.peers.addresses.all(),
         };
         self.set_meta(meta).await?;
-        self.informed().clear();
         self.announce_once().await;
         Ok(())
     }
@@ -238,7 +231,7 @@ impl TwoPcEngine {
         self.become_coordinator(members).await
     }
 
-    /// Sends the membership to every member that has not acknowledged it (coordinator only).
+    /// Sends the membership to every other member (coordinator only).
     async fn announce_once(&self) {
         let meta = self.meta();
         if meta.coordinator != Some(self.id) {
@@ -249,12 +242,8 @@ impl TwoPcEngine {
             members: meta.members.clone(),
             addresses: self.peers.addresses.all(),
         };
-        let pending: Vec<NodeId> = {
-            let informed = self.informed();
-            let others = meta.members.iter().filter(|m| **m != self.id);
-            others.filter(|m| !informed.contains(m)).copied().collect()
-        };
-        for member in pending {
+        let others = meta.members.iter().filter(|m| **m != self.id);
+        for member in others.copied() {
             let sent: Result<Ack, String> = link::call(
                 &self.peers,
                 member,
@@ -264,10 +253,8 @@ impl TwoPcEngine {
             )
             .await;
             match sent {
-                Ok(_) => {
-                    self.informed().insert(member);
-                }
-                Err(why) => tracing::debug!(member, why, "membership not yet acknowledged"),
+                Ok(_) => self.coordinator.contacts.heard(member),
+                Err(why) => tracing::debug!(member, why, "membership not acknowledged"),
             }
         }
     }
@@ -377,6 +364,12 @@ impl TwoPcEngine {
         Ok(())
     }
 
+    /// Per participant: milliseconds since the coordinator last heard from it, and the last
+    /// transaction it acknowledged (empty on participants).
+    pub fn contacts(&self) -> std::collections::BTreeMap<NodeId, (u64, TxId)> {
+        self.coordinator.contacts.view()
+    }
+
     pub fn twopc_status(&self) -> TwoPcStatus {
         let meta = self.meta();
         let in_doubt = self.participant.in_doubt();
@@ -410,9 +403,9 @@ fn not_initialised() -> TwoPcError {
     )
 }
 
-/// Every [`ANNOUNCE_INTERVAL`], the coordinator sends its membership to members that have not
-/// acknowledged it (a participant that was down or cut off at init). Ends with the
-/// engine.
+/// Every [`ANNOUNCE_INTERVAL`], the coordinator sends its membership to every member: a
+/// participant that was down or cut off at init learns it, and the answers show which
+/// participants the coordinator hears from ([`contacts`]). Ends with the engine.
 async fn announce(engine: std::sync::Weak<TwoPcEngine>) {
     loop {
         tokio::time::sleep(ANNOUNCE_INTERVAL).await;
