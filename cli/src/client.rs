@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use caplab_api::kv::{CasBody, Consistency, WriteBody};
 use caplab_api::paths::{self, Port};
 use caplab_api::status::{Readiness, Status};
+use caplab_api::trace::TraceView;
 use caplab_api::transport::TransportError;
 use caplab_api::{MemberClient, MemberError};
 use reqwest::Method;
@@ -169,6 +170,34 @@ impl Member {
     /// `GET /v1/status`.
     pub async fn status(&self) -> Result<Status, MemberError> {
         self.api.status().await
+    }
+
+    /// `GET /v1/trace?since=MS`: the member's recent peer messages (`since` on its clock).
+    pub async fn trace(&self, since: u64) -> Result<TraceView, String> {
+        let path = format!(
+            "{}?{}={since}",
+            paths::TRACE,
+            caplab_api::trace::SINCE_PARAM
+        );
+        let answer = self
+            .api
+            .send_raw(Method::GET, Port::Client, &path, None)
+            .await
+            .map_err(|e| format!("{}: {e}", self.label))?;
+        if answer.status != 200 {
+            return Err(format!(
+                "{}: HTTP {}: {}",
+                self.label,
+                answer.status,
+                answer.json()
+            ));
+        }
+        serde_json::from_slice(&answer.body).map_err(|e| {
+            format!(
+                "{}: not a trace ({e}): is the member older than /v1/trace?",
+                self.label
+            )
+        })
     }
 }
 

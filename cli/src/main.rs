@@ -61,6 +61,9 @@ enum Command {
     /// Serve a live view of a cluster in the browser (members, links, faults, a timeline)
     /// on --listen and print its URL.
     Ui(commands::ui::UiArgs),
+    /// Draw the members' recent peer messages as a space-time (Lamport) diagram in a
+    /// self-contained HTML page. Exit 1 if a member's trace could not be read.
+    Trace(commands::trace::TraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -95,5 +98,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Workload(args) => runtime()?.block_on(commands::workload::run(&kube, args)),
         Command::Experiment(args) => runtime()?.block_on(commands::experiment::run(&kube, args)),
         Command::Ui(args) => runtime()?.block_on(commands::ui::run(&kube, args)),
+        Command::Trace(args) => runtime()?.block_on(commands::trace::run(&kube, args)),
     }
 }

@@ -1,7 +1,8 @@
 //! `caplab ui` against a loopback cluster of real members, read by headless Chromium: the
 //! leader is marked, a partitioned member's links are drawn cut, a killed member is shown
 //! down within 2 s and a new leader is marked after the old one is killed. Screenshots are
-//! kept under `<target dir>/artifacts/`.
+//! kept under `<target dir>/artifacts/`. `caplab trace` under a clock skew draws messages
+//! received before they were sent on the members' clocks, and none on the observer's.
 
 #[path = "common/browser.rs"]
 mod browser;
@@ -53,7 +54,7 @@ async fn view(ui: &Ui) -> Option<Value> {
     response.json().await.ok()
 }
 
-fn member<'a>(view: &'a Value, id: u64) -> Option<&'a Value> {
+fn member(view: &Value, id: u64) -> Option<&Value> {
     view["members"].as_array()?.iter().find(|m| m["id"] == id)
 }
 
@@ -113,6 +114,18 @@ async fn ui_shows_leader_partition_crash_and_failover() {
         "leader not marked"
     );
     browser::screenshot(&chromium, &ui.url, profile.path(), 3000, "ui-healthy");
+    // The messages tab draws the members' traces (heartbeats at least).
+    let messages = format!("{}#messages", ui.url);
+    let dom = browser::dom(&chromium, &messages, profile.path(), 3000);
+    let summary = dom
+        .split("id=\"lamport-summary\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no diagram in the messages tab:\n{dom}"));
+    assert!(
+        !summary.starts_with(">0 messages"),
+        "no messages drawn: {summary}"
+    );
+    browser::screenshot(&chromium, &messages, profile.path(), 3000, "ui-messages");
 
     // Cut a follower off from every peer: its links are drawn cut both ways.
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
@@ -179,4 +192,96 @@ async fn ui_shows_leader_partition_crash_and_failover() {
         "no strip"
     );
     browser::screenshot(&chromium, &ui.url, profile.path(), 3000, "ui-failover");
+}
+
+/// The value of `data-<name>` on the diagram's `<svg id="lamport">` in `dom`.
+fn diagram_count(dom: &str, name: &str) -> u64 {
+    let svg = dom
+        .split("<svg id=\"lamport\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no diagram in the DOM:\n{dom}"));
+    let head = svg.split('>').next().unwrap_or_default();
+    head.split(&format!("data-{name}=\""))
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no data-{name} on the diagram: {head}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_draws_skewed_and_dropped_messages() {
+    let Some(chromium) = browser::chromium_or_skip("trace_draws_skewed_and_dropped_messages")
+    else {
+        return;
+    };
+    let cluster = common::start(3, &[]).await;
+    let leader = cluster.wait_for_leader().await;
+    let mut followers = (1..=3).filter(|id| *id != leader);
+    let (skewed, cut) = (
+        followers.next().expect("a follower"),
+        followers.next().expect("two"),
+    );
+    // The skewed follower's clock is 3 s behind: the leader's heartbeats reach it "before"
+    // they left. The other refuses the leader's messages: they end in crosses.
+    cluster
+        .set_faults(skewed, json!({"clockSkewMs": -3000}))
+        .await;
+    cluster
+        .set_faults(
+            cut,
+            json!({"partition": {"peers": [leader], "direction": "incoming"}}),
+        )
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let page = dir.path().join("trace.html");
+    common::wait_until("a trace with skewed and dropped messages", || async {
+        let out = common::run(
+            common::caplab()
+                .args([
+                    "trace",
+                    "--addr",
+                    &cluster.client_addrs(),
+                    "--window-seconds",
+                    "2",
+                    "--out",
+                ])
+                .arg(&page),
+        );
+        assert_eq!(out.code, Some(0), "caplab trace failed: {}", out.stderr);
+        let html = std::fs::read_to_string(&page).ok()?;
+        (html.contains("\"outcome\":\"droppedAtReceiver\"")
+            && html.contains("\"receivedSkewMs\":-3000"))
+        .then_some(())
+    })
+    .await;
+    let html = std::fs::read_to_string(&page).expect("the page");
+    for needle in ["src=", "href=", "@import"] {
+        assert!(!html.contains(needle), "the trace page references {needle}");
+    }
+    let profile = tempfile::tempdir().expect("profile dir");
+    let own = format!("file://{}", page.display());
+    let dom = browser::dom(&chromium, &own, profile.path(), 1000);
+    assert!(
+        diagram_count(&dom, "backwards") > 0,
+        "nothing received before sent on the members' clocks"
+    );
+    assert!(
+        diagram_count(&dom, "dropped") > 0,
+        "no dropped message drawn"
+    );
+    browser::screenshot(&chromium, &own, profile.path(), 1000, "trace-own-clocks");
+    let observer = format!("{own}#observer");
+    let dom = browser::dom(&chromium, &observer, profile.path(), 1000);
+    assert_eq!(
+        diagram_count(&dom, "backwards"),
+        0,
+        "received before sent on the observer's clock"
+    );
+    browser::screenshot(
+        &chromium,
+        &observer,
+        profile.path(),
+        1000,
+        "trace-observer-clock",
+    );
 }

@@ -236,7 +236,27 @@ function tabs() {
   }
 }
 
+// The messages tab: the ui server joins the members' traces (at most once a second).
+window.caplabTrace = {
+  async refresh() {
+    if (document.getElementById("view-messages").hidden) return;
+    try {
+      const seconds = document.getElementById("trace-window").value;
+      const response = await fetch("trace?window=" + encodeURIComponent(seconds), { cache: "no-store" });
+      const diagram = await response.json();
+      if (!diagram.members) throw new Error(diagram.error || "no diagram");
+      window.caplabLamport.draw(document.getElementById("lamport"), diagram,
+        document.getElementById("observer-clock").checked);
+    } catch (e) {
+      document.getElementById("trace-help").dataset.error = String(e);
+    }
+  },
+};
+document.getElementById("observer-clock").addEventListener("change", () => window.caplabTrace.refresh());
+setInterval(() => window.caplabTrace.refresh(), 2000);
+
 drawLegend();
 tabs();
+if (location.hash === "#messages") document.getElementById("tab-messages").click();
 refresh();
 setInterval(refresh, 1000);

@@ -5,6 +5,7 @@ pub mod experiment;
 pub mod kv;
 pub mod report;
 pub mod status;
+pub mod trace;
 pub mod ui;
 pub mod workload;
 

@@ -36,15 +36,26 @@ pub struct UiArgs {
 
 pub async fn run(kube: &KubeArgs, args: UiArgs) -> Result<ExitCode> {
     let timeout = Duration::from_millis(args.timeout_ms);
-    let (title, members) = match &args.cluster {
-        Some(name) => (name.clone(), cluster_members(kube, name, timeout).await?),
-        None => (args.addr.join(","), addr_members(&args.addr, timeout)?),
-    };
+    let members = members(kube, args.cluster.as_deref(), &args.addr, timeout).await?;
+    let title = args.cluster.unwrap_or_else(|| args.addr.join(","));
     let (listener, addr) = server::bind(&args.listen).await?;
     println!("caplab ui: http://{addr}/ (Ctrl-C to stop)");
     let hub = Hub::spawn(title, members);
     server::serve(listener, hub).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The members of RegisterCluster `cluster` (through the pod proxy), or those at `addrs`.
+pub async fn members(
+    kube: &KubeArgs,
+    cluster: Option<&str>,
+    addrs: &[String],
+    timeout: Duration,
+) -> Result<Vec<Member>> {
+    match cluster {
+        Some(name) => cluster_members(kube, name, timeout).await,
+        None => addr_members(addrs, timeout),
+    }
 }
 
 /// Every member of the RegisterCluster `name`, through the pod proxy.

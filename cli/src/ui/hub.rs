@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
@@ -19,10 +19,15 @@ pub const PERIOD: Duration = Duration::from_secs(1);
 /// Samples kept for the timeline strip: five minutes at one a second.
 const HISTORY: usize = 300;
 
-/// The poller's shared state: the latest aggregated JSON.
+/// A diagram's JSON, when it was built and for which window (ms).
+type CachedTrace = Option<(Instant, u64, Arc<String>)>;
+
+/// The poller's shared state: the latest aggregated JSON, and the last message diagram.
 #[derive(Clone)]
 pub struct Hub {
     latest: Arc<Mutex<Arc<String>>>,
+    members: Arc<Vec<Member>>,
+    trace: Arc<tokio::sync::Mutex<CachedTrace>>,
 }
 
 impl Hub {
@@ -31,10 +36,30 @@ impl Hub {
     pub fn spawn(title: String, members: Vec<Member>) -> Hub {
         let hub = Hub {
             latest: Arc::new(Mutex::new(Arc::new("{}".to_string()))),
+            members: Arc::new(members),
+            trace: Arc::default(),
         };
         let writer = hub.clone();
-        tokio::spawn(async move { writer.poll_forever(title, members).await });
+        tokio::spawn(async move { writer.poll_forever(title).await });
         hub
+    }
+
+    /// The message diagram of the last `window_ms` as JSON ([`super::lamport::Diagram`]);
+    /// rebuilt at most once a [`PERIOD`] whatever the number of pages asking.
+    pub async fn trace(&self, window_ms: u64) -> Arc<String> {
+        let mut cache = self.trace.lock().await;
+        if let Some((at, window, json)) = cache.as_ref() {
+            if *window == window_ms && at.elapsed() < PERIOD {
+                return json.clone();
+            }
+        }
+        let diagram = super::lamport::collect(&self.members, window_ms).await;
+        let json = Arc::new(serde_json::to_string(&diagram).unwrap_or_else(|e| {
+            serde_json::json!({"error": format!("could not serialise the diagram: {e}")})
+                .to_string()
+        }));
+        *cache = Some((Instant::now(), window_ms, json.clone()));
+        json
     }
 
     /// The last aggregated JSON (`{}` before the first poll ends).
@@ -45,7 +70,8 @@ impl Hub {
             .clone()
     }
 
-    async fn poll_forever(self, title: String, members: Vec<Member>) {
+    async fn poll_forever(self, title: String) {
+        let members = self.members.clone();
         let mut views: Vec<MemberView> = members
             .iter()
             .map(|m| MemberView {
