@@ -115,10 +115,8 @@ pub fn diagram(views: &[TraceView], now: u64, window_ms: u64, unread: Vec<String
 
 /// When the event happened on the observer's (unskewed) clock.
 fn true_time(e: &MessageEvent) -> i64 {
-    let at = match e.fate {
-        Fate::Sent => e.sent_ms,
-        _ => e.received_ms,
-    };
+    // The receiver's events carry a receive time; the sender's only a send time.
+    let at = e.received_ms.or(e.sent_ms);
     at.unwrap_or(0) as i64 - e.skew_ms
 }
 
