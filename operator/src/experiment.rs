@@ -367,22 +367,25 @@ pub fn summary(v: &Verdict) -> String {
     }
 }
 
-/// The verdict Event's note: `NOT linearizable: 3 anomalies (…first…); 1200 ok, 4 failed,
-/// 2 unknown operations`.
+/// The verdict Event's note: `run r1: NOT linearizable: lost acknowledged write: 124, stale
+/// read: 3; the write of 9 … (1200 ok, 4 failed, 2 unknown operations)`.
 pub fn verdict_note(v: &Verdict) -> String {
     let ops = &v.operations;
-    let first = v
-        .anomalies
-        .first()
-        .map(|a| format!(": {a}"))
-        .unwrap_or_default();
+    let counted: Vec<String> = v
+        .anomaly_counts
+        .iter()
+        .map(|(kind, n)| format!("{}: {n}", kind.replace('-', " ")))
+        .collect();
+    let mut what = summary(v);
+    if !counted.is_empty() {
+        what = format!("{what}: {}", counted.join(", "));
+    }
+    if let Some(first) = v.anomalies.first() {
+        what = format!("{what}; {first}");
+    }
     format!(
-        "run {}: {}{first} ({} ok, {} failed, {} unknown operations)",
-        v.run_id,
-        summary(v),
-        ops.ok,
-        ops.failed,
-        ops.unknown
+        "run {}: {what} ({} ok, {} failed, {} unknown operations)",
+        v.run_id, ops.ok, ops.failed, ops.unknown
     )
 }
 

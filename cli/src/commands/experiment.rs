@@ -8,6 +8,7 @@
 //!
 //! The termination message is JSON of at most 4 KiB (Kubernetes' limit): `{"runId",
 //! "linearizable", "sequential", "converged", "strongest", "anomalies": [sentences],
+//! "anomalyCounts": {kind: n},
 //! "operations": {"ok", "failed", "unknown"}, "throughput", "windows": [{"name", "since",
 //! "until", "availability"}], "dir"}`, or `{"runId", "error"}` when the run could not finish
 //! (then the exit code is non-zero and the Job fails).
@@ -118,6 +119,7 @@ async fn run_and_check(kube: &KubeArgs, args: &ExperimentArgs, dir: &Path) -> Re
         "converged": l.converged,
         "strongest": l.strongest(),
         "anomalies": findings.anomalies.iter().map(|a| a.sentence.clone()).collect::<Vec<_>>(),
+        "anomalyCounts": anomaly_counts(&findings.anomalies),
         "operations": {"ok": ok, "failed": failed, "unknown": unknown},
         "throughput": ok as f64 / args.duration.max(1e-3),
         "windows": spans.iter().map(|s| s.status(&history)).collect::<Vec<_>>(),
@@ -149,6 +151,17 @@ fn workload_args(args: &ExperimentArgs, out: &Path) -> Result<WorkloadArgs> {
         quiet: true,
         settle,
     })
+}
+
+/// Anomalies by kind (`lost-acknowledged-write`: 124, …).
+fn anomaly_counts(
+    found: &[caplab_checker::Anomaly],
+) -> std::collections::BTreeMap<&'static str, u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for a in found {
+        *counts.entry(a.kind.as_str()).or_insert(0) += 1;
+    }
+    counts
 }
 
 /// (acknowledged, failed, unknown) operations.

@@ -2,6 +2,8 @@
 //! (`status.experiment`): one run of clients against the members while the spec's faults
 //! follow their schedule, recorded, checked and reported by a Job.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -130,6 +132,10 @@ pub struct Verdict {
     /// The first anomalies, in plain words.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub anomalies: Vec<String>,
+    /// Every anomaly counted by kind (`stale-read`, `lost-acknowledged-write`,
+    /// `reads-went-backwards`, `did-not-converge`), as `caplab check --json` reports them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub anomaly_counts: BTreeMap<String, u64>,
     /// Operations by outcome.
     #[serde(default)]
     pub operations: OperationCounts,

@@ -144,6 +144,7 @@ fn a_finished_run_records_its_verdict_and_a_failed_one_why() {
     let message = r#"{"runId": "r1", "linearizable": false, "sequential": false,
         "converged": true, "strongest": "converged",
         "anomalies": ["the write of 9 acknowledged at 3.100 s is never seen again (lost acknowledged write)"],
+        "anomalyCounts": {"lost-acknowledged-write": 124},
         "operations": {"ok": 1200, "failed": 4, "unknown": 2}, "throughput": 20.0,
         "dir": "/results/r1"}"#;
     let report = parse_report(message).expect("a report");
@@ -159,7 +160,9 @@ fn a_finished_run_records_its_verdict_and_a_failed_one_why() {
     assert_eq!(ex.summary.as_deref(), Some("NOT linearizable (converged)"));
     let note = verdict_note(ex.verdict.as_ref().expect("verdict"));
     assert!(
-        note.contains("run r1: NOT linearizable (converged): the write of 9"),
+        note.contains(
+            "run r1: NOT linearizable (converged): lost acknowledged write: 124; the write of 9"
+        ),
         "{note}"
     );
     assert!(
