@@ -9,6 +9,7 @@ mod confirm;
 mod exit;
 mod faults;
 mod k8s;
+mod plots;
 mod pod_proxy;
 mod ready;
 mod regc;

@@ -49,6 +49,11 @@ const LANE: f64 = 26.0;
 const BAR: f64 = 18.0;
 const LEFT: f64 = 90.0;
 const TOP: f64 = 30.0;
+/// Height of one row of fault names above the timeline.
+const LABEL_ROW: f64 = 13.0;
+/// The timeline's width for runs up to [`FIT_NS`]: a laptop screen without scrolling.
+const FIT_WIDTH: f64 = 1000.0;
+const FIT_NS: u64 = 90 * 1_000_000_000;
 
 const STYLE: &str = r#"
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -94,7 +99,8 @@ pub fn render(
     let _ = write!(
         html,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>{t}</title><style>{STYLE}</style></head><body>\n<h1>{t}</h1>\n",
+         <title>{t}</title><style>{STYLE}{}</style></head><body>\n<h1>{t}</h1>\n",
+        crate::plots::STYLE,
         t = escape(title)
     );
     let overall = report.overall();
@@ -186,6 +192,7 @@ pub fn render(
     }
 
     html.push_str(&anomalies_html(&found));
+    html.push_str(&crate::plots::render(history, windows));
     html.push_str(&timeline(history, &violating, &involved, windows, key));
     html.push_str("</body></html>\n");
     html
@@ -262,8 +269,6 @@ fn timeline(
         *lanes.entry(e.process).or_default() += 1;
     }
     let busiest = lanes.values().copied().max().unwrap_or(0);
-    // About ten pixels per operation of the busiest lane, within sane limits.
-    let width = ((busiest * 10) as f64).clamp(1000.0, 60_000.0);
     let end = shown
         .iter()
         .map(|(_, e)| e.complete.unwrap_or(e.invoke))
@@ -271,8 +276,24 @@ fn timeline(
         .max()
         .unwrap_or(0)
         .max(1);
+    // A run up to FIT_NS fits a laptop screen; a longer one gets about ten pixels per
+    // operation of the busiest lane (scrolling), within sane limits.
+    let width = if end <= FIT_NS {
+        FIT_WIDTH
+    } else {
+        ((busiest * 10) as f64).clamp(FIT_WIDTH, 60_000.0)
+    };
     let x = |t: u64| LEFT + t as f64 / end as f64 * width;
-    let height = TOP + LANE * lanes.len() as f64 + 10.0;
+    // Fault names in rows above the lanes, so names of faults that start together never
+    // overlap.
+    let spans: Vec<(f64, f64)> = windows
+        .iter()
+        .map(|w| (x(w.start), crate::plots::label_width(&w.name)))
+        .collect();
+    let rows = crate::plots::label_rows(&spans);
+    let label_rows = rows.iter().max().map_or(0, |r| r + 1) as f64;
+    let top = TOP + LABEL_ROW * label_rows.max(1.0) - LABEL_ROW;
+    let height = top + LANE * lanes.len() as f64 + 10.0;
     let lane_of: BTreeMap<u64, usize> = lanes.keys().enumerate().map(|(i, p)| (*p, i)).collect();
 
     let mut svg = String::new();
@@ -295,19 +316,19 @@ fn timeline(
         "<div class=\"timeline\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{:.0}\" height=\"{height:.0}\">",
         LEFT + width + 20.0
     );
-    for w in windows {
+    for (w, row) in windows.iter().zip(&rows) {
         let x0 = x(w.start);
         let x1 = x(w.end.unwrap_or(end));
         let _ = writeln!(
             svg,
             "<g class=\"fault-window\"><rect class=\"fault\" x=\"{x0:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\"><title>{}</title></rect>\
              <text x=\"{:.1}\" y=\"{:.1}\">{}</text></g>",
-            TOP - 4.0,
+            top - 4.0,
             (x1 - x0).max(1.0),
-            height - TOP,
+            height - top,
             escape(&w.name),
             x0 + 2.0,
-            TOP - 8.0,
+            top - 8.0 - LABEL_ROW * (label_rows - 1.0 - *row as f64),
             escape(&w.name)
         );
     }
@@ -322,7 +343,7 @@ fn timeline(
         );
     }
     for (process, lane) in &lane_of {
-        let y = TOP + LANE * *lane as f64;
+        let y = top + LANE * *lane as f64;
         let _ = writeln!(
             svg,
             "<g class=\"lane\" data-process=\"{process}\"><text x=\"4\" y=\"{:.1}\">process {process}</text>\
@@ -337,7 +358,7 @@ fn timeline(
         let Some(lane) = lane_of.get(&e.process) else {
             continue;
         };
-        let y = TOP + LANE * *lane as f64;
+        let y = top + LANE * *lane as f64;
         let x0 = x(e.invoke);
         let x1 = x(e.complete.unwrap_or(end)).max(x0 + 2.0);
         let mut class = vec!["op", e.op.kind()];

@@ -285,3 +285,87 @@ async fn trace_draws_skewed_and_dropped_messages() {
         "trace-observer-clock",
     );
 }
+
+/// A one-minute history: four processes writing every 100 ms, failing while "partition" and
+/// "crash-leader" (both starting at 20 s) last.
+fn one_minute_history() -> String {
+    let mut ops = Vec::new();
+    for process in 0..4u64 {
+        for step in 0..600u64 {
+            let invoke = step * 100_000_000 + process * 7_000_000;
+            let faulty = (20_000_000_000..30_000_000_000).contains(&invoke);
+            let latency = if faulty {
+                80_000_000
+            } else {
+                4_000_000 + step % 7 * 1_000_000
+            };
+            ops.push(
+                json!({"process": process, "type": "write", "key": format!("k{process}"),
+                "value": step, "invoke": invoke, "complete": invoke + latency,
+                "status": if faulty { "fail" } else { "ok" }}),
+            );
+        }
+    }
+    serde_json::to_string(&ops).expect("history JSON")
+}
+
+#[test]
+fn report_plots_fit_a_laptop_and_keep_fault_labels_apart() {
+    let Some(chromium) =
+        browser::chromium_or_skip("report_plots_fit_a_laptop_and_keep_fault_labels_apart")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = dir.path().join("history.json");
+    std::fs::write(&history, one_minute_history()).expect("write history");
+    let events = dir.path().join("events.json");
+    std::fs::write(
+        &events,
+        r#"[{"name": "partition", "start": 20000000000, "end": 30000000000},
+        {"name": "crash-leader", "start": 20000000000, "end": 25000000000}]"#,
+    )
+    .expect("events");
+    let page = dir.path().join("report.html");
+    common::report(&history, &page, Some(&events));
+    let profile = tempfile::tempdir().expect("profile dir");
+    let url = format!("file://{}", page.display());
+    let dom = browser::dom(&chromium, &url, profile.path(), 500);
+    for plot in ["latency", "throughput", "availability"] {
+        let svg = dom
+            .split(&format!("id=\"plot-{plot}\""))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {plot} plot in the DOM"));
+        let svg = svg.split("</svg>").next().unwrap_or_default();
+        assert_eq!(
+            svg.matches("class=\"fault\"").count(),
+            2,
+            "{plot}: fault windows not shaded"
+        );
+        // The two faults start together: their names sit in different rows.
+        let rows: Vec<&str> = svg
+            .split("data-row=\"")
+            .skip(1)
+            .filter_map(|r| r.split('"').next())
+            .collect();
+        assert_eq!(rows.len(), 2, "{plot}: {rows:?}");
+        assert_ne!(rows[0], rows[1], "{plot}: fault labels overlap");
+    }
+    assert!(
+        dom.contains("class=\"dot fail\"") && dom.contains("class=\"dot ok\""),
+        "latency dots"
+    );
+    // The timeline of a one-minute run needs no horizontal scrolling on a laptop.
+    let timeline = dom
+        .split("class=\"timeline\"><svg")
+        .nth(1)
+        .expect("a timeline");
+    let width: f64 = timeline
+        .split("width=\"")
+        .nth(1)
+        .and_then(|w| w.split('"').next())
+        .and_then(|w| w.parse().ok())
+        .expect("the timeline's width");
+    assert!(width <= 1200.0, "the timeline is {width} px wide");
+    browser::screenshot(&chromium, &url, profile.path(), 500, "report-plots");
+}
