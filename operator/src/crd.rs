@@ -19,7 +19,7 @@ pub use experiment::{
 };
 pub use status::{
     Condition, FailoverStatus, FaultState, FaultStatus, LeaderRecord, MemberStatus, Phase,
-    PrimaryRecord, RegisterClusterStatus,
+    PrimaryRecord, QuorumSummary, RegisterClusterStatus, LEADERLESS,
 };
 
 /// API group of the resource.
@@ -89,6 +89,16 @@ pub struct RegisterClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 10, max = 30000))]
     pub heartbeat_ms: Option<u64>,
+    /// quorum: R, the replicas a read asks and waits for (1 ≤ R ≤ replicas; default a
+    /// majority). R + W > replicas makes every read quorum overlap every write quorum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 9))]
+    pub read_quorum: Option<i32>,
+    /// quorum: W, the durable acknowledgements a write waits for (1 ≤ W ≤ replicas; default a
+    /// majority).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 9))]
+    pub write_quorum: Option<i32>,
     /// async/sync: seconds the primary may be unreachable before a failover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 3600))]
@@ -142,15 +152,19 @@ pub enum Replication {
     Async,
     /// Synchronous primary-secondary replication.
     Sync,
+    /// Leaderless quorums (Dynamo-style): every member coordinates, a write waits for W
+    /// replicas, a read asks R; last writer wins by timestamp.
+    Quorum,
 }
 
 impl Replication {
-    /// The wire name (`raft`, `async`, `sync`).
+    /// The wire name (`raft`, `async`, `sync`, `quorum`).
     pub fn as_str(self) -> &'static str {
         match self {
             Replication::Raft => "raft",
             Replication::Async => "async",
             Replication::Sync => "sync",
+            Replication::Quorum => "quorum",
         }
     }
 }

@@ -290,6 +290,12 @@ pub fn member_pod(rc: &RegisterCluster, ordinal: u32, id: u64, default_image: &s
     if let Some(h) = spec.heartbeat_ms {
         envs.push(env("CAPLAB_HEARTBEAT_MS", h.to_string()));
     }
+    if let Some(r) = spec.read_quorum {
+        envs.push(env("CAPLAB_READ_QUORUM", r.to_string()));
+    }
+    if let Some(w) = spec.write_quorum {
+        envs.push(env("CAPLAB_WRITE_QUORUM", w.to_string()));
+    }
     let data_volume = match &spec.storage {
         Some(_) => Volume {
             name: "data".into(),

@@ -37,6 +37,39 @@ pub struct Summary<'a> {
     /// The highest term of members that are campaigning (terms rose since the last pass, or
     /// a member is a candidate); reported when no leader can commit.
     pub campaigning: Option<u64>,
+    /// Quorum mode (no leader): who serves, and R and W.
+    pub leaderless: Option<Leaderless<'a>>,
+}
+
+/// What the phase of a leaderless (quorum) cluster depends on: a member serves reads and
+/// writes while it reaches max(R, W) replicas, itself included.
+#[derive(Clone, Debug, Default)]
+pub struct Leaderless<'a> {
+    /// R.
+    pub read: u32,
+    /// W.
+    pub write: u32,
+    /// Pods that reach at least max(R, W) replicas.
+    pub serving: &'a [String],
+}
+
+impl Leaderless<'_> {
+    /// `<pods> reach max(R, W) = q replicas ...` or why nobody serves.
+    fn message(&self) -> String {
+        let (r, w) = (self.read, self.write);
+        let needed = r.max(w);
+        if self.serving.is_empty() {
+            return format!(
+                "leaderless: no member reaches max(R, W) = {needed} replicas (R={r}, W={w}): \
+                 reads and writes are refused"
+            );
+        }
+        format!(
+            "leaderless: {} reach max(R, W) = {needed} replicas and serve reads (R={r}) and \
+             writes (W={w})",
+            self.serving.join(", ")
+        )
+    }
 }
 
 /// Is a member healthy (reachable, replicating, voter, not lagging)?
@@ -56,6 +89,9 @@ pub fn member_problem(m: &MemberStatus, s: &Summary<'_>) -> Option<String> {
         _ if m.role.as_deref() == Some("down") => "no pod".to_string(),
         (false, false) => "unreachable: neither the operator nor the leader hears from it".into(),
         (false, true) => "the operator cannot poll it, but the leader hears from it".into(),
+        (true, false) if s.leaderless.is_some() => "cut off from some replicas (a partition, \
+                          pause or crash): it serves only while it reaches max(R, W) of them"
+            .into(),
         (true, false) if s.leader == Some(n.as_str()) => {
             "leader, but not heard from enough members to commit writes".into()
         }
@@ -94,7 +130,11 @@ pub fn phase(s: &Summary<'_>) -> Phase {
     if !s.bootstrapped {
         return Phase::Creating;
     }
-    if s.leader.is_none() || leader_stranded(s) {
+    let no_quorum = match &s.leaderless {
+        Some(q) => q.serving.is_empty(),
+        None => s.leader.is_none() || leader_stranded(s),
+    };
+    if no_quorum {
         return Phase::NoQuorum;
     }
     let ok = s.members.iter().filter(|m| healthy(m, s)).count();
@@ -117,6 +157,9 @@ fn cond(type_: &str, ok: bool, reason: &str, message: String) -> Condition {
 }
 
 fn no_leader_message(s: &Summary<'_>) -> String {
+    if let Some(q) = &s.leaderless {
+        return q.message();
+    }
     let why = match s.leader {
         Some(l) => format!(
             "{l} leads but cannot commit writes (it has not heard from enough members for over \
@@ -132,12 +175,15 @@ fn no_leader_message(s: &Summary<'_>) -> String {
 
 fn available(s: &Summary<'_>, phase: Phase) -> Condition {
     match phase {
-        Phase::Ready | Phase::Degraded => cond(
-            "Available",
-            true,
-            "LeaderElected",
-            format!("leader {}", s.leader.unwrap_or("?")),
-        ),
+        Phase::Ready | Phase::Degraded => match &s.leaderless {
+            Some(q) => cond("Available", true, "QuorumsReachable", q.message()),
+            None => cond(
+                "Available",
+                true,
+                "LeaderElected",
+                format!("leader {}", s.leader.unwrap_or("?")),
+            ),
+        },
         Phase::Creating => cond(
             "Available",
             false,
@@ -338,6 +384,7 @@ pub fn transitions(prev: &RegisterClusterStatus, st: &RegisterClusterStatus) -> 
     let (was, is) = (prev.phase, st.phase);
     if is == Some(Phase::NoQuorum) && was != Some(Phase::NoQuorum) {
         let text = match (current, &st.last_leader) {
+            _ if st.quorum.is_some() => leaderless_note(st),
             (Some(l), _) => format!("{role} {} cannot commit writes: writes are refused", l.name),
             (None, Some(l)) => format!(
                 "no {role}: writes are refused (last {role} {}, {term} {})",
@@ -349,6 +396,7 @@ pub fn transitions(prev: &RegisterClusterStatus, st: &RegisterClusterStatus) -> 
     }
     if was == Some(Phase::NoQuorum) && matches!(is, Some(Phase::Ready) | Some(Phase::Degraded)) {
         let text = match current {
+            _ if st.quorum.is_some() => leaderless_note(st),
             Some(l) => format!("{role} {} ({term} {})", l.name, l.term),
             None => format!("a {role} commits writes again"),
         };
@@ -359,6 +407,17 @@ pub fn transitions(prev: &RegisterClusterStatus, st: &RegisterClusterStatus) -> 
         out.push(note(false, "Ready", text));
     }
     out
+}
+
+/// What a leaderless (quorum) cluster's `status.quorum` says about who serves.
+fn leaderless_note(st: &RegisterClusterStatus) -> String {
+    let q = st.quorum.clone().unwrap_or_default();
+    Leaderless {
+        read: q.read_quorum,
+        write: q.write_quorum,
+        serving: &q.serving,
+    }
+    .message()
 }
 
 /// The leader as recorded in status: this pass's leader, or the last one while there is none.

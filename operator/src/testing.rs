@@ -13,6 +13,7 @@ pub(crate) fn fixture(name: &str) -> RegisterCluster {
         "storage-5" => include_str!("../tests/fixtures/storage-5.yaml"),
         "faults" => include_str!("../tests/fixtures/faults.yaml"),
         "invalid" => include_str!("../tests/fixtures/invalid.yaml"),
+        "quorum-3" => include_str!("../tests/fixtures/quorum-3.yaml"),
         other => panic!("no fixture {other}"),
     };
     serde_yaml::from_str(text).expect("fixture parses")

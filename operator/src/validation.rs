@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use kube::ResourceExt;
 
-use crate::crd::{FaultKind, RegisterCluster, Target};
+use crate::crd::{FaultKind, RegisterCluster, Replication, Target};
 use crate::resources;
 
 /// Maximum members.
@@ -62,6 +62,43 @@ fn validate_name(name: &str, errs: &mut Vec<String>) {
              lowercase letters, digits and '-', starting with a letter and ending with a \
              letter or digit"
         ));
+    }
+}
+
+/// `readQuorum` / `writeQuorum`: only in quorum mode, each in [1, replicas]; quorum mode has
+/// no leader for a fault to target.
+fn validate_quorums(rc: &RegisterCluster, errs: &mut Vec<String>) {
+    let spec = &rc.spec;
+    if spec.replication == Replication::Quorum {
+        for f in &spec.faults {
+            let mut targets = f.targets.iter().chain(f.groups.iter().flatten());
+            if targets.any(|t| matches!(t, Target::Leader | Target::Followers)) {
+                errs.push(format!(
+                    "fault {:?}: replication quorum has no leader: target member ordinals \
+                     (and others in partition groups) instead of leader/followers",
+                    f.name
+                ));
+            }
+        }
+    }
+    let given = [
+        ("readQuorum", spec.read_quorum),
+        ("writeQuorum", spec.write_quorum),
+    ];
+    for (field, value) in given {
+        let Some(v) = value else { continue };
+        if spec.replication != Replication::Quorum {
+            errs.push(format!(
+                "{field} is only used with replication: quorum (this cluster is {}): remove it",
+                spec.replication
+            ));
+        } else if v < 1 || v > spec.replicas {
+            errs.push(format!(
+                "{field} must be between 1 and replicas ({}) (got {v}): a quorum cannot be \
+                 larger than the members; lower {field} or raise replicas",
+                spec.replicas
+            ));
+        }
     }
 }
 
@@ -124,6 +161,7 @@ pub fn validate(rc: &RegisterCluster) -> Vec<String> {
             ));
         }
     }
+    validate_quorums(rc, &mut errs);
     let replicas = u32::try_from(spec.replicas.max(0)).unwrap_or(0);
     let mut names = BTreeSet::new();
     for f in &spec.faults {

@@ -8,7 +8,7 @@
 //!    (its start is the clock of the fault schedule);
 //! 5. `inject`: the spec's faults now (a `FaultPlan`, with Events), pushed to the members;
 //! 6. `pods`: apply the member pods (crash faults, failed pods, missing pods, rolling);
-//! 7. membership, one file per replication mode (`raft`, `primary`) over the shared
+//! 7. membership, one file per replication mode (`raft`, `primary`, `quorum`) over the shared
 //!    member actions (`actions`) → what it did and whether it still converges;
 //! 8. `report`: the status from all of the above, its transitions as Events, the status
 //!    write and the requeue.
@@ -39,6 +39,7 @@ mod observe;
 mod owned;
 mod pods;
 mod primary;
+mod quorum;
 mod raft;
 mod report;
 
@@ -217,6 +218,7 @@ impl<'a> Pass<'a> {
         match self.rc.spec.replication {
             Replication::Raft => self.raft_membership(seen, auth).await,
             Replication::Async | Replication::Sync => self.primary_membership(seen, auth, st).await,
+            Replication::Quorum => self.quorum_membership(seen, auth).await,
         }
     }
 }

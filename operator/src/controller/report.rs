@@ -12,12 +12,15 @@ use serde_json::json;
 use tracing::warn;
 
 use super::observe::Observation;
+use super::quorum;
 use super::{apply_params, ts, Error, Pass, FAST, SLOW};
-use crate::crd::{MemberStatus, Phase, RegisterCluster, RegisterClusterStatus, Replication};
+use crate::crd::{
+    MemberStatus, Phase, RegisterCluster, RegisterClusterStatus, Replication, LEADERLESS,
+};
 use crate::faults::FaultPlan;
 use crate::membership;
 use crate::resources;
-use crate::status::{self, Summary};
+use crate::status::{self, Leaderless, Summary};
 
 /// The status written by the last pass, with the resourceVersion that pass started from.
 ///
@@ -139,23 +142,28 @@ impl Pass<'_> {
         let replicas = self.reported_replicas();
         let leader_status = seen.leader_status.as_ref();
         let leader_name = self.leader_name(seen);
-        let bootstrapped =
-            prev.bootstrapped || (seen.leader.is_some() && membership::initialised(&seen.members));
         // What runs: recorded once something was created from a valid spec, never from a
         // rejected one.
         let replication = match self.errors.is_empty() {
             true => Some(prev.replication.unwrap_or(self.rc.spec.replication)),
             false => prev.replication,
         };
-        let members = self.member_statuses(seen, replicas, plan);
+        let leaderless = replication == Some(Replication::Quorum);
+        // Leaderless: initialised is bootstrapped (no leader will ever be seen).
+        let bootstrapped = prev.bootstrapped
+            || ((seen.leader.is_some() || leaderless) && membership::initialised(&seen.members));
+        let members = self.member_statuses(seen, replicas, plan, leaderless);
         let voters: Vec<u64> = match replication {
             Some(Replication::Async) | Some(Replication::Sync) => {
                 members.iter().map(|m| m.id).collect()
             }
+            Some(Replication::Quorum) => quorum::common_membership(&seen.members),
             _ => leader_status
                 .map(|s| s.engine.voters.clone())
                 .unwrap_or_default(),
         };
+        let quorum_summary =
+            leaderless.then(|| quorum::summary(&seen.members, self.quorum_sizes()));
         let wanted: Vec<MemberStatus> = members
             .iter()
             .filter(|m| m.ordinal < replicas)
@@ -174,6 +182,11 @@ impl Pass<'_> {
             term: leader_status.map(|s| s.engine.term),
             progress: Some(progress_msg.as_str()).filter(|p| !p.is_empty()),
             campaigning: status::campaigning(&members, prev.term),
+            leaderless: quorum_summary.as_ref().map(|q| Leaderless {
+                read: q.read_quorum,
+                write: q.write_quorum,
+                serving: &q.serving,
+            }),
         };
         let phase = status::phase(&summary);
         let ready = wanted
@@ -193,7 +206,10 @@ impl Pass<'_> {
             &members,
             prev.last_leader.as_ref(),
         );
-        st.leader = leader_name;
+        st.leader = match leaderless {
+            true => Some(LEADERLESS.to_string()),
+            false => leader_name,
+        };
         st.leader_id = seen.leader.as_ref().map(|l| l.id);
         st.term = status::highest_term(&members, prev.term);
         st.commit_index = leader_status
@@ -205,6 +221,10 @@ impl Pass<'_> {
             st.voters = ls.engine.voters.clone();
             st.learners = ls.engine.learners.clone();
         }
+        if leaderless {
+            st.voters = voters.clone();
+        }
+        st.quorum = quorum_summary.clone();
         st.members = members;
         if let Some(plan) = plan {
             st.faults = plan.statuses.clone();
@@ -221,6 +241,7 @@ impl Pass<'_> {
         seen: &Observation,
         replicas: u32,
         plan: Option<&FaultPlan>,
+        leaderless: bool,
     ) -> Vec<MemberStatus> {
         let leader = seen.leader_status.as_ref();
         seen.members
@@ -259,7 +280,12 @@ impl Pass<'_> {
                     // Client traffic is never cut, so the operator reaching a member says nothing
                     // about its links: `replicating` is what the leader hears from it.
                     reachable: m.reachable(),
-                    replicating: status::replicating(leader, m.id),
+                    // Leaderless: no one acknowledges anyone; the member's own view of its
+                    // replicas says whether it is cut off.
+                    replicating: match leaderless {
+                        true => quorum::reaches_all(s),
+                        false => status::replicating(leader, m.id),
+                    },
                     faults,
                 }
             })

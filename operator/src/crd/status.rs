@@ -24,7 +24,7 @@ pub struct RegisterClusterStatus {
     /// phase values). An invalid spec change does not change the phase (see `SpecValid`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// The replication the members run (raft | async | sync), recorded when the cluster was
+    /// The replication the members run (raft | async | sync | quorum), recorded when the cluster was
     /// created; a rejected change of `spec.replication` does not alter it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<Replication>,
@@ -38,7 +38,8 @@ pub struct RegisterClusterStatus {
     /// `readyReplicas/replicas`, for printing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<String>,
-    /// Pod name of the leader (or primary); empty while there is none.
+    /// Pod name of the leader (or primary); empty while there is none; [`LEADERLESS`] in
+    /// quorum mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader: Option<String>,
     /// Member id of the leader (or primary).
@@ -86,6 +87,9 @@ pub struct RegisterClusterStatus {
     /// bound starts from its last sequence number).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_primary: Option<PrimaryRecord>,
+    /// quorum: R, W and what last-writer-wins and repair did, summed over the members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<QuorumSummary>,
     /// Standard conditions: Available, Progressing, Degraded, SpecValid.
     #[serde(default)]
     pub conditions: Vec<Condition>,
@@ -96,6 +100,43 @@ pub struct RegisterClusterStatus {
     /// The experiment of `spec.workload`: its run and the last verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub experiment: Option<ExperimentStatus>,
+}
+
+/// `status.leader` in quorum mode (the LEADER column): every member coordinates.
+pub const LEADERLESS: &str = "leaderless";
+
+/// Quorum mode: the quorum sizes and the last-writer-wins counters, as the members report
+/// them (Dynamo's N, R, W: DeCandia et al., SOSP 2007).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuorumSummary {
+    /// N: the members in the membership the members report (the largest one reported).
+    pub n: u32,
+    /// R: the replicas a read waits for.
+    pub read_quorum: u32,
+    /// W: the durable acknowledgements a write waits for.
+    pub write_quorum: u32,
+    /// R + W > N: every read quorum meets every write quorum (still not linearizable).
+    pub overlapping: bool,
+    /// Pods that reach at least max(R, W) replicas (themselves included): they serve reads
+    /// and writes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serving: Vec<String>,
+    /// Source pod (or `member id N` once gone) → acknowledged writes it stamped that lost to
+    /// a newer timestamp (last writer wins), as counted by the replica that counted most.
+    /// Clock skew makes this move.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub lww_lost_writes: std::collections::BTreeMap<String, u64>,
+    /// Read repairs, summed over the members (since each started).
+    #[serde(default)]
+    pub read_repairs: u64,
+    /// Keys repaired by anti-entropy, summed over the members (since each started).
+    #[serde(default)]
+    pub anti_entropy_repaired_keys: u64,
+    /// Milliseconds from the last heal until anti-entropy found every replica in sync (the
+    /// longest any member reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_convergence_ms: Option<u64>,
 }
 
 /// A leader (or primary) as last seen.
@@ -179,7 +220,8 @@ pub struct MemberStatus {
     /// it under 2 s ago; async/sync: the primary last heard an acknowledgement from this
     /// secondary under 2 s ago. For the leader (or primary) itself: it can commit writes
     /// (Raft: it heard from a majority of the voters within 2 s; sync: from every secondary;
-    /// async: always). False while no leader (or primary) is known.
+    /// async: always). False while no leader (or primary) is known. Quorum mode (no leader):
+    /// the member reached every replica of its membership on its last call to each.
     #[serde(default)]
     pub replicating: bool,
     /// Kinds of the faults active on this member.

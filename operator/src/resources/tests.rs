@@ -198,3 +198,14 @@ fn disruption_budget_lets_one_member_go_at_a_time() {
         .expect("selector");
     assert_eq!(sel["caplab.dev/cluster"], "demo");
 }
+
+#[test]
+fn quorum_members_get_their_quorum_sizes() {
+    let rc = fixture("quorum-3");
+    let env = env_of(&resources::member_pod(&rc, 0, 1, "caplab/node:0.1.0"));
+    assert_eq!(env["CAPLAB_REPLICATION"], "quorum");
+    assert_eq!(env["CAPLAB_READ_QUORUM"], "1");
+    assert_eq!(env["CAPLAB_WRITE_QUORUM"], "2");
+    let raft = env_of(&resources::member_pod(&fixture("raft-3"), 0, 1, "x"));
+    assert!(!raft.contains_key("CAPLAB_READ_QUORUM"), "only given ones");
+}

@@ -363,3 +363,107 @@ fn a_sync_member_cut_off_from_the_primary_blocks_writes_and_status_says_until_wh
         s => panic!("unexpected {s:?}"),
     }
 }
+
+#[test]
+fn leaderless_phase_follows_who_reaches_max_r_w_replicas() {
+    let members = [
+        member("lq-0", 1, true, false),
+        member("lq-1", 2, true, true),
+        member("lq-2", 3, true, true),
+    ];
+    let serving = ["lq-1".to_string(), "lq-2".to_string()];
+    let s = Summary {
+        leader: None,
+        leaderless: Some(Leaderless {
+            read: 2,
+            write: 2,
+            serving: &serving,
+        }),
+        ..three_voters_led_by_demo_0(&members)
+    };
+    assert_eq!(phase(&s), Phase::Degraded, "available, one replica cut off");
+    let cs = conditions(&[], &s, Phase::Degraded, None, "t");
+    let a = cs
+        .iter()
+        .find(|c| c.type_ == "Available")
+        .expect("Available");
+    assert_eq!(
+        (a.status.as_str(), a.reason.as_str()),
+        ("True", "QuorumsReachable")
+    );
+    assert!(
+        a.message
+            .contains("lq-1, lq-2 reach max(R, W) = 2 replicas"),
+        "{}",
+        a.message
+    );
+    let d = cs.iter().find(|c| c.type_ == "Degraded").expect("Degraded");
+    assert!(
+        d.message.contains("lq-0: cut off from some replicas"),
+        "{}",
+        d.message
+    );
+
+    let nobody = Summary {
+        leaderless: Some(Leaderless {
+            read: 2,
+            write: 2,
+            serving: &[],
+        }),
+        ..s.clone()
+    };
+    assert_eq!(phase(&nobody), Phase::NoQuorum);
+    let cs = conditions(&[], &nobody, Phase::NoQuorum, None, "t");
+    let a = cs
+        .iter()
+        .find(|c| c.type_ == "Available")
+        .expect("Available");
+    assert!(
+        a.message.contains("no member reaches max(R, W) = 2"),
+        "{}",
+        a.message
+    );
+
+    let all_up = [
+        member("lq-0", 1, true, true),
+        member("lq-1", 2, true, true),
+        member("lq-2", 3, true, true),
+    ];
+    let ready = Summary {
+        members: &all_up,
+        ..s.clone()
+    };
+    assert_eq!(phase(&ready), Phase::Ready);
+}
+
+#[test]
+fn leaderless_clusters_announce_quorums_not_leaders() {
+    let mut was = st(Phase::Ready, None);
+    was.replication = Some(Replication::Quorum);
+    let mut now = was.clone();
+    now.phase = Some(Phase::NoQuorum);
+    now.leader = Some(crate::crd::LEADERLESS.into());
+    now.quorum = Some(crate::crd::QuorumSummary {
+        n: 3,
+        read_quorum: 2,
+        write_quorum: 2,
+        overlapping: true,
+        ..Default::default()
+    });
+    let notes = transitions(&was, &now);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0].reason, "QuorumLost");
+    assert!(
+        notes[0].note.contains("no member reaches max(R, W) = 2"),
+        "{notes:?}"
+    );
+    was.quorum = now.quorum.clone();
+    was.quorum.as_mut().expect("quorum").serving = vec!["lq-0".into()];
+    let back = transitions(&now, &was);
+    assert!(back.iter().all(|n| n.reason != "LeaderChanged"), "{back:?}");
+    let regained = back.iter().find(|n| n.reason == "QuorumRegained");
+    assert!(
+        regained.is_some_and(|n| n.note.contains("lq-0 reach max(R, W) = 2")),
+        "{back:?}"
+    );
+}

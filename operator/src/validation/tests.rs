@@ -98,7 +98,7 @@ fn names_that_cannot_name_pods_or_services_say_how_to_fix_them() {
 
 #[test]
 fn validation_accepts_good_specs() {
-    for f in ["raft-3", "storage-5", "faults"] {
+    for f in ["raft-3", "storage-5", "faults", "quorum-3"] {
         assert!(validation::validate(&fixture(f)).is_empty(), "{f}");
     }
 }
@@ -116,4 +116,38 @@ fn validation_reports_every_problem() {
     assert!(all.contains("delay needs latencyMs"), "{all}");
     assert!(all.contains("unknown target \"boss\""), "{all}");
     assert!(all.contains("ordinal 7 out of range"), "{all}");
+}
+
+#[test]
+fn quorum_sizes_must_fit_the_members_and_the_mode() {
+    let mut rc = fixture("quorum-3");
+    rc.spec.read_quorum = Some(4);
+    rc.spec.write_quorum = Some(0);
+    let all = validation::validate(&rc).join("\n");
+    assert!(
+        all.contains("readQuorum must be between 1 and replicas (3) (got 4)"),
+        "{all}"
+    );
+    assert!(all.contains("lower readQuorum or raise replicas"), "{all}");
+    assert!(
+        all.contains("writeQuorum must be between 1 and replicas (3) (got 0)"),
+        "{all}"
+    );
+    rc.spec.faults =
+        serde_yaml::from_str("[{name: cut, kind: partition, groups: [[leader], [followers]]}]")
+            .expect("faults");
+    let all = validation::validate(&rc).join("\n");
+    assert!(
+        all.contains("fault \"cut\": replication quorum has no leader: target member ordinals"),
+        "{all}"
+    );
+    let mut raft = fixture("raft-3");
+    raft.spec.write_quorum = Some(2);
+    let all = validation::validate(&raft).join("\n");
+    assert!(
+        all.contains(
+            "writeQuorum is only used with replication: quorum (this cluster is raft): remove it"
+        ),
+        "{all}"
+    );
 }
