@@ -1,7 +1,8 @@
 //! The ladder end to end on loopback members: `caplab workload` ends with a settle period and
 //! records every member's final local read of every key; `caplab check` judges convergence
 //! from them. A healthy Raft cluster is on the top rung and converged; an asynchronous cluster
-//! whose secondary stays cut off from the primary does not converge, and says so in words.
+//! whose secondary stays cut off from the primary does not converge, and says so in words; a
+//! leaderless cluster with a skewed clock loses writes (not linearizable) yet converges.
 
 mod common;
 
@@ -109,4 +110,54 @@ async fn an_async_secondary_cut_off_for_the_whole_run_does_not_converge() {
     );
     assert!(text.stdout.contains("converged no"), "{}", text.stdout);
     assert_eq!(text.code, Some(0), "{}", text.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leaderless_cluster_with_a_skewed_clock_still_converges() {
+    // R = W = 1: every member coordinates alone; member 3's clock runs 3 s behind, so its
+    // writes lose to older ones by timestamp (last writer wins). Whatever the rungs above,
+    // read repair and anti-entropy bring every replica to the same value: converged.
+    let c = common::start(
+        3,
+        &[
+            "--replication",
+            "quorum",
+            "--read-quorum",
+            "1",
+            "--write-quorum",
+            "1",
+        ],
+    )
+    .await;
+    c.set_faults(3, json!({"clockSkewMs": -3000})).await;
+    let (path, ran) = workload(
+        &c,
+        &[
+            "--clients",
+            "3",
+            "--keys",
+            "1",
+            "--rate",
+            "60",
+            "--duration",
+            "3",
+            "--mix",
+            "read=1,write=1",
+            "--settle",
+            "10s",
+        ],
+    )
+    .await;
+    assert_eq!(ran.code, Some(0), "workload failed:\n{}", ran.stderr);
+    let report = check_json(&path);
+    // Acknowledged writes through member 3 lost to last-writer-wins, counted by every replica…
+    let quorum = &c.status(1).await.expect("member 1's status")["quorum"];
+    assert!(
+        quorum["lwwLostWrites"]["3"].as_u64() > Some(0),
+        "{quorum:#}"
+    );
+    // …so the history is not linearizable, yet every member ends with the same value.
+    assert_eq!(report["linearizable"], false, "{report:#}");
+    assert_eq!(report["converged"], true, "{report:#}");
+    assert_eq!(report["anomalyCounts"]["did-not-converge"], 0, "{report:#}");
 }
