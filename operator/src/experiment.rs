@@ -35,6 +35,8 @@ use crate::validation::MAX_REPLICAS;
 
 /// Where the results PVC is mounted in the Job: `<RESULTS_DIR>/<runId>/…`.
 pub const RESULTS_DIR: &str = "/results";
+/// Label on every object of a cluster's experiments: the cluster's name.
+pub const LABEL_EXPERIMENT: &str = "caplab.dev/experiment";
 /// Label on the Job and its pod: the run id.
 pub const LABEL_RUN: &str = "caplab.dev/run";
 /// Retries of the Job's pod: a run that fails twice says why rather than retry forever.
@@ -145,13 +147,26 @@ pub fn results_pvc_name(cluster: &str) -> String {
     format!("{cluster}-results")
 }
 
+/// Labels of a cluster's experiment objects: `caplab.dev/experiment=<cluster>`, never
+/// `caplab.dev/cluster`, which selects member pods (a run's pod is not a member).
+fn labels(rc: &RegisterCluster) -> BTreeMap<String, String> {
+    let name = rc.name_any();
+    BTreeMap::from([
+        (LABEL_EXPERIMENT.to_string(), name.clone()),
+        ("app.kubernetes.io/name".into(), "caplab-experiment".into()),
+        ("app.kubernetes.io/instance".into(), name),
+        (
+            "app.kubernetes.io/managed-by".into(),
+            "caplab-operator".into(),
+        ),
+    ])
+}
+
 fn meta(rc: &RegisterCluster, name: String) -> ObjectMeta {
-    let mut labels = resources::cluster_labels(rc);
-    labels.insert("app.kubernetes.io/name".into(), "caplab-experiment".into());
     ObjectMeta {
         name: Some(name),
         namespace: rc.namespace(),
-        labels: Some(labels),
+        labels: Some(labels(rc)),
         owner_references: Some(rc.controller_owner_ref(&()).into_iter().collect()),
         ..ObjectMeta::default()
     }

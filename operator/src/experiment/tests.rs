@@ -5,6 +5,7 @@ use chrono::{TimeZone, Utc};
 
 use super::*;
 use crate::crd::{ExperimentPhase, FaultKind, FaultState};
+use crate::resources::LABEL_CLUSTER;
 use crate::validation;
 
 const SPEC: &str = "apiVersion: caplab.dev/v1alpha1
@@ -97,6 +98,18 @@ fn the_job_is_owned_bounded_and_restricted() {
     let run = run_of("demo", workload(&rc));
     let job = job(&rc, workload(&rc), &run, "caplab/cli:0.1.0");
     let owner = &job.metadata.owner_references.as_ref().expect("owner")[0];
+    // Member pods are selected by caplab.dev/cluster: the run's pod must not look like one.
+    let pod_labels = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .expect("pod labels");
+    assert!(!pod_labels.contains_key(LABEL_CLUSTER), "{pod_labels:?}");
+    assert_eq!(
+        pod_labels.get(LABEL_EXPERIMENT).map(String::as_str),
+        Some("demo")
+    );
     assert_eq!(owner.kind, "RegisterCluster");
     let spec = job.spec.as_ref().expect("spec");
     assert_eq!(spec.backoff_limit, Some(1));

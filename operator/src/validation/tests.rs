@@ -50,6 +50,9 @@ fn examples_are_valid_and_state_their_promises() {
         "replication",
         "faults",
         "within",
+        "experiment",
+        "linearizable",
+        "lost",
     ];
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).expect("examples/") {
