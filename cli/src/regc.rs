@@ -125,8 +125,10 @@ impl RegisterCluster {
             .unwrap_or(0)
     }
 
-    /// Pod name of the leader (or primary), if the status names one.
+    /// Pod name of the leader (or primary), if the status names one (quorum mode's
+    /// `leaderless` names none).
     pub fn leader_pod(&self) -> Option<&str> {
-        self.status.as_ref()?.leader.as_deref()
+        let leader = self.status.as_ref()?.leader.as_deref();
+        leader.filter(|l| *l != "leaderless")
     }
 }

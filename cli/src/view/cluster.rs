@@ -394,6 +394,12 @@ status:
         assert!(text.contains("no status yet"), "{text}");
         assert_eq!(rc.replicas(), 3);
         assert_eq!(rc.leader_pod(), None);
+        let leaderless: Value = serde_yaml::from_str(
+            "metadata: {name: lq}\nspec: {replicas: 3}\nstatus: {leader: leaderless}\n",
+        )
+        .expect("yaml");
+        let lq = RegisterCluster::from_value(leaderless).expect("quorum");
+        assert_eq!(lq.leader_pod(), None, "quorum mode names no leader pod");
 
         let rows = vec![Row {
             addr: "raft5-0".into(),
