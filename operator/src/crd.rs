@@ -155,6 +155,10 @@ pub enum Replication {
     /// Leaderless quorums (Dynamo-style): every member coordinates, a write waits for W
     /// replicas, a read asks R; last writer wins by timestamp.
     Quorum,
+    /// Two-phase commit: the member given init coordinates; every write is a transaction
+    /// every participant must vote yes on (Gray 1978). A down coordinator blocks.
+    #[serde(rename = "2pc")]
+    TwoPc,
 }
 
 impl Replication {
@@ -165,6 +169,7 @@ impl Replication {
             Replication::Async => "async",
             Replication::Sync => "sync",
             Replication::Quorum => "quorum",
+            Replication::TwoPc => "2pc",
         }
     }
 }
@@ -213,6 +218,8 @@ pub enum FaultKind {
     Loss,
     /// Offset the target members' clocks.
     ClockSkew,
+    /// 2pc: the target participants vote no on a share (`probability`) of prepares.
+    Veto,
 }
 
 impl FaultKind {
@@ -225,6 +232,7 @@ impl FaultKind {
             FaultKind::Delay => "delay",
             FaultKind::Loss => "loss",
             FaultKind::ClockSkew => "clockSkew",
+            FaultKind::Veto => "veto",
         }
     }
 }
@@ -237,7 +245,8 @@ impl FaultKind {
     validation = Rule::new("self.kind == 'partition' || (has(self.targets) && size(self.targets) >= 1)").message("targets must not be empty"),
     validation = Rule::new("self.kind != 'delay' || has(self.latencyMs)").message("delay needs latencyMs"),
     validation = Rule::new("self.kind != 'loss' || (has(self.probability) && self.probability >= 0.0 && self.probability <= 1.0)").message("loss needs probability in [0,1]"),
-    validation = Rule::new("self.kind != 'clockSkew' || has(self.offsetMs)").message("clockSkew needs offsetMs")
+    validation = Rule::new("self.kind != 'clockSkew' || has(self.offsetMs)").message("clockSkew needs offsetMs"),
+    validation = Rule::new("self.kind != 'veto' || (has(self.probability) && self.probability >= 0.0 && self.probability <= 1.0)").message("veto needs probability in [0,1]")
 )]
 pub struct FaultSpec {
     /// Unique name of the fault.
@@ -261,7 +270,7 @@ pub struct FaultSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 60000))]
     pub jitter_ms: Option<u64>,
-    /// loss: drop probability in [0, 1].
+    /// loss: drop probability in [0, 1]; veto: the share of prepares voted no, in [0, 1].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub probability: Option<f64>,

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Duration, Utc};
 
-use caplab_api::faults::{DelayFault, FaultSet, LossFault, PeerFilter};
+use caplab_api::faults::{DelayFault, FaultSet, LossFault, PeerFilter, VetoFault};
 
 use crate::crd::{FaultKind, FaultSpec, FaultState, FaultStatus, Target};
 
@@ -427,7 +427,11 @@ fn apply(f: &FaultSpec, st: &FaultStatus, ids: &BTreeMap<u32, u64>, plan: &mut F
                 mark(plan, *o);
             }
         }
-        FaultKind::Pause | FaultKind::Delay | FaultKind::Loss | FaultKind::ClockSkew => {
+        FaultKind::Pause
+        | FaultKind::Delay
+        | FaultKind::Loss
+        | FaultKind::ClockSkew
+        | FaultKind::Veto => {
             for o in &st.targets {
                 let Some(set) = plan.sets.get_mut(o) else {
                     continue;
@@ -454,6 +458,14 @@ fn apply(f: &FaultSpec, st: &FaultStatus, ids: &BTreeMap<u32, u64>, plan: &mut F
                                 peers: BTreeSet::new(),
                                 probability: p,
                             });
+                        }
+                    }
+                    FaultKind::Veto => {
+                        let p = f.probability.unwrap_or(0.0);
+                        // Like loss: the strongest veto on a member wins; zero vetoes nothing.
+                        let keep = p == 0.0 || set.veto.as_ref().is_some_and(|v| v.probability > p);
+                        if !keep {
+                            set.veto = Some(VetoFault { probability: p });
                         }
                     }
                     _ => set.clock_skew_ms = f.offset_ms.unwrap_or(0),

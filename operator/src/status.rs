@@ -293,7 +293,8 @@ pub fn replicating(leader: Option<&Status>, id: u64) -> bool {
     }
     match l.engine.replication {
         Mode::Async => true,
-        Mode::Sync => l.engine.peers.keys().copied().all(acked),
+        // 2pc: every participant votes on every write, as every sync secondary acknowledges.
+        Mode::Sync | Mode::TwoPc => l.engine.peers.keys().copied().all(acked),
         // Raft: a majority of the voters (as before for any other mode a leader reports).
         _ => {
             let voters = &l.engine.voters;

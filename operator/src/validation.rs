@@ -102,6 +102,24 @@ fn validate_quorums(rc: &RegisterCluster, errs: &mut Vec<String>) {
     }
 }
 
+/// A `veto` fault: only 2pc participants vote, and `probability` is the share of prepares
+/// voted no, in [0, 1].
+fn veto_problem(name: &str, mode: Replication, probability: Option<f64>) -> Option<String> {
+    if mode != Replication::TwoPc {
+        return Some(format!(
+            "fault {name:?}: veto only acts in replication: 2pc (this cluster is {mode}): \
+             remove the fault, or use loss/partition to make writes fail here"
+        ));
+    }
+    match probability {
+        Some(p) if (0.0..=1.0).contains(&p) => None,
+        _ => Some(format!(
+            "fault {name:?}: veto needs probability in [0, 1] (the share of prepares voted no, \
+             e.g. 0.5)"
+        )),
+    }
+}
+
 /// Collects every problem in the spec; empty means valid. Each message says how to fix it.
 pub fn validate(rc: &RegisterCluster) -> Vec<String> {
     let spec = &rc.spec;
@@ -218,6 +236,7 @@ pub fn validate(rc: &RegisterCluster) -> Vec<String> {
             FaultKind::ClockSkew if f.offset_ms.is_none() => {
                 errs.push(format!("fault {n:?}: clockSkew needs offsetMs"))
             }
+            FaultKind::Veto => errs.extend(veto_problem(n, spec.replication, f.probability)),
             _ => {}
         }
         if f.latency_ms.is_some_and(|l| l > 60000) || f.jitter_ms.is_some_and(|j| j > 60000) {

@@ -42,6 +42,7 @@ mod primary;
 mod quorum;
 mod raft;
 mod report;
+mod twopc;
 
 use observe::Observation;
 pub use report::WrittenStatus;
@@ -219,6 +220,7 @@ impl<'a> Pass<'a> {
             Replication::Raft => self.raft_membership(seen, auth).await,
             Replication::Async | Replication::Sync => self.primary_membership(seen, auth, st).await,
             Replication::Quorum => self.quorum_membership(seen, auth).await,
+            Replication::TwoPc => self.twopc_membership(seen, auth).await,
         }
     }
 }

@@ -16,7 +16,13 @@ impl Pass<'_> {
     }
 
     /// Takes one Raft membership step; says what was done (or why nothing), `None` when stable.
-    async fn raft_step(&self, seen: &Observation, auth: &AdminAuth, step: Step) -> Option<String> {
+    /// (2pc takes the same steps: [`super::twopc`].)
+    pub(super) async fn raft_step(
+        &self,
+        seen: &Observation,
+        auth: &AdminAuth,
+        step: Step,
+    ) -> Option<String> {
         let observed = &seen.members;
         let at = |o: u32| observed.iter().find(|m| m.ordinal == o);
         let names = |ids: &[u64]| membership::labels_of(observed, ids);

@@ -103,6 +103,7 @@ impl Pass<'_> {
     ) -> Result<Action, Error> {
         let converging = converging || !progress.is_empty();
         self.complete_status(seen, plan, &mut st, converging, progress);
+        self.report_blocked(seen, &mut st).await;
         for n in status::transitions(&self.prev, &st) {
             self.event(n.warning, n.reason, n.note).await;
         }

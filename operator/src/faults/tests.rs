@@ -148,6 +148,19 @@ fn a_zero_probability_loss_is_no_fault() {
 }
 
 #[test]
+fn a_veto_fault_is_the_member_fault_set_veto_on_its_targets() {
+    let spec: Vec<crate::crd::FaultSpec> = serde_yaml::from_str(
+        "[{name: no, kind: veto, targets: [1], probability: 0.5, durationSeconds: 30}]",
+    )
+    .expect("fault spec");
+    let plan = faults::plan(&spec, &[], t0(), 3, &ids3(), Some(1));
+    let json = serde_json::to_value(&plan.sets[&1]).expect("json");
+    assert_eq!(json["veto"], serde_json::json!({"probability": 0.5}));
+    assert!(plan.sets[&0].veto.is_none());
+    assert_eq!(plan.member_faults[&1], vec!["veto".to_string()]);
+}
+
+#[test]
 fn fault_events_name_pods() {
     let started = faults::FaultEvent::Started {
         name: "cut".into(),

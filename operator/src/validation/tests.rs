@@ -154,3 +154,36 @@ fn quorum_sizes_must_fit_the_members_and_the_mode() {
         "{all}"
     );
 }
+
+#[test]
+fn veto_acts_only_in_2pc_with_a_probability() {
+    let veto = |p: Option<f64>| crate::crd::FaultSpec {
+        name: "no".into(),
+        kind: FaultKind::Veto,
+        targets: vec![Target::Ordinal(1)],
+        groups: vec![],
+        latency_ms: None,
+        jitter_ms: None,
+        probability: p,
+        offset_ms: None,
+        duration_seconds: Some(30),
+        start_after_seconds: None,
+    };
+    let mut rc = fixture("raft-3");
+    rc.spec.faults = vec![veto(Some(0.5))];
+    let all = validation::validate(&rc).join("\n");
+    assert!(
+        all.contains("veto only acts in replication: 2pc (this cluster is raft)"),
+        "{all}"
+    );
+    rc.spec.replication = Replication::TwoPc;
+    assert!(validation::validate(&rc).is_empty());
+    for bad in [None, Some(1.5), Some(-0.1)] {
+        rc.spec.faults = vec![veto(bad)];
+        let all = validation::validate(&rc).join("\n");
+        assert!(
+            all.contains("veto needs probability in [0, 1]"),
+            "{bad:?}: {all}"
+        );
+    }
+}
