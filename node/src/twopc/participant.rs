@@ -152,6 +152,16 @@ impl Participant {
         heuristic: bool,
     ) -> Result<Applied, StoreError> {
         let _serial = self.serial.lock().await;
+        self.apply_serialised(txid, decision, heuristic).await
+    }
+
+    /// [`Self::apply`], for a caller that holds `serial`.
+    async fn apply_serialised(
+        &self,
+        txid: TxId,
+        decision: Decision,
+        heuristic: bool,
+    ) -> Result<Applied, StoreError> {
         let learned = Learned {
             decision,
             heuristic,
@@ -183,6 +193,10 @@ impl Participant {
     /// heuristic decision taken here is not passed on (it is this member's guess, not the
     /// coordinator's decision): it answers as a participant that voted yes and knows nothing.
     pub async fn state(&self, txid: TxId) -> Result<TxState, StoreError> {
+        // Serialised with votes: a PREPARE voting yes between the checks below and the
+        // refusal would be released by it, its yes counted by the coordinator (commit) while
+        // the asker is told "aborted".
+        let _serial = self.serial.lock().await;
         if let Some(learned) = self.store.learned(txid).await? {
             return Ok(match learned {
                 Learned {
@@ -201,7 +215,7 @@ impl Participant {
         if self.held().by_txid.contains_key(&txid) {
             return Ok(TxState::Prepared);
         }
-        self.apply(txid, Decision::Abort, false).await?;
+        self.apply_serialised(txid, Decision::Abort, false).await?;
         Ok(TxState::Aborted)
     }
 
@@ -287,5 +301,56 @@ impl Participant {
     /// The committed value of `key`, held or not.
     pub async fn read_committed(&self, key: &str) -> Result<i64, TwoPcError> {
         Ok(self.store.get(key).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::twopc::counters::TwoPcMetrics;
+
+    fn participant(dir: &std::path::Path) -> Participant {
+        let store = Store::open(dir).expect("open the store");
+        let counters = Arc::new(Counters::new(TwoPcMetrics::default()));
+        Participant::open(2, store, counters, Arc::new(Faults::default())).expect("participant")
+    }
+
+    fn prepare_request(txid: TxId) -> PrepareRequest {
+        PrepareRequest {
+            txid,
+            coordinator: 1,
+            participants: [1, 2, 3].into(),
+            command: Command::Write {
+                key: format!("k{txid}"),
+                value: txid as i64,
+            },
+        }
+    }
+
+    /// An in-doubt peer's question (`state`) racing the PREPARE of the same transaction: the
+    /// member must not both vote yes and tell the peer "aborted" (the peer would abort while
+    /// the coordinator, counting this yes, commits), nor forget a yes it gave.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_question_racing_the_prepare_never_contradicts_the_vote() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = Arc::new(participant(dir.path()));
+        for txid in 1..=30 {
+            let request = prepare_request(txid);
+            let (vote, state) = tokio::join!(p.prepare(&request), p.state(txid));
+            let (vote, state) = (vote.expect("vote"), state.expect("state"));
+            if vote.yes {
+                assert_eq!(
+                    state,
+                    TxState::Prepared,
+                    "txid {txid}: voted yes, told aborted"
+                );
+                assert!(
+                    p.hold_on(&format!("k{txid}")).is_some(),
+                    "txid {txid}: yes forgotten"
+                );
+            } else {
+                assert_eq!(state, TxState::Aborted, "txid {txid}: {vote:?}");
+            }
+        }
     }
 }
