@@ -102,9 +102,13 @@ async fn ui_shows_leader_partition_crash_and_failover() {
         dom
     };
 
-    common::wait_until("the ui to see the leader", || async {
+    // The leader marked, and its heartbeats counted on its links (from the message traces).
+    common::wait_until("the ui to see the leader and its messages", || async {
         let v = view(&ui).await?;
-        (member(&v, leader)?["status"]["role"] == "leader").then_some(())
+        let sending = v["links"].as_array()?.iter().any(|l| {
+            l["from"] == leader && l["messagesPerSecond"].as_f64().is_some_and(|r| r > 0.0)
+        });
+        (member(&v, leader)?["status"]["role"] == "leader" && sending).then_some(())
     })
     .await;
     let dom = dom_now("healthy");

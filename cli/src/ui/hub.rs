@@ -3,10 +3,12 @@
 //! the aggregated JSON the pages fetch. Browsers read the cached JSON, so the members see the
 //! same load however many pages are open.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use caplab_api::trace::{Fate, TraceView};
+use caplab_api::NodeId;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
@@ -15,7 +17,9 @@ use crate::client::Member;
 
 /// How often every member is polled: the ceiling of one status call per member per
 /// second.
-pub const PERIOD: Duration = Duration::from_secs(1);
+pub const PERIOD: Duration = Duration::from_millis(PERIOD_MS);
+/// [`PERIOD`] in milliseconds.
+const PERIOD_MS: u64 = 1000;
 /// Samples kept for the timeline strip: five minutes at one a second.
 const HISTORY: usize = 300;
 
@@ -82,6 +86,8 @@ impl Hub {
                 error: Some("not polled yet".to_string()),
                 clock_offset_ms: 0,
                 status: None,
+                sent_per_second: BTreeMap::new(),
+                trace_since: None,
             })
             .collect();
         let mut history: VecDeque<Sample> = VecDeque::with_capacity(HISTORY);
@@ -114,6 +120,20 @@ impl Hub {
     }
 }
 
+/// Messages per second this member sent to each peer since `since` (its clock, ms), from
+/// its own send records (dropped ones included: they were sent, a fault ate them).
+fn sent_per_second(trace: &TraceView, since: u64) -> BTreeMap<NodeId, f64> {
+    let seconds = (trace.clock_ms.saturating_sub(since).max(1)) as f64 / 1000.0;
+    let mut counts: BTreeMap<NodeId, f64> = BTreeMap::new();
+    for e in &trace.events {
+        if e.from == trace.id && e.fate != Fate::Received {
+            *counts.entry(e.to).or_default() += 1.0;
+        }
+    }
+    counts.values_mut().for_each(|n| *n /= seconds);
+    counts
+}
+
 /// The observer's clock, milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -127,14 +147,23 @@ async fn poll(members: &[Member], views: &mut [MemberView]) {
     let mut calls = JoinSet::new();
     for (i, member) in members.iter().enumerate() {
         let member = member.clone();
+        let since = views.get(i).and_then(|v| v.trace_since);
         calls.spawn(async move {
             let asked = now_ms();
             let result = member.status().await;
-            (i, asked, now_ms(), result)
+            let answered = now_ms();
+            let trace = match &result {
+                Ok(status) => {
+                    let since = since.unwrap_or(status.clock_ms.saturating_sub(PERIOD_MS));
+                    member.trace(since).await.ok().map(|t| (since, t))
+                }
+                Err(_) => None,
+            };
+            (i, asked, answered, result, trace)
         });
     }
     while let Some(joined) = calls.join_next().await {
-        let Ok((i, asked, answered, result)) = joined else {
+        let Ok((i, asked, answered, result, trace)) = joined else {
             continue;
         };
         let Some(view) = views.get_mut(i) else {
@@ -150,11 +179,16 @@ async fn poll(members: &[Member], views: &mut [MemberView]) {
                 view.up = !status.paused;
                 view.paused = status.paused;
                 view.error = None;
+                if let Some((since, trace)) = trace {
+                    view.sent_per_second = sent_per_second(&trace, since);
+                    view.trace_since = Some(trace.clock_ms + 1);
+                }
                 view.status = Some(status);
             }
             Err(e) => {
                 view.up = false;
                 view.paused = false;
+                view.sent_per_second.clear();
                 view.error = Some(e.to_string());
             }
         }

@@ -2,6 +2,8 @@
 //! state, the fault acting on each directed link, and one timeline sample per poll. Pure
 //! functions (no I/O), so the rules are unit-tested here and the page only draws.
 
+use std::collections::BTreeMap;
+
 use caplab_api::faults::FaultSet;
 use caplab_api::status::{Replication, Status};
 use caplab_api::NodeId;
@@ -28,6 +30,12 @@ pub struct MemberView {
     /// The last answer (kept while it is down, so its last known indexes stay visible).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    /// Peer messages it sent per second over the last poll interval, by receiver (from its
+    /// message trace; empty when the trace could not be read).
+    pub sent_per_second: BTreeMap<NodeId, f64>,
+    /// Where the next trace read starts (its clock, ms).
+    #[serde(skip)]
+    pub trace_since: Option<u64>,
 }
 
 /// What acts on the messages of one direction of a link, the worst first: a cut, then
@@ -117,7 +125,7 @@ pub fn links(members: &[MemberView]) -> Vec<Link> {
                 from,
                 to,
                 fault,
-                messages_per_second: None,
+                messages_per_second: a.sent_per_second.get(&to).copied(),
             });
         }
     }
