@@ -3,8 +3,8 @@
 #
 # Assumes:
 #   * a running cluster reachable through the current kubeconfig (KUBECONFIG);
-#   * the images caplab/operator:<tag> and caplab/node:<tag> already present on the
-#     node (tag 0.1.0 by default; no registry is used);
+#   * the images caplab/operator:<tag>, caplab/node:<tag> and caplab/cli:<tag> (experiments)
+#     already present on the node (tag 0.1.0 by default; no registry is used);
 #   * helm (v3/v4) and kubectl on PATH, or HELM / KUBECTL set, or both cached in
 #     ${CAPLAB_CACHE:-/var/cache/caplab}/tools/bin;
 #   * curl and jq, and that the host can reach pod IPs (true on the local cluster of hack/,
@@ -31,7 +31,10 @@
 #                a 62-character cluster name: refused or reported, no pod created
 #  10 examples   each examples/*.yaml, one at a time in namespace caplab-e2e-examples:
 #                every "# expect:" line of its header holds, in order (format: step_examples)
-#  11 delete     delete the resources; every pod/service/secret/PVC/PDB they created is gone
+#  11 experiment a workload refused when its mix does not sum to 100; a Raft run whose
+#                operator is restarted mid-run still ends Done, linearizable, with a Verdict
+#                Event, its Job's pod non-root with a read-only root filesystem
+#  12 delete     delete the resources; every pod/service/secret/PVC/PDB they created is gone
 #
 # Environment:
 #   CAPLAB_E2E_STEPS          steps to run, by number or name, e.g. "1 2 3" or "install,raft3"
@@ -84,7 +87,7 @@ read -r -a HELM_ARGS <<<"${CAPLAB_E2E_HELM_ARGS:-}"
 # Helm's fullname rule (see charts/caplab/templates/_helpers.tpl).
 if [[ $RELEASE == *caplab* ]]; then OPDEPLOY=$RELEASE; else OPDEPLOY=$RELEASE-caplab; fi
 
-STEP_NAMES=(install raft3 partition scale crash rollout async sync invalid examples delete)
+STEP_NAMES=(install raft3 partition scale crash rollout async sync invalid examples experiment delete)
 
 # ---------------------------------------------------------------------------
 # basics
@@ -430,7 +433,7 @@ ensure_demo() { # create examples/raft-3.yaml's cluster if a step runs on its ow
 step_install() {
   log "helm upgrade --install $RELEASE $CHART -n $OPNS (images tag $TAG)"
   "$HELM" upgrade --install "$RELEASE" "$CHART" -n "$OPNS" --create-namespace \
-    --set "image.tag=$TAG" --set "nodeImage.tag=$TAG" "${HELM_ARGS[@]}" \
+    --set "image.tag=$TAG" --set "nodeImage.tag=$TAG" --set "cliImage.tag=$TAG" "${HELM_ARGS[@]}" \
     || fail "helm upgrade --install failed"
   wait_for "CRD registerclusters.caplab.dev established" 60 \
     k wait --for=condition=Established --timeout=5s crd/registerclusters.caplab.dev
@@ -846,6 +849,9 @@ spec_replication_is() { local r; r=$(jp "$1" '{.spec.replication}'); echo "spec.
 #   replication=raft         status.replication (what runs)
 #   faults=none|<n>|a,b      active faults in status.faults (count or names)
 #   <Condition>=True|False   a condition's status, e.g. Available=True Degraded=False
+#   experiment=Done          status.experiment.phase (Pending|Running|Checking|Done|Failed)
+#   linearizable=true        status.experiment.verdict.linearizable (true|false)
+#   lost>=1                  lost acknowledged writes the verdict counts (0 when none)
 #   within=300               deadline of this checkpoint in seconds (default 300)
 # An unknown key fails the step: a promise nobody checks is not kept.
 
@@ -873,6 +879,10 @@ expectation_observe() { # <name> <key>: prints the observed value; fails on unkn
     replicas) jp "$1" '{.spec.replicas}' ;;
     faults) jp "$1" '{range .status.faults[?(@.state=="active")]}{.name}{","}{end}' | sed 's/,$//' ;;
     [A-Z]*) jp "$1" "{.status.conditions[?(@.type==\"$2\")].status}" ;;
+    experiment) jp "$1" '{.status.experiment.phase}' ;;
+    linearizable) jp "$1" '{.status.experiment.verdict.linearizable}' ;;
+    lost) kn get registercluster "$1" -o json 2>/dev/null \
+      | jq '.status.experiment.verdict.anomalyCounts["lost-acknowledged-write"] // 0' ;;
     *) return 1 ;;
   esac
 }
@@ -913,7 +923,7 @@ check_example() {
   [[ -n $name ]] || fail "no metadata.name in $file"
   while IFS= read -r line; do
     for tok in $line; do
-      [[ $tok =~ ^(phase|members|ready|replicas|leader|term|replication|faults|within|[A-Z][A-Za-z]*)[\<\>]?=. ]] \
+      [[ $tok =~ ^(phase|members|ready|replicas|leader|term|replication|faults|experiment|linearizable|lost|within|[A-Z][A-Za-z]*)[\<\>]?=. ]] \
         || fail "examples/$(basename "$file"): cannot check '$tok' in '# expect: $line' (format: tests/e2e/run.sh, step_examples)"
     done
   done < <(expectations "$file")
@@ -964,6 +974,83 @@ none_left() { # <file with kind/name lines>
   left=$(awk 'NF && !seen[$0]++' <<<"$left" | tr '\n' ' ')
   echo "left: ${left:-none}"
   [[ -z ${left// /} ]]
+}
+
+# ---------------------------------------------------------------------------
+# experiment: spec.workload run by the operator as a Job (issue 16).
+
+experiment_phase_is() { # <name> <phase>...: status.experiment.phase is one of them
+  local name=$1 ph; shift
+  ph=$(jp "$name" '{.status.experiment.phase}')
+  echo "experiment=${ph:-none} reason=$(jp "$name" '{.status.experiment.reason}')"
+  [[ " $* " == *" $ph "* ]]
+}
+
+verdict_is() { # <name> <linearizable true|false>
+  local v; v=$(jp "$1" '{.status.experiment.verdict.linearizable}')
+  echo "linearizable=${v:-unknown} summary=$(jp "$1" '{.status.experiment.summary}')"
+  [[ $v == "$2" ]]
+}
+
+run_pod_hardened() { # <name>: the run's pod is non-root, read-only root, no capabilities
+  local s
+  s=$(kn get jobs -l "caplab.dev/experiment=$1" \
+    -o 'jsonpath={.items[0].spec.template.spec.securityContext.runAsNonRoot} {.items[0].spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem} {.items[0].spec.template.spec.containers[0].securityContext.capabilities.drop[*]}')
+  echo "$s"; [[ $s == "true true ALL" ]]
+}
+
+window_recorded() { # <name> <fault>: status.experiment.windows names the fault
+  local w; w=$(jp "$1" '{.status.experiment.windows[*].name}')
+  echo "windows: ${w:-none}"; [[ " $w " == *" $2 "* ]]
+}
+
+restart_operator() {
+  log "restarting the operator mid-run"
+  k -n "$OPNS" delete pods -l "app.kubernetes.io/instance=$RELEASE" --wait=false >/dev/null \
+    || fail "delete the operator pods"
+  wait_for "operator deployment $OPNS/$OPDEPLOY ready again" 180 \
+    k -n "$OPNS" rollout status "deployment/$OPDEPLOY" --timeout=5s
+}
+
+step_experiment() {
+  local name=e2e-exp bad=e2e-exp-bad fp out
+  fp=$(events_fingerprint "$bad")
+  if ! out=$(kn apply -f - 2>&1 <<YAML
+apiVersion: caplab.dev/v1alpha1
+kind: RegisterCluster
+metadata: {name: $bad}
+spec:
+  replicas: 1
+  workload: {clients: 2, durationSeconds: 10, keys: 1, mix: {read: 50, write: 40}}
+YAML
+  ); then
+    log "  ok: a mix of 90 % refused by the API server: $out"
+  else
+    wait_for "a condition reporting the mix of 90 %" 90 invalid_reported "$bad"
+    wait_for "a Warning Event saying the mix must sum to 100" 60 new_event_matching "$bad" "$fp" 'sum to 100'
+    kn delete registercluster "$bad" --wait=true --timeout=60s >/dev/null || fail "delete regc/$bad"
+  fi
+  fp=$(events_fingerprint "$name")
+  log "creating regc/$name: raft, 3 members, a 60 s workload, a follower crashed 10 s in"
+  kn apply -f - <<YAML || fail "kubectl apply regc/$name"
+apiVersion: caplab.dev/v1alpha1
+kind: RegisterCluster
+metadata: {name: $name}
+spec:
+  replicas: 3
+  workload: {clients: 4, durationSeconds: 60, keys: 2, mix: {read: 50, write: 30, cas: 20}, ratePerSecond: 50}
+  faults:
+    - {name: kill-one, kind: crash, targets: [followers], startAfterSeconds: 10, durationSeconds: 15}
+YAML
+  wait_for "the run of $name started" 300 experiment_phase_is "$name" Running Checking
+  check "the run's pod is non-root with a read-only root filesystem" run_pod_hardened "$name"
+  restart_operator
+  wait_for "the run of $name done (the operator re-adopted its Job)" 420 experiment_phase_is "$name" Done
+  check "the verdict is linearizable" verdict_is "$name" true
+  wait_for "a Verdict Event" 60 new_event_matching "$name" "$fp" 'Verdict: run .*linearizable'
+  check "the fault's window is recorded" window_recorded "$name" kill-one
+  kn delete registercluster "$name" --wait=true --timeout=120s >/dev/null || fail "delete regc/$name"
+  wait_for "the pods of $name gone" 180 pod_count_is "$name" 0
 }
 
 DELETE_TMP=""
