@@ -852,6 +852,9 @@ spec_replication_is() { local r; r=$(jp "$1" '{.spec.replication}'); echo "spec.
 #   experiment=Done          status.experiment.phase (Pending|Running|Checking|Done|Failed)
 #   linearizable=true        status.experiment.verdict.linearizable (true|false)
 #   lost>=1                  lost acknowledged writes the verdict counts (0 when none)
+#   serving=3                quorum mode: pods in status.quorum.serving (they reach max(R, W))
+#   lwwLost>=1               quorum mode: writes lost to last-writer-wins, summed over
+#                            status.quorum.lwwLostWrites
 #   within=300               deadline of this checkpoint in seconds (default 300)
 # An unknown key fails the step: a promise nobody checks is not kept.
 
@@ -883,6 +886,9 @@ expectation_observe() { # <name> <key>: prints the observed value; fails on unkn
     linearizable) jp "$1" '{.status.experiment.verdict.linearizable}' ;;
     lost) kn get registercluster "$1" -o json 2>/dev/null \
       | jq '.status.experiment.verdict.anomalyCounts["lost-acknowledged-write"] // 0' ;;
+    serving) jp "$1" '{.status.quorum.serving[*]}' | wc -w ;;
+    lwwLost) kn get registercluster "$1" -o json 2>/dev/null \
+      | jq '[.status.quorum.lwwLostWrites // {} | .[]] | add // 0' ;;
     *) return 1 ;;
   esac
 }
@@ -923,7 +929,7 @@ check_example() {
   [[ -n $name ]] || fail "no metadata.name in $file"
   while IFS= read -r line; do
     for tok in $line; do
-      [[ $tok =~ ^(phase|members|ready|replicas|leader|term|replication|faults|experiment|linearizable|lost|within|[A-Z][A-Za-z]*)[\<\>]?=. ]] \
+      [[ $tok =~ ^(phase|members|ready|replicas|leader|term|replication|faults|experiment|linearizable|lost|serving|lwwLost|within|[A-Z][A-Za-z]*)[\<\>]?=. ]] \
         || fail "examples/$(basename "$file"): cannot check '$tok' in '# expect: $line' (format: tests/e2e/run.sh, step_examples)"
     done
   done < <(expectations "$file")

@@ -49,6 +49,8 @@ fn examples_are_valid_and_state_their_promises() {
         "term",
         "replication",
         "faults",
+        "serving",
+        "lwwLost",
         "within",
         "experiment",
         "linearizable",
