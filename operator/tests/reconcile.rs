@@ -7,7 +7,7 @@ mod mock;
 use std::collections::BTreeMap;
 
 use caplab_api::faults::FaultSet;
-use caplab_api::status::{Replication, Role, Status};
+use caplab_api::status::{InDoubt, Replication, Role, Status, TwoPcStatus};
 use caplab_operator::controller::{FAST, SLOW};
 use caplab_operator::crd::{RegisterCluster, RegisterClusterStatus};
 use caplab_operator::faults::spec_hash;
@@ -1689,4 +1689,137 @@ async fn a_refused_disruption_budget_is_reported_and_the_members_are_still_manag
         "members still get their address book"
     );
     assert_eq!(status_patch(&log)["phase"], "Ready");
+}
+
+// --------------------------------------------------------------- 2pc (issue 13)
+
+/// A 2pc member of coordinator 1 over participants 1-3, as `caplab-node --replication 2pc`
+/// reports itself: no term and no log indexes, the participants as voters, the coordinator
+/// as leader; only the coordinator lists peers (the last transaction each acknowledged, when
+/// it last answered). `in_doubt`: transaction ids this participant holds in doubt (voted yes
+/// 12 s ago, decision unknown).
+fn twopc_member(id: u64, in_doubt: &[u64]) -> Status {
+    let ids = [1, 2, 3];
+    let mut st = if id == 1 {
+        leader(id, 0, &ids, &[], 0)
+    } else {
+        follower(id, 0, 1, &ids, 0)
+    };
+    let e = &mut st.engine;
+    e.replication = Replication::TwoPc;
+    e.role = if id == 1 {
+        Role::Coordinator
+    } else {
+        Role::Participant
+    };
+    (e.term, e.commit_index, e.applied_index, e.last_log_index) = (0, 0, 0, 0);
+    for p in e.peers.values_mut() {
+        p.match_index = Some(40);
+    }
+    st.twopc = Some(TwoPcStatus {
+        coordinator: Some(1),
+        participants: ids.to_vec(),
+        prepared: in_doubt.len() as u64,
+        committed: if id == 1 { 40 } else { 0 },
+        in_doubt: in_doubt.len() as u64,
+        oldest_in_doubt_ms: (!in_doubt.is_empty()).then_some(12_000),
+        in_doubt_transactions: in_doubt
+            .iter()
+            .map(|t| InDoubt {
+                txid: *t,
+                key: "x".into(),
+                since_ms: 1_700_000_000_000,
+            })
+            .collect(),
+        ..TwoPcStatus::default()
+    });
+    st
+}
+
+/// The coordinator stops answering after the participants voted yes on transaction 41: the
+/// operator neither re-initialises nor promotes anyone, says the cluster is blocked (how many
+/// transactions in doubt, since when, what unblocks it) once, and that it is unblocked when
+/// the coordinator answers again.
+#[tokio::test]
+async fn a_down_2pc_coordinator_blocks_the_cluster_and_is_never_replaced() {
+    let mut st = bootstrapped_status(3, 0, 0);
+    st["replication"] = json!("2pc");
+    let rc = with_status(demo(3, "  replication: 2pc\n"), st);
+    let all = |doubt: &[u64]| -> BTreeMap<u32, Status> {
+        (0..3)
+            .map(|o| (o, twopc_member(u64::from(o) + 1, doubt)))
+            .collect()
+    };
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members: all(&[]),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc),
+        ..World::default()
+    })
+    .await;
+    h.reconcile().await.expect("reconcile 1");
+    let st = status_patch(&h.take_log());
+    assert_eq!(
+        (&st["phase"], &st["leader"]),
+        (&json!("Ready"), &json!("demo-0"))
+    );
+    assert_eq!(st["readyReplicas"], 3, "{st}");
+    assert_eq!(condition(&st, "Blocked").0, "False");
+
+    {
+        let mut w = h.world();
+        w.members = all(&[41]);
+        w.members.remove(&0);
+    }
+    h.reconcile().await.expect("reconcile 2");
+    let log = h.take_log();
+    let st = status_patch(&log);
+    for what in ["init", "add-learner", "voters", "promote", "switchover"] {
+        assert!(
+            admin(&log, what).is_empty(),
+            "{what}: {:?}",
+            api_lines(&log)
+        );
+    }
+    assert!(st.get("leader").is_none_or(Value::is_null), "{st}");
+    let (blocked, reason, message) = condition(&st, "Blocked");
+    assert_eq!(
+        (blocked.as_str(), reason.as_str()),
+        ("True", "CoordinatorDown")
+    );
+    for part in [
+        "coordinator demo-0 (member id 1) is down and is never replaced",
+        "1 transaction(s) in doubt on demo-1, demo-2 since ",
+        "Unblocks when the coordinator returns",
+        "POST /v1/admin/2pc/decide {\"txid\": 41,",
+    ] {
+        assert!(message.contains(part), "{part:?} in {message}");
+    }
+    let (_, _, progressing) = condition(&st, "Progressing");
+    assert!(progressing.contains("never replaced"), "{progressing}");
+    let evs = events(&log);
+    let warned: Vec<_> = evs.iter().filter(|e| e.1 == "Blocked").collect();
+    assert_eq!(warned.len(), 1, "{evs:?}");
+    assert_eq!(
+        (warned[0].0.as_str(), warned[0].2.as_str()),
+        ("Warning", message.as_str())
+    );
+
+    h.reconcile().await.expect("reconcile 3: still blocked");
+    let evs = events(&h.take_log());
+    assert!(evs.iter().all(|e| e.1 != "Blocked"), "said once: {evs:?}");
+
+    h.world().members = all(&[]);
+    h.reconcile().await.expect("reconcile 4");
+    let log = h.take_log();
+    let st = status_patch(&log);
+    assert_eq!(condition(&st, "Blocked").0, "False");
+    let evs = events(&log);
+    assert!(
+        evs.iter().any(|e| e.0 == "Normal" && e.1 == "Unblocked"),
+        "{evs:?}"
+    );
 }
