@@ -32,6 +32,7 @@ use crate::crd::{
 };
 use crate::resources::{self, pod_name};
 use crate::validation::MAX_REPLICAS;
+use caplab_api::paths::CLIENT_PORT;
 
 /// Where the results PVC is mounted in the Job: `<RESULTS_DIR>/<runId>/…`.
 pub const RESULTS_DIR: &str = "/results";
@@ -197,12 +198,17 @@ pub fn role(rc: &RegisterCluster) -> Role {
     let name = rc.name_any();
     let top = u32::try_from(MAX_REPLICAS).unwrap_or(9);
     let pods: Vec<String> = (0..top).map(|o| pod_name(&name, o)).collect();
+    // The API server authorises `pods/<pod>:<port>/proxy` with the name `<pod>:<port>`.
+    let proxied: Vec<String> = pods
+        .iter()
+        .flat_map(|p| [p.clone(), format!("{p}:{CLIENT_PORT}")])
+        .collect();
     Role {
         metadata: meta(rc, runner_name(&name)),
         rules: Some(vec![
             rule("caplab.dev", "registerclusters", vec![name], &["get"]),
-            rule("", "pods", pods.clone(), &["get"]),
-            rule("", "pods/proxy", pods, &["get", "create", "update"]),
+            rule("", "pods", pods, &["get"]),
+            rule("", "pods/proxy", proxied, &["get", "create", "update"]),
         ]),
     }
 }

@@ -147,9 +147,12 @@ fn the_runner_may_only_read_its_cluster_and_proxy_to_its_members() {
             .iter()
             .any(|v| v == "*" || v == "delete" || v == "list"));
     }
-    assert!(rules
+    let proxy = rules
         .iter()
-        .any(|r| r.resources == Some(vec!["pods/proxy".into()])));
+        .find(|r| r.resources == Some(vec!["pods/proxy".into()]))
+        .expect("a pods/proxy rule");
+    let names = proxy.resource_names.clone().unwrap_or_default();
+    assert!(names.contains(&"demo-0:8080".to_string()), "{names:?}");
 }
 
 #[test]
