@@ -34,13 +34,33 @@ const MESSAGE_LIMIT: usize = 4096;
 const FIRST_ANOMALIES: usize = 3;
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ExperimentArgs {
+    #[command(subcommand)]
+    pub action: Option<Action>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// What to do with experiment results (without a subcommand: run one).
+#[derive(clap::Subcommand)]
+pub enum Action {
+    /// Fetch a run's verdict.json, history.json, events.json and report.html from the
+    /// cluster's results PVC (through a short-lived pod and the API server's pod proxy).
+    Fetch(super::results::FetchArgs),
+    /// Serve a results directory over HTTP (what the fetch pod runs).
+    Serve(super::results::ServeArgs),
+}
+
+/// `caplab experiment` without a subcommand: one run, as the operator's Job starts it.
+#[derive(clap::Args)]
+pub struct RunArgs {
     /// The RegisterCluster whose members the clients talk to (through the pod proxy).
-    #[arg(long, short = 'c', env = "CAPLAB_CLUSTER")]
-    pub cluster: String,
+    #[arg(long, short = 'c', env = "CAPLAB_CLUSTER", required = true)]
+    pub cluster: Option<String>,
     /// The run's id: its results go to <results>/<run-id>/.
-    #[arg(long)]
-    pub run_id: String,
+    #[arg(long, required = true)]
+    pub run_id: Option<String>,
     /// Concurrent clients.
     #[arg(long, default_value_t = 5)]
     pub clients: usize,
@@ -67,10 +87,28 @@ pub struct ExperimentArgs {
     pub termination_log: PathBuf,
 }
 
-/// Runs the experiment; whatever happens, the termination message says how it ended.
+/// Runs the experiment, or fetches or serves results.
 pub async fn run(kube: &KubeArgs, args: ExperimentArgs) -> Result<ExitCode> {
-    let dir = args.results.join(&args.run_id);
-    match run_and_check(kube, &args, &dir).await {
+    match args.action {
+        Some(Action::Fetch(a)) => super::results::fetch(kube, a).await,
+        Some(Action::Serve(a)) => super::results::serve(a).await,
+        None => run_once(kube, args.run).await,
+    }
+}
+
+/// One run; whatever happens, the termination message says how it ended.
+async fn run_once(kube: &KubeArgs, args: RunArgs) -> Result<ExitCode> {
+    let (Some(cluster), Some(run_id)) = (args.cluster.clone(), args.run_id.clone()) else {
+        return Err(exit::bad_input(anyhow::anyhow!(
+            "caplab experiment needs --cluster and --run-id (or a subcommand: fetch, serve)"
+        )));
+    };
+    let run = Run {
+        cluster,
+        id: run_id,
+    };
+    let dir = args.results.join(&run.id);
+    match run_and_check(kube, &args, &run, &dir).await {
         Ok(verdict) => {
             let text = serde_json::to_string_pretty(&verdict).context("serialising the verdict")?;
             std::fs::write(dir.join("verdict.json"), &text).context("writing verdict.json")?;
@@ -80,24 +118,31 @@ pub async fn run(kube: &KubeArgs, args: ExperimentArgs) -> Result<ExitCode> {
         }
         Err(e) => {
             let why = exit::one_line(&e);
-            let msg = json!({"runId": args.run_id, "error": why}).to_string();
+            let msg = json!({"runId": run.id, "error": why}).to_string();
             write_message(&args.termination_log, &msg);
             Err(e)
         }
     }
 }
 
+/// The run's cluster and id.
+struct Run {
+    cluster: String,
+    id: String,
+}
+
 /// Records, checks and reports the run; returns the full verdict.
-async fn run_and_check(kube: &KubeArgs, args: &ExperimentArgs, dir: &Path) -> Result<Value> {
+async fn run_and_check(kube: &KubeArgs, args: &RunArgs, run: &Run, dir: &Path) -> Result<Value> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let history_path = dir.join("history.json");
     let started = Utc::now();
-    let code = super::workload::run(kube, workload_args(args, &history_path)?).await?;
+    let code =
+        super::workload::run(kube, workload_args(args, &run.cluster, &history_path)?).await?;
     if code != ExitCode::SUCCESS {
         anyhow::bail!("the workload ended with {code:?}");
     }
     let history = load_history(&Source::File(history_path))?;
-    let cluster = ClusterRef::connect(kube, &args.cluster).await?;
+    let cluster = ClusterRef::connect(kube, &run.cluster).await?;
     let faults = cluster.get().await?["status"]["faults"].clone();
     let spans = fault_spans(&faults, started);
     let windows: Vec<Window> = spans.iter().map(|s| s.window.clone()).collect();
@@ -107,13 +152,13 @@ async fn run_and_check(kube: &KubeArgs, args: &ExperimentArgs, dir: &Path) -> Re
     )
     .context("writing events.json")?;
     let findings = analyse(&history, &Default::default());
-    let title = format!("caplab experiment {} on {}", args.run_id, args.cluster);
+    let title = format!("caplab experiment {} on {}", run.id, run.cluster);
     let html = render(&history, &findings.report, &windows, None, &title);
     std::fs::write(dir.join("report.html"), html).context("writing report.html")?;
     let l = &findings.ladder;
     let (ok, failed, unknown) = outcomes(&history);
     Ok(json!({
-        "runId": args.run_id,
+        "runId": run.id,
         "linearizable": l.linearizable,
         "sequential": l.sequential,
         "converged": l.converged,
@@ -127,12 +172,12 @@ async fn run_and_check(kube: &KubeArgs, args: &ExperimentArgs, dir: &Path) -> Re
     }))
 }
 
-fn workload_args(args: &ExperimentArgs, out: &Path) -> Result<WorkloadArgs> {
+fn workload_args(args: &RunArgs, cluster: &str, out: &Path) -> Result<WorkloadArgs> {
     let settle = crate::faults::schedule::parse_duration(&args.settle)
         .map_err(|e| exit::bad_input(anyhow::anyhow!("--settle: {e}")))?;
     Ok(WorkloadArgs {
         addr: Vec::new(),
-        cluster: Some(args.cluster.clone()),
+        cluster: Some(cluster.to_string()),
         fault_at: Vec::new(),
         fault_timeout: Duration::from_secs(30),
         ready_timeout: Duration::from_secs(120),

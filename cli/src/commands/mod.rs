@@ -4,6 +4,7 @@
 pub mod experiment;
 pub mod kv;
 pub mod report;
+pub mod results;
 pub mod status;
 pub mod trace;
 pub mod ui;
