@@ -53,8 +53,11 @@ function drawLinks(svg, links, pos) {
     const fault = l.fault || "none";
     const x1 = a.x + ox + dx * 0.17, y1 = a.y + oy + dy * 0.17;
     const x2 = b.x + ox - dx * 0.17, y2 = b.y + oy - dy * 0.17;
-    svg.append(el("line", { class: "link " + fault, x1, y1, x2, y2,
-      "data-from": l.from, "data-to": l.to, "data-fault": fault }));
+    const line = el("line", { class: "link " + fault, x1, y1, x2, y2,
+      "data-from": l.from, "data-to": l.to, "data-fault": fault });
+    const kinds = Object.entries(l.byKind || {}).map(([k, r]) => k + " " + r.toFixed(1) + "/s").join(", ");
+    line.append(el("title", {}, `n${l.from} → n${l.to}: ${fault === "none" ? "no fault" : fault}${kinds ? "; " + kinds : ""}`));
+    svg.append(line);
     if (fault === "cut") {
       const mx = (x1 + x2) / 2, my = (y1 + y2) / 2;
       svg.append(el("path", { class: "cutmark", d: `M${mx - 7},${my - 7}L${mx + 7},${my + 7}M${mx - 7},${my + 7}L${mx + 7},${my - 7}` }));

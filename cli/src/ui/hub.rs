@@ -120,18 +120,18 @@ impl Hub {
     }
 }
 
-/// Messages per second this member sent to each peer since `since` (its clock, ms), from
-/// its own send records (dropped ones included: they were sent, a fault ate them).
-fn sent_per_second(trace: &TraceView, since: u64) -> BTreeMap<NodeId, f64> {
+/// Messages per second this member sent to each peer since `since` (its clock, ms), by
+/// kind, from its own send records (dropped ones included: they were sent, a fault ate them).
+fn sent_per_second(trace: &TraceView, since: u64) -> BTreeMap<NodeId, BTreeMap<String, f64>> {
     let seconds = (trace.clock_ms.saturating_sub(since).max(1)) as f64 / 1000.0;
-    let mut counts: BTreeMap<NodeId, f64> = BTreeMap::new();
+    let mut rates: BTreeMap<NodeId, BTreeMap<String, f64>> = BTreeMap::new();
     for e in &trace.events {
         if e.from == trace.id && e.fate != Fate::Received {
-            *counts.entry(e.to).or_default() += 1.0;
+            let per_kind = rates.entry(e.to).or_default();
+            *per_kind.entry(e.kind.clone()).or_default() += 1.0 / seconds;
         }
     }
-    counts.values_mut().for_each(|n| *n /= seconds);
-    counts
+    rates
 }
 
 /// The observer's clock, milliseconds since the Unix epoch.

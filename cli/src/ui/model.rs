@@ -30,9 +30,9 @@ pub struct MemberView {
     /// The last answer (kept while it is down, so its last known indexes stay visible).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
-    /// Peer messages it sent per second over the last poll interval, by receiver (from its
-    /// message trace; empty when the trace could not be read).
-    pub sent_per_second: BTreeMap<NodeId, f64>,
+    /// Peer messages it sent per second over the last poll interval, by receiver and kind
+    /// (from its message trace; empty when the trace could not be read).
+    pub sent_per_second: BTreeMap<NodeId, BTreeMap<String, f64>>,
     /// Where the next trace read starts (its clock, ms).
     #[serde(skip)]
     pub trace_since: Option<u64>,
@@ -60,6 +60,8 @@ pub struct Link {
     /// message traces; `None`: no trace seen yet).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub messages_per_second: Option<f64>,
+    /// The same by message kind (`append`, `vote`, …).
+    pub by_kind: BTreeMap<String, f64>,
 }
 
 /// The fault `faults` (installed on member `owner`) puts on messages `from` -> `to`, where
@@ -121,11 +123,13 @@ pub fn links(members: &[MemberView]) -> Vec<Link> {
             } else {
                 worst(end_fault(a, from, to), end_fault(b, from, to))
             };
+            let by_kind = a.sent_per_second.get(&to).cloned().unwrap_or_default();
             out.push(Link {
                 from,
                 to,
                 fault,
-                messages_per_second: a.sent_per_second.get(&to).copied(),
+                messages_per_second: a.sent_per_second.get(&to).map(|k| k.values().sum()),
+                by_kind,
             });
         }
     }
