@@ -49,7 +49,7 @@ impl Caplab {
         let mut procs = Vec::new();
         let mut members = Vec::new();
         let mut book = BTreeMap::new();
-        let extra = ["--replication", mode].map(str::to_string);
+        let extra = mode_args(mode);
         for id in 1..=3u64 {
             let client = format!("127.0.0.1:{}", free_port()?);
             let peer = format!("127.0.0.1:{}", free_port()?);
@@ -135,6 +135,20 @@ impl Caplab {
         }
         Ok(())
     }
+}
+
+/// The member flags of a bench mode: `--replication <mode>`, and for `quorum-r1w1` quorum mode
+/// with R = W = 1 (plain `quorum` keeps the member's default, a majority: R = W = 2 of 3).
+fn mode_args(mode: &str) -> Vec<String> {
+    let (replication, sizes): (&str, &[&str]) = match mode {
+        "quorum-r1w1" => ("quorum", &["--read-quorum", "1", "--write-quorum", "1"]),
+        other => (other, &[]),
+    };
+    ["--replication", replication]
+        .iter()
+        .chain(sizes)
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// A 3-member etcd cluster (default fsync, default 100 ms heartbeat / 1 s election timeout).

@@ -36,7 +36,11 @@ struct Args {
     #[arg(long)]
     etcd_bin: Option<PathBuf>,
     /// Systems to measure: caplab replication modes and/or etcd.
-    #[arg(long, value_delimiter = ',', default_value = "raft,async,sync,etcd")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "raft,async,sync,quorum,quorum-r1w1,etcd"
+    )]
     systems: Vec<String>,
     /// Concurrent clients per cell.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
@@ -239,8 +243,12 @@ async fn main() -> anyhow::Result<()> {
             mode @ ("raft" | "async" | "sync") => {
                 bench_caplab(&args, &mut report, &http, mode).await
             }
+            // Leaderless: R = W = 2 of 3 (overlapping), and R = W = 1.
+            mode @ ("quorum" | "quorum-r1w1") => {
+                bench_caplab(&args, &mut report, &http, mode).await
+            }
             other => Err(anyhow::anyhow!(
-                "unknown system {other:?}: use raft, async, sync or etcd"
+                "unknown system {other:?}: use raft, async, sync, quorum, quorum-r1w1 or etcd"
             )),
         };
         if let Err(e) = result {

@@ -121,8 +121,10 @@ impl Report {
             "etcd" => 0,
             "caplab raft" => 1,
             "caplab sync" => 2,
-            "caplab async" => 3,
-            _ => 4,
+            "caplab quorum" => 3,
+            "caplab quorum-r1w1" => 4,
+            "caplab async" => 5,
+            _ => 6,
         };
         rows.sort_by_key(|r| (op_rank(r.op), r.clients, sys_rank(&r.system)));
         for r in rows {
