@@ -8,7 +8,7 @@ use super::counters::Counters;
 use super::store::{Store, StoreError};
 use super::wire::{
     FetchResponse, Stamp, StoreKind, StoreRequest, StoreResponse, SyncRequest, SyncResponse,
-    Versioned,
+    Versioned, SYNC_PAGE_KEYS,
 };
 
 pub struct Replica {
@@ -53,9 +53,16 @@ impl Replica {
         })
     }
 
-    /// Compares the sender's digest with what this replica holds.
+    /// Compares the sender's digest with what this replica holds in the digest's key range.
+    /// At most [`SYNC_PAGE_KEYS`] newer versions are answered (the rest in later rounds), so
+    /// the answer stays as bounded as the request, however far behind the sender is.
     pub async fn sync(&self, request: SyncRequest) -> Result<SyncResponse, StoreError> {
-        Ok(compare(&self.store.all().await?, &request.digest))
+        let mine = self.store.range(request.after, request.through).await?;
+        let mut answer = compare(&mine, &request.digest);
+        if answer.newer.len() > SYNC_PAGE_KEYS {
+            answer.newer = answer.newer.into_iter().take(SYNC_PAGE_KEYS).collect();
+        }
+        Ok(answer)
     }
 }
 

@@ -3,6 +3,7 @@
 //! only ever replaced by a newer one (last writer wins), inside that transaction.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -130,6 +131,34 @@ impl Store {
                 );
             }
             Ok(all)
+        })
+        .await?
+    }
+
+    /// The keys held after `after` (exclusive) up to `through` (inclusive), with their
+    /// versions; an unset bound leaves that side open.
+    pub async fn range(
+        &self,
+        after: Option<String>,
+        through: Option<String>,
+    ) -> Result<BTreeMap<String, Versioned>, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let tx = db.begin_read().map_err(redb_err)?;
+            let table = tx.open_table(REGISTERS).map_err(redb_err)?;
+            let bounds = (
+                after.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+                through.as_deref().map_or(Bound::Unbounded, Bound::Included),
+            );
+            let mut held = BTreeMap::new();
+            for row in table.range::<&str>(bounds).map_err(redb_err)? {
+                let (key, bytes) = row.map_err(redb_err)?;
+                held.insert(
+                    key.value().to_string(),
+                    serde_json::from_slice(bytes.value())?,
+                );
+            }
+            Ok(held)
         })
         .await?
     }

@@ -79,13 +79,24 @@ pub struct FetchResponse {
     pub version: Option<Versioned>,
 }
 
-/// Every key the sender holds, with its stamp. A full digest is O(keys) per round; Dynamo
-/// (DeCandia et al., SOSP 2007, §4.7) exchanges Merkle trees instead, which a register
-/// cluster of this size does not need.
+/// Most keys in one [`SyncRequest`]: keys are at most 256 bytes, so a page stays well under
+/// the peer port's 2 MB request body limit however many keys a replica holds.
+pub const SYNC_PAGE_KEYS: usize = 1000;
+
+/// Every key the sender holds in a key range, with its stamp. A full digest is O(keys) per
+/// round, sent in pages of at most [`SYNC_PAGE_KEYS`] keys; Dynamo (DeCandia et al., SOSP
+/// 2007, §4.7) exchanges Merkle trees instead, which a register cluster of this size does not
+/// need.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncRequest {
     pub digest: BTreeMap<String, Stamp>,
+    /// The range covers keys after this one (unset: from the first key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// The range covers keys up to and including this one (unset: to the last key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
