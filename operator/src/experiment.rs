@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecurityContext, ServiceAccount, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, SeccompProfile, SecurityContext, ServiceAccount, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -36,6 +36,8 @@ use caplab_api::paths::CLIENT_PORT;
 
 /// Where the results PVC is mounted in the Job: `<RESULTS_DIR>/<runId>/…`.
 pub const RESULTS_DIR: &str = "/results";
+/// An emptyDir for the run's files when the results volume is not writable.
+pub const SCRATCH_DIR: &str = "/scratch";
 /// Label on every object of a cluster's experiments: the cluster's name.
 pub const LABEL_EXPERIMENT: &str = "caplab.dev/experiment";
 /// Label on the Job and its pod: the run id.
@@ -288,11 +290,18 @@ pub fn job(rc: &RegisterCluster, w: &WorkloadSpec, run: &Run, image: &str) -> Jo
             value: rc.namespace(),
             ..EnvVar::default()
         }]),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "results".into(),
-            mount_path: RESULTS_DIR.into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "results".into(),
+                mount_path: RESULTS_DIR.into(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "scratch".into(),
+                mount_path: SCRATCH_DIR.into(),
+                ..VolumeMount::default()
+            },
+        ]),
         termination_message_policy: Some("File".into()),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -311,14 +320,23 @@ pub fn job(rc: &RegisterCluster, w: &WorkloadSpec, run: &Run, image: &str) -> Jo
         containers: vec![container],
         restart_policy: Some("Never".into()),
         service_account_name: Some(runner_name(&rc.name_any())),
-        volumes: Some(vec![Volume {
-            name: "results".into(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: results_pvc_name(&rc.name_any()),
-                read_only: None,
-            }),
-            ..Volume::default()
-        }]),
+        volumes: Some(vec![
+            Volume {
+                name: "results".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: results_pvc_name(&rc.name_any()),
+                    read_only: None,
+                }),
+                ..Volume::default()
+            },
+            // Where `caplab experiment` writes when a provisioner ignores fsGroup and the
+            // results volume is not writable: the verdict still arrives.
+            Volume {
+                name: "scratch".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            },
+        ]),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(uid),
@@ -370,6 +388,9 @@ pub struct Report {
     /// Where the history, report and verdict are on the results volume.
     #[serde(default)]
     pub dir: Option<String>,
+    /// Why the files could not be kept on the results volume (the verdict is still valid).
+    #[serde(default)]
+    pub unkept: Option<String>,
 }
 
 /// Parses a termination message; `None` when it is not one `caplab experiment` wrote.
@@ -456,12 +477,15 @@ pub fn finish(ex: &mut ExperimentStatus, report: Report, now: &str, cluster: &st
     let dir = report
         .dir
         .unwrap_or_else(|| format!("{RESULTS_DIR}/{}", ex.run_id));
-    ex.artifacts = Some(format!(
-        "{dir}/{{history.json,events.json,report.html,verdict.json}} on PVC {}: \
+    ex.artifacts = Some(match report.unkept {
+        Some(why) => format!("not kept: {why}"),
+        None => format!(
+            "{dir}/{{history.json,events.json,report.html,verdict.json}} on PVC {}: \
          caplab experiment fetch --cluster {cluster} --run {}",
-        results_pvc_name(cluster),
-        ex.run_id
-    ));
+            results_pvc_name(cluster),
+            ex.run_id
+        ),
+    });
     if !report.verdict.windows.is_empty() {
         ex.windows = report.verdict.windows.clone();
     }

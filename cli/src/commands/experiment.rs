@@ -10,7 +10,8 @@
 //! "linearizable", "sequential", "converged", "strongest", "anomalies": [sentences],
 //! "anomalyCounts": {kind: n},
 //! "operations": {"ok", "failed", "unknown"}, "throughput", "windows": [{"name", "since",
-//! "until", "availability"}], "dir"}`, or `{"runId", "error"}` when the run could not finish
+//! "until", "availability"}], "dir", "unkept"}` (`unkept`: why the files could not be kept
+//! on the results volume, else null), or `{"runId", "error"}` when the run could not finish
 //! (then the exit code is non-zero and the Job fails).
 
 use std::path::{Path, PathBuf};
@@ -82,6 +83,9 @@ pub struct RunArgs {
     /// Directory of the results volume.
     #[arg(long, default_value = "/results")]
     pub results: PathBuf,
+    /// Where the files go when --results is not writable (they are not kept then).
+    #[arg(long, default_value = "/scratch")]
+    pub scratch: PathBuf,
     /// Where the verdict goes for the operator (the container's terminationMessagePath).
     #[arg(long, default_value = "/dev/termination-log")]
     pub termination_log: PathBuf,
@@ -107,9 +111,10 @@ async fn run_once(kube: &KubeArgs, args: RunArgs) -> Result<ExitCode> {
         cluster,
         id: run_id,
     };
-    let dir = args.results.join(&run.id);
+    let (dir, unkept) = results_dir(&args, &run.id)?;
     match run_and_check(kube, &args, &run, &dir).await {
-        Ok(verdict) => {
+        Ok(mut verdict) => {
+            verdict["unkept"] = json!(unkept);
             let text = serde_json::to_string_pretty(&verdict).context("serialising the verdict")?;
             std::fs::write(dir.join("verdict.json"), &text).context("writing verdict.json")?;
             write_message(&args.termination_log, &message(verdict));
@@ -125,6 +130,24 @@ async fn run_once(kube: &KubeArgs, args: RunArgs) -> Result<ExitCode> {
     }
 }
 
+/// Where the run's files go: `<results>/<run>`, or `<scratch>/<run>` with the reason when
+/// the results volume is not writable (a provisioner that ignores `fsGroup`, such as the
+/// in-tree host-path one): the verdict still reaches the operator, the files are not kept.
+fn results_dir(args: &RunArgs, run: &str) -> Result<(PathBuf, Option<String>)> {
+    let dir = args.results.join(run);
+    match std::fs::create_dir_all(&dir) {
+        Ok(()) => Ok((dir, None)),
+        Err(e) => {
+            let why = format!("{} is not writable ({e})", dir.display());
+            eprintln!("note: {why}; writing to {} instead", args.scratch.display());
+            let scratch = args.scratch.join(run);
+            std::fs::create_dir_all(&scratch)
+                .with_context(|| format!("creating {}", scratch.display()))?;
+            Ok((scratch, Some(why)))
+        }
+    }
+}
+
 /// The run's cluster and id.
 struct Run {
     cluster: String,
@@ -133,7 +156,6 @@ struct Run {
 
 /// Records, checks and reports the run; returns the full verdict.
 async fn run_and_check(kube: &KubeArgs, args: &RunArgs, run: &Run, dir: &Path) -> Result<Value> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let history_path = dir.join("history.json");
     let started = Utc::now();
     let code =

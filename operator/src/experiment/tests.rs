@@ -243,3 +243,22 @@ fn windows_are_the_faults_that_started_during_the_run() {
     assert_eq!(w[0].name, "during");
     assert_eq!(w[0].until.as_deref(), Some("2024-01-01T00:00:30Z"));
 }
+
+#[test]
+fn results_that_could_not_be_kept_say_why() {
+    let report = parse_report(
+        r#"{"runId": "r1", "linearizable": true, "unkept": "/results/r1 is not writable"}"#,
+    )
+    .expect("a report");
+    let run = Run {
+        id: "r1".into(),
+        job: "demo-run-1".into(),
+    };
+    let mut ex = new_run(None, &run);
+    finish(&mut ex, report, "2024-01-01T00:01:10Z", "demo");
+    assert_eq!(ex.phase, Some(ExperimentPhase::Done));
+    assert_eq!(
+        ex.artifacts.as_deref(),
+        Some("not kept: /results/r1 is not writable")
+    );
+}
