@@ -8,6 +8,7 @@ mod commands;
 mod confirm;
 mod exit;
 mod faults;
+mod html;
 mod k8s;
 mod plots;
 mod pod_proxy;

@@ -8,7 +8,16 @@ use std::fmt::Write as _;
 
 use caplab_checker::{History, Status};
 
-use crate::report::{escape, Window};
+use crate::html::escape;
+
+/// A fault window to shade: its name and its span (ns from the start; `end` `None`: until the
+/// end of the run).
+#[derive(Debug, Clone, Copy)]
+pub struct Shade<'a> {
+    pub name: &'a str,
+    pub start: u64,
+    pub end: Option<u64>,
+}
 
 /// Plot width in SVG units (the page scales it to its width).
 pub const WIDTH: f64 = 1000.0;
@@ -58,7 +67,7 @@ pub fn label_width(text: &str) -> f64 {
 
 /// The three plots, or nothing for an empty history. Times are the history's (ns from the
 /// start of the run).
-pub fn render(history: &History, windows: &[Window]) -> String {
+pub fn render(history: &History, windows: &[Shade]) -> String {
     let end = history
         .entries
         .iter()
@@ -111,10 +120,10 @@ struct Marks {
 }
 
 /// One plot: fault labels in rows above, fault windows shaded, marks, time ticks.
-fn plot(axis: &Axis, windows: &[Window], id: &str, marks: &Marks) -> String {
+fn plot(axis: &Axis, windows: &[Shade], id: &str, marks: &Marks) -> String {
     let spans: Vec<(f64, f64)> = windows
         .iter()
-        .map(|w| (axis.x(w.start), label_width(&w.name)))
+        .map(|w| (axis.x(w.start), label_width(w.name)))
         .collect();
     let rows = label_rows(&spans);
     let top = LABEL_ROW * (rows.iter().max().map_or(0, |r| r + 1)) as f64 + 4.0;
@@ -126,7 +135,7 @@ fn plot(axis: &Axis, windows: &[Window], id: &str, marks: &Marks) -> String {
     );
     for (w, row) in windows.iter().zip(&rows) {
         let (x0, x1) = (axis.x(w.start), axis.x(w.end.unwrap_or(axis.end)));
-        let name = escape(&w.name);
+        let name = escape(w.name);
         let _ = writeln!(
             svg,
             "<g class=\"fault-window\"><rect class=\"fault\" x=\"{x0:.1}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{PLOT_HEIGHT}\"><title>{name}</title></rect>\

@@ -12,6 +12,9 @@ use caplab_checker::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use crate::html::escape;
+use crate::plots::Shade;
+
 /// A fault window to shade: `{"name": "leader partitioned", "start": ns, "end": ns|null}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,21 +23,6 @@ pub struct Window {
     pub start: u64,
     #[serde(default)]
     pub end: Option<u64>,
-}
-
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn ms(ns: u64) -> String {
@@ -192,7 +180,15 @@ pub fn render(
     }
 
     html.push_str(&anomalies_html(&found));
-    html.push_str(&crate::plots::render(history, windows));
+    let shades: Vec<Shade> = windows
+        .iter()
+        .map(|w| Shade {
+            name: &w.name,
+            start: w.start,
+            end: w.end,
+        })
+        .collect();
+    html.push_str(&crate::plots::render(history, &shades));
     html.push_str(&timeline(history, &violating, &involved, windows, key));
     html.push_str("</body></html>\n");
     html

@@ -5,13 +5,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use caplab_api::trace::{Fate, TraceView};
 use caplab_api::NodeId;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
+use super::clock::now_ms;
 use super::model::{self, MemberView, Sample, View};
 use crate::client::Member;
 
@@ -132,13 +133,6 @@ fn sent_per_second(trace: &TraceView, since: u64) -> BTreeMap<NodeId, BTreeMap<S
         }
     }
     rates
-}
-
-/// The observer's clock, milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Asks every member at once (each bounded by the member's timeout, below [`PERIOD`]) and

@@ -11,7 +11,7 @@ use caplab_api::NodeId;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use super::hub::now_ms;
+use super::clock::now_ms;
 use crate::client::Member;
 
 /// What became of a message, from both ends' records.

@@ -3,6 +3,7 @@
 //! diagram (also `caplab trace`), [`model`] turns their statuses into what the page draws, [`page`]
 //! assembles the self-contained page and [`server`] serves it with the aggregated JSON.
 
+pub mod clock;
 pub mod hub;
 pub mod lamport;
 pub mod model;
