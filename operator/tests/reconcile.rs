@@ -1823,3 +1823,42 @@ async fn a_down_2pc_coordinator_blocks_the_cluster_and_is_never_replaced() {
         "{evs:?}"
     );
 }
+
+/// Without storage a recreated coordinator would come back as a new member and block its
+/// participants for ever: the rollout leaves its pod alone and says why.
+#[tokio::test]
+async fn a_rollout_without_storage_leaves_the_2pc_coordinators_pod_alone() {
+    let old = demo(3, "  replication: 2pc\n");
+    let mut st = bootstrapped_status(3, 0, 0);
+    st["replication"] = json!("2pc");
+    let rc = with_status(
+        demo(3, "  replication: 2pc\n  image: caplab/node:0.2.0\n"),
+        st,
+    );
+    let h = Harness::start(World {
+        pods: vec![
+            running_pod(&old, 0, 1),
+            running_pod(&rc, 1, 2),
+            running_pod(&rc, 2, 3),
+        ],
+        members: (0..3)
+            .map(|o| (o, twopc_member(u64::from(o) + 1, &[])))
+            .collect(),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc),
+        ..World::default()
+    })
+    .await;
+    h.reconcile().await.expect("reconcile");
+    let log = h.take_log();
+    assert!(
+        !api_lines(&log).iter().any(|l| l.starts_with("DELETE")),
+        "{:?}",
+        api_lines(&log)
+    );
+    let (_, _, progressing) = condition(&status_patch(&log), "Progressing");
+    assert!(
+        progressing.contains("coordinator's pod is not recreated without spec.storage"),
+        "{progressing}"
+    );
+}

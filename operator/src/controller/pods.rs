@@ -153,7 +153,14 @@ impl Pass<'_> {
             ));
             return Ok(true);
         };
-        if Some(next) == leader && self.rc.spec.replication != Replication::Raft {
+        let twopc = self.rc.spec.replication == Replication::TwoPc;
+        if Some(next) == leader && twopc && self.rc.spec.storage.is_none() {
+            // 2pc never changes its coordinator: recreated empty, it would be a new member and
+            // the participants would wait for the old one for ever.
+            progress.push(super::twopc::COORDINATOR_NOT_ROLLED.into());
+            return Ok(true);
+        }
+        if Some(next) == leader && !twopc && self.rc.spec.replication != Replication::Raft {
             // A primary's pod goes only once another member holds the primary role: a
             // failover could lose acknowledged writes (async), a switchover loses none.
             progress.push(self.hand_over_primary(seen, &outdated, auth).await);
@@ -164,10 +171,10 @@ impl Pass<'_> {
         self.api::<Pod>()
             .delete(&pn, &DeleteParams::default())
             .await?;
-        let role = if Some(next) == leader {
-            " (the leader: expect a failover)"
-        } else {
-            ""
+        let role = match Some(next) == leader {
+            true if twopc => " (the coordinator: writes block until it is back)",
+            true => " (the leader: expect a failover)",
+            false => "",
         };
         let note = format!("deleted pod {pn}{role} to recreate it from the changed spec");
         self.event(false, "MemberRolled", note).await;

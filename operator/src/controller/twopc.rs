@@ -24,6 +24,12 @@ use crate::membership::{self, Observed, Step};
 /// Condition type saying the coordinator is down and 2pc cannot decide anything.
 pub const BLOCKED: &str = "Blocked";
 
+/// Why a rollout leaves the coordinator's pod alone without `spec.storage`. With storage its
+/// pod is simply recreated last (writes block while it restarts; it finishes its log).
+pub const COORDINATOR_NOT_ROLLED: &str = "the 2pc coordinator's pod is not recreated without \
+     spec.storage: it would come back empty as a new member and the participants would wait \
+     for the old coordinator for ever; add storage to the spec (a new cluster) to roll it";
+
 impl Pass<'_> {
     /// The next 2pc membership step ([`next_step`]), taken.
     pub(super) async fn twopc_membership(&self, seen: &Observation, auth: &AdminAuth) -> Stepped {
