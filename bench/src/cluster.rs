@@ -31,7 +31,7 @@ pub struct Caplab {
 }
 
 impl Caplab {
-    /// Starts 3 members running `mode` (raft, async or sync), each reached through `http`
+    /// Starts 3 members running `mode` (raft, async, sync or 2pc), each reached through `http`
     /// with `timeouts`, and initialises them as one cluster.
     pub async fn start(
         bin: &Path,

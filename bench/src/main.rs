@@ -39,7 +39,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "raft,async,sync,quorum,quorum-r1w1,etcd"
+        default_value = "raft,async,sync,2pc,quorum,quorum-r1w1,etcd"
     )]
     systems: Vec<String>,
     /// Concurrent clients per cell.
@@ -124,7 +124,10 @@ async fn bench_caplab(
     let target = Target::Caplab {
         members: cluster.members.clone(),
     };
-    measure_cells(args, report, &system, &target, Some(&cluster)).await;
+    // 2pc keeps no replication log (a participant is either current or holds a transaction
+    // in doubt): there is no lag to sample.
+    let lag_from = (mode != "2pc").then_some(&cluster);
+    measure_cells(args, report, &system, &target, lag_from).await;
     if mode == "raft" {
         let target = failover::Target::Caplab(&mut cluster);
         failover_trials(args, report, &system, target).await;
@@ -240,7 +243,7 @@ async fn main() -> anyhow::Result<()> {
     for system in &args.systems {
         let result = match system.as_str() {
             "etcd" => bench_etcd(&args, &mut report).await,
-            mode @ ("raft" | "async" | "sync") => {
+            mode @ ("raft" | "async" | "sync" | "2pc") => {
                 bench_caplab(&args, &mut report, &http, mode).await
             }
             // Leaderless: R = W = 2 of 3 (overlapping), and R = W = 1.
@@ -248,7 +251,7 @@ async fn main() -> anyhow::Result<()> {
                 bench_caplab(&args, &mut report, &http, mode).await
             }
             other => Err(anyhow::anyhow!(
-                "unknown system {other:?}: use raft, async, sync, quorum, quorum-r1w1 or etcd"
+                "unknown system {other:?}: use raft, async, sync, 2pc, quorum, quorum-r1w1 or etcd"
             )),
         };
         if let Err(e) = result {

@@ -8,7 +8,7 @@ use crate::lag::LagSamples;
 use crate::workload::{Cell, Op};
 
 pub struct Row {
-    /// "caplab raft", "caplab async", "caplab sync" or "etcd".
+    /// "caplab raft", "caplab async", "caplab sync", "caplab 2pc" or "etcd".
     pub system: String,
     pub op: Op,
     pub clients: usize,
@@ -121,10 +121,11 @@ impl Report {
             "etcd" => 0,
             "caplab raft" => 1,
             "caplab sync" => 2,
-            "caplab quorum" => 3,
-            "caplab quorum-r1w1" => 4,
-            "caplab async" => 5,
-            _ => 6,
+            "caplab 2pc" => 3,
+            "caplab quorum" => 4,
+            "caplab quorum-r1w1" => 5,
+            "caplab async" => 6,
+            _ => 7,
         };
         rows.sort_by_key(|r| (op_rank(r.op), r.clients, sys_rank(&r.system)));
         for r in rows {
