@@ -433,3 +433,26 @@ async fn concurrent_clients_through_every_member_see_a_linearizable_register() {
     let report = check(&parsed, &CheckOptions::default());
     assert_eq!(report.overall(), Overall::Linearizable, "{text}");
 }
+
+/// A client that gives up mid-transaction (its connection closed while the coordinator waits
+/// between the votes and the decision) does not stop the transaction: it is decided and every
+/// participant releases the key, so later writes of it commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_goes_away_mid_transaction_leaves_no_key_held() {
+    let c = start(3, &["--twopc-decision-delay-ms", "1500"]).await;
+    let gave_up = c
+        .http
+        .put(c.members[&1].url(&paths::kv("x")))
+        .timeout(Duration::from_millis(300))
+        .json(&json!({"value": 1}))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "answered within 300 ms: {gave_up:?}");
+    wait_twopc(&c, 1, "the transaction decided", |t| t["committed"] == 1).await;
+    for id in [1, 2, 3] {
+        wait_twopc(&c, id, "no transaction held", |t| t["prepared"] == 0).await;
+    }
+    let (status, body) = c.put(1, "x", 2).await;
+    assert_eq!(status, 200, "a later write of the key: {body}");
+    assert_eq!(local_values(&c, "x").await, [json!(2), json!(2), json!(2)]);
+}

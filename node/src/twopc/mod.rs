@@ -66,7 +66,7 @@ pub struct TwoPcEngine {
     meta: RwLock<Meta>,
     /// Transactions run under the read side; a membership change takes the write side, so it
     /// happens only while no transaction is in flight.
-    changes: tokio::sync::RwLock<()>,
+    changes: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl TwoPcEngine {
@@ -108,7 +108,7 @@ impl TwoPcEngine {
             faults: faults.clone(),
             counters: counters.clone(),
             meta: RwLock::new(meta),
-            changes: tokio::sync::RwLock::new(()),
+            changes: Arc::new(tokio::sync::RwLock::new(())),
         });
         let resolver = Resolver {
             participant,
@@ -152,9 +152,19 @@ impl TwoPcEngine {
                 })
             }
             Some(_) => {
-                let _no_membership_change = self.changes.read().await;
+                let no_membership_change = self.changes.clone().read_owned().await;
                 let participants = self.meta().members;
-                self.coordinator.run(participants, command, deadline).await
+                let coordinator = self.coordinator.clone();
+                // On its own task: a client that goes away (its request future dropped) must
+                // not stop a transaction between its steps, which left it undecided in the
+                // log and its key held here and on every yes voter until a restart.
+                let transaction = tokio::spawn(async move {
+                    let _no_membership_change = no_membership_change;
+                    coordinator.run(participants, command, deadline).await
+                });
+                transaction.await.map_err(|e| {
+                    TwoPcError::Unknown(format!("the transaction's task failed: {e}"))
+                })?
             }
         }
     }
