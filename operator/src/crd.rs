@@ -27,6 +27,10 @@ pub const GROUP: &str = "caplab.dev";
 /// Field manager used for every server-side apply.
 pub const MANAGER: &str = "caplab-operator";
 
+/// The most members a RegisterCluster may have (the schema's `replicas` maximum; the UI's ring
+/// and the member's `--read-quorum`/`--write-quorum` range assume it too).
+pub const MAX_REPLICAS: i32 = 9;
+
 /// Desired state of a replicated-register cluster.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(

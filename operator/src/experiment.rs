@@ -31,7 +31,7 @@ use crate::crd::{
     WorkloadSpec, MAX_DURATION_SECONDS,
 };
 use crate::resources::{self, pod_name};
-use crate::validation::MAX_REPLICAS;
+use crate::crd::MAX_REPLICAS;
 use caplab_api::paths::CLIENT_PORT;
 
 /// Where the results PVC is mounted in the Job: `<RESULTS_DIR>/<runId>/…`.

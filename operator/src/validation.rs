@@ -8,8 +8,7 @@ use kube::ResourceExt;
 use crate::crd::{FaultKind, RegisterCluster, Replication, Target};
 use crate::resources;
 
-/// Maximum members.
-pub const MAX_REPLICAS: i32 = 9;
+pub use crate::crd::MAX_REPLICAS;
 
 /// Longest name (characters) a DNS label may have: a pod's hostname, a Service name, a
 /// label value.
