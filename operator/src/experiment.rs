@@ -26,12 +26,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use serde::Deserialize;
 
+use crate::crd::MAX_REPLICAS;
 use crate::crd::{
     ExperimentPhase, ExperimentStatus, FaultStatus, FaultWindow, RegisterCluster, Verdict,
     WorkloadSpec, MAX_DURATION_SECONDS,
 };
 use crate::resources::{self, pod_name};
-use crate::crd::MAX_REPLICAS;
 use caplab_api::paths::CLIENT_PORT;
 
 /// Where the results PVC is mounted in the Job: `<RESULTS_DIR>/<runId>/…`.
