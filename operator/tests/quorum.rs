@@ -54,7 +54,10 @@ fn replica(id: u64, membership: &[u64], reaches: &[u64]) -> Status {
 }
 
 async fn started() -> (Harness, RegisterCluster) {
-    let rc = quorum_cluster();
+    started_with(quorum_cluster()).await
+}
+
+async fn started_with(rc: RegisterCluster) -> (Harness, RegisterCluster) {
     let world = World {
         rc: Some(rc.clone()),
         secret: Some(token_secret(&rc)),
@@ -183,5 +186,38 @@ async fn a_partition_degrades_and_an_all_way_split_loses_the_quorum() {
     assert!(
         lost.2.contains("no member reaches max(R, W) = 2"),
         "{lost:?}"
+    );
+}
+
+#[tokio::test]
+async fn faults_start_once_the_leaderless_members_are_initialised() {
+    // No leader is ever seen in quorum mode: a fault must not wait for one for ever.
+    let (h, _rc) = started_with(cluster(&format!(
+        "apiVersion: caplab.dev/v1alpha1
+kind: RegisterCluster
+metadata: {{name: {NAME}, namespace: {NS}, uid: 11111111-2222-3333-4444-555555555555, generation: 1}}
+spec:
+  replicas: 3
+  replication: quorum
+  faults: [{{name: slow-clock-0, kind: clockSkew, targets: [0], offsetMs: -5000}}]"
+    )))
+    .await;
+    h.reconcile().await.expect("reconcile 1");
+    let st = status_patch(&h.take_log());
+    assert_eq!(st["faults"][0]["state"], "pending", "before init: {st:#}");
+
+    let all: &[u64] = &[1, 2, 3];
+    set_members(&h, all, [all, all, all]);
+    h.reconcile().await.expect("reconcile 2");
+    let log = h.take_log();
+    let st = status_patch(&log);
+    assert_eq!(st["faults"][0]["state"], "active", "{st:#}");
+    assert_eq!(st["faults"][0]["targets"], json!([0]), "{st:#}");
+    let pushed = member_calls(&log, "/v1/admin/faults");
+    assert!(
+        pushed
+            .iter()
+            .any(|c| c.who == "member-0/peer" && c.body["clockSkewMs"] == -5000),
+        "{pushed:?}"
     );
 }

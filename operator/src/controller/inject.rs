@@ -7,6 +7,7 @@ use tracing::{debug, info, warn};
 
 use super::observe::Observation;
 use super::Pass;
+use crate::crd::Replication;
 use crate::faults::{self, FaultEvent, FaultPlan, Schedule};
 use crate::member_client::AdminAuth;
 use crate::membership;
@@ -22,14 +23,13 @@ impl Pass<'_> {
             .filter(|m| m.id > 0)
             .map(|m| (m.ordinal, m.id))
             .collect();
-        let leader_ordinal = seen.leader.as_ref().map(|l| l.ordinal);
         let plan = faults::plan_scheduled(
             &self.rc.spec.faults,
             &self.prev.faults,
             self.now,
             self.replicas,
             &ids,
-            leader_ordinal,
+            self.fault_anchor(seen),
             schedule,
         );
         let name_of = |o: u32| match seen.members.iter().find(|m| m.ordinal == o) {
@@ -46,6 +46,23 @@ impl Pass<'_> {
             self.event(false, reason, note).await;
         }
         plan
+    }
+
+    /// The member faults are planned around, once the cluster serves: the leader (Raft
+    /// leader, primary, 2pc coordinator). Leaderless quorum mode never has one: there faults
+    /// wait until the members are initialised, and the lowest answering member only opens that
+    /// gate (validation refuses `leader`/`followers` targets in that mode).
+    fn fault_anchor(&self, seen: &Observation) -> Option<u32> {
+        match self.rc.spec.replication {
+            Replication::Quorum if membership::initialised(&seen.members) => seen
+                .members
+                .iter()
+                .filter(|m| m.reachable())
+                .map(|m| m.ordinal)
+                .min(),
+            Replication::Quorum => None,
+            _ => seen.leader.as_ref().map(|l| l.ordinal),
+        }
     }
 
     /// The address book and each member's fault set, to every reachable member (failures are
