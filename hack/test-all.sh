@@ -57,6 +57,11 @@ diff -u crds/registercluster.yaml "$generated" \
   || die "crds/registercluster.yaml is stale: run 'cargo run -p caplab-operator --bin crdgen > crds/registercluster.yaml'"
 diff -u crds/registercluster.yaml charts/caplab/files/registercluster.yaml \
   || die "charts/caplab/files/registercluster.yaml differs from crds/: copy it over"
+# Helm and kubectl read YAML 1.1, where a bare y/n/yes/no/on/off is a boolean: a field or a
+# required entry with such a name turns the CRD's schema invalid on the API server.
+if grep -nE '^[[:space:]]*(- )?(y|Y|n|N|yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF)(:|$)' crds/registercluster.yaml; then
+  die "crds/registercluster.yaml has a name YAML 1.1 reads as a boolean (above): rename the field"
+fi
 
 step "helm lint"
 helm lint --strict charts/caplab

@@ -117,7 +117,7 @@ async fn quorum_members_get_one_membership_and_a_leaderless_status() {
     assert_eq!(st["phase"], "Ready");
     assert_eq!(st["ready"], "3/3");
     assert_eq!(st["leader"], "leaderless");
-    assert_eq!(st["quorum"]["n"], 3);
+    assert_eq!(st["quorum"]["replicationFactor"], 3);
     assert_eq!(st["quorum"]["overlapping"], true);
     assert_eq!(
         st["quorum"]["serving"],

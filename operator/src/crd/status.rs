@@ -110,7 +110,11 @@ pub const LEADERLESS: &str = "leaderless";
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QuorumSummary {
-    /// N: the members in the membership the members report (the largest one reported).
+    /// N, the replication factor (Cassandra's name for Dynamo's N): the members in the
+    /// membership the members report (the largest one reported).
+    // Not `n` on the wire: YAML 1.1 parsers (Helm's among them) read a bare `n` in the CRD's
+    // schema as the boolean false, and the API server then refuses the CRD.
+    #[serde(rename = "replicationFactor")]
     pub n: u32,
     /// R: the replicas a read waits for.
     pub read_quorum: u32,
