@@ -454,7 +454,7 @@ pub fn new_run(prev: Option<&ExperimentStatus>, run: &Run) -> ExperimentStatus {
     ExperimentStatus {
         phase: Some(ExperimentPhase::Pending),
         reason: Some("waiting for the cluster to be Ready".into()),
-        run_id: run.id.clone(),
+        run_id: Some(run.id.clone()),
         job: Some(run.job.clone()),
         verdict: prev.and_then(|p| p.verdict.clone()),
         summary: prev.and_then(|p| p.summary.clone()),
@@ -476,14 +476,14 @@ pub fn finish(ex: &mut ExperimentStatus, report: Report, now: &str, cluster: &st
     ex.summary = Some(summary(&report.verdict));
     let dir = report
         .dir
-        .unwrap_or_else(|| format!("{RESULTS_DIR}/{}", ex.run_id));
+        .unwrap_or_else(|| format!("{RESULTS_DIR}/{}", ex.run()));
     ex.artifacts = Some(match report.unkept {
         Some(why) => format!("not kept: {why}"),
         None => format!(
             "{dir}/{{history.json,events.json,report.html,verdict.json}} on PVC {}: \
          caplab experiment fetch --cluster {cluster} --run {}",
             results_pvc_name(cluster),
-            ex.run_id
+            ex.run()
         ),
     });
     if !report.verdict.windows.is_empty() {

@@ -132,7 +132,7 @@ impl Pass<'_> {
         };
         let run = exp::run_of(&self.name, w);
         let mut ex = match out.status.take() {
-            Some(e) if e.run_id == run.id => e,
+            Some(e) if e.run() == run.id => e,
             prev => exp::new_run(prev.as_ref(), &run),
         };
         let over = |ex: &ExperimentStatus| {
@@ -259,7 +259,7 @@ impl Pass<'_> {
             self.event(
                 true,
                 "ExperimentFailed",
-                format!("run {}: {why}", ex.run_id),
+                format!("run {}: {why}", ex.run()),
             )
             .await;
         } else if let Some(v) = &ex.verdict {
@@ -272,7 +272,7 @@ impl Pass<'_> {
     async fn fail(&self, ex: &mut ExperimentStatus, why: String) -> Result<(), Error> {
         ex.phase = Some(ExperimentPhase::Failed);
         ex.finished_at = Some(ts(self.now));
-        let note = format!("run {} failed: {why}", ex.run_id);
+        let note = format!("run {} failed: {why}", ex.run());
         ex.reason = Some(why);
         self.event(true, "ExperimentFailed", note).await;
         Ok(())

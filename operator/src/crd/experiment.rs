@@ -159,8 +159,10 @@ pub struct ExperimentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The current run's id: `spec.workload.runId`, or a fingerprint of the workload.
-    #[serde(default)]
-    pub run_id: String,
+    // An Option, not a String with a default: Helm's re-serialised CRD turned the schema's
+    // `default: ''` into null, which the API server refuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     /// The Job running it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
@@ -182,4 +184,11 @@ pub struct ExperimentStatus {
     /// Where the history, report and verdict of the last run are, and how to fetch them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<String>,
+}
+
+impl ExperimentStatus {
+    /// The current run's id, or "" before the first run.
+    pub fn run(&self) -> &str {
+        self.run_id.as_deref().unwrap_or_default()
+    }
 }
