@@ -256,12 +256,8 @@ impl Pass<'_> {
         exp::finish(ex, report, &ts(self.now), &self.name);
         if failed {
             let why = ex.reason.clone().unwrap_or_default();
-            self.event(
-                true,
-                "ExperimentFailed",
-                format!("run {}: {why}", ex.run()),
-            )
-            .await;
+            self.event(true, "ExperimentFailed", format!("run {}: {why}", ex.run()))
+                .await;
         } else if let Some(v) = &ex.verdict {
             let warning = v.linearizable == Some(false);
             self.event(warning, "Verdict", exp::verdict_note(v)).await;
