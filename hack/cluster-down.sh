@@ -5,7 +5,8 @@
 #     including dockerd only if cluster-up.sh started it
 #   * removes the pod containers the kubelet created (names k8s_*)
 #   * removes kube-proxy/kubelet iptables chains (KUBE-*)
-#   * unmounts the kubelet's volumes and wipes etcd data, kubelet state and host-path PVs
+#   * unmounts the kubelet's volumes and wipes etcd data, kubelet state and the volumes of
+#     the local-path provisioner (their PersistentVolumes go with etcd)
 # Keeps: PKI, tokens and kubeconfig (so an exported KUBECONFIG stays valid), images,
 # and everything in $CAPLAB_CACHE. Does nothing for kind/minikube/CAPLAB_USE_EXISTING=1.
 # Idempotent. Set CAPLAB_KEEP_DOCKER=1 to leave a dockerd we started running.
@@ -27,10 +28,10 @@ fi
 
 # 1. Kubernetes components, reverse start order.
 # (TERM all first, then wait for each: they shut down in parallel.)
-for c in kube-proxy kube-scheduler kube-controller-manager kubelet kube-apiserver; do
+for c in local-path-provisioner kube-proxy kube-scheduler kube-controller-manager kubelet kube-apiserver; do
   if pid_alive "$c"; then kill -TERM "$(cat "$PIDS/$c.pid")" 2>/dev/null || true; fi
 done
-for c in kube-proxy kube-scheduler kube-controller-manager kubelet kube-apiserver etcd; do
+for c in local-path-provisioner kube-proxy kube-scheduler kube-controller-manager kubelet kube-apiserver etcd; do
   stop_pid "$c"
 done
 
@@ -66,6 +67,6 @@ if [ -d "$CAPLAB_STATE/kubelet" ]; then
 fi
 
 log "wiping etcd data and kubelet state"
-rm -rf "$CAPLAB_STATE/etcd" "$CAPLAB_STATE/kubelet" "$HOSTPATH_PV_DIR"
+rm -rf "$CAPLAB_STATE/etcd" "$CAPLAB_STATE/kubelet" "$LOCAL_PATH_DIR"
 rm -f "$PIDS"/*.pid
 log "local cluster stopped"

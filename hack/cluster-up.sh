@@ -6,8 +6,10 @@
 # * Otherwise a single-node Kubernetes v1.20.2 cluster is run on this machine as plain
 #   background processes (no systemd): dockerd (with the "clamp" runtime wrapper that
 #   rewrites negative oom_score_adj, see hack/README.md), etcd,
-#   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet (dockershim) and
-#   kube-proxy (iptables). Logs: $CAPLAB_STATE/logs/, PIDs: $CAPLAB_STATE/pids/.
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet (dockershim),
+#   kube-proxy (iptables) and the volume provisioner of the default StorageClass `standard`
+#   (hack/local-path-provisioner.sh: writable hostPath volumes, as kind's).
+#   Logs: $CAPLAB_STATE/logs/, PIDs: $CAPLAB_STATE/pids/.
 #
 # Idempotent: components already running (by recorded PID) are left alone, so a second
 # call on a running cluster only verifies its health. Ends by printing
@@ -310,7 +312,7 @@ start_component kube-controller-manager "$K8S_BIN/kube-controller-manager" \
   --bind-address=127.0.0.1 \
   --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
   --use-service-account-credentials --leader-elect=false \
-  --controllers='*,-nodeipam' --enable-hostpath-provisioner \
+  --controllers='*,-nodeipam' \
   --v=1
 
 start_component kube-scheduler "$K8S_BIN/kube-scheduler" \
@@ -374,22 +376,32 @@ wait_until "default ServiceAccount and its token" kube-controller-manager "$UP_T
 wait_until "kubernetes Service endpoints" kube-controller-manager "$UP_TIMEOUT" \
   sh -c '[ -n "$(kubectl -n default get endpoints kubernetes -o jsonpath="{.subsets[0].addresses[0].ip}")" ]'
 
-if ! kubectl get storageclass standard >/dev/null 2>&1; then
-  log "creating default StorageClass 'standard' (kubernetes.io/host-path)"
-  kubectl apply -f - >/dev/null <<'EOF'
+# The default StorageClass: volumes a restricted, non-root pod can write, provisioned by
+# hack/local-path-provisioner.sh (the in-tree host-path provisioner makes root-owned 0750
+# directories and hostPath ignores fsGroup). A class left by an older cluster-up.sh with
+# another provisioner is replaced (a provisioner cannot be changed in place).
+start_component local-path-provisioner "$HACK_DIR/local-path-provisioner.sh"
+sc_provisioner="$(kubectl get storageclass "$LOCAL_PATH_CLASS" -o jsonpath='{.provisioner}' 2>/dev/null || true)"
+if [ "$sc_provisioner" != "$LOCAL_PATH_PROVISIONER" ]; then
+  if [ -n "$sc_provisioner" ]; then
+    log "replacing StorageClass '$LOCAL_PATH_CLASS' ($sc_provisioner)"
+    kubectl delete storageclass "$LOCAL_PATH_CLASS" >/dev/null
+  fi
+  log "creating default StorageClass '$LOCAL_PATH_CLASS' ($LOCAL_PATH_PROVISIONER, dirs in $LOCAL_PATH_DIR)"
+  kubectl apply -f - >/dev/null <<EOF
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
 metadata:
-  name: standard
+  name: $LOCAL_PATH_CLASS
   annotations:
     storageclass.kubernetes.io/is-default-class: "true"
-provisioner: kubernetes.io/host-path
+provisioner: $LOCAL_PATH_PROVISIONER
 reclaimPolicy: Delete
 volumeBindingMode: Immediate
 EOF
 fi
 
-for c in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do
+for c in etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy local-path-provisioner; do
   pid_alive "$c" || fail_with_log "$c" "$c is not running"
 done
 

@@ -6,7 +6,7 @@
 # Layout (all outside the checkout, so any clone/CI directory reuses them):
 #   $CAPLAB_CACHE  (/var/cache/caplab)       slow-to-build things: k8s binaries, kubectl/helm
 #   $CAPLAB_STATE  (/var/lib/caplab-cluster) the running local cluster: pki, kubeconfig,
-#                                             etcd data, logs/, pids/
+#                                             etcd data, logs/, pids/, local-path/ (volumes)
 
 CAPLAB_CACHE="${CAPLAB_CACHE:-/var/cache/caplab}"
 CAPLAB_STATE="${CAPLAB_STATE:-/var/lib/caplab-cluster}"
@@ -21,9 +21,11 @@ CAPLAB_KUBECONFIG="$CAPLAB_STATE/kubeconfig"
 NODE_NAME="${CAPLAB_NODE_NAME:-caplab-control-plane}"
 CLAMP_RUNTIME="$CAPLAB_CACHE/bin/runc-clamp"
 PAUSE_IMAGE="local/pause:1"
-# Where kube-controller-manager's --enable-hostpath-provisioner puts volumes (fixed by
-# Kubernetes, not configurable).
-HOSTPATH_PV_DIR=/tmp/hostpath_pv
+# The default StorageClass and its provisioner, hack/local-path-provisioner.sh, which keeps
+# the volumes' directories (world-writable, as kind's local-path-provisioner makes them) here.
+LOCAL_PATH_CLASS=standard
+LOCAL_PATH_PROVISIONER=caplab.dev/local-path
+LOCAL_PATH_DIR="$CAPLAB_STATE/local-path"
 
 # Prefer the cached kubectl/helm (newest), fall back to whatever is on PATH.
 export PATH="$TOOLS_BIN:$K8S_BIN:$PATH"
