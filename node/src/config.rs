@@ -1,7 +1,8 @@
 //! Command-line flags of `caplab-node`; each can also be set through an environment variable.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -117,7 +118,25 @@ pub enum ConfigError {
         "--read-quorum and --write-quorum are for --replication quorum; drop them or use quorum"
     )]
     QuorumFlags,
+    #[error(
+        "the data directory {dir} is not writable by this member ({user}{owner}): {cause}; \
+         give it a volume that user may write (fsGroup, where the volume type honours it, or \
+         a StorageClass whose provisioner creates writable directories), or point \
+         --data-dir / CAPLAB_DATA_DIR at a writable directory"
+    )]
+    DataDir {
+        dir: PathBuf,
+        /// `uid 65532`, or `this user` where /proc cannot say.
+        user: String,
+        /// `; the directory is owned by uid 0, mode 0750`, when it exists.
+        owner: String,
+        /// (not a `source`: the message already says it, once)
+        cause: std::io::Error,
+    },
 }
+
+/// The file written and removed at start-up to prove the data directory is writable.
+const WRITE_PROBE: &str = ".caplab-write-check";
 
 impl Config {
     pub fn admin_token(&self) -> Result<String, ConfigError> {
@@ -172,6 +191,24 @@ impl Config {
         }
     }
 
+    /// Creates the data directory if needed and proves this process can write in it, so a
+    /// volume the member cannot write (e.g. a root-owned 0750 hostPath directory: hostPath
+    /// ignores fsGroup) stops the member at once with [`ConfigError::DataDir`], which says
+    /// what to fix, instead of failing later in whichever store opens first.
+    pub fn check_data_dir(&self) -> Result<(), ConfigError> {
+        let dir = &self.data_dir;
+        let probe = dir.join(WRITE_PROBE);
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&probe, b"ok"))
+            .and_then(|()| std::fs::remove_file(&probe))
+            .map_err(|cause| ConfigError::DataDir {
+                dir: dir.clone(),
+                user: process_user(),
+                owner: owner_of(dir),
+                cause,
+            })
+    }
+
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
     }
@@ -202,6 +239,26 @@ impl Config {
         .validate()
         .map_err(|e| ConfigError::Raft(e.to_string()))
     }
+}
+
+/// `uid N` of this process (the owner of `/proc/self`), or `this user`.
+fn process_user() -> String {
+    std::fs::metadata("/proc/self")
+        .map_or_else(|_| "this user".into(), |m| format!("uid {}", m.uid()))
+}
+
+/// `; the directory is owned by uid N, mode 0NNN` for an existing `dir`, else nothing.
+fn owner_of(dir: &Path) -> String {
+    std::fs::metadata(dir).map_or_else(
+        |_| String::new(),
+        |m| {
+            let mode = m.permissions().mode() & 0o7777;
+            format!(
+                "; the directory is owned by uid {}, mode {mode:04o}",
+                m.uid()
+            )
+        },
+    )
 }
 
 /// A cluster id travels in an HTTP header, which carries visible ASCII only (and trims
@@ -256,6 +313,30 @@ mod tests {
             Err(ConfigError::QuorumFlags)
         ));
         assert!(parse(&["--id", "1", "--replication", "quorum", "--read-quorum", "0"]).is_err());
+    }
+
+    #[test]
+    fn a_data_directory_that_cannot_be_written_is_refused_with_what_to_fix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let config = parse(&["--id", "1", "--data-dir", dir.to_str().unwrap()]).unwrap();
+        config.check_data_dir().unwrap();
+        assert!(dir.is_dir() && !dir.join(WRITE_PROBE).exists());
+        // A regular file where the directory should be fails for root too (unlike a mode).
+        let file = tmp.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        let config = parse(&["--id", "1", "--data-dir", file.to_str().unwrap()]).unwrap();
+        let message = config.check_data_dir().unwrap_err().to_string();
+        assert!(
+            message.contains("is not writable by this member (uid "),
+            "{message}"
+        );
+        assert!(
+            message.contains("the directory is owned by uid"),
+            "{message}"
+        );
+        assert!(message.contains("CAPLAB_DATA_DIR"), "{message}");
+        assert!(!message.contains('\n'), "one line: {message}");
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub struct Running {
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let token = config.admin_token()?;
     config.quorum_settings()?;
+    config.check_data_dir()?;
     let metrics = Arc::new(Metrics::default());
     let faults = Arc::new(Faults::new(&metrics));
     let identity = Identity {
