@@ -119,6 +119,53 @@ fn veto_problem(name: &str, mode: Replication, probability: Option<f64>) -> Opti
     }
 }
 
+/// The ordinal of the 2pc coordinator: the pod `status.leader` names, else ordinal 0 (the
+/// operator initialises the lowest ordinal, which coordinates for good).
+fn coordinator_ordinal(rc: &RegisterCluster) -> u32 {
+    let leader = rc.status.as_ref().and_then(|s| s.leader.as_deref());
+    leader
+        .and_then(|pod| {
+            pod.strip_prefix(&format!("{}-", rc.name_any()))?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// A `crash` fault on the 2pc coordinator without `storage`: its pod (and its emptyDir) is
+/// deleted, so its decision log is lost. It would return empty, as a new member, and the
+/// participants that voted yes would wait for the old coordinator for ever (2pc never
+/// replaces it); the only way out, a heuristic decision forced on them, may contradict a
+/// commit the lost coordinator had already sent to others, as would the presumed abort of a
+/// coordinator restarted without its log (Bernstein, Hadzilacos & Goodman 1987, §7.4:
+/// presumed abort is only safe because the decision to commit is durable).
+fn twopc_crash_problem(rc: &RegisterCluster, fault: &crate::crd::FaultSpec) -> Option<String> {
+    let spec = &rc.spec;
+    if spec.replication != Replication::TwoPc || spec.storage.is_some() {
+        return None;
+    }
+    if fault.kind != FaultKind::Crash {
+        return None;
+    }
+    let coordinator = coordinator_ordinal(rc);
+    let hits = fault
+        .targets
+        .iter()
+        .any(|t| matches!(t, Target::Leader) || *t == Target::Ordinal(coordinator));
+    hits.then(|| {
+        format!(
+            "fault {:?}: a crash of the 2pc coordinator ({}) without spec.storage loses its \
+             decision log: it would come back empty as a new member, the participants in doubt \
+             would wait for the old one for ever, and a decision forced on them could \
+             contradict a commit others already applied: add spec.storage (e.g. storage: \
+             {{size: 64Mi}}), or crash participants only (followers, or ordinals other than \
+             {coordinator})",
+            fault.name,
+            resources::pod_name(&rc.name_any(), coordinator)
+        )
+    })
+}
+
 /// Collects every problem in the spec; empty means valid. Each message says how to fix it.
 pub fn validate(rc: &RegisterCluster) -> Vec<String> {
     let spec = &rc.spec;
@@ -238,6 +285,7 @@ pub fn validate(rc: &RegisterCluster) -> Vec<String> {
             FaultKind::Veto => errs.extend(veto_problem(n, spec.replication, f.probability)),
             _ => {}
         }
+        errs.extend(twopc_crash_problem(rc, f));
         if f.latency_ms.is_some_and(|l| l > 60000) || f.jitter_ms.is_some_and(|j| j > 60000) {
             errs.push(format!(
                 "fault {n:?}: latencyMs/jitterMs must be at most 60000"

@@ -189,3 +189,44 @@ fn veto_acts_only_in_2pc_with_a_probability() {
         );
     }
 }
+
+#[test]
+fn a_2pc_coordinator_is_crashed_only_with_storage() {
+    let crash = |target: Target| crate::crd::FaultSpec {
+        name: "down".into(),
+        kind: FaultKind::Crash,
+        targets: vec![target],
+        groups: vec![],
+        latency_ms: None,
+        jitter_ms: None,
+        probability: None,
+        offset_ms: None,
+        duration_seconds: Some(30),
+        start_after_seconds: None,
+    };
+    let mut rc = fixture("raft-3");
+    rc.spec.replication = Replication::TwoPc;
+    for coordinator in [Target::Leader, Target::Ordinal(0)] {
+        rc.spec.faults = vec![crash(coordinator.clone())];
+        let all = validation::validate(&rc).join("\n");
+        assert!(
+            all.contains("a crash of the 2pc coordinator (demo-0) without spec.storage loses its decision log"),
+            "{coordinator:?}: {all}"
+        );
+        assert!(all.contains("add spec.storage"), "{all}");
+    }
+    // Participants may crash; the coordinator is the pod status.leader names.
+    rc.spec.faults = vec![crash(Target::Followers), crash(Target::Ordinal(2))];
+    rc.spec.faults[1].name = "down-2".into();
+    assert!(validation::validate(&rc).is_empty());
+    rc.status.get_or_insert_with(Default::default).leader = Some("demo-2".into());
+    let all = validation::validate(&rc).join("\n");
+    assert!(
+        all.contains("fault \"down-2\": a crash of the 2pc coordinator (demo-2)"),
+        "{all}"
+    );
+    // With storage the coordinator returns with its log.
+    rc.spec.storage = serde_yaml::from_str("{size: 64Mi}").expect("storage");
+    rc.spec.faults = vec![crash(Target::Leader)];
+    assert!(validation::validate(&rc).is_empty());
+}
