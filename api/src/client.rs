@@ -38,6 +38,9 @@ use crate::NodeId;
 
 pub use crate::transport;
 
+pub mod routed;
+pub use routed::ClusterClient;
+
 /// Why a call to a member failed, in the terms of the outcome contract.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum MemberError {

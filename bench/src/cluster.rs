@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
-use caplab_api::client::{Recipient, Timeouts};
+use anyhow::{bail, Context};
+use caplab_api::client::{ClusterClient, Recipient, Timeouts};
 use caplab_api::identity::PeerAddr;
 use caplab_api::status::{Readiness, Status};
 use caplab_api::MemberClient;
@@ -83,6 +83,11 @@ impl Caplab {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// One client of all members, which learns the leader (see [`ClusterClient`]).
+    pub fn client(&self) -> anyhow::Result<ClusterClient> {
+        ClusterClient::new(self.members.clone()).context("a caplab cluster without members")
     }
 
     /// Member `member`'s status (0-based), polled with a 2 s timeout.

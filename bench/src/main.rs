@@ -122,7 +122,7 @@ async fn bench_caplab(
     eprintln!("starting a 3-member caplab cluster ({mode})");
     let mut cluster = Caplab::start(&args.node_bin, mode, http, REQUEST_TIMEOUTS).await?;
     let target = Target::Caplab {
-        members: cluster.members.clone(),
+        cluster: cluster.client()?,
     };
     // 2pc keeps no replication log (a participant is either current or holds a transaction
     // in doubt): there is no lag to sample.

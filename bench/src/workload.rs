@@ -1,13 +1,14 @@
-//! The closed-loop workload: N clients, each issuing one request at a time against the member
-//! it was assigned (client c talks to member c mod 3, so followers forward), for a warm-up and
-//! then a fixed measured window.
+//! The closed-loop workload: N clients, each issuing one request at a time, for a warm-up and
+//! then a fixed measured window. caplab client c is homed on member c mod 3 and sends writes
+//! and linearizable reads to the leader once it has learned it (`caplab_api::ClusterClient`,
+//! as etcd's client keeps its requests on one member); local reads stay on its home member.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use caplab_api::client::ClusterClient;
 use caplab_api::kv::Consistency;
-use caplab_api::MemberClient;
 use etcd_client::{GetOptions, KvClient};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -34,14 +35,14 @@ impl Op {
 /// What the clients talk to.
 #[derive(Clone)]
 pub enum Target {
-    /// caplab members, one client each; client c uses member c mod len.
-    Caplab { members: Vec<MemberClient> },
+    /// caplab members; client c is homed on member c mod len and goes to the leader.
+    Caplab { cluster: ClusterClient },
     /// etcd KV clients: each is one HTTP/2 connection to one member; client c uses c mod len.
     Etcd { kv: Vec<KvClient> },
 }
 
 enum Conn {
-    Caplab(MemberClient),
+    Caplab(ClusterClient),
     // Boxed: the gRPC client is ~400 bytes, the caplab one a handle.
     Etcd(Box<KvClient>),
 }
@@ -49,7 +50,7 @@ enum Conn {
 impl Target {
     fn conn(&self, c: usize) -> Conn {
         match self {
-            Target::Caplab { members } => Conn::Caplab(members[c % members.len()].clone()),
+            Target::Caplab { cluster } => Conn::Caplab(cluster.homed(c)),
             Target::Etcd { kv } => Conn::Etcd(Box::new(kv[c % kv.len()].clone())),
         }
     }
