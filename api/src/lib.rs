@@ -4,6 +4,7 @@
 //! - [`kv`]: register operations (read, write, compare-and-set) and their bodies;
 //! - [`status`]: `GET /v1/status` ([`status::Status`]);
 //! - [`trace`]: `GET /v1/trace`, the member's record of recent peer messages;
+//! - [`tail`]: `GET /v1/log`, the last few entries of a member's log;
 //! - [`faults`]: the fault set a member takes at `PUT /v1/admin/faults`, with its validation;
 //! - [`admin`]: the admin bodies (init, learners, voters, primary, peers, transfer, promote);
 //! - [`identity`]: incarnations, address-book entries and the `x-caplab-*` headers;
@@ -24,6 +25,7 @@ pub mod identity;
 pub mod kv;
 pub mod paths;
 pub mod status;
+pub mod tail;
 pub mod trace;
 pub mod transport;
 

@@ -43,6 +43,8 @@ pub const METRICS: &str = "/metrics";
 /// `GET` the member's record of recent peer messages ([`crate::trace::TraceView`]; both
 /// ports, read-only like the status).
 pub const TRACE: &str = "/v1/trace";
+/// `GET` the last few entries of the member's log ([`crate::tail::LogTail`]; both ports).
+pub const LOG_TAIL: &str = "/v1/log";
 /// `GET` liveness: `200 ok` while the process serves HTTP (both ports).
 pub const HEALTHZ: &str = "/healthz";
 /// `GET` readiness: `200 ready`, or `503 not ready: <why>` (both ports).

@@ -210,6 +210,26 @@ pub struct Status {
     /// 2pc mode: transactions, their outcomes, what is in doubt, messages per phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub twopc: Option<TwoPcStatus>,
+    /// The client operations this member answered on its client port (`None`: an older
+    /// member). Cumulative: a watcher derives rates from the difference of two polls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ops: Option<ClientOps>,
+}
+
+/// Client operations (reads, writes, CAS) answered on a member's client port since it
+/// started, by outcome, with a latency histogram. An operation a follower forwards counts at
+/// the member the client called, once.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientOps {
+    /// Outcome label → operations: `ok`, `cas-mismatch`, `not-applied` (503), `unknown`
+    /// (504), `bad-request`, … (the `outcome` label of `caplab_requests_total`).
+    pub outcomes: BTreeMap<String, u64>,
+    /// Upper bounds of the latency buckets, in milliseconds, ascending.
+    pub latency_bounds_ms: Vec<f64>,
+    /// Operations per bucket (not cumulative): one more than the bounds, the last counting
+    /// those slower than every bound.
+    pub latency_counts: Vec<u64>,
 }
 
 /// The two-phase-commit part of `/v1/status` (2pc mode only). Counts are since the member

@@ -34,6 +34,7 @@ use tokio::time::Instant;
 
 use crate::types::{Command, Node, NodeId};
 use caplab_api::status::{EngineStatus, Status};
+use caplab_api::tail::TailEntry;
 
 /// How a client read is served (the wire type: `linearizable` or `local`).
 pub use caplab_api::kv::Consistency;
@@ -130,6 +131,12 @@ pub trait ReplicationEngine: Send + Sync {
     /// primary restarted in its epoch); part of readiness.
     fn fenced(&self) -> impl Future<Output = bool> + Send {
         async { false }
+    }
+
+    /// The last `limit` entries of the member's log, oldest first, for `GET /v1/log`
+    /// (`caplab_api::tail` says what an entry is in each mode); none by default.
+    fn log_tail(&self, _limit: usize) -> impl Future<Output = Vec<TailEntry>> + Send {
+        async { Vec::new() }
     }
 
     /// Adds the mode's own section to the member's status (e.g. `quorum`); none by default.

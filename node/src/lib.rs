@@ -18,6 +18,7 @@ pub mod raft_engine;
 pub mod register;
 pub mod server;
 pub mod store;
+pub mod tail;
 pub mod telemetry;
 pub mod trace;
 pub mod twopc;

@@ -11,6 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use caplab_api::kv::ReadRequest;
 use caplab_api::paths::{ADMIN_INIT, ADMIN_LEARNERS, ADMIN_VOTERS, FORWARD_READ, FORWARD_WRITE};
 use caplab_api::status::{Role, Status};
+use caplab_api::tail::LogTail;
 use serde::Serialize;
 use thiserror::Error;
 use tokio::time::Instant;
@@ -222,6 +223,15 @@ impl Member {
         }
     }
 
+    /// The last `limit` entries of this member's log (`GET /v1/log`).
+    pub async fn log_tail(&self, limit: usize) -> LogTail {
+        let entries = each!(&self.engine, e => e.log_tail(limit).await);
+        LogTail {
+            id: self.id,
+            entries,
+        }
+    }
+
     pub async fn status(&self) -> Status {
         let contacts = self.peers.last_contact_ms();
         let mut engine = each!(&self.engine, e => e.status(&contacts).await);
@@ -254,6 +264,7 @@ impl Member {
             fault_counters: self.faults.counters(),
             quorum: None,
             twopc: None,
+            client_ops: Some(self.metrics.client_ops()),
         };
         each!(&self.engine, e => e.extend_status(&mut status));
         status

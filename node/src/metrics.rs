@@ -1,4 +1,11 @@
-//! Prometheus metrics of one member, rendered in the text exposition format at `/metrics`.
+//! Prometheus metrics of one member, rendered in the text exposition format at `/metrics`,
+//! and the client-operation counts the status carries ([`ClientOps`]) for the live view.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use caplab_api::status::ClientOps;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -53,11 +60,59 @@ pub struct Metrics {
     pub quorum: QuorumMetrics,
     /// 2pc mode's counters (registered in every mode; zero elsewhere).
     pub twopc: TwoPcMetrics,
+    /// The same client requests as `requests` and `latency`, readable for the status
+    /// (prometheus-client keeps its histograms' buckets private).
+    client_ops: ClientOpCounts,
+}
+
+/// Latency buckets: 0.25 ms doubling up to ~8 s.
+const LATENCY_BUCKETS: u16 = 16;
+
+/// The latency buckets' upper bounds, in seconds.
+fn latency_bounds() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.00025, 2.0, LATENCY_BUCKETS)
 }
 
 fn latency_histogram() -> Histogram {
-    // 0.25 ms .. ~8 s
-    Histogram::new(exponential_buckets(0.00025, 2.0, 16))
+    Histogram::new(latency_bounds())
+}
+
+/// Client operations by outcome and latency bucket, since the member started.
+#[derive(Default)]
+struct ClientOpCounts {
+    outcomes: Mutex<BTreeMap<String, u64>>,
+    /// One per bound of [`latency_bounds`], and one for slower operations.
+    buckets: [AtomicU64; LATENCY_BUCKETS as usize + 1],
+}
+
+impl ClientOpCounts {
+    fn observe(&self, outcome: &str, seconds: f64) {
+        let mut outcomes = self.outcomes.lock().unwrap_or_else(PoisonError::into_inner);
+        *outcomes.entry(outcome.to_string()).or_default() += 1;
+        drop(outcomes);
+        let bucket = latency_bounds()
+            .position(|bound| seconds <= bound)
+            .unwrap_or(LATENCY_BUCKETS as usize);
+        if let Some(count) = self.buckets.get(bucket) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn view(&self) -> ClientOps {
+        ClientOps {
+            outcomes: self
+                .outcomes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            latency_bounds_ms: latency_bounds().map(|s| s * 1000.0).collect(),
+            latency_counts: self
+                .buckets
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -134,6 +189,7 @@ impl Default for Metrics {
             misdirected,
             quorum,
             twopc,
+            client_ops: ClientOpCounts::default(),
         }
     }
 }
@@ -149,6 +205,12 @@ impl Metrics {
         self.latency
             .get_or_create(&OpLabels { op: op.to_string() })
             .observe(seconds);
+        self.client_ops.observe(outcome, seconds);
+    }
+
+    /// The client operations answered so far, for `/v1/status`.
+    pub fn client_ops(&self) -> ClientOps {
+        self.client_ops.view()
     }
 
     fn misdirected_counter(&self, kind: Misdirection) -> Counter {
@@ -177,5 +239,27 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ops_count_outcomes_and_latency_buckets() {
+        let m = Metrics::default();
+        m.observe_request("write", "ok", 0.0002);
+        m.observe_request("read", "ok", 0.003);
+        m.observe_request("write", "unknown", 60.0);
+        let ops = m.client_ops();
+        assert_eq!(ops.outcomes["ok"], 2);
+        assert_eq!(ops.outcomes["unknown"], 1);
+        assert_eq!(ops.latency_counts.len(), ops.latency_bounds_ms.len() + 1);
+        assert_eq!(ops.latency_bounds_ms[0], 0.25);
+        // 0.2 ms in the first bucket, 3 ms in (2, 4], a minute past every bound.
+        assert_eq!(ops.latency_counts[0], 1);
+        assert_eq!(ops.latency_counts[4], 1);
+        assert_eq!(ops.latency_counts.last(), Some(&1));
     }
 }

@@ -19,9 +19,10 @@ use tokio::time::Instant;
 use crate::election::{Election, ElectionTiming, SteppedAside};
 use crate::engine::{Consistency, EngineError, Outcome, ReplicationEngine, Unsupported};
 use crate::network::PeerClient;
-use crate::store::SharedState;
-use crate::types::{Batch, Command, CommandResult, Node, NodeId, Raft, TypeConfig};
+use crate::store::{LogStore, SharedState};
+use crate::types::{Batch, Command, CommandResult, Entry, Node, NodeId, Raft, TypeConfig};
 use caplab_api::status::{EngineStatus, PeerStatus, Replication, Role};
+use caplab_api::tail::TailEntry;
 
 /// Why the Raft engine did not serve an operation.
 #[derive(Debug, Clone, Error)]
@@ -90,6 +91,8 @@ pub struct RaftEngine {
     pub raft: Raft,
     pub state: SharedState,
     pub committed: Arc<AtomicU64>,
+    /// The log openraft writes, read for `GET /v1/log`.
+    log: LogStore,
     reads: mpsc::Sender<oneshot::Sender<RaftResult<()>>>,
     writes: mpsc::Sender<PendingWrite>,
     /// Pre-vote and check-quorum (openraft's own election timer is off).
@@ -161,7 +164,7 @@ impl RaftEngine {
     pub fn new(
         raft: Raft,
         state: SharedState,
-        committed: Arc<AtomicU64>,
+        log: LogStore,
         peers: Arc<PeerClient>,
         round_timeout: Duration,
         timing: ElectionTiming,
@@ -185,7 +188,8 @@ impl RaftEngine {
         Self {
             raft,
             state,
-            committed,
+            committed: log.committed_index(),
+            log,
             reads,
             writes,
             election,
@@ -315,6 +319,18 @@ impl RaftEngine {
     }
 }
 
+/// A log entry in words: its writes, `membership` or `blank` (a new leader's first entry).
+fn tail_entry(entry: &Entry) -> TailEntry {
+    let op = match &entry.payload {
+        openraft::EntryPayload::Blank => "blank".to_string(),
+        openraft::EntryPayload::Normal(Batch(commands)) => crate::tail::describe_all(commands),
+        openraft::EntryPayload::Membership(m) => {
+            format!("membership {:?}", m.voter_ids().collect::<Vec<_>>())
+        }
+    };
+    TailEntry::new(entry.log_id.index, Some(entry.log_id.leader_id.term), op)
+}
+
 /// Raft through openraft 0.9: writes are batched into log entries by one proposer,
 /// linearizable reads share leadership-confirmation rounds (read index, Raft thesis §6.4),
 /// membership changes are openraft's joint consensus.
@@ -343,6 +359,10 @@ impl ReplicationEngine for RaftEngine {
 
     async fn status(&self, contacts: &BTreeMap<NodeId, u64>) -> EngineStatus {
         self.raft_status(contacts)
+    }
+
+    async fn log_tail(&self, limit: usize) -> Vec<TailEntry> {
+        self.log.tail(limit, tail_entry)
     }
 
     async fn members(&self) -> BTreeSet<NodeId> {

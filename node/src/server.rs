@@ -155,7 +155,7 @@ async fn start_raft(config: &Config, peers: &Arc<PeerClient>) -> anyhow::Result<
     let raft_config = Arc::new(config.raft_config()?);
     let (log_store, state_machine) = store::open(&config.data_dir)
         .with_context(|| format!("opening {}", config.data_dir.display()))?;
-    let committed = log_store.committed_index();
+    let log = log_store.clone();
     let state = state_machine.shared();
     let raft = Raft::new(
         config.id,
@@ -169,7 +169,7 @@ async fn start_raft(config: &Config, peers: &Arc<PeerClient>) -> anyhow::Result<
     Ok(RaftEngine::new(
         raft,
         state,
-        committed,
+        log,
         peers.clone(),
         config.request_timeout(),
         config.election_timing(),

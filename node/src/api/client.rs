@@ -33,6 +33,7 @@ pub fn observability_routes() -> Router<Arc<Member>> {
     Router::new()
         .route(paths::STATUS, get(status))
         .route(paths::TRACE, get(trace))
+        .route(paths::LOG_TAIL, get(log_tail))
         .route(paths::METRICS, get(metrics))
         .route(paths::HEALTHZ, get(|| async { "ok" }))
         .route(paths::READYZ, get(ready))
@@ -154,6 +155,32 @@ async fn trace(
         .trace
         .view(member.peers.id, clock_ms, params.since.unwrap_or(0));
     Json(view).into_response()
+}
+
+/// `?limit=N`: how many entries (1 to `caplab_api::tail::MAX_LIMIT`).
+#[derive(serde::Deserialize)]
+struct TailParams {
+    limit: Option<usize>,
+}
+
+/// `GET /v1/log`: the last few entries of the member's log (`caplab_api::tail::LogTail`).
+async fn log_tail(
+    State(member): State<Arc<Member>>,
+    params: Result<Query<TailParams>, QueryRejection>,
+) -> Response {
+    use caplab_api::tail::{DEFAULT_LIMIT, MAX_LIMIT};
+    let limit = match params {
+        Ok(Query(p)) => p.limit.unwrap_or(DEFAULT_LIMIT),
+        Err(e) => {
+            let why = format!("{e}: give limit as a whole number from 1 to {MAX_LIMIT}");
+            return ApiError::BadRequest(why).into_response();
+        }
+    };
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        let why = format!("limit must be 1 to {MAX_LIMIT}, got {limit}");
+        return ApiError::BadRequest(why).into_response();
+    }
+    Json(member.log_tail(limit).await).into_response()
 }
 
 async fn metrics(State(member): State<Arc<Member>>) -> Response {

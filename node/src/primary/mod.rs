@@ -263,6 +263,21 @@ impl ReplicationEngine for Arc<PrimaryEngine> {
         self.report().await
     }
 
+    async fn log_tail(&self, limit: usize) -> Vec<caplab_api::tail::TailEntry> {
+        let state = self.state.lock().await;
+        // Entries folded into the snapshot are gone: the tail starts after it at the earliest.
+        let first =
+            (state.log.last_seq().saturating_sub(limit as u64) + 1).max(state.log.base().seq + 1);
+        let entries = state.log.entries_from(first, limit).unwrap_or_default();
+        (first..)
+            .zip(entries)
+            .map(|(seq, e)| {
+                let op = crate::tail::describe(&e.command);
+                caplab_api::tail::TailEntry::new(seq, Some(e.epoch), op)
+            })
+            .collect()
+    }
+
     async fn fenced(&self) -> bool {
         self.is_fenced().await
     }

@@ -54,6 +54,10 @@ impl ReplicationEngine for Arc<QuorumEngine> {
         }
     }
 
+    async fn log_tail(&self, limit: usize) -> Vec<caplab_api::tail::TailEntry> {
+        self.replica.recent.last(limit)
+    }
+
     async fn status(&self, _contacts: &BTreeMap<NodeId, u64>) -> EngineStatus {
         let replicas = self.quorum_status().replicas;
         let members: Vec<NodeId> = replicas.keys().copied().collect();

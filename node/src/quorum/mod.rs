@@ -85,6 +85,7 @@ impl QuorumEngine {
         let replica = Arc::new(Replica {
             store,
             counters: Arc::new(Counters::new(metrics)),
+            recent: Default::default(),
         });
         let replicas = Arc::new(Replicas::new(id, peers, meta.members));
         let anti_entropy = AntiEntropy {

@@ -4,16 +4,22 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use caplab_api::tail::TailEntry;
+
 use super::counters::Counters;
 use super::store::{Store, StoreError};
 use super::wire::{
     FetchResponse, Stamp, StoreKind, StoreRequest, StoreResponse, SyncRequest, SyncResponse,
     Versioned, SYNC_PAGE_KEYS,
 };
+use crate::tail::{describe, Recent};
+use crate::types::Command;
 
 pub struct Replica {
     pub store: Store,
     pub counters: Arc<Counters>,
+    /// The last client writes stored here, with their stamps (`GET /v1/log`).
+    pub recent: Recent,
 }
 
 impl Replica {
@@ -26,7 +32,15 @@ impl Replica {
             .iter()
             .map(|(k, v)| (k.clone(), v.stamp))
             .collect();
+        let writes = match request.kind {
+            StoreKind::Write => request.entries.clone(),
+            _ => BTreeMap::new(),
+        };
         let applied = self.store.apply(request.entries).await?;
+        for (key, version) in &writes {
+            self.recent
+                .push(stored(key, version, applied.superseded.contains(key)));
+        }
         match request.kind {
             StoreKind::Write => {
                 for key in &applied.superseded {
@@ -64,6 +78,19 @@ impl Replica {
         }
         Ok(answer)
     }
+}
+
+/// A client write as this replica stored it: `kept`, or `lost` to a newer stamp held here.
+fn stored(key: &str, version: &Versioned, lost: bool) -> TailEntry {
+    let command = Command::Write {
+        key: key.to_string(),
+        value: version.value,
+    };
+    let mut entry = TailEntry::new(0, None, describe(&command));
+    entry.decision = Some(if lost { "lost" } else { "kept" }.to_string());
+    entry.stamp_ms = Some(version.stamp.ms);
+    entry.writer = Some(version.stamp.node);
+    entry
 }
 
 /// What `mine` holds newer than `theirs` (or they lack), and which keys they hold newer.

@@ -116,6 +116,15 @@ impl LogStore {
         self.committed.clone()
     }
 
+    /// The last `n` entries not yet purged, oldest first, each as `f` makes it (for
+    /// `GET /v1/log`: nothing is cloned under the lock but what `f` returns).
+    pub fn tail<T>(&self, n: usize, f: impl Fn(&Entry) -> T) -> Vec<T> {
+        let log = self.memory();
+        let mut tail: Vec<T> = log.entries.values().rev().take(n).map(f).collect();
+        tail.reverse();
+        tail
+    }
+
     fn memory(&self) -> MutexGuard<'_, InMemoryLog> {
         // A panic while holding the lock cannot leave the map half-changed (every change is
         // one BTreeMap call), so a poisoned lock is still safe to use.

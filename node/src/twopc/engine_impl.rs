@@ -74,6 +74,10 @@ impl ReplicationEngine for Arc<TwoPcEngine> {
         }
     }
 
+    async fn log_tail(&self, limit: usize) -> Vec<caplab_api::tail::TailEntry> {
+        self.participant.recent.last(limit)
+    }
+
     fn extend_status(&self, status: &mut Status) {
         status.twopc = Some(self.twopc_status());
     }

@@ -292,6 +292,10 @@ impl TwoPcEngine {
     pub async fn handle_prepare(&self, request: PrepareRequest) -> Result<Vote, TwoPcError> {
         self.counters.messages(Phase::Prepare, 1);
         let vote = self.participant.prepare(&request).await?;
+        let op = crate::tail::describe(&request.command);
+        let mut entry = caplab_api::tail::TailEntry::new(request.txid, None, op);
+        entry.decision = Some(if vote.yes { "prepared" } else { "voted no" }.to_string());
+        self.participant.recent.push(entry);
         self.counters.messages(Phase::Vote, 1);
         Ok(vote)
     }

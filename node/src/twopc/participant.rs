@@ -16,8 +16,10 @@ use super::error::TwoPcError;
 use super::store::{Applied, Learned, Prepared, Store, StoreError};
 use super::wire::{Decision, NoCause, PrepareRequest, TxId, TxState, Vote};
 use crate::faults::Faults;
+use crate::tail::{describe, Recent};
 use crate::types::{Command, NodeId};
 use caplab_api::status::InDoubt;
+use caplab_api::tail::TailEntry;
 
 /// How long a linearizable read of a held key waits for the decision before it is refused:
 /// long enough for a transaction in progress to finish, short enough to answer a client.
@@ -47,6 +49,8 @@ pub struct Participant {
     serial: tokio::sync::Mutex<()>,
     /// Bumped whenever a key is released, for reads waiting on it.
     released: watch::Sender<u64>,
+    /// The last votes and decisions, for `GET /v1/log`.
+    pub recent: Recent,
 }
 
 fn now_ms(faults: &Faults) -> u64 {
@@ -54,6 +58,19 @@ fn now_ms(faults: &Faults) -> u64 {
         .now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A decision learned, for the log tail: the transaction's write when this member held it.
+fn decided(txid: TxId, learned: &Learned, held: Option<&Prepared>) -> TailEntry {
+    let op = held.map_or_else(|| "-".to_string(), |p| describe(&p.command));
+    let mut entry = TailEntry::new(txid, None, op);
+    let forced = if learned.heuristic {
+        " (heuristic)"
+    } else {
+        ""
+    };
+    entry.decision = Some(format!("{}{forced}", learned.decision.as_str()));
+    entry
 }
 
 impl Participant {
@@ -81,6 +98,7 @@ impl Participant {
             held: Mutex::new(held),
             serial: tokio::sync::Mutex::new(()),
             released: watch::channel(0).0,
+            recent: Recent::default(),
         })
     }
 
@@ -167,6 +185,8 @@ impl Participant {
             heuristic,
         };
         let applied = self.store.apply(txid, learned).await?;
+        self.recent
+            .push(decided(txid, &learned, applied.released.as_ref()));
         {
             let mut held = self.held();
             if let Some(hold) = held.by_txid.remove(&txid) {

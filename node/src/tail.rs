@@ -1,0 +1,101 @@
+//! The pieces every engine uses to answer `GET /v1/log` (`caplab_api::tail`): a command in a
+//! few words, and [`Recent`], the bounded ring 2pc and quorum keep of what they last did
+//! (their logs are not ordered lists the way Raft's and the primary's are).
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, PoisonError};
+
+use caplab_api::tail::{TailEntry, MAX_LIMIT};
+
+use crate::types::Command;
+
+/// Keys longer than this are cut in the words of an entry (keys may be 256 bytes).
+const KEY_CHARS: usize = 24;
+
+/// `x=5`, or `cas x 5→6`.
+pub fn describe(command: &Command) -> String {
+    let key = short_key(command.key());
+    match command {
+        Command::Write { value, .. } => format!("{key}={value}"),
+        Command::Cas { expected, new, .. } => format!("cas {key} {expected}→{new}"),
+    }
+}
+
+/// Several commands (a Raft entry's batch): the first, and how many more.
+pub fn describe_all(commands: &[Command]) -> String {
+    match commands {
+        [] => "blank".to_string(),
+        [one] => describe(one),
+        [first, rest @ ..] => format!("{} (+{} more)", describe(first), rest.len()),
+    }
+}
+
+fn short_key(key: &str) -> String {
+    if key.chars().count() <= KEY_CHARS {
+        return key.to_string();
+    }
+    let cut: String = key.chars().take(KEY_CHARS - 1).collect();
+    format!("{cut}…")
+}
+
+/// The last [`MAX_LIMIT`] entries an engine recorded, oldest first. Recording takes a lock for
+/// a push; reading clones at most [`MAX_LIMIT`] small entries.
+#[derive(Default)]
+pub struct Recent(Mutex<VecDeque<TailEntry>>);
+
+impl Recent {
+    pub fn push(&self, entry: TailEntry) {
+        let mut ring = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if ring.len() == MAX_LIMIT {
+            ring.pop_front();
+        }
+        ring.push_back(entry);
+    }
+
+    /// The last `limit` entries, oldest first.
+    pub fn last(&self, limit: usize) -> Vec<TailEntry> {
+        let ring = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let skip = ring.len().saturating_sub(limit);
+        ring.iter().skip(skip).cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_in_words() {
+        let w = Command::Write {
+            key: "x".into(),
+            value: 5,
+        };
+        let c = Command::Cas {
+            key: "k".repeat(40),
+            expected: 1,
+            new: 2,
+        };
+        assert_eq!(describe(&w), "x=5");
+        assert_eq!(describe(&c), format!("cas {}… 1→2", "k".repeat(23)));
+        assert_eq!(describe_all(&[w.clone(), c]), "x=5 (+1 more)");
+        assert_eq!(describe_all(&[]), "blank");
+    }
+
+    #[test]
+    fn the_ring_is_bounded_and_keeps_the_newest() {
+        let recent = Recent::default();
+        for i in 0..(MAX_LIMIT as u64 + 10) {
+            recent.push(TailEntry::new(i, None, "x=1"));
+        }
+        let last = recent.last(3);
+        assert_eq!(
+            last.iter().map(|e| e.index).collect::<Vec<_>>(),
+            [
+                MAX_LIMIT as u64 + 7,
+                MAX_LIMIT as u64 + 8,
+                MAX_LIMIT as u64 + 9
+            ]
+        );
+        assert_eq!(recent.last(usize::MAX).len(), MAX_LIMIT);
+    }
+}
