@@ -5,10 +5,17 @@
 //! `cargo build --release -p caplab-node -p caplab-bench && target/release/caplab-bench --out BENCHMARKS-table.md`
 
 mod cluster;
+mod commands;
 mod failover;
+mod footprint;
 mod lag;
+mod members;
+mod memory;
+mod plots;
 mod report;
+mod scaling;
 mod workload;
+mod writers;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +36,9 @@ const REQUEST_TIMEOUTS: Timeouts = Timeouts {
 #[derive(Parser)]
 #[command(about = "Benchmark loopback caplab clusters side by side with etcd")]
 struct Args {
+    /// A run beside the comparison (`scaling`, `plot-table`); none: the comparison.
+    #[command(subcommand)]
+    command: Option<commands::Command>,
     /// The caplab-node binary (build it with `cargo build --release -p caplab-node`).
     #[arg(long, default_value = "target/release/caplab-node")]
     node_bin: PathBuf,
@@ -221,6 +231,9 @@ async fn main() -> anyhow::Result<()> {
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(10))
         .build()?;
+    if let Some(command) = &args.command {
+        return commands::run(command, &http, REQUEST_TIMEOUTS).await;
+    }
     let mut report = Report {
         header: vec![
             format!(
