@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use caplab_api::kv::{CasBody, Consistency, WriteBody};
 use caplab_api::paths::{self, Port};
 use caplab_api::status::{Readiness, Status};
+use caplab_api::tail::LogTail;
 use caplab_api::trace::TraceView;
 use caplab_api::transport::TransportError;
 use caplab_api::{MemberClient, MemberError};
@@ -179,9 +180,30 @@ impl Member {
             paths::TRACE,
             caplab_api::trace::SINCE_PARAM
         );
+        self.get_json(&path, "a trace", paths::TRACE).await
+    }
+
+    /// `GET /v1/log?limit=N`: the last `limit` entries of the member's log.
+    pub async fn log_tail(&self, limit: usize) -> Result<LogTail, String> {
+        let path = format!(
+            "{}?{}={limit}",
+            paths::LOG_TAIL,
+            caplab_api::tail::LIMIT_PARAM
+        );
+        self.get_json(&path, "a log tail", paths::LOG_TAIL).await
+    }
+
+    /// A read-only JSON route on the client port; `what` and `route` word the error when the
+    /// answer is not the type (an older member image).
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        what: &str,
+        route: &str,
+    ) -> Result<T, String> {
         let answer = self
             .api
-            .send_raw(Method::GET, Port::Client, &path, None)
+            .send_raw(Method::GET, Port::Client, path, None)
             .await
             .map_err(|e| format!("{}: {e}", self.label))?;
         if answer.status != 200 {
@@ -194,7 +216,7 @@ impl Member {
         }
         serde_json::from_slice(&answer.body).map_err(|e| {
             format!(
-                "{}: not a trace ({e}): is the member older than /v1/trace?",
+                "{}: not {what} ({e}): is the member older than {route}?",
                 self.label
             )
         })

@@ -1,8 +1,10 @@
 //! `caplab ui` against a loopback cluster of real members, read by headless Chromium: the
 //! leader is marked, a partitioned member's links are drawn cut, a killed member is shown
 //! down within 2 s and a new leader is marked after the old one is killed. Screenshots are
-//! kept under `<target dir>/artifacts/`. `caplab trace` under a clock skew draws messages
-//! received before they were sent on the members' clocks, and none on the observer's.
+//! kept under `<target dir>/artifacts/`. Under client load the page shows each member's log
+//! tail and the live ops/s, errors and latency with the fault windows shaded. `caplab trace`
+//! under a clock skew draws messages received before they were sent on the members' clocks,
+//! and none on the observer's.
 
 #[path = "common/browser.rs"]
 mod browser;
@@ -196,6 +198,100 @@ async fn ui_shows_leader_partition_crash_and_failover() {
         "no strip"
     );
     browser::screenshot(&chromium, &ui.url, profile.path(), 3000, "ui-failover");
+}
+
+/// Writes through every member at `addrs` (comma separated) as fast as they answer, until
+/// the task is aborted: the client load the live view counts.
+fn load(addrs: &str) -> tokio::task::JoinHandle<()> {
+    let urls: Vec<String> = addrs
+        .split(',')
+        .map(|a| format!("http://{a}/v1/kv/load"))
+        .collect();
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        for value in 0u64.. {
+            let url = &urls[value as usize % urls.len()];
+            // Refusals and timeouts are part of the load: the view counts them as errors.
+            let _ = http
+                .put(url)
+                .json(&json!({ "value": value }))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_shows_log_tails_and_live_workload() {
+    let Some(chromium) = browser::chromium_or_skip("ui_shows_log_tails_and_live_workload") else {
+        return;
+    };
+    let cluster = common::start(3, &[]).await;
+    let leader = cluster.wait_for_leader().await;
+    let ui = start_ui(&cluster.client_addrs());
+    let writer = load(&cluster.client_addrs());
+    // A follower cut off for a while: its window is shaded on the workload charts.
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    cluster
+        .set_faults(follower, json!({"partition": {"peers": []}}))
+        .await;
+    common::wait_until("the ui to see the load under the partition", || async {
+        let v = view(&ui).await?;
+        let busy = v["history"].as_array()?.iter().any(|s| {
+            s["ops"]["opsPerSecond"].as_f64().is_some_and(|r| r > 0.0)
+                && !s["faults"].as_array().is_some_and(|f| f.is_empty())
+        });
+        busy.then_some(())
+    })
+    .await;
+    cluster.set_faults(follower, json!({})).await;
+    // The leader's tail holds the writes, with index and term.
+    let entry = common::wait_until("the leader's log tail", || async {
+        let v = view(&ui).await?;
+        let log = member(&v, leader)?["log"].as_array()?.clone();
+        log.into_iter()
+            .find(|e| e["op"].as_str().is_some_and(|op| op.starts_with("load=")))
+    })
+    .await;
+    assert!(
+        entry["index"].as_u64().is_some() && entry["term"].as_u64().is_some(),
+        "{entry}"
+    );
+    common::wait_until("a few more seconds of load after the partition", || async {
+        let v = view(&ui).await?;
+        let h = v["history"].as_array()?;
+        let healed = h.iter().rev().take(3).all(|s| {
+            s["faults"].as_array().is_some_and(|f| f.is_empty())
+                && s["ops"]["opsPerSecond"].as_f64().is_some_and(|r| r > 0.0)
+        });
+        healed.then_some(())
+    })
+    .await;
+    let profile = tempfile::tempdir().expect("profile dir");
+    let dom = browser::dom(&chromium, &ui.url, profile.path(), 3000);
+    let workload = dom
+        .split("<section id=\"workload\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no workload section:\n{dom}"));
+    assert!(
+        !workload
+            .split('>')
+            .next()
+            .unwrap_or_default()
+            .contains("hidden"),
+        "the workload section is hidden under load"
+    );
+    assert!(
+        workload.contains("data-ops=\"") && workload.contains("ops/s"),
+        "no live ops/s drawn"
+    );
+    assert!(
+        dom.contains(&format!("class=\"tail\" data-member=\"{leader}\"")) && dom.contains("load="),
+        "no log tail drawn for the leader"
+    );
+    browser::screenshot(&chromium, &ui.url, profile.path(), 3000, "ui-workload");
+    writer.abort();
 }
 
 /// The value of `data-<name>` on the diagram's `<svg id="lamport">` in `dom`.

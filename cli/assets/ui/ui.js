@@ -209,6 +209,86 @@ function drawIndexes(view) {
   } else chart.setData(data);
 }
 
+// Each member's last log entries: Raft index/term/op, primary sequence/epoch/op, 2pc
+// transactions and their decisions, quorum writes with their last-writer-wins stamps.
+function drawTails(view) {
+  const box = document.getElementById("tails");
+  box.replaceChildren();
+  box.className = "tails";
+  for (const m of view.members) {
+    if (!m.log || !m.log.length) continue;
+    const t = html("table", undefined, "tail");
+    t.dataset.member = m.id || m.label;
+    t.append(html("caption", name(m) + (m.up ? "" : " (last seen)")));
+    for (const e of m.log) {
+      const tr = html("tr");
+      const stamp = e.stampMs !== undefined ? "@" + new Date(e.stampMs).toISOString().slice(11, 23) + " by n" + e.writer : "";
+      const head = e.stampMs !== undefined ? stamp : "#" + e.index + (e.term !== undefined ? " t" + e.term : "");
+      tr.append(html("td", head), html("td", e.op));
+      const d = html("td", e.decision || "", e.decision ? "d-" + e.decision.split(" ")[0] : "");
+      tr.append(d);
+      t.append(tr);
+    }
+    box.append(t);
+  }
+}
+
+// Fault windows of the history, [{start, end}] in seconds, for shading the workload charts.
+function faultWindows(history) {
+  return runs(history, (s) => s.faults.length > 0).filter((r) => r.value)
+    .map((r) => ({ start: r.start / 1000, end: (r.end + 1000) / 1000 }));
+}
+
+// The fault windows the workload charts shade, as of the last poll.
+let shaded = [];
+
+function shade(u) {
+  const ctx = u.ctx;
+  ctx.save();
+  ctx.fillStyle = "rgba(239, 154, 154, 0.35)";
+  for (const w of shaded) {
+    const x0 = u.valToPos(w.start, "x", true), x1 = u.valToPos(w.end, "x", true);
+    ctx.fillRect(x0, u.bbox.top, Math.max(2, x1 - x0), u.bbox.height);
+  }
+  ctx.restore();
+}
+
+const workloadCharts = { ops: null, latency: null };
+
+function workloadChart(key, boxId, opts, data) {
+  if (workloadCharts[key]) { workloadCharts[key].setData(data); return; }
+  const box = document.getElementById(boxId);
+  workloadCharts[key] = new uPlot({ ...opts, width: Math.min(1000, box.clientWidth || 900), height: 150,
+    hooks: { drawClear: [shade] } }, data, box);
+}
+
+// Live ops/s, errors and latency, from the members' client-operation counts.
+function drawWorkload(view) {
+  const h = view.history, section = document.getElementById("workload");
+  const busy = h.some((s) => s.ops && s.ops.opsPerSecond > 0);
+  section.hidden = !busy;
+  if (!busy) return;
+  const t = h.map((s) => s.t / 1000), val = (f) => h.map((s) => (s.ops ? f(s.ops) : null));
+  shaded = faultWindows(h);
+  workloadChart("ops", "ops-chart", { series: [{}, { label: "ops/s", stroke: "#1565c0" },
+    { label: "errors/s", stroke: "#c62828" }] },
+  [t, val((o) => o.opsPerSecond), val((o) => o.errorsPerSecond)]);
+  workloadChart("latency", "latency-chart", { scales: { y: { distr: 3 } }, series: [{},
+    { label: "p50 ms", stroke: "#2e7d32" }, { label: "p99 ms", stroke: "#ef6c00" }] },
+  [t, val((o) => o.p50Ms ?? null), val((o) => o.p99Ms ?? null)]);
+  const last = [...h].reverse().find((s) => s.ops);
+  const o = last.ops, rate = o.opsPerSecond > 0 ? (100 * o.errorsPerSecond) / o.opsPerSecond : 0;
+  const now = document.getElementById("workload-now");
+  const perOp = Object.entries(o.messagesPerOperation || {});
+  const messages = perOp.reduce((sum, [, n]) => sum + n, 0);
+  now.textContent = `${o.opsPerSecond.toFixed(0)} ops/s, ${rate.toFixed(1)}% errors` +
+    (o.p50Ms !== undefined ? `, p50 ≤ ${o.p50Ms} ms, p99 ≤ ${o.p99Ms} ms` : "") +
+    (perOp.length ? `, ${messages.toFixed(1)} peer messages per operation (` +
+      perOp.map(([k, n]) => `${k} ${n.toFixed(2)}`).join(", ") + ")" : "");
+  now.dataset.ops = String(o.opsPerSecond);
+  now.dataset.errorRate = String(rate);
+}
+
 let lastNow = 0;
 async function refresh() {
   try {
@@ -223,6 +303,8 @@ async function refresh() {
     drawTable(view);
     drawStrip(view);
     drawIndexes(view);
+    drawTails(view);
+    drawWorkload(view);
   } catch (e) {
     document.getElementById("updated").textContent = "the caplab ui server does not answer: " + e;
   }

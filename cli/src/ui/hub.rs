@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use caplab_api::status::ClientOps;
 use caplab_api::trace::{Fate, TraceView};
 use caplab_api::NodeId;
 use tokio::task::JoinSet;
@@ -14,6 +15,7 @@ use tokio::time::MissedTickBehavior;
 
 use super::clock::now_ms;
 use super::model::{self, MemberView, Sample, View};
+use super::workload;
 use crate::client::Member;
 
 /// How often every member is polled: the ceiling of one status call per member per
@@ -23,6 +25,8 @@ pub const PERIOD: Duration = Duration::from_millis(PERIOD_MS);
 const PERIOD_MS: u64 = 1000;
 /// Samples kept for the timeline strip: five minutes at one a second.
 const HISTORY: usize = 300;
+/// Log entries shown per member.
+const TAIL: usize = 6;
 
 /// A diagram's JSON, when it was built and for which window (ms).
 type CachedTrace = Option<(Instant, u64, Arc<String>)>;
@@ -79,18 +83,9 @@ impl Hub {
         let members = self.members.clone();
         let mut views: Vec<MemberView> = members
             .iter()
-            .map(|m| MemberView {
-                label: m.label().to_string(),
-                id: None,
-                up: false,
-                paused: false,
-                error: Some("not polled yet".to_string()),
-                clock_offset_ms: 0,
-                status: None,
-                sent_per_second: BTreeMap::new(),
-                trace_since: None,
-            })
+            .map(|m| MemberView::new(m.label().to_string()))
             .collect();
+        let mut ops = workload::Tracker::default();
         let mut history: VecDeque<Sample> = VecDeque::with_capacity(HISTORY);
         let mut tick = tokio::time::interval(PERIOD);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -101,7 +96,13 @@ impl Hub {
             if history.len() == HISTORY {
                 history.pop_front();
             }
-            history.push_back(model::sample(now, &views));
+            let mut sample = model::sample(now, &views);
+            sample.ops = ops.sample(now, client_ops(&views)).map(|mut o| {
+                let sent = views.iter().filter(|v| v.up).map(|v| &v.sent_per_second);
+                o.messages_per_operation = workload::per_operation(o.ops_per_second, sent);
+                o
+            });
+            history.push_back(sample);
             let links = model::links(&views);
             let view = View {
                 title: &title,
@@ -119,6 +120,16 @@ impl Hub {
             }
         }
     }
+}
+
+/// The client-operation counts of the members that answered this poll, by index.
+fn client_ops(views: &[MemberView]) -> BTreeMap<usize, ClientOps> {
+    views
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.up || v.paused)
+        .filter_map(|(i, v)| Some((i, v.status.as_ref()?.client_ops.clone()?)))
+        .collect()
 }
 
 /// Messages per second this member sent to each peer since `since` (its clock, ms), by
@@ -146,18 +157,19 @@ async fn poll(members: &[Member], views: &mut [MemberView]) {
             let asked = now_ms();
             let result = member.status().await;
             let answered = now_ms();
-            let trace = match &result {
+            let (trace, log) = match &result {
                 Ok(status) => {
                     let since = since.unwrap_or(status.clock_ms.saturating_sub(PERIOD_MS));
-                    member.trace(since).await.ok().map(|t| (since, t))
+                    let (trace, log) = tokio::join!(member.trace(since), member.log_tail(TAIL));
+                    (trace.ok().map(|t| (since, t)), log.ok())
                 }
-                Err(_) => None,
+                Err(_) => (None, None),
             };
-            (i, asked, answered, result, trace)
+            (i, asked, answered, result, trace, log)
         });
     }
     while let Some(joined) = calls.join_next().await {
-        let Ok((i, asked, answered, result, trace)) = joined else {
+        let Ok((i, asked, answered, result, trace, log)) = joined else {
             continue;
         };
         let Some(view) = views.get_mut(i) else {
@@ -177,6 +189,8 @@ async fn poll(members: &[Member], views: &mut [MemberView]) {
                     view.sent_per_second = sent_per_second(&trace, since);
                     view.trace_since = Some(trace.clock_ms + 1);
                 }
+                // An older member image has no log route: the page shows no tail.
+                view.log = log.map(|l| l.entries).unwrap_or_default();
                 view.status = Some(status);
             }
             Err(e) => {

@@ -6,8 +6,11 @@ use std::collections::BTreeMap;
 
 use caplab_api::faults::FaultSet;
 use caplab_api::status::{Replication, Status};
+use caplab_api::tail::TailEntry;
 use caplab_api::NodeId;
 use serde::Serialize;
+
+use super::workload::Ops;
 
 /// One member as the page draws it.
 #[derive(Debug, Clone, Serialize)]
@@ -36,6 +39,26 @@ pub struct MemberView {
     /// Where the next trace read starts (its clock, ms).
     #[serde(skip)]
     pub trace_since: Option<u64>,
+    /// The last entries of its log (`GET /v1/log`), oldest first; kept while it is down.
+    pub log: Vec<TailEntry>,
+}
+
+impl MemberView {
+    /// A member not polled yet.
+    pub fn new(label: String) -> Self {
+        MemberView {
+            label,
+            id: None,
+            up: false,
+            paused: false,
+            error: Some("not polled yet".to_string()),
+            clock_offset_ms: 0,
+            status: None,
+            sent_per_second: BTreeMap::new(),
+            trace_since: None,
+            log: Vec::new(),
+        }
+    }
 }
 
 /// What acts on the messages of one direction of a link, the worst first: a cut, then
@@ -161,6 +184,10 @@ pub struct Sample {
     pub in_doubt: u64,
     /// Faults in force, one short name each (`partition n1`, `down n3`, `skew n2 +3000ms`).
     pub faults: Vec<String>,
+    /// The client operations of the poll interval (`None`: the first poll, or members that
+    /// do not count them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops: Option<Ops>,
 }
 
 /// The timeline sample of one poll at `t`.
@@ -192,6 +219,7 @@ pub fn sample(t: u64, members: &[MemberView]) -> Sample {
         quorum: has_quorum(&answering, leader, members.len()),
         in_doubt,
         faults,
+        ops: None,
     }
 }
 
