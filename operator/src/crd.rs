@@ -46,6 +46,8 @@ pub const MAX_REPLICAS: i32 = 9;
     // the client Service's, a DNS-1035 label) are the operator's alone: a regex on a string
     // of unknown length could exceed the CEL cost budget and get the CRD refused.
     validation = Rule::new("size(self.metadata.name) <= 61").message("name too long: the longest name allowed is 61 characters (pod names <name>-<ordinal> must be hostnames of at most 63)"),
+    // The operator says the same with the fault's name (`experiment::validate`).
+    validation = Rule::new("!has(self.spec.workload) || !has(self.spec.faults) || self.spec.faults.all(f, !has(f.startAfterSeconds) || f.startAfterSeconds < self.spec.workload.durationSeconds)").message("a fault starts after the workload ends: lower its startAfterSeconds below workload.durationSeconds"),
     printcolumn(
         name = "Replication",
         type_ = "string",

@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaim,
@@ -28,7 +27,7 @@ use serde::Deserialize;
 
 use crate::crd::MAX_REPLICAS;
 use crate::crd::{
-    ExperimentPhase, ExperimentStatus, FaultStatus, FaultWindow, RegisterCluster, Verdict,
+    ExperimentPhase, ExperimentStatus, OperationMix, RegisterCluster, Replication, Verdict,
     WorkloadSpec, MAX_DURATION_SECONDS,
 };
 use crate::resources::{self, pod_name};
@@ -75,6 +74,13 @@ pub fn validate(rc: &RegisterCluster, errs: &mut Vec<String>) {
             "workload.mix must sum to 100 percent (read {} + write {} + cas {} = {sum})",
             m.read, m.write, m.cas
         ));
+    }
+    if rc.spec.replication == Replication::Quorum && sum == m.cas && m.cas > 0 {
+        errs.push(
+            "workload.mix is all cas, which quorum members refuse (compare-and-set needs \
+             consensus): give read or write a share, or use replication raft, async or sync"
+                .into(),
+        );
     }
     if w.settle() > 600 {
         errs.push(format!(
@@ -253,9 +259,34 @@ pub fn results_pvc(rc: &RegisterCluster) -> PersistentVolumeClaim {
     }
 }
 
+/// The mix a run uses on `replication` (percent), and a note when it differs from the
+/// spec's: quorum members refuse compare-and-set (400: it needs consensus), so there `cas` is
+/// dropped and reads and writes keep their proportions, re-normalised to 100.
+pub fn effective_mix(
+    replication: Replication,
+    mix: &OperationMix,
+) -> (OperationMix, Option<String>) {
+    let rest = mix.read + mix.write;
+    if replication != Replication::Quorum || mix.cas == 0 || rest == 0 {
+        return (mix.clone(), None);
+    }
+    let read = (mix.read * 100 + rest / 2) / rest;
+    let used = OperationMix {
+        read,
+        write: 100 - read,
+        cas: 0,
+    };
+    let note = format!(
+        "cas {} % dropped from the mix: quorum members refuse compare-and-set (it needs \
+         consensus); the run uses read {} %, write {} %",
+        mix.cas, used.read, used.write
+    );
+    (used, Some(note))
+}
+
 /// The arguments of `caplab experiment` for this run.
 pub fn runner_args(rc: &RegisterCluster, w: &WorkloadSpec, run: &Run) -> Vec<String> {
-    let m = &w.mix;
+    let (m, _) = effective_mix(rc.spec.replication, &w.mix);
     let mut args = vec![
         "experiment".to_string(),
         format!("--cluster={}", rc.name_any()),
@@ -398,64 +429,20 @@ pub fn parse_report(message: &str) -> Option<Report> {
     serde_json::from_str(message.trim()).ok()
 }
 
-/// The VERDICT column: the strongest rung that holds, or what is violated.
-pub fn summary(v: &Verdict) -> String {
-    match (v.linearizable, v.sequential, v.converged) {
-        (Some(true), _, _) => "linearizable".into(),
-        (Some(false), Some(true), _) => "NOT linearizable (sequential)".into(),
-        (Some(false), _, Some(true)) => "NOT linearizable (converged)".into(),
-        (Some(false), _, _) => "NOT linearizable".into(),
-        (None, _, _) => "unknown".into(),
-    }
-}
-
-/// The verdict Event's note: `run r1: NOT linearizable: lost acknowledged write: 124, stale
-/// read: 3; the write of 9 … (1200 ok, 4 failed, 2 unknown operations)`.
-pub fn verdict_note(v: &Verdict) -> String {
-    let ops = &v.operations;
-    let counted: Vec<String> = v
-        .anomaly_counts
-        .iter()
-        .map(|(kind, n)| format!("{}: {n}", kind.replace('-', " ")))
-        .collect();
-    let mut what = summary(v);
-    if !counted.is_empty() {
-        what = format!("{what}: {}", counted.join(", "));
-    }
-    if let Some(first) = v.anomalies.first() {
-        what = format!("{what}; {first}");
-    }
-    format!(
-        "run {}: {what} ({} ok, {} failed, {} unknown operations)",
-        v.run_id, ops.ok, ops.failed, ops.unknown
-    )
-}
-
-/// The windows of the faults that started during a run (from `since`, the moment the
-/// operator made them active).
-pub fn windows(faults: &[FaultStatus], started: DateTime<Utc>) -> Vec<FaultWindow> {
-    faults
-        .iter()
-        .filter_map(|f| {
-            let since = f.since.as_deref()?;
-            let t = DateTime::parse_from_rfc3339(since).ok()?;
-            (t >= started).then(|| FaultWindow {
-                name: f.name.clone(),
-                since: f.since.clone(),
-                until: f.until.clone(),
-                availability: None,
-            })
-        })
-        .collect()
-}
-
-/// A new run's status: phase Pending, the previous verdict kept until this one replaces it.
-pub fn new_run(prev: Option<&ExperimentStatus>, run: &Run) -> ExperimentStatus {
+/// A new run's status: phase Pending, the mix it uses (and why, where that is not the
+/// spec's), the previous verdict kept until this one replaces it.
+pub fn new_run(
+    prev: Option<&ExperimentStatus>,
+    run: &Run,
+    mix: (OperationMix, Option<String>),
+) -> ExperimentStatus {
     ExperimentStatus {
         phase: Some(ExperimentPhase::Pending),
         reason: Some("waiting for the cluster to be Ready".into()),
         run_id: Some(run.id.clone()),
         job: Some(run.job.clone()),
+        mix: Some(mix.0),
+        notes: mix.1.into_iter().collect(),
         verdict: prev.and_then(|p| p.verdict.clone()),
         summary: prev.and_then(|p| p.summary.clone()),
         artifacts: prev.and_then(|p| p.artifacts.clone()),
@@ -486,11 +473,16 @@ pub fn finish(ex: &mut ExperimentStatus, report: Report, now: &str, cluster: &st
             ex.run()
         ),
     });
-    if !report.verdict.windows.is_empty() {
-        ex.windows = report.verdict.windows.clone();
-    }
-    ex.verdict = Some(report.verdict);
+    ex.windows = windows::merge(&ex.windows, report.verdict.windows.clone());
+    let mut verdict = report.verdict;
+    verdict.windows = ex.windows.clone();
+    ex.verdict = Some(verdict);
 }
+
+mod verdict;
+pub mod windows;
+
+pub use verdict::{summary, verdict_note};
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,8 @@
 //! `caplab experiment`: one run of a RegisterCluster's `spec.workload`, as the operator's Job
 //! runs it in the cluster. It records the history through the pod proxy (`caplab workload
 //! --cluster`), settles, checks the ladder, renders the report with the fault windows the
-//! operator recorded in `status.faults[]`, writes `<results>/<run>/{history.json,
+//! operator recorded as the members saw them (`status.experiment.windows`, see
+//! [`windows`]), writes `<results>/<run>/{history.json,
 //! events.json, report.html, verdict.json}`, and leaves a small verdict (rungs, counts,
 //! throughput, availability per fault window, the first anomalies) in the termination
 //! message, which the operator turns into `status.experiment`.
@@ -9,8 +10,9 @@
 //! The termination message is JSON of at most 4 KiB (Kubernetes' limit): `{"runId",
 //! "linearizable", "sequential", "converged", "strongest", "anomalies": [sentences],
 //! "anomalyCounts": {kind: n},
-//! "operations": {"ok", "failed", "unknown"}, "throughput", "windows": [{"name", "since",
-//! "until", "availability"}], "dir", "unkept"}` (`unkept`: why the files could not be kept
+//! "operations": {"ok", "failed", "unknown"}, "throughput", "windows": [{"name", "kind",
+//! "since", "until", "seenByMembers", "offsetSeconds", "availability", "throughput",
+//! "anomalyCounts"}], "dir", "unkept"}` (`unkept`: why the files could not be kept
 //! on the results volume, else null), or `{"runId", "error"}` when the run could not finish
 //! (then the exit code is non-zero and the Job fails).
 
@@ -20,14 +22,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use caplab_checker::{History, Status};
-use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::workload::WorkloadArgs;
-use crate::check::{analyse, load_history, Source};
+use crate::check::analyse;
 use crate::k8s::{ClusterRef, KubeArgs};
 use crate::report::{render, Window};
 use crate::{exit, workload};
+
+mod windows;
 
 /// Kubernetes keeps at most this much of a termination message.
 const MESSAGE_LIMIT: usize = 4096;
@@ -157,25 +160,21 @@ struct Run {
 /// Records, checks and reports the run; returns the full verdict.
 async fn run_and_check(kube: &KubeArgs, args: &RunArgs, run: &Run, dir: &Path) -> Result<Value> {
     let history_path = dir.join("history.json");
-    let started = Utc::now();
-    let code =
-        super::workload::run(kube, workload_args(args, &run.cluster, &history_path)?).await?;
-    if code != ExitCode::SUCCESS {
-        anyhow::bail!("the workload ended with {code:?}");
-    }
-    let history = load_history(&Source::File(history_path))?;
+    let recorded =
+        super::workload::record(kube, &workload_args(args, &run.cluster, &history_path)?).await?;
+    let history = recorded.history;
+    std::fs::write(&history_path, history.to_json()).context("writing history.json")?;
     let cluster = ClusterRef::connect(kube, &run.cluster).await?;
-    let faults = cluster.get().await?["status"]["faults"].clone();
-    let spans = fault_spans(&faults, started);
-    let windows: Vec<Window> = spans.iter().map(|s| s.window.clone()).collect();
+    let spans = windows::spans(&cluster.get().await?, &run.id, recorded.started);
+    let shades: Vec<Window> = spans.iter().map(|s| s.window.clone()).collect();
     std::fs::write(
         dir.join("events.json"),
-        serde_json::to_string_pretty(&windows).context("serialising the fault windows")?,
+        serde_json::to_string_pretty(&shades).context("serialising the fault windows")?,
     )
     .context("writing events.json")?;
     let findings = analyse(&history, &Default::default());
     let title = format!("caplab experiment {} on {}", run.id, run.cluster);
-    let html = render(&history, &findings.report, &windows, None, &title);
+    let html = render(&history, &findings.report, &shades, None, &title);
     std::fs::write(dir.join("report.html"), html).context("writing report.html")?;
     let l = &findings.ladder;
     let (ok, failed, unknown) = outcomes(&history);
@@ -189,7 +188,7 @@ async fn run_and_check(kube: &KubeArgs, args: &RunArgs, run: &Run, dir: &Path) -
         "anomalyCounts": anomaly_counts(&findings.anomalies),
         "operations": {"ok": ok, "failed": failed, "unknown": unknown},
         "throughput": ok as f64 / args.duration.max(1e-3),
-        "windows": spans.iter().map(|s| s.status(&history)).collect::<Vec<_>>(),
+        "windows": windows::summaries(&spans, &history, &findings.anomalies),
         "dir": dir.display().to_string(),
     }))
 }
@@ -244,62 +243,6 @@ fn outcomes(history: &History) -> (u64, u64, u64) {
     n
 }
 
-/// A fault as the operator recorded it, on the history's clock.
-struct Span {
-    since: String,
-    until: Option<String>,
-    window: Window,
-}
-
-impl Span {
-    /// The window in the verdict: when, and the share of operations invoked in it that were
-    /// acknowledged.
-    fn status(&self, history: &History) -> Value {
-        let inside = |t: u64| t >= self.window.start && self.window.end.is_none_or(|e| t < e);
-        let (mut all, mut ok) = (0u64, 0u64);
-        for e in history.entries.iter().filter(|e| inside(e.invoke)) {
-            all += 1;
-            ok += u64::from(e.status == Status::Ok);
-        }
-        json!({
-            "name": self.window.name,
-            "since": self.since,
-            "until": self.until,
-            "availability": (all > 0).then(|| ok as f64 / all as f64),
-        })
-    }
-}
-
-/// The faults of `status.faults[]` that became active during the run, in ns from `started`.
-fn fault_spans(faults: &Value, started: DateTime<Utc>) -> Vec<Span> {
-    let at = |v: &Value| {
-        v.as_str()
-            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-            .map(|t| t.with_timezone(&Utc))
-    };
-    // Status times are whole seconds: a fault started with the run may read up to 1 s early.
-    let ns = |t: DateTime<Utc>| {
-        u64::try_from((t - started).num_nanoseconds().unwrap_or(0).max(0)).unwrap_or(0)
-    };
-    faults
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|f| {
-            let since = at(&f["since"])?;
-            (since >= started - chrono::Duration::seconds(1)).then(|| Span {
-                since: f["since"].as_str().unwrap_or_default().to_string(),
-                until: f["until"].as_str().map(str::to_string),
-                window: Window {
-                    name: f["name"].as_str().unwrap_or("fault").to_string(),
-                    start: ns(since),
-                    end: at(&f["until"]).map(ns),
-                },
-            })
-        })
-        .collect()
-}
-
 /// The verdict cut to fit a termination message: the first anomalies, then fewer until it fits.
 fn message(mut verdict: Value) -> String {
     let mut keep = FIRST_ANOMALIES;
@@ -325,26 +268,6 @@ fn write_message(path: &Path, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn windows_are_the_faults_of_the_run_on_its_clock() {
-        let started = DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_default();
-        let faults = json!([
-            {"name": "old", "since": "2023-12-31T23:00:00Z", "until": "2023-12-31T23:00:10Z"},
-            {"name": "cut", "since": "2024-01-01T00:00:10Z", "until": "2024-01-01T00:00:30Z"},
-            {"name": "kill", "since": "2024-01-01T00:00:35Z"},
-            {"name": "pending"},
-        ]);
-        let spans = fault_spans(&faults, started);
-        let windows: Vec<&Window> = spans.iter().map(|s| &s.window).collect();
-        assert_eq!(windows.len(), 2);
-        assert_eq!(windows[0].name, "cut");
-        assert_eq!(windows[0].start, 10_000_000_000);
-        assert_eq!(windows[0].end, Some(30_000_000_000));
-        assert_eq!(windows[1].end, None);
-    }
 
     #[test]
     fn the_message_fits_a_termination_log() {

@@ -250,7 +250,52 @@ async fn wait_until_ready(plan: &Plan, timeout: Duration) -> Result<()> {
     ready::wait(&ready::Probe::Members(&members), timeout).await
 }
 
+/// What a run recorded: the history, the wall-clock moment of its time zero (the fault
+/// windows of an operator-run schedule are placed on the history's clock from it), and what
+/// the `--fault-at`/`--faults` schedule did, if there was one.
+pub struct Recorded {
+    pub history: caplab_checker::History,
+    pub started: chrono::DateTime<chrono::Utc>,
+    pub ran: Option<inject::Ran>,
+}
+
 pub async fn run(kube: &KubeArgs, args: WorkloadArgs) -> Result<ExitCode> {
+    let recorded = record(kube, &args).await?;
+    let history = recorded.history;
+    std::fs::write(&args.out, history.to_json())
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let mut report_hint = format!("caplab report {}", args.out.display());
+    let mut failure = None;
+    if let Some(ran) = recorded.ran {
+        let path = args
+            .events
+            .clone()
+            .unwrap_or_else(|| default_events_path(&args.out));
+        let json = serde_json::to_string_pretty(&ran.windows).context("serialising the events")?;
+        std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "wrote {} fault windows to {}",
+            ran.windows.len(),
+            path.display()
+        );
+        report_hint.push_str(&format!(" --events {}", path.display()));
+        failure = ran.failure;
+    }
+    eprintln!(
+        "wrote {} operations to {}; check it with: caplab check {} (or {report_hint})",
+        history.entries.len(),
+        args.out.display(),
+        args.out.display()
+    );
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Checks the arguments and the schedule, waits for the cluster, runs the clients and the
+/// schedule; writes nothing but checks that `--out` and `--events` could be written.
+pub async fn record(kube: &KubeArgs, args: &WorkloadArgs) -> Result<Recorded> {
     let duration = Duration::try_from_secs_f64(args.duration).map_err(|_| {
         bad_input(anyhow!(
             "--duration must be a non-negative number of seconds"
@@ -261,10 +306,11 @@ pub async fn run(kube: &KubeArgs, args: WorkloadArgs) -> Result<ExitCode> {
     if let Some(events) = &args.events {
         check_writable(events, "--events")?;
     }
-    let schedule = fault_schedule(&args, duration)?;
-    let plan = plan(kube, &args, &schedule, request_timeout).await?;
+    let schedule = fault_schedule(args, duration)?;
+    let plan = plan(kube, args, &schedule, request_timeout).await?;
     wait_until_ready(&plan, args.ready_timeout).await?;
     let start = Instant::now();
+    let started = chrono::Utc::now();
     let config = workload::Config {
         targets: plan.targets,
         start,
@@ -275,7 +321,7 @@ pub async fn run(kube: &KubeArgs, args: WorkloadArgs) -> Result<ExitCode> {
         rate: args.rate,
         duration,
         seed: args.seed,
-        consistency: args.consistency,
+        consistency: args.consistency.clone(),
         request_timeout,
         progress: !args.quiet,
         sticky: args.sticky,
@@ -313,34 +359,9 @@ pub async fn run(kube: &KubeArgs, args: WorkloadArgs) -> Result<ExitCode> {
         None => None,
     };
     ctrl_c.abort();
-    let history = history?;
-    std::fs::write(&args.out, history.to_json())
-        .with_context(|| format!("writing {}", args.out.display()))?;
-    let mut report_hint = format!("caplab report {}", args.out.display());
-    let mut failure = None;
-    if let Some(ran) = ran {
-        let path = args
-            .events
-            .clone()
-            .unwrap_or_else(|| default_events_path(&args.out));
-        let json = serde_json::to_string_pretty(&ran.windows).context("serialising the events")?;
-        std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!(
-            "wrote {} fault windows to {}",
-            ran.windows.len(),
-            path.display()
-        );
-        report_hint.push_str(&format!(" --events {}", path.display()));
-        failure = ran.failure;
-    }
-    eprintln!(
-        "wrote {} operations to {}; check it with: caplab check {} (or {report_hint})",
-        history.entries.len(),
-        args.out.display(),
-        args.out.display()
-    );
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(ExitCode::SUCCESS),
-    }
+    Ok(Recorded {
+        history: history?,
+        started,
+        ran,
+    })
 }

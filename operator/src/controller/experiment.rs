@@ -11,6 +11,7 @@ use kube::api::{ListParams, Patch};
 use serde::Serialize;
 use tracing::info;
 
+use super::observe::Observation;
 use super::{apply_params, ts, Error, Pass};
 use crate::crd::{ExperimentPhase, ExperimentStatus, Phase, RegisterClusterStatus};
 use crate::experiment::{self as exp, Run};
@@ -30,8 +31,10 @@ fn parse(t: Option<&str>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// What the run's pods say: when the newest one started running, and the report of one that
-/// ended (its termination message), or why it ended without one.
+/// What the run's pods say: when the newest one started running, and the report of the
+/// newest one that ended (its termination message), or why it ended without one. A pod the
+/// Job retried is a new attempt of the whole run: the newest attempt's start is the run's
+/// start (the faults follow it again) and its report is the run's.
 #[derive(Default)]
 struct PodView {
     started: Option<DateTime<Utc>>,
@@ -39,38 +42,54 @@ struct PodView {
     ended: Option<String>,
 }
 
+/// A pod's container start (running or ended) and its end, if it ended.
+fn attempt(p: &Pod) -> Option<(Option<DateTime<Utc>>, Option<PodEnd>)> {
+    let cs = p.status.as_ref()?.container_statuses.as_ref()?.first()?;
+    let state = cs.state.as_ref()?;
+    if let Some(r) = &state.running {
+        return Some((r.started_at.as_ref().and_then(chrono_of), None));
+    }
+    let t = state.terminated.as_ref()?;
+    let end = match t.message.as_deref().and_then(exp::parse_report) {
+        Some(r) => PodEnd::Report(Box::new(r)),
+        None => PodEnd::Without(format!(
+            "pod {} ended ({}, exit code {}) without a verdict",
+            p.metadata.name.as_deref().unwrap_or("?"),
+            t.reason.as_deref().unwrap_or("no reason"),
+            t.exit_code
+        )),
+    };
+    Some((t.started_at.as_ref().and_then(chrono_of), Some(end)))
+}
+
+/// How a run's pod ended.
+enum PodEnd {
+    Report(Box<exp::Report>),
+    Without(String),
+}
+
 fn view(pods: &[Pod]) -> PodView {
+    let mut attempts: Vec<_> = pods.iter().filter_map(attempt).collect();
+    // Oldest first (a pod not started yet sorts first), so the newest end is the last one.
+    attempts.sort_by_key(|(started, _)| *started);
     let mut v = PodView::default();
-    for p in pods {
-        let Some(cs) = p
-            .status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref())
-            .and_then(|c| c.first())
-        else {
-            continue;
-        };
-        let state = cs.state.as_ref();
-        if let Some(r) = state.and_then(|s| s.running.as_ref()) {
-            let t = r.started_at.as_ref().and_then(chrono_of);
-            v.started = v.started.max(t);
-        }
-        if let Some(t) = state.and_then(|s| s.terminated.as_ref()) {
-            v.started = v.started.max(t.started_at.as_ref().and_then(chrono_of));
-            match t.message.as_deref().and_then(exp::parse_report) {
-                Some(r) => v.report = Some(r),
-                None => {
-                    v.ended = Some(format!(
-                        "pod {} ended ({}, exit code {}) without a verdict",
-                        p.metadata.name.as_deref().unwrap_or("?"),
-                        t.reason.as_deref().unwrap_or("no reason"),
-                        t.exit_code
-                    ))
-                }
-            }
+    for (started, end) in attempts {
+        v.started = v.started.max(started);
+        match end {
+            Some(PodEnd::Report(r)) => v.report = Some(*r),
+            Some(PodEnd::Without(why)) => v.ended = Some(why),
+            None => {}
         }
     }
     v
+}
+
+/// What each member reported in this pass, for the run's fault windows.
+fn reported(seen: &Observation) -> exp::windows::Reported {
+    seen.members
+        .iter()
+        .map(|m| (m.ordinal, m.status.as_ref().map(|s| s.faults.clone())))
+        .collect()
 }
 
 /// The Job's condition of this type, if true: its message.
@@ -118,7 +137,7 @@ impl Experiment {
 impl Pass<'_> {
     /// Records when the cluster was first Ready and advances the run of `spec.workload`
     /// (before the faults are planned: the run's start is their clock).
-    pub(super) async fn step_experiment(&self) -> Result<Experiment, Error> {
+    pub(super) async fn step_experiment(&self, seen: &Observation) -> Result<Experiment, Error> {
         let mut out = Experiment {
             ready_since: self.prev.ready_since.clone(),
             status: self.prev.experiment.clone(),
@@ -133,7 +152,11 @@ impl Pass<'_> {
         let run = exp::run_of(&self.name, w);
         let mut ex = match out.status.take() {
             Some(e) if e.run() == run.id => e,
-            prev => exp::new_run(prev.as_ref(), &run),
+            prev => exp::new_run(
+                prev.as_ref(),
+                &run,
+                exp::effective_mix(self.rc.spec.replication, &w.mix),
+            ),
         };
         let over = |ex: &ExperimentStatus| {
             matches!(
@@ -144,9 +167,14 @@ impl Pass<'_> {
         if !over(&ex) {
             self.advance(&run, &mut ex).await?;
         }
-        let started = parse(ex.started_at.as_deref());
-        if let (Some(t), false) = (started, ex.phase == Some(ExperimentPhase::Done)) {
-            ex.windows = exp::windows(&self.prev.faults, t);
+        if let (Some(t), false) = (parse(ex.started_at.as_deref()), over(&ex)) {
+            exp::windows::track(
+                &mut ex.windows,
+                &self.prev.faults,
+                &reported(seen),
+                t,
+                self.now,
+            );
         }
         out.wake = (!over(&ex)).then(|| self.now + POLL);
         out.status = Some(ex);
@@ -174,11 +202,14 @@ impl Pass<'_> {
             .await?;
         let seen = view(&pods.items);
         if let Some(t) = seen.started {
-            if ex.started_at.is_none() {
+            let at = ts(t);
+            if ex.started_at.as_deref() != Some(at.as_str()) {
+                // The first attempt, or the Job's retry of a failed one: a fresh run.
                 ex.phase = Some(ExperimentPhase::Running);
                 ex.reason = None;
+                ex.windows.clear();
             }
-            ex.started_at = Some(ts(t));
+            ex.started_at = Some(at);
         }
         if job_condition(&job, "Complete").is_some() {
             return match seen.report {
@@ -231,10 +262,14 @@ impl Pass<'_> {
         let job = exp::job(self.rc, w, run, &self.ctx.cli_image);
         self.apply(&self.api::<Job>(), &job).await?;
         ex.reason = Some(format!("job {} created; waiting for its pod", run.job));
-        let note = format!(
-            "run {} started: job {}, {} clients for {} s on {} keys",
-            run.id, run.job, w.clients, w.duration_seconds, w.keys
+        let mix = ex.mix.clone().unwrap_or_else(|| w.mix.clone());
+        let mut note = format!(
+            "run {} started: job {}, {} clients for {} s on {} keys, read {} % write {} % cas {} %",
+            run.id, run.job, w.clients, w.duration_seconds, w.keys, mix.read, mix.write, mix.cas
         );
+        for n in &ex.notes {
+            note = format!("{note} ({n})");
+        }
         info!(cluster = %self.name, %note, "experiment");
         self.event(false, "ExperimentStarted", note).await;
         Ok(())

@@ -136,7 +136,7 @@ pub async fn reconcile(rc: Arc<RegisterCluster>, ctx: Arc<Context>) -> Result<Ac
         return pass.report_invalid(&seen).await;
     }
     let auth = pass.apply_owned().await?;
-    let experiment = pass.step_experiment().await?;
+    let experiment = pass.step_experiment(&seen).await?;
     let schedule = experiment.schedule(rc.spec.workload.is_some());
     let mut plan = pass.plan_faults(&seen, &schedule).await;
     if let Some(wake) = experiment.wake {

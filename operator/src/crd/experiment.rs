@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +14,7 @@ pub const MAX_DURATION_SECONDS: u64 = 3600;
 /// `spec.workload`: clients run against the members for `durationSeconds`, then settle, and
 /// the history is checked (linearizable, sequential, converged). Changing any field, or
 /// `runId`, starts a new run.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSpec {
     /// Concurrent clients (processes in the history), 1-64.
@@ -26,6 +27,7 @@ pub struct WorkloadSpec {
     #[schemars(range(min = 1, max = 1000))]
     pub keys: u32,
     /// Operation mix in percent (they must sum to 100).
+    #[x_kube(validation = Rule::new("(has(self.read) ? self.read : 0) + (has(self.write) ? self.write : 0) + (has(self.cas) ? self.cas : 0) == 100").message("workload.mix must sum to 100 percent (read + write + cas)"))]
     pub mix: OperationMix,
     /// Operations per second over all clients (omitted: as fast as the members answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,8 +51,9 @@ impl WorkloadSpec {
     }
 }
 
-/// Operation mix in percent; `cas` is dropped (its share given to writes) where the
-/// replication has no compare-and-set.
+/// Operation mix in percent, summing to 100. Where the replication has no compare-and-set
+/// (quorum), `cas` is dropped and reads and writes keep their proportions, re-normalised to
+/// 100 (`status.experiment.mix` and a note say so).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub struct OperationMix {
     /// Reads, percent.
@@ -94,20 +97,42 @@ pub struct OperationCounts {
 }
 
 /// A fault as the members saw it during the run, and how the clients fared meanwhile.
+///
+/// `since`/`until` are the operator's observations of the members (once a second during a
+/// run, so at most about a second late): the first time a target member reported the fault in
+/// force in its status (a crash: the first time a target did not answer), and the first time
+/// after the fault was lifted that none did. A fault that began and ended between two
+/// observations keeps the operator's own times, with `seenByMembers: false`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FaultWindow {
     /// Fault name.
     pub name: String,
-    /// When it became active (RFC 3339), from `status.faults[].since`.
+    /// Fault kind (`partition`, `crash`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// When it became active (RFC 3339, milliseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
-    /// When it ended (RFC 3339); unset while active.
+    /// When it ended (RFC 3339, milliseconds); unset while active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+    /// Whether `since`/`until` are what the members reported (false: the operator's order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_by_members: Option<bool>,
+    /// Seconds from the start of the run's history to `since`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_seconds: Option<f64>,
     /// Share of the operations invoked in the window that were acknowledged (0-1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub availability: Option<f64>,
+    /// Operations acknowledged per second in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput: Option<f64>,
+    /// Anomalies attributed to the window, by kind: those whose first operation completed in
+    /// it, and lost acknowledged writes acknowledged before it (and after any earlier one).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub anomaly_counts: BTreeMap<String, u64>,
 }
 
 /// The verdict per consistency model, as `caplab check --json` reports it: true (holds),
@@ -172,7 +197,14 @@ pub struct ExperimentStatus {
     /// When the run finished (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
-    /// Fault windows of the current run (real ones, from `status.faults[]`).
+    /// The mix the run uses, in percent: `spec.workload.mix`, with `cas` dropped and the
+    /// rest re-normalised where the replication has no compare-and-set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<OperationMix>,
+    /// What the operator changed about the workload, and why (e.g. cas dropped in quorum mode).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Fault windows of the current run, as the members saw them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub windows: Vec<FaultWindow>,
     /// The last verdict (possibly of an earlier run: see its `runId`).

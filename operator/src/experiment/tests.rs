@@ -1,10 +1,8 @@
 //! Unit tests of [`crate::experiment`]: validation of `spec.workload`, the run's identity,
 //! the Job and its RBAC, and the status a finished run leaves.
 
-use chrono::{TimeZone, Utc};
-
 use super::*;
-use crate::crd::{ExperimentPhase, FaultKind, FaultState};
+use crate::crd::{ExperimentPhase, FaultWindow, Replication};
 use crate::resources::LABEL_CLUSTER;
 use crate::validation;
 
@@ -170,6 +168,7 @@ fn a_finished_run_records_its_verdict_and_a_failed_one_why() {
             id: "r1".into(),
             job: "demo-run-1".into(),
         },
+        (OperationMix::default(), None),
     );
     finish(&mut ex, report.clone(), "2024-01-01T00:01:10Z", "demo");
     assert_eq!(ex.phase, Some(ExperimentPhase::Done));
@@ -177,7 +176,8 @@ fn a_finished_run_records_its_verdict_and_a_failed_one_why() {
     let note = verdict_note(ex.verdict.as_ref().expect("verdict"));
     assert!(
         note.contains(
-            "run r1: NOT linearizable (converged): lost acknowledged write: 124; the write of 9"
+            "run r1: NOT linearizable (converged): 124 acknowledged writes lost; first: the \
+             write of 9"
         ),
         "{note}"
     );
@@ -198,6 +198,7 @@ fn a_finished_run_records_its_verdict_and_a_failed_one_why() {
             id: "r2".into(),
             job: "demo-run-2".into(),
         },
+        (OperationMix::default(), None),
     );
     assert_eq!(next.phase, Some(ExperimentPhase::Pending));
     assert_eq!(next.verdict, ex.verdict);
@@ -216,32 +217,75 @@ fn a_finished_run_records_its_verdict_and_a_failed_one_why() {
 }
 
 #[test]
-fn windows_are_the_faults_that_started_during_the_run() {
-    let at = |s: &str| Some(s.to_string());
-    let fault = |name: &str, since: Option<String>| FaultStatus {
-        name: name.into(),
-        kind: FaultKind::Crash,
-        state: FaultState::Expired,
-        targets: vec![0],
-        groups: vec![],
-        since,
-        until: at("2024-01-01T00:00:30Z"),
-        spec_hash: None,
-        message: None,
+fn quorum_runs_drop_cas_and_say_so() {
+    let mix = OperationMix {
+        read: 50,
+        write: 40,
+        cas: 10,
     };
-    let faults = [
-        fault("before", at("2023-12-31T23:59:00Z")),
-        fault("during", at("2024-01-01T00:00:10Z")),
-        fault("never", None),
-    ];
-    let start = Utc
-        .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
-        .single()
-        .expect("t");
-    let w = windows(&faults, start);
-    assert_eq!(w.len(), 1);
-    assert_eq!(w[0].name, "during");
-    assert_eq!(w[0].until.as_deref(), Some("2024-01-01T00:00:30Z"));
+    let (used, note) = effective_mix(Replication::Quorum, &mix);
+    assert_eq!(
+        used,
+        OperationMix {
+            read: 56,
+            write: 44,
+            cas: 0
+        }
+    );
+    let note = note.expect("a note");
+    assert!(note.contains("cas 10 % dropped"), "{note}");
+    assert!(note.contains("read 56 %, write 44 %"), "{note}");
+    assert_eq!(effective_mix(Replication::Raft, &mix), (mix.clone(), None));
+
+    let rc = cluster(|rc| rc.spec.replication = Replication::Quorum);
+    let run = run_of("demo", workload(&rc));
+    let args = runner_args(&rc, workload(&rc), &run).join(" ");
+    assert!(args.contains("--mix=read=56,write=44,cas=0"), "{args}");
+
+    let all_cas = cluster(|rc| {
+        rc.spec.replication = Replication::Quorum;
+        rc.spec.faults.clear();
+        rc.spec.workload.as_mut().expect("w").mix = OperationMix {
+            read: 0,
+            write: 0,
+            cas: 100,
+        };
+    });
+    let errs = validation::validate(&all_cas).join("\n");
+    assert!(errs.contains("workload.mix is all cas"), "{errs}");
+}
+
+#[test]
+fn a_finished_run_keeps_the_operators_windows_with_the_jobs_counts() {
+    let report = parse_report(
+        r#"{"runId": "r1", "linearizable": false, "converged": true,
+            "anomalyCounts": {"lost-acknowledged-write": 124},
+            "windows": [{"name": "kill", "kind": "crash", "since": "2024-01-01T00:00:36.000Z",
+                         "offsetSeconds": 35.0, "availability": 0.4, "throughput": 12.5,
+                         "anomalyCounts": {"lost-acknowledged-write": 124}}]}"#,
+    )
+    .expect("a report");
+    let run = Run {
+        id: "r1".into(),
+        job: "demo-run-1".into(),
+    };
+    let mut ex = new_run(None, &run, (OperationMix::default(), None));
+    ex.windows = vec![FaultWindow {
+        name: "kill".into(),
+        since: Some("2024-01-01T00:00:36.000Z".into()),
+        until: Some("2024-01-01T00:00:48.000Z".into()),
+        seen_by_members: Some(true),
+        ..FaultWindow::default()
+    }];
+    finish(&mut ex, report, "2024-01-01T00:01:10Z", "demo");
+    let w = &ex.windows[0];
+    assert_eq!(w.until.as_deref(), Some("2024-01-01T00:00:48.000Z"));
+    assert_eq!(w.throughput, Some(12.5));
+    let note = verdict_note(ex.verdict.as_ref().expect("verdict"));
+    assert!(
+        note.contains("124 acknowledged writes lost during crash kill at 35 s"),
+        "{note}"
+    );
 }
 
 #[test]
@@ -254,7 +298,7 @@ fn results_that_could_not_be_kept_say_why() {
         id: "r1".into(),
         job: "demo-run-1".into(),
     };
-    let mut ex = new_run(None, &run);
+    let mut ex = new_run(None, &run, (OperationMix::default(), None));
     finish(&mut ex, report, "2024-01-01T00:01:10Z", "demo");
     assert_eq!(ex.phase, Some(ExperimentPhase::Done));
     assert_eq!(
