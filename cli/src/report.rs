@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 pub use crate::html::escape;
 use crate::plots::Shade;
 
+pub mod messages;
+
 /// A fault window to shade: `{"name": "leader partitioned", "start": ns, "end": ns|null}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +77,18 @@ pub fn render(
     windows: &[Window],
     key: Option<&str>,
     title: &str,
+) -> String {
+    render_with(history, report, windows, key, title, "")
+}
+
+/// [`render`], with `extra` (HTML sections, e.g. [`messages::html`]) after the plots.
+pub fn render_with(
+    history: &History,
+    report: &Report,
+    windows: &[Window],
+    key: Option<&str>,
+    title: &str,
+    extra: &str,
 ) -> String {
     let violating: HashSet<usize> = report.violating_ops();
     let ladder = ladder(history, report, &CheckOptions::default());
@@ -189,6 +203,7 @@ pub fn render(
         })
         .collect();
     html.push_str(&crate::plots::render(history, &shades));
+    html.push_str(extra);
     html.push_str(&timeline(history, &violating, &involved, windows, key));
     html.push_str("</body></html>\n");
     html

@@ -4,7 +4,8 @@
 //! kept under `<target dir>/artifacts/`. Under client load the page shows each member's log
 //! tail and the live ops/s, errors and latency with the fault windows shaded. `caplab trace`
 //! under a clock skew draws messages received before they were sent on the members' clocks,
-//! and none on the observer's.
+//! and none on the observer's; `caplab report --trace` counts a traced run's peer messages per
+//! operation.
 
 #[path = "common/browser.rs"]
 mod browser;
@@ -384,6 +385,96 @@ async fn trace_draws_skewed_and_dropped_messages() {
         1000,
         "trace-observer-clock",
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_counts_messages_per_operation_of_a_traced_run() {
+    let cluster = common::start(3, &[]).await;
+    cluster.wait_for_leader().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (history, trace, page) = (
+        dir.path().join("history.json"),
+        dir.path().join("trace.json"),
+        dir.path().join("report.html"),
+    );
+    let addrs = cluster.client_addrs();
+    let ran = common::run(
+        common::caplab()
+            .args([
+                "workload",
+                "--addr",
+                &addrs,
+                "--clients",
+                "2",
+                "--duration",
+                "3",
+                "--settle",
+                "0",
+                "--quiet",
+                "--out",
+            ])
+            .arg(&history),
+    );
+    assert_eq!(ran.code, Some(0), "workload: {}", ran.stderr);
+    // Right after the run: the members' rings still hold its messages.
+    let ran = common::run(
+        common::caplab()
+            .args([
+                "trace",
+                "--addr",
+                &addrs,
+                "--window-seconds",
+                "60",
+                "--json",
+                "--out",
+            ])
+            .arg(&trace),
+    );
+    assert_eq!(ran.code, Some(0), "trace: {}", ran.stderr);
+    let ran = common::run(
+        common::caplab()
+            .arg("report")
+            .arg(&history)
+            .arg("--trace")
+            .arg(&trace)
+            .arg("-o")
+            .arg(&page),
+    );
+    assert_eq!(ran.code, Some(0), "report: {}", ran.stderr);
+    let html = std::fs::read_to_string(&page).expect("the report");
+    let table = html
+        .split("<table id=\"message-costs\">")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no message costs in the report: {}", ran.stderr));
+    let all = table
+        .split("<td>all</td>")
+        .nth(1)
+        .and_then(|row| row.split("<td>").nth(2))
+        .and_then(|cell| cell.split('<').next())
+        .and_then(|per| per.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no per-operation total: {table}"));
+    assert!(all > 0.0, "no messages per operation: {table}");
+    assert!(
+        table.contains("<td>append</td>"),
+        "Raft's appends not counted: {table}"
+    );
+
+    let ran = common::run(
+        common::caplab()
+            .arg("report")
+            .arg(&history)
+            .arg("--trace")
+            .arg(&history)
+            .arg("-o")
+            .arg(&page),
+    );
+    assert_eq!(
+        ran.code,
+        Some(3),
+        "a history is not a trace: {}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("caplab trace --json"), "{}", ran.stderr);
 }
 
 /// A one-minute history: four processes writing every 100 ms, failing while "partition" and

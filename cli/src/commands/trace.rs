@@ -28,9 +28,12 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=MAX_WINDOW_SECONDS))]
     pub window_seconds: u64,
-    /// Where to write the page.
+    /// Where to write the page (or the JSON, with --json).
     #[arg(long, short = 'o', default_value = "trace.html")]
     pub out: PathBuf,
+    /// Write the diagram's data as JSON instead of the page (for `caplab report --trace`).
+    #[arg(long)]
+    pub json: bool,
     /// How long each member may take to answer, in milliseconds.
     #[arg(long, default_value_t = 3000)]
     pub timeout_ms: u64,
@@ -41,7 +44,12 @@ pub async fn run(kube: &KubeArgs, args: TraceArgs) -> Result<ExitCode> {
     let members = super::ui::members(kube, args.cluster.as_deref(), &args.addr, timeout).await?;
     let diagram = lamport::collect(&members, args.window_seconds * 1000).await;
     let json = serde_json::to_string(&diagram).context("serialising the diagram")?;
-    std::fs::write(&args.out, page::trace_html(&json))
+    let written = if args.json {
+        json
+    } else {
+        page::trace_html(&json)
+    };
+    std::fs::write(&args.out, written)
         .with_context(|| format!("writing {}", args.out.display()))?;
     println!(
         "caplab trace: {} messages among {} members in the last {} s -> {}",

@@ -8,14 +8,14 @@ use std::collections::BTreeMap;
 
 use caplab_api::trace::{Fate, MessageEvent, TraceView};
 use caplab_api::NodeId;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
 use super::clock::now_ms;
 use crate::client::Member;
 
 /// What became of a message, from both ends' records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Outcome {
     /// Received, without an injected delay.
@@ -31,7 +31,7 @@ pub enum Outcome {
 }
 
 /// One message, both ends joined. Times are ms since the Unix epoch on the named clock.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     pub from: NodeId,
@@ -54,8 +54,9 @@ pub struct Message {
     delayed_at_sender: bool,
 }
 
-/// The diagram's data: the members (columns) and the messages of the window.
-#[derive(Debug, Clone, Serialize)]
+/// The diagram's data: the members (columns) and the messages of the window (`caplab trace
+/// --json` writes it; `caplab report --trace` reads it back).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Diagram {
     pub members: Vec<NodeId>,
