@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, OptionalSend, RaftLogReader, StorageIOError};
-use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -71,6 +71,13 @@ enum Change {
         bytes: Vec<u8>,
         done: Option<Done>,
     },
+}
+
+impl Change {
+    /// Whether nobody waits for this change to be durable.
+    fn unawaited(&self) -> bool {
+        matches!(self, Change::Meta { done: None, .. })
+    }
 }
 
 type Done = oneshot::Sender<Result<(), String>>;
@@ -208,9 +215,16 @@ fn write_loop(db: Database, mut changes: mpsc::UnboundedReceiver<Change>) {
     }
 }
 
+/// Commits `batch` in one transaction: fsynced, unless nobody waits for any of it (only the
+/// committed index, which merely shortens recovery): that rides on the next fsync instead of
+/// costing one of its own, which the next append would otherwise queue behind (redb's
+/// `Durability::None` commits become durable with the next durable commit).
 fn commit(db: &Database, batch: &[Change]) -> Result<(), StorageError> {
     let ctor = StorageIOError::write_logs;
-    let tx = db.begin_write().map_err(fail(ctor))?;
+    let mut tx = db.begin_write().map_err(fail(ctor))?;
+    if batch.iter().all(Change::unawaited) {
+        tx.set_durability(Durability::None);
+    }
     for change in batch {
         apply(&tx, change)?;
     }
