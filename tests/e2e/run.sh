@@ -855,6 +855,8 @@ spec_replication_is() { local r; r=$(jp "$1" '{.spec.replication}'); echo "spec.
 #   serving=3                quorum mode: pods in status.quorum.serving (they reach max(R, W))
 #   lwwLost>=1               quorum mode: writes lost to last-writer-wins, summed over
 #                            status.quorum.lwwLostWrites
+#   inDoubt>=1               2pc: transactions in doubt, as the Blocked condition's message
+#                            counts them ("N transaction(s) in doubt"; 0 when it says none)
 #   within=300               deadline of this checkpoint in seconds (default 300)
 # An unknown key fails the step: a promise nobody checks is not kept.
 
@@ -889,6 +891,8 @@ expectation_observe() { # <name> <key>: prints the observed value; fails on unkn
     serving) jp "$1" '{.status.quorum.serving[*]}' | wc -w ;;
     lwwLost) kn get registercluster "$1" -o json 2>/dev/null \
       | jq '[.status.quorum.lwwLostWrites // {} | .[]] | add // 0' ;;
+    inDoubt) jp "$1" '{.status.conditions[?(@.type=="Blocked")].message}' \
+      | sed -n 's/.*; \([0-9][0-9]*\) transaction(s) in doubt.*/\1/p;t;s/.*/0/p' ;;
     *) return 1 ;;
   esac
 }
@@ -929,7 +933,7 @@ check_example() {
   [[ -n $name ]] || fail "no metadata.name in $file"
   while IFS= read -r line; do
     for tok in $line; do
-      [[ $tok =~ ^(phase|members|ready|replicas|leader|term|replication|faults|experiment|linearizable|lost|serving|lwwLost|within|[A-Z][A-Za-z]*)[\<\>]?=. ]] \
+      [[ $tok =~ ^(phase|members|ready|replicas|leader|term|replication|faults|experiment|linearizable|lost|serving|lwwLost|inDoubt|within|[A-Z][A-Za-z]*)[\<\>]?=. ]] \
         || fail "examples/$(basename "$file"): cannot check '$tok' in '# expect: $line' (format: tests/e2e/run.sh, step_examples)"
     done
   done < <(expectations "$file")

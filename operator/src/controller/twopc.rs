@@ -179,7 +179,9 @@ pub fn blocked(members: &[Observed], now: DateTime<Utc>) -> Option<Blocked> {
 }
 
 impl Blocked {
-    /// What it means and what would unblock it, in plain words.
+    /// What it means and what would unblock it, in plain words. The e2e suite's `inDoubt`
+    /// key reads the count from it: keep "; N transaction(s) in doubt" (or "no transaction in
+    /// doubt") as worded.
     pub fn message(&self) -> String {
         let doubt =
             match (self.in_doubt, self.since) {

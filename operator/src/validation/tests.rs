@@ -51,6 +51,7 @@ fn examples_are_valid_and_state_their_promises() {
         "faults",
         "serving",
         "lwwLost",
+        "inDoubt",
         "within",
         "experiment",
         "linearizable",
