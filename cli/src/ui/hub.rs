@@ -1,6 +1,7 @@
 //! The one poller behind every open page: asks each member for its `/v1/status` once a
-//! period (at most once a second), keeps the last few minutes of timeline samples, and holds
-//! the aggregated JSON the pages fetch. Browsers read the cached JSON, so the members see the
+//! period (at most once a second; a member that answers is then asked for its new trace
+//! events and its log tail), keeps the last few minutes of timeline samples (with the live
+//! workload's rates), and holds the aggregated JSON the pages fetch. Browsers read the cached JSON, so the members see the
 //! same load however many pages are open.
 
 use std::collections::{BTreeMap, VecDeque};
