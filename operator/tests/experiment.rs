@@ -7,6 +7,7 @@ mod mock;
 
 use std::collections::BTreeMap;
 
+use caplab_api::faults::{FaultSet, PeerFilter};
 use caplab_api::status::Status;
 use caplab_operator::crd::RegisterCluster;
 use caplab_operator::experiment::run_of;
@@ -14,8 +15,8 @@ use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Pod, PodStatus
 use serde_json::{json, Value};
 
 use mock::{
-    api_calls, cluster, events, follower, leader, running_pod, status_patch, token_secret, Harness,
-    World, NAME, NS,
+    api_calls, cluster, condition, events, follower, leader, running_pod, status_patch,
+    token_secret, Harness, World, NAME, NS,
 };
 
 const SPEC: &str = "apiVersion: caplab.dev/v1alpha1
@@ -47,8 +48,13 @@ fn members() -> BTreeMap<u32, Status> {
 
 /// The run's pod, in `state` (a ContainerState's JSON).
 fn run_pod(state: Value) -> Pod {
+    attempt_pod("demo-run-pod", state)
+}
+
+/// One attempt of the run (the Job's pod `name`), in `state`.
+fn attempt_pod(name: &str, state: Value) -> Pod {
     let mut pod = Pod::default();
-    pod.metadata.name = Some("demo-run-pod".into());
+    pod.metadata.name = Some(name.into());
     pod.status = Some(PodStatus {
         container_statuses: Some(vec![ContainerStatus {
             name: "caplab".into(),
@@ -193,4 +199,202 @@ async fn a_failed_job_says_why_and_is_not_retried() {
     h.reconcile().await.expect("reconcile 2");
     let log = h.take_log();
     assert!(!api_calls(&log).iter().any(|c| c.path.contains("/jobs/")));
+}
+
+/// RFC 3339, whole seconds, `ago` seconds ago.
+fn ago(seconds: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::seconds(seconds))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Every member reports a partition in force (as a real member does once it has it).
+fn partitioned(world: &mut World) {
+    for st in world.members.values_mut() {
+        st.faults = FaultSet {
+            partition: Some(PeerFilter::default()),
+            ..FaultSet::default()
+        };
+    }
+}
+
+#[tokio::test]
+async fn an_operator_restart_mid_run_re_adopts_the_job_and_loses_nothing() {
+    let rc = ready(cluster(SPEC));
+    let run = run_of(NAME, rc.spec.workload.as_ref().expect("workload"));
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members: members(),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc),
+        ..World::default()
+    })
+    .await;
+    h.reconcile().await.expect("job created");
+    // The run's pod started 12 s ago: the partition (10 s in) starts now.
+    let started = ago(12);
+    h.world().job_pods = vec![run_pod(json!({"running": {"startedAt": started}}))];
+    h.reconcile().await.expect("fault started");
+    partitioned(&mut h.world());
+    h.take_log();
+    h.reconcile().await.expect("the members report it");
+    let log = h.take_log();
+    let st = status_patch(&log);
+    assert_eq!(st["faults"][0]["state"], "active", "{st}");
+    let window = st["experiment"]["windows"][0].clone();
+    let fault_since = st["faults"][0]["since"].clone();
+    assert_eq!(window["name"], "cut", "{st}");
+    assert_eq!(window["seenByMembers"], true);
+
+    // The operator restarts: a new process, nothing in memory, the same cluster.
+    let world = {
+        let w = h.world();
+        World {
+            rc: w.rc.clone(),
+            pods: w.pods.clone(),
+            secret: w.secret.clone(),
+            members: w.members.clone(),
+            jobs: w.jobs.clone(),
+            job_pods: w.job_pods.clone(),
+            ..World::default()
+        }
+    };
+    drop(h);
+    let h = Harness::start(world).await;
+    h.reconcile().await.expect("after the restart");
+    let log = h.take_log();
+    let writes: Vec<String> = api_calls(&log)
+        .iter()
+        .filter(|c| c.path.contains("/jobs") && c.method != "GET")
+        .map(|c| c.line())
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "the Job is found again by its name: {writes:?}"
+    );
+    let reasons: Vec<String> = events(&log).into_iter().map(|e| e.1).collect();
+    assert!(
+        !reasons
+            .iter()
+            .any(|r| r == "ExperimentStarted" || r == "FaultStarted"),
+        "{reasons:?}"
+    );
+    // Nothing changed, so nothing may have been written: read what the cluster holds.
+    let st = serde_json::to_value(h.world().rc.as_ref().and_then(|r| r.status.clone()))
+        .unwrap_or_default();
+    assert_eq!(st["experiment"]["phase"], "Running", "{st}");
+    assert_eq!(st["experiment"]["startedAt"], started.as_str());
+    assert_eq!(st["experiment"]["windows"][0], window, "the window is kept");
+    assert_eq!(
+        st["faults"][0]["since"], fault_since,
+        "the fault is not restarted"
+    );
+
+    // The run ends under the new operator: the verdict lands as if nothing happened.
+    let verdict = json!({"runId": run.id, "linearizable": true, "sequential": true,
+        "converged": true, "operations": {"ok": 10, "failed": 0, "unknown": 0}});
+    h.world().job_pods = vec![run_pod(json!({"terminated": {"exitCode": 0,
+        "startedAt": started, "message": verdict.to_string()}}))];
+    if let Some(j) = h.world().jobs.get_mut(&run.job) {
+        j["status"] = json!({"conditions": [{"type": "Complete", "status": "True"}]});
+    }
+    h.reconcile().await.expect("verdict");
+    let st = status_patch(&h.take_log());
+    assert_eq!(st["experiment"]["phase"], "Done", "{st}");
+    assert_eq!(st["experiment"]["windows"][0]["name"], "cut");
+}
+
+#[tokio::test]
+async fn a_retried_pod_is_a_fresh_attempt_and_its_verdict_counts() {
+    let mut rc = ready(cluster(SPEC));
+    let run = run_of(NAME, rc.spec.workload.as_ref().expect("workload"));
+    let (first, second) = (ago(40), ago(5));
+    if let Some(st) = rc.status.as_mut() {
+        st.experiment = serde_json::from_value(json!({"phase": "Running", "runId": run.id,
+            "job": run.job, "startedAt": first}))
+        .ok();
+    }
+    let failed = attempt_pod(
+        "demo-run-a",
+        json!({"terminated": {"exitCode": 1, "startedAt": first,
+            "message": json!({"runId": run.id, "error": "lost the API server"}).to_string()}}),
+    );
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members: members(),
+        secret: Some(token_secret(&rc)),
+        jobs: BTreeMap::from([(
+            run.job.clone(),
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": run.job}}),
+        )]),
+        // The newest attempt first: the order of a list is no promise.
+        job_pods: vec![
+            attempt_pod("demo-run-b", json!({"running": {"startedAt": second}})),
+            failed.clone(),
+        ],
+        rc: Some(rc),
+        ..World::default()
+    })
+    .await;
+    h.reconcile().await.expect("the retry runs");
+    let log = h.take_log();
+    let st = status_patch(&log);
+    assert_eq!(st["experiment"]["phase"], "Running", "{st}");
+    assert_eq!(
+        st["experiment"]["startedAt"],
+        second.as_str(),
+        "the retry's start"
+    );
+    assert!(!events(&log).iter().any(|e| e.1 == "ExperimentFailed"));
+
+    let verdict = json!({"runId": run.id, "linearizable": true,
+        "operations": {"ok": 7, "failed": 0, "unknown": 0}});
+    h.world().job_pods = vec![
+        attempt_pod(
+            "demo-run-b",
+            json!({"terminated": {"exitCode": 0, "startedAt": second,
+                "message": verdict.to_string()}}),
+        ),
+        failed,
+    ];
+    if let Some(j) = h.world().jobs.get_mut(&run.job) {
+        j["status"] = json!({"conditions": [{"type": "Complete", "status": "True"}]});
+    }
+    h.reconcile().await.expect("verdict");
+    let st = status_patch(&h.take_log());
+    assert_eq!(st["experiment"]["phase"], "Done", "{st}");
+    assert_eq!(st["experiment"]["verdict"]["operations"]["ok"], 7);
+}
+
+#[tokio::test]
+async fn an_invalid_workload_is_refused_with_a_condition_and_an_event() {
+    let rc = ready(cluster(
+        &SPEC.replace("mix: {read: 50, write: 50}", "mix: {read: 50, write: 40}"),
+    ));
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members: members(),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc),
+        ..World::default()
+    })
+    .await;
+    h.reconcile().await.expect("reconcile");
+    let log = h.take_log();
+    let st = status_patch(&log);
+    let (valid, _, message) = condition(&st, "SpecValid");
+    assert_eq!(valid, "False");
+    assert!(
+        message.contains("workload.mix must sum to 100 percent (read 50 + write 40 + cas 0 = 90)"),
+        "{message}"
+    );
+    assert!(events(&log)
+        .iter()
+        .any(|e| e.0 == "Warning" && e.2.contains("workload.mix must sum to 100")));
+    assert!(!api_calls(&log).iter().any(|c| c.path.contains("/jobs")));
 }
