@@ -18,6 +18,9 @@ use crate::{memory, plots};
 /// for speed).
 const LOADERS: usize = 64;
 
+/// Attempts per loaded key before the loader gives it up.
+const RETRIES: usize = 100;
+
 /// What a scaling run measures.
 pub struct Options {
     pub node_bin: PathBuf,
@@ -110,8 +113,8 @@ pub async fn keys_row(
     })
 }
 
-/// Writes keys `k0..k{keys}` once each through the leader with [`LOADERS`] writers; returns
-/// how many writes failed.
+/// Writes keys `k0..k{keys}` once each through the leader with [`LOADERS`] writers (a failed
+/// write is retried); returns how many attempts failed.
 async fn load(group: &Group, leader: usize, keys: u64) -> usize {
     let client = Arc::new(group.members[leader].client.clone());
     let mut tasks = Vec::new();
@@ -121,8 +124,14 @@ async fn load(group: &Group, leader: usize, keys: u64) -> usize {
             let mut errors = 0;
             for k in (w..keys).step_by(LOADERS) {
                 let value = i64::try_from(k).unwrap_or(i64::MAX);
-                if client.write(&format!("k{k}"), value).await.is_err() {
+                // Retried until acknowledged: the member snapshots once it applied `keys`
+                // writes, so every one must land (a retried unknown one may land twice).
+                for _ in 0..RETRIES {
+                    if client.write(&format!("k{k}"), value).await.is_ok() {
+                        break;
+                    }
                     errors += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
             errors
@@ -213,7 +222,7 @@ pub async fn members_row(
 /// The keys table in Markdown.
 pub fn keys_markdown(rows: &[KeysRow]) -> String {
     let mut md = String::from(
-        "| keys | load s (errors) | RSS MiB, largest member | snapshot MiB | snapshot s (of which write+fsync ms) | restart recovery s | RSS MiB restarted | new member catch-up s | RSS MiB new member |\n\
+        "| keys | load s (failed attempts, retried) | RSS MiB, largest member | snapshot MiB | snapshot s (of which write+fsync ms) | restart recovery s | RSS MiB restarted | new member catch-up s | RSS MiB new member |\n\
          |---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
