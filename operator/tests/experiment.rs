@@ -398,3 +398,33 @@ async fn an_invalid_workload_is_refused_with_a_condition_and_an_event() {
         .any(|e| e.0 == "Warning" && e.2.contains("workload.mix must sum to 100")));
     assert!(!api_calls(&log).iter().any(|c| c.path.contains("/jobs")));
 }
+
+#[tokio::test]
+async fn a_pod_that_cannot_start_says_why_while_pending() {
+    let rc = ready(cluster(SPEC));
+    let run = run_of(NAME, rc.spec.workload.as_ref().expect("workload"));
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members: members(),
+        secret: Some(token_secret(&rc)),
+        jobs: BTreeMap::from([(
+            run.job.clone(),
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": run.job}}),
+        )]),
+        job_pods: vec![run_pod(json!({"waiting": {"reason": "ErrImagePull",
+            "message": "pull access denied for caplab/cli"}}))],
+        rc: Some(rc),
+        ..World::default()
+    })
+    .await;
+    h.reconcile().await.expect("reconcile");
+    let st = status_patch(&h.take_log());
+    assert_eq!(st["experiment"]["phase"], "Pending", "{st}");
+    let reason = st["experiment"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("its pod waits: ErrImagePull: pull access denied for caplab/cli"),
+        "{reason}"
+    );
+}

@@ -40,6 +40,20 @@ struct PodView {
     started: Option<DateTime<Utc>>,
     report: Option<exp::Report>,
     ended: Option<String>,
+    /// Why a pod's container has not started (e.g. `ErrImagePull: …`), for the Pending reason.
+    waiting: Option<String>,
+}
+
+/// Why a pod's container waits, as the kubelet says it (`ImagePullBackOff: Back-off pulling
+/// image "caplab/cli:0.1.0"`); `None` while it is merely being created.
+fn waiting(p: &Pod) -> Option<String> {
+    let cs = p.status.as_ref()?.container_statuses.as_ref()?.first()?;
+    let w = cs.state.as_ref()?.waiting.as_ref()?;
+    let reason = w.reason.as_deref().filter(|r| *r != "ContainerCreating")?;
+    Some(match &w.message {
+        Some(m) => format!("{reason}: {m}"),
+        None => reason.to_string(),
+    })
 }
 
 /// A pod's container start (running or ended) and its end, if it ended.
@@ -70,9 +84,13 @@ enum PodEnd {
 
 fn view(pods: &[Pod]) -> PodView {
     let mut attempts: Vec<_> = pods.iter().filter_map(attempt).collect();
+    let waiting = pods.iter().find_map(waiting);
     // Oldest first (a pod not started yet sorts first), so the newest end is the last one.
     attempts.sort_by_key(|(started, _)| *started);
-    let mut v = PodView::default();
+    let mut v = PodView {
+        waiting,
+        ..PodView::default()
+    };
     for (started, end) in attempts {
         v.started = v.started.max(started);
         match end {
@@ -210,6 +228,8 @@ impl Pass<'_> {
                 ex.windows.clear();
             }
             ex.started_at = Some(at);
+        } else if let Some(why) = seen.waiting {
+            ex.reason = Some(format!("job {}: its pod waits: {why}", run.job));
         }
         if job_condition(&job, "Complete").is_some() {
             return match seen.report {
