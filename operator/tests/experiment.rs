@@ -428,3 +428,58 @@ async fn a_pod_that_cannot_start_says_why_while_pending() {
         "{reason}"
     );
 }
+
+#[tokio::test]
+async fn a_changed_workload_stops_the_running_job_and_starts_its_own() {
+    let rc = ready(cluster(SPEC));
+    let old = run_of(NAME, rc.spec.workload.as_ref().expect("workload"));
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members: members(),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc),
+        ..World::default()
+    })
+    .await;
+    h.reconcile().await.expect("the first run's job");
+    h.world().job_pods = vec![run_pod(json!({"running": {"startedAt": ago(3)}}))];
+    h.reconcile().await.expect("running");
+    h.take_log();
+    let new = {
+        let mut w = h.world();
+        let rc = w.rc.as_mut().expect("rc");
+        let workload = rc.spec.workload.as_mut().expect("workload");
+        workload.run_id = Some("r2".into());
+        rc.metadata.generation = Some(3);
+        w.job_pods.clear();
+        run_of(
+            NAME,
+            w.rc.as_ref()
+                .and_then(|r| r.spec.workload.as_ref())
+                .expect("w"),
+        )
+    };
+    h.reconcile().await.expect("the second run");
+    let log = h.take_log();
+    let lines: Vec<String> = api_calls(&log).iter().map(|c| c.line()).collect();
+    let jobs = format!("/apis/batch/v1/namespaces/{NS}/jobs");
+    assert!(
+        lines.contains(&format!("DELETE {jobs}/{}", old.job)),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.contains(&format!("PATCH {jobs}/{}", new.job)),
+        "{lines:#?}"
+    );
+    let evs = events(&log);
+    assert!(
+        evs.iter().any(|e| e.1 == "ExperimentStopped"
+            && e.2.contains("spec.workload changed: run r2 replaces it")),
+        "{evs:?}"
+    );
+    let st = status_patch(&log);
+    assert_eq!(st["experiment"]["runId"], "r2", "{st}");
+    assert!(!h.world().jobs.contains_key(&old.job));
+}

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{ListParams, Patch};
+use kube::api::{DeleteParams, ListParams, Patch};
 use serde::Serialize;
 use tracing::info;
 
@@ -102,6 +102,14 @@ fn view(pods: &[Pod]) -> PodView {
     v
 }
 
+/// Whether a run is over (Done or Failed): nothing more is done for it.
+fn over(ex: &ExperimentStatus) -> bool {
+    matches!(
+        ex.phase,
+        Some(ExperimentPhase::Done | ExperimentPhase::Failed)
+    )
+}
+
 /// What each member reported in this pass, for the run's fault windows.
 fn reported(seen: &Observation) -> exp::windows::Reported {
     seen.members
@@ -165,22 +173,22 @@ impl Pass<'_> {
             out.ready_since = Some(ts(self.now));
         }
         let Some(w) = &self.rc.spec.workload else {
+            if let Some(ex) = out.status.as_mut().filter(|e| !over(e)) {
+                self.stop(ex, "spec.workload was removed".into()).await?;
+            }
             return Ok(out);
         };
         let run = exp::run_of(&self.name, w);
         let mut ex = match out.status.take() {
             Some(e) if e.run() == run.id => e,
-            prev => exp::new_run(
-                prev.as_ref(),
-                &run,
-                exp::effective_mix(self.rc.spec.replication, &w.mix),
-            ),
-        };
-        let over = |ex: &ExperimentStatus| {
-            matches!(
-                ex.phase,
-                Some(ExperimentPhase::Done | ExperimentPhase::Failed)
-            )
+            prev => {
+                if let Some(mut old) = prev.clone().filter(|e| !over(e)) {
+                    let why = format!("spec.workload changed: run {} replaces it", run.id);
+                    self.stop(&mut old, why).await?;
+                }
+                let mix = exp::effective_mix(self.rc.spec.replication, &w.mix);
+                exp::new_run(prev.as_ref(), &run, mix)
+            }
         };
         if !over(&ex) {
             self.advance(&run, &mut ex).await?;
@@ -317,6 +325,29 @@ impl Pass<'_> {
             let warning = v.linearizable == Some(false);
             self.event(warning, "Verdict", exp::verdict_note(v)).await;
         }
+        Ok(())
+    }
+
+    /// Stops a run the spec no longer asks for: its Job (and so its pod) is deleted, so that
+    /// one workload at a time runs against the members; the run ends Failed with `why`.
+    async fn stop(&self, ex: &mut ExperimentStatus, why: String) -> Result<(), Error> {
+        if let Some(job) = &ex.job {
+            match self
+                .api::<Job>()
+                .delete(job, &DeleteParams::background())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        ex.phase = Some(ExperimentPhase::Failed);
+        ex.finished_at = Some(ts(self.now));
+        ex.reason = Some(format!("stopped: {why}"));
+        let note = format!("run {} stopped: {why}", ex.run());
+        info!(cluster = %self.name, %note, "experiment");
+        self.event(false, "ExperimentStopped", note).await;
         Ok(())
     }
 

@@ -542,6 +542,10 @@ fn experiment_answer(w: &mut World, c: &Call) -> Option<(u16, Value)> {
                 w.jobs.insert(name.to_string(), c.body.clone());
                 (200, c.body.clone())
             }
+            "DELETE" => match w.jobs.remove(name) {
+                Some(j) => (200, j),
+                None => not_found("job"),
+            },
             _ => return None,
         });
     }
