@@ -187,6 +187,29 @@ fn fault_schedule(args: &WorkloadArgs, duration: Duration) -> Result<Vec<schedul
 struct Plan {
     targets: workload::Targets,
     faults: Option<ClusterRef>,
+    /// The operation mix for this cluster's replication mode.
+    mix: workload::Mix,
+}
+
+/// The mix for a cluster in `replication`: quorum members refuse compare-and-set (400: it
+/// needs consensus), so there `cas` is dropped and reads and writes keep their weights; a
+/// mix of nothing but cas is refused.
+fn mix_for(mix: workload::Mix, replication: Option<&str>) -> Result<workload::Mix> {
+    if replication != Some("quorum") || mix.cas == 0 {
+        return Ok(mix);
+    }
+    if mix.read + mix.write == 0 {
+        return Err(bad_input(anyhow!(
+            "--mix is all cas, which quorum members refuse (compare-and-set needs consensus): \
+             give read or write a weight"
+        )));
+    }
+    eprintln!(
+        "note: cas dropped from the mix: quorum members refuse compare-and-set; the run uses \
+         read={},write={}",
+        mix.read, mix.write
+    );
+    Ok(workload::Mix { cas: 0, ..mix })
 }
 
 /// With --cluster: reads the RegisterCluster, checks the schedule's ordinals against its
@@ -201,10 +224,13 @@ async fn plan(
         return Ok(Plan {
             targets: workload::Targets::Addrs(args.addr.clone()),
             faults: None,
+            mix: args.mix,
         });
     };
     let cluster = ClusterRef::connect(kube, name).await?;
-    let replicas = cluster.read().await?.replicas();
+    let regc = cluster.read().await?;
+    let replicas = regc.replicas();
+    let mix = mix_for(args.mix, regc.spec.replication.as_deref())?;
     let namespace = &cluster.namespace;
     schedule::check_ordinals(schedule, replicas)
         .with_context(|| format!("{namespace}/{name}"))
@@ -227,6 +253,7 @@ async fn plan(
     Ok(Plan {
         targets,
         faults: Some(cluster),
+        mix,
     })
 }
 
@@ -317,7 +344,7 @@ pub async fn record(kube: &KubeArgs, args: &WorkloadArgs) -> Result<Recorded> {
         clients: args.clients,
         keys: args.keys,
         key_prefix: workload::run_prefix(),
-        mix: args.mix,
+        mix: plan.mix,
         rate: args.rate,
         duration,
         seed: args.seed,
@@ -364,4 +391,33 @@ pub async fn record(kube: &KubeArgs, args: &WorkloadArgs) -> Result<Recorded> {
         started,
         ran,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_clusters_get_no_cas() {
+        let mix: workload::Mix = "read=50,write=40,cas=10".parse().unwrap_or(workload::Mix {
+            read: 0,
+            write: 0,
+            cas: 0,
+        });
+        let quorum = mix_for(mix, Some("quorum")).ok();
+        assert_eq!(quorum.map(|m| (m.read, m.write, m.cas)), Some((50, 40, 0)));
+        assert_eq!(mix_for(mix, Some("raft")).ok(), Some(mix));
+        let all_cas = workload::Mix {
+            read: 0,
+            write: 0,
+            cas: 1,
+        };
+        let refused = mix_for(all_cas, Some("quorum"))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            refused.as_deref().is_some_and(|e| e.contains("all cas")),
+            "{refused:?}"
+        );
+    }
 }
