@@ -243,7 +243,9 @@ fn outcomes(history: &History) -> (u64, u64, u64) {
     n
 }
 
-/// The verdict cut to fit a termination message: the first anomalies, then fewer until it fits.
+/// The verdict cut to fit a termination message (Kubernetes cuts a longer one, and cut JSON
+/// is no verdict): the first anomalies, then fewer; then windows without their times and
+/// kinds (the operator recorded those itself), then no windows (verdict.json keeps all).
 fn message(mut verdict: Value) -> String {
     let mut keep = FIRST_ANOMALIES;
     loop {
@@ -251,11 +253,36 @@ fn message(mut verdict: Value) -> String {
             list.truncate(keep);
         }
         let text = verdict.to_string();
-        if text.len() <= MESSAGE_LIMIT || keep == 0 {
+        if text.len() <= MESSAGE_LIMIT {
             return text;
         }
-        keep -= 1;
+        if keep > 0 {
+            keep -= 1;
+        } else if !slim_windows(&mut verdict) {
+            return text;
+        }
     }
+}
+
+/// One step of making the verdict's windows smaller; false when nothing is left to cut.
+fn slim_windows(verdict: &mut Value) -> bool {
+    let Some(windows) = verdict["windows"].as_array_mut().filter(|w| !w.is_empty()) else {
+        return false;
+    };
+    const RECORDED: [&str; 4] = ["since", "until", "kind", "seenByMembers"];
+    let timed = windows
+        .iter()
+        .any(|w| RECORDED.iter().any(|k| w.get(k).is_some()));
+    if !timed {
+        windows.clear();
+        return true;
+    }
+    for w in windows.iter_mut().filter_map(Value::as_object_mut) {
+        for k in RECORDED {
+            w.remove(k);
+        }
+    }
+    true
 }
 
 /// Best effort: outside a pod there is no termination log, and the results are on disk.
@@ -268,6 +295,19 @@ fn write_message(path: &Path, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_windows_still_fit_a_termination_log() {
+        let window = json!({"name": "a-fault-with-a-long-name", "kind": "partition",
+            "since": "2024-01-01T00:00:10.000Z", "until": "2024-01-01T00:00:30.000Z",
+            "seenByMembers": true, "offsetSeconds": 10.0, "availability": 0.5,
+            "throughput": 10.0, "anomalyCounts": {"stale-read": 3}});
+        let verdict = json!({"runId": "r", "linearizable": false, "windows": vec![window; 32]});
+        let text = message(verdict);
+        assert!(text.len() <= MESSAGE_LIMIT, "{}", text.len());
+        let back: Value = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(back["linearizable"], false, "{text}");
+    }
 
     #[test]
     fn the_message_fits_a_termination_log() {

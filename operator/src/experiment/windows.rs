@@ -96,15 +96,19 @@ pub fn track(
 }
 
 /// The windows of a finished run: the Job's (with how the clients fared in each, on the
-/// clock of its history), each closed with the operator's end where the Job read it still
-/// open, and the operator's windows the Job did not know of.
+/// clock of its history), completed with what the operator recorded where the Job left it
+/// out (a long verdict sheds the windows' times) or read it still open, and the operator's
+/// windows the Job did not know of.
 pub fn merge(ours: &[FaultWindow], job: Vec<FaultWindow>) -> Vec<FaultWindow> {
     let mut out = job;
     for w in &mut out {
-        let mine = ours.iter().find(|o| o.name == w.name);
-        if let (None, Some(until)) = (&w.until, mine.and_then(|o| o.until.clone())) {
-            w.until = Some(until);
-        }
+        let Some(mine) = ours.iter().find(|o| o.name == w.name) else {
+            continue;
+        };
+        w.kind = w.kind.take().or_else(|| mine.kind.clone());
+        w.since = w.since.take().or_else(|| mine.since.clone());
+        w.until = w.until.take().or_else(|| mine.until.clone());
+        w.seen_by_members = w.seen_by_members.or(mine.seen_by_members);
     }
     for o in ours {
         if !out.iter().any(|w| w.name == o.name) {
@@ -253,6 +257,7 @@ mod tests {
         let ours = vec![
             FaultWindow {
                 name: "cut".into(),
+                since: Some("t1".into()),
                 until: Some("t2".into()),
                 ..FaultWindow::default()
             },
@@ -268,6 +273,7 @@ mod tests {
         }];
         let merged = merge(&ours, job);
         assert_eq!(merged[0].until.as_deref(), Some("t2"));
+        assert_eq!(merged[0].since.as_deref(), Some("t1"), "a slimmed verdict's window");
         assert_eq!(merged[0].availability, Some(0.5));
         assert_eq!(merged[1].name, "late");
     }
