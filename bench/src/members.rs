@@ -174,8 +174,9 @@ impl Group {
     }
 
     /// Adds a new member (the next id) as a learner and returns how long it took to apply
-    /// everything the leader had committed when it was added (a snapshot, then the log).
-    pub async fn add_member(&mut self) -> anyhow::Result<Duration> {
+    /// everything the leader had committed when it was added (a snapshot, then the log);
+    /// fails once that took longer than `patience`.
+    pub async fn add_member(&mut self, patience: Duration) -> anyhow::Result<Duration> {
         let leader = self.leader().await?;
         let committed = self.committed(leader).await?;
         let id = self.members.iter().map(|m| m.id).max().unwrap_or(0) + 1;
@@ -191,7 +192,12 @@ impl Group {
         // Blocking on the leader until the learner caught up, up to the member's request
         // timeout: a longer catch-up is followed below by polling.
         let _ = self.members[leader].client.add_learner(id, addr).await;
-        self.wait_applied(index, committed).await?;
+        let new = self.poller(index);
+        wait_until(started + patience, "the new member to catch up", || async {
+            let s = new.status().await.ok()?;
+            (s.engine.applied_index >= committed).then_some(())
+        })
+        .await?;
         Ok(started.elapsed())
     }
 
@@ -213,18 +219,27 @@ impl Group {
 }
 
 /// Polls `probe` every 20 ms until it yields a value, at most [`PATIENCE`].
-async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> anyhow::Result<T>
+async fn wait_for<T, F, Fut>(what: &str, probe: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + PATIENCE;
+    wait_until(Instant::now() + PATIENCE, what, probe).await
+}
+
+/// Polls `probe` every 20 ms until it yields a value or `deadline` passes.
+async fn wait_until<T, F, Fut>(deadline: Instant, what: &str, mut probe: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
     loop {
         if let Some(v) = probe().await {
             return Ok(v);
         }
         if Instant::now() > deadline {
-            bail!("waited {} s for {what}", PATIENCE.as_secs());
+            bail!("waited {} s for {what}", started.elapsed().as_secs());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -18,6 +18,9 @@ use crate::{memory, plots};
 /// for speed).
 const LOADERS: usize = 64;
 
+/// How long a new member may take to catch up before the row says it did not.
+const CATCH_UP_PATIENCE: Duration = Duration::from_secs(90);
+
 /// Attempts per loaded key before the loader gives it up.
 const RETRIES: usize = 100;
 
@@ -52,8 +55,9 @@ pub struct KeysRow {
     /// A follower SIGKILLed and restarted on its data, until it applied the committed log.
     pub restart: Duration,
     pub restarted_rss_mib: f64,
-    /// A new member added, until it applied the committed log (snapshot install + log).
-    pub catch_up: Duration,
+    /// A new member added, until it applied the committed log (snapshot install + log), or
+    /// why it did not within [`CATCH_UP_PATIENCE`].
+    pub catch_up: Result<Duration, String>,
     pub new_member_rss_mib: f64,
 }
 
@@ -96,7 +100,10 @@ pub async fn keys_row(
     let follower = (leader + 1) % group.members.len();
     let restart = group.restart(follower).await?;
     let restarted_rss_mib = memory::read(group.pid(follower)?)?.rss_mib();
-    let catch_up = group.add_member().await?;
+    let catch_up = group
+        .add_member(CATCH_UP_PATIENCE)
+        .await
+        .map_err(|e| format!("{e:#}"));
     let new_member_rss_mib = memory::read(group.pid(group.members.len() - 1)?)?.rss_mib();
     Ok(KeysRow {
         keys,
@@ -227,7 +234,7 @@ pub fn keys_markdown(rows: &[KeysRow]) -> String {
     );
     for r in rows {
         md.push_str(&format!(
-            "| {} | {:.1} ({}) | {:.1} | {:.2} | {:.2} ({:.1}) | {:.2} | {:.1} | {:.2} | {:.1} |\n",
+            "| {} | {:.1} ({}) | {:.1} | {:.2} | {:.2} ({:.1}) | {:.2} | {:.1} | {} | {:.1} |\n",
             r.keys,
             r.load.as_secs_f64(),
             r.load_errors,
@@ -237,7 +244,10 @@ pub fn keys_markdown(rows: &[KeysRow]) -> String {
             r.snapshot_write.as_secs_f64() * 1000.0,
             r.restart.as_secs_f64(),
             r.restarted_rss_mib,
-            r.catch_up.as_secs_f64(),
+            r.catch_up.as_ref().map_or_else(
+                |e| format!("none: {e}"),
+                |d| format!("{:.2}", d.as_secs_f64())
+            ),
             r.new_member_rss_mib,
         ));
     }
@@ -275,7 +285,7 @@ pub fn plot(dir: &Path, keys: &[KeysRow], members: &[MembersRow]) -> anyhow::Res
                 series: vec![
                     line("loaded (largest member)", &|r| r.rss_mib),
                     line("restarted on its data", &|r| r.restarted_rss_mib),
-                    line("new member, caught up", &|r| r.new_member_rss_mib),
+                    line("new member", &|r| r.new_member_rss_mib),
                     line("snapshot file (MiB)", &|r| {
                         r.snapshot_bytes as f64 / 1048576.0
                     }),
@@ -292,7 +302,15 @@ pub fn plot(dir: &Path, keys: &[KeysRow], members: &[MembersRow]) -> anyhow::Res
                 series: vec![
                     line("snapshot", &|r| r.snapshot.as_secs_f64()),
                     line("restart recovery", &|r| r.restart.as_secs_f64()),
-                    line("new member catch-up", &|r| r.catch_up.as_secs_f64()),
+                    Series {
+                        name: "new member catch-up (where it did)".into(),
+                        points: keys
+                            .iter()
+                            .filter_map(|r| {
+                                Some((r.keys as f64, r.catch_up.as_ref().ok()?.as_secs_f64()))
+                            })
+                            .collect(),
+                    },
                 ],
             },
         )?;
