@@ -19,7 +19,7 @@ use crate::{memory, plots};
 const LOADERS: usize = 64;
 
 /// How long a new member may take to catch up before the row says it did not.
-const CATCH_UP_PATIENCE: Duration = Duration::from_secs(90);
+const CATCH_UP_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Attempts per loaded key before the loader gives it up.
 const RETRIES: usize = 100;
