@@ -100,19 +100,22 @@ impl Caplab {
         self.members[member].clone().with_timeouts(POLL)
     }
 
-    /// Index (0-based) of the member the first answering member names as leader/primary.
+    /// Index (0-based) of the running member that itself claims to be leader/primary in the
+    /// highest term. A follower's view can name a leader that has just lost the role (a
+    /// failover trial that killed it would then time a cluster that never lost its leader).
     pub async fn leader(&self) -> Option<usize> {
+        let mut claimed: Option<(u64, usize)> = None;
         for i in 0..self.members.len() {
             if !self.procs[i].is_running() {
                 continue;
             }
             if let Ok(s) = self.status(i).await {
-                if let Some(id) = s.engine.leader {
-                    return usize::try_from(id).ok()?.checked_sub(1);
+                if s.engine.role.is_leader() && claimed.is_none_or(|(t, _)| s.engine.term > t) {
+                    claimed = Some((s.engine.term, i));
                 }
             }
         }
-        None
+        claimed.map(|(_, i)| i)
     }
 
     async fn all_ready(&self) -> bool {
