@@ -483,3 +483,36 @@ async fn a_changed_workload_stops_the_running_job_and_starts_its_own() {
     assert_eq!(st["experiment"]["runId"], "r2", "{st}");
     assert!(!h.world().jobs.contains_key(&old.job));
 }
+
+#[tokio::test]
+async fn a_changed_workload_under_the_same_run_id_is_a_new_run() {
+    let rc = ready(cluster(&SPEC.replace("keys: 2,", "keys: 2, runId: r1,")));
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members: members(),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc),
+        ..World::default()
+    })
+    .await;
+    h.reconcile().await.expect("the first run's job");
+    h.world().job_pods = vec![run_pod(json!({"running": {"startedAt": ago(3)}}))];
+    h.reconcile().await.expect("running");
+    h.take_log();
+    let new = {
+        let mut w = h.world();
+        w.job_pods.clear();
+        let rc = w.rc.as_mut().expect("rc");
+        let workload = rc.spec.workload.as_mut().expect("workload");
+        workload.clients = 8;
+        run_of(NAME, workload)
+    };
+    h.reconcile().await.expect("the changed run");
+    let log = h.take_log();
+    let st = status_patch(&log);
+    assert_eq!(st["experiment"]["job"], new.job.as_str(), "{st}");
+    assert_eq!(st["experiment"]["phase"], "Pending", "not failed: {st}");
+    assert!(events(&log).iter().any(|e| e.1 == "ExperimentStopped"));
+}

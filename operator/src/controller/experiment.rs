@@ -180,7 +180,9 @@ impl Pass<'_> {
         };
         let run = exp::run_of(&self.name, w);
         let mut ex = match out.status.take() {
-            Some(e) if e.run() == run.id => e,
+            // The current run: its id and its Job (a workload changed under a fixed runId
+            // has another Job, and is a new run).
+            Some(e) if e.run() == run.id && e.job.as_deref() == Some(run.job.as_str()) => e,
             prev => {
                 if let Some(mut old) = prev.clone().filter(|e| !over(e)) {
                     let why = format!("spec.workload changed: run {} replaces it", run.id);
