@@ -1009,9 +1009,10 @@ run_pod_hardened() { # <name>: the run's pod is non-root, read-only root, no cap
   echo "$s"; [[ $s == "true true ALL" ]]
 }
 
-window_recorded() { # <name> <fault>: status.experiment.windows names the fault
-  local w; w=$(jp "$1" '{.status.experiment.windows[*].name}')
-  echo "windows: ${w:-none}"; [[ " $w " == *" $2 "* ]]
+window_seen() { # <name> <fault>: the fault's window is the members' view, with its availability
+  local s; s=$(kn get registercluster "$1" -o json | jq -r --arg f "$2" \
+    '.status.experiment.windows[] | select(.name == $f) | "\(.seenByMembers) \(.availability != null)"')
+  echo "window $2: ${s:-none}"; [[ $s == "true true" ]]
 }
 
 restart_operator() {
@@ -1058,7 +1059,7 @@ YAML
   wait_for "the run of $name done (the operator re-adopted its Job)" 420 experiment_phase_is "$name" Done
   check "the verdict is linearizable" verdict_is "$name" true
   wait_for "a Verdict Event" 60 new_event_matching "$name" "$fp" 'Verdict: run .*linearizable'
-  check "the fault's window is recorded" window_recorded "$name" kill-one
+  check "the fault's window is the members' view, with its availability" window_seen "$name" kill-one
   kn delete registercluster "$name" --wait=true --timeout=120s >/dev/null || fail "delete regc/$name"
   wait_for "the pods of $name gone" 180 pod_count_is "$name" 0
 }
