@@ -15,35 +15,38 @@
 #   1 install    helm install the chart; operator ready; helm test passes
 #   2 raft3      apply examples/raft-3.yaml; Available, 3 members, leader, term; write+read;
 #                pods spread by anti-affinity, a PodDisruptionBudget allowing one disruption
-#   3 partition  partition the leader away; new leader, higher term, a LeaderChanged Event
+#   3 ui         caplab ui --cluster demo through the pod proxy: 3 members up, one leader, the
+#                log tails hold a fresh write, a workload's ops/s, a deleted pod down then back
+#   4 partition  partition the leader away; new leader, higher term, a LeaderChanged Event
 #                naming the old leader, fresh status.observedAt; majority writes; heal
-#   4 scale      3 -> 5 -> 3 with a background writer; no acknowledged write lost
-#   5 crash      crash a member: Degraded but Available; heal: Ready
-#   6 rollout    change spec.resources: every pod recreated one at a time, the leader last,
+#   5 scale      3 -> 5 -> 3 with a background writer; no acknowledged write lost
+#   6 crash      crash a member: Degraded but Available; heal: Ready
+#   7 rollout    change spec.resources: every pod recreated one at a time, the leader last,
 #                with a background writer; no acknowledged write lost
-#   7 async      examples/async-3-failover.yaml; crash the primary; promotion + loss report;
+#   8 async      examples/async-3-failover.yaml; crash the primary; promotion + loss report;
 #                then a rollout, in which the primary hands its role over (Switchover),
 #                and a scale-down to 2, with a background writer; no acknowledged write lost
-#   8 sync       a sync cluster: crash the primary; the promoted one accepts writes while the
+#   9 sync       a sync cluster: crash the primary; the promoted one accepts writes while the
 #                old one is down; it returns and is re-added; the cluster is deleted
-#   9 invalid    replicas: 0 and a replication change: refused or reported, phase and
+#  10 invalid    replicas: 0 and a replication change: refused or reported, phase and
 #                status.replication still describe the running cluster; cluster runs on;
 #                a 62-character cluster name: refused or reported, no pod created
-#  10 examples   each examples/*.yaml, one at a time in namespace caplab-e2e-examples:
+#  11 examples   each examples/*.yaml, one at a time in namespace caplab-e2e-examples:
 #                every "# expect:" line of its header holds, in order (format: step_examples)
-#  11 experiment a workload refused when its mix does not sum to 100; a Raft run whose
+#  12 experiment a workload refused when its mix does not sum to 100; a Raft run whose
 #                operator is restarted mid-run still ends Done, linearizable, with a Verdict
-#                Event, its Job's pod non-root with a read-only root filesystem
-#  12 delete     delete the resources; every pod/service/secret/PVC/PDB they created is gone
+#                Event and its fault window as the members saw it, its Job's pod non-root
+#                with a read-only root filesystem
+#  13 delete     delete the resources; every pod/service/secret/PVC/PDB they created is gone
 #
 # Environment:
 #   CAPLAB_E2E_STEPS          steps to run, by number or name, e.g. "1 2 3" or "install,raft3"
-#                             (default: all). Steps 3-6 and 9 create the demo cluster if it
+#                             (default: all). Steps 3-7 and 10 create the demo cluster if it
 #                             is missing, so they can run on their own after step 1.
 #   CAPLAB_E2E_KEEP_GOING=1   run the remaining steps after a failure (default: stop)
 #   CAPLAB_E2E_KEEP=1         leave the release and namespaces in place at the end
 #   CAPLAB_E2E_NAMESPACE      namespace of the RegisterClusters (default caplab-e2e)
-#   CAPLAB_E2E_EXAMPLES_NAMESPACE  namespace of step 9 (default caplab-e2e-examples)
+#   CAPLAB_E2E_EXAMPLES_NAMESPACE  namespace of step 11 (default caplab-e2e-examples)
 #   CAPLAB_E2E_OPERATOR_NAMESPACE / CAPLAB_E2E_RELEASE   (default caplab-system / caplab)
 #   CAPLAB_E2E_IMAGE_TAG      image tag of both images (default 0.1.0)
 #   CAPLAB_E2E_HELM_ARGS      extra `helm upgrade --install` arguments (word-split)
@@ -87,7 +90,7 @@ read -r -a HELM_ARGS <<<"${CAPLAB_E2E_HELM_ARGS:-}"
 # Helm's fullname rule (see charts/caplab/templates/_helpers.tpl).
 if [[ $RELEASE == *caplab* ]]; then OPDEPLOY=$RELEASE; else OPDEPLOY=$RELEASE-caplab; fi
 
-STEP_NAMES=(install raft3 partition scale crash rollout async sync invalid examples experiment delete)
+STEP_NAMES=(install raft3 ui partition scale crash rollout async sync invalid examples experiment delete)
 
 # ---------------------------------------------------------------------------
 # basics
@@ -425,6 +428,69 @@ ensure_demo() { # create examples/raft-3.yaml's cluster if a step runs on its ow
     kn apply -f "$EXAMPLES/raft-3.yaml" || fail "kubectl apply raft-3.yaml"
   fi
   wait_for "regc/demo converged with 3 members" 300 converged demo 3
+}
+
+# ---------------------------------------------------------------------------
+# step ui: `caplab ui --cluster demo` against the real cluster (issue 17). The live view
+# polls the members through the API server's pod proxy: it sees the three members and the
+# leader, each member's log tail holds a write made through the client Service, a workload
+# shows up as live ops/s, and a deleted member pod is drawn down and then back.
+# The caplab binary: $CAPLAB_E2E_CAPLAB, else target/{release,debug}/caplab (built by
+# `cargo build -p caplab-cli`; also under $CARGO_TARGET_DIR).
+
+UI_PID=""
+UI_URL=""
+UI_OUT=""
+
+find_caplab() {
+  local c
+  for c in "${CAPLAB_E2E_CAPLAB:-}" "${CARGO_TARGET_DIR:-$ROOT/target}/release/caplab" \
+           "${CARGO_TARGET_DIR:-$ROOT/target}/debug/caplab"; do
+    [[ -n $c && -x $c ]] && { echo "$c"; return 0; }
+  done
+  return 1
+}
+
+ui_state() { curl -sf --max-time 5 "${UI_URL}state"; }
+
+# ui_sees <jq filter>: the live view's JSON satisfies the filter (prints a summary).
+ui_sees() {
+  local s; s=$(ui_state) || { echo "the ui does not answer"; return 1; }
+  jq -r '[.members[] | "\(.label)=\(if .up then .status.role else "down" end)"] | join(" ")' <<<"$s"
+  jq -e "$1" <<<"$s" >/dev/null
+}
+
+stop_ui() { [[ -n $UI_PID ]] && kill "$UI_PID" 2>/dev/null; UI_PID=""; }
+
+step_ui() {
+  local caplab key=e2e-$RUN_ID-ui pod start workload
+  caplab=$(find_caplab) || fail "no caplab binary: build it (cargo build -p caplab-cli) or set CAPLAB_E2E_CAPLAB"
+  ensure_demo
+  UI_OUT=$(mktemp)
+  trap 'stop_ui; rm -f "$UI_OUT"' EXIT
+  "$caplab" ui --cluster demo -n "$NS" --listen 127.0.0.1:0 >"$UI_OUT" 2>&1 &
+  UI_PID=$!
+  wait_for "caplab ui printed its URL" 30 grep -o 'http://[^ ]*/' "$UI_OUT"
+  UI_URL=$(grep -o 'http://[^ ]*/' "$UI_OUT" | head -n 1)
+  check "the page is served" curl -sf --max-time 5 -o /dev/null "$UI_URL"
+  wait_for "the ui shows 3 members up and one leader" 60 \
+    ui_sees '([.members[] | select(.up)] | length) == 3 and ([.members[] | select(.status.role == "leader")] | length) == 1'
+  wait_for "write $key=7 through the client Service (or a member)" 60 kv_put demo "$key" 7
+  wait_for "the members' log tails hold $key=7" 30 \
+    ui_sees "[.members[].log[]?.op] | any(startswith(\"$key=7\"))"
+  start=$(date +%s%3N)
+  "$caplab" workload --cluster demo -n "$NS" --clients 2 --duration 15 --settle 0 --quiet \
+    --out "$(mktemp -d)/history.json" >/dev/null 2>&1 &
+  workload=$!
+  wait_for "the ui counts the workload's operations (ops/s after it started)" 60 \
+    ui_sees "[.history[] | select(.t > $start) | .ops.opsPerSecond // 0] | max > 0"
+  wait "$workload" || fail "caplab workload failed"
+  pod=$(jp demo '{.status.members[?(@.role!="leader")].name}' | awk '{print $1}')
+  [[ -n $pod ]] || fail "no follower pod in status.members"
+  kn delete pod "$pod" --wait=false >/dev/null || fail "delete pod $pod"
+  wait_for "the ui shows $pod down" 30 ui_sees "any(.members[]; .label == \"$pod\" and (.up | not))"
+  wait_for "the ui shows $pod back" 180 ui_sees "any(.members[]; .label == \"$pod\" and .up)"
+  stop_ui
 }
 
 # ---------------------------------------------------------------------------
