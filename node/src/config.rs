@@ -138,6 +138,9 @@ pub enum ConfigError {
 /// The file written and removed at start-up to prove the data directory is writable.
 const WRITE_PROBE: &str = ".caplab-write-check";
 
+/// Bytes of snapshot data per `/raft/snapshot` message (256 KiB; about 1 MiB of JSON).
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 256 * 1024;
+
 impl Config {
     pub fn admin_token(&self) -> Result<String, ConfigError> {
         let token = match &self.admin_token_file {
@@ -234,6 +237,11 @@ impl Config {
             // Entries kept behind a snapshot for followers just behind it (each may hold a
             // batch of up to 1,024 writes).
             max_in_snapshot_log_to_keep: 100,
+            // A snapshot travels to a new or far-behind member in chunks, each a JSON body
+            // (bytes as numbers: ~3.7x their size). openraft's 3 MiB default made chunks of
+            // states over ~40,000 keys larger than the peer port accepts, and such a member
+            // never caught up.
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
             ..Default::default()
         }
         .validate()

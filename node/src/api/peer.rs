@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -36,6 +36,11 @@ use crate::raft_engine::RaftEngine;
 use crate::trace::Heard;
 use crate::types::{Command, NodeId, TypeConfig};
 
+/// The largest peer message accepted (64 MiB): an AppendEntries may carry up to openraft's
+/// 300 entries of up to 1,024 writes each as JSON, far over axum's 2 MiB default. Only
+/// holders of the admin token get this far (`require_token` runs first).
+const PEER_MESSAGE_LIMIT_BYTES: usize = 64 * 1024 * 1024;
+
 pub fn router(member: Arc<Member>) -> Router {
     let peer_messages = Router::new()
         .route(paths::RAFT_APPEND, post(append))
@@ -48,6 +53,7 @@ pub fn router(member: Arc<Member>) -> Router {
         .route(paths::EPOCH, post(epoch))
         .merge(super::quorum::routes())
         .merge(super::twopc::routes())
+        .layer(DefaultBodyLimit::max(PEER_MESSAGE_LIMIT_BYTES))
         .layer(middleware::from_fn_with_state(
             member.clone(),
             incoming_faults,
