@@ -25,6 +25,9 @@ pub const FILES: [&str; 4] = ["verdict.json", "history.json", "events.json", "re
 const SERVE_PORT: u16 = 8080;
 /// How long the fetch pod may take to start and answer.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Starts the body of `serve`'s 404 for a run missing from the PVC, so `fetch` can tell it
+/// from the pod proxy's own errors while the pod starts.
+const NO_RUN: &str = "caplab-results: ";
 
 #[derive(clap::Args)]
 pub struct FetchArgs {
@@ -72,10 +75,40 @@ async fn file(State(dir): State<PathBuf>, UrlPath(path): UrlPath<String>) -> (St
             b"path must stay inside the results".to_vec(),
         );
     };
-    match tokio::fs::read(dir.join(rel)).await {
+    match tokio::fs::read(dir.join(&rel)).await {
         Ok(bytes) => (StatusCode::OK, bytes),
-        Err(e) => (StatusCode::NOT_FOUND, e.to_string().into_bytes()),
+        Err(e) => match rel.components().next() {
+            Some(run) if !dir.join(run).is_dir() => {
+                let run = run.as_os_str().to_string_lossy();
+                let msg = format!("{NO_RUN}{}", missing_run(&run, &runs_in(&dir)));
+                (StatusCode::NOT_FOUND, msg.into_bytes())
+            }
+            _ => (StatusCode::NOT_FOUND, e.to_string().into_bytes()),
+        },
     }
+}
+
+/// The runs (directories) under `dir`, sorted; empty if it cannot be read.
+fn runs_in(dir: &Path) -> Vec<String> {
+    let mut runs: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    runs.sort();
+    runs
+}
+
+/// The one-line answer for a run with no files on the PVC.
+fn missing_run(run: &str, runs: &[String]) -> String {
+    let there = if runs.is_empty() {
+        "none".to_string()
+    } else {
+        runs.join(", ")
+    };
+    format!("run {run} has no files on the PVC (runs there: {there})")
 }
 
 /// `path` as a relative path of plain components, or `None` (`..`, absolute paths).
@@ -96,15 +129,23 @@ pub async fn fetch(kube: &KubeArgs, args: FetchArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&args.output)
         .with_context(|| format!("creating {}", args.output.display()))?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    // Unique per fetch: a pod left behind by an interrupted fetch (it ends by its
+    // activeDeadlineSeconds) does not block the next one.
     let name = format!(
-        "{}-results-fetch",
-        args.cluster.chars().take(40).collect::<String>()
+        "{}-results-fetch-{:08x}",
+        args.cluster.chars().take(40).collect::<String>(),
+        rand::random::<u32>()
     );
     let pod: Pod =
         serde_json::from_value(fetch_pod(&name, &args)).context("building the fetch pod")?;
-    pods.create(&PostParams::default(), &pod)
-        .await
-        .with_context(|| format!("creating pod {ns}/{name} (it mounts the results PVC)"))?;
+    match pods.create(&PostParams::default(), &pod).await {
+        Err(kube::Error::Api(s)) if s.code == 409 => bail!(
+            "pod {ns}/{name} already exists (another fetch is running?): \
+             try again, or delete it with `kubectl delete pod -n {ns} {name}`"
+        ),
+        other => other
+            .with_context(|| format!("creating pod {ns}/{name} (it mounts the results PVC)"))?,
+    };
     let copied = copy_files(&client, &ns, &name, &run, &args.output).await;
     if let Err(e) = pods.delete(&name, &DeleteParams::default()).await {
         eprintln!("note: could not delete pod {ns}/{name}: {e}");
@@ -187,6 +228,12 @@ async fn copy_files(
                 .with_context(|| format!("building GET {path}"))?;
             match client.request_text(request).await {
                 Ok(text) => break text,
+                Err(kube::Error::Api(s)) if s.code == 404 && s.message.starts_with(NO_RUN) => {
+                    return Err(crate::exit::bad_input(anyhow!(
+                        "{}",
+                        &s.message[NO_RUN.len()..]
+                    )));
+                }
                 Err(kube::Error::Api(s)) if s.code == 404 && written > 0 => {
                     bail!("run {run} has no {name} (is the run finished?)")
                 }
@@ -216,5 +263,26 @@ mod tests {
         assert_eq!(inside("../etc/passwd"), None);
         assert_eq!(inside("/etc/passwd"), None);
         assert_eq!(inside("r1/../../x"), None);
+    }
+
+    #[tokio::test]
+    async fn a_missing_run_is_answered_at_once_with_the_runs_there() {
+        let dir = std::env::temp_dir().join(format!("caplab-results-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("r2")).unwrap();
+        std::fs::create_dir_all(dir.join("r1")).unwrap();
+        let (code, body) = file(State(dir.clone()), UrlPath("nosuch/verdict.json".into())).await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            format!("{NO_RUN}run nosuch has no files on the PVC (runs there: r1, r2)")
+        );
+        let (code, body) = file(State(dir.clone()), UrlPath("r1/verdict.json".into())).await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert!(!String::from_utf8(body).unwrap().starts_with(NO_RUN));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            missing_run("x", &[]),
+            "run x has no files on the PVC (runs there: none)"
+        );
     }
 }
