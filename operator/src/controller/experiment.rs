@@ -141,11 +141,14 @@ pub(super) struct Experiment {
 
 impl Experiment {
     /// The clock fault `startAfterSeconds` count on: the run's start with a workload, else
-    /// when the cluster was first Ready.
+    /// when the cluster was first Ready. A Failed run (its Job gone or failed, or the run
+    /// stopped) has no clock: its faults are not (or no longer) due, so they are reverted
+    /// instead of running on with nothing to measure them.
     pub(super) fn schedule(&self, workload: bool) -> Schedule {
         let zero = if workload {
             self.status
                 .as_ref()
+                .filter(|e| e.phase != Some(ExperimentPhase::Failed))
                 .and_then(|e| parse(e.started_at.as_deref()))
         } else {
             parse(self.ready_since.as_deref())
@@ -362,3 +365,6 @@ impl Pass<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
