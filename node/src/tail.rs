@@ -30,12 +30,17 @@ pub fn describe_all(commands: &[Command]) -> String {
     }
 }
 
+/// `key` in at most [`KEY_CHARS`] chars: cut in the middle, because keys often differ only at
+/// the end (a workload's `w1796018973351-9b02746e-k0`, `…-k1`).
 fn short_key(key: &str) -> String {
-    if key.chars().count() <= KEY_CHARS {
+    let n = key.chars().count();
+    if n <= KEY_CHARS {
         return key.to_string();
     }
-    let cut: String = key.chars().take(KEY_CHARS - 1).collect();
-    format!("{cut}…")
+    let end = (KEY_CHARS - 1) / 2;
+    let start: String = key.chars().take(KEY_CHARS - 1 - end).collect();
+    let tail: String = key.chars().skip(n - end).collect();
+    format!("{start}…{tail}")
 }
 
 /// The last [`MAX_LIMIT`] entries an engine recorded, oldest first. Recording takes a lock for
@@ -76,9 +81,24 @@ mod tests {
             new: 2,
         };
         assert_eq!(describe(&w), "x=5");
-        assert_eq!(describe(&c), format!("cas {}… 1→2", "k".repeat(23)));
+        assert_eq!(
+            describe(&c),
+            format!("cas {} 1→2", short_key(&"k".repeat(40)))
+        );
         assert_eq!(describe_all(&[w.clone(), c]), "x=5 (+1 more)");
         assert_eq!(describe_all(&[]), "blank");
+    }
+
+    #[test]
+    fn long_keys_keep_their_start_and_end() {
+        assert_eq!(
+            short_key("w1796018973351-9b02746e-k0"),
+            "w17960189733…9b02746e-k0"
+        );
+        assert_eq!(short_key("short"), "short");
+        let cut = short_key(&"é".repeat(30));
+        assert_eq!(cut.chars().count(), KEY_CHARS);
+        assert_eq!(cut, format!("{}…{}", "é".repeat(12), "é".repeat(11)));
     }
 
     #[test]
