@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use caplab_checker::{History, Status};
+use caplab_checker::{CheckOptions, History, Status};
 use serde_json::{json, Value};
 
 use super::workload::WorkloadArgs;
@@ -36,6 +36,11 @@ mod windows;
 const MESSAGE_LIMIT: usize = 4096;
 /// Anomaly sentences in the message (all of them are in verdict.json and the report).
 const FIRST_ANOMALIES: usize = 3;
+/// The check's time limit for each of its two searches (linearizable, then sequential), so
+/// together at most 480 s: the operator gives the Job `activeDeadlineSeconds` = duration +
+/// settle + 600 (operator/src/experiment.rs), and a check still running then would be killed
+/// without a verdict; past this limit the verdict comes back "unknown" instead.
+const CHECK_TOTAL_TIMEOUT: Duration = Duration::from_secs(240);
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -172,7 +177,11 @@ async fn run_and_check(kube: &KubeArgs, args: &RunArgs, run: &Run, dir: &Path) -
         serde_json::to_string_pretty(&shades).context("serialising the fault windows")?,
     )
     .context("writing events.json")?;
-    let findings = analyse(&history, &Default::default());
+    let options = CheckOptions {
+        total_timeout: Some(CHECK_TOTAL_TIMEOUT),
+        ..CheckOptions::default()
+    };
+    let findings = analyse(&history, &options);
     let title = format!("caplab experiment {} on {}", run.id, run.cluster);
     let html = render(&history, &findings.report, &shades, None, &title);
     std::fs::write(dir.join("report.html"), html).context("writing report.html")?;
