@@ -28,9 +28,10 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=MAX_WINDOW_SECONDS))]
     pub window_seconds: u64,
-    /// Where to write the page (or the JSON, with --json).
-    #[arg(long, short = 'o', default_value = "trace.html")]
-    pub out: PathBuf,
+    /// Where to write the page (default trace.html), or the JSON with --json (default
+    /// trace.json).
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
     /// Write the diagram's data as JSON instead of the page (for `caplab report --trace`).
     #[arg(long)]
     pub json: bool,
@@ -44,19 +45,19 @@ pub async fn run(kube: &KubeArgs, args: TraceArgs) -> Result<ExitCode> {
     let members = super::ui::members(kube, args.cluster.as_deref(), &args.addr, timeout).await?;
     let diagram = lamport::collect(&members, args.window_seconds * 1000).await;
     let json = serde_json::to_string(&diagram).context("serialising the diagram")?;
-    let written = if args.json {
-        json
+    let (written, default_out) = if args.json {
+        (json, "trace.json")
     } else {
-        page::trace_html(&json)
+        (page::trace_html(&json), "trace.html")
     };
-    std::fs::write(&args.out, written)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    let out = args.out.unwrap_or_else(|| PathBuf::from(default_out));
+    std::fs::write(&out, written).with_context(|| format!("writing {}", out.display()))?;
     println!(
         "caplab trace: {} messages among {} members in the last {} s -> {}",
         diagram.messages.len(),
         diagram.members.len(),
         args.window_seconds,
-        args.out.display()
+        out.display()
     );
     for why in &diagram.unread {
         eprintln!("caplab trace: no trace from {why}");
