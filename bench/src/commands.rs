@@ -33,11 +33,11 @@ pub struct ScalingArgs {
     /// The etcd binary (default: `etcd` on PATH).
     #[arg(long)]
     etcd_bin: Option<PathBuf>,
-    /// Keys loaded into a fresh 3-member Raft group each; empty skips.
-    #[arg(long, value_delimiter = ',', default_value = "100,100000,1000000")]
+    /// Keys loaded into a fresh 3-member Raft group each; `--keys` with no value skips.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "100,100000,1000000")]
     keys: Vec<u64>,
-    /// Group sizes whose writes are measured; empty skips.
-    #[arg(long, value_delimiter = ',', default_value = "3,5,7")]
+    /// Group sizes whose writes are measured; `--members` with no value skips.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "3,5,7")]
     members: Vec<u64>,
     /// Closed-loop clients of the members cells and the long runs.
     #[arg(long, default_value_t = 64)]

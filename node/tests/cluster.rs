@@ -143,22 +143,7 @@ async fn snapshots_compact_the_log_and_members_recover_from_them() {
     let leader = c.wait_for_leader().await;
     let url = c.members[&leader].url("/v1/kv");
     // Concurrent writers: batched entries, so the writes-based trigger counts here.
-    let writers = (0..16).map(|w| {
-        let (http, url) = (c.http.clone(), url.clone());
-        tokio::spawn(async move {
-            for i in 0..20 {
-                let response = http
-                    .put(format!("{url}/w{w}"))
-                    .json(&json!({ "value": i }))
-                    .send()
-                    .await;
-                assert!(response.is_ok_and(|r| r.status().is_success()));
-            }
-        })
-    });
-    for writer in writers.collect::<Vec<_>>() {
-        assert!(writer.await.is_ok());
-    }
+    write_concurrently(&c, &url, 20, |w, _| format!("w{w}")).await;
     for id in 1..=3 {
         wait_until(&format!("member {id} to build a snapshot"), || async {
             let s = c.status(id).await?;
@@ -180,6 +165,32 @@ async fn snapshots_compact_the_log_and_members_recover_from_them() {
             (200, Some(19)),
             "w{w}: {body}"
         );
+    }
+}
+
+/// 16 concurrent writers, each writing values `0..writes` in order to `key(writer, i)` under
+/// `url` (`…/v1/kv`); every write must be acknowledged.
+async fn write_concurrently(
+    c: &Cluster,
+    url: &str,
+    writes: i64,
+    key: impl Fn(usize, i64) -> String + Clone + Send + 'static,
+) {
+    let writers = (0..16).map(|w| {
+        let (http, url, key) = (c.http.clone(), url.to_owned(), key.clone());
+        tokio::spawn(async move {
+            for i in 0..writes {
+                let response = http
+                    .put(format!("{url}/{}", key(w, i)))
+                    .json(&json!({ "value": i }))
+                    .send()
+                    .await;
+                assert!(response.is_ok_and(|r| r.status().is_success()));
+            }
+        })
+    });
+    for writer in writers.collect::<Vec<_>>() {
+        assert!(writer.await.is_ok());
     }
 }
 
@@ -498,22 +509,8 @@ async fn a_new_member_catches_up_from_a_snapshot_of_several_mib() {
     let url = c.members[&leader].url("/v1/kv");
     // 6,000 keys of 200 bytes: a state of ~1.3 MiB, ~5 MiB once JSON-encoded as bytes.
     let long = "k".repeat(200);
-    let writers = (0..16).map(|w| {
-        let (http, url, long) = (c.http.clone(), url.clone(), long.clone());
-        tokio::spawn(async move {
-            for i in 0..375 {
-                let response = http
-                    .put(format!("{url}/{long}-{w}-{i}"))
-                    .json(&json!({ "value": i }))
-                    .send()
-                    .await;
-                assert!(response.is_ok_and(|r| r.status().is_success()));
-            }
-        })
-    });
-    for writer in writers.collect::<Vec<_>>() {
-        assert!(writer.await.is_ok());
-    }
+    let prefix = long.clone();
+    write_concurrently(&c, &url, 375, move |w, i| format!("{prefix}-{w}-{i}")).await;
     wait_until("the leader to build a snapshot", || async {
         let s = c.status(leader).await?;
         (s["snapshotIndex"].as_u64()? > 0).then_some(())
