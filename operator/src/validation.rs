@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use crate::crd::{FaultKind, RegisterCluster, Replication, Target};
@@ -157,13 +158,81 @@ fn twopc_crash_problem(rc: &RegisterCluster, fault: &crate::crd::FaultSpec) -> O
             "fault {:?}: a crash of the 2pc coordinator ({}) without spec.storage loses its \
              decision log: it would come back empty as a new member, the participants in doubt \
              would wait for the old one for ever, and a decision forced on them could \
-             contradict a commit others already applied: add spec.storage (e.g. storage: \
-             {{size: 64Mi}}), or crash participants only (followers, or ordinals other than \
-             {coordinator})",
+             contradict a commit others already applied: crash participants only (followers, \
+             or ordinals other than {coordinator}), or create a new cluster with spec.storage \
+             (e.g. storage: {{size: 64Mi}}; storage cannot be added to a running 2pc cluster)",
             fault.name,
             resources::pod_name(&rc.name_any(), coordinator)
         )
     })
+}
+
+/// Whether a member pod keeps its data (`data` volume) on a PersistentVolumeClaim; else it is
+/// an emptyDir, and the data goes with the pod.
+pub fn on_claim(pod: &Pod) -> bool {
+    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
+    volumes.is_some_and(|vs| {
+        vs.iter()
+            .any(|v| v.name == "data" && v.persistent_volume_claim.is_some())
+    })
+}
+
+/// Problems only the running member pods (by ordinal) show: `spec.storage` added to a 2pc
+/// cluster whose coordinator runs on an emptyDir. Its pod, recreated on a claim by the
+/// rollout or by a crash fault, would come back empty as a new member, and the participants
+/// would wait for the old coordinator for ever (see [`twopc_crash_problem`]).
+pub fn against_pods(
+    rc: &RegisterCluster,
+    pods: &std::collections::BTreeMap<u32, Pod>,
+) -> Option<String> {
+    if rc.spec.replication != Replication::TwoPc || rc.spec.storage.is_none() {
+        return None;
+    }
+    let coordinator = coordinator_ordinal(rc);
+    let pod = pods.get(&coordinator).filter(|p| !on_claim(p))?;
+    Some(format!(
+        "spec.storage cannot be added to a running 2pc cluster created without it: the \
+         coordinator {} keeps its decision log in an emptyDir, and recreated on a claim it \
+         would come back empty as a new member while the participants wait for the old one \
+         for ever: remove spec.storage, or create a new cluster with spec.storage",
+        pod.name_any()
+    ))
+}
+
+/// `storage.size` (above zero) and `resources` requests and limits (zero or more) as
+/// Kubernetes quantities: the API server refuses anything else in the pod or claim.
+fn validate_quantities(rc: &RegisterCluster, errs: &mut Vec<String>) {
+    use std::cmp::Ordering;
+    if let Some(st) = &rc.spec.storage {
+        match quantity::sign(&st.size) {
+            Some(Ordering::Greater) => {}
+            Some(_) => errs.push(format!(
+                "storage.size must be above zero (got {:?}): set a size such as 64Mi or 1Gi",
+                st.size
+            )),
+            None => errs.push(format!(
+                "storage.size {:?} is not a Kubernetes quantity: use a number with an \
+                 optional suffix, such as 64Mi or 1Gi",
+                st.size
+            )),
+        }
+    }
+    let Some(r) = &rc.spec.resources else { return };
+    let given = [("requests", &r.requests), ("limits", &r.limits)];
+    for (field, m) in given {
+        for (name, q) in m {
+            match quantity::sign(q) {
+                Some(Ordering::Greater | Ordering::Equal) => {}
+                Some(Ordering::Less) => errs.push(format!(
+                    "resources.{field}.{name} must not be negative (got {q:?})"
+                )),
+                None => errs.push(format!(
+                    "resources.{field}.{name} {q:?} is not a Kubernetes quantity: use a \
+                     number with an optional suffix, such as cpu: 100m or memory: 64Mi"
+                )),
+            }
+        }
+    }
 }
 
 /// Collects every problem in the spec; empty means valid. Each message says how to fix it.
@@ -194,11 +263,7 @@ pub fn validate(rc: &RegisterCluster) -> Vec<String> {
     if let Err(e) = crate::resources::topology_spread(rc) {
         errs.push(e);
     }
-    if let Some(st) = &spec.storage {
-        if st.size.trim().is_empty() {
-            errs.push("storage.size must not be empty".into());
-        }
-    }
+    validate_quantities(rc, &mut errs);
     if let (Some(e), Some(h)) = (spec.election_timeout_ms, spec.heartbeat_ms) {
         if h >= e {
             errs.push(format!(
@@ -299,5 +364,6 @@ pub fn validate(rc: &RegisterCluster) -> Vec<String> {
     errs
 }
 
+mod quantity;
 #[cfg(test)]
 mod tests;

@@ -1824,6 +1824,55 @@ async fn a_down_2pc_coordinator_blocks_the_cluster_and_is_never_replaced() {
     );
 }
 
+/// Storage added to a running 2pc cluster created without it (with a crash fault on the
+/// coordinator, which storage would otherwise allow): the coordinator's pod is on an
+/// emptyDir, so the spec is refused, nothing is deleted, and a Warning says what to do.
+#[tokio::test]
+async fn storage_added_to_a_running_2pc_cluster_is_refused() {
+    let old = demo(3, "  replication: 2pc\n");
+    let mut st = bootstrapped_status(3, 0, 0);
+    st["replication"] = json!("2pc");
+    let rc = with_status(
+        demo(
+            3,
+            "  replication: 2pc\n  storage: {size: 64Mi}\n  faults:\n  - {name: down, kind: crash, \
+             targets: [leader], durationSeconds: 10}\n",
+        ),
+        st,
+    );
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&old, o, u64::from(o) + 1))
+            .collect(),
+        members: (0..3)
+            .map(|o| (o, twopc_member(u64::from(o) + 1, &[])))
+            .collect(),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc),
+        ..World::default()
+    })
+    .await;
+    h.reconcile().await.expect("reconcile");
+    let log = h.take_log();
+    let lines = api_lines(&log);
+    assert!(!lines.iter().any(|l| l.starts_with("DELETE")), "{lines:?}");
+    let evs = events(&log);
+    let warned: Vec<_> = evs.iter().filter(|e| e.1 == "InvalidSpec").collect();
+    assert_eq!(warned.len(), 1, "{evs:?}");
+    assert_eq!(warned[0].0, "Warning");
+    assert!(
+        warned[0]
+            .2
+            .contains("spec.storage cannot be added to a running 2pc cluster created without it")
+            && warned[0]
+                .2
+                .contains("create a new cluster with spec.storage"),
+        "{}",
+        warned[0].2
+    );
+    assert_eq!(condition(&status_patch(&log), "SpecValid").0, "False");
+}
+
 /// Without storage a recreated coordinator would come back as a new member and block its
 /// participants for ever: the rollout leaves its pod alone and says why.
 #[tokio::test]
@@ -1858,7 +1907,8 @@ async fn a_rollout_without_storage_leaves_the_2pc_coordinators_pod_alone() {
     );
     let (_, _, progressing) = condition(&status_patch(&log), "Progressing");
     assert!(
-        progressing.contains("coordinator's pod is not recreated without spec.storage"),
+        progressing.contains("coordinator's pod is not recreated")
+            && progressing.contains("create a new cluster with spec.storage"),
         "{progressing}"
     );
 }

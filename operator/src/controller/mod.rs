@@ -130,8 +130,10 @@ pub async fn reconcile(rc: Arc<RegisterCluster>, ctx: Arc<Context>) -> Result<Ac
         // Owner references let the garbage collector remove everything.
         return Ok(Action::await_change());
     }
-    let pass = Pass::new(&ctx, &rc)?;
+    let mut pass = Pass::new(&ctx, &rc)?;
     let mut seen = pass.observe().await?;
+    pass.errors
+        .extend(validation::against_pods(&rc, &seen.pods));
     if !pass.errors.is_empty() {
         return pass.report_invalid(&seen).await;
     }

@@ -154,9 +154,15 @@ impl Pass<'_> {
             return Ok(true);
         };
         let twopc = self.rc.spec.replication == Replication::TwoPc;
-        if Some(next) == leader && twopc && self.rc.spec.storage.is_none() {
-            // 2pc never changes its coordinator: recreated empty, it would be a new member and
-            // the participants would wait for the old one for ever.
+        let keeps_log = self.rc.spec.storage.is_some()
+            && seen
+                .pods
+                .get(&next)
+                .is_some_and(crate::validation::on_claim);
+        if Some(next) == leader && twopc && !keeps_log {
+            // 2pc never changes its coordinator: recreated empty (its pod or the new one on an
+            // emptyDir), it would be a new member and the participants would wait for the old
+            // one for ever.
             progress.push(super::twopc::COORDINATOR_NOT_ROLLED.into());
             return Ok(true);
         }

@@ -24,11 +24,13 @@ use crate::membership::{self, Observed, Step};
 /// Condition type saying the coordinator is down and 2pc cannot decide anything.
 pub const BLOCKED: &str = "Blocked";
 
-/// Why a rollout leaves the coordinator's pod alone without `spec.storage`. With storage its
-/// pod is simply recreated last (writes block while it restarts; it finishes its log).
-pub const COORDINATOR_NOT_ROLLED: &str = "the 2pc coordinator's pod is not recreated without \
-     spec.storage: it would come back empty as a new member and the participants would wait \
-     for the old coordinator for ever; add storage to the spec (a new cluster) to roll it";
+/// Why a rollout leaves the coordinator's pod alone unless both its pod and the spec keep the
+/// data on a claim. With storage its pod is simply recreated last (writes block while it
+/// restarts; it finishes its log).
+pub const COORDINATOR_NOT_ROLLED: &str = "the 2pc coordinator's pod is not recreated: it keeps \
+     its decision log in an emptyDir (or the new spec would), so it would come back empty as a \
+     new member and the participants would wait for the old coordinator for ever; to change \
+     it, create a new cluster with spec.storage";
 
 impl Pass<'_> {
     /// The next 2pc membership step ([`next_step`]), taken.

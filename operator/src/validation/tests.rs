@@ -214,7 +214,10 @@ fn a_2pc_coordinator_is_crashed_only_with_storage() {
             all.contains("a crash of the 2pc coordinator (demo-0) without spec.storage loses its decision log"),
             "{coordinator:?}: {all}"
         );
-        assert!(all.contains("add spec.storage"), "{all}");
+        assert!(
+            all.contains("create a new cluster with spec.storage"),
+            "{all}"
+        );
     }
     // Participants may crash; the coordinator is the pod status.leader names.
     rc.spec.faults = vec![crash(Target::Followers), crash(Target::Ordinal(2))];
@@ -229,5 +232,76 @@ fn a_2pc_coordinator_is_crashed_only_with_storage() {
     // With storage the coordinator returns with its log.
     rc.spec.storage = serde_yaml::from_str("{size: 64Mi}").expect("storage");
     rc.spec.faults = vec![crash(Target::Leader)];
+    assert!(validation::validate(&rc).is_empty());
+}
+
+/// A member pod whose `data` volume is a claim (`on_claim`) or an emptyDir.
+fn member_pod(name: &str, on_claim: bool) -> k8s_openapi::api::core::v1::Pod {
+    let data = if on_claim {
+        "persistentVolumeClaim: {claimName: data-demo-0}"
+    } else {
+        "emptyDir: {}"
+    };
+    serde_yaml::from_str(&format!(
+        "metadata: {{name: {name}}}\nspec:\n  containers: [{{name: member}}]\n  \
+         volumes: [{{name: data, {data}}}]\n"
+    ))
+    .expect("Pod")
+}
+
+#[test]
+fn storage_is_not_added_to_a_running_2pc_cluster_on_emptydir() {
+    let mut rc = fixture("raft-3");
+    rc.spec.replication = Replication::TwoPc;
+    rc.spec.storage = serde_yaml::from_str("{size: 64Mi}").expect("storage");
+    let pods = |on_claim| {
+        (0..3)
+            .map(|o| (o, member_pod(&format!("demo-{o}"), on_claim)))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    // Created without storage: the coordinator's decision log is on an emptyDir.
+    let why = validation::against_pods(&rc, &pods(false)).expect("refused");
+    assert!(why.contains("coordinator demo-0"), "{why}");
+    assert!(
+        why.contains("create a new cluster with spec.storage"),
+        "{why}"
+    );
+    // Created with storage (or not running yet), or another mode: nothing to refuse.
+    assert_eq!(validation::against_pods(&rc, &pods(true)), None);
+    assert_eq!(validation::against_pods(&rc, &Default::default()), None);
+    rc.spec.replication = Replication::Raft;
+    assert_eq!(validation::against_pods(&rc, &pods(false)), None);
+}
+
+#[test]
+fn bad_quantities_are_spec_errors_that_say_how_to_fix_them() {
+    let mut rc = fixture("raft-3");
+    for (size, says) in [
+        ("abc", "storage.size \"abc\" is not a Kubernetes quantity"),
+        ("0", "storage.size must be above zero (got \"0\")"),
+        ("-1Gi", "storage.size must be above zero (got \"-1Gi\")"),
+    ] {
+        rc.spec.storage = Some(crate::crd::Storage {
+            size: size.into(),
+            storage_class_name: None,
+        });
+        let all = validation::validate(&rc).join("\n");
+        assert!(all.contains(says) && all.contains("64Mi"), "{size}: {all}");
+    }
+    rc.spec.storage = None;
+    rc.spec.resources =
+        serde_yaml::from_str("{requests: {cpu: lots}, limits: {memory: -1}}").expect("resources");
+    let all = validation::validate(&rc).join("\n");
+    assert!(
+        all.contains("resources.requests.cpu \"lots\" is not a Kubernetes quantity"),
+        "{all}"
+    );
+    assert!(
+        all.contains("resources.limits.memory must not be negative"),
+        "{all}"
+    );
+    rc.spec.resources =
+        serde_yaml::from_str("{requests: {cpu: 100m, memory: 64Mi}}").expect("resources");
+    rc.spec.storage = serde_yaml::from_str("{size: 1Gi}").expect("storage");
     assert!(validation::validate(&rc).is_empty());
 }
