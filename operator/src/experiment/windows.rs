@@ -273,7 +273,11 @@ mod tests {
         }];
         let merged = merge(&ours, job);
         assert_eq!(merged[0].until.as_deref(), Some("t2"));
-        assert_eq!(merged[0].since.as_deref(), Some("t1"), "a slimmed verdict's window");
+        assert_eq!(
+            merged[0].since.as_deref(),
+            Some("t1"),
+            "a slimmed verdict's window"
+        );
         assert_eq!(merged[0].availability, Some(0.5));
         assert_eq!(merged[1].name, "late");
     }
