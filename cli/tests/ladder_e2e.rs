@@ -161,3 +161,40 @@ async fn a_leaderless_cluster_with_a_skewed_clock_still_converges() {
     assert_eq!(report["converged"], true, "{report:#}");
     assert_eq!(report["anomalyCounts"]["did-not-converge"], 0, "{report:#}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workload_by_address_drops_cas_against_quorum_members() {
+    // Quorum members refuse compare-and-set; with --addr alone the workload learns the mode
+    // from their /v1/status, as --cluster does from the spec.
+    let c = common::start(3, &["--replication", "quorum"]).await;
+    wait_until("member 1 to answer /v1/status", || async {
+        c.status(1).await.map(|_| ())
+    })
+    .await;
+    let (path, ran) = workload(
+        &c,
+        &[
+            "--clients",
+            "2",
+            "--keys",
+            "1",
+            "--rate",
+            "40",
+            "--duration",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(ran.code, Some(0), "workload failed:\n{}", ran.stderr);
+    assert!(ran.stderr.contains("cas dropped"), "{}", ran.stderr);
+    let history = History::from_json(&std::fs::read_to_string(&path).expect("history"))
+        .expect("a valid history");
+    assert!(!history.entries.is_empty());
+    assert!(
+        history
+            .entries
+            .iter()
+            .all(|e| !matches!(e.op, caplab_checker::Op::Cas { .. })),
+        "a cas was sent"
+    );
+}

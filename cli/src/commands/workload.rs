@@ -37,8 +37,9 @@ pub struct WorkloadArgs {
     #[arg(long, short = 'c', env = "CAPLAB_CLUSTER")]
     pub cluster: Option<String>,
     /// Inject a fault during the run: START:FAULT[:DURATION], e.g. 10s:partition-leader:20s.
-    /// FAULT is KIND-TARGET[=VALUE]: partition, crash, pause, delay (=ms), loss (=probability)
-    /// or skew (=ms) of leader, followers or a member ordinal. Repeatable; needs --cluster.
+    /// FAULT is KIND-TARGET[=VALUE]: partition, crash (or kill), pause, delay (=ms), loss
+    /// (=probability) or skew (or clockSkew, =ms) of leader, followers or a member ordinal.
+    /// Other spec.faults kinds (veto) only in a --faults file. Repeatable; needs --cluster.
     #[arg(
         long = "fault-at",
         value_name = "START:FAULT[:DURATION]",
@@ -212,6 +213,21 @@ fn mix_for(mix: workload::Mix, replication: Option<&str>) -> Result<workload::Mi
     Ok(workload::Mix { cas: 0, ..mix })
 }
 
+/// With --addr alone: the replication mode (`quorum`, …) the first member to answer
+/// `GET /v1/status` reports; `None` if none answers (the mix is then left as given).
+async fn addr_replication(addrs: &[String]) -> Option<String> {
+    for addr in addrs {
+        let Ok(member) = Member::new(addr, Duration::from_secs(2)) else {
+            continue;
+        };
+        if let Ok(status) = member.status().await {
+            let mode = serde_json::to_value(status.engine.replication).ok()?;
+            return mode.as_str().map(str::to_string);
+        }
+    }
+    None
+}
+
 /// With --cluster: reads the RegisterCluster, checks the schedule's ordinals against its
 /// size, and addresses its members (through the pod proxy unless --addr is given).
 async fn plan(
@@ -221,10 +237,11 @@ async fn plan(
     request_timeout: Duration,
 ) -> Result<Plan> {
     let Some(name) = &args.cluster else {
+        let replication = addr_replication(&args.addr).await;
         return Ok(Plan {
             targets: workload::Targets::Addrs(args.addr.clone()),
             faults: None,
-            mix: args.mix,
+            mix: mix_for(args.mix, replication.as_deref())?,
         });
     };
     let cluster = ClusterRef::connect(kube, name).await?;

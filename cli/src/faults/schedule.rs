@@ -5,7 +5,7 @@
 //!
 //! On the command line: `--fault-at START:FAULT[:DURATION]`, e.g. `10s:partition-leader:20s`.
 //! FAULT is `KIND-TARGET[=VALUE]`: KIND is partition, crash (or kill), pause, delay, loss or
-//! skew; TARGET is leader (primary), followers (secondaries) or a member ordinal; VALUE is the
+//! skew (or clockSkew); TARGET is leader (primary), followers (secondaries) or a member ordinal; VALUE is the
 //! delay's latency in ms (default 50: below the Raft heartbeat, which openraft 0.9 also uses
 //! as its replication deadline, so Raft slows down rather than loses the member), the loss
 //! probability (default 0.5) or the clock offset in ms (default 5000). Without DURATION the
@@ -129,7 +129,8 @@ pub fn preset(text: &str) -> Result<Map<String, Value>> {
             json!({"kind": "clockSkew", "targets": [who], "offsetMs": ms.round() as i64})
         }
         other => bail!(
-            "{text:?}: unknown fault kind {other:?} (partition, crash, pause, delay, loss, skew)"
+            "{text:?}: unknown fault kind {other:?} (partition, crash, pause, delay, loss, skew; \
+             other kinds such as veto only as a mapping in --faults FILE)"
         ),
     };
     match fault {
