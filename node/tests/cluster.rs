@@ -112,23 +112,10 @@ async fn a_follower_catches_up_after_a_burst_of_concurrent_writes() {
     // Concurrent writers with long keys: the leader packs them into few, large log entries,
     // which the restarted follower must then receive within replication RPCs' deadlines.
     let url = c.members[&leader].url("/v1/kv");
-    let writers = (0..64).map(|w| {
-        let (http, url) = (c.http.clone(), url.clone());
-        tokio::spawn(async move {
-            for i in 0..100 {
-                let key = format!("{w:03}-{}", "k".repeat(250));
-                let response = http
-                    .put(format!("{url}/{key}"))
-                    .json(&json!({ "value": i }))
-                    .send()
-                    .await;
-                assert!(response.is_ok_and(|r| r.status().is_success()));
-            }
-        })
-    });
-    for writer in writers.collect::<Vec<_>>() {
-        assert!(writer.await.is_ok());
-    }
+    write_concurrently(&c, &url, 64, 100, |w, _| {
+        format!("{w:03}-{}", "k".repeat(250))
+    })
+    .await;
     c.restart(follower);
     let last_key = format!("063-{}", "k".repeat(250));
     wait_until("the restarted follower to catch up", || async {
@@ -143,7 +130,7 @@ async fn snapshots_compact_the_log_and_members_recover_from_them() {
     let leader = c.wait_for_leader().await;
     let url = c.members[&leader].url("/v1/kv");
     // Concurrent writers: batched entries, so the writes-based trigger counts here.
-    write_concurrently(&c, &url, 20, |w, _| format!("w{w}")).await;
+    write_concurrently(&c, &url, 16, 20, |w, _| format!("w{w}")).await;
     for id in 1..=3 {
         wait_until(&format!("member {id} to build a snapshot"), || async {
             let s = c.status(id).await?;
@@ -168,15 +155,16 @@ async fn snapshots_compact_the_log_and_members_recover_from_them() {
     }
 }
 
-/// 16 concurrent writers, each writing values `0..writes` in order to `key(writer, i)` under
-/// `url` (`…/v1/kv`); every write must be acknowledged.
+/// `writers` concurrent writers, each writing values `0..writes` in order to `key(writer, i)`
+/// under `url` (`…/v1/kv`); every write must be acknowledged.
 async fn write_concurrently(
     c: &Cluster,
     url: &str,
+    writers: usize,
     writes: i64,
     key: impl Fn(usize, i64) -> String + Clone + Send + 'static,
 ) {
-    let writers = (0..16).map(|w| {
+    let writers = (0..writers).map(|w| {
         let (http, url, key) = (c.http.clone(), url.to_owned(), key.clone());
         tokio::spawn(async move {
             for i in 0..writes {
@@ -510,7 +498,7 @@ async fn a_new_member_catches_up_from_a_snapshot_of_several_mib() {
     // 6,000 keys of 200 bytes: a state of ~1.3 MiB, ~5 MiB once JSON-encoded as bytes.
     let long = "k".repeat(200);
     let prefix = long.clone();
-    write_concurrently(&c, &url, 375, move |w, i| format!("{prefix}-{w}-{i}")).await;
+    write_concurrently(&c, &url, 16, 375, move |w, i| format!("{prefix}-{w}-{i}")).await;
     wait_until("the leader to build a snapshot", || async {
         let s = c.status(leader).await?;
         (s["snapshotIndex"].as_u64()? > 0).then_some(())
