@@ -30,6 +30,17 @@ pub struct Caplab {
     _dir: tempfile::TempDir,
 }
 
+/// Fails with how to build it when the `caplab-node` binary at `bin` is missing.
+pub fn require_node_bin(bin: &Path) -> anyhow::Result<()> {
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p caplab-node`",
+            bin.display()
+        );
+    }
+    Ok(())
+}
+
 impl Caplab {
     /// Starts 3 members running `mode` (raft, async, sync or 2pc), each reached through `http`
     /// with `timeouts`, and initialises them as one cluster.
@@ -39,12 +50,7 @@ impl Caplab {
         http: &reqwest::Client,
         timeouts: Timeouts,
     ) -> anyhow::Result<Self> {
-        if !bin.exists() {
-            bail!(
-                "{} not found: build it with `cargo build --release -p caplab-node`",
-                bin.display()
-            );
-        }
+        require_node_bin(bin)?;
         let dir = tempfile::Builder::new().prefix("caplab-bench-").tempdir()?;
         let mut procs = Vec::new();
         let mut members = Vec::new();

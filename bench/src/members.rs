@@ -12,6 +12,7 @@ use caplab_api::status::Status;
 use caplab_api::MemberClient;
 use caplab_testkit::process::{free_port, node_spec, Process};
 
+use crate::cluster::require_node_bin;
 use crate::memory;
 
 /// The admin token of the scaling runs' members.
@@ -58,12 +59,7 @@ impl Group {
         http: &reqwest::Client,
         timeouts: Timeouts,
     ) -> anyhow::Result<Self> {
-        if !bin.exists() {
-            bail!(
-                "{} not found: build it with `cargo build --release -p caplab-node`",
-                bin.display()
-            );
-        }
+        require_node_bin(bin)?;
         let mut group = Group {
             bin: bin.to_path_buf(),
             http: http.clone(),

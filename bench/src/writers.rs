@@ -55,11 +55,7 @@ impl Writes {
 
     /// The `p` quantile (0..=1) of the latencies in milliseconds (NaN: none).
     pub fn percentile_ms(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((self.latencies.len() - 1) as f64 * p).round() as usize;
-        self.latencies[i.min(self.latencies.len() - 1)].as_secs_f64() * 1000.0
+        crate::workload::percentile_ms(&self.latencies, p)
     }
 }
 
