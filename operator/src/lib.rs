@@ -1,6 +1,7 @@
 //! caplab operator: the `RegisterCluster` resource and its control loops.
 #![warn(missing_docs)]
 
+pub mod backoff;
 pub mod controller;
 pub mod crd;
 pub mod experiment;

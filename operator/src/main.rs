@@ -275,6 +275,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         node_image: cli.node_image.clone(),
         cli_image: cli.cli_image.clone(),
         written: Default::default(),
+        backoff: Default::default(),
     });
 
     let (reader, writer) = reflector::store();

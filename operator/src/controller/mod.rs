@@ -27,6 +27,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
+use crate::backoff::Backoff;
 use crate::crd::{RegisterCluster, RegisterClusterStatus, Replication, MANAGER};
 use crate::member_client::{AdminAuth, MemberClient};
 use crate::metrics::Metrics;
@@ -70,6 +71,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// Does only a change of the RegisterCluster cure it? The resource has no namespace, or
+    /// the API server refused an object built from its spec as invalid (400, 422): retrying
+    /// the same spec would fail the same way.
+    pub fn needs_spec_change(&self) -> bool {
+        match self {
+            Error::MissingNamespace => true,
+            Error::Kube(kube::Error::Api(s)) => s.is_invalid() || s.code == 400,
+            Error::Kube(_) | Error::BadSecret(_) => false,
+        }
+    }
+
     /// Label for the errors metric.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -96,6 +108,8 @@ pub struct Context {
     pub cli_image: String,
     /// The last status this operator wrote, per cluster.
     pub written: WrittenStatus,
+    /// Consecutive failed reconciles per cluster, for [`error_policy`].
+    pub backoff: Backoff,
 }
 
 impl Context {
@@ -123,17 +137,31 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// The controller's entry point for one RegisterCluster.
+/// The key [`Backoff`] counts a cluster's failures under: its uid, else namespace/name.
+fn backoff_key(rc: &RegisterCluster) -> String {
+    rc.metadata
+        .uid
+        .clone()
+        .unwrap_or_else(|| format!("{}/{}", rc.namespace().unwrap_or_default(), rc.name_any()))
+}
+
+/// The controller's entry point for one RegisterCluster. A success resets the cluster's
+/// back-off ([`error_policy`]).
 pub async fn reconcile(rc: Arc<RegisterCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.start();
+    let action = reconcile_once(&rc, &ctx).await?;
+    ctx.backoff.succeeded(&backoff_key(&rc));
+    Ok(action)
+}
+
+async fn reconcile_once(rc: &RegisterCluster, ctx: &Context) -> Result<Action, Error> {
     if rc.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove everything.
         return Ok(Action::await_change());
     }
-    let mut pass = Pass::new(&ctx, &rc)?;
+    let mut pass = Pass::new(ctx, rc)?;
     let mut seen = pass.observe().await?;
-    pass.errors
-        .extend(validation::against_pods(&rc, &seen.pods));
+    pass.errors.extend(validation::against_pods(rc, &seen.pods));
     if !pass.errors.is_empty() {
         return pass.report_invalid(&seen).await;
     }
@@ -232,9 +260,23 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(MANAGER).force()
 }
 
-/// Requeue policy on errors.
+/// Requeue policy on errors: per-cluster exponential back-off ([`crate::backoff`]: 5 s
+/// doubling to 5 min, reset by a successful reconcile). An error only a spec change cures
+/// ([`Error::needs_spec_change`]) is not retried at all (the next change of the resource, or
+/// of one of its pods, reconciles it again) and is announced by one Warning Event
+/// `ReconcileFailed` per distinct error.
 pub fn error_policy(rc: Arc<RegisterCluster>, err: &Error, ctx: Arc<Context>) -> Action {
-    warn!(cluster = %rc.name_any(), error = %err, "reconcile failed");
     ctx.metrics.error(err.kind());
-    Action::requeue(Duration::from_secs(5))
+    let key = backoff_key(&rc);
+    if !err.needs_spec_change() {
+        let wait = ctx.backoff.failed(&key);
+        warn!(cluster = %rc.name_any(), error = %err, retry_in_s = wait.as_secs(), "reconcile failed");
+        return Action::requeue(wait);
+    }
+    warn!(cluster = %rc.name_any(), error = %err, "reconcile refused: waiting for a spec change");
+    let note = format!("{err}; fix the spec: nothing is retried until the RegisterCluster changes");
+    if ctx.backoff.refused(&key, &note) {
+        tokio::spawn(async move { ctx.event(&rc, true, "ReconcileFailed", note).await });
+    }
+    Action::await_change()
 }

@@ -32,7 +32,7 @@ use caplab_api::faults::{FaultSet, FaultsView};
 use caplab_api::identity::{Incarnation, TO_HEADER, TO_INCARNATION_HEADER};
 use caplab_api::paths;
 use caplab_api::status::{PeerStatus, Replication, Role, Status};
-use caplab_operator::controller::{reconcile, Context, Error};
+use caplab_operator::controller::{error_policy, reconcile, Context, Error};
 use caplab_operator::crd::RegisterCluster;
 use caplab_operator::member_client::MemberClient;
 use caplab_operator::metrics::Metrics;
@@ -116,6 +116,9 @@ pub struct World {
     pub jobs: BTreeMap<String, Value>,
     /// Pods returned by a `job-name=` label-selector list (a run's pods).
     pub job_pods: Vec<Pod>,
+    /// Pod applies are answered with this status code (422: Invalid, as the API server
+    /// refuses a pod it cannot accept; 503: ServiceUnavailable, a passing failure).
+    pub pod_apply_fails: Option<u16>,
 }
 
 /// Everything a reconcile test needs.
@@ -278,6 +281,7 @@ impl Harness {
             node_image: IMAGE.into(),
             cli_image: "caplab/cli:0.1.0".into(),
             written: Default::default(),
+            backoff: Default::default(),
         });
         Harness {
             world,
@@ -305,6 +309,16 @@ impl Harness {
         )
         .await
         .expect("reconcile timed out")
+    }
+
+    /// What the controller does after `err` from a reconcile of the world's RegisterCluster.
+    pub fn error_policy(&self, err: &Error) -> Action {
+        let rc = self
+            .world()
+            .rc
+            .clone()
+            .expect("world has a RegisterCluster");
+        error_policy(Arc::new(rc), err, self.ctx.clone())
     }
 
     /// Takes the calls recorded so far.
@@ -444,6 +458,26 @@ fn not_found(what: &str) -> (u16, Value) {
     )
 }
 
+/// The API server's failure `Status` for `code` (422 Invalid, 503 ServiceUnavailable, ...).
+fn refusal(code: u16) -> (u16, Value) {
+    let (reason, message) = match code {
+        422 => (
+            "Invalid",
+            "Pod \"demo-0\" is invalid: spec.containers[0].image: Required value",
+        ),
+        503 => (
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        ),
+        _ => ("InternalError", "mock API: refused"),
+    };
+    (
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": message, "reason": reason, "code": code}),
+    )
+}
+
 /// Answers one API request from the world.
 fn answer(world: &Mutex<World>, c: &Call) -> Option<(u16, Value)> {
     let core = format!("/api/v1/namespaces/{NS}");
@@ -476,6 +510,11 @@ fn answer(world: &Mutex<World>, c: &Call) -> Option<(u16, Value)> {
     if m == "POST" && p == format!("{core}/secrets") {
         w.secret = serde_json::from_value(c.body.clone()).ok();
         return Some((201, c.body.clone()));
+    }
+    if let Some(code) = w.pod_apply_fails.filter(|_| m == "PATCH") {
+        if p.starts_with(&format!("{core}/pods/")) {
+            return Some(refusal(code));
+        }
     }
     if m == "PATCH"
         && (p == format!("{core}/services/{NAME}") || p.starts_with(&format!("{core}/pods/")))
