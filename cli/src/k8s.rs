@@ -26,6 +26,13 @@ pub struct KubeArgs {
 
 /// A kube client and the namespace it works in.
 pub async fn connect(args: &KubeArgs) -> Result<(kube::Client, String)> {
+    let (config, namespace) = load_config(args).await?;
+    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
+    Ok((client, namespace))
+}
+
+/// The kubeconfig (or in-cluster configuration) `args` select, and its namespace.
+async fn load_config(args: &KubeArgs) -> Result<(kube::Config, String)> {
     let config = match &args.context {
         Some(context) => kube::Config::from_kubeconfig(&kube::config::KubeConfigOptions {
             context: Some(context.clone()),
@@ -41,8 +48,7 @@ pub async fn connect(args: &KubeArgs) -> Result<(kube::Client, String)> {
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
-    Ok((client, namespace))
+    Ok((config, namespace))
 }
 
 /// Percent-encodes `segments` onto `prefix` (an absolute path) and appends `query`.
@@ -110,7 +116,12 @@ pub async fn get_cluster(client: &kube::Client, namespace: &str, name: &str) -> 
 /// One RegisterCluster: a client of the API server that holds it, its namespace and name.
 #[derive(Clone)]
 pub struct ClusterRef {
+    /// For the API server's own resources: kube's default retries of 429, 503 and 504
+    /// answers are welcome there.
     pub client: kube::Client,
+    /// For member calls through the pod proxy: the same configuration without those
+    /// retries (see [`ClusterRef::member`]).
+    members: kube::Client,
     pub namespace: String,
     pub name: String,
 }
@@ -118,12 +129,29 @@ pub struct ClusterRef {
 impl ClusterRef {
     /// The RegisterCluster `name` in the namespace `args` selects (see [`connect`]).
     pub async fn connect(args: &KubeArgs, name: &str) -> Result<ClusterRef> {
-        let (client, namespace) = connect(args).await?;
+        let (config, namespace) = load_config(args).await?;
+        ClusterRef::from_config(config, namespace, name)
+    }
+
+    fn from_config(config: kube::Config, namespace: String, name: &str) -> Result<ClusterRef> {
+        let mut once = config.clone();
+        once.default_retry = false;
+        let build = |c| kube::Client::try_from(c).context("building the Kubernetes client");
         Ok(ClusterRef {
-            client,
+            client: build(config)?,
+            members: build(once)?,
             namespace,
             name: name.to_string(),
         })
+    }
+
+    /// The member in pod `pod`, through the API server's pod proxy, each call limited to
+    /// `timeout`. Its calls are never retried by the kube client: a member's `504` means
+    /// the operation may have taken effect, and a blind retry could apply a write twice or
+    /// record a compare-and-set as failed on the value it wrote itself (kube-client 5 retries
+    /// 429/503/504 answers by default, which made an experiment's history non-linearizable).
+    pub fn member(&self, pod: &str, timeout: std::time::Duration) -> crate::client::Member {
+        crate::client::Member::proxied(self.members.clone(), &self.namespace, pod, timeout)
     }
 
     /// The resource as JSON.
@@ -273,5 +301,41 @@ mod tests {
         assert_eq!(merged_faults(&current, &ours, &[]).len(), 1);
         assert!(merged_faults(&json!({"spec": {}}), &ours, &[]).is_empty());
         assert_eq!(faults_patch(None, &[]), json!({"spec": {"faults": []}}));
+    }
+
+    /// A write answered `504` (outcome unknown) through the pod proxy reaches the member once:
+    /// kube's default retry of 504 would send it again, and a second application of a write
+    /// is not the history the client records.
+    #[tokio::test]
+    async fn member_calls_through_the_pod_proxy_are_never_retried() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let app = axum::Router::new().fallback(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async {
+                (
+                    http::StatusCode::GATEWAY_TIMEOUT,
+                    r#"{"error":"deadline passed","outcome":"unknown"}"#,
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let uri = format!("http://{addr}").parse().expect("uri");
+        let cluster = ClusterRef::from_config(kube::Config::new(uri), "lab".into(), "raft5")
+            .expect("clients");
+        let member = cluster.member("raft5-0", std::time::Duration::from_secs(5));
+        let outcome = member.write("k", 7).await;
+        assert!(
+            matches!(outcome, crate::client::Outcome::Unknown(_)),
+            "{outcome:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "the write was sent again");
     }
 }

@@ -123,10 +123,5 @@ async fn member(kube: &KubeArgs, to: &MemberArgs) -> Result<Member> {
             .leader_pod()
             .map_or_else(|| cluster.pod(0), str::to_string),
     };
-    Ok(Member::proxied(
-        cluster.client,
-        &cluster.namespace,
-        &pod,
-        TIMEOUT,
-    ))
+    Ok(cluster.member(&pod, TIMEOUT))
 }

@@ -258,10 +258,7 @@ async fn plan(
         }
         workload::Targets::Members(
             (0..replicas)
-                .map(|o| {
-                    let pod = cluster.pod(o);
-                    Member::proxied(cluster.client.clone(), namespace, &pod, request_timeout)
-                })
+                .map(|o| cluster.member(&cluster.pod(o), request_timeout))
                 .collect(),
         )
     } else {
