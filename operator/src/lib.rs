@@ -10,6 +10,7 @@ pub mod lease;
 pub mod member_client;
 pub mod membership;
 pub mod metrics;
+pub mod pod_wait;
 pub mod resources;
 pub mod rollout;
 pub mod status;

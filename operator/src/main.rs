@@ -276,6 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cli_image: cli.cli_image.clone(),
         written: Default::default(),
         backoff: Default::default(),
+        announced: Default::default(),
     });
 
     let (reader, writer) = reflector::store();

@@ -8,9 +8,14 @@ mod mock;
 use std::time::{Duration, Instant};
 
 use caplab_operator::crd::RegisterCluster;
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::Action;
+use serde_json::{json, Value};
 
-use mock::{cluster, events, Harness, World, NAME, NS};
+use mock::{
+    blank, cluster, condition, events, published_events, running_pod, status_patch, token_secret,
+    Harness, World, NAME, NS,
+};
 
 const UID: &str = "11111111-2222-3333-4444-555555555555";
 
@@ -103,6 +108,133 @@ async fn an_object_the_api_server_refuses_as_invalid_waits_for_a_change_with_one
     let err = h.reconcile().await.expect_err("refused again");
     assert_eq!(requeue(&h.error_policy(&err)), None);
     tokio::task::yield_now().await;
-    let again = events(&h.take_log());
+    let again = published_events(&h.take_log());
     assert!(again.iter().all(|e| e.1 != "ReconcileFailed"), "{again:?}");
+}
+
+// ------------------------------------------------------------------ pods that cannot start
+
+/// Member pod `ordinal` as the kubelet or scheduler leaves it when it cannot start: `status`
+/// in its wire form.
+fn stuck_pod(rc: &RegisterCluster, ordinal: u32, status: Value) -> Pod {
+    let mut pod = running_pod(rc, ordinal, u64::from(ordinal) + 1);
+    pod.status = Some(serde_json::from_value(status).expect("pod status"));
+    pod
+}
+
+fn image_waits(reason: &str) -> Value {
+    json!({"phase": "Pending", "containerStatuses": [{
+        "name": "member", "image": "caplab/node:x", "imageID": "", "ready": false,
+        "restartCount": 0,
+        "state": {"waiting": {"reason": reason,
+                              "message": "image caplab/node:x not found"}}
+    }]})
+}
+
+/// The world of `rc` whose pods 0 and 1 run (their members not initialised yet) and whose
+/// pod 2 is `pod2`.
+fn two_running_and(rc: RegisterCluster, pod2: Pod) -> World {
+    World {
+        pods: vec![running_pod(&rc, 0, 1), running_pod(&rc, 1, 2), pod2],
+        members: (0..2).map(|o| (o, blank(u64::from(o) + 1))).collect(),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc),
+        ..World::default()
+    }
+}
+
+fn cannot_start_events(log: &[mock::Call]) -> Vec<(String, String, String)> {
+    published_events(log)
+        .into_iter()
+        .filter(|e| e.1 == "MemberCannotStart")
+        .collect()
+}
+
+#[tokio::test]
+async fn a_member_pod_whose_image_cannot_be_pulled_is_named_in_status_with_one_warning() {
+    let rc = demo(3, "");
+    let pod2 = stuck_pod(&rc, 2, image_waits("ErrImagePull"));
+    let h = Harness::start(two_running_and(rc, pod2)).await;
+
+    h.reconcile().await.expect("reconcile");
+    let log = h.take_log();
+    let (status, reason, message) = condition(&status_patch(&log), "Progressing");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Reconciling"));
+    let note = "pod demo-2 cannot start: ErrImagePull (image caplab/node:x not found); fix \
+                spec.image or load the image";
+    assert!(message.contains(note), "{message}");
+    let warned = cannot_start_events(&log);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert_eq!(warned[0].0, "Warning");
+    assert!(warned[0].2.starts_with(note), "{}", warned[0].2);
+
+    // The kubelet backs off and tries again: the same trouble, not announced again.
+    for reason in ["ImagePullBackOff", "ErrImagePull", "ImagePullBackOff"] {
+        h.world().pods[2] = stuck_pod(&demo(3, ""), 2, image_waits(reason));
+        h.reconcile().await.expect("reconcile");
+        let log = h.take_log();
+        assert_eq!(cannot_start_events(&log), [], "after {reason}");
+        let (_, _, message) = condition(&status_patch(&log), "Progressing");
+        assert!(
+            message.contains(&format!("pod demo-2 cannot start: {reason}")),
+            "{message}"
+        );
+    }
+
+    // A new pod (another uid) with the same trouble is announced again.
+    let mut replaced = stuck_pod(&demo(3, ""), 2, image_waits("ErrImagePull"));
+    replaced.metadata.uid = Some("pod-uid-2-new".into());
+    h.world().pods[2] = replaced;
+    h.reconcile().await.expect("reconcile");
+    assert_eq!(cannot_start_events(&h.take_log()).len(), 1);
+}
+
+#[tokio::test]
+async fn a_member_pod_whose_claim_has_no_storage_class_says_which_class_is_missing() {
+    let rc = demo(3, "  storage: {size: 1Gi, storageClassName: fast}");
+    let unschedulable = json!({"phase": "Pending", "conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": "0/1 nodes are available: 1 pod has unbound immediate PersistentVolumeClaims."
+    }]});
+    let pod2 = stuck_pod(&rc, 2, unschedulable);
+    let h = Harness::start(two_running_and(rc, pod2)).await;
+
+    h.reconcile().await.expect("reconcile");
+    let log = h.take_log();
+    let (_, _, message) = condition(&status_patch(&log), "Progressing");
+    assert!(
+        message.contains("pod demo-2 cannot start: Unschedulable (0/1 nodes are available"),
+        "{message}"
+    );
+    assert!(
+        message.contains("check that StorageClass fast (spec.storage.storageClassName) exists"),
+        "{message}"
+    );
+    assert_eq!(cannot_start_events(&log).len(), 1);
+}
+
+#[tokio::test]
+async fn a_crash_looping_member_pod_points_at_its_previous_logs() {
+    let rc = demo(3, "");
+    let crash = json!({"phase": "Running", "podIP": "127.0.0.3", "containerStatuses": [{
+        "name": "member", "image": "caplab/node:test", "imageID": "", "ready": false,
+        "restartCount": 4,
+        "state": {"waiting": {"reason": "CrashLoopBackOff",
+                              "message": "back-off 1m20s restarting failed container"}}
+    }]});
+    let pod2 = stuck_pod(&rc, 2, crash);
+    let h = Harness::start(two_running_and(rc, pod2)).await;
+
+    h.reconcile().await.expect("reconcile");
+    let log = h.take_log();
+    let warned = cannot_start_events(&log);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0]
+            .2
+            .starts_with("pod demo-2 cannot start: CrashLoopBackOff (back-off 1m20s")
+            && warned[0].2.ends_with("kubectl logs demo-2 --previous"),
+        "{}",
+        warned[0].2
+    );
 }

@@ -16,6 +16,7 @@ use super::{apply_params, ts, Error, Pass};
 use crate::crd::{ExperimentPhase, ExperimentStatus, Phase, RegisterClusterStatus};
 use crate::experiment::{self as exp, Run};
 use crate::faults::Schedule;
+use crate::pod_wait;
 
 /// How often a run in progress is looked at (its start times the fault schedule).
 const POLL: Duration = Duration::seconds(1);
@@ -40,20 +41,9 @@ struct PodView {
     started: Option<DateTime<Utc>>,
     report: Option<exp::Report>,
     ended: Option<String>,
-    /// Why a pod's container has not started (e.g. `ErrImagePull: …`), for the Pending reason.
+    /// Why a pod has not started (e.g. `ErrImagePull: …`, [`pod_wait::waiting`]), for the
+    /// Pending reason.
     waiting: Option<String>,
-}
-
-/// Why a pod's container waits, as the kubelet says it (`ImagePullBackOff: Back-off pulling
-/// image "caplab/cli:0.1.0"`); `None` while it is merely being created.
-fn waiting(p: &Pod) -> Option<String> {
-    let cs = p.status.as_ref()?.container_statuses.as_ref()?.first()?;
-    let w = cs.state.as_ref()?.waiting.as_ref()?;
-    let reason = w.reason.as_deref().filter(|r| *r != "ContainerCreating")?;
-    Some(match &w.message {
-        Some(m) => format!("{reason}: {m}"),
-        None => reason.to_string(),
-    })
 }
 
 /// A pod's container start (running or ended) and its end, if it ended.
@@ -84,7 +74,9 @@ enum PodEnd {
 
 fn view(pods: &[Pod]) -> PodView {
     let mut attempts: Vec<_> = pods.iter().filter_map(attempt).collect();
-    let waiting = pods.iter().find_map(waiting);
+    let waiting = pods
+        .iter()
+        .find_map(|p| pod_wait::waiting(p).map(|w| w.to_string()));
     // Oldest first (a pod not started yet sorts first), so the newest end is the last one.
     attempts.sort_by_key(|(started, _)| *started);
     let mut v = PodView {

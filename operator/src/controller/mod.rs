@@ -31,6 +31,7 @@ use crate::backoff::Backoff;
 use crate::crd::{RegisterCluster, RegisterClusterStatus, Replication, MANAGER};
 use crate::member_client::{AdminAuth, MemberClient};
 use crate::metrics::Metrics;
+use crate::pod_wait::Announced;
 use crate::validation;
 
 mod actions;
@@ -110,6 +111,8 @@ pub struct Context {
     pub written: WrittenStatus,
     /// Consecutive failed reconciles per cluster, for [`error_policy`].
     pub backoff: Backoff,
+    /// Member pods already announced as unable to start.
+    pub announced: Announced,
 }
 
 impl Context {

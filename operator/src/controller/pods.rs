@@ -6,15 +6,22 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, Patch};
 use kube::ResourceExt;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::observe::Observation;
 use super::{apply_params, Error, Pass};
 use crate::crd::{Phase, Replication};
 use crate::faults::FaultPlan;
 use crate::member_client::AdminAuth;
+use crate::pod_wait::{self, Waiting};
 use crate::resources;
 use crate::rollout;
+
+/// Has the pod ended (Failed or Succeeded: it is replaced)?
+fn finished(p: &Pod) -> bool {
+    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+    matches!(phase, Some("Failed") | Some("Succeeded"))
+}
 
 impl Pass<'_> {
     /// Member pods: crash-fault targets kept down, failed pods replaced, missing ones created.
@@ -26,7 +33,40 @@ impl Pass<'_> {
     ) -> Result<(), Error> {
         self.keep_crashed_down(seen, plan).await?;
         self.replace_failed(seen, plan, progress).await?;
+        self.report_unstartable(seen, plan, progress).await;
         self.create_missing(seen, plan, progress).await
+    }
+
+    /// Names the member pods that cannot start (an image that cannot be pulled, a crash loop,
+    /// a missing Secret, no node or volume for it: [`pod_wait::waiting`]) in `progress`, with
+    /// one Warning Event `MemberCannotStart` per pod and kind of trouble. Pods being replaced
+    /// or kept down by a crash fault are left out.
+    async fn report_unstartable(
+        &self,
+        seen: &Observation,
+        plan: &FaultPlan,
+        progress: &mut Vec<String>,
+    ) {
+        let stuck: Vec<(String, String, Waiting)> = seen
+            .pods
+            .iter()
+            .filter(|(o, p)| !plan.crashed.contains(o) && !finished(p))
+            .filter_map(|(_, p)| Some((pod_wait::pod_key(p), p.name_any(), pod_wait::waiting(p)?)))
+            .collect();
+        let live = seen.pods.values().map(pod_wait::pod_key).collect();
+        let keyed: Vec<(String, &Waiting)> = stuck.iter().map(|(k, _, w)| (k.clone(), w)).collect();
+        let news = self
+            .ctx
+            .announced
+            .news(&super::backoff_key(self.rc), &live, &keyed);
+        for (i, (_, pod, w)) in stuck.iter().enumerate() {
+            let note = w.member_note(pod, self.rc.spec.storage.as_ref());
+            if news.contains(&i) {
+                warn!(cluster = %self.name, %pod, reason = %w.reason, "member pod cannot start");
+                self.event(true, "MemberCannotStart", note.clone()).await;
+            }
+            progress.push(note);
+        }
     }
 
     async fn keep_crashed_down(
@@ -60,8 +100,7 @@ impl Pass<'_> {
         progress: &mut Vec<String>,
     ) -> Result<(), Error> {
         for (o, p) in &seen.pods {
-            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
-            if matches!(phase, Some("Failed") | Some("Succeeded")) && !plan.crashed.contains(o) {
+            if finished(p) && !plan.crashed.contains(o) {
                 self.api::<Pod>()
                     .delete(&p.name_any(), &DeleteParams::default())
                     .await?;

@@ -282,6 +282,7 @@ impl Harness {
             cli_image: "caplab/cli:0.1.0".into(),
             written: Default::default(),
             backoff: Default::default(),
+            announced: Default::default(),
         });
         Harness {
             world,
@@ -345,6 +346,19 @@ pub fn events(log: &[Call]) -> Vec<(String, String, String)> {
         .filter(|c| {
             c.who == "api" && c.path == format!("/apis/events.k8s.io/v1/namespaces/{NS}/events")
         })
+        .map(|c| {
+            let s = |k: &str| c.body[k].as_str().unwrap_or_default().to_string();
+            (s("type"), s("reason"), s("note"))
+        })
+        .collect()
+}
+
+/// Every Event publication, a repeat of an earlier Event included (the recorder then patches
+/// that Event's series): (type, reason, note).
+pub fn published_events(log: &[Call]) -> Vec<(String, String, String)> {
+    let events = format!("/apis/events.k8s.io/v1/namespaces/{NS}/events");
+    log.iter()
+        .filter(|c| c.who == "api" && c.path.starts_with(&events))
         .map(|c| {
             let s = |k: &str| c.body[k].as_str().unwrap_or_default().to_string();
             (s("type"), s("reason"), s("note"))
