@@ -98,6 +98,9 @@ pub fn member_problem(m: &MemberStatus, s: &Summary<'_>) -> Option<String> {
         (true, false) => "reachable by the operator but not replicating: the leader has not \
                           acknowledged it for over 2 s"
             .into(),
+        (true, true) if !s.voters.contains(&m.id) && s.leaderless.is_some() => {
+            format!("not in the replicas' membership (member id {})", m.id)
+        }
         (true, true) if !s.voters.contains(&m.id) => {
             format!("not a voter (member id {})", m.id)
         }
@@ -351,35 +354,77 @@ fn note(warning: bool, reason: &'static str, note: String) -> Note {
     }
 }
 
-/// How a status names its leader and term: `("leader", "term")` for Raft, `("primary",
-/// "epoch")` in the primary modes.
-fn words(st: &RegisterClusterStatus) -> (&'static str, &'static str) {
-    match st.replication {
-        Some(Replication::Async) | Some(Replication::Sync) => ("primary", "epoch"),
-        _ => ("leader", "term"),
+/// How a status names its leader and term: leader and term for Raft, primary and epoch in the
+/// primary modes, a coordinator without a term in 2pc (its term is always 0).
+struct Words {
+    role: &'static str,
+    term: Option<&'static str>,
+}
+
+impl Words {
+    fn of(st: &RegisterClusterStatus) -> Words {
+        let (role, term) = match st.replication {
+            Some(Replication::Async) | Some(Replication::Sync) => ("primary", Some("epoch")),
+            Some(Replication::TwoPc) => ("coordinator", None),
+            _ => ("leader", Some("term")),
+        };
+        Words { role, term }
     }
+
+    /// `term 3` (`None` in 2pc).
+    fn term(&self, t: u64) -> Option<String> {
+        self.term.map(|w| format!("{w} {t}"))
+    }
+
+    /// `(term 3; member ids 1 -> 2)`: the term when the mode has one, then `rest`.
+    fn detail(&self, t: u64, rest: Option<String>) -> String {
+        let parts: Vec<String> = self.term(t).into_iter().chain(rest).collect();
+        match parts.is_empty() {
+            true => String::new(),
+            false => format!(" ({})", parts.join("; ")),
+        }
+    }
+}
+
+/// The `LeaderChanged` Event of a new leader `new` after `old` (the last one known), if it is
+/// news: the same member leading again in the same term (a coordinator that restarted, a
+/// leader the operator could not see for a while) is not a change.
+fn leader_changed(w: &Words, old: Option<&LeaderRecord>, new: &LeaderRecord) -> Option<Note> {
+    let role = w.role;
+    let text = match old {
+        Some(old) if old.id == new.id && (w.term.is_none() || old.term == new.term) => return None,
+        Some(old) if old.id == new.id => format!(
+            "{role} {} again{}",
+            new.name,
+            w.detail(new.term, Some(format!("member id {}", new.id)))
+        ),
+        Some(old) => format!(
+            "{role} {} -> {}{}",
+            old.name,
+            new.name,
+            w.detail(
+                new.term,
+                Some(format!("member ids {} -> {}", old.id, new.id))
+            )
+        ),
+        None => format!(
+            "{role} {}{}",
+            new.name,
+            w.detail(new.term, Some(format!("member id {}", new.id)))
+        ),
+    };
+    Some(note(false, "LeaderChanged", text))
 }
 
 /// The Events of the change from `prev` to `st`: leader changes (naming the previous leader,
 /// kept in `lastLeader` while there was none), quorum lost and regained, Ready.
 pub fn transitions(prev: &RegisterClusterStatus, st: &RegisterClusterStatus) -> Vec<Note> {
-    let (role, term) = words(st);
+    let w = Words::of(st);
+    let role = w.role;
     let current = st.leader.as_ref().and(st.last_leader.as_ref());
     let mut out: Vec<Note> = current
         .filter(|_| st.leader_id != prev.leader_id)
-        .map(|new| {
-            let text = match &prev.last_leader {
-                Some(old) => format!(
-                    "{role} {} -> {} ({term} {}; member ids {} -> {})",
-                    old.name, new.name, new.term, old.id, new.id
-                ),
-                None => format!(
-                    "{role} {} ({term} {}; member id {})",
-                    new.name, new.term, new.id
-                ),
-            };
-            note(false, "LeaderChanged", text)
-        })
+        .and_then(|new| leader_changed(&w, prev.last_leader.as_ref(), new))
         .into_iter()
         .collect();
     let (was, is) = (prev.phase, st.phase);
@@ -387,10 +432,11 @@ pub fn transitions(prev: &RegisterClusterStatus, st: &RegisterClusterStatus) -> 
         let text = match (current, &st.last_leader) {
             _ if st.quorum.is_some() => leaderless_note(st),
             (Some(l), _) => format!("{role} {} cannot commit writes: writes are refused", l.name),
-            (None, Some(l)) => format!(
-                "no {role}: writes are refused (last {role} {}, {term} {})",
-                l.name, l.term
-            ),
+            (None, Some(l)) => {
+                let last = [Some(format!("last {role} {}", l.name)), w.term(l.term)];
+                let last: Vec<String> = last.into_iter().flatten().collect();
+                format!("no {role}: writes are refused ({})", last.join(", "))
+            }
             (None, None) => format!("no {role}: writes are refused"),
         };
         out.push(note(true, "QuorumLost", text));
@@ -398,7 +444,7 @@ pub fn transitions(prev: &RegisterClusterStatus, st: &RegisterClusterStatus) -> 
     if was == Some(Phase::NoQuorum) && matches!(is, Some(Phase::Ready) | Some(Phase::Degraded)) {
         let text = match current {
             _ if st.quorum.is_some() => leaderless_note(st),
-            Some(l) => format!("{role} {} ({term} {})", l.name, l.term),
+            Some(l) => format!("{role} {}{}", l.name, w.detail(l.term, None)),
             None => format!("a {role} commits writes again"),
         };
         out.push(note(false, "QuorumRegained", text));
@@ -421,19 +467,22 @@ fn leaderless_note(st: &RegisterClusterStatus) -> String {
     .message()
 }
 
-/// The leader as recorded in status: this pass's leader, or the last one while there is none.
+/// The leader as recorded in status: this pass's leader (name, member id) in the term (or
+/// epoch) it reported itself, or the last one while there is none. `reported_term` is `None`
+/// when its report is unknown (e.g. its pod was just deleted by a crash fault): then the term
+/// its member entry shows, else the highest any member reports.
 pub fn last_leader(
     leader: Option<(&str, u64)>,
+    reported_term: Option<u64>,
     members: &[MemberStatus],
     prev: Option<&LeaderRecord>,
 ) -> Option<LeaderRecord> {
     let Some((name, id)) = leader else {
         return prev.cloned();
     };
-    let term = members
-        .iter()
-        .find(|m| m.name == name)
-        .and_then(|m| m.term)
+    let term = reported_term
+        .or_else(|| members.iter().find(|m| m.name == name).and_then(|m| m.term))
+        .or_else(|| highest_term(members, None))
         .unwrap_or(0);
     Some(LeaderRecord {
         name: name.to_string(),

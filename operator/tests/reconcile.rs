@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 
 use mock::{
     api_calls, assert_server_side_apply, blank, cluster, condition, events, follower, leader,
-    member_calls, running_pod, status_patch, token_secret, Call, Harness, World, NAME, NS, TOKEN,
+    member_calls, published_events, running_pod, status_patch, token_secret, Call, Harness, World,
+    NAME, NS, TOKEN,
 };
 
 const UID: &str = "11111111-2222-3333-4444-555555555555";
@@ -1812,14 +1813,126 @@ async fn a_down_2pc_coordinator_blocks_the_cluster_and_is_never_replaced() {
     let evs = events(&h.take_log());
     assert!(evs.iter().all(|e| e.1 != "Blocked"), "said once: {evs:?}");
 
+    // More transactions in doubt: the condition counts them, no new Event.
+    {
+        let mut w = h.world();
+        w.members = all(&[41, 42]);
+        w.members.remove(&0);
+    }
+    h.reconcile().await.expect("reconcile 4: more in doubt");
+    let log = h.take_log();
+    let (_, _, message) = condition(&status_patch(&log), "Blocked");
+    assert!(message.contains("2 transaction(s) in doubt"), "{message}");
+    let evs = published_events(&log);
+    assert!(evs.iter().all(|e| e.1 != "Blocked"), "said once: {evs:?}");
+
     h.world().members = all(&[]);
-    h.reconcile().await.expect("reconcile 4");
+    h.reconcile().await.expect("reconcile 5");
     let log = h.take_log();
     let st = status_patch(&log);
     assert_eq!(condition(&st, "Blocked").0, "False");
-    let evs = events(&log);
+    let evs = published_events(&log);
     assert!(
         evs.iter().any(|e| e.0 == "Normal" && e.1 == "Unblocked"),
+        "{evs:?}"
+    );
+    // The same coordinator restarted: not a leader change (it was `demo-0 -> demo-0`).
+    assert!(evs.iter().all(|e| e.1 != "LeaderChanged"), "{evs:?}");
+}
+
+/// A member joining a 2pc cluster is announced in 2pc's words: it joins the participants
+/// (Raft's "learner" and "voter" mean nothing there).
+#[tokio::test]
+async fn a_member_joining_a_2pc_cluster_is_announced_as_a_participant() {
+    let mut st = bootstrapped_status(3, 0, 0);
+    st["replication"] = json!("2pc");
+    let rc = with_status(demo(4, "  replication: 2pc\n"), st);
+    let mut members: BTreeMap<u32, Status> = (0..3)
+        .map(|o| (o, twopc_member(u64::from(o) + 1, &[])))
+        .collect();
+    members.insert(3, blank(4));
+    let h = Harness::start(World {
+        pods: (0..4)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members,
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc),
+        ..World::default()
+    })
+    .await;
+    h.reconcile().await.expect("reconcile");
+    let log = h.take_log();
+    assert_eq!(admin(&log, "learners").len(), 1, "{:?}", api_lines(&log));
+    let evs = events(&log);
+    let added: Vec<_> = evs.iter().filter(|e| e.1 == "MemberAdded").collect();
+    assert_eq!(added.len(), 1, "{evs:?}");
+    assert_eq!(added[0].2, "demo-3 (member id 4) joined as a participant");
+    let (_, _, progressing) = condition(&status_patch(&log), "Progressing");
+    assert!(
+        progressing.contains("added participant demo-3"),
+        "{progressing}"
+    );
+    for (_, reason, note) in &evs {
+        assert!(
+            !note.contains("learner") && !note.contains("voter"),
+            "{reason}: {note}"
+        );
+    }
+}
+
+/// The primary is crashed by a fault: its pod goes in the pass that saw it lead at epoch 1,
+/// and the Events that name it afterwards say epoch 1 (they said epoch 0: the epoch was read
+/// from the member entry the crash had just emptied).
+#[tokio::test]
+async fn a_crashed_primary_is_remembered_in_the_epoch_it_reported() {
+    let spec =
+        "  replication: async\n  faults:\n    - {name: kill, kind: crash, targets: [leader], \
+                durationSeconds: 60}\n";
+    let mut st = bootstrapped_status(3, 0, 1);
+    st["replication"] = json!("async");
+    let rc = with_status(demo(3, spec), st);
+    let h = Harness::start(World {
+        pods: (0..3)
+            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+            .collect(),
+        members: BTreeMap::from([
+            (0, primary(1, 1, &[1, 2, 3], 10, &[2, 3])),
+            (1, secondary(2, 1, 1, 10)),
+            (2, secondary(3, 1, 1, 10)),
+        ]),
+        secret: Some(token_secret(&rc)),
+        rc: Some(rc),
+        ..World::default()
+    })
+    .await;
+    h.reconcile().await.expect("reconcile 1: the crash");
+    let mut log = h.take_log();
+    assert!(
+        api_lines(&log).contains(&line("DELETE", &pod_path(0))),
+        "{:?}",
+        api_lines(&log)
+    );
+    assert_eq!(status_patch(&log)["lastLeader"]["term"], 1);
+    {
+        let mut w = h.world();
+        w.pods
+            .retain(|p| p.metadata.name.as_deref() != Some("demo-0"));
+        w.members.remove(&0);
+    }
+    h.reconcile()
+        .await
+        .expect("reconcile 2: the primary is gone");
+    log.extend(h.take_log());
+    let evs = published_events(&log);
+    let lost: Vec<_> = evs.iter().filter(|e| e.1 == "QuorumLost").collect();
+    assert!(!lost.is_empty(), "{evs:?}");
+    for (_, reason, note) in &evs {
+        assert!(!note.contains("epoch 0"), "{reason}: {note}");
+    }
+    assert!(
+        evs.iter()
+            .any(|e| e.2 == "no primary: writes are refused (last primary demo-0, epoch 1)"),
         "{evs:?}"
     );
 }

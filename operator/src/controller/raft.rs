@@ -2,8 +2,35 @@
 
 use super::observe::Observation;
 use super::{Pass, Stepped};
+use crate::crd::Replication;
 use crate::member_client::AdminAuth;
 use crate::membership::{self, Observed, Step};
+
+/// How a mode taking the Raft steps names a joining member and the members that count:
+/// Raft's learner and voters, or 2pc's participants (a 2pc member takes `add-learner` as
+/// "add this participant" and reports the participants as its voters).
+struct Roles {
+    joining: &'static str,
+    one: &'static str,
+    all: &'static str,
+}
+
+impl Roles {
+    fn of(replication: Replication) -> Roles {
+        match replication {
+            Replication::TwoPc => Roles {
+                joining: "participant",
+                one: "participant",
+                all: "participants",
+            },
+            _ => Roles {
+                joining: "learner",
+                one: "voter",
+                all: "voters",
+            },
+        }
+    }
+}
 
 impl Pass<'_> {
     /// The next Raft membership step ([`membership::next_raft_step`]), taken.
@@ -29,6 +56,7 @@ impl Pass<'_> {
         let leader = seen.leader.as_ref();
         let leader_to = leader.and_then(Observed::recipient);
         let members = &self.ctx.members;
+        let roles = Roles::of(self.rc.spec.replication);
         match step {
             Step::Stable => None,
             Step::Wait(why) => Some(why),
@@ -42,9 +70,9 @@ impl Pass<'_> {
                 let m = at(ordinal)?;
                 match members.add_learner(to, auth, id, &entry).await {
                     Ok(()) => {
-                        let note = format!("{} joined as a learner", m.label());
+                        let note = format!("{} joined as a {}", m.label(), roles.joining);
                         self.event(false, "MemberAdded", note).await;
-                        Some(format!("added learner {}", m.name))
+                        Some(format!("added {} {}", roles.joining, m.name))
                     }
                     Err(e) => self.member_failed(leader?, "add-learner", e),
                 }
@@ -57,16 +85,17 @@ impl Pass<'_> {
                 let to = leader_to?;
                 match members.set_voters(to, auth, &voters).await {
                     Ok(()) => {
-                        let all = names(&voters);
+                        let (one, all) = (roles.one, names(&voters));
+                        let set = format!("{} {all}", roles.all);
                         if !added.is_empty() {
-                            let note = format!("promoted {} to voter; voters {all}", names(&added));
+                            let note = format!("promoted {} to {one}; {set}", names(&added));
                             self.event(false, "MemberPromoted", note).await;
                         }
                         if !removed.is_empty() {
-                            let note = format!("removed voter {}; voters {all}", names(&removed));
+                            let note = format!("removed {one} {}; {set}", names(&removed));
                             self.event(false, "MemberRemoved", note).await;
                         }
-                        Some(format!("voters now {all}"))
+                        Some(format!("{} now {all}", roles.all))
                     }
                     Err(e) => self.member_failed(leader?, "set-voters", e),
                 }

@@ -204,6 +204,7 @@ impl Pass<'_> {
         st.ready = Some(format!("{ready}/{replicas}"));
         st.last_leader = status::last_leader(
             seen.leader.as_ref().map(|l| (l.name.as_str(), l.id)),
+            leader_status.map(|s| s.engine.term),
             &members,
             prev.last_leader.as_ref(),
         );

@@ -57,8 +57,8 @@ impl Pass<'_> {
     }
 
     /// Sets the `Blocked` condition in `st` from what the participants report, and announces
-    /// its changes: a Warning `Blocked` Event when the coordinator goes down, a Normal
-    /// `Unblocked` one when it is back.
+    /// its changes: one Warning `Blocked` Event when the coordinator goes down, one Normal
+    /// `Unblocked` when it is back.
     /// Other modes: nothing.
     pub(super) async fn report_blocked(&self, seen: &Observation, st: &mut RegisterClusterStatus) {
         if st.replication != Some(Replication::TwoPc) {
@@ -67,9 +67,10 @@ impl Pass<'_> {
         let found = blocked(&seen.members, self.now);
         let was = self.prev.conditions.iter().find(|c| c.type_ == BLOCKED);
         let cond = blocked_condition(found.as_ref(), was, self.rc.metadata.generation, self.now);
+        // Once when blocking starts and once when it ends: the in-doubt count moving while
+        // blocked shows in the condition's message only.
         let changed = was.map(|c| c.status.as_str()) != Some(cond.status.as_str());
-        let worse = was.is_some_and(|c| c.message != cond.message) && found.is_some();
-        if changed || worse {
+        if changed {
             match &found {
                 Some(_) => self.event(true, "Blocked", cond.message.clone()).await,
                 None if was.is_some_and(|c| c.status == "True") => {

@@ -245,6 +245,57 @@ fn leader_changes_name_the_previous_leader_even_after_no_quorum() {
 }
 
 #[test]
+fn the_same_leader_again_is_not_a_change_and_2pc_names_its_coordinator_without_a_term() {
+    let first = st(Phase::Ready, Some(("demo-1", 2, 3)));
+    let mut lost = st(Phase::NoQuorum, None);
+    lost.last_leader = first.last_leader.clone();
+    let reasons = |notes: Vec<Note>| notes.iter().map(|n| n.reason).collect::<Vec<_>>();
+    // Back in the same term (unseen for a while): no LeaderChanged.
+    let back = st(Phase::Ready, Some(("demo-1", 2, 3)));
+    assert_eq!(
+        reasons(transitions(&lost, &back)),
+        ["QuorumRegained", "Ready"]
+    );
+    // Re-elected in a later term: said as such, not as `demo-1 -> demo-1`.
+    let again = st(Phase::Ready, Some(("demo-1", 2, 4)));
+    assert_eq!(
+        transitions(&lost, &again)[0].note,
+        "leader demo-1 again (term 4; member id 2)"
+    );
+
+    let twopc = |mut s: RegisterClusterStatus| {
+        s.replication = Some(Replication::TwoPc);
+        s
+    };
+    let first = twopc(st(Phase::Ready, Some(("demo-0", 1, 0))));
+    let notes = transitions(&RegisterClusterStatus::default(), &first);
+    assert_eq!(notes[0].note, "coordinator demo-0 (member id 1)");
+    let mut down = twopc(st(Phase::NoQuorum, None));
+    down.last_leader = first.last_leader.clone();
+    assert_eq!(
+        transitions(&first, &down)[0].note,
+        "no coordinator: writes are refused (last coordinator demo-0)"
+    );
+    // The coordinator restarted: no LeaderChanged (Unblocked says it), no term.
+    let notes = transitions(&down, &first);
+    assert_eq!(reasons(notes.clone()), ["QuorumRegained", "Ready"]);
+    assert_eq!(notes[0].note, "coordinator demo-0");
+}
+
+#[test]
+fn the_last_leader_keeps_the_term_it_reported() {
+    let mut gone = mstat(1, false, 0);
+    gone.term = None; // its pod was just deleted: the entry is empty
+    let mut other = mstat(2, true, 0);
+    other.term = Some(1);
+    let members = [gone, other];
+    let rec = last_leader(Some(("demo-0", 1)), Some(1), &members, None).expect("a record");
+    assert_eq!((rec.name.as_str(), rec.id, rec.term), ("demo-0", 1, 1));
+    let rec = last_leader(Some(("demo-0", 1)), None, &members, None).expect("a record");
+    assert_eq!(rec.term, 1, "the highest term a member reports");
+}
+
+#[test]
 fn busy_while_anything_changes() {
     let ready = st(Phase::Ready, Some(("demo-0", 1, 1)));
     assert!(!busy(&ready, &ready, false), "Ready and quiet");
