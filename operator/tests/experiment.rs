@@ -15,8 +15,7 @@ use k8s_openapi::api::core::v1::{ContainerState, ContainerStatus, Pod, PodStatus
 use serde_json::{json, Value};
 
 use mock::{
-    api_calls, cluster, condition, events, follower, leader, running_pod, status_patch,
-    token_secret, Harness, World, NAME, NS,
+    api_calls, cluster, condition, events, follower, leader, status_patch, Harness, World, NAME, NS,
 };
 
 const SPEC: &str = "apiVersion: caplab.dev/v1alpha1
@@ -47,20 +46,6 @@ fn members() -> BTreeMap<u32, Status> {
 }
 
 /// The run's pod, in `state` (a ContainerState's JSON).
-/// The world of a Ready cluster `rc`: its three member pods running and answering, its
-/// token Secret present.
-fn serving(rc: RegisterCluster) -> World {
-    World {
-        pods: (0..3)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members: members(),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
-        ..World::default()
-    }
-}
-
 fn run_pod(state: Value) -> Pod {
     attempt_pod("demo-run-pod", state)
 }
@@ -84,7 +69,7 @@ fn attempt_pod(name: &str, state: Value) -> Pod {
 async fn a_run_is_a_job_whose_verdict_lands_in_status() {
     let rc = ready(cluster(SPEC));
     let run = run_of(NAME, rc.spec.workload.as_ref().expect("workload"));
-    let h = Harness::start(serving(rc)).await;
+    let h = Harness::start(World::serving(rc, members())).await;
 
     // 1. Ready: the runner's objects and the Job are applied; faults wait for the run.
     h.reconcile().await.expect("reconcile 1");
@@ -179,7 +164,7 @@ async fn a_failed_job_says_why_and_is_not_retried() {
         )]),
         job_pods: vec![run_pod(json!({"terminated": {"exitCode": 2,
             "message": json!({"runId": run.id, "error": "cluster not ready after 60 s"}).to_string()}}))],
-        ..serving(rc)
+        ..World::serving(rc, members())
     })
     .await;
     h.reconcile().await.expect("reconcile");
@@ -222,7 +207,7 @@ fn partitioned(world: &mut World) {
 async fn an_operator_restart_mid_run_re_adopts_the_job_and_loses_nothing() {
     let rc = ready(cluster(SPEC));
     let run = run_of(NAME, rc.spec.workload.as_ref().expect("workload"));
-    let h = Harness::start(serving(rc)).await;
+    let h = Harness::start(World::serving(rc, members())).await;
     h.reconcile().await.expect("job created");
     // The run's pod started 12 s ago: the partition (10 s in) starts now.
     let started = ago(12);
@@ -322,7 +307,7 @@ async fn a_retried_pod_is_a_fresh_attempt_and_its_verdict_counts() {
             attempt_pod("demo-run-b", json!({"running": {"startedAt": second}})),
             failed.clone(),
         ],
-        ..serving(rc)
+        ..World::serving(rc, members())
     })
     .await;
     h.reconcile().await.expect("the retry runs");
@@ -360,7 +345,7 @@ async fn an_invalid_workload_is_refused_with_a_condition_and_an_event() {
     let rc = ready(cluster(
         &SPEC.replace("mix: {read: 50, write: 50}", "mix: {read: 50, write: 40}"),
     ));
-    let h = Harness::start(serving(rc)).await;
+    let h = Harness::start(World::serving(rc, members())).await;
     h.reconcile().await.expect("reconcile");
     let log = h.take_log();
     let st = status_patch(&log);
@@ -387,7 +372,7 @@ async fn a_pod_that_cannot_start_says_why_while_pending() {
         )]),
         job_pods: vec![run_pod(json!({"waiting": {"reason": "ErrImagePull",
             "message": "pull access denied for caplab/cli"}}))],
-        ..serving(rc)
+        ..World::serving(rc, members())
     })
     .await;
     h.reconcile().await.expect("reconcile");
@@ -404,7 +389,7 @@ async fn a_pod_that_cannot_start_says_why_while_pending() {
 async fn a_changed_workload_stops_the_running_job_and_starts_its_own() {
     let rc = ready(cluster(SPEC));
     let old = run_of(NAME, rc.spec.workload.as_ref().expect("workload"));
-    let h = Harness::start(serving(rc)).await;
+    let h = Harness::start(World::serving(rc, members())).await;
     h.reconcile().await.expect("the first run's job");
     h.world().job_pods = vec![run_pod(json!({"running": {"startedAt": ago(3)}}))];
     h.reconcile().await.expect("running");
@@ -449,7 +434,7 @@ async fn a_changed_workload_stops_the_running_job_and_starts_its_own() {
 #[tokio::test]
 async fn a_changed_workload_under_the_same_run_id_is_a_new_run() {
     let rc = ready(cluster(&SPEC.replace("keys: 2,", "keys: 2, runId: r1,")));
-    let h = Harness::start(serving(rc)).await;
+    let h = Harness::start(World::serving(rc, members())).await;
     h.reconcile().await.expect("the first run's job");
     h.world().job_pods = vec![run_pod(json!({"running": {"startedAt": ago(3)}}))];
     h.reconcile().await.expect("running");

@@ -9,8 +9,7 @@ use caplab_operator::crd::RegisterCluster;
 use serde_json::json;
 
 use mock::{
-    cluster, condition, events, member_calls, running_pod, status, status_patch, token_secret,
-    Harness, World, NAME, NS,
+    cluster, condition, events, member_calls, status, status_patch, Harness, World, NAME, NS,
 };
 
 fn quorum_cluster() -> RegisterCluster {
@@ -58,17 +57,10 @@ async fn started() -> (Harness, RegisterCluster) {
 }
 
 async fn started_with(rc: RegisterCluster) -> (Harness, RegisterCluster) {
-    let world = World {
-        rc: Some(rc.clone()),
-        secret: Some(token_secret(&rc)),
-        pods: (0..3)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members: (0..3)
-            .map(|o| (o, replica(u64::from(o) + 1, &[], &[])))
-            .collect(),
-        ..World::default()
-    };
+    let members = (0..3)
+        .map(|o| (o, replica(u64::from(o) + 1, &[], &[])))
+        .collect();
+    let world = World::serving(rc.clone(), members);
     (Harness::start(world).await, rc)
 }
 

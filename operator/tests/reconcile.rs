@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 
 use mock::{
     api_calls, assert_server_side_apply, blank, cluster, condition, events, follower, leader,
-    member_calls, published_events, running_pod, status_patch, token_secret, Call, Harness, World,
-    NAME, NS, TOKEN,
+    member_calls, published_events, running_pod, status_patch, Call, Harness, World, NAME, NS,
+    TOKEN,
 };
 
 const UID: &str = "11111111-2222-3333-4444-555555555555";
@@ -372,16 +372,7 @@ async fn invalid_change_to_a_running_cluster_keeps_its_phase_and_touches_nothing
     let mut st = bootstrapped_status(3, 0, 2);
     st["replication"] = json!("async");
     let rc = with_status(rc, st);
-    let h = Harness::start(World {
-        pods: (0..3)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members: raft_members(3, 0, 2),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
-        ..World::default()
-    })
-    .await;
+    let h = Harness::start(World::serving(rc, raft_members(3, 0, 2))).await;
 
     let action = h.reconcile().await.expect("reconcile");
     assert_eq!(action, Action::requeue(SLOW), "Ready and quiet");
@@ -508,16 +499,7 @@ spec:
 #[tokio::test]
 async fn scale_up_creates_pod_then_adds_learner_then_promotes() {
     let rc = with_status(demo(4, ""), bootstrapped_status(3, 0, 2));
-    let h = Harness::start(World {
-        pods: (0..3)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members: raft_members(3, 0, 2),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc.clone()),
-        ..World::default()
-    })
-    .await;
+    let h = Harness::start(World::serving(rc.clone(), raft_members(3, 0, 2))).await;
 
     // 1. The pod for ordinal 3 is created with the next member id; no membership change yet.
     assert_eq!(
@@ -641,16 +623,7 @@ fn assert_only_observed_at_changed(before: &Value, log: &[Call]) {
 #[tokio::test]
 async fn scale_down_removes_highest_voter_before_deleting_its_pod() {
     let rc = with_status(demo(3, ""), bootstrapped_status(4, 0, 2));
-    let h = Harness::start(World {
-        pods: (0..4)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members: raft_members(4, 0, 2),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc.clone()),
-        ..World::default()
-    })
-    .await;
+    let h = Harness::start(World::serving(rc.clone(), raft_members(4, 0, 2))).await;
 
     // 1. Member 4 (ordinal 3) leaves the voter set; its pod stays.
     h.reconcile().await.expect("reconcile 1");
@@ -726,16 +699,7 @@ async fn scale_down_of_the_leader_removes_it_from_the_voters_when_it_cannot_tran
     // leadership transfer with 501 (openraft 0.9 has none): the operator falls back to
     // removing the leader from the voters directly (it steps down once that commits).
     let rc = with_status(demo(3, ""), bootstrapped_status(4, 3, 5));
-    let h = Harness::start(World {
-        pods: (0..4)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members: raft_members(4, 3, 5),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
-        ..World::default()
-    })
-    .await;
+    let h = Harness::start(World::serving(rc, raft_members(4, 3, 5))).await;
     h.reconcile().await.expect("reconcile");
     let log = h.take_log();
     let transfer = admin(&log, "transfer-leader");
@@ -782,16 +746,7 @@ fn ts(s: &Value) -> DateTime<Utc> {
 async fn fault_start_resolves_leader_and_pushes_partition() {
     // Leader at ordinal 1 (member 2): `[[leader], [followers]]` → [[1], [0, 2]].
     let rc = with_status(demo(3, SPLIT), bootstrapped_status(3, 1, 3));
-    let h = Harness::start(World {
-        pods: (0..3)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members: raft_members(3, 1, 3),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
-        ..World::default()
-    })
-    .await;
+    let h = Harness::start(World::serving(rc, raft_members(3, 1, 3))).await;
     let before = Utc::now();
     let action = h.reconcile().await.expect("reconcile");
     let log = h.take_log();
@@ -881,16 +836,7 @@ async fn fault_expiry_heals_members_and_marks_expired() {
             m.faults = serde_json::from_value(set).expect("a fault set");
         }
     }
-    let h = Harness::start(World {
-        pods: (0..3)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members,
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
-        ..World::default()
-    })
-    .await;
+    let h = Harness::start(World::serving(rc, members)).await;
 
     assert_eq!(
         h.reconcile().await.expect("reconcile"),
@@ -942,10 +888,7 @@ async fn changed_image_recreates_one_follower_at_a_time_and_the_leader_last() {
         pods: (0..3)
             .map(|o| running_pod(&old, o, u64::from(o) + 1))
             .collect(),
-        members: raft_members(3, 2, 2),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc.clone()),
-        ..World::default()
+        ..World::serving(rc.clone(), raft_members(3, 2, 2))
     })
     .await;
 
@@ -1036,23 +979,23 @@ async fn changed_image_hands_the_primary_role_over_before_recreating_its_pod() {
             running_pod(&rc, 1, 2),
             running_pod(&old, 2, 3),
         ],
-        members: BTreeMap::from([
-            (
-                0,
-                as_primary_mode(follower(1, 2, 3, &ids, 10), Role::Secondary),
-            ),
-            (
-                1,
-                as_primary_mode(follower(2, 2, 3, &ids, 10), Role::Secondary),
-            ),
-            (
-                2,
-                as_primary_mode(leader(3, 2, &ids, &[], 10), Role::Primary),
-            ),
-        ]),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc.clone()),
-        ..World::default()
+        ..World::serving(
+            rc.clone(),
+            BTreeMap::from([
+                (
+                    0,
+                    as_primary_mode(follower(1, 2, 3, &ids, 10), Role::Secondary),
+                ),
+                (
+                    1,
+                    as_primary_mode(follower(2, 2, 3, &ids, 10), Role::Secondary),
+                ),
+                (
+                    2,
+                    as_primary_mode(leader(3, 2, &ids, &[], 10), Role::Primary),
+                ),
+            ]),
+        )
     })
     .await;
 
@@ -1086,16 +1029,7 @@ fn with_incarnations(mut members: BTreeMap<u32, Status>) -> BTreeMap<u32, Status
 #[tokio::test]
 async fn admin_calls_say_whom_they_are_for_and_the_address_book_binds_ids_to_incarnations() {
     let rc = with_status(demo(3, ""), bootstrapped_status(3, 0, 2));
-    let h = Harness::start(World {
-        pods: (0..3)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members: with_incarnations(raft_members(3, 0, 2)),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
-        ..World::default()
-    })
-    .await;
+    let h = Harness::start(World::serving(rc, with_incarnations(raft_members(3, 0, 2)))).await;
     h.reconcile().await.expect("reconcile");
     let log = h.take_log();
     let peers = member_calls(&log, "/v1/admin/peers");
@@ -1134,16 +1068,7 @@ async fn a_pod_ip_answering_as_another_member_is_not_addressed_under_the_pods_id
         st.id = 6;
         st.incarnation = "00000000000000c6".parse().expect("an incarnation");
     }
-    let h = Harness::start(World {
-        pods: (0..3)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members,
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
-        ..World::default()
-    })
-    .await;
+    let h = Harness::start(World::serving(rc, members)).await;
     h.reconcile().await.expect("reconcile");
     let log = h.take_log();
     let peers = admin(&log, "peers");
@@ -1174,14 +1099,8 @@ async fn a_misdirected_answer_is_not_retried_and_the_next_pass_observes_again() 
     let mut members = with_incarnations(raft_members(3, 0, 2));
     members.insert(3, blank(4));
     let h = Harness::start(World {
-        pods: (0..4)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members,
         replaced: BTreeMap::from([(0, "00000000000000ff".to_string())]),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
-        ..World::default()
+        ..World::serving(rc, members)
     })
     .await;
     let action = h.reconcile().await.expect("reconcile");
@@ -1210,14 +1129,8 @@ async fn a_misdirected_answer_is_not_retried_and_the_next_pass_observes_again() 
 async fn the_disruption_budget_falls_back_to_policy_v1beta1_where_v1_is_not_served() {
     let rc = with_status(demo(3, ""), bootstrapped_status(3, 0, 2));
     let h = Harness::start(World {
-        pods: (0..3)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members: raft_members(3, 0, 2),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
         no_policy_v1: true,
-        ..World::default()
+        ..World::serving(rc, raft_members(3, 0, 2))
     })
     .await;
     h.reconcile().await.expect("reconcile");
@@ -1268,19 +1181,14 @@ async fn primary_lost(replication: &str) -> (Harness, RegisterCluster) {
     let mut st = bootstrapped_status(3, 0, 1);
     st["replication"] = json!(replication);
     let rc = with_status(demo(3, &spec), st);
-    let h = Harness::start(World {
-        pods: (0..3)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members: BTreeMap::from([
+    let h = Harness::start(World::serving(
+        rc.clone(),
+        BTreeMap::from([
             (0, primary(1, 1, &[1, 2, 3], 124, &[2, 3])),
             (1, secondary(2, 1, 1, 100)),
             (2, secondary(3, 1, 1, 110)),
         ]),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc.clone()),
-        ..World::default()
-    })
+    ))
     .await;
     h.reconcile().await.expect("primary observed");
     let st = status_patch(&h.take_log());
@@ -1314,15 +1222,10 @@ async fn a_primary_lost_before_the_operator_saw_it_lead_still_fails_over() {
     st["phase"] = json!("Creating");
     st["bootstrapped"] = json!(false);
     let rc = with_status(demo(3, spec), st);
-    let h = Harness::start(World {
-        pods: (0..3)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members: BTreeMap::from([(1, secondary(2, 1, 1, 5)), (2, secondary(3, 1, 1, 7))]),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc.clone()),
-        ..World::default()
-    })
+    let h = Harness::start(World::serving(
+        rc.clone(),
+        BTreeMap::from([(1, secondary(2, 1, 1, 5)), (2, secondary(3, 1, 1, 7))]),
+    ))
     .await;
     h.reconcile().await.expect("primary down");
     h.take_log();
@@ -1495,16 +1398,7 @@ fn leaderless(terms: &[u64], role: Role) -> BTreeMap<u32, Status> {
 #[tokio::test]
 async fn status_is_refreshed_every_second_while_degraded_and_says_when() {
     let rc = with_status(demo(3, ""), bootstrapped_status(3, 0, 2));
-    let h = Harness::start(World {
-        pods: (0..3)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members: raft_members(3, 0, 2),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
-        ..World::default()
-    })
-    .await;
+    let h = Harness::start(World::serving(rc, raft_members(3, 0, 2))).await;
 
     let before = Utc::now() - chrono::Duration::seconds(1);
     let action = h.reconcile().await.expect("reconcile 1");
@@ -1540,16 +1434,7 @@ async fn no_quorum_shows_the_highest_term_and_says_members_campaign() {
     let mut st = bootstrapped_status(3, 0, 3);
     st["lastLeader"] = json!({"name": "demo-0", "id": 1, "term": 3});
     let rc = with_status(demo(3, ""), st);
-    let h = Harness::start(World {
-        pods: (0..3)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members: leaderless(&[7, 9, 8], Role::Candidate),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
-        ..World::default()
-    })
-    .await;
+    let h = Harness::start(World::serving(rc, leaderless(&[7, 9, 8], Role::Candidate))).await;
 
     h.reconcile().await.expect("reconcile");
     let log = h.take_log();
@@ -1572,16 +1457,7 @@ async fn no_quorum_shows_the_highest_term_and_says_members_campaign() {
 #[tokio::test]
 async fn leader_change_after_no_quorum_names_the_previous_leader() {
     let rc = with_status(demo(3, ""), bootstrapped_status(3, 0, 2));
-    let h = Harness::start(World {
-        pods: (0..3)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members: raft_members(3, 0, 2),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
-        ..World::default()
-    })
-    .await;
+    let h = Harness::start(World::serving(rc, raft_members(3, 0, 2))).await;
     h.reconcile().await.expect("reconcile 1");
     h.take_log();
 
@@ -1625,15 +1501,10 @@ async fn an_isolated_async_primary_is_reachable_but_its_secondaries_do_not_repli
         s.engine.role = Role::Secondary;
         s
     };
-    let h = Harness::start(World {
-        pods: (0..3)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members: BTreeMap::from([(0, primary), (1, secondary(2)), (2, secondary(3))]),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
-        ..World::default()
-    })
+    let h = Harness::start(World::serving(
+        rc,
+        BTreeMap::from([(0, primary), (1, secondary(2)), (2, secondary(3))]),
+    ))
     .await;
 
     h.reconcile().await.expect("reconcile");
@@ -1659,14 +1530,8 @@ async fn an_isolated_async_primary_is_reachable_but_its_secondaries_do_not_repli
 async fn a_refused_disruption_budget_is_reported_and_the_members_are_still_managed() {
     let rc = with_status(demo(3, ""), bootstrapped_status(3, 0, 2));
     let h = Harness::start(World {
-        pods: (0..3)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members: raft_members(3, 0, 2),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
         pdb_forbidden: true,
-        ..World::default()
+        ..World::serving(rc, raft_members(3, 0, 2))
     })
     .await;
     h.reconcile()
@@ -1751,16 +1616,7 @@ async fn a_down_2pc_coordinator_blocks_the_cluster_and_is_never_replaced() {
             .map(|o| (o, twopc_member(u64::from(o) + 1, doubt)))
             .collect()
     };
-    let h = Harness::start(World {
-        pods: (0..3)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members: all(&[]),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
-        ..World::default()
-    })
-    .await;
+    let h = Harness::start(World::serving(rc, all(&[]))).await;
     h.reconcile().await.expect("reconcile 1");
     let st = status_patch(&h.take_log());
     assert_eq!(
@@ -1851,16 +1707,7 @@ async fn a_member_joining_a_2pc_cluster_is_announced_as_a_participant() {
         .map(|o| (o, twopc_member(u64::from(o) + 1, &[])))
         .collect();
     members.insert(3, blank(4));
-    let h = Harness::start(World {
-        pods: (0..4)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members,
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
-        ..World::default()
-    })
-    .await;
+    let h = Harness::start(World::serving(rc, members)).await;
     h.reconcile().await.expect("reconcile");
     let log = h.take_log();
     assert_eq!(admin(&log, "learners").len(), 1, "{:?}", api_lines(&log));
@@ -1892,19 +1739,14 @@ async fn a_crashed_primary_is_remembered_in_the_epoch_it_reported() {
     let mut st = bootstrapped_status(3, 0, 1);
     st["replication"] = json!("async");
     let rc = with_status(demo(3, spec), st);
-    let h = Harness::start(World {
-        pods: (0..3)
-            .map(|o| running_pod(&rc, o, u64::from(o) + 1))
-            .collect(),
-        members: BTreeMap::from([
+    let h = Harness::start(World::serving(
+        rc,
+        BTreeMap::from([
             (0, primary(1, 1, &[1, 2, 3], 10, &[2, 3])),
             (1, secondary(2, 1, 1, 10)),
             (2, secondary(3, 1, 1, 10)),
         ]),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
-        ..World::default()
-    })
+    ))
     .await;
     h.reconcile().await.expect("reconcile 1: the crash");
     let mut log = h.take_log();
@@ -1957,12 +1799,12 @@ async fn storage_added_to_a_running_2pc_cluster_is_refused() {
         pods: (0..3)
             .map(|o| running_pod(&old, o, u64::from(o) + 1))
             .collect(),
-        members: (0..3)
-            .map(|o| (o, twopc_member(u64::from(o) + 1, &[])))
-            .collect(),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
-        ..World::default()
+        ..World::serving(
+            rc,
+            (0..3)
+                .map(|o| (o, twopc_member(u64::from(o) + 1, &[])))
+                .collect(),
+        )
     })
     .await;
     h.reconcile().await.expect("reconcile");
@@ -2003,12 +1845,12 @@ async fn a_rollout_without_storage_leaves_the_2pc_coordinators_pod_alone() {
             running_pod(&rc, 1, 2),
             running_pod(&rc, 2, 3),
         ],
-        members: (0..3)
-            .map(|o| (o, twopc_member(u64::from(o) + 1, &[])))
-            .collect(),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
-        ..World::default()
+        ..World::serving(
+            rc,
+            (0..3)
+                .map(|o| (o, twopc_member(u64::from(o) + 1, &[])))
+                .collect(),
+        )
     })
     .await;
     h.reconcile().await.expect("reconcile");

@@ -13,8 +13,8 @@ use kube::runtime::controller::Action;
 use serde_json::{json, Value};
 
 use mock::{
-    blank, cluster, condition, events, published_events, running_pod, status_patch, token_secret,
-    Harness, World, NAME, NS,
+    blank, cluster, condition, events, published_events, running_pod, status_patch, Harness, World,
+    NAME, NS,
 };
 
 const UID: &str = "11111111-2222-3333-4444-555555555555";
@@ -134,13 +134,9 @@ fn image_waits(reason: &str) -> Value {
 /// The world of `rc` whose pods 0 and 1 run (their members not initialised yet) and whose
 /// pod 2 is `pod2`.
 fn two_running_and(rc: RegisterCluster, pod2: Pod) -> World {
-    World {
-        pods: vec![running_pod(&rc, 0, 1), running_pod(&rc, 1, 2), pod2],
-        members: (0..2).map(|o| (o, blank(u64::from(o) + 1))).collect(),
-        secret: Some(token_secret(&rc)),
-        rc: Some(rc),
-        ..World::default()
-    }
+    let mut w = World::serving(rc, (0..2).map(|o| (o, blank(u64::from(o) + 1))).collect());
+    w.pods.push(pod2);
+    w
 }
 
 fn cannot_start_events(log: &[mock::Call]) -> Vec<(String, String, String)> {

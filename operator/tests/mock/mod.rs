@@ -121,6 +121,25 @@ pub struct World {
     pub pod_apply_fails: Option<u16>,
 }
 
+impl World {
+    /// The world of a cluster `rc` whose members run: a running pod (member id = ordinal + 1,
+    /// on its loopback address) for every ordinal up to the highest in `members`, which answer
+    /// `GET /v1/status` (ordinal → status; an ordinal left out below the highest has a pod
+    /// whose member is down: 503), and the admin-token Secret holding [`TOKEN`].
+    pub fn serving(rc: RegisterCluster, members: BTreeMap<u32, Status>) -> World {
+        let ordinals = members.keys().map(|o| o + 1).max().unwrap_or(0);
+        World {
+            pods: (0..ordinals)
+                .map(|o| running_pod(&rc, o, u64::from(o) + 1))
+                .collect(),
+            members,
+            secret: Some(token_secret(&rc)),
+            rc: Some(rc),
+            ..World::default()
+        }
+    }
+}
+
 /// Everything a reconcile test needs.
 pub struct Harness {
     /// The fake cluster; edit it between reconciles.
