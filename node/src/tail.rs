@@ -44,12 +44,18 @@ fn short_key(key: &str) -> String {
 }
 
 /// The last [`MAX_LIMIT`] entries an engine recorded, oldest first. Recording takes a lock for
-/// a push; reading clones at most [`MAX_LIMIT`] small entries.
-#[derive(Default)]
-pub struct Recent(Mutex<VecDeque<TailEntry>>);
+/// a push; reading clones at most [`MAX_LIMIT`] small entries. An engine that records often
+/// keeps its own compact `T` and puts it in words ([`TailEntry`]) only when the log is read.
+pub struct Recent<T = TailEntry>(Mutex<VecDeque<T>>);
 
-impl Recent {
-    pub fn push(&self, entry: TailEntry) {
+impl<T> Default for Recent<T> {
+    fn default() -> Self {
+        Recent(Mutex::default())
+    }
+}
+
+impl<T: Clone> Recent<T> {
+    pub fn push(&self, entry: T) {
         let mut ring = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if ring.len() == MAX_LIMIT {
             ring.pop_front();
@@ -58,7 +64,7 @@ impl Recent {
     }
 
     /// The last `limit` entries, oldest first.
-    pub fn last(&self, limit: usize) -> Vec<TailEntry> {
+    pub fn last(&self, limit: usize) -> Vec<T> {
         let ring = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let skip = ring.len().saturating_sub(limit);
         ring.iter().skip(skip).cloned().collect()

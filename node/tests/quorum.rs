@@ -316,3 +316,39 @@ async fn anti_entropy_of_more_keys_than_one_request_holds() {
         "a write through the member with many keys: {body}"
     );
 }
+
+/// W < N: one client's writes do not wait for a slow replica, and that replica gets them a
+/// batch at a time (one store message in flight, carrying every write queued meanwhile)
+/// instead of one concurrent message per write, whose backlog used to grow without bound and
+/// take the CPU and disk the other replicas needed; it still ends up with every key's last
+/// value.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_replica_gets_the_writes_in_batches_and_no_client_waits_for_it() {
+    let c = start(3, &[]).await;
+    let delay_ms = 2_000;
+    c.set_faults(1, json!({"delay": {"peers": [3], "latencyMs": delay_ms}}))
+        .await;
+    let writes: i64 = 100;
+    let keys = 5;
+    for i in 0..writes {
+        let started = Instant::now();
+        let (status, body) = c.put(1, &format!("k{}", i % keys), i).await;
+        assert_eq!(status, 200, "write {i}: {body}");
+        assert!(
+            started.elapsed().as_millis() < delay_ms,
+            "W = 2 of 3: write {i} waited {:?} for the replica {delay_ms} ms away",
+            started.elapsed()
+        );
+    }
+    for i in writes - keys..writes {
+        everywhere(&c, &format!("k{}", i % keys), i).await;
+    }
+    let faults = c.client(1).faults().await.expect("member 1's faults");
+    let delayed = faults.counters.get(&3).map_or(0, |n| n.delayed);
+    println!("{delayed} messages to or from the slow replica for {writes} writes");
+    // Anti-entropy adds a message or two each way per second.
+    assert!(
+        delayed < writes as u64 / 2,
+        "{delayed} messages between member 1 and the slow replica for {writes} writes: not batched"
+    );
+}

@@ -5,15 +5,15 @@
 //! Replicas that answer after the client was answered still get the write (the sends run on).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use tokio::sync::mpsc;
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 
 use super::error::QuorumError;
+use super::outbox::Outbox;
 use super::replica::Replica;
 use super::replicas::{CallError, Replicas};
 use super::wire::{
@@ -80,6 +80,8 @@ impl Clock {
 pub struct Coordinator {
     pub replica: Arc<Replica>,
     pub replicas: Arc<Replicas>,
+    /// Where writes to the other replicas queue (one message in flight per replica).
+    pub outbox: Arc<Outbox>,
     pub clock: Clock,
 }
 
@@ -121,10 +123,16 @@ impl Coordinator {
             kind: StoreKind::Write,
             entries: BTreeMap::from([(key.to_string(), version)]),
         };
-        let local = self.replica.store(request.clone());
-        let tally: Tally<StoreResponse> = self
-            .gather(STORE_PATH, request, local, q.write, deadline)
-            .await;
+        let local = async { self.replica.store(request).await.map(drop) };
+        let send = |peer| {
+            let answer = self.outbox.send(peer, key, version, deadline);
+            async move {
+                answer.await.unwrap_or_else(|_| {
+                    Err(CallError::MaybeDelivered("the send was dropped".into()))
+                })
+            }
+        };
+        let tally = self.gather(send, local, q.write, deadline).await;
         if tally.answers.len() >= q.write {
             return Ok(version);
         }
@@ -154,13 +162,26 @@ impl Coordinator {
         deadline: Instant,
     ) -> Result<Versioned, QuorumError> {
         self.check_reachable(q.read, q, "read")?;
-        let request = FetchRequest {
+        let request = Arc::new(FetchRequest {
             key: key.to_string(),
-        };
+        });
         let local = self.replica.fetch(key);
-        let tally: Tally<FetchResponse> = self
-            .gather(FETCH_PATH, request, local, q.read, deadline)
-            .await;
+        // Each fetch on its own task, so that it completes (and records whether the replica
+        // answered) even after the answer is given.
+        let send = |peer| {
+            let (replicas, request) = (self.replicas.clone(), request.clone());
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            let call = tokio::spawn(async move {
+                let answer: Result<FetchResponse, _> =
+                    replicas.call(peer, FETCH_PATH, &*request, timeout).await;
+                answer
+            });
+            async move {
+                call.await
+                    .unwrap_or_else(|e| Err(CallError::MaybeDelivered(e.to_string())))
+            }
+        };
+        let tally = self.gather(send, local, q.read, deadline).await;
         if tally.answers.len() < q.read {
             return Err(QuorumError::NotApplied(format!(
                 "{} of the R={} answers arrived before the deadline ({})",
@@ -213,34 +234,28 @@ impl Coordinator {
         }
     }
 
-    /// Runs `local` and sends `request` to every other replica (each send on its own task,
-    /// so it completes even after the answer is given); returns once `needed` answered, all
-    /// did, or `deadline` passed.
-    async fn gather<Req, Resp, E>(
+    /// Runs `local` and `send(peer)` for every other replica; returns once `needed` answered,
+    /// all did, or `deadline` passed. `send` runs on without its answer being awaited after
+    /// that: the outbox sends writes on, and a fetch is its own task.
+    async fn gather<Resp, E, F>(
         &self,
-        path: &'static str,
-        request: Req,
-        local: impl std::future::Future<Output = Result<Resp, E>>,
+        send: impl Fn(NodeId) -> F,
+        local: impl Future<Output = Result<Resp, E>>,
         needed: usize,
         deadline: Instant,
     ) -> Tally<Resp>
     where
-        Req: Serialize + Send + Sync + 'static,
-        Resp: DeserializeOwned + Send + 'static,
         E: std::fmt::Display,
+        F: Future<Output = Result<Resp, CallError>>,
     {
         let others = self.replicas.others();
-        let (tx, mut rx) = mpsc::channel(others.len().max(1));
-        let request = Arc::new(request);
-        for id in others.iter().copied() {
-            let (tx, replicas, request) = (tx.clone(), self.replicas.clone(), request.clone());
-            let timeout = deadline.saturating_duration_since(Instant::now());
-            tokio::spawn(async move {
-                let answer = replicas.call(id, path, request.as_ref(), timeout).await;
-                let _ = tx.send((id, answer)).await;
-            });
-        }
-        drop(tx);
+        let mut answers: FuturesUnordered<_> = others
+            .iter()
+            .map(|&id| {
+                let answer = send(id);
+                async move { (id, answer.await) }
+            })
+            .collect();
         let mut tally = Tally {
             answers: Vec::new(),
             maybe: 0,
@@ -252,7 +267,8 @@ impl Coordinator {
         }
         let mut pending = others.len();
         while tally.answers.len() < needed && pending > 0 {
-            let Ok(Some((id, answer))) = tokio::time::timeout_at(deadline, rx.recv()).await else {
+            let Ok(Some((id, answer))) = tokio::time::timeout_at(deadline, answers.next()).await
+            else {
                 tally.maybe += pending;
                 tally
                     .failed

@@ -55,7 +55,8 @@ impl ReplicationEngine for Arc<QuorumEngine> {
     }
 
     async fn log_tail(&self, limit: usize) -> Vec<caplab_api::tail::TailEntry> {
-        self.replica.recent.last(limit)
+        let stored = self.replica.recent.last(limit);
+        stored.iter().map(|s| s.entry()).collect()
     }
 
     async fn status(&self, _contacts: &BTreeMap<NodeId, u64>) -> EngineStatus {

@@ -11,10 +11,12 @@
 //! silently lose: [`counters`] counts those writes per member that stamped them.
 
 pub mod anti_entropy;
+pub mod commit;
 pub mod coordinator;
 pub mod counters;
 mod engine_impl;
 pub mod error;
+pub mod outbox;
 pub mod replica;
 pub mod replicas;
 pub mod store;
@@ -31,6 +33,7 @@ use anti_entropy::AntiEntropy;
 use coordinator::{Clock, Coordinator, Quorums};
 use counters::{Counters, QuorumMetrics};
 use error::QuorumError;
+use outbox::Outbox;
 use replica::Replica;
 use replicas::Replicas;
 use store::{Meta, Store, StoreError};
@@ -82,11 +85,7 @@ impl QuorumEngine {
         let meta = store.meta()?;
         peers.addresses.merge(meta.addresses);
         let faults = peers.faults.clone();
-        let replica = Arc::new(Replica {
-            store,
-            counters: Arc::new(Counters::new(metrics)),
-            recent: Default::default(),
-        });
+        let replica = Arc::new(Replica::new(store, Arc::new(Counters::new(metrics)))?);
         let replicas = Arc::new(Replicas::new(id, peers, meta.members));
         let anti_entropy = AntiEntropy {
             replica: replica.clone(),
@@ -100,6 +99,7 @@ impl QuorumEngine {
             coordinator: Coordinator {
                 replica: replica.clone(),
                 replicas: replicas.clone(),
+                outbox: Outbox::new(replicas.clone()),
                 clock: Clock::new(faults),
             },
             replica,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use caplab_api::tail::TailEntry;
 
+use super::commit::GroupCommit;
 use super::counters::Counters;
 use super::store::{Store, StoreError};
 use super::wire::{
@@ -18,33 +19,44 @@ use crate::types::Command;
 pub struct Replica {
     pub store: Store,
     pub counters: Arc<Counters>,
-    /// The last client writes stored here, with their stamps (`GET /v1/log`).
-    pub recent: Recent,
+    /// The last client writes stored here, with their stamps (`GET /v1/log`), put in words
+    /// only when the log is read: [`Stored::entry`].
+    pub recent: Recent<Stored>,
+    /// Every change goes through here, grouped with the concurrent ones into one transaction.
+    commits: GroupCommit,
 }
 
 impl Replica {
-    /// Stores a batch durably and counts what it did: a client write that arrived older than
-    /// the value held is lost to last-writer-wins (counted for the member that stamped it);
-    /// values replaced by a repair count as read repairs or anti-entropy repairs.
+    /// A replica on `store`, committing in groups on a thread of its own.
+    pub fn new(store: Store, counters: Arc<Counters>) -> Result<Self, StoreError> {
+        Ok(Self {
+            commits: GroupCommit::start(store.clone())?,
+            store,
+            counters,
+            recent: Recent::default(),
+        })
+    }
+
+    /// Stores a batch durably (with the stores that arrive meanwhile, in one transaction) and
+    /// counts what it did: a client write that arrived older than the value held is lost to
+    /// last-writer-wins (counted for the member that stamped it); values replaced by a repair
+    /// count as read repairs or anti-entropy repairs.
     pub async fn store(&self, request: StoreRequest) -> Result<StoreResponse, StoreError> {
-        let sources: BTreeMap<String, Stamp> = request
-            .entries
-            .iter()
-            .map(|(k, v)| (k.clone(), v.stamp))
-            .collect();
-        let writes = match request.kind {
-            StoreKind::Write => request.entries.clone(),
-            _ => BTreeMap::new(),
-        };
-        let applied = self.store.apply(request.entries).await?;
-        for (key, version) in &writes {
-            self.recent
-                .push(stored(key, version, applied.superseded.contains(key)));
+        let (request, applied) = self.commits.store(request).await?;
+        let kind = request.kind;
+        if kind == StoreKind::Write {
+            for (key, version) in &request.entries {
+                self.recent.push(Stored {
+                    key: key.clone(),
+                    version: *version,
+                    lost: applied.superseded.contains(key),
+                });
+            }
         }
-        match request.kind {
+        match kind {
             StoreKind::Write => {
                 for key in &applied.superseded {
-                    let source = sources.get(key).map_or(0, |s| s.node);
+                    let source = request.entries.get(key).map_or(0, |v| v.stamp.node);
                     tracing::info!(
                         key,
                         source,
@@ -80,17 +92,27 @@ impl Replica {
     }
 }
 
-/// A client write as this replica stored it: `kept`, or `lost` to a newer stamp held here.
-fn stored(key: &str, version: &Versioned, lost: bool) -> TailEntry {
-    let command = Command::Write {
-        key: key.to_string(),
-        value: version.value,
-    };
-    let mut entry = TailEntry::new(0, None, describe(&command));
-    entry.decision = Some(if lost { "lost" } else { "kept" }.to_string());
-    entry.stamp_ms = Some(version.stamp.ms);
-    entry.writer = Some(version.stamp.node);
-    entry
+/// A client write as this replica stored it: kept, or `lost` to a newer stamp held here.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub key: String,
+    pub version: Versioned,
+    pub lost: bool,
+}
+
+impl Stored {
+    /// The write as `GET /v1/log` shows it (formatted here, off the write path).
+    pub fn entry(&self) -> TailEntry {
+        let command = Command::Write {
+            key: self.key.clone(),
+            value: self.version.value,
+        };
+        let mut entry = TailEntry::new(0, None, describe(&command));
+        entry.decision = Some(if self.lost { "lost" } else { "kept" }.to_string());
+        entry.stamp_ms = Some(self.version.stamp.ms);
+        entry.writer = Some(self.version.stamp.node);
+        entry
+    }
 }
 
 /// What `mine` holds newer than `theirs` (or they lack), and which keys they hold newer.

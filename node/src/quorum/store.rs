@@ -71,34 +71,31 @@ impl Store {
     }
 
     /// Stores each entry whose stamp is newer than the one held, in one durable transaction.
-    pub async fn apply(&self, entries: BTreeMap<String, Versioned>) -> Result<Applied, StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let tx = db.begin_write().map_err(redb_err)?;
-            let mut applied = Applied::default();
-            {
-                let mut table = tx.open_table(REGISTERS).map_err(redb_err)?;
-                for (key, version) in entries {
-                    let held = match table.get(key.as_str()).map_err(redb_err)? {
-                        Some(bytes) => Some(serde_json::from_slice::<Versioned>(bytes.value())?),
-                        None => None,
-                    };
-                    let held_stamp = held.map(|h| h.stamp).unwrap_or_default();
-                    if version.stamp > held_stamp {
-                        let bytes = serde_json::to_vec(&version)?;
-                        table
-                            .insert(key.as_str(), bytes.as_slice())
-                            .map_err(redb_err)?;
-                        applied.changed.push(key);
-                    } else if version.stamp < held_stamp {
-                        applied.superseded.push(key);
-                    }
+    /// Blocks until it is fsynced: call it from a thread that may block (the group commit's).
+    pub fn apply(&self, entries: BTreeMap<String, Versioned>) -> Result<Applied, StoreError> {
+        let tx = self.db.begin_write().map_err(redb_err)?;
+        let mut applied = Applied::default();
+        {
+            let mut table = tx.open_table(REGISTERS).map_err(redb_err)?;
+            for (key, version) in entries {
+                let held = match table.get(key.as_str()).map_err(redb_err)? {
+                    Some(bytes) => Some(serde_json::from_slice::<Versioned>(bytes.value())?),
+                    None => None,
+                };
+                let held_stamp = held.map(|h| h.stamp).unwrap_or_default();
+                if version.stamp > held_stamp {
+                    let bytes = serde_json::to_vec(&version)?;
+                    table
+                        .insert(key.as_str(), bytes.as_slice())
+                        .map_err(redb_err)?;
+                    applied.changed.push(key);
+                } else if version.stamp < held_stamp {
+                    applied.superseded.push(key);
                 }
             }
-            tx.commit().map_err(redb_err)?;
-            Ok(applied)
-        })
-        .await?
+        }
+        tx.commit().map_err(redb_err)?;
+        Ok(applied)
     }
 
     /// The version held for `key` (`None`: never written here).
@@ -211,17 +208,14 @@ mod tests {
         let store = Store::open(dir.path()).expect("open");
         let first = store
             .apply([("x".to_string(), version(1, 100, 1))].into())
-            .await
             .expect("apply");
         assert_eq!(first.changed, ["x"]);
         let older = store
             .apply([("x".to_string(), version(2, 99, 3))].into())
-            .await
             .expect("apply");
         assert_eq!(older.superseded, ["x"], "an older write loses");
         let tie = store
             .apply([("x".to_string(), version(3, 100, 2))].into())
-            .await
             .expect("apply");
         assert_eq!(tie.changed, ["x"], "equal times: the higher member id wins");
         assert_eq!(store.get("x").await.expect("get"), Some(version(3, 100, 2)));
