@@ -99,7 +99,7 @@ async fn an_object_the_api_server_refuses_as_invalid_waits_for_a_change_with_one
     assert_eq!(failed.len(), 1, "{seen:?}");
     assert_eq!(failed[0].0, "Warning");
     assert!(
-        failed[0].2.contains("is invalid") && failed[0].2.contains("fix the spec"),
+        failed[0].2.contains("is invalid") && failed[0].2.contains("fix what it names in the spec"),
         "{}",
         failed[0].2
     );

@@ -277,7 +277,10 @@ pub fn error_policy(rc: Arc<RegisterCluster>, err: &Error, ctx: Arc<Context>) ->
         return Action::requeue(wait);
     }
     warn!(cluster = %rc.name_any(), error = %err, "reconcile refused: waiting for a spec change");
-    let note = format!("{err}; fix the spec: nothing is retried until the RegisterCluster changes");
+    let note = format!(
+        "the API server refused what the operator built from this RegisterCluster: {err}; \
+         fix what it names in the spec (nothing is retried until the RegisterCluster changes)"
+    );
     if ctx.backoff.refused(&key, &note) {
         tokio::spawn(async move { ctx.event(&rc, true, "ReconcileFailed", note).await });
     }
