@@ -518,3 +518,27 @@ fn leaderless_clusters_announce_quorums_not_leaders() {
         "{back:?}"
     );
 }
+
+#[test]
+fn a_quorum_member_outside_the_membership_is_not_called_a_voter() {
+    let members = [member("lq-0", 1, true, true), member("lq-3", 4, true, true)];
+    let serving = ["lq-0".to_string()];
+    let leaderless = Summary {
+        leader: None,
+        leaderless: Some(Leaderless {
+            read: 1,
+            write: 1,
+            serving: &serving,
+        }),
+        ..three_voters_led_by_demo_0(&members)
+    };
+    assert_eq!(
+        member_problem(&members[1], &leaderless).as_deref(),
+        Some("lq-3: not in the replicas' membership (member id 4)")
+    );
+    let raft = three_voters_led_by_demo_0(&members);
+    assert_eq!(
+        member_problem(&members[1], &raft).as_deref(),
+        Some("lq-3: not a voter (member id 4)")
+    );
+}
