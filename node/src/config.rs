@@ -72,6 +72,14 @@ pub struct Config {
     #[arg(long, env = "CAPLAB_HEARTBEAT_MS", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(10..=30_000))]
     pub heartbeat_ms: u64,
+    /// Raft: how long in milliseconds after the start of a successful leadership-confirmation
+    /// round the leader answers linearizable reads from its own state, without another round
+    /// (a read lease, Raft thesis §6.4.1; see `read_lease.rs`). Must be below the election
+    /// timeout, whose remainder is the margin for clock rates; 0 confirms every read with a
+    /// round (read index only).
+    #[arg(long, env = "CAPLAB_READ_LEASE_MS", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(0..=30_000))]
+    pub read_lease_ms: u64,
     /// Deadline of every client request in milliseconds.
     #[arg(long, env = "CAPLAB_REQUEST_TIMEOUT_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
@@ -112,6 +120,8 @@ pub enum ConfigError {
     },
     #[error("the heartbeat interval ({heartbeat} ms) must be below the election timeout ({election} ms)")]
     Timing { heartbeat: u64, election: u64 },
+    #[error("the read lease ({lease} ms) must be below the election timeout ({election} ms); lower --read-lease-ms (0 turns leases off)")]
+    ReadLease { lease: u64, election: u64 },
     #[error("invalid Raft configuration: {0}")]
     Raft(String),
     #[error(
@@ -164,13 +174,26 @@ impl Config {
     }
 
     /// Election timing; the lease is openraft's maximum election timeout (see
-    /// [`Config::raft_config`]).
-    pub fn election_timing(&self) -> ElectionTiming {
-        ElectionTiming {
+    /// [`Config::raft_config`]). Refuses a read lease that is not below the election timeout.
+    pub fn election_timing(&self) -> Result<ElectionTiming, ConfigError> {
+        Ok(ElectionTiming {
             timeout: Duration::from_millis(self.election_timeout_ms),
             lease: Duration::from_millis(self.election_timeout_ms + 1),
             heartbeat: self.heartbeat(),
+            read_lease: self.read_lease()?,
+        })
+    }
+
+    /// The Raft leader's read lease (zero: off); refused unless below the election timeout,
+    /// the shortest time voters refuse other candidates after hearing from the leader.
+    fn read_lease(&self) -> Result<Duration, ConfigError> {
+        if self.read_lease_ms >= self.election_timeout_ms {
+            return Err(ConfigError::ReadLease {
+                lease: self.read_lease_ms,
+                election: self.election_timeout_ms,
+            });
         }
+        Ok(Duration::from_millis(self.read_lease_ms))
     }
 
     /// R and W of quorum mode; refused with another mode.
@@ -296,6 +319,10 @@ mod tests {
         assert_eq!(c.client_listen.port(), 8080);
         assert_eq!(c.peer_listen.port(), 7000);
         assert!(c.raft_config().is_ok());
+        assert_eq!(
+            c.election_timing().map(|t| t.read_lease).ok(),
+            Some(Duration::from_millis(100))
+        );
         assert!(parse(&["--id", "0"]).is_err());
         assert!(parse(&["--id", "x"]).is_err());
         let bad = parse(&[
@@ -308,6 +335,19 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(bad.raft_config(), Err(ConfigError::Timing { .. })));
+        let long_lease = parse(&[
+            "--id",
+            "1",
+            "--election-timeout-ms",
+            "200",
+            "--read-lease-ms",
+            "200",
+        ])
+        .unwrap();
+        assert!(matches!(
+            long_lease.election_timing(),
+            Err(ConfigError::ReadLease { .. })
+        ));
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct ElectionTiming {
     pub lease: Duration,
     /// The leader's heartbeat interval.
     pub heartbeat: Duration,
+    /// How long after a successful leadership-confirmation round began the leader answers
+    /// linearizable reads without another one (see `read_lease.rs`); below `timeout`.
+    pub read_lease: Duration,
 }
 
 impl ElectionTiming {
@@ -447,6 +450,7 @@ mod tests {
             timeout: Duration::from_millis(200),
             lease: Duration::from_millis(201),
             heartbeat: Duration::from_millis(100),
+            read_lease: Duration::from_millis(100),
         };
         for _ in 0..1000 {
             let t = timing.random_timeout();

@@ -15,6 +15,7 @@ pub mod network;
 pub mod primary;
 pub mod quorum;
 pub mod raft_engine;
+pub mod read_lease;
 pub mod register;
 pub mod server;
 pub mod store;

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::election::{Election, ElectionTiming, SteppedAside};
 use crate::engine::{Consistency, EngineError, Outcome, ReplicationEngine, Unsupported};
 use crate::network::PeerClient;
+use crate::read_lease::{Leadership, ReadLease};
 use crate::store::{LogStore, SharedState};
 use crate::types::{Batch, Command, CommandResult, Entry, Node, NodeId, Raft, TypeConfig};
 use caplab_api::status::{EngineStatus, PeerStatus, Replication, Role};
@@ -94,6 +95,8 @@ pub struct RaftEngine {
     /// The log openraft writes, read for `GET /v1/log`.
     log: LogStore,
     reads: mpsc::Sender<oneshot::Sender<RaftResult<()>>>,
+    /// Granted by the read confirmer's successful rounds; reads under it need no round.
+    lease: Arc<ReadLease>,
     writes: mpsc::Sender<PendingWrite>,
     /// Pre-vote and check-quorum (openraft's own election timer is off).
     pub election: Arc<Election>,
@@ -101,9 +104,6 @@ pub struct RaftEngine {
 
 /// Confirmations of leadership collected into one round.
 const READ_BATCH: usize = 4096;
-
-/// How often the writes applied since the last snapshot are compared with the limit.
-const SNAPSHOT_CHECK: Duration = Duration::from_millis(250);
 
 /// Writes proposed together as one log entry, at most.
 const WRITE_BATCH: usize = 1024;
@@ -172,15 +172,19 @@ impl RaftEngine {
     ) -> Self {
         let election = Election::start(raft.clone(), peers.id, peers, timing);
         let (reads, read_queue) = mpsc::channel(READ_BATCH);
+        let lease = Arc::new(ReadLease::new(timing.read_lease));
         tokio::spawn(confirm_reads(
-            raft.clone(),
-            election.clone(),
+            Confirmer {
+                raft: raft.clone(),
+                election: election.clone(),
+                lease: lease.clone(),
+                round_timeout,
+            },
             read_queue,
-            round_timeout,
         ));
         let (writes, write_queue) = mpsc::channel(WRITE_BATCH * PROPOSALS_IN_FLIGHT);
         tokio::spawn(propose_writes(raft.clone(), election.clone(), write_queue));
-        tokio::spawn(snapshot_by_writes(
+        tokio::spawn(crate::store::snapshot_by_writes(
             raft.clone(),
             state.clone(),
             snapshot_writes,
@@ -191,6 +195,7 @@ impl RaftEngine {
             committed: log.committed_index(),
             log,
             reads,
+            lease,
             writes,
             election,
         }
@@ -251,9 +256,13 @@ impl RaftEngine {
         self.state.read().registers.read(key)
     }
 
-    /// Waits for a leadership confirmation round that started after this call (rounds are
-    /// shared by every read waiting for one), then reads the applied state.
+    /// Reads the applied state under the read lease when this leader holds one; otherwise
+    /// waits for a leadership confirmation round that started after this call (rounds are
+    /// shared by every read waiting for one), then reads it.
     async fn read_linearizable(&self, key: &str, deadline: Instant) -> RaftResult<i64> {
+        if let Some(value) = self.read_under_lease(key) {
+            return Ok(value);
+        }
         let (reply, confirmed) = oneshot::channel();
         self.reads
             .send(reply)
@@ -264,6 +273,21 @@ impl RaftEngine {
             Ok(Err(_)) => Err(RaftEngineError::ShuttingDown),
             Err(_) => Err(confirm_timeout()),
         }
+    }
+
+    /// The applied value of `key` when this member leads under a read lease (see
+    /// `read_lease.rs`: every acknowledged write is applied here, and no other leader can
+    /// exist yet); `None` otherwise. A lease past its middle asks for a renewal round that no
+    /// read waits for.
+    fn read_under_lease(&self, key: &str) -> Option<i64> {
+        let leadership = Leadership::of(&self.raft)?;
+        self.election.check_serving().ok()?;
+        let remaining = self.lease.remaining(leadership)?;
+        if self.lease.wants_renewal(remaining) {
+            let (renewal, _) = oneshot::channel();
+            let _ = self.reads.try_send(renewal);
+        }
+        Some(self.read_local(key))
     }
 
     /// The member's status; a leader that stepped aside for lack of a quorum reports itself
@@ -434,19 +458,6 @@ fn confirm_timeout() -> RaftEngineError {
     RaftEngineError::Unknown("deadline passed while confirming leadership".into())
 }
 
-/// openraft's snapshot policy counts log entries, and an entry carries a whole batch of
-/// writes: this also builds a snapshot (after which openraft compacts the log) once `every`
-/// writes were applied since the last one, so the log kept in memory is bounded in writes.
-async fn snapshot_by_writes(raft: Raft, state: SharedState, every: u64) {
-    let mut tick = tokio::time::interval(SNAPSHOT_CHECK);
-    loop {
-        tick.tick().await;
-        if state.read().writes_since_snapshot >= every && raft.trigger().snapshot().await.is_err() {
-            return; // Raft has shut down.
-        }
-    }
-}
-
 /// The proposer: takes every write waiting (once a proposal slot is free), proposes them as
 /// one log entry and answers each with its own result.
 async fn propose_writes(
@@ -517,23 +528,32 @@ async fn propose_writes(
     }
 }
 
-/// The read confirmer: takes every waiting read, runs one round, answers them all.
-async fn confirm_reads(
+/// What the read confirmer works with.
+struct Confirmer {
     raft: Raft,
     election: Arc<Election>,
-    mut queue: mpsc::Receiver<oneshot::Sender<RaftResult<()>>>,
+    lease: Arc<ReadLease>,
     round_timeout: Duration,
-) {
+}
+
+/// The read confirmer: takes every waiting read, runs one round, answers them all; a
+/// successful round grants the read lease from the moment it began.
+async fn confirm_reads(c: Confirmer, mut queue: mpsc::Receiver<oneshot::Sender<RaftResult<()>>>) {
     let mut waiting = Vec::with_capacity(READ_BATCH);
     while queue.recv_many(&mut waiting, READ_BATCH).await > 0 {
+        let started = Instant::now();
+        let leadership = Leadership::of(&c.raft);
         let round = async {
-            election.check_serving()?;
-            confirm_once(&raft).await
+            c.election.check_serving()?;
+            confirm_once(&c.raft).await
         };
-        let result = match tokio::time::timeout(round_timeout, round).await {
+        let result = match tokio::time::timeout(c.round_timeout, round).await {
             Ok(result) => result,
             Err(_) => Err(confirm_timeout()),
         };
+        if let (Ok(()), Some(leadership)) = (&result, leadership) {
+            c.lease.grant(leadership, started);
+        }
         for w in waiting.drain(..) {
             let _ = w.send(result.clone());
         }

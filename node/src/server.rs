@@ -172,7 +172,7 @@ async fn start_raft(config: &Config, peers: &Arc<PeerClient>) -> anyhow::Result<
         log,
         peers.clone(),
         config.request_timeout(),
-        config.election_timing(),
+        config.election_timing()?,
         config.snapshot_logs,
     ))
 }

@@ -86,6 +86,32 @@ async fn a_partitioned_leader_cannot_commit_and_steps_down_after_healing() {
     println!("partition: leader {old} isolated, {new} elected");
 }
 
+/// The read lease (`read_lease.rs`) never outlives leadership: once a new leader has
+/// acknowledged a write, the old leader, cut off just after a read granted it a lease,
+/// answers no linearizable read with the value before that write.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_off_leader_serves_no_stale_read_under_its_read_lease() {
+    let c = common::start(3).await;
+    let old = c.wait_for_leader().await;
+    assert_eq!(c.put(old, "lease", 1).await.0, 200);
+    let (status, body) = c.get(old, "lease", "linearizable").await;
+    assert_eq!((status, body["value"].as_i64()), (200, Some(1)), "{body}");
+    let majority: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+    set_faults(&c, old, json!({"partition": {"peers": majority}})).await;
+    let new = wait_for_new_leader(&c, &majority, old).await;
+    wait_until("the new leader to acknowledge lease=2", || async {
+        (c.put(new, "lease", 2).await.0 == 200).then_some(())
+    })
+    .await;
+    for _ in 0..3 {
+        let (status, body) = c.get(old, "lease", "linearizable").await;
+        assert_ne!(
+            status, 200,
+            "the cut-off leader {old} answered {body} after {new} wrote 2"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_leader_is_replaced_and_follows_after_resuming() {
     let c = common::start(3).await;

@@ -9,13 +9,17 @@ mod log_store;
 mod state_machine;
 
 use std::path::Path;
+use std::time::Duration;
 
 use openraft::{AnyError, StorageIOError};
 
 pub use log_store::LogStore;
 pub use state_machine::{SharedState, StateMachine};
 
-use crate::types::StorageError;
+use crate::types::{Raft, StorageError};
+
+/// How often the writes applied since the last snapshot are compared with the limit.
+const SNAPSHOT_CHECK: Duration = Duration::from_millis(250);
 
 /// Opens (or creates) the log store and the state machine under `data_dir`.
 pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachine), StorageError> {
@@ -28,4 +32,17 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachine), StorageError> {
 
 fn io_error(source: StorageIOError<crate::types::NodeId>) -> StorageError {
     StorageError::IO { source }
+}
+
+/// openraft's snapshot policy counts log entries, and an entry carries a whole batch of
+/// writes: this also builds a snapshot (after which openraft compacts the log) once `every`
+/// writes were applied since the last one, so the log kept in memory is bounded in writes.
+pub async fn snapshot_by_writes(raft: Raft, state: SharedState, every: u64) {
+    let mut tick = tokio::time::interval(SNAPSHOT_CHECK);
+    loop {
+        tick.tick().await;
+        if state.read().writes_since_snapshot >= every && raft.trigger().snapshot().await.is_err() {
+            return; // Raft has shut down.
+        }
+    }
 }
