@@ -16,6 +16,7 @@ use caplab_api::{MemberClient, MemberError};
 use reqwest::Method;
 use serde_json::Value;
 
+use crate::k8s::ClusterRef;
 use crate::pod_proxy::PodProxy;
 
 /// What a register operation's answer means for a history.
@@ -98,11 +99,12 @@ impl Member {
         })
     }
 
-    /// The member in pod `pod` of `namespace`, through the API server's pod proxy.
-    pub fn proxied(client: kube::Client, namespace: &str, pod: &str, timeout: Duration) -> Member {
+    /// The member in pod `pod` of `cluster`'s namespace, through the API server's pod proxy,
+    /// over the client that never retries member calls ([`ClusterRef::members_client`]).
+    pub fn proxied(cluster: &ClusterRef, pod: &str, timeout: Duration) -> Member {
         let proxy = PodProxy {
-            client,
-            namespace: namespace.to_string(),
+            client: cluster.members_client(),
+            namespace: cluster.namespace.clone(),
             pod: pod.to_string(),
         };
         Member {
@@ -312,8 +314,8 @@ mod tests {
     #[tokio::test]
     async fn proxied_members_address_the_pod_proxy() {
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
-        let client = kube::Client::try_from(config).expect("client");
-        let m = Member::proxied(client, "lab", "raft5-2", Duration::from_secs(1));
+        let cluster = ClusterRef::from_config(config, "lab".into(), "raft5").expect("clients");
+        let m = Member::proxied(&cluster, "raft5-2", Duration::from_secs(1));
         assert_eq!(m.label(), "raft5-2");
         assert_eq!(
             target(&m, &paths::kv_read("k 1", Consistency::Linearizable)),
@@ -341,5 +343,38 @@ mod tests {
         for bad in ["", "mailto:x"] {
             assert!(Member::new(bad, second).is_err(), "{bad}");
         }
+    }
+
+    /// A write answered `504` (outcome unknown) through the pod proxy reaches the member once:
+    /// kube's default retry of 504 would send it again, and a second application of a write
+    /// is not the history the client records.
+    #[tokio::test]
+    async fn member_calls_through_the_pod_proxy_are_never_retried() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let app = axum::Router::new().fallback(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async {
+                (
+                    http::StatusCode::GATEWAY_TIMEOUT,
+                    r#"{"error":"deadline passed","outcome":"unknown"}"#,
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let uri = format!("http://{addr}").parse().expect("uri");
+        let cluster = ClusterRef::from_config(kube::Config::new(uri), "lab".into(), "raft5")
+            .expect("clients");
+        let member = Member::proxied(&cluster, "raft5-0", Duration::from_secs(5));
+        let outcome = member.write("k", 7).await;
+        assert!(matches!(outcome, Outcome::Unknown(_)), "{outcome:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "the write was sent again");
     }
 }

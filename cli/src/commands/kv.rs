@@ -123,5 +123,5 @@ async fn member(kube: &KubeArgs, to: &MemberArgs) -> Result<Member> {
             .leader_pod()
             .map_or_else(|| cluster.pod(0), str::to_string),
     };
-    Ok(cluster.member(&pod, TIMEOUT))
+    Ok(Member::proxied(&cluster, &pod, TIMEOUT))
 }

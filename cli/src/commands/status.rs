@@ -59,7 +59,7 @@ async fn cluster(kube: &KubeArgs, name: &str, live: bool, timeout: Duration) -> 
         let members = (0..rc.replicas())
             .map(|o| {
                 let pod = cluster.pod(o);
-                let member = cluster.member(&pod, timeout);
+                let member = Member::proxied(&cluster, &pod, timeout);
                 (member.label().to_string(), Ok(member))
             })
             .collect();

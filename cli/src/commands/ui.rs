@@ -63,7 +63,7 @@ async fn cluster_members(kube: &KubeArgs, name: &str, timeout: Duration) -> Resu
     let cluster = ClusterRef::connect(kube, name).await?;
     let rc = cluster.read().await?;
     Ok((0..rc.replicas())
-        .map(|o| cluster.member(&cluster.pod(o), timeout))
+        .map(|o| Member::proxied(&cluster, &cluster.pod(o), timeout))
         .collect())
 }
 

@@ -258,7 +258,7 @@ async fn plan(
         }
         workload::Targets::Members(
             (0..replicas)
-                .map(|o| cluster.member(&cluster.pod(o), request_timeout))
+                .map(|o| Member::proxied(&cluster, &cluster.pod(o), request_timeout))
                 .collect(),
         )
     } else {
