@@ -41,6 +41,11 @@ pub(super) enum Kind {
     Membership(Target),
     /// Take the primary away and promote a secondary.
     Failover(Loss),
+    /// 2pc: the member votes no on a share of the prepares it gets.
+    Veto(Target),
+    /// 2pc: SIGKILL the coordinator while a participant holds a prepared transaction, watch
+    /// the participants block, restart it and wait until they resolve (see `twopc.rs`).
+    CoordinatorCrash,
 }
 
 pub(super) const RAFT_KINDS: &[Kind] = &[
@@ -70,4 +75,43 @@ pub(super) const PRIMARY_KINDS: &[Kind] = &[
     Kind::Delay(Target::Any),
     Kind::ClockSkew(Target::Any),
     Kind::Kill(Target::Follower),
+];
+
+/// 2pc: partitions, participant faults and vetoes; every third fault is a coordinator crash
+/// (`Nemesis::run`). No clock skew: 2pc orders nothing by wall clocks.
+pub(super) const TWOPC_KINDS: &[Kind] = &[
+    Kind::Halves,
+    Kind::Bridge,
+    Kind::OneWay,
+    Kind::Pause(Target::Follower),
+    Kind::Loss(Target::Any),
+    Kind::Delay(Target::Any),
+    Kind::Kill(Target::Follower),
+    Kind::Kill(Target::Follower),
+    Kind::Veto(Target::Follower),
+    Kind::Veto(Target::Leader),
+];
+
+/// Leaderless quorums: any member may be taken away (none is special).
+pub(super) const QUORUM_KINDS: &[Kind] = &[
+    Kind::Halves,
+    Kind::Bridge,
+    Kind::OneWay,
+    Kind::Pause(Target::Any),
+    Kind::Loss(Target::Any),
+    Kind::Delay(Target::Any),
+    Kind::Kill(Target::Any),
+    Kind::Kill(Target::Any),
+];
+
+/// Leaderless quorums with clock skew (every third fault, `Nemesis::run`): no SIGKILL, so that
+/// every member keeps counting the writes last-writer-wins dropped (its counters live in
+/// memory) until the test reads them.
+pub(super) const QUORUM_SKEW_KINDS: &[Kind] = &[
+    Kind::Halves,
+    Kind::Bridge,
+    Kind::OneWay,
+    Kind::Pause(Target::Any),
+    Kind::Loss(Target::Any),
+    Kind::Delay(Target::Any),
 ];

@@ -1,7 +1,8 @@
 //! A seeded, Jepsen-style nemesis for loopback clusters: it cycles faults through the members'
 //! own fault layer (`PUT /v1/admin/faults`), SIGKILLs and restarts processes, changes the Raft
-//! membership and fails primaries over through the admin API, and records when each fault was
-//! active so that a test can relate anomalies to faults.
+//! membership and fails primaries over through the admin API, makes 2pc participants veto and
+//! crashes the 2pc coordinator (watching its participants block, then resolve), and records
+//! when each fault was active so that a test can relate anomalies to faults.
 //!
 //! Everything random comes from one [`Rng`] seeded by the test (see [`seed_from_env`]), so a
 //! seed names a schedule: the same faults, targets and durations in the same order. Timing on
@@ -14,18 +15,22 @@
 mod admin;
 mod kinds;
 mod rng;
+mod twopc;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use caplab_api::faults::{CutDirection, DelayFault, FaultSet, LossFault};
+use caplab_api::faults::{CutDirection, DelayFault, FaultSet, LossFault, VetoFault};
 use serde_json::{json, Value};
 
 use crate::Cluster;
 pub use admin::{current_leader, retry_admin, AdminCall};
 use admin::{cut, members_known_to, poll};
-use kinds::{Kind, Loss, Target, PRIMARY_KINDS, RAFT_KINDS};
+use kinds::{
+    Kind, Loss, Target, PRIMARY_KINDS, QUORUM_KINDS, QUORUM_SKEW_KINDS, RAFT_KINDS, TWOPC_KINDS,
+};
 pub use rng::{seed_from_env, Rng, SEED_ENV};
+pub use twopc::Blocked;
 
 /// Which replication the cluster runs: it decides which faults make sense.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +38,13 @@ pub enum Replication {
     Raft,
     /// `async` or `sync`: failovers through `POST /v1/admin/promote` + `PUT /v1/admin/primary`.
     Primary,
+    /// `2pc`: member 1 (given the init) coordinates; every third fault is a coordinator crash.
+    TwoPc,
+    /// `quorum`: no leader; with `clock_skew`, every third fault skews one member's clock (and
+    /// no member is killed: its counters of writes lost to last-writer-wins would restart).
+    Quorum {
+        clock_skew: bool,
+    },
 }
 
 /// What the nemesis did, in the time base of the run (nanoseconds since its `start`).
@@ -47,6 +59,10 @@ pub struct Event {
     pub failover: bool,
     /// Steps the cluster refused until the nemesis gave up on them (liveness, not safety).
     pub notes: Vec<String>,
+    /// A clock skew: the member and its offset in milliseconds (negative: behind).
+    pub skew: Option<(u64, i64)>,
+    /// A 2pc coordinator crash: what the participants did while it was down.
+    pub blocked: Option<Blocked>,
 }
 
 /// The nemesis of one run.
@@ -106,18 +122,13 @@ impl Nemesis {
     }
 
     /// Runs faults one after another, each followed by a calm, until `until`; every fault is
-    /// healed before the next starts. In the primary modes every other fault is a failover, so
-    /// that even a short run has several.
+    /// healed before the next starts. In the primary modes every other fault is a failover,
+    /// in 2pc every third a coordinator crash and in quorum mode with skew every third a clock
+    /// skew, so that even a short run has several.
     pub async fn run(&mut self, cluster: &mut Cluster, until: Instant) {
         let mut step = 0u64;
         while Instant::now() < until {
-            let kind = match self.replication {
-                Replication::Raft => self.rng.pick(RAFT_KINDS),
-                Replication::Primary if step % 2 == 1 => self
-                    .rng
-                    .pick(&[Kind::Failover(Loss::Crash), Kind::Failover(Loss::Isolate)]),
-                Replication::Primary => self.rng.pick(PRIMARY_KINDS),
-            };
+            let kind = self.draw(step);
             step += 1;
             let hold = Duration::from_millis(self.rng.between(FAULT_MS.0, FAULT_MS.1));
             let start_ns = self.now_ns();
@@ -141,6 +152,24 @@ impl Nemesis {
         }
     }
 
+    /// The kind of the `step`th fault of the run.
+    fn draw(&mut self, step: u64) -> Kind {
+        match self.replication {
+            Replication::Raft => self.rng.pick(RAFT_KINDS),
+            Replication::Primary if step % 2 == 1 => self
+                .rng
+                .pick(&[Kind::Failover(Loss::Crash), Kind::Failover(Loss::Isolate)]),
+            Replication::Primary => self.rng.pick(PRIMARY_KINDS),
+            Replication::TwoPc if step % 3 == 1 => Kind::CoordinatorCrash,
+            Replication::TwoPc => self.rng.pick(TWOPC_KINDS),
+            Replication::Quorum { clock_skew: true } if step % 3 == 1 => {
+                Kind::ClockSkew(Target::Any)
+            }
+            Replication::Quorum { clock_skew: true } => self.rng.pick(QUORUM_SKEW_KINDS),
+            Replication::Quorum { clock_skew: false } => self.rng.pick(QUORUM_KINDS),
+        }
+    }
+
     /// Applies one fault, holds it for `hold` and heals it.
     async fn apply(&mut self, cluster: &mut Cluster, kind: Kind, hold: Duration) -> Event {
         let mut event = Event {
@@ -149,6 +178,8 @@ impl Nemesis {
             end_ns: 0,
             failover: false,
             notes: Vec::new(),
+            skew: None,
+            blocked: None,
         };
         match kind {
             Kind::Halves | Kind::Bridge | Kind::Ring | Kind::OneWay => {
@@ -156,10 +187,17 @@ impl Nemesis {
                 event.fault = fault;
                 self.hold_faults(cluster, &cuts, hold, &mut event).await;
             }
-            Kind::Pause(t) | Kind::Loss(t) | Kind::Delay(t) | Kind::ClockSkew(t) => {
+            Kind::Pause(t)
+            | Kind::Loss(t)
+            | Kind::Delay(t)
+            | Kind::ClockSkew(t)
+            | Kind::Veto(t) => {
                 let member = self.resolve(cluster, t).await;
                 let (fault, set) = self.member_fault(kind, member);
                 event.fault = fault;
+                if set.clock_skew_ms != 0 {
+                    event.skew = Some((member, set.clock_skew_ms));
+                }
                 self.hold_faults(cluster, &[(member, set)], hold, &mut event)
                     .await;
             }
@@ -179,6 +217,10 @@ impl Nemesis {
             Kind::Failover(loss) => {
                 event.failover = true;
                 self.failover(cluster, loss, hold, &mut event).await;
+            }
+            Kind::CoordinatorCrash => {
+                let (start, patience) = (self.start, self.patience);
+                twopc::coordinator_crash(cluster, start, hold, patience, &mut event).await;
             }
         }
         event
@@ -304,6 +346,14 @@ impl Nemesis {
                     format!("delay {latency_ms}±{jitter_ms} ms at {member}"),
                     set,
                 )
+            }
+            Kind::Veto(_) => {
+                let probability = self.rng.between(20, 100) as f64 / 100.0;
+                let set = FaultSet {
+                    veto: Some(VetoFault { probability }),
+                    ..none
+                };
+                (format!("veto {probability} at {member}"), set)
             }
             _ => {
                 let skew = self.rng.between(500, 10_000) as i64;
@@ -457,8 +507,9 @@ impl Nemesis {
 
     /// Brings the whole cluster back: every process running, every fault cleared, every
     /// member a voter (Raft) or following one primary with every member in its set (primary
-    /// modes). Errors name the step the cluster still refused after `deadline`: the final
-    /// checks need a whole cluster, and one that cannot be healed is a finding.
+    /// modes), or in 2pc nothing left prepared or in doubt on any member. Errors name the step
+    /// the cluster still refused after `deadline`: the final checks need a whole cluster, and
+    /// one that cannot be healed is a finding.
     pub async fn heal(&self, cluster: &mut Cluster, deadline: Duration) -> Result<(), String> {
         let ids: Vec<u64> = cluster.members.keys().copied().collect();
         for id in &ids {
@@ -471,6 +522,17 @@ impl Nemesis {
                 .await
                 .map_err(|e| format!("healing the faults of member {id}: {e}"))?;
         }
+        match self.replication {
+            Replication::Raft | Replication::Primary => self.rejoin(cluster, deadline).await,
+            Replication::TwoPc => twopc::settled(cluster, deadline).await,
+            Replication::Quorum { .. } => Ok(()),
+        }
+    }
+
+    /// After healing, Raft and the primary modes: every member a voter of the leader, or
+    /// following the primary with every member in its set.
+    async fn rejoin(&self, cluster: &Cluster, deadline: Duration) -> Result<(), String> {
+        let ids: Vec<u64> = cluster.members.keys().copied().collect();
         let leader = poll(deadline, || current_leader(cluster))
             .await
             .ok_or(format!(
