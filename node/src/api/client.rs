@@ -24,6 +24,8 @@ pub fn router(member: Arc<Member>) -> Router {
         .route(paths::KV, get(read).put(write))
         .route(paths::KV_CAS, post(cas))
         .merge(observability_routes())
+        .fallback(super::no_such_route)
+        .method_not_allowed_fallback(super::wrong_method)
         .layer(middleware::from_fn(json_by_default))
         .with_state(member)
 }

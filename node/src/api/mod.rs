@@ -10,10 +10,11 @@ pub mod twopc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::Request;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Json;
+use caplab_api::error::ErrorBody;
 
 use error::ApiError;
 
@@ -21,6 +22,22 @@ use error::ApiError;
 pub fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(v)| v)
         .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+/// Any route a port does not serve: 404 with a JSON error naming it, where the routes are
+/// listed (instead of axum's empty 404).
+pub async fn no_such_route(method: Method, uri: Uri) -> (StatusCode, Json<ErrorBody>) {
+    let message = format!(
+        "no route {method} {}: see README.md, \"The member (caplab-node)\", for the routes of each port",
+        uri.path()
+    );
+    (StatusCode::NOT_FOUND, Json(ErrorBody::new(message)))
+}
+
+/// A known route called with a method it does not take: 405 with a JSON error.
+pub async fn wrong_method(method: Method, uri: Uri) -> (StatusCode, Json<ErrorBody>) {
+    let message = format!("{} does not take {method}", uri.path());
+    (StatusCode::METHOD_NOT_ALLOWED, Json(ErrorBody::new(message)))
 }
 
 /// Takes a request body sent without a JSON content type as JSON: curl's `-d` sends none but

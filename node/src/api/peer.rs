@@ -72,6 +72,8 @@ pub fn router(member: Arc<Member>) -> Router {
     // the member's id or incarnation or moves its misdirected-message counter.
     peer_messages
         .merge(admin)
+        .fallback(super::no_such_route)
+        .method_not_allowed_fallback(super::wrong_method)
         .layer(middleware::from_fn_with_state(
             member.clone(),
             check_identity,
