@@ -1,13 +1,13 @@
 //! The coordinator's writes on their way to each other replica: at most one store message in
-//! flight per replica, carrying every write that queued for it meanwhile (a replica's
-//! [`StoreRequest`] already holds many keys). This is the backpressure W < N lacked: the
+//! flight per replica, carrying the writes that queued for it meanwhile, one per key (a
+//! replica's [`StoreRequest`] already holds many keys). This is the backpressure W < N lacked: the
 //! coordinator answers after W acknowledgements and, before, sent every write to every replica
 //! at once on a fresh task, so a replica slower than the client rate got an unbounded number of
 //! concurrent requests (one connection and one fsync each) whose backlog took the CPU and disk
 //! the client's own replica needed. Now a slow replica gets fewer, larger messages instead,
 //! and the writes still reach it in the order they were stamped.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,10 +86,10 @@ impl Outbox {
         while let Some(batch) = self.next_batch(peer) {
             let request = StoreRequest {
                 kind: StoreKind::Write,
-                entries: newest(&batch),
+                entries: batch.iter().map(|q| (q.key.clone(), q.version)).collect(),
             };
-            let writes = || batch.values().flatten();
-            let timeout = writes()
+            let timeout = batch
+                .iter()
                 .map(|q| q.deadline.saturating_duration_since(Instant::now()))
                 .max()
                 .unwrap_or_default()
@@ -98,14 +98,14 @@ impl Outbox {
                 .replicas
                 .call(peer, STORE_PATH, &request, timeout)
                 .await;
-            for q in batch.into_values().flatten() {
+            for q in batch {
                 let _ = q.done.send(sent.as_ref().map(drop).map_err(Clone::clone));
             }
         }
     }
 
     /// The next batch for `peer` (`None`, and the lane marked idle, when nothing waits).
-    fn next_batch(&self, peer: NodeId) -> Option<BTreeMap<String, Vec<Queued>>> {
+    fn next_batch(&self, peer: NodeId) -> Option<Vec<Queued>> {
         let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
         let lane = lanes.entry(peer).or_default();
         let batch = take_batch(&mut lane.waiting);
@@ -117,38 +117,26 @@ impl Outbox {
     }
 }
 
-/// Up to [`BATCH_WRITES`] keys from the front of `waiting`: every write queued for them, each
-/// key carrying its newest write. This member stamps its writes in increasing order, so an
-/// older write of a key merged into a newer one is one the replica would have replaced at
-/// once: it is acknowledged with the newer one, and not counted as lost to last-writer-wins
-/// there (the older code sent both concurrently, and a replica that got them in the wrong
-/// order counted this member's own overwritten write as lost).
-fn take_batch(waiting: &mut VecDeque<Queued>) -> BTreeMap<String, Vec<Queued>> {
-    let mut batch: BTreeMap<String, Vec<Queued>> = BTreeMap::new();
+/// Up to [`BATCH_WRITES`] writes of `waiting`, in order, one per key: a later write of a key
+/// already in the batch waits for the next one (and so does every write of that key after it),
+/// so the replica gets each write, in the order this member stamped them, and counts each one
+/// that arrives older than the value it holds as lost to last-writer-wins. (Merging a key's
+/// writes into the newest would send fewer, but would leave uncounted an older write that lost
+/// there to another member's.)
+fn take_batch(waiting: &mut VecDeque<Queued>) -> Vec<Queued> {
+    let mut named = BTreeSet::new();
+    let mut batch = Vec::new();
     let mut rest = VecDeque::new();
     for q in waiting.drain(..) {
-        if let Some(writes) = batch.get_mut(&q.key) {
-            writes.push(q);
-        } else if batch.len() < BATCH_WRITES {
-            batch.insert(q.key.clone(), vec![q]);
+        let fresh = named.insert(q.key.clone());
+        if fresh && batch.len() < BATCH_WRITES {
+            batch.push(q);
         } else {
-            // Full: this key and, so, every later write of it wait for the next batch.
             rest.push_back(q);
         }
     }
     *waiting = rest;
     batch
-}
-
-/// The version each key of `batch` is sent with: its newest.
-fn newest(batch: &BTreeMap<String, Vec<Queued>>) -> BTreeMap<String, Versioned> {
-    batch
-        .iter()
-        .filter_map(|(key, writes)| {
-            let version = writes.iter().map(|q| q.version).max_by_key(|v| v.stamp)?;
-            Some((key.clone(), version))
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -169,34 +157,27 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_carries_the_newest_write_of_each_key() {
-        let mut waiting: VecDeque<Queued> = [("a", 1), ("b", 2), ("a", 3), ("c", 4)]
+    fn a_batch_holds_each_key_once_and_keeps_each_keys_order() {
+        let mut waiting: VecDeque<Queued> = [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("a", 5)]
             .map(|(k, ms)| queued(k, ms))
             .into();
-        let batch = take_batch(&mut waiting);
-        assert!(waiting.is_empty());
-        assert_eq!(batch["a"].len(), 2, "both writes of a are answered by it");
-        let sent = newest(&batch);
-        let values: Vec<(&str, i64)> = sent.iter().map(|(k, v)| (k.as_str(), v.value)).collect();
-        assert_eq!(values, [("a", 3), ("b", 2), ("c", 4)]);
+        let stamps = |b: Vec<Queued>| b.iter().map(|q| q.version.stamp.ms).collect::<Vec<_>>();
+        assert_eq!(stamps(take_batch(&mut waiting)), [1, 2, 4]);
+        assert_eq!(stamps(take_batch(&mut waiting)), [3]);
+        assert_eq!(stamps(take_batch(&mut waiting)), [5]);
+        assert!(take_batch(&mut waiting).is_empty());
     }
 
     #[test]
-    fn a_batch_is_bounded_and_keeps_later_writes_of_a_key_behind_earlier_ones() {
+    fn a_batch_is_bounded_and_a_key_left_out_keeps_its_later_writes_behind() {
         let mut waiting: VecDeque<Queued> = (0..BATCH_WRITES + 5)
             .map(|i| queued(&format!("k{i}"), i as u64))
             .collect();
-        waiting.push_back(queued("k0", 9_999));
         waiting.push_back(queued(&format!("k{}", BATCH_WRITES), 10_000));
-        let first = take_batch(&mut waiting);
-        assert_eq!(first.len(), BATCH_WRITES);
-        assert_eq!(
-            first["k0"].len(),
-            2,
-            "a key in the batch takes its later writes"
-        );
+        assert_eq!(take_batch(&mut waiting).len(), BATCH_WRITES);
         let second = take_batch(&mut waiting);
         assert_eq!(second.len(), 5);
-        assert_eq!(second[&format!("k{}", BATCH_WRITES)].len(), 2);
+        assert_eq!(second[0].version.stamp.ms, BATCH_WRITES as u64);
+        assert_eq!(take_batch(&mut waiting)[0].version.stamp.ms, 10_000);
     }
 }
