@@ -21,14 +21,11 @@ mod common;
 mod nemesis_common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use caplab_checker::{Report, Verdict};
-use caplab_testkit::nemesis::{self, Nemesis, Replication, Rng};
-use nemesis_common::{
-    check_history, final_reads, keep_and_fail, print_stalls, Op, Record, Shape, Workload,
-};
+use caplab_testkit::nemesis::{self, Replication, Rng};
+use nemesis_common::{check_history, drive, final_reads, keep_and_fail, Op, Record, Shape};
 
 /// Workload operations (any outcome) the Raft test checks in one `cargo test` (issue 18 §5).
 const RAFT_OPERATIONS: usize = 100_000;
@@ -159,22 +156,16 @@ async fn run(mode: Mode, seed: u64, duration: Duration) -> RunResult {
     );
     let mut rng = Rng::new(seed);
     let mut cluster = common::start_with(mode.members(), &["--replication", mode.name()]).await;
-    let start = Instant::now();
-    let mut nemesis = Nemesis::new(rng.next_u64(), mode.replication(), start);
-    nemesis.probe_one_way(&cluster).await;
-    let workload = Arc::new(Workload::new(&cluster, start, SHAPE));
-    let stop = Instant::now() + duration;
-    let clients = workload.start_clients(&mut rng, stop);
-    nemesis.run(&mut cluster, stop).await;
-    let mut records = clients.join(&label).await;
+    let (nemesis, workload, mut records) = drive(
+        &mut cluster,
+        &mut rng,
+        mode.replication(),
+        (SHAPE, duration),
+        &label,
+    )
+    .await;
     let operations = records.len();
     let acknowledged = records.iter().filter(|r| r.status == "ok").count();
-    let elapsed = start.elapsed().as_secs_f64();
-    println!(
-        "{label}: {operations} operations, {acknowledged} acknowledged ({:.0}/s)",
-        acknowledged as f64 / elapsed
-    );
-    print_stalls(&label, &records, &nemesis);
     let finals = match nemesis.heal(&mut cluster, common::DEADLINE).await {
         Ok(()) => final_reads(&workload, &records).await,
         Err(e) => Err(format!("the cluster could not be healed (liveness): {e}")),

@@ -25,14 +25,12 @@
 mod common;
 mod nemesis_common;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use caplab_checker::{ladder, CheckOptions, History, Report, Verdict};
 use caplab_testkit::nemesis::{self, Blocked, Nemesis, Replication, Rng};
 use nemesis_common::{
-    check_history, final_reads, keep_and_fail, local_reads, print_stalls, touched_keys, Record,
-    Shape, Workload,
+    check_history, drive, final_reads, keep_and_fail, local_reads, touched_keys, Record, Shape,
 };
 
 /// How long the clients run.
@@ -59,20 +57,14 @@ async fn two_phase_commit_stays_atomic_and_linearizable_and_blocks_only_on_its_c
         DECISION_DELAY_MS,
     ];
     let mut cluster = common::start_with(3, &args).await;
-    let start = Instant::now();
-    let mut nemesis = Nemesis::new(rng.next_u64(), Replication::TwoPc, start);
-    nemesis.probe_one_way(&cluster).await;
-    let workload = Arc::new(Workload::new(&cluster, start, SHAPE));
-    let stop = Instant::now() + RUN;
-    let clients = workload.start_clients(&mut rng, stop);
-    nemesis.run(&mut cluster, stop).await;
-    let mut records = clients.join(&label).await;
-    let acknowledged = records.iter().filter(|r| r.status == "ok").count();
-    println!(
-        "{label}: {} operations, {acknowledged} acknowledged",
-        records.len()
-    );
-    print_stalls(&label, &records, &nemesis);
+    let (nemesis, workload, mut records) = drive(
+        &mut cluster,
+        &mut rng,
+        Replication::TwoPc,
+        (SHAPE, RUN),
+        &label,
+    )
+    .await;
     let healed = match nemesis.heal(&mut cluster, common::DEADLINE).await {
         Ok(()) => final_reads(&workload, &records).await,
         Err(e) => Err(format!("the cluster could not be healed (liveness): {e}")),

@@ -36,15 +36,14 @@ mod common;
 mod nemesis_common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use caplab_checker::{anomalies, ladder, Anomaly, AnomalyKind, CheckOptions, History, Report};
 use caplab_testkit::nemesis::{self, Nemesis, Replication, Rng};
 use caplab_testkit::Cluster;
 use nemesis_common::{
-    check_history, final_reads, keep_and_fail, local_reads, print_stalls, touched_keys, Final, Op,
-    Record, Shape, Workload,
+    check_history, drive, final_reads, keep_and_fail, local_reads, touched_keys, Final, Op, Record,
+    Shape,
 };
 
 /// How long the clients run.
@@ -108,21 +107,14 @@ async fn run(clock_skew: bool) -> Found {
     println!("{label}: 3 members, {} clients, {RUN:?}", SHAPE.clients);
     let mut rng = Rng::new(seed);
     let mut cluster = start().await;
-    let start = Instant::now();
-    let replication = Replication::Quorum { clock_skew };
-    let mut nemesis = Nemesis::new(rng.next_u64(), replication, start);
-    nemesis.probe_one_way(&cluster).await;
-    let workload = Arc::new(Workload::new(&cluster, start, SHAPE));
-    let stop = Instant::now() + RUN;
-    let clients = workload.start_clients(&mut rng, stop);
-    nemesis.run(&mut cluster, stop).await;
-    let mut records = clients.join(&label).await;
-    let acknowledged = records.iter().filter(|r| r.status == "ok").count();
-    println!(
-        "{label}: {} operations, {acknowledged} acknowledged",
-        records.len()
-    );
-    print_stalls(&label, &records, &nemesis);
+    let (nemesis, workload, mut records) = drive(
+        &mut cluster,
+        &mut rng,
+        Replication::Quorum { clock_skew },
+        (SHAPE, RUN),
+        &label,
+    )
+    .await;
     if let Err(e) = nemesis.heal(&mut cluster, common::DEADLINE).await {
         let e = format!("the cluster could not be healed (liveness): {e}");
         keep_and_fail(mode, seed, (&records, &[]), &nemesis, cluster, &e);

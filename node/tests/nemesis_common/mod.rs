@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use caplab_checker::{check, CheckOptions, History, Report};
-use caplab_testkit::nemesis::{self, Nemesis, Rng};
+use caplab_testkit::nemesis::{self, Nemesis, Replication, Rng};
 use caplab_testkit::Cluster;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -513,4 +513,33 @@ pub fn print_stalls(label: &str, records: &[Record], nemesis: &Nemesis) {
             );
         }
     }
+}
+
+/// The traffic of one seeded run: a nemesis seeded from `rng` runs faults on `cluster` while
+/// the clients of `shape` run for `duration`; prints the counts (acknowledged per second) and
+/// the stalls under `label`. Returns the nemesis (to heal the cluster and judge by its
+/// windows), the workload (for final reads) and the records.
+pub async fn drive(
+    cluster: &mut Cluster,
+    rng: &mut Rng,
+    replication: Replication,
+    (shape, duration): (Shape, Duration),
+    label: &str,
+) -> (Nemesis, Arc<Workload>, Vec<Record>) {
+    let start = Instant::now();
+    let mut nemesis = Nemesis::new(rng.next_u64(), replication, start);
+    nemesis.probe_one_way(cluster).await;
+    let workload = Arc::new(Workload::new(cluster, start, shape));
+    let stop = Instant::now() + duration;
+    let clients = workload.start_clients(rng, stop);
+    nemesis.run(cluster, stop).await;
+    let records = clients.join(label).await;
+    let acknowledged = records.iter().filter(|r| r.status == "ok").count();
+    println!(
+        "{label}: {} operations, {acknowledged} acknowledged ({:.0}/s)",
+        records.len(),
+        acknowledged as f64 / start.elapsed().as_secs_f64()
+    );
+    print_stalls(label, &records, &nemesis);
+    (nemesis, workload, records)
 }
