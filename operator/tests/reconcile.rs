@@ -16,24 +16,12 @@ use kube::runtime::controller::Action;
 use serde_json::{json, Value};
 
 use mock::{
-    api_calls, assert_server_side_apply, blank, cluster, condition, events, follower, leader,
+    api_calls, assert_server_side_apply, blank, cluster, condition, demo, events, follower, leader,
     member_calls, published_events, running_pod, status_patch, Call, Harness, World, NAME, NS,
-    TOKEN,
+    TOKEN, UID,
 };
 
-const UID: &str = "11111111-2222-3333-4444-555555555555";
 const CLUSTER_ID: &str = "test/demo/11111111-2222-3333-4444-555555555555";
-
-fn demo(replicas: i32, extra_spec: &str) -> RegisterCluster {
-    cluster(&format!(
-        "apiVersion: caplab.dev/v1alpha1
-kind: RegisterCluster
-metadata: {{name: {NAME}, namespace: {NS}, uid: {UID}, generation: 2}}
-spec:
-  replicas: {replicas}
-{extra_spec}"
-    ))
-}
 
 fn with_status(mut rc: RegisterCluster, st: Value) -> RegisterCluster {
     let st: RegisterClusterStatus = serde_json::from_value(st).expect("status JSON");

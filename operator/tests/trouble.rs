@@ -13,22 +13,8 @@ use kube::runtime::controller::Action;
 use serde_json::{json, Value};
 
 use mock::{
-    blank, cluster, condition, events, published_events, running_pod, status_patch, Harness, World,
-    NAME, NS,
+    blank, condition, demo, events, published_events, running_pod, status_patch, Harness, World,
 };
-
-const UID: &str = "11111111-2222-3333-4444-555555555555";
-
-fn demo(replicas: i32, extra_spec: &str) -> RegisterCluster {
-    cluster(&format!(
-        "apiVersion: caplab.dev/v1alpha1
-kind: RegisterCluster
-metadata: {{name: {NAME}, namespace: {NS}, uid: {UID}, generation: 1}}
-spec:
-  replicas: {replicas}
-{extra_spec}"
-    ))
-}
 
 /// The requeue delay of `a` in whole seconds, `None` for "wait for a change".
 fn requeue(a: &Action) -> Option<u64> {

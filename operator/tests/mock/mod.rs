@@ -171,6 +171,21 @@ pub fn cluster(yaml: &str) -> RegisterCluster {
     serde_yaml::from_str(yaml).expect("RegisterCluster YAML")
 }
 
+/// The uid of [`demo`].
+pub const UID: &str = "11111111-2222-3333-4444-555555555555";
+
+/// `test/demo` (uid [`UID`], generation 2) with `replicas` and more of the spec as YAML lines.
+pub fn demo(replicas: i32, extra_spec: &str) -> RegisterCluster {
+    cluster(&format!(
+        "apiVersion: caplab.dev/v1alpha1
+kind: RegisterCluster
+metadata: {{name: {NAME}, namespace: {NS}, uid: {UID}, generation: 2}}
+spec:
+  replicas: {replicas}
+{extra_spec}"
+    ))
+}
+
 /// A running member pod as the operator builds it, with a loopback pod IP.
 pub fn running_pod(rc: &RegisterCluster, ordinal: u32, id: u64) -> Pod {
     let mut pod = resources::member_pod(rc, ordinal, id, IMAGE);
