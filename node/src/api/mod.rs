@@ -37,7 +37,10 @@ pub async fn no_such_route(method: Method, uri: Uri) -> (StatusCode, Json<ErrorB
 /// A known route called with a method it does not take: 405 with a JSON error.
 pub async fn wrong_method(method: Method, uri: Uri) -> (StatusCode, Json<ErrorBody>) {
     let message = format!("{} does not take {method}", uri.path());
-    (StatusCode::METHOD_NOT_ALLOWED, Json(ErrorBody::new(message)))
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(ErrorBody::new(message)),
+    )
 }
 
 /// Takes a request body sent without a JSON content type as JSON: curl's `-d` sends none but
