@@ -1108,7 +1108,7 @@ YAML
     kn delete registercluster "$bad" --wait=true --timeout=60s >/dev/null || fail "delete regc/$bad"
   fi
   fp=$(events_fingerprint "$name")
-  log "creating regc/$name: raft, 3 members, a 60 s workload, a follower crashed 10 s in"
+  log "creating regc/$name: raft, 3 members, a 60 s workload, member 0 (leader or follower) crashed 10 s in"
   kn apply -f - <<YAML || fail "kubectl apply regc/$name"
 apiVersion: caplab.dev/v1alpha1
 kind: RegisterCluster
@@ -1117,7 +1117,7 @@ spec:
   replicas: 3
   workload: {clients: 4, durationSeconds: 60, keys: 2, mix: {read: 50, write: 30, cas: 20}, ratePerSecond: 50}
   faults:
-    - {name: kill-one, kind: crash, targets: [followers], startAfterSeconds: 10, durationSeconds: 15}
+    - {name: kill-one, kind: crash, targets: [0], startAfterSeconds: 10, durationSeconds: 15}
 YAML
   wait_for "the run of $name started" 300 experiment_phase_is "$name" Running Checking
   check "the run's pod is non-root with a read-only root filesystem" run_pod_hardened "$name"

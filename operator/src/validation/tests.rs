@@ -305,3 +305,47 @@ fn bad_quantities_are_spec_errors_that_say_how_to_fix_them() {
     rc.spec.storage = serde_yaml::from_str("{size: 1Gi}").expect("storage");
     assert!(validation::validate(&rc).is_empty());
 }
+
+#[test]
+fn raft_members_are_crashed_without_storage_only_while_a_majority_survives() {
+    let crash = |name: &str, targets: Vec<Target>| crate::crd::FaultSpec {
+        name: name.into(),
+        kind: FaultKind::Crash,
+        targets,
+        groups: vec![],
+        latency_ms: None,
+        jitter_ms: None,
+        probability: None,
+        offset_ms: None,
+        duration_seconds: Some(15),
+        start_after_seconds: None,
+    };
+    let mut rc = fixture("raft-3");
+    for targets in [
+        vec![Target::Followers],
+        vec![Target::Leader, Target::Ordinal(1)],
+        vec![Target::Ordinal(0), Target::Ordinal(2)],
+    ] {
+        rc.spec.faults = vec![crash("down", targets.clone())];
+        let all = validation::validate(&rc).join("\n");
+        assert!(
+            all.contains(
+                "a crash of 2 of 3 Raft members without spec.storage leaves 1, no majority"
+            ),
+            "{targets:?}: {all}"
+        );
+    }
+    // One member at a time is fine; so is any crash with storage.
+    rc.spec.faults = vec![
+        crash("one", vec![Target::Leader]),
+        crash("two", vec![Target::Ordinal(2), Target::Ordinal(2)]),
+    ];
+    assert!(validation::validate(&rc).is_empty());
+    rc.spec.faults = vec![crash("down", vec![Target::Followers])];
+    rc.spec.storage = Some(serde_yaml::from_str("{size: 64Mi}").expect("storage"));
+    assert!(
+        validation::validate(&rc).is_empty(),
+        "{:?}",
+        validation::validate(&rc)
+    );
+}
