@@ -174,7 +174,7 @@ impl FaultSet {
                 return Err(FaultSpecError::DelayTooLarge);
             }
         }
-        if self.clock_skew_ms.abs() > MAX_SKEW_MS {
+        if self.clock_skew_ms.unsigned_abs() > MAX_SKEW_MS.unsigned_abs() {
             return Err(FaultSpecError::SkewTooLarge);
         }
         match self.named_peers().find(|peer| !known_peers.contains(peer)) {
@@ -273,6 +273,10 @@ mod tests {
             jitter.validate(&known()),
             Err(FaultSpecError::JitterAboveLatency { .. })
         ));
+        // The most negative skew has no absolute value in i64: refused, not a panic.
+        let skew: FaultSet =
+            serde_json::from_str(&format!(r#"{{"clockSkewMs": {}}}"#, i64::MIN)).unwrap();
+        assert!(skew.validate(&known()).is_err());
     }
 
     #[test]

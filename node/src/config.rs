@@ -12,6 +12,9 @@ use crate::election::ElectionTiming;
 use crate::quorum::QuorumSettings;
 use crate::twopc::TwoPcSettings;
 
+/// The longest default read lease in milliseconds (`--read-lease-ms`).
+const DEFAULT_READ_LEASE_MS: u64 = 100;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Replication {
     Raft,
@@ -74,12 +77,13 @@ pub struct Config {
     pub heartbeat_ms: u64,
     /// Raft: how long in milliseconds after the start of a successful leadership-confirmation
     /// round the leader answers linearizable reads from its own state, without another round
-    /// (a read lease, Raft thesis §6.4.1; see `read_lease.rs`). Must be below the election
-    /// timeout, whose remainder is the margin for clock rates; 0 confirms every read with a
-    /// round (read index only).
-    #[arg(long, env = "CAPLAB_READ_LEASE_MS", default_value_t = 100,
+    /// (a read lease, Raft thesis §6.4.1; see `read_lease.rs`). Default: half the election
+    /// timeout, at most 100. Must be below the election timeout of every voter (they refuse
+    /// other candidates for that long after hearing from the leader), so run every voter with
+    /// the same timing, as the operator does; 0 confirms every read with a round.
+    #[arg(long, env = "CAPLAB_READ_LEASE_MS",
           value_parser = clap::value_parser!(u64).range(0..=30_000))]
-    pub read_lease_ms: u64,
+    pub read_lease_ms: Option<u64>,
     /// Deadline of every client request in milliseconds.
     #[arg(long, env = "CAPLAB_REQUEST_TIMEOUT_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
@@ -187,13 +191,14 @@ impl Config {
     /// The Raft leader's read lease (zero: off); refused unless below the election timeout,
     /// the shortest time voters refuse other candidates after hearing from the leader.
     fn read_lease(&self) -> Result<Duration, ConfigError> {
-        if self.read_lease_ms >= self.election_timeout_ms {
-            return Err(ConfigError::ReadLease {
-                lease: self.read_lease_ms,
-                election: self.election_timeout_ms,
-            });
+        let election = self.election_timeout_ms;
+        let lease = self
+            .read_lease_ms
+            .unwrap_or((election / 2).min(DEFAULT_READ_LEASE_MS));
+        if lease >= election {
+            return Err(ConfigError::ReadLease { lease, election });
         }
-        Ok(Duration::from_millis(self.read_lease_ms))
+        Ok(Duration::from_millis(lease))
     }
 
     /// R and W of quorum mode; refused with another mode.
@@ -322,6 +327,22 @@ mod tests {
         assert_eq!(
             c.election_timing().map(|t| t.read_lease).ok(),
             Some(Duration::from_millis(100))
+        );
+        // A short election timeout gets a lease of half of it by default.
+        let quick = parse(&[
+            "--id",
+            "1",
+            "--election-timeout-ms",
+            "60",
+            "--heartbeat-ms",
+            "20",
+        ]);
+        assert_eq!(
+            quick
+                .ok()
+                .and_then(|c| c.election_timing().ok())
+                .map(|t| t.read_lease),
+            Some(Duration::from_millis(30))
         );
         assert!(parse(&["--id", "0"]).is_err());
         assert!(parse(&["--id", "x"]).is_err());

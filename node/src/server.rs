@@ -31,7 +31,12 @@ pub struct Running {
 
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let token = config.admin_token()?;
+    // Every flag combination is refused before anything is written to the data directory.
     config.quorum_settings()?;
+    if config.replication == Replication::Raft {
+        config.raft_config()?;
+        config.election_timing()?;
+    }
     config.check_data_dir()?;
     let metrics = Arc::new(Metrics::default());
     let faults = Arc::new(Faults::new(&metrics));

@@ -289,6 +289,7 @@ async fn bad_input_gets_a_4xx_and_the_member_keeps_serving() {
             400,
         ),
         (Method::GET, m.url("/v1/kv/x?consistency=eventual"), "", 400),
+        (Method::GET, m.url("/v1/kv/%ff"), "", 400),
         (Method::GET, m.url("/v1/no-such-route"), "", 404),
         (Method::DELETE, m.url("/v1/kv/x"), "", 405),
         (

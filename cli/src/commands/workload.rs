@@ -336,6 +336,12 @@ pub async fn run(kube: &KubeArgs, args: WorkloadArgs) -> Result<ExitCode> {
 
 /// Checks the arguments and the schedule, waits for the cluster, runs the clients and the
 /// schedule; writes nothing but checks that `--out` and `--events` could be written.
+/// The first address given more than once.
+fn given_twice(addrs: &[String]) -> Option<&str> {
+    let mut seen = std::collections::BTreeSet::new();
+    addrs.iter().map(|a| a.trim()).find(|a| !seen.insert(*a))
+}
+
 pub async fn record(kube: &KubeArgs, args: &WorkloadArgs) -> Result<Recorded> {
     let duration = Duration::try_from_secs_f64(args.duration).map_err(|_| {
         bad_input(anyhow!(
@@ -343,6 +349,11 @@ pub async fn record(kube: &KubeArgs, args: &WorkloadArgs) -> Result<Recorded> {
         ))
     })?;
     let request_timeout = Duration::from_millis(args.timeout_ms.max(1));
+    if let Some(twice) = given_twice(&args.addr) {
+        return Err(bad_input(anyhow!(
+            "--addr names {twice} twice: give each member once (the history's members must be distinct)"
+        )));
+    }
     check_writable(&args.out, "--out")?;
     if let Some(events) = &args.events {
         check_writable(events, "--events")?;
@@ -410,6 +421,13 @@ pub async fn record(kube: &KubeArgs, args: &WorkloadArgs) -> Result<Recorded> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_given_twice_is_named() {
+        let addrs = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(given_twice(&addrs(&["a:1", "b:2"])), None);
+        assert_eq!(given_twice(&addrs(&["a:1", "b:2", " a:1"])), Some("a:1"));
+    }
 
     #[test]
     fn quorum_clusters_get_no_cas() {

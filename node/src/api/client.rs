@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -74,14 +75,34 @@ fn respond(
     response
 }
 
+/// The register key of a `/v1/kv/{key}` route: percent-decoded UTF-8 of 1–256 bytes;
+/// anything else is refused with 400 and a JSON message.
+struct Key(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Key {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(key) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "{}: a key is UTF-8 text, percent-encoded in the path",
+                    e.body_text()
+                ))
+            })?;
+        validate_key(&key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        Ok(Key(key))
+    }
+}
+
 async fn read(
     State(member): State<Arc<Member>>,
-    Path(key): Path<String>,
+    Key(key): Key,
     params: Result<Query<ReadParams>, QueryRejection>,
 ) -> Response {
     let started = Instant::now();
     let result = async {
-        validate_key(&key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
         let consistency = parse_consistency(params.consistency.as_deref())?;
         Ok(member.read(&key, consistency, true).await?)
@@ -92,12 +113,11 @@ async fn read(
 
 async fn write(
     State(member): State<Arc<Member>>,
-    Path(key): Path<String>,
+    Key(key): Key,
     body: Result<Json<WriteBody>, JsonRejection>,
 ) -> Response {
     let started = Instant::now();
     let result = async {
-        validate_key(&key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let body = json_body(body)?;
         let command = Command::Write {
             key: key.clone(),
@@ -111,12 +131,11 @@ async fn write(
 
 async fn cas(
     State(member): State<Arc<Member>>,
-    Path(key): Path<String>,
+    Key(key): Key,
     body: Result<Json<CasBody>, JsonRejection>,
 ) -> Response {
     let started = Instant::now();
     let result = async {
-        validate_key(&key).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let body = json_body(body)?;
         let command = Command::Cas {
             key: key.clone(),
