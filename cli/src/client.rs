@@ -102,11 +102,7 @@ impl Member {
     /// The member in pod `pod` of `cluster`'s namespace, through the API server's pod proxy,
     /// over the client that never retries member calls ([`ClusterRef::members_client`]).
     pub fn proxied(cluster: &ClusterRef, pod: &str, timeout: Duration) -> Member {
-        let proxy = PodProxy {
-            client: cluster.members_client(),
-            namespace: cluster.namespace.clone(),
-            pod: pod.to_string(),
-        };
+        let proxy = PodProxy::new(cluster, pod);
         Member {
             label: pod.to_string(),
             api: MemberClient::new(proxy).with_timeouts(timeouts(timeout)),

@@ -14,17 +14,28 @@ use caplab_api::transport::{BoxFuture, Transport, TransportError, WireAnswer, Wi
 use kube::client::Body;
 use serde_json::Value;
 
-use crate::k8s::join_path;
+use crate::k8s::{join_path, ClusterRef};
 
 /// One pod's listeners through the API server.
 #[derive(Clone)]
 pub struct PodProxy {
-    pub client: kube::Client,
-    pub namespace: String,
-    pub pod: String,
+    client: kube::Client,
+    namespace: String,
+    pod: String,
 }
 
 impl PodProxy {
+    /// Pod `pod` of `cluster`'s namespace, over the cluster's client for member calls, which
+    /// kube never retries (see [`ClusterRef::members_client`]): the only way to build one, so
+    /// that no member call can go through the retrying client by mistake.
+    pub fn new(cluster: &ClusterRef, pod: &str) -> PodProxy {
+        PodProxy {
+            client: cluster.members_client(),
+            namespace: cluster.namespace.clone(),
+            pod: pod.to_string(),
+        }
+    }
+
     /// `/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy`: the API server forwards what
     /// follows to the pod's port.
     pub fn prefix(&self, port: Port) -> String {
@@ -159,11 +170,8 @@ mod tests {
     #[tokio::test]
     async fn requests_address_the_pod_proxy() {
         let config = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
-        let proxy = PodProxy {
-            client: kube::Client::try_from(config).expect("client"),
-            namespace: "lab".into(),
-            pod: "raft5-2".into(),
-        };
+        let cluster = ClusterRef::from_config(config, "lab".into(), "raft5").expect("clients");
+        let proxy = PodProxy::new(&cluster, "raft5-2");
         assert_eq!(
             proxy.target(Port::Client, &caplab_api::paths::kv_cas("k 1")),
             "/api/v1/namespaces/lab/pods/raft5-2:8080/proxy/v1/kv/k%201/cas"

@@ -102,6 +102,11 @@ fn validate_quorums(rc: &RegisterCluster, errs: &mut Vec<String>) {
     }
 }
 
+/// The members' `--election-timeout-ms` and `--heartbeat-ms` defaults (node/src/config.rs),
+/// which apply when the spec leaves either out.
+const MEMBER_ELECTION_TIMEOUT_MS: u64 = 200;
+const MEMBER_HEARTBEAT_MS: u64 = 100;
+
 /// A `veto` fault: only 2pc participants vote, and `probability` is the share of prepares
 /// voted no, in [0, 1].
 fn veto_problem(name: &str, mode: Replication, probability: Option<f64>) -> Option<String> {
@@ -311,10 +316,26 @@ pub fn validate(rc: &RegisterCluster) -> Vec<String> {
         errs.push(e);
     }
     validate_quantities(rc, &mut errs);
-    if let (Some(e), Some(h)) = (spec.election_timeout_ms, spec.heartbeat_ms) {
+    // The members' own defaults apply to whichever of the two is left out.
+    if spec.election_timeout_ms.is_some() || spec.heartbeat_ms.is_some() {
+        let e = spec
+            .election_timeout_ms
+            .unwrap_or(MEMBER_ELECTION_TIMEOUT_MS);
+        let h = spec.heartbeat_ms.unwrap_or(MEMBER_HEARTBEAT_MS);
         if h >= e {
             errs.push(format!(
-                "heartbeatMs ({h}) must be below electionTimeoutMs ({e})"
+                "heartbeatMs ({h}{}) must be below electionTimeoutMs ({e}{}): set heartbeatMs \
+                 too, e.g. a third of electionTimeoutMs",
+                if spec.heartbeat_ms.is_none() {
+                    ", the members' default"
+                } else {
+                    ""
+                },
+                if spec.election_timeout_ms.is_none() {
+                    ", the members' default"
+                } else {
+                    ""
+                },
             ));
         }
     }

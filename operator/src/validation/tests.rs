@@ -125,6 +125,21 @@ fn validation_reports_every_problem() {
 }
 
 #[test]
+fn a_short_election_timeout_without_a_heartbeat_meets_the_members_default() {
+    let mut rc = fixture("raft-3");
+    rc.spec.election_timeout_ms = Some(80);
+    let all = validation::validate(&rc).join("\n");
+    assert!(
+        all.contains(
+            "heartbeatMs (100, the members' default) must be below electionTimeoutMs (80)"
+        ),
+        "{all}"
+    );
+    rc.spec.heartbeat_ms = Some(25);
+    assert!(validation::validate(&rc).is_empty());
+}
+
+#[test]
 fn quorum_sizes_must_fit_the_members_and_the_mode() {
     let mut rc = fixture("quorum-3");
     rc.spec.read_quorum = Some(4);
