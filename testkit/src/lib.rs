@@ -418,6 +418,22 @@ impl Cluster {
         })
         .await
     }
+
+    /// The value of `key` from the first linearizable read any running member answers with
+    /// 200 (a 503 while leadership settles, e.g. just after a restart, is no answer: asked
+    /// again until the deadline).
+    pub async fn read_somewhere(&self, key: &str) -> Option<i64> {
+        self.wait_until(&format!("a linearizable read of {key}"), || async {
+            for m in self.running() {
+                let (status, body) = self.get(m.id, key, "linearizable").await;
+                if status == 200 {
+                    return Some(body["value"].as_i64());
+                }
+            }
+            None
+        })
+        .await
+    }
 }
 
 impl Drop for Cluster {
