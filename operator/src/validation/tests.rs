@@ -206,12 +206,12 @@ fn veto_acts_only_in_2pc_with_a_probability() {
     }
 }
 
-#[test]
-fn a_2pc_coordinator_is_crashed_only_with_storage() {
-    let crash = |target: Target| crate::crd::FaultSpec {
-        name: "down".into(),
+/// A `crash` fault `name` on `targets` for 30 s.
+fn crash_fault(name: &str, targets: Vec<Target>) -> crate::crd::FaultSpec {
+    crate::crd::FaultSpec {
+        name: name.into(),
         kind: FaultKind::Crash,
-        targets: vec![target],
+        targets,
         groups: vec![],
         latency_ms: None,
         jitter_ms: None,
@@ -219,7 +219,12 @@ fn a_2pc_coordinator_is_crashed_only_with_storage() {
         offset_ms: None,
         duration_seconds: Some(30),
         start_after_seconds: None,
-    };
+    }
+}
+
+#[test]
+fn a_2pc_coordinator_is_crashed_only_with_storage() {
+    let crash = |target: Target| crash_fault("down", vec![target]);
     let mut rc = fixture("raft-3");
     rc.spec.replication = Replication::TwoPc;
     for coordinator in [Target::Leader, Target::Ordinal(0)] {
@@ -323,25 +328,13 @@ fn bad_quantities_are_spec_errors_that_say_how_to_fix_them() {
 
 #[test]
 fn raft_members_are_crashed_without_storage_only_while_a_majority_survives() {
-    let crash = |name: &str, targets: Vec<Target>| crate::crd::FaultSpec {
-        name: name.into(),
-        kind: FaultKind::Crash,
-        targets,
-        groups: vec![],
-        latency_ms: None,
-        jitter_ms: None,
-        probability: None,
-        offset_ms: None,
-        duration_seconds: Some(15),
-        start_after_seconds: None,
-    };
     let mut rc = fixture("raft-3");
     for targets in [
         vec![Target::Followers],
         vec![Target::Leader, Target::Ordinal(1)],
         vec![Target::Ordinal(0), Target::Ordinal(2)],
     ] {
-        rc.spec.faults = vec![crash("down", targets.clone())];
+        rc.spec.faults = vec![crash_fault("down", targets.clone())];
         let all = validation::validate(&rc).join("\n");
         assert!(
             all.contains(
@@ -352,11 +345,11 @@ fn raft_members_are_crashed_without_storage_only_while_a_majority_survives() {
     }
     // One member at a time is fine; so is any crash with storage.
     rc.spec.faults = vec![
-        crash("one", vec![Target::Leader]),
-        crash("two", vec![Target::Ordinal(2), Target::Ordinal(2)]),
+        crash_fault("one", vec![Target::Leader]),
+        crash_fault("two", vec![Target::Ordinal(2), Target::Ordinal(2)]),
     ];
     assert!(validation::validate(&rc).is_empty());
-    rc.spec.faults = vec![crash("down", vec![Target::Followers])];
+    rc.spec.faults = vec![crash_fault("down", vec![Target::Followers])];
     rc.spec.storage = Some(serde_yaml::from_str("{size: 64Mi}").expect("storage"));
     assert!(
         validation::validate(&rc).is_empty(),
