@@ -406,6 +406,11 @@ impl Cluster {
         }
     }
 
+    /// The ids of every member but `id`, in order.
+    pub fn ids_except(&self, id: u64) -> Vec<u64> {
+        self.members.keys().copied().filter(|m| *m != id).collect()
+    }
+
     /// Writes until one succeeds through any running member; returns the member used.
     pub async fn write_somewhere(&self, key: &str, value: i64) -> u64 {
         self.wait_until(&format!("a successful write of {key}={value}"), || async {

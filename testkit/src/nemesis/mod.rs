@@ -427,12 +427,7 @@ impl Nemesis {
             event.fault = "failover skipped: no primary known".into();
             return;
         };
-        let others: Vec<u64> = cluster
-            .members
-            .keys()
-            .copied()
-            .filter(|id| *id != old)
-            .collect();
+        let others = cluster.ids_except(old);
         let new = self.rng.pick(&others);
         event.fault = format!(
             "failover {old} -> {new} ({})",

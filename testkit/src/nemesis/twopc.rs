@@ -51,12 +51,7 @@ pub(super) async fn coordinator_crash(
         event.fault = "coordinator crash skipped: no coordinator answers".into();
         return;
     };
-    let participants: Vec<u64> = cluster
-        .members
-        .keys()
-        .copied()
-        .filter(|id| *id != coordinator)
-        .collect();
+    let participants = cluster.ids_except(coordinator);
     let prepared_at_kill = until_prepared(cluster, &participants, patience).await;
     let killed = Instant::now();
     cluster.kill(coordinator);
