@@ -70,8 +70,8 @@ async fn failed_reconciles_back_off_per_cluster_and_a_success_resets_it() {
 }
 
 #[tokio::test]
-async fn an_object_the_api_server_refuses_as_invalid_waits_for_a_change_with_one_warning() {
-    let rc = demo(3, "");
+async fn an_object_refused_at_a_field_the_spec_gave_waits_for_a_change_with_one_warning() {
+    let rc = demo(3, "  image: \"Not An Image\"");
     let h = Harness::start(World {
         rc: Some(rc),
         pod_apply_fails: Some(422),
@@ -85,7 +85,11 @@ async fn an_object_the_api_server_refuses_as_invalid_waits_for_a_change_with_one
     assert_eq!(failed.len(), 1, "{seen:?}");
     assert_eq!(failed[0].0, "Warning");
     assert!(
-        failed[0].2.contains("is invalid") && failed[0].2.contains("fix what it names in the spec"),
+        failed[0].2.contains("refused pod demo-0 at spec.image")
+            && failed[0].2.contains("is invalid")
+            && failed[0]
+                .2
+                .contains("fix spec.image in the RegisterCluster"),
         "{}",
         failed[0].2
     );
@@ -96,6 +100,44 @@ async fn an_object_the_api_server_refuses_as_invalid_waits_for_a_change_with_one
     tokio::task::yield_now().await;
     let again = published_events(&h.take_log());
     assert!(again.iter().all(|e| e.1 != "ReconcileFailed"), "{again:?}");
+}
+
+/// Reconciles `world` twice, failing each time: the operator's refusal is retried with the
+/// normal back-off (5 s, then 10 s) and no `ReconcileFailed` blames the spec.
+async fn refused_twice_and_retried(world: World) {
+    let h = Harness::start(world).await;
+    for secs in [5, 10] {
+        let err = h.reconcile().await.expect_err("refused");
+        assert_eq!(requeue(&h.error_policy(&err)), Some(secs), "{err}");
+    }
+    tokio::task::yield_now().await;
+    let seen = published_events(&h.take_log());
+    assert!(seen.iter().all(|e| e.1 != "ReconcileFailed"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn a_refusal_of_the_operators_own_status_patch_is_retried_not_blamed_on_the_spec() {
+    let rc = demo(3, "");
+    let mut world = World::serving(rc, (0..3).map(|o| (o, blank(u64::from(o) + 1))).collect());
+    world.status_patch_fails = Some(422);
+    refused_twice_and_retried(world).await;
+}
+
+#[tokio::test]
+async fn a_pod_refused_at_a_field_the_operator_computed_is_retried_not_blamed_on_the_spec() {
+    // No spec.image: the image is the operator's own --node-image.
+    for field in [
+        "spec.containers[0].image",
+        "spec.containers[0].imagePullPolicy",
+    ] {
+        refused_twice_and_retried(World {
+            rc: Some(demo(3, "")),
+            pod_apply_fails: Some(422),
+            invalid_field: Some(field),
+            ..World::default()
+        })
+        .await;
+    }
 }
 
 // ------------------------------------------------------------------ pods that cannot start

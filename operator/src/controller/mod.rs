@@ -35,6 +35,7 @@ use crate::pod_wait::Announced;
 use crate::validation;
 
 mod actions;
+mod blame;
 mod experiment;
 mod inject;
 mod observe;
@@ -57,12 +58,27 @@ pub const SLOW: Duration = Duration::from_secs(10);
 /// Default async failover grace period.
 pub const DEFAULT_FAILOVER_SECS: u64 = 10;
 
-/// Reconcile errors.
+/// Reconcile errors. Whose fault each is decides [`error_policy`]: only
+/// [`Error::MissingNamespace`] and [`Error::SpecRefused`] wait for a change of the
+/// RegisterCluster; every other error is retried with back-off.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Kubernetes API error.
+    /// A Kubernetes API call failed: the server unreachable, a conflict, a permission missing,
+    /// or a refusal of something the operator made (its own status patch, a field it
+    /// computed): passing, or a defect of ours, not the spec's ([`blame`]).
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// The API server refused `object` as invalid (400, 422) at a field the spec gave
+    /// verbatim, `field` (e.g. `spec.image`): retrying the same spec would fail the same way.
+    #[error("the API server refused {object} at {field}, which comes from the spec: {source}")]
+    SpecRefused {
+        /// The refused object, e.g. `pod demo-0`.
+        object: String,
+        /// The RegisterCluster field at fault, e.g. `spec.image`.
+        field: &'static str,
+        /// The API server's refusal.
+        source: kube::Error,
+    },
     /// The resource has no namespace.
     #[error("RegisterCluster has no namespace")]
     MissingNamespace,
@@ -72,14 +88,13 @@ pub enum Error {
 }
 
 impl Error {
-    /// Does only a change of the RegisterCluster cure it? The resource has no namespace, or
-    /// the API server refused an object built from its spec as invalid (400, 422): retrying
-    /// the same spec would fail the same way.
-    pub fn needs_spec_change(&self) -> bool {
+    /// The RegisterCluster field only whose change cures this error (`metadata.namespace`,
+    /// or the spec field the API server refused); `None` for errors worth retrying as they are.
+    pub fn spec_field(&self) -> Option<&'static str> {
         match self {
-            Error::MissingNamespace => true,
-            Error::Kube(kube::Error::Api(s)) => s.is_invalid() || s.code == 400,
-            Error::Kube(_) | Error::BadSecret(_) => false,
+            Error::MissingNamespace => Some("metadata.namespace"),
+            Error::SpecRefused { field, .. } => Some(field),
+            Error::Kube(_) | Error::BadSecret(_) => None,
         }
     }
 
@@ -87,6 +102,7 @@ impl Error {
     pub fn kind(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
+            Error::SpecRefused { .. } => "spec",
             Error::MissingNamespace => "namespace",
             Error::BadSecret(_) => "secret",
         }
@@ -265,22 +281,20 @@ fn apply_params() -> PatchParams {
 
 /// Requeue policy on errors: per-cluster exponential back-off ([`crate::backoff`]: 5 s
 /// doubling to 5 min, reset by a successful reconcile). An error only a spec change cures
-/// ([`Error::needs_spec_change`]) is not retried at all (the next change of the resource, or
-/// of one of its pods, reconciles it again) and is announced by one Warning Event
-/// `ReconcileFailed` per distinct error.
+/// ([`Error::spec_field`]) is not retried at all (the next change of the resource, or of one
+/// of its pods, reconciles it again) and is announced by one Warning Event `ReconcileFailed`
+/// per distinct error, naming the field to fix.
 pub fn error_policy(rc: Arc<RegisterCluster>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.error(err.kind());
     let key = backoff_key(&rc);
-    if !err.needs_spec_change() {
+    let Some(field) = err.spec_field() else {
         let wait = ctx.backoff.failed(&key);
         warn!(cluster = %rc.name_any(), error = %err, retry_in_s = wait.as_secs(), "reconcile failed");
         return Action::requeue(wait);
-    }
-    warn!(cluster = %rc.name_any(), error = %err, "reconcile refused: waiting for a spec change");
-    let note = format!(
-        "the API server refused what the operator built from this RegisterCluster: {err}; \
-         fix what it names in the spec (nothing is retried until the RegisterCluster changes)"
-    );
+    };
+    warn!(cluster = %rc.name_any(), error = %err, field, "reconcile refused: waiting for a spec change");
+    let note =
+        format!("{err}; fix {field} in the RegisterCluster (nothing is retried until it changes)");
     if ctx.backoff.refused(&key, &note) {
         tokio::spawn(async move { ctx.event(&rc, true, "ReconcileFailed", note).await });
     }

@@ -8,6 +8,7 @@ use kube::api::{DeleteParams, Patch};
 use kube::ResourceExt;
 use tracing::{info, warn};
 
+use super::blame::{self, blame};
 use super::observe::Observation;
 use super::{apply_params, Error, Pass};
 use crate::crd::{Phase, Replication};
@@ -135,19 +136,24 @@ impl Pass<'_> {
                 seen.next_id += 1;
             }
             if let Some(pvc) = resources::member_pvc(self.rc, o, id) {
+                let claim = resources::pvc_name(&self.name, o);
                 pvc_api
-                    .patch(
-                        &resources::pvc_name(&self.name, o),
-                        &apply_params(),
-                        &Patch::Apply(&pvc),
-                    )
-                    .await?;
+                    .patch(&claim, &apply_params(), &Patch::Apply(&pvc))
+                    .await
+                    .map_err(blame(
+                        format!("PersistentVolumeClaim {claim}"),
+                        &blame::member_pvc_fields(),
+                    ))?;
             }
             let pod = resources::member_pod(self.rc, o, id, &self.ctx.node_image);
             let pn = resources::pod_name(&self.name, o);
             self.api::<Pod>()
                 .patch(&pn, &apply_params(), &Patch::Apply(&pod))
-                .await?;
+                .await
+                .map_err(blame(
+                    format!("pod {pn}"),
+                    &blame::member_pod_fields(self.rc),
+                ))?;
             info!(cluster = %self.name, pod = %pn, id, "created member pod");
             let note = format!("created pod {pn} as member {id}");
             self.event(false, "MemberCreated", note).await;

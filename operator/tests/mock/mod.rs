@@ -117,8 +117,13 @@ pub struct World {
     /// Pods returned by a `job-name=` label-selector list (a run's pods).
     pub job_pods: Vec<Pod>,
     /// Pod applies are answered with this status code (422: Invalid, as the API server
-    /// refuses a pod it cannot accept; 503: ServiceUnavailable, a passing failure).
+    /// refuses a pod it cannot accept, naming [`World::invalid_field`]; 503:
+    /// ServiceUnavailable, a passing failure).
     pub pod_apply_fails: Option<u16>,
+    /// The field a 422 names (default `spec.containers[0].image`).
+    pub invalid_field: Option<&'static str>,
+    /// Status patches are answered with this status code (422: Invalid at `status`).
+    pub status_patch_fails: Option<u16>,
 }
 
 impl World {
@@ -506,23 +511,25 @@ fn not_found(what: &str) -> (u16, Value) {
     )
 }
 
-/// The API server's failure `Status` for `code` (422 Invalid, 503 ServiceUnavailable, ...).
-fn refusal(code: u16) -> (u16, Value) {
+/// The API server's failure `Status` for `code` (422 Invalid at `field` of `object`, with
+/// its cause, as the real server sends it; 503 ServiceUnavailable, ...).
+fn refusal(code: u16, object: &str, field: &str) -> (u16, Value) {
+    let invalid = format!("{object} is invalid: {field}: Invalid value");
     let (reason, message) = match code {
-        422 => (
-            "Invalid",
-            "Pod \"demo-0\" is invalid: spec.containers[0].image: Required value",
-        ),
+        422 => ("Invalid", invalid.as_str()),
         503 => (
             "ServiceUnavailable",
             "the server is currently unable to handle the request",
         ),
         _ => ("InternalError", "mock API: refused"),
     };
+    let causes =
+        json!([{"reason": "FieldValueInvalid", "message": "Invalid value", "field": field}]);
     (
         code,
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "message": message, "reason": reason, "code": code}),
+               "message": message, "reason": reason, "code": code,
+               "details": {"causes": if code == 422 { causes } else { json!([]) }}}),
     )
 }
 
@@ -561,7 +568,8 @@ fn answer(world: &Mutex<World>, c: &Call) -> Option<(u16, Value)> {
     }
     if let Some(code) = w.pod_apply_fails.filter(|_| m == "PATCH") {
         if p.starts_with(&format!("{core}/pods/")) {
-            return Some(refusal(code));
+            let field = w.invalid_field.unwrap_or("spec.containers[0].image");
+            return Some(refusal(code, "Pod \"demo-0\"", field));
         }
     }
     if m == "PATCH"
@@ -604,6 +612,13 @@ fn answer(world: &Mutex<World>, c: &Call) -> Option<(u16, Value)> {
         return Some((200, c.body.clone()));
     }
     if m == "PATCH" && p.starts_with(&format!("{rcs}/")) && p.ends_with("/status") {
+        if let Some(code) = w.status_patch_fails {
+            return Some(refusal(
+                code,
+                &format!("RegisterCluster \"{NAME}\""),
+                "status",
+            ));
+        }
         let rc = w.rc.as_mut()?;
         rc.status = serde_json::from_value(c.body["status"].clone()).ok();
         return Some((200, serde_json::to_value(&*rc).unwrap_or_default()));
