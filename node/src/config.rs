@@ -9,6 +9,7 @@ use clap::{Parser, ValueEnum};
 use thiserror::Error;
 
 use crate::election::ElectionTiming;
+use crate::primary::Mode;
 use crate::quorum::QuorumSettings;
 use crate::twopc::TwoPcSettings;
 
@@ -149,6 +150,22 @@ pub enum ConfigError {
     },
 }
 
+/// The settings of the replication protocol a member runs, every flag checked (see
+/// [`Config::replication_settings`]).
+#[derive(Debug, Clone)]
+pub enum ReplicationSettings {
+    /// `raft`: openraft's configuration (validated by openraft) and the election timing
+    /// (heartbeat below the election timeout, read lease below it too).
+    Raft {
+        raft: openraft::Config,
+        timing: ElectionTiming,
+    },
+    /// `async` or `sync` primary–secondary replication.
+    Primary(Mode),
+    Quorum(QuorumSettings),
+    TwoPc(TwoPcSettings),
+}
+
 /// The file written and removed at start-up to prove the data directory is writable.
 const WRITE_PROBE: &str = ".caplab-write-check";
 
@@ -173,13 +190,31 @@ impl Config {
         Ok(token)
     }
 
+    /// The settings of `--replication`, computed once and checked together so that a member
+    /// refuses a bad flag combination before it touches its data directory: flags of another
+    /// mode ([`ConfigError::QuorumFlags`]) and Raft timing that does not hold together
+    /// ([`ConfigError::Timing`], [`ConfigError::ReadLease`], [`ConfigError::Raft`]).
+    pub fn replication_settings(&self) -> Result<ReplicationSettings, ConfigError> {
+        let quorum = self.quorum_settings()?;
+        Ok(match self.replication {
+            Replication::Raft => ReplicationSettings::Raft {
+                raft: self.raft_config()?,
+                timing: self.election_timing()?,
+            },
+            Replication::Async => ReplicationSettings::Primary(Mode::Async),
+            Replication::Sync => ReplicationSettings::Primary(Mode::Sync),
+            Replication::Quorum => ReplicationSettings::Quorum(quorum),
+            Replication::TwoPc => ReplicationSettings::TwoPc(self.twopc_settings()),
+        })
+    }
+
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms)
     }
 
     /// Election timing; the lease is openraft's maximum election timeout (see
     /// [`Config::raft_config`]). Refuses a read lease that is not below the election timeout.
-    pub fn election_timing(&self) -> Result<ElectionTiming, ConfigError> {
+    fn election_timing(&self) -> Result<ElectionTiming, ConfigError> {
         Ok(ElectionTiming {
             timeout: Duration::from_millis(self.election_timeout_ms),
             lease: Duration::from_millis(self.election_timeout_ms + 1),
@@ -202,7 +237,7 @@ impl Config {
     }
 
     /// R and W of quorum mode; refused with another mode.
-    pub fn quorum_settings(&self) -> Result<QuorumSettings, ConfigError> {
+    fn quorum_settings(&self) -> Result<QuorumSettings, ConfigError> {
         let given = self.read_quorum.is_some() || self.write_quorum.is_some();
         if given && self.replication != Replication::Quorum {
             return Err(ConfigError::QuorumFlags);
@@ -215,7 +250,7 @@ impl Config {
 
     /// 2pc timing: votes are awaited for half the request deadline, leaving the other half
     /// for the decision to reach every participant.
-    pub fn twopc_settings(&self) -> TwoPcSettings {
+    fn twopc_settings(&self) -> TwoPcSettings {
         TwoPcSettings {
             vote_timeout: self.request_timeout() / 2,
             decision_delay: Duration::from_millis(self.twopc_decision_delay_ms),
@@ -244,7 +279,7 @@ impl Config {
         Duration::from_millis(self.request_timeout_ms)
     }
 
-    pub fn raft_config(&self) -> Result<openraft::Config, ConfigError> {
+    fn raft_config(&self) -> Result<openraft::Config, ConfigError> {
         if self.heartbeat_ms >= self.election_timeout_ms {
             return Err(ConfigError::Timing {
                 heartbeat: self.heartbeat_ms,
@@ -368,6 +403,57 @@ mod tests {
         assert!(matches!(
             long_lease.election_timing(),
             Err(ConfigError::ReadLease { .. })
+        ));
+    }
+
+    #[test]
+    fn replication_settings_carry_each_modes_validated_values() {
+        let raft = parse(&[
+            "--id",
+            "1",
+            "--election-timeout-ms",
+            "300",
+            "--heartbeat-ms",
+            "50",
+        ])
+        .unwrap()
+        .replication_settings();
+        let Ok(ReplicationSettings::Raft { raft, timing }) = raft else {
+            panic!("not Raft settings: {raft:?}");
+        };
+        assert_eq!(
+            (raft.election_timeout_min, raft.heartbeat_interval),
+            (300, 50)
+        );
+        assert_eq!(timing.timeout, Duration::from_millis(300));
+        assert_eq!(timing.read_lease, Duration::from_millis(100));
+        let settings = |args: &[&str]| {
+            let mut all = vec!["--id", "1"];
+            all.extend_from_slice(args);
+            parse(&all).unwrap().replication_settings()
+        };
+        assert!(matches!(
+            settings(&["--replication", "sync"]),
+            Ok(ReplicationSettings::Primary(Mode::Sync))
+        ));
+        assert!(matches!(
+            settings(&["--replication", "quorum", "--write-quorum", "2"]),
+            Ok(ReplicationSettings::Quorum(QuorumSettings {
+                read: None,
+                write: Some(2)
+            }))
+        ));
+        assert!(matches!(
+            settings(&["--replication", "2pc"]),
+            Ok(ReplicationSettings::TwoPc(_))
+        ));
+        assert!(matches!(
+            settings(&["--heartbeat-ms", "200"]),
+            Err(ConfigError::Timing { .. })
+        ));
+        assert!(matches!(
+            settings(&["--read-quorum", "1"]),
+            Err(ConfigError::QuorumFlags)
         ));
     }
 

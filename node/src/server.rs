@@ -7,13 +7,14 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Config, Replication};
+use crate::config::{Config, ReplicationSettings};
+use crate::election::ElectionTiming;
 use crate::faults::Faults;
 use crate::identity::{load_or_create_incarnation, Identity};
 use crate::member::{Engine, Member};
 use crate::metrics::Metrics;
 use crate::network::{AddressBook, Network, PeerClient};
-use crate::primary::{Mode, PrimaryEngine};
+use crate::primary::PrimaryEngine;
 use crate::quorum::QuorumEngine;
 use crate::raft_engine::RaftEngine;
 use crate::twopc::TwoPcEngine;
@@ -32,11 +33,7 @@ pub struct Running {
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let token = config.admin_token()?;
     // Every flag combination is refused before anything is written to the data directory.
-    config.quorum_settings()?;
-    if config.replication == Replication::Raft {
-        config.raft_config()?;
-        config.election_timing()?;
-    }
+    let settings = config.replication_settings()?;
     config.check_data_dir()?;
     let metrics = Arc::new(Metrics::default());
     let faults = Arc::new(Faults::new(&metrics));
@@ -51,48 +48,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         AddressBook::default(),
         faults.clone(),
     ));
-    let engine = match config.replication {
-        Replication::Raft => Engine::Raft(start_raft(config, &peers).await?),
-        Replication::Async | Replication::Sync => {
-            let mode = if config.replication == Replication::Sync {
-                Mode::Sync
-            } else {
-                Mode::Async
-            };
-            let engine = PrimaryEngine::open(
-                config.id,
-                mode,
-                &config.data_dir,
-                peers.clone(),
-                config.heartbeat(),
-                config.snapshot_logs,
-            )
-            .with_context(|| format!("opening {}", config.data_dir.display()))?;
-            Engine::Primary(engine)
-        }
-        Replication::Quorum => {
-            let engine = QuorumEngine::open(
-                config.id,
-                config.quorum_settings()?,
-                &config.data_dir,
-                peers.clone(),
-                metrics.quorum.clone(),
-            )
-            .with_context(|| format!("opening {}", config.data_dir.display()))?;
-            Engine::Quorum(engine)
-        }
-        Replication::TwoPc => {
-            let engine = TwoPcEngine::open(
-                config.id,
-                &config.data_dir,
-                peers.clone(),
-                metrics.twopc.clone(),
-                config.twopc_settings(),
-            )
-            .with_context(|| format!("opening {}", config.data_dir.display()))?;
-            Engine::TwoPc(engine)
-        }
-    };
+    let engine = open_engine(config, settings, &peers, &metrics).await?;
     let member = Arc::new(Member {
         id: config.id,
         engine,
@@ -156,15 +112,62 @@ fn serve(
     })
 }
 
-async fn start_raft(config: &Config, peers: &Arc<PeerClient>) -> anyhow::Result<RaftEngine> {
-    let raft_config = Arc::new(config.raft_config()?);
+/// Opens the replication engine `settings` describe on the data directory.
+async fn open_engine(
+    config: &Config,
+    settings: ReplicationSettings,
+    peers: &Arc<PeerClient>,
+    metrics: &Metrics,
+) -> anyhow::Result<Engine> {
+    let opening = || format!("opening {}", config.data_dir.display());
+    let dir = &config.data_dir;
+    Ok(match settings {
+        ReplicationSettings::Raft { raft, timing } => {
+            Engine::Raft(start_raft(config, raft, timing, peers).await?)
+        }
+        ReplicationSettings::Primary(mode) => Engine::Primary(
+            PrimaryEngine::open(
+                config.id,
+                mode,
+                dir,
+                peers.clone(),
+                config.heartbeat(),
+                config.snapshot_logs,
+            )
+            .with_context(opening)?,
+        ),
+        ReplicationSettings::Quorum(quorum) => Engine::Quorum(
+            QuorumEngine::open(
+                config.id,
+                quorum,
+                dir,
+                peers.clone(),
+                metrics.quorum.clone(),
+            )
+            .with_context(opening)?,
+        ),
+        ReplicationSettings::TwoPc(twopc) => Engine::TwoPc(
+            TwoPcEngine::open(config.id, dir, peers.clone(), metrics.twopc.clone(), twopc)
+                .with_context(opening)?,
+        ),
+    })
+}
+
+/// Opens the Raft log and state machine and starts openraft with the validated `raft` and
+/// `timing`.
+async fn start_raft(
+    config: &Config,
+    raft: openraft::Config,
+    timing: ElectionTiming,
+    peers: &Arc<PeerClient>,
+) -> anyhow::Result<RaftEngine> {
     let (log_store, state_machine) = store::open(&config.data_dir)
         .with_context(|| format!("opening {}", config.data_dir.display()))?;
     let log = log_store.clone();
     let state = state_machine.shared();
     let raft = Raft::new(
         config.id,
-        raft_config,
+        Arc::new(raft),
         Network(peers.clone()),
         log_store,
         state_machine,
@@ -177,7 +180,7 @@ async fn start_raft(config: &Config, peers: &Arc<PeerClient>) -> anyhow::Result<
         log,
         peers.clone(),
         config.request_timeout(),
-        config.election_timing()?,
+        timing,
         config.snapshot_logs,
     ))
 }
