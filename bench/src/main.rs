@@ -70,6 +70,16 @@ struct Args {
     /// HTTP/2 connections the etcd clients share per member (gRPC multiplexes on them).
     #[arg(long, default_value_t = 4)]
     etcd_conns: usize,
+    /// caplab's clients speak HTTP/2 to the members (prior knowledge, many requests on each
+    /// connection, as etcd's gRPC clients do); without it HTTP/1.1, one request per connection
+    /// at a time. Members accept both.
+    #[arg(long)]
+    http2: bool,
+    /// Times the whole comparison is run, one system after another in each round; the table
+    /// gives each cell's medians over the rounds and each round's caplab ÷ etcd ratio's median
+    /// with its range. Failover is measured in the last round only.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
+    rounds: u64,
     /// How often the replication lag is sampled during write cells, in milliseconds.
     #[arg(long, default_value_t = 50)]
     lag_interval_ms: u64,
@@ -102,12 +112,12 @@ async fn measure_cells(
             if let Some(s) = sampler {
                 let samples = s.finish().await;
                 report.lag.push(LagRow {
-                    system: system.to_string(),
+                    system: report.labelled(system),
                     clients,
                     samples,
                 });
             }
-            let row = Row::new(system, op, clients, &cell);
+            let row = Row::new(system, report.round, op, clients, &cell);
             eprintln!("{}", report.row_line(&row));
             if let Some(e) = &cell.first_error {
                 report.notes.push(format!(
@@ -152,7 +162,7 @@ async fn failover_trials(
     system: &str,
     mut target: failover::Target<'_>,
 ) {
-    if args.failover_trials == 0 {
+    if args.failover_trials == 0 || report.round < report.rounds {
         return;
     }
     let mut row = FailoverRow {
@@ -226,7 +236,11 @@ fn machine() -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let http = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    if args.http2 {
+        builder = builder.http2_prior_knowledge();
+    }
+    let http = builder
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true)
         .timeout(Duration::from_secs(10))
@@ -251,17 +265,46 @@ async fn main() -> anyhow::Result<()> {
                 args.keys
             ),
         ],
+        rounds: args.rounds as usize,
         ..Report::default()
     };
+    if args.rounds > 1 {
+        report.header.push(format!(
+            "{} rounds, every system once per round: each cell gives the medians over the rounds \
+             (max: the worst), and \"ops/s ÷ etcd\" the median of each round's ratio to that round's \
+             etcd cell with the range in brackets. Failover: last round only.",
+            args.rounds
+        ));
+    }
+    if args.http2 {
+        report
+            .header
+            .push("caplab's clients spoke HTTP/2 (prior knowledge) to the members.".into());
+    }
+    for round in 1..=report.rounds {
+        report.round = round;
+        if report.rounds > 1 {
+            eprintln!("round {round} of {}", report.rounds);
+        }
+        run_round(&args, &mut report, &http).await;
+    }
+    let markdown = report.markdown();
+    print!("{markdown}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &markdown)?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+/// Every system of `--systems`, one after another.
+async fn run_round(args: &Args, report: &mut Report, http: &reqwest::Client) {
     for system in &args.systems {
         let result = match system.as_str() {
-            "etcd" => bench_etcd(&args, &mut report).await,
-            mode @ ("raft" | "async" | "sync" | "2pc") => {
-                bench_caplab(&args, &mut report, &http, mode).await
-            }
-            // Leaderless: R = W = 2 of 3 (overlapping), and R = W = 1.
-            mode @ ("quorum" | "quorum-r1w1") => {
-                bench_caplab(&args, &mut report, &http, mode).await
+            "etcd" => bench_etcd(args, report).await,
+            // Leaderless quorum: R = W = 2 of 3 (overlapping), and R = W = 1.
+            mode @ ("raft" | "async" | "sync" | "2pc" | "quorum" | "quorum-r1w1") => {
+                bench_caplab(args, report, http, mode).await
             }
             other => Err(anyhow::anyhow!(
                 "unknown system {other:?}: use raft, async, sync, 2pc, quorum, quorum-r1w1 or etcd"
@@ -272,11 +315,4 @@ async fn main() -> anyhow::Result<()> {
             report.notes.push(format!("{system} failed: {e:#}"));
         }
     }
-    let markdown = report.markdown();
-    print!("{markdown}");
-    if let Some(out) = &args.out {
-        std::fs::write(out, &markdown)?;
-        eprintln!("wrote {}", out.display());
-    }
-    Ok(())
 }
