@@ -7,7 +7,7 @@
 //! controller-runtime / client-go default (`ItemExponentialFailureRateLimiter`, 5 ms doubling
 //! to 1000 s), with a first delay and ceiling that suit a handful of clusters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -61,6 +61,12 @@ impl Backoff {
     pub fn succeeded(&self, key: &str) {
         self.lock().remove(key);
     }
+
+    /// Forgets every object whose key is not in `live`: those were deleted (possibly while
+    /// failing, when no success ever reset them).
+    pub fn retain(&self, live: &BTreeSet<String>) {
+        self.lock().retain(|key, _| live.contains(key));
+    }
 }
 
 #[cfg(test)]
@@ -82,6 +88,24 @@ mod tests {
         assert_eq!(b.failed("b"), FIRST, "another object has its own count");
         b.succeeded("a");
         assert_eq!(b.failed("a"), FIRST);
+    }
+
+    #[test]
+    fn deleted_objects_are_forgotten_and_live_ones_kept() {
+        let b = Backoff::default();
+        b.failed("gone");
+        b.failed("gone");
+        assert!(b.refused("refused-gone", "x"));
+        b.failed("live");
+        b.retain(&BTreeSet::from(["live".to_string()]));
+        assert_eq!(b.lock().len(), 1, "only the live object is remembered");
+        assert_eq!(b.failed("live"), FIRST * 2, "the live count is kept");
+        assert_eq!(
+            b.failed("gone"),
+            FIRST,
+            "a new object of that key starts afresh"
+        );
+        assert!(b.refused("refused-gone", "x"), "its refusal is news again");
     }
 
     #[test]

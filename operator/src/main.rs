@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use clap::{Parser, Subcommand};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Controller;
@@ -280,9 +280,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     });
 
     let (reader, writer) = reflector::store();
+    let (live, memory) = (reader.clone(), ctx.clone());
     let trigger = watcher(rcs, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
+        // The store already holds the event: what it no longer holds was deleted.
+        .inspect_ok(move |_| memory.forget_deleted(&live.state()))
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
     let pods: Api<Pod> = Api::all(client.clone());

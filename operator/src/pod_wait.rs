@@ -148,6 +148,13 @@ impl Announced {
             .map(|(i, _)| i)
             .collect()
     }
+
+    /// Forgets every cluster not in `live` (its key, as given to [`Announced::news`]): those
+    /// were deleted.
+    pub fn retain(&self, live: &BTreeSet<String>) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|cluster, _| live.contains(cluster));
+    }
 }
 
 /// A pod's uid, or its name where it has none (as a key for [`Announced`]).

@@ -70,6 +70,29 @@ async fn failed_reconciles_back_off_per_cluster_and_a_success_resets_it() {
 }
 
 #[tokio::test]
+async fn a_cluster_deleted_while_failing_is_forgotten_and_a_live_one_keeps_its_back_off() {
+    let h = Harness::start(World {
+        rc: Some(demo(3, "")),
+        pod_apply_fails: Some(503),
+        ..World::default()
+    })
+    .await;
+    let fail = || async {
+        let err = h.reconcile().await.expect_err("the pod apply fails");
+        requeue(&h.error_policy(&err))
+    };
+    assert_eq!((fail().await, fail().await), (Some(5), Some(10)));
+    h.watched(true);
+    assert_eq!(fail().await, Some(20), "a live cluster keeps its count");
+    h.watched(false);
+    assert_eq!(
+        fail().await,
+        Some(5),
+        "the deleted cluster's count was forgotten"
+    );
+}
+
+#[tokio::test]
 async fn an_object_refused_at_a_field_the_spec_gave_waits_for_a_change_with_one_warning() {
     let rc = demo(3, "  image: \"Not An Image\"");
     let h = Harness::start(World {

@@ -17,6 +17,7 @@
 //! started from, the time), taking the values the earlier steps returned. The layout follows
 //! kube-rs's controller-rs example and Stackable's operators (typed steps, one reconcile).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -132,6 +133,17 @@ pub struct Context {
 }
 
 impl Context {
+    /// Forgets what is remembered about every cluster not in `live` (the watch's store of
+    /// RegisterClusters): its back-off, announced pods and written status. Called on every
+    /// watch event, so a cluster deleted while failing is forgotten at its Delete event,
+    /// or, when the watch was down then, at the re-list (which reports no Delete).
+    pub fn forget_deleted(&self, live: &[Arc<RegisterCluster>]) {
+        let keys: BTreeSet<String> = live.iter().map(|rc| cluster_key(rc)).collect();
+        self.backoff.retain(&keys);
+        self.announced.retain(&keys);
+        self.written.retain(&keys);
+    }
+
     async fn event(&self, rc: &RegisterCluster, warning: bool, reason: &str, note: String) {
         let ev = Event {
             type_: if warning {
@@ -156,8 +168,9 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// The key [`Backoff`] counts a cluster's failures under: its uid, else namespace/name.
-fn backoff_key(rc: &RegisterCluster) -> String {
+/// The key the operator remembers a cluster under ([`Backoff`], [`Announced`],
+/// [`WrittenStatus`]): its uid, else namespace/name.
+fn cluster_key(rc: &RegisterCluster) -> String {
     rc.metadata
         .uid
         .clone()
@@ -169,7 +182,7 @@ fn backoff_key(rc: &RegisterCluster) -> String {
 pub async fn reconcile(rc: Arc<RegisterCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.start();
     let action = reconcile_once(&rc, &ctx).await?;
-    ctx.backoff.succeeded(&backoff_key(&rc));
+    ctx.backoff.succeeded(&cluster_key(&rc));
     Ok(action)
 }
 
@@ -286,7 +299,7 @@ fn apply_params() -> PatchParams {
 /// per distinct error, naming the field to fix.
 pub fn error_policy(rc: Arc<RegisterCluster>, err: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.error(err.kind());
-    let key = backoff_key(&rc);
+    let key = cluster_key(&rc);
     let Some(field) = err.spec_field() else {
         let wait = ctx.backoff.failed(&key);
         warn!(cluster = %rc.name_any(), error = %err, retry_in_s = wait.as_secs(), "reconcile failed");

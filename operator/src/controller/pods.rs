@@ -59,7 +59,7 @@ impl Pass<'_> {
         let news = self
             .ctx
             .announced
-            .news(&super::backoff_key(self.rc), &live, &keyed);
+            .news(&super::cluster_key(self.rc), &live, &keyed);
         for (i, (_, pod, w)) in stuck.iter().enumerate() {
             let note = w.member_note(pod, self.rc.spec.storage.as_ref());
             if news.contains(&i) {

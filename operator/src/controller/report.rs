@@ -1,19 +1,18 @@
 //! Status and report: the status a pass computes from what it saw and did, its transitions
 //! as Events, the status write, and the requeue interval.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kube::api::Patch;
 use kube::runtime::controller::Action;
-use kube::ResourceExt;
 use serde_json::json;
 use tracing::warn;
 
 use super::observe::Observation;
 use super::quorum;
-use super::{apply_params, ts, Error, Pass, FAST, SLOW};
+use super::{apply_params, cluster_key, ts, Error, Pass, FAST, SLOW};
 use crate::crd::{
     MemberStatus, Phase, RegisterCluster, RegisterClusterStatus, Replication, LEADERLESS,
 };
@@ -33,14 +32,16 @@ use crate::status::{self, Leaderless, Summary};
 pub struct WrittenStatus(std::sync::Mutex<BTreeMap<String, (String, RegisterClusterStatus)>>);
 
 impl WrittenStatus {
-    fn key(rc: &RegisterCluster) -> String {
-        rc.metadata.uid.clone().unwrap_or_else(|| rc.name_any())
+    /// Forgets every cluster whose key ([`super::cluster_key`]) is not in `live`.
+    pub(super) fn retain(&self, live: &BTreeSet<String>) {
+        let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        memo.retain(|key, _| live.contains(key));
     }
 
     /// The freshest known status of `rc`.
     pub(super) fn current(&self, rc: &RegisterCluster) -> RegisterClusterStatus {
         let memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match (memo.get(&Self::key(rc)), &rc.metadata.resource_version) {
+        match (memo.get(&cluster_key(rc)), &rc.metadata.resource_version) {
             (Some((read, written)), Some(seen)) if read == seen => written.clone(),
             _ => rc.status.clone().unwrap_or_default(),
         }
@@ -49,7 +50,7 @@ impl WrittenStatus {
     fn remember(&self, rc: &RegisterCluster, st: &RegisterClusterStatus) {
         if let Some(rv) = &rc.metadata.resource_version {
             let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            memo.insert(Self::key(rc), (rv.clone(), st.clone()));
+            memo.insert(cluster_key(rc), (rv.clone(), st.clone()));
         }
     }
 }

@@ -122,3 +122,23 @@ fn a_pod_is_announced_once_per_kind_of_trouble_and_its_replacement_anew() {
     assert!(a.news("c", &live(&[]), &[]).is_empty());
     assert_eq!(a.news("c", &live(&["u1"]), &[("u1".into(), &err)]), [0]);
 }
+
+#[test]
+fn the_pods_of_a_deleted_cluster_are_forgotten() {
+    let a = Announced::default();
+    let uids = BTreeSet::from(["u1".to_string()]);
+    let err = Waiting {
+        reason: "ErrImagePull".into(),
+        message: None,
+    };
+    for cluster in ["gone", "live"] {
+        assert_eq!(a.news(cluster, &uids, &[("u1".into(), &err)]), [0]);
+    }
+    a.retain(&BTreeSet::from(["live".to_string()]));
+    let clusters: Vec<String> = a.0.lock().expect("lock").keys().cloned().collect();
+    assert_eq!(clusters, ["live"], "only the live cluster is remembered");
+    assert!(
+        a.news("live", &uids, &[("u1".into(), &err)]).is_empty(),
+        "the live cluster's announcements are kept"
+    );
+}

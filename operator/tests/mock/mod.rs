@@ -361,6 +361,13 @@ impl Harness {
         error_policy(Arc::new(rc), err, self.ctx.clone())
     }
 
+    /// What the operator does when the watch's store holds `live` (the world's
+    /// RegisterCluster when `true`, none when it was deleted).
+    pub fn watched(&self, live: bool) {
+        let rc = self.world().rc.clone().filter(|_| live).map(Arc::new);
+        self.ctx.forget_deleted(&Vec::from_iter(rc));
+    }
+
     /// Takes the calls recorded so far.
     pub fn take_log(&self) -> Vec<Call> {
         std::mem::take(&mut *lock(&self.log))
