@@ -28,6 +28,19 @@ pub enum Replication {
     TwoPc,
 }
 
+impl Replication {
+    /// The `--replication` value naming this mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Replication::Raft => "raft",
+            Replication::Async => "async",
+            Replication::Sync => "sync",
+            Replication::Quorum => "quorum",
+            Replication::TwoPc => "2pc",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -81,7 +94,8 @@ pub struct Config {
     /// (a read lease, Raft thesis §6.4.1; see `read_lease.rs`). Default: half the election
     /// timeout, at most 100. Must be below the election timeout of every voter (they refuse
     /// other candidates for that long after hearing from the leader), so run every voter with
-    /// the same timing, as the operator does; 0 confirms every read with a round.
+    /// the same timing, as the operator does; 0 confirms every read with a round. Raft only:
+    /// refused with another `--replication`.
     #[arg(long, env = "CAPLAB_READ_LEASE_MS",
           value_parser = clap::value_parser!(u64).range(0..=30_000))]
     pub read_lease_ms: Option<u64>,
@@ -133,6 +147,11 @@ pub enum ConfigError {
         "--read-quorum and --write-quorum are for --replication quorum; drop them or use quorum"
     )]
     QuorumFlags,
+    #[error(
+        "--read-lease-ms (CAPLAB_READ_LEASE_MS) applies only to --replication raft, not {0}: \
+         drop the flag and unset CAPLAB_READ_LEASE_MS, or use raft"
+    )]
+    ReadLeaseWithoutRaft(&'static str),
     #[error(
         "the data directory {dir} is not writable by this member ({user}{owner}): {cause}; \
          give it a volume that user may write (fsGroup, where the volume type honours it, or \
@@ -192,10 +211,16 @@ impl Config {
 
     /// The settings of `--replication`, computed once and checked together so that a member
     /// refuses a bad flag combination before it touches its data directory: flags of another
-    /// mode ([`ConfigError::QuorumFlags`]) and Raft timing that does not hold together
+    /// mode ([`ConfigError::QuorumFlags`], [`ConfigError::ReadLeaseWithoutRaft`]) and Raft timing that does not hold together
     /// ([`ConfigError::Timing`], [`ConfigError::ReadLease`], [`ConfigError::Raft`]).
     pub fn replication_settings(&self) -> Result<ReplicationSettings, ConfigError> {
         let quorum = self.quorum_settings()?;
+        // Only the read lease is Raft's alone: the heartbeat paces primary–secondary
+        // replication too, and the operator passes its pods the election timeout and the
+        // heartbeat whatever their mode.
+        if self.replication != Replication::Raft && self.read_lease_ms.is_some() {
+            return Err(ConfigError::ReadLeaseWithoutRaft(self.replication.name()));
+        }
         Ok(match self.replication {
             Replication::Raft => ReplicationSettings::Raft {
                 raft: self.raft_config()?,
@@ -353,6 +378,13 @@ mod tests {
         Config::try_parse_from(std::iter::once("caplab-node").chain(args.iter().copied()))
     }
 
+    /// The replication settings of member 1 started with `args`.
+    fn settings(args: &[&str]) -> Result<ReplicationSettings, ConfigError> {
+        let mut all = vec!["--id", "1"];
+        all.extend_from_slice(args);
+        parse(&all).unwrap().replication_settings()
+    }
+
     #[test]
     fn defaults_and_validation() {
         let c = parse(&["--id", "1"]).unwrap();
@@ -408,16 +440,7 @@ mod tests {
 
     #[test]
     fn replication_settings_carry_each_modes_validated_values() {
-        let raft = parse(&[
-            "--id",
-            "1",
-            "--election-timeout-ms",
-            "300",
-            "--heartbeat-ms",
-            "50",
-        ])
-        .unwrap()
-        .replication_settings();
+        let raft = settings(&["--election-timeout-ms", "300", "--heartbeat-ms", "50"]);
         let Ok(ReplicationSettings::Raft { raft, timing }) = raft else {
             panic!("not Raft settings: {raft:?}");
         };
@@ -427,11 +450,6 @@ mod tests {
         );
         assert_eq!(timing.timeout, Duration::from_millis(300));
         assert_eq!(timing.read_lease, Duration::from_millis(100));
-        let settings = |args: &[&str]| {
-            let mut all = vec!["--id", "1"];
-            all.extend_from_slice(args);
-            parse(&all).unwrap().replication_settings()
-        };
         assert!(matches!(
             settings(&["--replication", "sync"]),
             Ok(ReplicationSettings::Primary(Mode::Sync))
@@ -455,6 +473,23 @@ mod tests {
             settings(&["--read-quorum", "1"]),
             Err(ConfigError::QuorumFlags)
         ));
+    }
+
+    #[test]
+    fn the_read_lease_is_refused_outside_raft_and_election_timing_is_not() {
+        for mode in ["async", "sync", "quorum", "2pc"] {
+            let refused = settings(&["--replication", mode, "--read-lease-ms", "0"]);
+            let message = refused.map(|_| ()).unwrap_err().to_string();
+            assert!(
+                message.contains(&format!("only to --replication raft, not {mode}")),
+                "{message}"
+            );
+            // The operator sets these for every mode (and the heartbeat paces primaries).
+            let timing = ["--election-timeout-ms", "1000", "--heartbeat-ms", "300"];
+            let accepted = settings(&[&["--replication", mode][..], &timing[..]].concat());
+            assert!(accepted.is_ok(), "{mode}: {accepted:?}");
+        }
+        assert!(settings(&["--read-lease-ms", "0"]).is_ok());
     }
 
     #[test]

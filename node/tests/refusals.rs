@@ -1,0 +1,82 @@
+//! What a member refuses at its edges: flags that do not fit its mode (it exits with one line
+//! before it touches its data directory) and requests too long to serve.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+/// Runs `caplab-node` with `args` and `envs` (no other `CAPLAB_` variable) until it exits,
+/// listening on ports the system picks: its exit code and stderr. Panics when it is still
+/// running after [`common::DEADLINE`], i.e. when it accepted the flags.
+async fn run_until_exit(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_caplab-node"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("CAPLAB_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .args([
+            "--client-listen",
+            "127.0.0.1:0",
+            "--peer-listen",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .env("CAPLAB_ADMIN_TOKEN", common::TOKEN)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = command.spawn().unwrap();
+    let output = tokio::time::timeout(common::DEADLINE, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("caplab-node {args:?} {envs:?} is still running"))
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code(), stderr)
+}
+
+/// Asserts that the member exited 1 with one line of stderr containing every one of `says`,
+/// and left `data_dir` alone.
+fn assert_refused(outcome: (Option<i32>, String), says: &[&str], data_dir: &Path) {
+    let (code, stderr) = outcome;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+    for part in says {
+        assert!(stderr.contains(part), "{part:?} missing in {stderr}");
+    }
+    assert!(!data_dir.exists(), "{} was created", data_dir.display());
+}
+
+#[tokio::test]
+async fn a_read_lease_outside_raft_stops_the_member_before_it_touches_its_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    for mode in ["async", "sync", "quorum", "2pc"] {
+        let dir = tmp.path().join(mode);
+        let dir_arg = dir.to_string_lossy().into_owned();
+        let args = ["--id", "1", "--replication", mode, "--data-dir", &dir_arg];
+        let says = [
+            "--read-lease-ms (CAPLAB_READ_LEASE_MS) applies only to --replication raft",
+            "drop the flag",
+        ];
+        let with_flag = [&args[..], &["--read-lease-ms", "50"]].concat();
+        assert_refused(run_until_exit(&with_flag, &[]).await, &says, &dir);
+        let with_env = [("CAPLAB_READ_LEASE_MS", "0")];
+        assert_refused(run_until_exit(&args, &with_env).await, &says, &dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_raft_member_takes_the_read_lease_flag() {
+    let c = common::start_with(1, &["--read-lease-ms", "50"]).await;
+    assert_eq!(c.put(1, "k", 1).await.0, 200);
+}
