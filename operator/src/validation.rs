@@ -172,53 +172,6 @@ fn twopc_crash_problem(rc: &RegisterCluster, fault: &crate::crd::FaultSpec) -> O
     })
 }
 
-/// At most how many members one fault's targets name (`followers`: every member but the
-/// leader).
-fn members_hit(targets: &[Target], replicas: u32) -> u32 {
-    let leader = u32::from(targets.contains(&Target::Leader));
-    if targets.contains(&Target::Followers) {
-        return replicas.saturating_sub(1) + leader;
-    }
-    let ordinals: std::collections::BTreeSet<u32> = targets
-        .iter()
-        .filter_map(|t| match t {
-            Target::Ordinal(o) if *o < replicas => Some(*o),
-            _ => None,
-        })
-        .collect();
-    (ordinals.len() as u32 + leader).min(replicas)
-}
-
-/// A `crash` fault that takes away so many Raft voters without `storage` that the others are
-/// no majority: the crashed pods come back empty, as new members (a member that lost its log
-/// must never vote as the old one: it could elect a leader without committed entries, Raft
-/// thesis §3.8), and the survivors can neither commit nor admit them, so the cluster stays
-/// without a leader for good. With storage they come back with their logs and it recovers.
-fn raft_crash_problem(rc: &RegisterCluster, fault: &crate::crd::FaultSpec) -> Option<String> {
-    let spec = &rc.spec;
-    if spec.replication != Replication::Raft
-        || spec.storage.is_some()
-        || fault.kind != FaultKind::Crash
-    {
-        return None;
-    }
-    let replicas = u32::try_from(spec.replicas).unwrap_or(0);
-    let crashed = members_hit(&fault.targets, replicas);
-    let survivors = replicas.saturating_sub(crashed);
-    (crashed > 0 && survivors * 2 <= replicas).then(|| {
-        format!(
-            "fault {:?}: a crash of {crashed} of {replicas} Raft members without spec.storage \
-             leaves {survivors}, no majority: the crashed ones would come back empty, as new \
-             members the survivors cannot admit without a majority, and the cluster would stay \
-             without a leader for good: crash at most {} members (e.g. targets: [leader] or \
-             one ordinal), or create a new cluster with spec.storage (e.g. storage: {{size: \
-             64Mi}})",
-            fault.name,
-            replicas.saturating_sub(1) / 2
-        )
-    })
-}
-
 /// Whether a member pod keeps its data (`data` volume) on a PersistentVolumeClaim; else it is
 /// an emptyDir, and the data goes with the pod.
 pub fn on_claim(pod: &Pod) -> bool {
@@ -419,7 +372,6 @@ pub fn validate(rc: &RegisterCluster) -> Vec<String> {
             _ => {}
         }
         errs.extend(twopc_crash_problem(rc, f));
-        errs.extend(raft_crash_problem(rc, f));
         if f.latency_ms.is_some_and(|l| l > 60000) || f.jitter_ms.is_some_and(|j| j > 60000) {
             errs.push(format!(
                 "fault {n:?}: latencyMs/jitterMs must be at most 60000"
@@ -429,10 +381,12 @@ pub fn validate(rc: &RegisterCluster) -> Vec<String> {
             errs.push(format!("fault {n:?}: durationSeconds must be at least 1"));
         }
     }
+    errs.extend(crash::raft_crash_problems(rc));
     crate::experiment::validate(rc, &mut errs);
     errs
 }
 
+mod crash;
 mod quantity;
 #[cfg(test)]
 mod tests;

@@ -343,17 +343,97 @@ fn raft_members_are_crashed_without_storage_only_while_a_majority_survives() {
             "{targets:?}: {all}"
         );
     }
-    // One member at a time is fine; so is any crash with storage.
-    rc.spec.faults = vec![
-        crash_fault("one", vec![Target::Leader]),
-        crash_fault("two", vec![Target::Ordinal(2), Target::Ordinal(2)]),
-    ];
-    assert!(validation::validate(&rc).is_empty());
+    // One member at a time is fine (the second starts when the first ends); so is any crash
+    // with storage.
+    let mut staggered = crash_fault("two", vec![Target::Ordinal(2), Target::Ordinal(2)]);
+    staggered.start_after_seconds = Some(30);
+    rc.spec.faults = vec![crash_fault("one", vec![Target::Leader]), staggered];
+    assert!(
+        validation::validate(&rc).is_empty(),
+        "{:?}",
+        validation::validate(&rc)
+    );
     rc.spec.faults = vec![crash_fault("down", vec![Target::Followers])];
     rc.spec.storage = Some(serde_yaml::from_str("{size: 64Mi}").expect("storage"));
     assert!(
         validation::validate(&rc).is_empty(),
         "{:?}",
         validation::validate(&rc)
+    );
+}
+
+/// `crash_fault(name, targets)` in force from `start` s for `secs` s (`None`: for good).
+fn crash_window(
+    name: &str,
+    targets: Vec<Target>,
+    start: u64,
+    secs: Option<u64>,
+) -> crate::crd::FaultSpec {
+    crate::crd::FaultSpec {
+        start_after_seconds: Some(start),
+        duration_seconds: secs,
+        ..crash_fault(name, targets)
+    }
+}
+
+#[test]
+fn raft_crash_faults_in_force_at_once_are_judged_together() {
+    let mut rc = fixture("raft-3");
+    // [0, 30) and [20, 50) overlap from 20 s: the leader and member 2 may be two members.
+    rc.spec.faults = vec![
+        crash_window("first", vec![Target::Leader], 0, Some(30)),
+        crash_window("second", vec![Target::Ordinal(2)], 20, Some(30)),
+    ];
+    let all = validation::validate(&rc).join("\n");
+    for part in [
+        "faults \"first\" and \"second\" overlap (in force at the same time): a crash of 2 of 3 \
+         Raft members without spec.storage leaves 1, no majority (counting each 'leader' as a \
+         member no other target names",
+        "stagger them (startAfterSeconds of one at least the other's startAfterSeconds + \
+         durationSeconds), crash at most 1 members at a time",
+        "or create a new cluster with spec.storage",
+    ] {
+        assert!(all.contains(part), "{part}\nnot in: {all}");
+    }
+    assert_eq!(validation::validate(&rc).len(), 1, "reported once: {all}");
+
+    // A fault without an end lasts for good: one much later still overlaps it.
+    rc.spec.faults = vec![
+        crash_window("forever", vec![Target::Ordinal(0)], 0, None),
+        crash_window("later", vec![Target::Ordinal(1)], 3600, Some(10)),
+    ];
+    let all = validation::validate(&rc).join("\n");
+    assert!(
+        all.contains("faults \"forever\" and \"later\" overlap"),
+        "{all}"
+    );
+
+    // Staggered: the second starts when the first ends ([0, 30), [30, 60)), and a third
+    // crash of the same member overlapping the second takes no other member.
+    rc.spec.faults = vec![
+        crash_window("first", vec![Target::Leader], 0, Some(30)),
+        crash_window("second", vec![Target::Ordinal(2)], 30, Some(30)),
+        crash_window("again", vec![Target::Ordinal(2)], 40, Some(5)),
+    ];
+    assert!(
+        validation::validate(&rc).is_empty(),
+        "{:?}",
+        validation::validate(&rc)
+    );
+
+    // Five members survive two overlapping single crashes, not three.
+    rc.spec.replicas = 5;
+    rc.spec.faults = vec![
+        crash_window("a", vec![Target::Ordinal(0)], 0, Some(60)),
+        crash_window("b", vec![Target::Leader], 10, Some(60)),
+    ];
+    assert!(validation::validate(&rc).is_empty());
+    rc.spec
+        .faults
+        .push(crash_window("c", vec![Target::Ordinal(4)], 50, None));
+    let all = validation::validate(&rc).join("\n");
+    assert!(
+        all.contains("faults \"a\", \"b\" and \"c\" overlap") && all.contains("3 of 5"),
+        "{all}"
     );
 }
