@@ -280,9 +280,10 @@ impl RaftEngine {
     /// exist yet); `None` otherwise. A lease past its middle asks for a renewal round that no
     /// read waits for.
     fn read_under_lease(&self, key: &str) -> Option<i64> {
-        let leadership = Leadership::of(&self.raft)?;
-        self.election.check_serving().ok()?;
-        let remaining = self.lease.remaining(leadership)?;
+        let remaining = self.lease.remaining(|| {
+            self.election.check_serving().ok()?;
+            Leadership::of(&self.raft)
+        })?;
         if self.lease.wants_renewal(remaining) {
             let (renewal, _) = oneshot::channel();
             let _ = self.reads.try_send(renewal);

@@ -77,9 +77,15 @@ impl ReadLease {
         }
     }
 
-    /// How long the lease still runs for `leadership` (the current one); `None` when it is
-    /// not held.
-    pub fn remaining(&self, leadership: Leadership) -> Option<Duration> {
+    /// How long the lease still runs for the leadership `current` yields (the member's
+    /// leadership now, `None` when it does not lead); `None` when it is not held. A
+    /// zero-length lease answers `None` without calling `current`, so reads without a lease
+    /// do not pay for reading openraft's metrics.
+    pub fn remaining(&self, current: impl FnOnce() -> Option<Leadership>) -> Option<Duration> {
+        if self.length.is_zero() {
+            return None;
+        }
+        let leadership = current()?;
         let held = *self.held.lock().unwrap_or_else(|p| p.into_inner());
         let (l, until) = held?;
         let now = Instant::now();
@@ -107,24 +113,36 @@ mod tests {
     #[test]
     fn a_lease_belongs_to_one_leadership_and_runs_out() {
         let lease = ReadLease::new(Duration::from_secs(60));
-        assert_eq!(lease.remaining(leadership(2)), None);
+        assert_eq!(lease.remaining(|| Some(leadership(2))), None);
         lease.grant(leadership(2), Instant::now());
-        assert!(lease.remaining(leadership(2)).is_some());
-        assert_eq!(lease.remaining(leadership(3)), None, "another term");
+        assert!(lease.remaining(|| Some(leadership(2))).is_some());
+        assert_eq!(
+            lease.remaining(|| Some(leadership(3))),
+            None,
+            "another term"
+        );
         let expired = ReadLease::new(Duration::from_millis(1));
         expired.grant(leadership(2), Instant::now() - Duration::from_millis(5));
-        assert_eq!(expired.remaining(leadership(2)), None);
+        assert_eq!(expired.remaining(|| Some(leadership(2))), None);
     }
 
     #[test]
     fn an_older_round_does_not_shorten_the_lease_and_zero_length_is_never_held() {
         let lease = ReadLease::new(Duration::from_secs(60));
         lease.grant(leadership(2), Instant::now());
-        let before = lease.remaining(leadership(2));
+        let before = lease.remaining(|| Some(leadership(2)));
         lease.grant(leadership(2), Instant::now() - Duration::from_secs(30));
-        assert!(lease.remaining(leadership(2)) >= before.map(|d| d - Duration::from_secs(1)));
+        assert!(
+            lease.remaining(|| Some(leadership(2))) >= before.map(|d| d - Duration::from_secs(1))
+        );
         let off = ReadLease::new(Duration::ZERO);
         off.grant(leadership(2), Instant::now());
-        assert_eq!(off.remaining(leadership(2)), None);
+        let asked = std::cell::Cell::new(false);
+        let current = || {
+            asked.set(true);
+            Some(leadership(2))
+        };
+        assert_eq!(off.remaining(current), None);
+        assert!(!asked.get(), "a lease that is off asked for the leadership");
     }
 }

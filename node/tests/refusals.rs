@@ -75,8 +75,16 @@ async fn a_read_lease_outside_raft_stops_the_member_before_it_touches_its_data()
     }
 }
 
+/// A Raft member takes the flag; with the lease off (0) every linearizable read confirms
+/// with a round.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_raft_member_takes_the_read_lease_flag() {
-    let c = common::start_with(1, &["--read-lease-ms", "50"]).await;
+    let c = common::start_with(1, &["--read-lease-ms", "0"]).await;
     assert_eq!(c.put(1, "k", 1).await.0, 200);
+    let (status, body) = c.get(1, "k", "linearizable").await;
+    assert_eq!(
+        (status, &body["value"]),
+        (200, &serde_json::json!(1)),
+        "{body}"
+    );
 }
