@@ -11,6 +11,8 @@ use caplab_api::status::{Replication as Mode, Status};
 
 use crate::member_client::{hears_from, AddressBook, Recipient};
 
+pub use roles::Roles;
+
 /// A learner is caught up when it is at most this many entries behind.
 pub const CATCH_UP_ENTRIES: u64 = 10;
 
@@ -210,6 +212,7 @@ pub fn next_raft_step(replicas: u32, members: &[Observed], bootstrapped: bool) -
     let Some(ls) = leader.status.as_ref() else {
         return Step::Wait("no leader".into());
     };
+    let roles = Roles::of(ls);
     let voters: BTreeSet<u64> = ls.engine.voters.iter().copied().collect();
     let learners: BTreeSet<u64> = ls.engine.learners.iter().copied().collect();
     let current: BTreeSet<u64> = wanted.iter().map(|m| m.id).collect();
@@ -309,12 +312,14 @@ pub fn next_raft_step(replicas: u32, members: &[Observed], bootstrapped: bool) -
     }
 
     if let Some(l) = wanted.iter().find(|m| learners.contains(&m.id)) {
-        return Step::Wait(format!("learner {} catching up", l.label()));
+        return Step::Wait(format!("{} {} catching up", roles.joining, l.label()));
     }
     if let Some(s) = stale.first() {
         return Step::Wait(format!(
-            "cannot remove voter {} without losing quorum",
-            label_of(members, *s)
+            "cannot remove {} {} without losing {}",
+            roles.one,
+            label_of(members, *s),
+            roles.quorum
         ));
     }
     if wanted.len() < replicas as usize || wanted.iter().any(|m| !voters.contains(&m.id)) {
@@ -588,5 +593,6 @@ fn sync_blocked(primary: &Status, wanted: &[&Observed], set: &BTreeSet<u64>) -> 
     })
 }
 
+mod roles;
 #[cfg(test)]
 mod tests;

@@ -4,33 +4,7 @@ use super::observe::Observation;
 use super::{Pass, Stepped};
 use crate::crd::Replication;
 use crate::member_client::AdminAuth;
-use crate::membership::{self, Observed, Step};
-
-/// How a mode taking the Raft steps names a joining member and the members that count:
-/// Raft's learner and voters, or 2pc's participants (a 2pc member takes `add-learner` as
-/// "add this participant" and reports the participants as its voters).
-struct Roles {
-    joining: &'static str,
-    one: &'static str,
-    all: &'static str,
-}
-
-impl Roles {
-    fn of(replication: Replication) -> Roles {
-        match replication {
-            Replication::TwoPc => Roles {
-                joining: "participant",
-                one: "participant",
-                all: "participants",
-            },
-            _ => Roles {
-                joining: "learner",
-                one: "voter",
-                all: "voters",
-            },
-        }
-    }
-}
+use crate::membership::{self, Observed, Roles, Step};
 
 impl Pass<'_> {
     /// The next Raft membership step ([`membership::next_raft_step`]), taken.
@@ -56,7 +30,10 @@ impl Pass<'_> {
         let leader = seen.leader.as_ref();
         let leader_to = leader.and_then(Observed::recipient);
         let members = &self.ctx.members;
-        let roles = Roles::of(self.rc.spec.replication);
+        let roles = match self.rc.spec.replication {
+            Replication::TwoPc => Roles::TWOPC,
+            _ => Roles::RAFT,
+        };
         match step {
             Step::Stable => None,
             Step::Wait(why) => Some(why),
@@ -88,7 +65,11 @@ impl Pass<'_> {
                         let (one, all) = (roles.one, names(&voters));
                         let set = format!("{} {all}", roles.all);
                         if !added.is_empty() {
-                            let note = format!("promoted {} to {one}; {set}", names(&added));
+                            let note = if roles.promotes {
+                                format!("promoted {} to {one}; {set}", names(&added))
+                            } else {
+                                format!("added {} to the {}; {set}", names(&added), roles.all)
+                            };
                             self.event(false, "MemberPromoted", note).await;
                         }
                         if !removed.is_empty() {

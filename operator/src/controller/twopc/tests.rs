@@ -157,3 +157,40 @@ fn the_blocked_condition_keeps_its_transition_time_while_it_holds() {
     assert_eq!(cleared.status, "False");
     assert_ne!(cleared.last_transition_time, first.last_transition_time);
 }
+
+#[test]
+fn rare_waits_name_participants_not_learners_or_voters() {
+    // Member 3 (ordinal 2) is leaving, but with member 2 down removing it would leave the
+    // coordinator alone among three participants.
+    let all = [1, 2, 3];
+    let members = vec![
+        member(0, 1, &all, 0, &[]),
+        down(1, 2),
+        member(2, 3, &all, 0, &[]),
+    ];
+    assert_eq!(
+        next_step(2, &members, true),
+        Step::Wait(
+            "cannot remove participant demo-2 (member id 3) without losing a majority of the \
+             participants answering"
+                .into()
+        )
+    );
+
+    // A member the coordinator reports as still joining.
+    let mut members: Vec<Observed> = (0..3)
+        .map(|o| member(o, u64::from(o) + 1, &all, 0, &[]))
+        .collect();
+    let mut joining = member(3, 4, &all, 0, &[]);
+    if let Some(st) = joining.status.as_mut() {
+        st.engine.applied_index = 0;
+    }
+    members.push(joining);
+    if let Some(st) = members[0].status.as_mut() {
+        st.engine.learners = vec![4];
+    }
+    assert_eq!(
+        next_step(4, &members, true),
+        Step::Wait("participant demo-3 (member id 4) catching up".into())
+    );
+}
