@@ -17,9 +17,9 @@ use crate::crd::RegisterCluster;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct FromSpec {
     /// Where the API server names it in the built object, e.g. `spec.containers[0].image`.
-    pub object_path: &'static str,
+    object_path: &'static str,
     /// The RegisterCluster field the user fixes, e.g. `spec.image`.
-    pub spec_path: &'static str,
+    spec_path: &'static str,
 }
 
 const fn from_spec(object_path: &'static str, spec_path: &'static str) -> FromSpec {
@@ -66,7 +66,7 @@ pub(super) fn member_pvc_fields() -> Vec<FromSpec> {
 
 /// The spec field among `fields` that the refusal `e` names, if `e` is a refusal as invalid
 /// (400 BadRequest, 422 Invalid) naming one.
-pub(super) fn spec_field(e: &kube::Error, fields: &[FromSpec]) -> Option<&'static str> {
+fn spec_field(e: &kube::Error, fields: &[FromSpec]) -> Option<&'static str> {
     let kube::Error::Api(s) = e else {
         return None;
     };
