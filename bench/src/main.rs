@@ -72,12 +72,13 @@ struct Args {
     etcd_conns: usize,
     /// caplab's clients speak HTTP/2 to the members (prior knowledge, many requests on each
     /// connection, as etcd's gRPC clients do); without it HTTP/1.1, one request per connection
-    /// at a time. Members accept both.
+    /// at a time. Members accept both. Applies to the subcommands too.
     #[arg(long)]
     http2: bool,
     /// Times the whole comparison is run, one system after another in each round; the table
     /// gives each cell's medians over the rounds and each round's caplab ÷ etcd ratio's median
-    /// with its range. Failover is measured in the last round only.
+    /// with its range. Failover is measured in the last round only. The comparison only (the
+    /// subcommands run once).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
     rounds: u64,
     /// How often the replication lag is sampled during write cells, in milliseconds.
@@ -271,7 +272,7 @@ async fn main() -> anyhow::Result<()> {
     if args.rounds > 1 {
         report.header.push(format!(
             "{} rounds, every system once per round: each cell gives the medians over the rounds \
-             (max: the worst), and \"ops/s ÷ etcd\" the median of each round's ratio to that round's \
+             (max: the worst; errors: all rounds' together), and \"ops/s ÷ etcd\" the median of each round's ratio to that round's \
              etcd cell with the range in brackets. Failover: last round only.",
             args.rounds
         ));

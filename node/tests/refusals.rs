@@ -76,8 +76,9 @@ async fn a_read_lease_outside_raft_stops_the_member_before_it_touches_its_data()
     }
 }
 
-/// A Raft member takes the flag; with the lease off (0) every linearizable read confirms
-/// with a round.
+/// A Raft member takes the flag (here 0, the lease off) and serves writes and linearizable
+/// reads with it. That a read without a lease confirms with a round, and that a cut-off leader
+/// serves no stale read under its lease, are checked in `faults.rs` and `read_lease.rs`.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_raft_member_takes_the_read_lease_flag() {
     let c = common::start_with(1, &["--read-lease-ms", "0"]).await;
