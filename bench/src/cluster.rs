@@ -124,6 +124,20 @@ impl Caplab {
         claimed.map(|(_, i)| i)
     }
 
+    /// The highest term (Raft) or epoch (primary modes) any running member reports; `None`
+    /// when none answers.
+    pub async fn highest_term(&self) -> Option<u64> {
+        let mut highest = None;
+        for i in 0..self.members.len() {
+            if self.procs[i].is_running() {
+                if let Ok(s) = self.status(i).await {
+                    highest = highest.max(Some(s.engine.term));
+                }
+            }
+        }
+        highest
+    }
+
     async fn all_ready(&self) -> bool {
         for i in 0..self.members.len() {
             if !matches!(self.poller(i).ready().await, Ok(Readiness::Ready)) {

@@ -89,21 +89,33 @@ struct Args {
     out: Option<PathBuf>,
 }
 
+/// A caplab cluster under measurement: its terms are compared before and after each cell (a
+/// change is a leader change during the cell, noted), its replication lag sampled if asked.
+#[derive(Clone, Copy)]
+struct Members<'a> {
+    cluster: &'a Caplab,
+    sample_lag: bool,
+}
+
 async fn measure_cells(
     args: &Args,
     report: &mut Report,
     system: &str,
     target: &Target,
-    lag_from: Option<&Caplab>,
+    caplab: Option<Members<'_>>,
 ) {
     let warmup = Duration::from_secs_f64(args.warmup);
     let measure = Duration::from_secs_f64(args.seconds);
     for op in Op::ALL {
         for &clients in &args.clients {
-            let sampler = match (op, lag_from) {
-                (Op::Write, Some(cluster)) => cluster.leader().await.map(|l| {
+            let term_before = match caplab {
+                Some(m) => m.cluster.highest_term().await,
+                None => None,
+            };
+            let sampler = match (op, caplab) {
+                (Op::Write, Some(m)) if m.sample_lag => m.cluster.leader().await.map(|l| {
                     lag::Sampler::start(
-                        cluster.poller(l),
+                        m.cluster.poller(l),
                         Duration::from_millis(args.lag_interval_ms),
                     )
                 }),
@@ -117,6 +129,15 @@ async fn measure_cells(
                     clients,
                     samples,
                 });
+            }
+            if let (Some(m), Some(before)) = (caplab, term_before) {
+                if let Some(after) = m.cluster.highest_term().await.filter(|t| *t != before) {
+                    report.notes.push(format!(
+                        "{system}, {}, {clients} clients: the leader changed during the cell \
+                         (term or epoch {before} → {after})",
+                        op.name()
+                    ));
+                }
             }
             let row = Row::new(system, report.round, op, clients, &cell);
             eprintln!("{}", report.row_line(&row));
@@ -145,10 +166,13 @@ async fn bench_caplab(
     let target = Target::Caplab {
         cluster: cluster.client()?,
     };
-    // 2pc keeps no replication log (a participant is either current or holds a transaction
-    // in doubt): there is no lag to sample.
-    let lag_from = (mode != "2pc").then_some(&cluster);
-    measure_cells(args, report, &system, &target, lag_from).await;
+    let members = Members {
+        cluster: &cluster,
+        // 2pc keeps no replication log (a participant is either current or holds a
+        // transaction in doubt): there is no lag to sample.
+        sample_lag: mode != "2pc",
+    };
+    measure_cells(args, report, &system, &target, Some(members)).await;
     if mode == "raft" {
         let target = failover::Target::Caplab(&mut cluster);
         failover_trials(args, report, &system, target).await;
