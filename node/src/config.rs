@@ -29,15 +29,11 @@ pub enum Replication {
 }
 
 impl Replication {
-    /// The `--replication` value naming this mode.
-    pub fn name(self) -> &'static str {
-        match self {
-            Replication::Raft => "raft",
-            Replication::Async => "async",
-            Replication::Sync => "sync",
-            Replication::Quorum => "quorum",
-            Replication::TwoPc => "2pc",
-        }
+    /// The `--replication` value naming this mode (clap's, so it cannot drift from the flag).
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -151,7 +147,7 @@ pub enum ConfigError {
         "--read-lease-ms (CAPLAB_READ_LEASE_MS) applies only to --replication raft, not {0}: \
          drop the flag and unset CAPLAB_READ_LEASE_MS, or use raft"
     )]
-    ReadLeaseWithoutRaft(&'static str),
+    ReadLeaseWithoutRaft(String),
     #[error(
         "the data directory {dir} is not writable by this member ({user}{owner}): {cause}; \
          give it a volume that user may write (fsGroup, where the volume type honours it, or \
