@@ -4,7 +4,8 @@
 //! `followers` use the leader of that moment) and recorded in status, so a
 //! fault keeps hitting the same members even after leadership moves. Ordinals
 //! are mapped to member ids on every reconcile, because a replaced member
-//! comes back under a new id.
+//! comes back under a new id. A crash on a Raft cluster without storage starts only while a
+//! majority of the voters would keep running ([`survival`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +14,10 @@ use chrono::{DateTime, Duration, Utc};
 use caplab_api::faults::{DelayFault, FaultSet, LossFault, PeerFilter, VetoFault};
 
 use crate::crd::{FaultKind, FaultSpec, FaultState, FaultStatus, Target};
+
+mod survival;
+
+pub use survival::Voters;
 
 /// Something worth an Event.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,6 +39,14 @@ pub enum FaultEvent {
         name: String,
         /// `expired` or `removed`.
         why: &'static str,
+    },
+    /// A due crash fault waits until a majority of the voters would survive it (announced
+    /// once per fault, when it begins to wait).
+    Deferred {
+        /// Fault name.
+        name: String,
+        /// Why, naming pods: `crashing demo-1 now would leave 1 of 3 voters running …`.
+        why: String,
     },
 }
 
@@ -63,6 +76,7 @@ impl FaultEvent {
                 format!("fault {name} started: {} {on}", kind.as_str())
             }
             FaultEvent::Ended { name, why } => format!("fault {name} ended ({why})"),
+            FaultEvent::Deferred { name, why } => format!("fault {name} deferred: {why}"),
         }
     }
 }
@@ -221,7 +235,22 @@ impl Schedule {
     }
 }
 
-/// Plans the faults, each starting at once (no schedule): [`plan_scheduled`].
+/// The cluster a pass plans the faults against.
+#[derive(Clone, Debug)]
+pub struct Cluster<'a> {
+    /// `spec.replicas`.
+    pub replicas: u32,
+    /// Current member id of each ordinal (missing ordinals get no peers).
+    pub ids: &'a BTreeMap<u32, u64>,
+    /// Ordinal of the current leader, if known (faults wait for one).
+    pub leader: Option<u32>,
+    /// A Raft cluster without storage: the voters a crash must leave a majority of running
+    /// ([`Voters`]); `None` elsewhere (crashed members come back with their logs, or the
+    /// mode has no voters to lose).
+    pub voters: Option<Voters>,
+}
+
+/// Plans the faults, each starting at once (no schedule, no voters to keep): [`plan_scheduled`].
 pub fn plan(
     spec: &[FaultSpec],
     prev: &[FaultStatus],
@@ -230,27 +259,31 @@ pub fn plan(
     ids: &BTreeMap<u32, u64>,
     leader: Option<u32>,
 ) -> FaultPlan {
-    let at = Schedule::default();
-    plan_scheduled(spec, prev, now, replicas, ids, leader, &at)
+    let cluster = Cluster {
+        replicas,
+        ids,
+        leader,
+        voters: None,
+    };
+    plan_scheduled(spec, prev, now, &cluster, &Schedule::default())
 }
 
-/// Plans the faults.
+/// Plans the faults against `cluster`.
 ///
-/// - `ids`: current member id of each ordinal (missing ordinals get no peers);
-/// - `leader`: ordinal of the current leader, if known;
-/// - `schedule`: when faults with `startAfterSeconds` (or every fault, with a workload)
-///   may start; a fault not yet due stays `pending`, and its start is a wake-up time
-///   (`next_expiry`).
+/// `schedule` says when faults with `startAfterSeconds` (or every fault, with a workload)
+/// may start; a fault not yet due stays `pending`, and its start is a wake-up time
+/// (`next_expiry`). A due crash that would leave no majority of `cluster.voters` running
+/// stays `pending` too (its message says why, a [`FaultEvent::Deferred`] once), and is tried
+/// again every pass (pending faults keep the requeue at about a second).
 pub fn plan_scheduled(
     spec: &[FaultSpec],
     prev: &[FaultStatus],
     now: DateTime<Utc>,
-    replicas: u32,
-    ids: &BTreeMap<u32, u64>,
-    leader: Option<u32>,
+    cluster: &Cluster<'_>,
     schedule: &Schedule,
 ) -> FaultPlan {
     let mut plan = FaultPlan::default();
+    let mut down = crashed(prev);
     for f in spec {
         let hash = schedule.hash(f);
         let old = prev.iter().find(|p| p.name == f.name);
@@ -259,22 +292,17 @@ pub fn plan_scheduled(
                 if p.spec_hash.as_deref() == Some(hash.as_str())
                     && matches!(p.state, FaultState::Active | FaultState::Expired) =>
             {
-                let mut p = p.clone();
-                if p.state == FaultState::Active {
-                    if let Some(until) = parse_ts(&p.until) {
-                        if until <= now {
-                            p.state = FaultState::Expired;
-                            plan.events.push(FaultEvent::Ended {
-                                name: p.name.clone(),
-                                why: "expired",
-                            });
-                        }
-                    }
-                }
-                p
+                keep(p, now, &mut plan.events)
             }
             _ => match schedule.due(f, now) {
-                Ok(()) => start(f, &hash, now, replicas, leader, &mut plan.events),
+                Ok(()) => {
+                    let mut st = start(f, &hash, now, cluster, &down, &mut plan.events);
+                    announce_deferral(&mut st, old, &mut plan.events);
+                    if f.kind == FaultKind::Crash && st.state == FaultState::Active {
+                        down.extend(st.targets.iter().copied());
+                    }
+                    st
+                }
                 Err((at, why)) => {
                     if let Some(at) = at {
                         plan.next_expiry = Some(plan.next_expiry.map_or(at, |n| n.min(at)));
@@ -285,6 +313,31 @@ pub fn plan_scheduled(
         };
         plan.statuses.push(st);
     }
+    ended(spec, prev, now, &mut plan);
+    for o in 0..cluster.replicas {
+        plan.sets.insert(o, FaultSet::default());
+    }
+    let active: Vec<FaultStatus> = plan
+        .statuses
+        .iter()
+        .filter(|s| s.state == FaultState::Active)
+        .cloned()
+        .collect();
+    for st in &active {
+        if let Some(until) = parse_ts(&st.until) {
+            plan.next_expiry = Some(plan.next_expiry.map_or(until, |n| n.min(until)));
+        }
+        let Some(f) = spec.iter().find(|f| f.name == st.name) else {
+            continue;
+        };
+        apply(f, st, cluster.ids, &mut plan);
+    }
+    plan
+}
+
+/// The faults of `prev` no longer in `spec`: an active one is reverted now (an Event); a
+/// reverted or expired one stays listed as reverted for [`KEEP_REVERTED`] seconds.
+fn ended(spec: &[FaultSpec], prev: &[FaultStatus], now: DateTime<Utc>, plan: &mut FaultPlan) {
     for p in prev {
         if spec.iter().any(|f| f.name == p.name) {
             continue;
@@ -313,25 +366,51 @@ pub fn plan_scheduled(
             FaultState::Pending => {}
         }
     }
-    for o in 0..replicas {
-        plan.sets.insert(o, FaultSet::default());
+}
+
+/// An active or expired fault as it was, expired once its `until` has passed.
+fn keep(p: &FaultStatus, now: DateTime<Utc>, events: &mut Vec<FaultEvent>) -> FaultStatus {
+    let mut p = p.clone();
+    if p.state == FaultState::Active && parse_ts(&p.until).is_some_and(|until| until <= now) {
+        p.state = FaultState::Expired;
+        events.push(FaultEvent::Ended {
+            name: p.name.clone(),
+            why: "expired",
+        });
     }
-    let active: Vec<FaultStatus> = plan
-        .statuses
-        .iter()
-        .filter(|s| s.state == FaultState::Active)
-        .cloned()
-        .collect();
-    for st in &active {
-        if let Some(until) = parse_ts(&st.until) {
-            plan.next_expiry = Some(plan.next_expiry.map_or(until, |n| n.min(until)));
-        }
-        let Some(f) = spec.iter().find(|f| f.name == st.name) else {
-            continue;
-        };
-        apply(f, st, ids, &mut plan);
+    p
+}
+
+/// Ordinals that crash faults active before this pass keep down (or that come back empty:
+/// counted down whether the fault ends in this pass or not, as they are no voters yet).
+fn crashed(prev: &[FaultStatus]) -> BTreeSet<u32> {
+    prev.iter()
+        .filter(|p| p.kind == FaultKind::Crash && p.state == FaultState::Active)
+        .flat_map(|p| p.targets.iter().copied())
+        .collect()
+}
+
+/// Announces a deferral once per fault, not per pass: a [`FaultEvent::Deferred`] when `st`
+/// was just held back by [`survival`] and its previous status `old` (the same spec) was not.
+/// A held-back fault that now waits for something else (a leader, lost with the crash before
+/// it) keeps saying it waits for the voters: it still does, and must not be announced again.
+/// The status is the memory, so an operator restart announces nothing again either.
+fn announce_deferral(
+    st: &mut FaultStatus,
+    old: Option<&FaultStatus>,
+    events: &mut Vec<FaultEvent>,
+) {
+    let was = old
+        .filter(|p| p.spec_hash == st.spec_hash)
+        .and_then(|p| survival::deferred(p).map(|_| p.message.clone()));
+    match (survival::deferred(st).map(str::to_string), was) {
+        (Some(why), None) => events.push(FaultEvent::Deferred {
+            name: st.name.clone(),
+            why,
+        }),
+        (None, Some(message)) if st.state == FaultState::Pending => st.message = message,
+        _ => {}
     }
-    plan
 }
 
 /// A fault that is not due yet.
@@ -349,44 +428,58 @@ fn waiting(f: &FaultSpec, hash: &str, why: Option<String>) -> FaultStatus {
     }
 }
 
+/// Starts `f` now, resolving its targets, unless the cluster has no leader yet, its targets
+/// cannot be resolved, or (a crash) it would leave no majority of the voters running while
+/// `down` are crashed: then it stays pending, saying why.
 fn start(
     f: &FaultSpec,
     hash: &str,
     now: DateTime<Utc>,
-    replicas: u32,
-    leader: Option<u32>,
+    cluster: &Cluster<'_>,
+    down: &BTreeSet<u32>,
     events: &mut Vec<FaultEvent>,
 ) -> FaultStatus {
     let mut st = waiting(f, hash, None);
     // Faults act on a serving cluster: before there is a leader (still bootstrapping, or no
     // quorum) even ordinal targets wait, so that a crash cannot stall the bootstrap itself.
-    if leader.is_none() {
+    if cluster.leader.is_none() {
         st.message = Some("waiting for the cluster to have a leader".into());
         return st;
     }
+    let (replicas, leader) = (cluster.replicas, cluster.leader);
     let resolved = if f.kind == FaultKind::Partition {
         resolve_groups(&f.groups, replicas, leader).map(|g| (vec![], g))
     } else {
         resolve_targets(&f.targets, replicas, leader).map(|t| (t, vec![]))
     };
-    match resolved {
-        Ok((targets, groups)) => {
-            st.state = FaultState::Active;
-            st.since = Some(ts(now));
-            st.until = f
-                .duration_seconds
-                .map(|d| ts(now + Duration::seconds(i64::try_from(d).unwrap_or(i64::MAX / 2))));
-            events.push(FaultEvent::Started {
-                name: f.name.clone(),
-                kind: f.kind,
-                targets: targets.clone(),
-                groups: groups.clone(),
-            });
-            st.targets = targets;
-            st.groups = groups;
+    let (targets, groups) = match resolved {
+        Ok(resolved) => resolved,
+        Err(m) => {
+            st.message = Some(m);
+            return st;
         }
-        Err(m) => st.message = Some(m),
+    };
+    let guard = cluster
+        .voters
+        .as_ref()
+        .filter(|_| f.kind == FaultKind::Crash);
+    if let Some(Err(why)) = guard.map(|v| v.admit(cluster, &targets, down)) {
+        st.message = Some(why);
+        return st;
     }
+    st.state = FaultState::Active;
+    st.since = Some(ts(now));
+    st.until = f
+        .duration_seconds
+        .map(|d| ts(now + Duration::seconds(i64::try_from(d).unwrap_or(i64::MAX / 2))));
+    events.push(FaultEvent::Started {
+        name: f.name.clone(),
+        kind: f.kind,
+        targets: targets.clone(),
+        groups: groups.clone(),
+    });
+    st.targets = targets;
+    st.groups = groups;
     st
 }
 

@@ -863,6 +863,93 @@ async fn fault_expiry_heals_members_and_marks_expired() {
     assert!(events(&log).is_empty(), "{:?}", events(&log));
 }
 
+/// A Raft cluster without storage, Ready for an hour: crash `a` on demo-0 ended, its member
+/// came back empty as member 4 (a learner, caught up), and crash `b` on demo-1 is due
+/// (`startAfterSeconds` long past). Starting it now would leave member 3 the only running
+/// voter of three, for good: `b` waits, says so in its status and in one Normal
+/// `FaultDeferred` Event, and starts once member 4 has replaced member 1 among the voters.
+#[tokio::test]
+async fn a_crash_waits_until_a_majority_of_the_voters_would_survive_it() {
+    let spec = "  faults:\n    - {name: a, kind: crash, targets: [0], durationSeconds: 30}\n    \
+                - {name: b, kind: crash, targets: [1], startAfterSeconds: 30, durationSeconds: \
+                30}\n";
+    let rc = demo(3, spec);
+    let mut st = bootstrapped_status(3, 2, 3);
+    st["readySince"] = json!("2020-01-01T00:00:00Z");
+    st["faults"] = json!([{
+        "name": "a", "kind": "crash", "state": "expired", "targets": [0],
+        "since": "2020-01-01T00:00:00Z", "until": "2020-01-01T00:00:30Z",
+        "specHash": spec_hash(&rc.spec.faults[0]),
+    }]);
+    let rc = with_status(rc, st);
+    let mut learner = follower(4, 3, 3, &[1, 2, 3], 10);
+    learner.engine.role = Role::Learner;
+    let members = BTreeMap::from([
+        (0, learner),
+        (1, follower(2, 3, 3, &[1, 2, 3], 10)),
+        (2, leader(3, 3, &[1, 2, 3], &[4], 10)),
+    ]);
+    let mut world = World::serving(rc.clone(), members);
+    world.pods[0] = running_pod(&rc, 0, 4);
+    let h = Harness::start(world).await;
+    let delete_1 = line("DELETE", &pod_path(1));
+    let waits = "crashing demo-1 now would leave 1 of 3 voters running (demo-0 is down or not \
+                 yet back as a voter); starts when a majority would survive";
+
+    h.reconcile().await.expect("reconcile 1");
+    let log = h.take_log();
+    assert!(
+        !api_lines(&log).contains(&delete_1),
+        "{:?}",
+        api_lines(&log)
+    );
+    let st = status_patch(&log);
+    assert_eq!(st["faults"][0]["state"], "expired", "a is left as it was");
+    assert_eq!(st["faults"][1]["state"], "pending");
+    assert_eq!(st["faults"][1]["message"], format!("waiting: {waits}"));
+    let deferred: Vec<_> = events(&log)
+        .into_iter()
+        .filter(|e| e.1 == "FaultDeferred")
+        .collect();
+    assert_eq!(
+        deferred,
+        vec![(
+            "Normal".to_string(),
+            "FaultDeferred".to_string(),
+            format!("fault b deferred: {waits}")
+        )]
+    );
+
+    h.reconcile().await.expect("reconcile 2");
+    let log = h.take_log();
+    assert!(!api_lines(&log).contains(&delete_1));
+    let stored = h.world().rc.as_ref().and_then(|rc| rc.status.clone());
+    let faults = stored.map(|st| st.faults).unwrap_or_default();
+    assert_eq!(
+        faults[1].message.as_deref(),
+        Some(format!("waiting: {waits}").as_str())
+    );
+    let evs = published_events(&log);
+    assert!(!evs.iter().any(|e| e.1 == "FaultDeferred"), "once: {evs:?}");
+
+    // Member 4 promoted, member 1 removed: crashing demo-1 leaves 2 of 3 voters.
+    {
+        let mut w = h.world();
+        w.members.insert(0, follower(4, 3, 3, &[2, 3, 4], 10));
+        w.members.insert(1, follower(2, 3, 3, &[2, 3, 4], 10));
+        w.members.insert(2, leader(3, 3, &[2, 3, 4], &[], 10));
+    }
+    h.reconcile().await.expect("reconcile 3");
+    let log = h.take_log();
+    assert!(api_lines(&log).contains(&delete_1), "{:?}", api_lines(&log));
+    let st = status_patch(&log);
+    assert_eq!(st["faults"][1]["state"], "active");
+    assert_eq!(st["faults"][1]["targets"], json!([1]));
+    assert!(events(&log)
+        .iter()
+        .any(|e| e.1 == "FaultStarted" && e.2.starts_with("fault b started: crash on demo-1")));
+}
+
 // ------------------------------------------------------------------ rollout
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use tracing::{debug, info, warn};
 use super::observe::Observation;
 use super::Pass;
 use crate::crd::Replication;
-use crate::faults::{self, FaultEvent, FaultPlan, Schedule};
+use crate::faults::{self, Cluster, FaultEvent, FaultPlan, Schedule, Voters};
 use crate::member_client::AdminAuth;
 use crate::membership;
 use crate::resources;
@@ -23,13 +23,17 @@ impl Pass<'_> {
             .filter(|m| m.id > 0)
             .map(|m| (m.ordinal, m.id))
             .collect();
+        let cluster = Cluster {
+            replicas: self.replicas,
+            ids: &ids,
+            leader: self.fault_anchor(seen),
+            voters: self.voters_to_keep(seen),
+        };
         let plan = faults::plan_scheduled(
             &self.rc.spec.faults,
             &self.prev.faults,
             self.now,
-            self.replicas,
-            &ids,
-            self.fault_anchor(seen),
+            &cluster,
             schedule,
         );
         let name_of = |o: u32| match seen.members.iter().find(|m| m.ordinal == o) {
@@ -39,13 +43,30 @@ impl Pass<'_> {
         for ev in &plan.events {
             let note = ev.note(name_of);
             info!(cluster = %self.name, %note, "fault changed");
+            // A deferral is Normal: the operator keeps the cluster able to admit its crashed
+            // members, as documented, and starts the fault by itself; nothing needs fixing.
             let reason = match ev {
                 FaultEvent::Started { .. } => "FaultStarted",
                 FaultEvent::Ended { .. } => "FaultEnded",
+                FaultEvent::Deferred { .. } => "FaultDeferred",
             };
             self.event(false, reason, note).await;
         }
         plan
+    }
+
+    /// The voters a crash must leave a majority of running, on a Raft cluster without
+    /// storage (its crashed members come back empty and need that majority to be admitted):
+    /// the leader's voters, and which of them answered this pass. `None` elsewhere, or
+    /// without a leader (then no fault starts anyway).
+    fn voters_to_keep(&self, seen: &Observation) -> Option<Voters> {
+        let spec = &self.rc.spec;
+        if spec.replication != Replication::Raft || spec.storage.is_some() {
+            return None;
+        }
+        let leader = seen.leader_status.as_ref()?;
+        let answering = seen.members.iter().filter(|m| m.reachable()).map(|m| m.id);
+        Some(Voters::new(&self.name, &leader.engine.voters, answering))
     }
 
     /// The member faults are planned around, once the cluster serves: the leader (Raft

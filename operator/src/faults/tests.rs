@@ -19,6 +19,16 @@ fn ids3() -> BTreeMap<u32, u64> {
     BTreeMap::from([(0, 1), (1, 2), (2, 3)])
 }
 
+/// Three members with these ids, led by ordinal 1, with no voters to keep (storage).
+fn serving(ids: &BTreeMap<u32, u64>) -> faults::Cluster<'_> {
+    faults::Cluster {
+        replicas: 3,
+        ids,
+        leader: Some(1),
+        voters: None,
+    }
+}
+
 #[test]
 fn fault_plan_resolves_symbolic_targets() {
     let rc = fixture("faults");
@@ -194,7 +204,7 @@ fn scheduled_faults_wait_for_their_start() {
         zero: Some(t0()),
         workload: false,
     };
-    let early = faults::plan_scheduled(&spec, &[], t0(), 3, &ids, Some(1), &sched);
+    let early = faults::plan_scheduled(&spec, &[], t0(), &serving(&ids), &sched);
     assert_eq!(early.statuses[0].state, FaultState::Pending);
     assert_eq!(
         early.statuses[0].message.as_deref(),
@@ -204,7 +214,7 @@ fn scheduled_faults_wait_for_their_start() {
     // Faults without startAfterSeconds start at once, as before.
     assert_eq!(early.statuses[1].state, FaultState::Active);
     let later = t0() + Duration::seconds(10);
-    let due = faults::plan_scheduled(&spec, &early.statuses, later, 3, &ids, Some(1), &sched);
+    let due = faults::plan_scheduled(&spec, &early.statuses, later, &serving(&ids), &sched);
     assert_eq!(due.statuses[0].state, FaultState::Active);
     assert_eq!(
         due.statuses[0].since.as_deref(),
@@ -222,22 +232,180 @@ fn with_a_workload_faults_follow_the_run() {
         zero: None,
         workload: true,
     };
-    let waiting = faults::plan_scheduled(spec, &[], t0(), 3, &ids, Some(1), &sched);
+    let waiting = faults::plan_scheduled(spec, &[], t0(), &serving(&ids), &sched);
     assert_eq!(
         waiting.statuses[0].message.as_deref(),
         Some("waiting for the workload's start")
     );
     sched.zero = Some(t0());
-    let first = faults::plan_scheduled(spec, &waiting.statuses, t0(), 3, &ids, Some(1), &sched);
+    let first = faults::plan_scheduled(spec, &waiting.statuses, t0(), &serving(&ids), &sched);
     assert_eq!(first.statuses[0].state, FaultState::Active);
     let end = t0() + Duration::seconds(40);
-    let over = faults::plan_scheduled(spec, &first.statuses, end, 3, &ids, Some(1), &sched);
+    let over = faults::plan_scheduled(spec, &first.statuses, end, &serving(&ids), &sched);
     assert_eq!(over.statuses[0].state, FaultState::Expired);
     sched.zero = Some(end);
-    let again = faults::plan_scheduled(spec, &over.statuses, end, 3, &ids, Some(1), &sched);
+    let again = faults::plan_scheduled(spec, &over.statuses, end, &serving(&ids), &sched);
     assert_eq!(
         again.statuses[0].state,
         FaultState::Active,
         "a new run, a new start"
+    );
+}
+
+/// Three Raft members without storage, ids 1-3 (all voters and all answering unless
+/// `running` says otherwise), led by ordinal 2.
+fn raft_without_storage<'a>(ids: &'a BTreeMap<u32, u64>, running: &[u64]) -> faults::Cluster<'a> {
+    faults::Cluster {
+        replicas: 3,
+        ids,
+        leader: Some(2),
+        voters: Some(faults::Voters::new(
+            "demo",
+            &[1, 2, 3],
+            running.iter().copied(),
+        )),
+    }
+}
+
+fn deferrals(plan: &faults::FaultPlan) -> Vec<String> {
+    plan.events
+        .iter()
+        .filter(|e| matches!(e, faults::FaultEvent::Deferred { .. }))
+        .map(|e| e.note(|o| format!("demo-{o}")))
+        .collect()
+}
+
+/// Two crash faults due in the same pass (a cluster Ready for an hour when both are
+/// applied, the second's `startAfterSeconds` long past): the first starts, the second waits
+/// until a majority of the voters would survive it, announced once, and starts once the first
+/// member is back as a voter. Other faults are planned as usual meanwhile.
+#[test]
+fn a_crash_that_would_leave_no_majority_of_voters_running_waits() {
+    let spec: Vec<crate::crd::FaultSpec> = serde_yaml::from_str(
+        "[{name: a, kind: crash, targets: [0], durationSeconds: 30},
+          {name: b, kind: crash, targets: [1], startAfterSeconds: 60, durationSeconds: 30},
+          {name: slow, kind: delay, targets: [2], latencyMs: 50}]",
+    )
+    .expect("fault spec");
+    let sched = faults::Schedule {
+        zero: Some(t0() - Duration::hours(1)),
+        workload: false,
+    };
+    let ids = ids3();
+    let first = faults::plan_scheduled(
+        &spec,
+        &[],
+        t0(),
+        &raft_without_storage(&ids, &[1, 2, 3]),
+        &sched,
+    );
+    let states: Vec<FaultState> = first.statuses.iter().map(|s| s.state).collect();
+    assert_eq!(
+        states,
+        vec![FaultState::Active, FaultState::Pending, FaultState::Active]
+    );
+    let waits = "waiting: crashing demo-1 now would leave 1 of 3 voters running (demo-0 is down \
+                 or not yet back as a voter); starts when a majority would survive";
+    assert_eq!(first.statuses[1].message.as_deref(), Some(waits));
+    assert_eq!(
+        deferrals(&first),
+        vec![waits.replace("waiting: ", "fault b deferred: ")]
+    );
+    assert_eq!(first.crashed.iter().copied().collect::<Vec<_>>(), vec![0]);
+    assert!(
+        first.sets[&2].delay.is_some(),
+        "the deferral blocks no other fault"
+    );
+
+    // Demo-0 is down: b still waits, announced no more; a stays as it was.
+    let t5 = t0() + Duration::seconds(5);
+    let waiting = faults::plan_scheduled(
+        &spec,
+        &first.statuses,
+        t5,
+        &raft_without_storage(&ids, &[2, 3]),
+        &sched,
+    );
+    assert_eq!(waiting.statuses[0], first.statuses[0]);
+    assert_eq!(waiting.statuses[1].state, FaultState::Pending);
+    assert!(deferrals(&waiting).is_empty(), "{:?}", waiting.events);
+
+    // A expired; demo-0 is back empty as member 4, a learner: b still waits (old voter 1
+    // is gone), and a leader lost meanwhile neither changes what it waits for nor announces it.
+    let t40 = t0() + Duration::seconds(40);
+    let back = BTreeMap::from([(0, 4), (1, 2), (2, 3)]);
+    let expired = faults::plan_scheduled(
+        &spec,
+        &waiting.statuses,
+        t40,
+        &raft_without_storage(&back, &[2, 3]),
+        &sched,
+    );
+    assert_eq!(expired.statuses[0].state, FaultState::Expired);
+    assert_eq!(expired.statuses[1].state, FaultState::Pending);
+    let mut leaderless = raft_without_storage(&back, &[2, 3]);
+    leaderless.leader = None;
+    let lost = faults::plan_scheduled(&spec, &expired.statuses, t40, &leaderless, &sched);
+    assert_eq!(lost.statuses[1].message, expired.statuses[1].message);
+    assert!(deferrals(&expired).is_empty() && deferrals(&lost).is_empty());
+
+    // Member 4 promoted, member 1 removed: crashing demo-1 leaves 2 of 3, so b starts.
+    let mut rejoined = raft_without_storage(&back, &[]);
+    rejoined.voters = Some(faults::Voters::new("demo", &[2, 3, 4], [2, 3, 4]));
+    let t50 = t0() + Duration::seconds(50);
+    let started = faults::plan_scheduled(&spec, &lost.statuses, t50, &rejoined, &sched);
+    assert_eq!(started.statuses[0], expired.statuses[0]);
+    assert_eq!(started.statuses[1].state, FaultState::Active);
+    assert_eq!(started.statuses[1].targets, vec![1]);
+    assert_eq!(
+        started.statuses[1].since.as_deref(),
+        Some("2024-01-01T00:00:50Z")
+    );
+    assert_eq!(started.crashed.iter().copied().collect::<Vec<_>>(), vec![1]);
+}
+
+/// Without voters to keep (storage, or another mode) crashes start together, as before;
+/// with them a crash starts while a majority of the voters would survive it, counting the
+/// members crashes in force keep down (another crash of such a member takes nobody more).
+#[test]
+fn the_voter_guard_holds_back_only_what_would_lose_the_majority() {
+    let spec: Vec<crate::crd::FaultSpec> = serde_yaml::from_str(
+        "[{name: a, kind: crash, targets: [leader], durationSeconds: 30},
+          {name: b, kind: crash, targets: [0], durationSeconds: 30},
+          {name: c, kind: crash, targets: [2, leader], durationSeconds: 30}]",
+    )
+    .expect("fault spec");
+    let ids = ids3();
+    let plan = faults::plan(&spec, &[], t0(), 3, &ids, Some(2));
+    assert_eq!(plan.active_names(), vec!["a", "b", "c"]);
+    let guarded = faults::plan_scheduled(
+        &spec,
+        &[],
+        t0(),
+        &raft_without_storage(&ids, &[1, 2, 3]),
+        &faults::Schedule::default(),
+    );
+    assert_eq!(guarded.active_names(), vec!["a", "c"]);
+    assert_eq!(
+        guarded.statuses[1].message.as_deref(),
+        Some(
+            "waiting: crashing demo-0 now would leave 1 of 3 voters running (demo-2 is down or \
+             not yet back as a voter); starts when a majority would survive"
+        )
+    );
+    // Two voters of three already down: the message names both.
+    let down = faults::plan_scheduled(
+        &spec[1..2],
+        &[],
+        t0(),
+        &raft_without_storage(&ids, &[]),
+        &faults::Schedule::default(),
+    );
+    assert_eq!(
+        down.statuses[0].message.as_deref(),
+        Some(
+            "waiting: crashing demo-0 now would leave 0 of 3 voters running (demo-1, demo-2 are \
+             down or not yet back as voters); starts when a majority would survive"
+        )
     );
 }
