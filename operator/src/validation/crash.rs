@@ -6,11 +6,18 @@
 //! they can neither commit nor admit the new members, and the cluster stays without a leader
 //! for good; with storage the crashed ones come back with their logs and it recovers. So the
 //! schedule is judged by the union of the members crashed at the same time, not one fault
-//! at a time.
+//! at a time, on the spec's windows: what is certain from the spec alone. When faults really
+//! start is judged again at runtime (`faults/survival.rs`: a crash waits until a majority of
+//! the voters would survive it), so windows that only touch (one starting when the other
+//! ends) are accepted: the later crash waits for the member crashed before to be back as a
+//! voter.
 
 use std::collections::BTreeSet;
 
-use crate::crd::{FaultKind, FaultSpec, RegisterCluster, Replication, Target};
+use crate::crd::{
+    FaultKind, FaultSpec, FaultState, FaultStatus, RegisterCluster, Replication, Target,
+};
+use crate::faults::spec_hash;
 
 /// A crash fault's window in seconds on the schedule's clock: `[start, end)`, `end` `None`
 /// for a fault without `durationSeconds` (in force until removed from the spec).
@@ -26,22 +33,22 @@ fn active_at(f: &FaultSpec, t: u64) -> bool {
 }
 
 /// At most how many distinct members of `replicas` the crash faults `faults`, in force at
-/// once, take down. The worst case: `leader` is resolved when its fault starts and may be
-/// any member, so each `leader` counts as one no other target names (`[leader, 1]` is 2);
-/// `followers` is every member but its fault's leader, which any other target (or another
-/// `followers`, resolved against another leader) may name.
+/// once, take down. The worst case: `leader` (or its alias `primary`) is resolved when its
+/// fault starts and may be any member, so each fault naming it counts one member no other
+/// target names (`[leader, 1]` is 2; `[leader, leader]` is 1); `followers` is every member
+/// but its fault's leader, which any other target (or another fault's `followers`, resolved
+/// against another leader) may name. A fault counts each of its targets once however often it
+/// lists it: it resolves them to one set of members.
 fn members_down(faults: &[&FaultSpec], replicas: u32) -> u32 {
-    let targets = faults.iter().flat_map(|f| f.targets.iter());
-    let (mut ordinals, mut leaders, mut followers) = (BTreeSet::new(), 0u32, 0u32);
-    for t in targets {
-        match t {
-            Target::Ordinal(o) if *o < replicas => {
-                ordinals.insert(*o);
-            }
-            Target::Leader => leaders += 1,
-            Target::Followers => followers += 1,
-            _ => {}
-        }
+    let mut ordinals = BTreeSet::new();
+    let (mut leaders, mut followers) = (0u32, 0u32);
+    for f in faults {
+        ordinals.extend(f.targets.iter().filter_map(|t| match t {
+            Target::Ordinal(o) if *o < replicas => Some(*o),
+            _ => None,
+        }));
+        leaders += u32::from(f.targets.contains(&Target::Leader));
+        followers += u32::from(f.targets.contains(&Target::Followers));
     }
     let named = u32::try_from(ordinals.len()).unwrap_or(u32::MAX) + leaders;
     let down = match followers {
@@ -52,9 +59,25 @@ fn members_down(faults: &[&FaultSpec], replicas: u32) -> u32 {
     down.min(replicas)
 }
 
-/// Problems with the crash faults of a Raft cluster without `spec.storage`: every set of
-/// them in force at once (at some fault's start, where overlaps peak) that leaves no
-/// majority, each reported once (a set containing one already reported is left out); each
+/// Has `f` run and ended for good? Without a workload a fault runs once per spec: its status
+/// says `expired` under the same spec hash (with a workload, each run starts it again).
+fn over(rc: &RegisterCluster, f: &FaultSpec) -> bool {
+    let hash = spec_hash(f);
+    let ended = |s: &FaultStatus| {
+        s.name == f.name
+            && s.state == FaultState::Expired
+            && s.spec_hash.as_deref() == Some(hash.as_str())
+    };
+    rc.spec.workload.is_none()
+        && rc
+            .status
+            .as_ref()
+            .is_some_and(|st| st.faults.iter().any(ended))
+}
+
+/// Problems with the crash faults of a Raft cluster without `spec.storage`: every fault
+/// alone, and every set of them in force at once (at some fault's start, where overlaps
+/// peak), that leaves no majority, each reported once (a set containing one already reported is left out); each
 /// says which faults overlap and how to fix it.
 pub(super) fn raft_crash_problems(rc: &RegisterCluster) -> Vec<String> {
     let spec = &rc.spec;
@@ -65,7 +88,7 @@ pub(super) fn raft_crash_problems(rc: &RegisterCluster) -> Vec<String> {
     let crashes: Vec<&FaultSpec> = spec
         .faults
         .iter()
-        .filter(|f| f.kind == FaultKind::Crash)
+        .filter(|f| f.kind == FaultKind::Crash && !over(rc, f))
         .collect();
     let mut together: Vec<Vec<&FaultSpec>> = crashes
         .iter()
@@ -78,6 +101,9 @@ pub(super) fn raft_crash_problems(rc: &RegisterCluster) -> Vec<String> {
                 .collect()
         })
         .collect();
+    // Each fault alone too, first: one that leaves no majority by itself is reported as such
+    // (staggering would not help it), not as an overlap.
+    together.extend(crashes.iter().map(|f| vec![*f]));
     together.sort_by_key(Vec::len);
     let mut reported: Vec<BTreeSet<&str>> = Vec::new();
     let mut problems = Vec::new();
@@ -109,24 +135,68 @@ fn no_majority(set: &[&FaultSpec], down: u32, replicas: u32) -> String {
         _ => format!("fault {}", names.join(", ")),
     };
     let worst = if set.iter().any(|f| f.targets.contains(&Target::Leader)) {
-        " (counting each 'leader' as a member no other target names: it is resolved when its \
-         fault starts and may be any member, the worst case)"
-    } else {
-        ""
-    };
-    let stagger = if set.len() > 1 {
-        "stagger them (startAfterSeconds of one at least the other's startAfterSeconds + \
-         durationSeconds), "
+        " (counting each fault's 'leader' as a member no other target names: it is resolved \
+         when its fault starts and may be any member, the worst case)"
     } else {
         ""
     };
     format!(
-        "{which}: a crash of {down} of {replicas} Raft members without spec.storage leaves \
-         {survivors}, no majority{worst}: the crashed ones would come back empty, as new members the \
-         survivors cannot admit without a majority, and the cluster would stay without a \
-         leader for good: {stagger}crash at most {} members at a time (e.g. targets: [leader] \
-         or one ordinal), or create a new cluster with spec.storage (e.g. storage: {{size: \
-         64Mi}})",
-        replicas.saturating_sub(1) / 2
+        "{which}: a crash of {down} of {} without spec.storage leaves {survivors}, no \
+         majority{worst}: the crashed ones would come back empty, as new members the survivors \
+         cannot admit without a majority, and the cluster would stay without a leader for \
+         good: {}",
+        plural(replicas, "Raft member"),
+        advice(set, replicas)
     )
 }
+
+/// `1 member`, `3 members`.
+fn plural(n: u32, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
+/// What can be done about crash faults `set` that together leave no majority of `replicas`,
+/// each piece of advice one that can be followed: staggering needs every fault to end (the
+/// ones without `durationSeconds` are named), and a cluster of fewer than 3 members has no
+/// member to spare at all.
+fn advice(set: &[&FaultSpec], replicas: u32) -> String {
+    let storage = "create a new cluster with spec.storage (e.g. storage: {size: 64Mi})";
+    let spare = replicas.saturating_sub(1) / 2;
+    if spare == 0 {
+        return format!(
+            "a cluster of {} has no member to spare: remove the crash, raise spec.replicas to \
+             at least 3, or {storage}",
+            plural(replicas, "Raft member")
+        );
+    }
+    let endless: Vec<String> = set
+        .iter()
+        .filter(|f| f.duration_seconds.is_none())
+        .map(|f| format!("{:?}", f.name))
+        .collect();
+    let stagger = match (set.len(), endless.as_slice()) {
+        (1, _) => String::new(),
+        (_, []) => format!("stagger them ({STAGGER}), "),
+        (_, endless) => format!(
+            "give {} a durationSeconds and stagger them ({STAGGER}), ",
+            endless.join(" and ")
+        ),
+    };
+    let example = match spare {
+        1 => "one ordinal".to_string(),
+        n => format!("up to {n} ordinals"),
+    };
+    format!(
+        "{stagger}crash at most {} at a time (e.g. targets: [leader] or {example}), or {storage}",
+        plural(spare, "member")
+    )
+}
+
+/// How to stagger crash faults, and why touching windows are enough.
+const STAGGER: &str = "startAfterSeconds of one at least the other's startAfterSeconds + \
+                       durationSeconds; the operator also waits before starting a crash until a \
+                       majority would survive, so the later one starts once the member crashed \
+                       before is back as a voter";

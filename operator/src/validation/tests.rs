@@ -387,10 +387,12 @@ fn raft_crash_faults_in_force_at_once_are_judged_together() {
     let all = validation::validate(&rc).join("\n");
     for part in [
         "faults \"first\" and \"second\" overlap (in force at the same time): a crash of 2 of 3 \
-         Raft members without spec.storage leaves 1, no majority (counting each 'leader' as a \
-         member no other target names",
+         Raft members without spec.storage leaves 1, no majority (counting each fault's 'leader' \
+         as a member no other target names",
         "stagger them (startAfterSeconds of one at least the other's startAfterSeconds + \
-         durationSeconds), crash at most 1 members at a time",
+         durationSeconds; the operator also waits before starting a crash until a majority \
+         would survive, so the later one starts once the member crashed before is back as a \
+         voter), crash at most 1 member at a time (e.g. targets: [leader] or one ordinal)",
         "or create a new cluster with spec.storage",
     ] {
         assert!(all.contains(part), "{part}\nnot in: {all}");
@@ -405,6 +407,11 @@ fn raft_crash_faults_in_force_at_once_are_judged_together() {
     let all = validation::validate(&rc).join("\n");
     assert!(
         all.contains("faults \"forever\" and \"later\" overlap"),
+        "{all}"
+    );
+    // "forever" never ends: staggering alone cannot help.
+    assert!(
+        all.contains("give \"forever\" a durationSeconds and stagger them"),
         "{all}"
     );
 
@@ -435,5 +442,123 @@ fn raft_crash_faults_in_force_at_once_are_judged_together() {
     assert!(
         all.contains("faults \"a\", \"b\" and \"c\" overlap") && all.contains("3 of 5"),
         "{all}"
+    );
+    assert!(
+        all.contains(
+            "crash at most 2 members at a time (e.g. targets: [leader] or up to 2 ordinals)"
+        ),
+        "{all}"
+    );
+    assert!(all.contains("give \"c\" a durationSeconds"), "{all}");
+}
+
+/// A fault resolves its targets to one set of members: a target listed twice (or `primary`,
+/// `leader`'s alias, beside it) is one member, not two.
+#[test]
+fn a_crash_fault_counts_each_of_its_members_once() {
+    let mut rc = fixture("raft-3");
+    for targets in ["[leader, leader]", "[leader, primary]", "[2, 2]"] {
+        rc.spec.faults = vec![crash_fault("down", yaml_targets(targets))];
+        let errs = validation::validate(&rc);
+        assert!(errs.is_empty(), "{targets}: {errs:?}");
+    }
+    // Two faults' leaders may be two members; a repeated one in the same fault is still one.
+    rc.spec.faults = vec![
+        crash_fault("a", yaml_targets("[leader, leader]")),
+        crash_fault("b", yaml_targets("[primary]")),
+    ];
+    let all = validation::validate(&rc).join("\n");
+    assert!(all.contains("a crash of 2 of 3 Raft members"), "{all}");
+    // One member: `followers` (listed twice) is nobody.
+    rc.spec.replicas = 1;
+    rc.spec.faults = vec![crash_fault("down", yaml_targets("[followers, followers]"))];
+    let errs = validation::validate(&rc);
+    assert!(errs.is_empty(), "{errs:?}");
+}
+
+/// `targets` written as in a spec (`[leader, primary]`).
+fn yaml_targets(targets: &str) -> Vec<Target> {
+    serde_yaml::from_str(targets).expect("targets")
+}
+
+/// Fewer than 3 members have none to spare: the refusal says so, without advice to crash
+/// "at most 0 members".
+#[test]
+fn a_crash_of_one_of_two_raft_members_says_there_is_none_to_spare() {
+    let mut rc = fixture("raft-3");
+    rc.spec.replicas = 2;
+    rc.spec.faults = vec![crash_fault("down", vec![Target::Ordinal(1)])];
+    let all = validation::validate(&rc).join("\n");
+    assert!(
+        all.contains(
+            "fault \"down\": a crash of 1 of 2 Raft members without spec.storage leaves 1, no \
+             majority"
+        ) && all.contains(
+            "a cluster of 2 Raft members has no member to spare: remove the crash, raise \
+             spec.replicas to at least 3, or create a new cluster with spec.storage"
+        ),
+        "{all}"
+    );
+    assert!(
+        !all.contains("at most 0") && !all.contains("e.g. targets"),
+        "{all}"
+    );
+}
+
+/// A crash overlapping a partition is judged by its crash alone (a partition heals; the
+/// members keep their logs); a `followers` crash that alone leaves no majority is reported
+/// once, not again for every fault it overlaps.
+#[test]
+fn only_crash_faults_count_and_each_set_is_reported_once() {
+    let mut rc = fixture("raft-3");
+    let mut cut: crate::crd::FaultSpec = serde_yaml::from_str(
+        "{name: cut, kind: partition, groups: [[leader], [followers]], durationSeconds: 30}",
+    )
+    .expect("partition");
+    cut.start_after_seconds = Some(0);
+    rc.spec.faults = vec![cut, crash_fault("down", vec![Target::Ordinal(1)])];
+    let errs = validation::validate(&rc);
+    assert!(errs.is_empty(), "{errs:?}");
+    rc.spec.faults = vec![
+        crash_fault("all-but-one", vec![Target::Followers]),
+        crash_fault("one", vec![Target::Ordinal(0)]),
+    ];
+    let errs = validation::validate(&rc);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("fault \"all-but-one\": a crash of 2 of 3"),
+        "{errs:?}"
+    );
+}
+
+/// Without a workload a crash fault runs once: one that has expired (under the same spec)
+/// no longer counts against a new one; edited, it would run again and counts.
+#[test]
+fn an_expired_crash_fault_no_longer_counts() {
+    let mut rc = fixture("raft-3");
+    rc.spec.faults = vec![
+        crash_fault("a", vec![Target::Leader]),
+        crash_fault("b", vec![Target::Ordinal(1)]),
+    ];
+    assert_eq!(validation::validate(&rc).len(), 1);
+    let expired = crate::crd::FaultStatus {
+        name: "a".into(),
+        kind: FaultKind::Crash,
+        state: crate::crd::FaultState::Expired,
+        targets: vec![2],
+        groups: vec![],
+        since: Some("2020-01-01T00:00:00Z".into()),
+        until: Some("2020-01-01T00:00:30Z".into()),
+        spec_hash: Some(crate::faults::spec_hash(&rc.spec.faults[0])),
+        message: None,
+    };
+    rc.status.get_or_insert_with(Default::default).faults = vec![expired];
+    let errs = validation::validate(&rc);
+    assert!(errs.is_empty(), "{errs:?}");
+    rc.spec.faults[0].duration_seconds = Some(40);
+    assert_eq!(
+        validation::validate(&rc).len(),
+        1,
+        "an edited fault runs again"
     );
 }
