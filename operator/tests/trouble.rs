@@ -163,6 +163,46 @@ async fn a_pod_refused_at_a_field_the_operator_computed_is_retried_not_blamed_on
     }
 }
 
+/// spec.storage changed after the claims were made: a member pod created again goes on its
+/// existing claim, which keeps the class and size it was made with and its member id (a
+/// claim's spec is immutable: applying the new ones would be refused at every pass, with no
+/// Event saying why).
+#[tokio::test]
+async fn a_member_pod_created_again_keeps_its_existing_claim_as_it_is() {
+    let before = demo(3, "  storage: {size: 64Mi, storageClassName: standard}");
+    let claim = caplab_operator::resources::member_pvc(&before, 2, 7).expect("a claim");
+    let rc = demo(3, "  storage: {size: 1Gi, storageClassName: fast}");
+    let mut world = World::serving(rc, (0..2).map(|o| (o, blank(u64::from(o) + 1))).collect());
+    world.claims.insert(
+        "data-demo-2".into(),
+        serde_json::to_value(&claim).expect("claim json"),
+    );
+    let h = Harness::start(world).await;
+    h.reconcile().await.expect("reconcile");
+    let log = h.take_log();
+    let applied: Vec<&str> = mock::api_calls(&log)
+        .into_iter()
+        .filter(|c| c.method == "PATCH")
+        .map(|c| c.path.as_str())
+        .collect();
+    assert!(
+        !applied
+            .iter()
+            .any(|p| p.contains("/persistentvolumeclaims/data-demo")),
+        "{applied:?}"
+    );
+    assert!(
+        applied.iter().any(|p| p.ends_with("/pods/demo-2")),
+        "{applied:?}"
+    );
+    let created: Vec<_> = events(&log)
+        .into_iter()
+        .filter(|e| e.1 == "MemberCreated")
+        .collect();
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0].2, "created pod demo-2 as member 7");
+}
+
 // ------------------------------------------------------------------ pods that cannot start
 
 /// Member pod `ordinal` as the kubelet or scheduler leaves it when it cannot start: `status`

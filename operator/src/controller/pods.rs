@@ -125,18 +125,23 @@ impl Pass<'_> {
             {
                 continue;
             }
+            let claim = resources::pvc_name(&self.name, o);
             let mut id = 0;
             if self.rc.spec.storage.is_some() {
-                if let Some(pvc) = pvc_api.get_opt(&resources::pvc_name(&self.name, o)).await? {
+                if let Some(pvc) = pvc_api.get_opt(&claim).await? {
                     id = resources::member_id_of(&pvc.metadata).unwrap_or(0);
                 }
             }
+            // A claim that carries its member id is kept as it is: its class and size were
+            // fixed when it was made (a PVC's spec is immutable), so applying a changed
+            // spec.storage to it would only be refused, again at every pass. A changed
+            // spec.storage applies to the claims made from then on.
+            let claimed = id != 0;
             if id == 0 {
                 id = seen.next_id;
                 seen.next_id += 1;
             }
-            if let Some(pvc) = resources::member_pvc(self.rc, o, id) {
-                let claim = resources::pvc_name(&self.name, o);
+            if let Some(pvc) = resources::member_pvc(self.rc, o, id).filter(|_| !claimed) {
                 pvc_api
                     .patch(&claim, &apply_params(), &Patch::Apply(&pvc))
                     .await

@@ -124,6 +124,8 @@ pub struct World {
     pub invalid_field: Option<&'static str>,
     /// Status patches are answered with this status code (422: Invalid at `status`).
     pub status_patch_fails: Option<u16>,
+    /// PersistentVolumeClaims that exist, by name (a GET of any other answers 404).
+    pub claims: BTreeMap<String, Value>,
 }
 
 impl World {
@@ -589,6 +591,10 @@ fn answer(world: &Mutex<World>, c: &Call) -> Option<(u16, Value)> {
             200,
             json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}),
         ));
+    }
+    let claim = p.strip_prefix(&format!("{core}/persistentvolumeclaims/"));
+    if let Some(found) = claim.and_then(|n| w.claims.get(n)).filter(|_| m == "GET") {
+        return Some((200, found.clone()));
     }
     if p.starts_with(&format!("{core}/persistentvolumeclaims/")) && matches!(m, "GET" | "DELETE") {
         return Some(not_found("persistentvolumeclaim"));
