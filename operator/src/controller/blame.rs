@@ -14,19 +14,37 @@ use super::Error;
 use crate::crd::RegisterCluster;
 
 /// A field of an object the operator builds that the spec gives verbatim.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct FromSpec {
     /// Where the API server names it in the built object, e.g. `spec.containers[0].image`.
     object_path: &'static str,
     /// The RegisterCluster field the user fixes, e.g. `spec.image`.
     spec_path: &'static str,
+    /// Paths under `object_path` the operator fills in itself (e.g.
+    /// `spec.topologySpreadConstraints[0].labelSelector` of a constraint given without one):
+    /// a refusal there is the operator's.
+    filled: Vec<String>,
 }
 
 const fn from_spec(object_path: &'static str, spec_path: &'static str) -> FromSpec {
     FromSpec {
         object_path,
         spec_path,
+        filled: Vec::new(),
     }
+}
+
+/// `spec.topologySpreadConstraints[i].labelSelector` of each constraint the spec gives
+/// without one: [`crate::resources::topology_spread`] fills in the cluster's members.
+fn filled_selectors(rc: &RegisterCluster) -> Vec<String> {
+    let constraints = rc.spec.topology_spread_constraints.iter().enumerate();
+    constraints
+        .filter(|(_, c)| {
+            c.get("labelSelector")
+                .is_none_or(serde_json::Value::is_null)
+        })
+        .map(|(i, _)| format!("spec.topologySpreadConstraints[{i}].labelSelector"))
+        .collect()
 }
 
 /// The fields of a member pod ([`crate::resources::member_pod`]) the spec of `rc` sets
@@ -44,10 +62,13 @@ pub(super) fn member_pod_fields(rc: &RegisterCluster) -> Vec<FromSpec> {
         ),
         (
             !spec.topology_spread_constraints.is_empty(),
-            from_spec(
-                "spec.topologySpreadConstraints",
-                "spec.topologySpreadConstraints",
-            ),
+            FromSpec {
+                filled: filled_selectors(rc),
+                ..from_spec(
+                    "spec.topologySpreadConstraints",
+                    "spec.topologySpreadConstraints",
+                )
+            },
         ),
     ]
     .into_iter()
@@ -77,9 +98,12 @@ fn spec_field(e: &kube::Error, fields: &[FromSpec]) -> Option<&'static str> {
     let named: Vec<&str> = std::iter::once(s.message.as_str())
         .chain(causes.map(|c| c.field.as_str()))
         .collect();
+    let by_spec = |f: &FromSpec, text: &str| {
+        names(text, f.object_path) && !f.filled.iter().any(|p| names(text, p))
+    };
     fields
         .iter()
-        .find(|f| named.iter().any(|text| names(text, f.object_path)))
+        .find(|f| named.iter().any(|text| by_spec(f, text)))
         .map(|f| f.spec_path)
 }
 
@@ -161,5 +185,26 @@ mod tests {
             blame("pod demo-0".into(), &[])(status),
             Error::Kube(_)
         ));
+    }
+
+    /// A constraint given without `labelSelector` gets the operator's: a refusal there is
+    /// the operator's, one at a field the constraint gave (or a selector it gave) the spec's.
+    #[test]
+    fn a_label_selector_the_operator_filled_in_is_not_blamed_on_the_spec() {
+        let mut rc = fixture("raft-3");
+        rc.spec.topology_spread_constraints = vec![
+            serde_json::json!({"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}),
+            serde_json::json!({"maxSkew": 1, "topologyKey": "host", "whenUnsatisfiable": "DoNotSchedule",
+                               "labelSelector": {"matchLabels": {"x": "y"}}}),
+        ];
+        let fields = member_pod_fields(&rc);
+        let at = |field: &str| spec_field(&invalid("Pod \"demo-0\"", field), &fields);
+        assert_eq!(at("spec.topologySpreadConstraints[0].labelSelector"), None);
+        let spread = Some("spec.topologySpreadConstraints");
+        assert_eq!(at("spec.topologySpreadConstraints[0].maxSkew"), spread);
+        assert_eq!(
+            at("spec.topologySpreadConstraints[1].labelSelector"),
+            spread
+        );
     }
 }
