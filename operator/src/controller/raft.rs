@@ -2,7 +2,6 @@
 
 use super::observe::Observation;
 use super::{Pass, Stepped};
-use crate::crd::Replication;
 use crate::member_client::AdminAuth;
 use crate::membership::{self, Observed, Roles, Step};
 
@@ -30,10 +29,9 @@ impl Pass<'_> {
         let leader = seen.leader.as_ref();
         let leader_to = leader.and_then(Observed::recipient);
         let members = &self.ctx.members;
-        let roles = match self.rc.spec.replication {
-            Replication::TwoPc => Roles::TWOPC,
-            _ => Roles::RAFT,
-        };
+        // The words of the mode the leader reports, where the pure step took its own from
+        // (one source): every step naming roles is taken through the leader.
+        let roles = seen.leader_status.as_ref().map_or(&Roles::RAFT, Roles::of);
         match step {
             Step::Stable => None,
             Step::Wait(why) => Some(why),

@@ -37,8 +37,9 @@ impl Roles {
         promotes: false,
     };
 
-    /// The words of the mode `st` (a member's status) reports.
-    pub(super) fn of(st: &Status) -> &'static Roles {
+    /// The words of the mode `st` (a member's status, the leader's where steps are taken)
+    /// reports: the one source of both the pure steps' and the controller's words.
+    pub fn of(st: &Status) -> &'static Roles {
         match st.engine.replication {
             Mode::TwoPc => &Roles::TWOPC,
             _ => &Roles::RAFT,
