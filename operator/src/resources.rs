@@ -180,10 +180,11 @@ pub fn topology_spread(rc: &RegisterCluster) -> Result<Vec<TopologySpreadConstra
         .iter()
         .enumerate()
         .map(|(i, raw)| {
-            let mut c: TopologySpreadConstraint = serde_json::from_value(raw.clone())
-                .map_err(|e| {
+            let mut c: TopologySpreadConstraint =
+                serde_json::from_value(raw.clone()).map_err(|e| {
                     format!(
-                        "topologySpreadConstraints[{i}] is not a Kubernetes topology spread                          constraint ({e}): give maxSkew, topologyKey and whenUnsatisfiable"
+                        "topologySpreadConstraints[{i}] is not a Kubernetes topology spread \
+                         constraint ({e}): give maxSkew, topologyKey and whenUnsatisfiable"
                     )
                 })?;
             c.label_selector.get_or_insert_with(|| member_selector(rc));

@@ -950,6 +950,40 @@ async fn a_crash_waits_until_a_majority_of_the_voters_would_survive_it() {
         .any(|e| e.1 == "FaultStarted" && e.2.starts_with("fault b started: crash on demo-1")));
 }
 
+/// `spec.storage` added to a running Raft cluster (allowed: the rollout moves the pods onto
+/// claims) in the same edit as two crashes due at once: the pods still run on emptyDir, so
+/// the crashed members would come back empty all the same. The guard goes by the pods: the
+/// first crash starts, the second waits for a majority of the voters.
+#[tokio::test]
+async fn storage_in_the_spec_does_not_lift_the_guard_while_the_pods_run_on_emptydir() {
+    let faults = "  faults:\n    - {name: a, kind: crash, targets: [0], durationSeconds: 30}\n    \
+                  - {name: b, kind: crash, targets: [1], durationSeconds: 30}\n";
+    let on_emptydir = demo(3, faults);
+    let mut st = bootstrapped_status(3, 2, 3);
+    st["readySince"] = json!("2020-01-01T00:00:00Z");
+    let rc = with_status(demo(3, &format!("  storage: {{size: 64Mi}}\n{faults}")), st);
+    let members = BTreeMap::from([
+        (0, follower(1, 3, 3, &[1, 2, 3], 10)),
+        (1, follower(2, 3, 3, &[1, 2, 3], 10)),
+        (2, leader(3, 3, &[1, 2, 3], &[], 10)),
+    ]);
+    let mut world = World::serving(rc, members);
+    for (ordinal, pod) in world.pods.iter_mut().enumerate() {
+        let ordinal = ordinal as u32;
+        *pod = running_pod(&on_emptydir, ordinal, u64::from(ordinal) + 1);
+    }
+    let h = Harness::start(world).await;
+
+    h.reconcile().await.expect("reconcile");
+    let log = h.take_log();
+    let api = api_lines(&log);
+    assert!(api.contains(&line("DELETE", &pod_path(0))), "{api:?}");
+    assert!(!api.contains(&line("DELETE", &pod_path(1))), "{api:?}");
+    let st = status_patch(&log);
+    assert_eq!(st["faults"][0]["state"], "active");
+    assert_eq!(st["faults"][1]["state"], "pending");
+}
+
 // ------------------------------------------------------------------ rollout
 
 #[tokio::test]

@@ -171,20 +171,8 @@ async fn a_pod_refused_at_a_field_the_operator_computed_is_retried_not_blamed_on
 async fn a_member_pod_created_again_keeps_its_existing_claim_as_it_is() {
     let before = demo(3, "  storage: {size: 64Mi, storageClassName: standard}");
     let claim = caplab_operator::resources::member_pvc(&before, 2, 7).expect("a claim");
-    let rc = demo(3, "  storage: {size: 1Gi, storageClassName: fast}");
-    let mut world = World::serving(rc, (0..2).map(|o| (o, blank(u64::from(o) + 1))).collect());
-    world.claims.insert(
-        "data-demo-2".into(),
-        serde_json::to_value(&claim).expect("claim json"),
-    );
-    let h = Harness::start(world).await;
-    h.reconcile().await.expect("reconcile");
-    let log = h.take_log();
-    let applied: Vec<&str> = mock::api_calls(&log)
-        .into_iter()
-        .filter(|c| c.method == "PATCH")
-        .map(|c| c.path.as_str())
-        .collect();
+    let log = reconcile_missing_demo_2(Some(serde_json::to_value(&claim).expect("json"))).await;
+    let applied = patched(&log);
     assert!(
         !applied
             .iter()
@@ -201,6 +189,59 @@ async fn a_member_pod_created_again_keeps_its_existing_claim_as_it_is() {
         .collect();
     assert_eq!(created.len(), 1, "{created:?}");
     assert_eq!(created[0].2, "created pod demo-2 as member 7");
+}
+
+/// A missing claim is still made, with the pod.
+#[tokio::test]
+async fn a_missing_member_claim_is_made_with_its_pod() {
+    let applied = patched(&reconcile_missing_demo_2(None).await);
+    for made in ["/persistentvolumeclaims/data-demo-2", "/pods/demo-2"] {
+        assert!(applied.iter().any(|p| p.ends_with(made)), "{applied:?}");
+    }
+}
+
+/// A claim being deleted (by hand) would take the new pod's data with it and leave the pod
+/// waiting for a claim that never comes back: the pod is made once the claim is gone.
+#[tokio::test]
+async fn a_claim_being_deleted_is_waited_for_before_its_pod_is_made() {
+    let before = demo(3, "  storage: {size: 64Mi, storageClassName: standard}");
+    let mut claim = caplab_operator::resources::member_pvc(&before, 2, 7).expect("a claim");
+    claim.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    let log = reconcile_missing_demo_2(Some(serde_json::to_value(&claim).expect("json"))).await;
+    let applied = patched(&log);
+    assert!(
+        !applied.iter().any(|p| p.ends_with("/pods/demo-2")),
+        "{applied:?}"
+    );
+    let (_, _, message) = condition(&status_patch(&log), "Progressing");
+    assert!(
+        message.contains("waiting for claim data-demo-2 to be deleted"),
+        "{message}"
+    );
+}
+
+/// One reconcile of a 3-member cluster with storage whose demo-2 pod is missing, with
+/// `claim` stored as data-demo-2 (or none).
+async fn reconcile_missing_demo_2(claim: Option<Value>) -> Vec<mock::Call> {
+    let rc = demo(3, "  storage: {size: 1Gi, storageClassName: fast}");
+    let mut world = World::serving(rc, (0..2).map(|o| (o, blank(u64::from(o) + 1))).collect());
+    if let Some(claim) = claim {
+        world.claims.insert("data-demo-2".into(), claim);
+    }
+    let h = Harness::start(world).await;
+    h.reconcile().await.expect("reconcile");
+    h.take_log()
+}
+
+/// The paths of the PATCH (server-side apply) calls in `log`.
+fn patched(log: &[mock::Call]) -> Vec<String> {
+    mock::api_calls(log)
+        .into_iter()
+        .filter(|c| c.method == "PATCH")
+        .map(|c| c.path.clone())
+        .collect()
 }
 
 // ------------------------------------------------------------------ pods that cannot start

@@ -12,6 +12,7 @@ use crate::faults::{self, Cluster, FaultEvent, FaultPlan, Schedule, Voters};
 use crate::member_client::AdminAuth;
 use crate::membership;
 use crate::resources;
+use crate::validation::on_claim;
 
 impl Pass<'_> {
     /// What the faults in the spec mean now, on the `schedule`'s clock; announces faults
@@ -55,13 +56,16 @@ impl Pass<'_> {
         plan
     }
 
-    /// The voters a crash must leave a majority of running, on a Raft cluster without
-    /// storage (its crashed members come back empty and need that majority to be admitted):
-    /// the leader's voters, and which of them answered this pass. `None` elsewhere, or
-    /// without a leader (then no fault starts anyway).
+    /// The voters a crash must leave a majority of running, on a Raft cluster whose pods do
+    /// not all keep their data on a claim (crashed members come back empty and need that
+    /// majority to be admitted): the leader's voters, and which of them answered this pass.
+    /// `None` elsewhere, or without a leader (then no fault starts anyway). The pods decide,
+    /// not `spec.storage`: storage added to a running cluster reaches its pods only through
+    /// the rollout, which waits for the crash faults.
     fn voters_to_keep(&self, seen: &Observation) -> Option<Voters> {
         let spec = &self.rc.spec;
-        if spec.replication != Replication::Raft || spec.storage.is_some() {
+        let all_on_claims = spec.storage.is_some() && seen.pods.values().all(on_claim);
+        if spec.replication != Replication::Raft || all_on_claims {
             return None;
         }
         let leader = seen.leader_status.as_ref()?;

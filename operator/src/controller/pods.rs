@@ -129,6 +129,12 @@ impl Pass<'_> {
             let mut id = 0;
             if self.rc.spec.storage.is_some() {
                 if let Some(pvc) = pvc_api.get_opt(&claim).await? {
+                    // A claim being deleted (by hand) would take the new pod's data with it,
+                    // and the pod would wait for it for ever: make the pod once it is gone.
+                    if pvc.metadata.deletion_timestamp.is_some() {
+                        progress.push(format!("waiting for claim {claim} to be deleted"));
+                        continue;
+                    }
                     id = resources::member_id_of(&pvc.metadata).unwrap_or(0);
                 }
             }
