@@ -106,36 +106,36 @@ impl Caplab {
         self.members[member].clone().with_timeouts(POLL)
     }
 
+    /// The status of every running member that answers, with its index (0-based).
+    async fn running_statuses(&self) -> Vec<(usize, Status)> {
+        let mut answered = Vec::new();
+        for i in 0..self.members.len() {
+            if self.procs[i].is_running() {
+                if let Ok(s) = self.status(i).await {
+                    answered.push((i, s));
+                }
+            }
+        }
+        answered
+    }
+
     /// Index (0-based) of the running member that itself claims to be leader/primary in the
     /// highest term. A follower's view can name a leader that has just lost the role (a
     /// failover trial that killed it would then time a cluster that never lost its leader).
     pub async fn leader(&self) -> Option<usize> {
-        let mut claimed: Option<(u64, usize)> = None;
-        for i in 0..self.members.len() {
-            if !self.procs[i].is_running() {
-                continue;
-            }
-            if let Ok(s) = self.status(i).await {
-                if s.engine.role.is_leader() && claimed.is_none_or(|(t, _)| s.engine.term > t) {
-                    claimed = Some((s.engine.term, i));
-                }
-            }
-        }
-        claimed.map(|(_, i)| i)
+        self.running_statuses()
+            .await
+            .into_iter()
+            .filter(|(_, s)| s.engine.role.is_leader())
+            .max_by_key(|(i, s)| (s.engine.term, std::cmp::Reverse(*i)))
+            .map(|(i, _)| i)
     }
 
     /// The highest term (Raft) or epoch (primary modes) any running member reports; `None`
     /// when none answers.
     pub async fn highest_term(&self) -> Option<u64> {
-        let mut highest = None;
-        for i in 0..self.members.len() {
-            if self.procs[i].is_running() {
-                if let Ok(s) = self.status(i).await {
-                    highest = highest.max(Some(s.engine.term));
-                }
-            }
-        }
-        highest
+        let statuses = self.running_statuses().await;
+        statuses.into_iter().map(|(_, s)| s.engine.term).max()
     }
 
     async fn all_ready(&self) -> bool {
