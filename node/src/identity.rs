@@ -25,8 +25,9 @@ pub use caplab_api::identity::{
 const INCARNATION_FILE: &str = "incarnation";
 /// Files whose presence means the data directory already belongs to a member: the Raft log
 /// and snapshot, the primary–secondary, quorum and 2pc stores.
-const MEMBER_DATA_FILES: [&str; 5] = [
-    "raft-log.redb",
+const MEMBER_DATA_FILES: [&str; 6] = [
+    crate::store::LOG_FILE,
+    crate::store::LEGACY_LOG_FILE,
     "snapshot.json",
     "primary-secondary.redb",
     "quorum.redb",

@@ -1,12 +1,15 @@
-//! Durable storage for one member: the Raft log and vote in redb (fsynced on every commit),
-//! the state machine in memory with snapshots written atomically to disk.
+//! Durable storage for one member: the Raft log and vote in a write-ahead log file (synced
+//! before anything in it is reported), the state machine in memory with snapshots written
+//! atomically to disk.
 
 // openraft's storage traits fix the error type (`StorageError`, ~200 bytes); boxing it here
 // would only add conversions at every trait boundary.
 #![allow(clippy::result_large_err)]
 
 mod log_store;
+mod redb_import;
 mod state_machine;
+mod wal;
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,9 +17,13 @@ use std::time::Duration;
 use openraft::{AnyError, StorageIOError};
 
 pub use log_store::LogStore;
+pub use redb_import::LEGACY_LOG_FILE;
 pub use state_machine::{SharedState, StateMachine};
 
 use crate::types::{Raft, StorageError};
+
+/// The Raft log's file in the data directory.
+pub const LOG_FILE: &str = "raft-log.wal";
 
 /// How often the writes applied since the last snapshot are compared with the limit.
 const SNAPSHOT_CHECK: Duration = Duration::from_millis(250);
@@ -25,7 +32,9 @@ const SNAPSHOT_CHECK: Duration = Duration::from_millis(250);
 pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachine), StorageError> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| io_error(StorageIOError::write(AnyError::new(&e))))?;
-    let log = LogStore::open(&data_dir.join("raft-log.redb"))?;
+    let legacy = data_dir.join(LEGACY_LOG_FILE);
+    let log = LogStore::open(&data_dir.join(LOG_FILE), || redb_import::read(&legacy))?;
+    redb_import::remove(&legacy)?;
     let sm = StateMachine::open(data_dir)?;
     Ok((log, sm))
 }

@@ -1,0 +1,116 @@
+//! The Raft log as caplab-node kept it before its own log file (`raft-log.redb`, a redb
+//! database): read once, when a member restarts on a data directory written by an earlier
+//! version, into the new log file, then removed. A member's log and vote must survive an
+//! upgrade: a voter that forgot its vote or acknowledged entries could break Raft's safety.
+
+use std::path::Path;
+
+use openraft::{AnyError, StorageIOError};
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+
+use super::io_error;
+use super::log_store::InMemoryLog;
+use crate::types::{Entry, LogId, StorageError};
+
+/// The file name the log had in the data directory.
+pub const LEGACY_LOG_FILE: &str = "raft-log.redb";
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+fn fail(e: impl std::error::Error + 'static) -> StorageError {
+    io_error(StorageIOError::read_logs(AnyError::new(&e)))
+}
+
+/// The log in the redb database at `path`, if there is one.
+pub fn read(path: &Path) -> Result<Option<InMemoryLog>, StorageError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let db = Database::open(path).map_err(fail)?;
+    let tx = db.begin_read().map_err(fail)?;
+    let mut log = InMemoryLog::default();
+    if let Ok(table) = tx.open_table(LOG) {
+        for row in table.iter().map_err(fail)? {
+            let (index, bytes) = row.map_err(fail)?;
+            let entry: Entry = serde_json::from_slice(bytes.value()).map_err(fail)?;
+            log.entries.insert(index.value(), entry);
+        }
+    }
+    if let Ok(meta) = tx.open_table(META) {
+        log.last_purged = read_meta(&meta, "last_purged")?;
+        log.vote = read_meta(&meta, "vote")?;
+        log.committed = read_meta::<Option<LogId>>(&meta, "committed")?.flatten();
+    }
+    tracing::info!(
+        path = %path.display(),
+        entries = log.entries.len(),
+        "importing the Raft log an earlier version kept in redb"
+    );
+    Ok(Some(log))
+}
+
+fn read_meta<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>, StorageError> {
+    match table.get(key).map_err(fail)? {
+        Some(bytes) => serde_json::from_slice(bytes.value())
+            .map(Some)
+            .map_err(fail),
+        None => Ok(None),
+    }
+}
+
+/// Removes the redb log once the new log file holds it durably.
+pub fn remove(path: &Path) -> Result<(), StorageError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(fail(e)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Vote;
+
+    /// Writes a log the way caplab-node did before its own log file.
+    fn write_legacy(path: &Path) {
+        let db = Database::create(path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut log = tx.open_table(LOG).unwrap();
+            for index in 4..=6 {
+                let entry = Entry {
+                    log_id: LogId::new(openraft::CommittedLeaderId::new(3, 2), index),
+                    payload: openraft::EntryPayload::Blank,
+                };
+                log.insert(index, serde_json::to_vec(&entry).unwrap().as_slice())
+                    .unwrap();
+            }
+            let mut meta = tx.open_table(META).unwrap();
+            let vote = serde_json::to_vec(&Vote::new(3, 2)).unwrap();
+            meta.insert("vote", vote.as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_member_restarted_on_an_earlier_versions_data_keeps_its_log_and_vote() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join(LEGACY_LOG_FILE);
+        write_legacy(&legacy);
+        let (mut log, _sm) = super::super::open(dir.path()).unwrap();
+        assert!(!legacy.exists(), "the redb log is removed once imported");
+        let state = openraft::storage::RaftLogStorage::get_log_state(&mut log)
+            .await
+            .unwrap();
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(6));
+        let vote = openraft::storage::RaftLogStorage::read_vote(&mut log)
+            .await
+            .unwrap();
+        assert_eq!(vote, Some(Vote::new(3, 2)));
+    }
+}
