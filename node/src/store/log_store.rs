@@ -230,23 +230,30 @@ fn lock(log: &Mutex<InMemoryLog>) -> MutexGuard<'_, InMemoryLog> {
 }
 
 /// The writer thread: appends every change queued since the last frame as one frame, syncs
-/// it (unless nobody waits for any of it), then reports each change.
+/// it, then reports each change. Changes nobody waits for (only the committed index, which
+/// merely shortens recovery) wait for the next change someone waits for and ride on its sync
+/// instead of costing one of their own, which the next append would queue behind; every
+/// frame is synced before the next is written, as the log file requires.
 fn write_loop(
     mut wal: Wal,
     memory: Arc<Mutex<InMemoryLog>>,
     mut changes: mpsc::UnboundedReceiver<Change>,
 ) {
     let mut rewritten_len = wal.len();
+    let mut batch = Vec::new();
     while let Some(first) = changes.blocking_recv() {
-        let mut batch = vec![first];
+        batch.push(first);
         while let Ok(change) = changes.try_recv() {
             batch.push(change);
+        }
+        if batch.iter().all(|c| matches!(c.waiter, Waiter::Nobody)) {
+            continue;
         }
         let outcome = write(&mut wal, &batch).map_err(|e| e.to_string());
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "writing the Raft log failed");
         }
-        for change in batch {
+        for change in batch.drain(..) {
             report(change.waiter, &outcome);
         }
         if wal.len() >= (2 * rewritten_len).max(rewritten_len + REWRITE_AFTER_BYTES) {
@@ -254,20 +261,21 @@ fn write_loop(
             rewritten_len = wal.len();
         }
     }
+    // The store was dropped: what nobody waited for is still written, as a shutdown allows.
+    if !batch.is_empty() {
+        if let Err(e) = write(&mut wal, &batch) {
+            tracing::warn!(error = %e, "writing the committed index at shutdown failed");
+        }
+    }
 }
 
-/// Appends `batch` as one frame; syncs it unless nobody waits for any of it (only the
-/// committed index, which merely shortens recovery): that rides on the next sync instead of
-/// costing one of its own, which the next append would otherwise queue behind.
+/// Appends `batch` as one frame and syncs it.
 fn write(wal: &mut Wal, batch: &[Change]) -> Result<(), StorageError> {
     let ctor = StorageIOError::write_logs;
     let records: Vec<&Record> = batch.iter().map(|c| &c.record).collect();
     let payload = serde_json::to_vec(&records).map_err(fail(ctor))?;
     wal.append(&payload).map_err(fail(ctor))?;
-    if batch.iter().any(|c| !matches!(c.waiter, Waiter::Nobody)) {
-        wal.sync().map_err(fail(ctor))?;
-    }
-    Ok(())
+    wal.sync().map_err(fail(ctor))
 }
 
 /// Replaces the file by one frame holding what memory holds. Memory may be ahead of the file
