@@ -25,10 +25,11 @@ pub use caplab_api::identity::{
 const INCARNATION_FILE: &str = "incarnation";
 /// Files whose presence means the data directory already belongs to a member: the Raft log
 /// and snapshot, the primary–secondary, quorum and 2pc stores.
-const MEMBER_DATA_FILES: [&str; 6] = [
+const MEMBER_DATA_FILES: [&str; 7] = [
     crate::store::LOG_FILE,
     crate::store::LEGACY_LOG_FILE,
     "snapshot.json",
+    crate::primary::STORE_FILE,
     "primary-secondary.redb",
     "quorum.redb",
     "twopc.redb",

@@ -24,3 +24,4 @@ pub mod telemetry;
 pub mod trace;
 pub mod twopc;
 pub mod types;
+pub mod wal;

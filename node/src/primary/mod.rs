@@ -11,12 +11,13 @@
 //! Layout: `writer` (the primary's write path and reads), `replicator` (shipping the log to
 //! secondaries, acknowledgements), `follower` (a secondary applying it), `roles` (init,
 //! promote, switchover, follow, member set, fencing), `status`; `log` is the in-memory change
-//! log over `store` (durable, redb), both over `entries`; `wire` holds the peer messages.
+//! log over `store` (durable: a write-ahead log file), both over `entries`; `wire` holds the peer messages.
 
 mod entries;
 mod error;
 mod follower;
 mod log;
+mod redb_import;
 mod replicator;
 mod roles;
 mod status;
@@ -38,6 +39,7 @@ use error::store_error;
 pub use error::{PrimaryError, PrimaryResult};
 use log::ChangeLog;
 pub use store::Role;
+pub use store::STORE_FILE;
 use store::{Change, Meta, Store, StoreError};
 pub use wire::{EpochView, ReplicateRequest, ReplicateResponse};
 use writer::{WriteRequest, GROUP_COMMIT};
@@ -147,8 +149,10 @@ impl PrimaryEngine {
         heartbeat: Duration,
         compact_every: u64,
     ) -> Result<Arc<Self>, StoreError> {
-        let store = Store::open(&data_dir.join("primary-secondary.redb"))?;
-        let (meta, snapshot, log) = store.load()?;
+        let legacy = data_dir.join(redb_import::LEGACY_STORE_FILE);
+        let store = Store::open(&data_dir.join(STORE_FILE), || redb_import::read(&legacy))?;
+        redb_import::remove(&legacy)?;
+        let (meta, snapshot, log) = store.load();
         peers.addresses.merge(meta.addresses.clone());
         let state = State {
             fenced: meta.role == Role::Primary,
@@ -184,13 +188,9 @@ impl PrimaryEngine {
     }
 
     fn reload(&self, state: &mut State) {
-        match self.store.load() {
-            Ok((meta, snapshot, log)) => {
-                state.meta = meta;
-                state.log = ChangeLog::new(snapshot, log);
-            }
-            Err(e) => tracing::error!(error = %e, "cannot reload the change log"),
-        }
+        let (meta, snapshot, log) = self.store.load();
+        state.meta = meta;
+        state.log = ChangeLog::new(snapshot, log);
     }
 
     /// Folds the entries up to `stable` into the snapshot once enough of them piled up

@@ -1,28 +1,30 @@
 //! Durable state of a primary–secondary member: the snapshot the change log is compacted
 //! behind, the log's tail (sequence number → entry) and the member's epoch, role, primary and
-//! member set, in redb; every change is one fsynced transaction.
+//! member set, in a write-ahead log file ([`crate::wal`], `primary-secondary.wal`): every
+//! [`Change`] is one frame, synced before [`Store::commit`] returns.
 //!
-//! The log is split into one table per segment of [`SEGMENT`] sequence numbers, so compaction
-//! drops whole tables: deleting compacted entries row by row costs as much as writing them
-//! and took a third of the write throughput.
+//! What the file holds is also kept in memory (the log's tail is bounded by compaction), so
+//! the file is rewritten from it once it has grown well past it. Until this round the state
+//! lived in redb, whose commit rewrote a dozen pages per change; a member restarted on such a
+//! data directory imports `primary-secondary.redb` once (`redb_import.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use redb::{Database, TableDefinition, TableHandle, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::entries::{LogEntry, Snapshot};
 use crate::types::NodeId;
+use crate::wal::{Wal, WalError};
 
-/// Sequence numbers per log table.
-const SEGMENT: u64 = 4096;
-const SEGMENT_PREFIX: &str = "entries-";
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const META_KEY: &str = "meta";
-const SNAPSHOT_KEY: &str = "snapshot";
+/// The store's file in the data directory.
+pub const STORE_FILE: &str = "primary-secondary.wal";
+
+/// The file is rewritten from memory once it has grown by this many bytes since it was last
+/// written whole (and at least doubled).
+const REWRITE_AFTER_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,7 +54,9 @@ pub struct Meta {
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("storage: {0}")]
-    Redb(String),
+    Wal(#[from] WalError),
+    #[error("storage: {0}")]
+    Storage(String),
     #[error("corrupt entry in the change log: {0}")]
     Corrupt(#[from] serde_json::Error),
     #[error("cannot create the data directory: {0}")]
@@ -61,179 +65,153 @@ pub enum StoreError {
     Task(#[from] tokio::task::JoinError),
 }
 
-fn redb_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Redb(e.to_string())
-}
-
-fn segment_name(segment: u64) -> String {
-    format!("{SEGMENT_PREFIX}{segment:012}")
-}
-
-fn segment_table(name: &str) -> TableDefinition<'_, u64, &'static [u8]> {
-    TableDefinition::new(name)
-}
-
-/// The log's segments present, by number.
-fn segments<'a>(names: impl Iterator<Item = &'a str>) -> BTreeSet<u64> {
-    names
-        .filter_map(|n| n.strip_prefix(SEGMENT_PREFIX))
-        .filter_map(|n| n.parse().ok())
-        .collect()
-}
-
-/// A change to make durable in one transaction.
-#[derive(Default)]
+/// A change made durable as one frame.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Change {
     /// Drop every entry with a sequence number above this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncate_after: Option<u64>,
     /// The new snapshot: every entry up to its sequence number is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<Snapshot>,
     /// (sequence number, entry) pairs to append.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub append: Vec<(u64, LogEntry)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<Meta>,
+}
+
+/// Everything the file holds, replayed.
+#[derive(Debug, Clone, Default)]
+pub struct Stored {
+    pub meta: Meta,
+    pub snapshot: Snapshot,
+    /// The log's tail after the snapshot, by sequence number.
+    pub entries: BTreeMap<u64, LogEntry>,
+}
+
+impl Stored {
+    /// Applies a change in the order its fields are documented to take effect.
+    fn apply(&mut self, change: &Change) {
+        if let Some(after) = change.truncate_after {
+            drop(self.entries.split_off(&(after + 1)));
+        }
+        for (seq, entry) in &change.append {
+            self.entries.insert(*seq, entry.clone());
+        }
+        if let Some(snapshot) = &change.snapshot {
+            self.entries = self.entries.split_off(&(snapshot.seq + 1));
+            self.snapshot = snapshot.clone();
+        }
+        if let Some(meta) = &change.meta {
+            self.meta = meta.clone();
+        }
+    }
+
+    /// The change that rebuilds this state from nothing (what a rewritten file holds).
+    fn checkpoint(&self) -> Change {
+        Change {
+            truncate_after: None,
+            snapshot: Some(self.snapshot.clone()),
+            append: self.entries.iter().map(|(s, e)| (*s, e.clone())).collect(),
+            meta: Some(self.meta.clone()),
+        }
+    }
 }
 
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+struct Inner {
+    wal: Wal,
+    stored: Stored,
+    rewritten_len: u64,
 }
 
 impl Store {
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens (or creates) the log file at `path` and replays it; an empty one first takes
+    /// what `import` finds (the redb store an earlier version kept), as one synced frame.
+    pub fn open(
+        path: &Path,
+        import: impl FnOnce() -> Result<Option<Stored>, StoreError>,
+    ) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let db = Database::create(path).map_err(redb_err)?;
-        let tx = db.begin_write().map_err(redb_err)?;
-        {
-            tx.open_table(META).map_err(redb_err)?;
+        let (mut wal, frames) = Wal::open(path)?;
+        let mut stored = Stored::default();
+        if frames.is_empty() {
+            if let Some(imported) = import()? {
+                wal.rewrite(&serde_json::to_vec(&imported.checkpoint())?)?;
+                stored = imported;
+            }
         }
-        tx.commit().map_err(redb_err)?;
-        Ok(Self { db: Arc::new(db) })
+        for frame in frames {
+            stored.apply(&serde_json::from_slice(&frame)?);
+        }
+        let rewritten_len = wal.end();
+        let inner = Inner {
+            wal,
+            stored,
+            rewritten_len,
+        };
+        Ok(Self {
+            inner: Arc::new(Mutex::new(inner)),
+        })
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        // Every change to `Inner` is made after the frame is durable, in one step per field.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Everything stored: the metadata, the snapshot and the log's tail in sequence order.
-    pub fn load(&self) -> Result<(Meta, Snapshot, Vec<LogEntry>), StoreError> {
-        let tx = self.db.begin_read().map_err(redb_err)?;
-        let meta_table = tx.open_table(META).map_err(redb_err)?;
-        let read = |key: &str| -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(meta_table
-                .get(key)
-                .map_err(redb_err)?
-                .map(|bytes| bytes.value().to_vec()))
-        };
-        let meta = match read(META_KEY)? {
-            Some(bytes) => serde_json::from_slice(&bytes)?,
-            None => Meta::default(),
-        };
-        let snapshot: Snapshot = match read(SNAPSHOT_KEY)? {
-            Some(bytes) => serde_json::from_slice(&bytes)?,
-            None => Snapshot::default(),
-        };
-        let names: Vec<String> = tx
-            .list_tables()
-            .map_err(redb_err)?
-            .map(|t| t.name().to_string())
-            .collect();
-        let mut log = Vec::new();
-        for segment in segments(names.iter().map(String::as_str)) {
-            let name = segment_name(segment);
-            let table = tx.open_table(segment_table(&name)).map_err(redb_err)?;
-            for row in table.range(snapshot.seq + 1..).map_err(redb_err)? {
-                let (_, bytes) = row.map_err(redb_err)?;
-                log.push(serde_json::from_slice(bytes.value())?);
-            }
-        }
-        Ok((meta, snapshot, log))
+    pub fn load(&self) -> (Meta, Snapshot, Vec<LogEntry>) {
+        let inner = self.inner();
+        let s = &inner.stored;
+        let log = s.entries.values().cloned().collect();
+        (s.meta.clone(), s.snapshot.clone(), log)
     }
 
+    /// Makes `change` durable (one frame, synced) on a blocking thread.
     pub async fn commit(&self, change: Change) -> Result<(), StoreError> {
-        let db = self.db.clone();
-        let rows = change
-            .append
-            .iter()
-            .map(|(seq, e)| serde_json::to_vec(e).map(|b| (*seq, b)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let meta = change.meta.as_ref().map(serde_json::to_vec).transpose()?;
-        let snapshot = change
-            .snapshot
-            .as_ref()
-            .map(|s| serde_json::to_vec(s).map(|bytes| (s.seq, bytes)))
-            .transpose()?;
-        tokio::task::spawn_blocking(move || {
-            let tx = db.begin_write().map_err(redb_err)?;
-            if let Some(after) = change.truncate_after {
-                drop_after(&tx, after)?;
-            }
-            if let Some((upto, _)) = &snapshot {
-                drop_through(&tx, *upto)?;
-            }
-            append(&tx, &rows)?;
-            {
-                let mut table = tx.open_table(META).map_err(redb_err)?;
-                if let Some((_, bytes)) = &snapshot {
-                    table
-                        .insert(SNAPSHOT_KEY, bytes.as_slice())
-                        .map_err(redb_err)?;
-                }
-                if let Some(bytes) = &meta {
-                    table.insert(META_KEY, bytes.as_slice()).map_err(redb_err)?;
-                }
-            }
-            tx.commit().map_err(redb_err)
-        })
-        .await?
+        let payload = serde_json::to_vec(&change)?;
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.commit_blocking(&change, &payload)).await?
     }
-}
 
-fn present_segments(tx: &WriteTransaction) -> Result<BTreeSet<u64>, StoreError> {
-    let names: Vec<String> = tx
-        .list_tables()
-        .map_err(redb_err)?
-        .map(|t| t.name().to_string())
-        .collect();
-    Ok(segments(names.iter().map(String::as_str)))
-}
-
-/// Removes every entry after `after`.
-fn drop_after(tx: &WriteTransaction, after: u64) -> Result<(), StoreError> {
-    for segment in present_segments(tx)?.range((after + 1) / SEGMENT..) {
-        let name = segment_name(*segment);
-        if *segment * SEGMENT > after {
-            tx.delete_table(segment_table(&name)).map_err(redb_err)?;
-        } else {
-            let mut table = tx.open_table(segment_table(&name)).map_err(redb_err)?;
-            table
-                .retain_in(after + 1.., |_, _| false)
-                .map_err(redb_err)?;
+    fn commit_blocking(&self, change: &Change, payload: &[u8]) -> Result<(), StoreError> {
+        let mut inner = self.inner();
+        inner.wal.append(payload)?;
+        inner.wal.sync()?;
+        inner.stored.apply(change);
+        if inner.wal.end()
+            >= (2 * inner.rewritten_len).max(inner.rewritten_len + REWRITE_AFTER_BYTES)
+        {
+            inner.rewrite();
         }
+        Ok(())
     }
-    Ok(())
 }
 
-/// Drops the segments whose entries all lie at or before `upto` (the other compacted entries
-/// are skipped when the log is read, and go with their segment later).
-fn drop_through(tx: &WriteTransaction, upto: u64) -> Result<(), StoreError> {
-    for segment in present_segments(tx)?.range(..(upto + 1) / SEGMENT) {
-        tx.delete_table(segment_table(&segment_name(*segment)))
-            .map_err(redb_err)?;
-    }
-    Ok(())
-}
-
-fn append(tx: &WriteTransaction, rows: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
-    let mut by_segment: BTreeMap<u64, Vec<&(u64, Vec<u8>)>> = BTreeMap::new();
-    for row in rows {
-        by_segment.entry(row.0 / SEGMENT).or_default().push(row);
-    }
-    for (segment, rows) in by_segment {
-        let name = segment_name(segment);
-        let mut table = tx.open_table(segment_table(&name)).map_err(redb_err)?;
-        for (seq, bytes) in rows {
-            table.insert(seq, bytes.as_slice()).map_err(redb_err)?;
+impl Inner {
+    /// Replaces the file by one frame holding what memory holds; a failed rewrite leaves the
+    /// old file in use (and is tried again after as much growth).
+    fn rewrite(&mut self) {
+        let outcome = serde_json::to_vec(&self.stored.checkpoint())
+            .map_err(StoreError::from)
+            .and_then(|payload| Ok(self.wal.rewrite(&payload)?));
+        match outcome {
+            Ok(()) => tracing::info!(bytes = self.wal.end(), "rewrote the change log from memory"),
+            Err(e) => {
+                tracing::error!(error = %e, "rewriting the change log failed; appending to the old one")
+            }
         }
+        self.rewritten_len = self.wal.end();
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -251,10 +229,15 @@ mod tests {
         }
     }
 
+    fn no_import() -> Result<Option<Stored>, StoreError> {
+        Ok(None)
+    }
+
     #[tokio::test]
-    async fn compaction_drops_whole_segments_and_reads_skip_the_rest() {
+    async fn compaction_and_truncation_survive_a_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("log.redb")).expect("open");
+        let path = dir.path().join(STORE_FILE);
+        let store = Store::open(&path, no_import).expect("open");
         let append = (1..=10_000)
             .map(|seq| (seq, entry(1, seq as i64)))
             .collect();
@@ -277,16 +260,7 @@ mod tests {
             })
             .await
             .expect("compact");
-        let tx = store.db.begin_read().expect("read");
-        let names: Vec<String> = tx
-            .list_tables()
-            .expect("tables")
-            .map(|t| t.name().to_string())
-            .collect();
-        // Segments 0 and 1 (entries up to 8,191) are gone; segment 2 holds 8,192..=10,000.
-        assert_eq!(segments(names.iter().map(String::as_str)), [2].into());
-        drop(tx);
-        let (_, snapshot, log) = store.load().expect("load");
+        let (_, snapshot, log) = store.load();
         assert_eq!(snapshot.seq, 9_000);
         assert_eq!(log.len(), 1_000);
         assert_eq!(log[0], entry(1, 9_001));
@@ -299,8 +273,75 @@ mod tests {
             })
             .await
             .expect("truncate");
-        let (_, _, log) = store.load().expect("load");
+        drop(store);
+        let (_, snapshot, log) = Store::open(&path, no_import).expect("reopen").load();
+        assert_eq!(snapshot.seq, 9_000);
         assert_eq!(log.len(), 501);
         assert_eq!(log.last(), Some(&entry(2, -1)));
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_file_holds_the_same_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(STORE_FILE);
+        let store = Store::open(&path, no_import).expect("open");
+        for seq in 1..=100 {
+            let change = Change {
+                append: vec![(seq, entry(1, seq as i64))],
+                meta: Some(Meta {
+                    epoch: 3,
+                    role: Role::Primary,
+                    ..Meta::default()
+                }),
+                ..Change::default()
+            };
+            store.commit(change).await.expect("append");
+        }
+        let before = store.load();
+        let grown = store.inner().wal.end();
+        store.inner().rewrite();
+        assert!(store.inner().wal.end() < grown);
+        drop(store);
+        let after = Store::open(&path, no_import).expect("reopen").load();
+        assert_eq!(after, before);
+    }
+
+    #[tokio::test]
+    async fn an_earlier_versions_redb_store_is_imported_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let legacy = dir
+            .path()
+            .join(super::super::redb_import::LEGACY_STORE_FILE);
+        {
+            let db = redb::Database::create(&legacy).expect("redb");
+            let tx = db.begin_write().expect("tx");
+            {
+                let meta = redb::TableDefinition::<&str, &[u8]>::new("meta");
+                let mut table = tx.open_table(meta).expect("meta");
+                let m = Meta {
+                    epoch: 4,
+                    role: Role::Secondary,
+                    primary: Some(1),
+                    ..Meta::default()
+                };
+                let bytes = serde_json::to_vec(&m).expect("json");
+                table.insert("meta", bytes.as_slice()).expect("insert");
+                let segment = redb::TableDefinition::<u64, &[u8]>::new("entries-000000000000");
+                let mut table = tx.open_table(segment).expect("segment");
+                let bytes = serde_json::to_vec(&entry(4, 7)).expect("json");
+                table.insert(1, bytes.as_slice()).expect("insert");
+            }
+            tx.commit().expect("commit");
+        }
+        let path = dir.path().join(STORE_FILE);
+        let import = || super::super::redb_import::read(&legacy);
+        let (meta, _, log) = Store::open(&path, import).expect("open").load();
+        assert_eq!(
+            (meta.epoch, meta.role, meta.primary),
+            (4, Role::Secondary, Some(1))
+        );
+        assert_eq!(log, vec![entry(4, 7)]);
+        let reopened = Store::open(&path, || panic!("imported twice")).expect("reopen");
+        assert_eq!(reopened.load().2, vec![entry(4, 7)]);
     }
 }

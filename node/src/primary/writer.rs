@@ -100,7 +100,7 @@ impl PrimaryEngine {
                 for (w, _) in outcomes {
                     let _ = w
                         .reply
-                        .send(Err(store_error(StoreError::Redb(e.to_string()))));
+                        .send(Err(store_error(StoreError::Storage(e.to_string()))));
                 }
                 return;
             }

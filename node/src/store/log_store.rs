@@ -1,5 +1,5 @@
 //! The Raft log and vote: kept in memory for reading, made durable in a write-ahead log
-//! ([`super::wal`]) by one writer thread.
+//! ([`crate::wal`]) by one writer thread.
 //!
 //! Every change goes, in order, to the writer thread, which appends all the changes queued
 //! meanwhile as one frame, syncs it once (group commit) and only then reports them: appends
@@ -31,8 +31,8 @@ use openraft::{AnyError, OptionalSend, RaftLogReader, StorageIOError};
 use serde::{Deserialize, Serialize};
 
 use super::io_error;
-use super::wal::Wal;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
+use crate::wal::Wal;
 
 /// The log is rewritten from memory once it has grown by this many bytes since it was last
 /// written whole (and at least doubled): appends stay sequential, and the file stays bounded.
@@ -239,7 +239,7 @@ fn write_loop(
     memory: Arc<Mutex<InMemoryLog>>,
     mut changes: mpsc::UnboundedReceiver<Change>,
 ) {
-    let mut rewritten_len = wal.len();
+    let mut rewritten_len = wal.end();
     let mut batch = Vec::new();
     while let Some(first) = changes.blocking_recv() {
         batch.push(first);
@@ -256,9 +256,9 @@ fn write_loop(
         for change in batch.drain(..) {
             report(change.waiter, &outcome);
         }
-        if wal.len() >= (2 * rewritten_len).max(rewritten_len + REWRITE_AFTER_BYTES) {
+        if wal.end() >= (2 * rewritten_len).max(rewritten_len + REWRITE_AFTER_BYTES) {
             rewrite(&mut wal, &memory);
-            rewritten_len = wal.len();
+            rewritten_len = wal.end();
         }
     }
     // The store was dropped: what nobody waited for is still written, as a shutdown allows.
@@ -290,7 +290,7 @@ fn rewrite(wal: &mut Wal, memory: &Mutex<InMemoryLog>) {
         .map_err(|e| e.to_string())
         .and_then(|payload| wal.rewrite(&payload).map_err(|e| e.to_string()));
     match outcome {
-        Ok(()) => tracing::info!(bytes = wal.len(), "rewrote the Raft log from memory"),
+        Ok(()) => tracing::info!(bytes = wal.end(), "rewrote the Raft log from memory"),
         Err(e) => {
             tracing::error!(error = %e, "rewriting the Raft log failed; appending to the old one")
         }
@@ -478,9 +478,9 @@ mod tests {
         write_history(&store).await;
         // Rewrite from memory, as the writer does once the file has grown.
         let (mut wal, _) = Wal::open(&path).unwrap();
-        let before = wal.len();
+        let before = wal.end();
         rewrite(&mut wal, &store.log);
-        assert!(wal.len() < before, "{} bytes, {before} before", wal.len());
+        assert!(wal.end() < before, "{} bytes, {before} before", wal.end());
         drop((wal, store));
         // Memory ahead of the file: a change already in the rewrite is appended again.
         let store = LogStore::open(&path, no_import).unwrap();

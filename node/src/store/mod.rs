@@ -9,7 +9,6 @@
 mod log_store;
 mod redb_import;
 mod state_machine;
-mod wal;
 
 use std::path::Path;
 use std::time::Duration;

@@ -31,6 +31,11 @@ pub const PREALLOCATE_BYTES: u64 = 16 << 20;
 
 #[derive(Debug, Error)]
 pub enum WalError {
+    #[error(
+        "{path}: an earlier sync failed ({cause}), so what the file holds is unknown: restart \
+         the member (it replays the log from the disk)"
+    )]
+    SyncFailed { path: PathBuf, cause: String },
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -59,6 +64,10 @@ pub struct Wal {
     len: u64,
     /// Bytes of file space allocated (at least `len`; zeros after it).
     allocated: u64,
+    /// Why a sync failed, once one has: after a failed `fdatasync` the kernel may have dropped
+    /// the dirty pages it could not write and a later sync can succeed without them, so no
+    /// later frame may be reported durable (PostgreSQL's "fsyncgate", 2018).
+    sync_failed: Option<String>,
 }
 
 impl Wal {
@@ -101,18 +110,20 @@ impl Wal {
             file,
             len: intact as u64,
             allocated,
+            sync_failed: None,
         };
         Ok((wal, frames))
     }
 
     /// Bytes of frames in the file (preallocated space not counted).
-    pub fn len(&self) -> u64 {
+    pub fn end(&self) -> u64 {
         self.len
     }
 
     /// Appends one frame (not yet durable: see [`Wal::sync`], which must come before the
     /// next append).
     pub fn append(&mut self, payload: &[u8]) -> Result<(), WalError> {
+        self.check_synced()?;
         let frame = frame(payload)?;
         self.allocate(self.len + frame.len() as u64)?;
         // A failed write may have left part of the frame: the end is found again from `len`.
@@ -138,14 +149,28 @@ impl Wal {
 
     /// Makes every frame appended so far durable (`fdatasync`).
     pub fn sync(&mut self) -> Result<(), WalError> {
-        self.file
-            .sync_data()
-            .map_err(|e| io_error("syncing", &self.path, e))
+        self.check_synced()?;
+        self.file.sync_data().map_err(|e| {
+            self.sync_failed = Some(e.to_string());
+            io_error("syncing", &self.path, e)
+        })
+    }
+
+    /// Refuses to go on after a failed sync.
+    fn check_synced(&self) -> Result<(), WalError> {
+        match &self.sync_failed {
+            Some(cause) => Err(WalError::SyncFailed {
+                path: self.path.clone(),
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Replaces the whole log by one frame holding `payload`, atomically: after a crash the
     /// log is either the old one or the new one.
     pub fn rewrite(&mut self, payload: &[u8]) -> Result<(), WalError> {
+        self.check_synced()?;
         let frame = frame(payload)?;
         let tmp = temporary(&self.path);
         let tmp = tmp.as_path();
@@ -279,11 +304,11 @@ mod tests {
             .write(true)
             .open(&path)
             .unwrap()
-            .set_len(wal.len() - 3)
+            .set_len(wal.end() - 3)
             .unwrap();
         let (mut wal, frames) = Wal::open(&path).unwrap();
         assert_eq!(frames, vec![b"kept".to_vec()]);
-        assert_eq!(wal.len(), (HEADER_BYTES + 4) as u64);
+        assert_eq!(wal.end(), (HEADER_BYTES + 4) as u64);
         wal.append(b"next").unwrap();
         wal.sync().unwrap();
         assert_eq!(reopen(&path), vec![b"kept".to_vec(), b"next".to_vec()]);
@@ -299,7 +324,7 @@ mod tests {
         wal.append(b"flipped").unwrap();
         wal.sync().unwrap();
         let mut bytes = std::fs::read(&path).unwrap();
-        bytes[wal.len() as usize - 1] ^= 0xff; // the last frame's last byte; zeros follow
+        bytes[wal.end() as usize - 1] ^= 0xff; // the last frame's last byte; zeros follow
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(reopen(&path), vec![b"kept".to_vec()]);
 
@@ -317,7 +342,7 @@ mod tests {
         let (mut wal, _) = Wal::open(&path).unwrap();
         wal.append(b"kept").unwrap();
         wal.sync().unwrap();
-        let start = wal.len() as usize;
+        let start = wal.end() as usize;
         wal.append(&[7; 1000]).unwrap();
         wal.sync().unwrap();
         // Its later sectors reached the disk, its first one (with the header) did not.
