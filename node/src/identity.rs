@@ -7,7 +7,6 @@
 //! [`TO_INCARNATION_HEADER`]; a member answers any that does not match it with `421
 //! Misdirected Request`. Every peer-port answer carries [`INCARNATION_HEADER`].
 
-use std::io::Write;
 use std::path::Path;
 
 use axum::http::HeaderMap;
@@ -87,15 +86,7 @@ pub fn load_or_create_incarnation(data_dir: &Path) -> Result<Incarnation, Identi
     }
     let fresh = random_incarnation();
     std::fs::create_dir_all(data_dir).map_err(file_error)?;
-    let temp = data_dir.join(format!("{INCARNATION_FILE}.tmp"));
-    let mut file = std::fs::File::create(&temp).map_err(file_error)?;
-    file.write_all(fresh.as_str().as_bytes())
-        .map_err(file_error)?;
-    file.sync_all().map_err(file_error)?;
-    std::fs::rename(&temp, &path).map_err(file_error)?;
-    std::fs::File::open(data_dir)
-        .and_then(|dir| dir.sync_all())
-        .map_err(file_error)?;
+    crate::durable_file::replace(&path, fresh.as_str().as_bytes()).map_err(file_error)?;
     tracing::info!(incarnation = %fresh, "new data directory: drew an incarnation");
     Ok(fresh)
 }

@@ -1,41 +1,49 @@
 //! A write-ahead log file: checksummed frames appended to one file, made durable with
 //! `fdatasync`, replayed in order when the file is opened.
 //!
-//! Each frame is `[payload length: u32 LE][CRC-32 of the payload: u32 LE][payload]`. Frames are
-//! only ever appended, the caller syncs each frame before it appends the next (so at most the
-//! last frame is unsynced), and a frame is reported durable only after that sync. A crash can
-//! therefore damage only the last frame. On open, a zero length ends the log (space the file
-//! was extended by, never written, or a frame whose first sector was lost), and a damaged
-//! frame with nothing but zeros or the end of the file after it is a torn write: both are
-//! cut off. Damage followed by further data cannot come from a crash and is refused as
-//! corruption, rather than silently dropping what was acknowledged after it. This is the
-//! shape of etcd's WAL (`server/storage/wal`: length-prefixed, CRC-checked records, space
+//! Each frame is `[payload length: u32 LE][CRC-32 of the payload: u32 LE][payload]`, padded
+//! with zeros to a multiple of 8 bytes, so that every header lies within one disk sector and a
+//! crash cannot tear a length in two. Frames are only ever appended, the caller syncs each
+//! frame before it appends the next (so at most the last frame is unsynced), and a frame is
+//! reported durable only after that sync: a crash can damage only the last frame. On open, a
+//! damaged frame after which no intact frame follows is that torn write and is cut off; damage
+//! followed by an intact frame cannot come from a crash and is refused as corruption, rather
+//! than silently dropping what was acknowledged after it. This is the shape of etcd's WAL
+//! (`server/storage/wal`: length-prefixed, CRC-checked, 8-byte-aligned records, space
 //! preallocated, torn tail repaired on open).
 //!
 //! Space is preallocated ([`PREALLOCATE_BYTES`] at a time, `fallocate`), so a sync after an
-//! append flushes the data without also changing the file's size (~25 % faster here). The
-//! file grows with every frame; [`Wal::rewrite`] replaces it atomically (temporary file,
-//! fsync, rename, fsync of the directory) by one frame holding what is still live.
+//! append flushes the data without also changing the file's size (~25 % faster here); on a
+//! file system without `fallocate` the file simply grows. The file is locked (`flock`) while
+//! open: a second process on the same data directory is refused. The file grows with every
+//! frame; [`Wal::rewrite`] replaces it atomically ([`crate::durable_file`]) by one frame
+//! holding what is still live. After a failed sync nothing more is written (see
+//! [`WalError::SyncFailed`]).
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use rustix::fs::{FallocateFlags, FlockOperation};
+use rustix::io::Errno;
 use thiserror::Error;
+
+use crate::durable_file;
 
 /// Bytes before each frame's payload: its length and its checksum.
 const HEADER_BYTES: usize = 8;
+
+/// Frames start at multiples of this many bytes.
+const ALIGN: usize = 8;
 
 /// Bytes of file space allocated ahead of the frames at a time (16 MiB).
 pub const PREALLOCATE_BYTES: u64 = 16 << 20;
 
 #[derive(Debug, Error)]
 pub enum WalError {
-    #[error(
-        "{path}: an earlier sync failed ({cause}), so what the file holds is unknown: restart \
-         the member (it replays the log from the disk)"
-    )]
-    SyncFailed { path: PathBuf, cause: String },
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -43,8 +51,13 @@ pub enum WalError {
         source: std::io::Error,
     },
     #[error(
-        "{path} is corrupt at byte {offset} of {len} (a damaged frame followed by more data, \
-         which a crash cannot leave): this member's log cannot be trusted; remove its data \
+        "{path} is locked by another process: is another caplab-node running on this data \
+         directory? Stop it first (two members writing one log would corrupt it)"
+    )]
+    Locked { path: PathBuf },
+    #[error(
+        "{path} is corrupt at byte {offset} of {len} (a damaged frame followed by an intact \
+         one, which a crash cannot leave): this member's log cannot be trusted; remove its data \
          directory so that it rejoins as a new member"
     )]
     Corrupt {
@@ -52,8 +65,30 @@ pub enum WalError {
         offset: u64,
         len: u64,
     },
-    #[error("a frame of {0} bytes is larger than the log's limit of 4 GiB")]
-    FrameTooLarge(usize),
+    #[error(
+        "{path}: an earlier sync or rewrite failed ({cause}), so what the file holds is unknown: \
+         restart the member (it replays the log from the disk)"
+    )]
+    SyncFailed { path: PathBuf, cause: String },
+    #[error("a frame of {0} bytes is outside the log's limits (1 byte to 4 GiB)")]
+    FrameSize(usize),
+}
+
+/// The intact frames found when the log was opened, oldest first (read in place).
+pub struct Frames {
+    bytes: Vec<u8>,
+    ranges: Vec<Range<usize>>,
+}
+
+impl Frames {
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Each frame's payload, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.ranges.iter().map(|r| &self.bytes[r.clone()])
+    }
 }
 
 /// An open write-ahead log, positioned at its end.
@@ -64,19 +99,23 @@ pub struct Wal {
     len: u64,
     /// Bytes of file space allocated (at least `len`; zeros after it).
     allocated: u64,
-    /// Why a sync failed, once one has: after a failed `fdatasync` the kernel may have dropped
-    /// the dirty pages it could not write and a later sync can succeed without them, so no
-    /// later frame may be reported durable (PostgreSQL's "fsyncgate", 2018).
-    sync_failed: Option<String>,
+    /// False once the file system refused `fallocate` (the file then grows with each frame).
+    preallocate: bool,
+    /// Why a sync (or a rewrite after its rename) failed, once one has: after a failed
+    /// `fdatasync` the kernel may have dropped the dirty pages it could not write and a later
+    /// sync can succeed without them, so no later frame may be reported durable
+    /// (PostgreSQL's "fsyncgate", 2018).
+    failed: Option<String>,
 }
 
 impl Wal {
-    /// Opens (or creates) the log at `path` and returns it with every intact frame's
-    /// payload, oldest first. A torn last frame is cut off (logged at WARN); an unfinished
+    /// Opens (or creates) and locks the log at `path` and returns it with every intact
+    /// frame, oldest first. A torn last frame is cut off (logged at WARN); an unfinished
     /// [`Wal::rewrite`] is discarded (the file it would have replaced is intact).
-    pub fn open(path: &Path) -> Result<(Self, Vec<Vec<u8>>), WalError> {
+    pub fn open(path: &Path) -> Result<(Self, Frames), WalError> {
         let io = |action| move |source| io_error(action, path, source);
-        remove_if_present(&temporary(path)).map_err(io("removing the unfinished rewrite of"))?;
+        durable_file::remove_if_present(&durable_file::temporary(path))
+            .map_err(io("removing the unfinished rewrite of"))?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -84,35 +123,36 @@ impl Wal {
             .truncate(false)
             .open(path)
             .map_err(io("opening"))?;
+        lock(&file, path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io("reading"))?;
-        let (frames, intact) = parse(&bytes).map_err(|offset| WalError::Corrupt {
+        let (ranges, intact) = parse(&bytes).map_err(|offset| WalError::Corrupt {
             path: path.to_owned(),
             offset: offset as u64,
             len: bytes.len() as u64,
         })?;
-        let torn = &bytes[intact..];
+        let torn = &bytes[intact.min(bytes.len())..];
         if torn.iter().any(|b| *b != 0) {
             tracing::warn!(
                 path = %path.display(),
                 kept = intact,
                 cut = torn.len(),
-                "cutting off a torn write at the end of the log (never reported durable)"
+                "cutting off a torn write at the end of the log (a frame never reported durable)"
             );
             file.set_len(intact as u64)
                 .map_err(io("cutting the torn end of"))?;
             file.sync_all().map_err(io("syncing"))?;
         }
-        let frames = frames.into_iter().map(<[u8]>::to_vec).collect();
         let allocated = file.metadata().map_err(io("reading the size of"))?.len();
         let wal = Self {
             path: path.to_owned(),
             file,
             len: intact as u64,
             allocated,
-            sync_failed: None,
+            preallocate: true,
+            failed: None,
         };
-        Ok((wal, frames))
+        Ok((wal, Frames { bytes, ranges }))
     }
 
     /// Bytes of frames in the file (preallocated space not counted).
@@ -123,68 +163,84 @@ impl Wal {
     /// Appends one frame (not yet durable: see [`Wal::sync`], which must come before the
     /// next append).
     pub fn append(&mut self, payload: &[u8]) -> Result<(), WalError> {
-        self.check_synced()?;
+        self.check_usable()?;
         let frame = frame(payload)?;
         self.allocate(self.len + frame.len() as u64)?;
-        // A failed write may have left part of the frame: the end is found again from `len`.
-        use std::os::unix::fs::FileExt;
+        // A failed write may have left part of the frame: the next one overwrites it.
         let written = self.file.write_all_at(&frame, self.len);
         written.map_err(|e| io_error("appending to", &self.path, e))?;
         self.len += frame.len() as u64;
         Ok(())
     }
 
-    /// Makes sure the file has space up to `end`, allocating [`PREALLOCATE_BYTES`] or more.
+    /// Makes sure the file has space up to `end`: [`PREALLOCATE_BYTES`] more at a time, or
+    /// just what is needed when the file system is short of space for that much.
     fn allocate(&mut self, end: u64) -> Result<(), WalError> {
-        if end <= self.allocated {
+        if !self.preallocate || end <= self.allocated {
             return Ok(());
         }
-        let more = (end - self.allocated).max(PREALLOCATE_BYTES);
-        let flags = rustix::fs::FallocateFlags::empty();
-        rustix::fs::fallocate(&self.file, flags, self.allocated, more)
-            .map_err(|e| io_error("allocating space for", &self.path, e.into()))?;
-        self.allocated += more;
+        let needed = end - self.allocated;
+        let mut result = self.fallocate(needed.max(PREALLOCATE_BYTES));
+        if result == Err(Errno::NOSPC) {
+            result = self.fallocate(needed);
+        }
+        match result {
+            Ok(more) => self.allocated += more,
+            Err(Errno::OPNOTSUPP) => {
+                tracing::info!(path = %self.path.display(), "no fallocate here: the log grows with each frame");
+                self.preallocate = false;
+            }
+            Err(e) => return Err(io_error("allocating space for", &self.path, e.into())),
+        }
         Ok(())
+    }
+
+    fn fallocate(&self, bytes: u64) -> Result<u64, Errno> {
+        let flags = FallocateFlags::empty();
+        rustix::fs::fallocate(&self.file, flags, self.allocated, bytes).map(|()| bytes)
     }
 
     /// Makes every frame appended so far durable (`fdatasync`).
     pub fn sync(&mut self) -> Result<(), WalError> {
-        self.check_synced()?;
-        self.file.sync_data().map_err(|e| {
-            self.sync_failed = Some(e.to_string());
-            io_error("syncing", &self.path, e)
-        })
+        self.check_usable()?;
+        self.file.sync_data().map_err(|e| self.fail("syncing", e))
+    }
+
+    /// Replaces the whole log by one frame holding `payload`, atomically: after a crash the
+    /// log is either the old one or the new one. A failure before the rename leaves the old
+    /// log in use; one after it (syncing the directory) stops the log like a failed sync.
+    pub fn rewrite(&mut self, payload: &[u8]) -> Result<(), WalError> {
+        self.check_usable()?;
+        let frame = frame(payload)?;
+        let tmp = durable_file::temporary(&self.path);
+        let tmp = tmp.as_path();
+        let io = |action| move |e| io_error(action, tmp, e);
+        let file = durable_file::write_temporary(&self.path, &frame).map_err(io("writing"))?;
+        lock(&file, &self.path)?;
+        std::fs::rename(tmp, &self.path).map_err(io("renaming"))?;
+        // From the rename on, the path names the new file: appends must go there.
+        self.file = file;
+        self.len = frame.len() as u64;
+        self.allocated = self.len;
+        durable_file::sync_directory_of(&self.path)
+            .map_err(|e| self.fail("syncing the directory of", e))
+    }
+
+    /// Records a failure after which nothing more may be reported durable.
+    fn fail(&mut self, action: &'static str, e: std::io::Error) -> WalError {
+        self.failed = Some(format!("{action}: {e}"));
+        io_error(action, &self.path, e)
     }
 
     /// Refuses to go on after a failed sync.
-    fn check_synced(&self) -> Result<(), WalError> {
-        match &self.sync_failed {
+    fn check_usable(&self) -> Result<(), WalError> {
+        match &self.failed {
             Some(cause) => Err(WalError::SyncFailed {
                 path: self.path.clone(),
                 cause: cause.clone(),
             }),
             None => Ok(()),
         }
-    }
-
-    /// Replaces the whole log by one frame holding `payload`, atomically: after a crash the
-    /// log is either the old one or the new one.
-    pub fn rewrite(&mut self, payload: &[u8]) -> Result<(), WalError> {
-        self.check_synced()?;
-        let frame = frame(payload)?;
-        let tmp = temporary(&self.path);
-        let tmp = tmp.as_path();
-        let tmp_io = |action| move |source| io_error(action, tmp, source);
-        let mut file = File::create(tmp).map_err(tmp_io("creating"))?;
-        file.write_all(&frame).map_err(tmp_io("writing"))?;
-        file.sync_all().map_err(tmp_io("syncing"))?;
-        std::fs::rename(tmp, &self.path).map_err(tmp_io("renaming"))?;
-        // From the rename on, the path names the new file: appends must go there even if
-        // syncing the directory fails (the rename is then durable with the next sync of it).
-        self.file = file;
-        self.len = frame.len() as u64;
-        self.allocated = self.len;
-        sync_parent(&self.path).map_err(|e| io_error("syncing the directory of", &self.path, e))
     }
 }
 
@@ -196,77 +252,82 @@ fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> WalErr
     }
 }
 
-fn temporary(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".rewrite");
-    PathBuf::from(name)
-}
+/// How long opening waits for the log's lock: a member restarted in the same process (its
+/// old writer thread still closing the file) gets it; another live process does not.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
-fn remove_if_present(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+/// Takes the log's exclusive lock, or refuses when another process keeps holding it.
+fn lock(file: &File, path: &Path) -> Result<(), WalError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(()),
+            Err(Errno::WOULDBLOCK) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(Errno::WOULDBLOCK) => {
+                return Err(WalError::Locked {
+                    path: path.to_owned(),
+                })
+            }
+            Err(e) => return Err(io_error("locking", path, e.into())),
+        }
     }
 }
 
-/// Makes a rename in the file's directory durable.
-fn sync_parent(path: &Path) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    File::open(dir)?.sync_all()
+fn padded(len: usize) -> usize {
+    len.div_ceil(ALIGN) * ALIGN
 }
 
 fn frame(payload: &[u8]) -> Result<Vec<u8>, WalError> {
-    let len = u32::try_from(payload.len()).map_err(|_| WalError::FrameTooLarge(payload.len()))?;
-    let mut frame = Vec::with_capacity(HEADER_BYTES + payload.len());
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|len| *len > 0)
+        .ok_or(WalError::FrameSize(payload.len()))?;
+    let mut frame = Vec::with_capacity(HEADER_BYTES + padded(payload.len()));
     frame.extend_from_slice(&len.to_le_bytes());
     frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     frame.extend_from_slice(payload);
+    frame.resize(HEADER_BYTES + padded(payload.len()), 0);
     Ok(frame)
 }
 
-/// Splits `bytes` into frame payloads. Returns them with the length of the intact prefix
-/// (shorter than `bytes` when the last frame is torn), or the offset of a damaged frame that
-/// is not the last one (corruption).
-fn parse(bytes: &[u8]) -> Result<(Vec<&[u8]>, usize), usize> {
+/// Finds the frames in `bytes`. Returns their payloads' ranges with the length of the intact
+/// prefix (shorter than `bytes` after a torn write, or preallocated space), or the offset of
+/// a damaged frame followed by an intact one (corruption).
+fn parse(bytes: &[u8]) -> Result<(Vec<Range<usize>>, usize), usize> {
     let mut frames = Vec::new();
     let mut offset = 0;
     while offset < bytes.len() {
         match frame_at(bytes, offset) {
             Some(payload) => {
+                offset = payload.start + padded(payload.len());
                 frames.push(payload);
-                offset += HEADER_BYTES + payload.len();
             }
-            None if is_torn_tail(bytes, offset) => return Ok((frames, offset)),
-            None => return Err(offset),
+            None if intact_frame_after(bytes, offset) => return Err(offset),
+            None => break,
         }
     }
     Ok((frames, offset))
 }
 
-/// The payload of the intact frame at `offset`, if there is one.
-fn frame_at(bytes: &[u8], offset: usize) -> Option<&[u8]> {
-    let header = bytes.get(offset..offset + HEADER_BYTES)?;
+/// The payload range of the intact frame at `offset`, if there is one.
+fn frame_at(bytes: &[u8], offset: usize) -> Option<Range<usize>> {
+    let header = bytes.get(offset..offset.checked_add(HEADER_BYTES)?)?;
     let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
     let crc = u32::from_le_bytes(header[4..].try_into().ok()?);
     let start = offset + HEADER_BYTES;
-    let payload = bytes.get(start..start + len)?;
-    (len > 0 && crc32fast::hash(payload) == crc).then_some(payload)
+    let range = start..start.checked_add(len)?;
+    let payload = bytes.get(range.clone())?;
+    (len > 0 && crc32fast::hash(payload) == crc).then_some(range)
 }
 
-/// A frame at `offset` that is not intact ends the log when it is a torn write: its header
-/// is cut short or its length is zero (unwritten space), or nothing but zeros follows the
-/// payload it claims (or that payload reaches past the end of the file).
-fn is_torn_tail(bytes: &[u8], offset: usize) -> bool {
-    let rest = &bytes[offset..];
-    let Some(header) = rest.get(..4) else {
-        return true;
-    };
-    let claimed = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let after = rest.get(HEADER_BYTES + claimed..).unwrap_or_default();
-    claimed == 0 || after.iter().all(|b| *b == 0)
+/// Whether an intact frame starts anywhere after the damaged one at `offset` (zeros, the
+/// usual tail, are skipped at once: a zero length is never a frame).
+fn intact_frame_after(bytes: &[u8], offset: usize) -> bool {
+    (offset + ALIGN..bytes.len())
+        .step_by(ALIGN)
+        .any(|o| frame_at(bytes, o).is_some())
 }
 
 #[cfg(test)]
@@ -274,43 +335,61 @@ mod tests {
     use super::*;
 
     fn reopen(path: &Path) -> Vec<Vec<u8>> {
-        Wal::open(path).expect("open").1
+        let (_, frames) = Wal::open(path).expect("open");
+        frames.iter().map(<[u8]>::to_vec).collect()
+    }
+
+    /// A log holding `payloads`, each synced; returns each frame's offset.
+    fn written(path: &Path, payloads: &[&[u8]]) -> Vec<usize> {
+        let (mut wal, _) = Wal::open(path).unwrap();
+        let mut offsets = Vec::new();
+        for payload in payloads {
+            offsets.push(wal.end() as usize);
+            wal.append(payload).unwrap();
+            wal.sync().unwrap();
+        }
+        offsets
+    }
+
+    fn damage(path: &Path, f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut bytes = std::fs::read(path).unwrap();
+        f(&mut bytes);
+        std::fs::write(path, &bytes).unwrap();
+        bytes
     }
 
     #[test]
-    fn frames_come_back_in_order_after_a_reopen() {
+    fn frames_come_back_in_order_after_a_reopen_and_start_on_eight_byte_boundaries() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.wal");
-        let (mut wal, frames) = Wal::open(&path).unwrap();
-        assert!(frames.is_empty());
-        wal.append(b"one").unwrap();
-        wal.sync().unwrap();
-        wal.append(b"two").unwrap();
-        wal.sync().unwrap();
-        assert_eq!(reopen(&path), vec![b"one".to_vec(), b"two".to_vec()]);
+        let offsets = written(&path, &[b"one", b"two!", b"a longer third one"]);
+        assert!(offsets.iter().all(|o| o % ALIGN == 0), "{offsets:?}");
+        assert_eq!(
+            reopen(&path),
+            vec![
+                b"one".to_vec(),
+                b"two!".to_vec(),
+                b"a longer third one".to_vec()
+            ]
+        );
     }
 
     #[test]
     fn a_torn_last_frame_is_cut_off_and_appending_goes_on_after_the_intact_ones() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.wal");
-        let (mut wal, _) = Wal::open(&path).unwrap();
-        wal.append(b"kept").unwrap();
-        wal.sync().unwrap();
-        wal.append(b"torn frame").unwrap();
-        wal.sync().unwrap();
+        let offsets = written(&path, &[b"kept", b"torn frame"]);
         // Cut inside the second frame's payload, as a crash during its write could.
-        OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(wal.end() - 3)
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len((offsets[1] + HEADER_BYTES + 4) as u64)
             .unwrap();
-        let (mut wal, frames) = Wal::open(&path).unwrap();
-        assert_eq!(frames, vec![b"kept".to_vec()]);
-        assert_eq!(wal.end(), (HEADER_BYTES + 4) as u64);
+        drop(file);
+        assert_eq!(reopen(&path), vec![b"kept".to_vec()]);
+        let (mut wal, _) = Wal::open(&path).unwrap();
+        assert_eq!(wal.end(), offsets[1] as u64);
         wal.append(b"next").unwrap();
         wal.sync().unwrap();
+        drop(wal);
         assert_eq!(reopen(&path), vec![b"kept".to_vec(), b"next".to_vec()]);
     }
 
@@ -318,20 +397,11 @@ mod tests {
     fn a_bad_checksum_on_the_last_frame_or_a_zeroed_tail_is_a_torn_write() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.wal");
-        let (mut wal, _) = Wal::open(&path).unwrap();
-        wal.append(b"kept").unwrap();
-        wal.sync().unwrap();
-        wal.append(b"flipped").unwrap();
-        wal.sync().unwrap();
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[wal.end() as usize - 1] ^= 0xff; // the last frame's last byte; zeros follow
-        std::fs::write(&path, &bytes).unwrap();
+        let offsets = written(&path, &[b"kept", b"flipped"]);
+        damage(&path, |b| b[offsets[1] + HEADER_BYTES] ^= 0xff);
         assert_eq!(reopen(&path), vec![b"kept".to_vec()]);
-
         // The file system extended the file but its data never reached the disk.
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes.extend_from_slice(&[0; 4096]);
-        std::fs::write(&path, &bytes).unwrap();
+        damage(&path, |b| b.extend_from_slice(&[0; 4096]));
         assert_eq!(reopen(&path), vec![b"kept".to_vec()]);
     }
 
@@ -339,60 +409,57 @@ mod tests {
     fn a_last_frame_whose_first_sector_was_lost_ends_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.wal");
-        let (mut wal, _) = Wal::open(&path).unwrap();
-        wal.append(b"kept").unwrap();
-        wal.sync().unwrap();
-        let start = wal.end() as usize;
-        wal.append(&[7; 1000]).unwrap();
-        wal.sync().unwrap();
+        let offsets = written(&path, &[b"kept", &[7; 1000]]);
         // Its later sectors reached the disk, its first one (with the header) did not.
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[start..start + 512].fill(0);
-        std::fs::write(&path, &bytes).unwrap();
+        damage(&path, |b| b[offsets[1]..offsets[1] + 512].fill(0));
         assert_eq!(reopen(&path), vec![b"kept".to_vec()]);
     }
 
     #[test]
-    fn damage_followed_by_more_frames_is_refused_as_corruption() {
+    fn damage_followed_by_an_intact_frame_is_refused_as_corruption() {
+        for zero_the_length in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("log.wal");
+            let offsets = written(&path, &[b"first", b"second", b"third"]);
+            let bytes = damage(&path, |b| match zero_the_length {
+                true => b[offsets[1]..offsets[1] + 4].fill(0),
+                false => b[offsets[1] + HEADER_BYTES] ^= 0xff,
+            });
+            let err = Wal::open(&path).err().expect("corruption refused");
+            assert!(
+                matches!(err, WalError::Corrupt { offset, .. } if offset == offsets[1] as u64),
+                "{err}"
+            );
+            // Nothing was cut: the file is left as found for whoever inspects it.
+            assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn an_empty_frame_is_refused_and_a_second_opener_is_locked_out() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.wal");
         let (mut wal, _) = Wal::open(&path).unwrap();
-        for payload in [&b"first"[..], b"second", b"third"] {
-            wal.append(payload).unwrap();
-            wal.sync().unwrap();
-        }
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[HEADER_BYTES + 5 + HEADER_BYTES] ^= 0xff; // the second frame's payload
-        std::fs::write(&path, &bytes).unwrap();
-        let err = Wal::open(&path).err().expect("corruption refused");
-        assert!(
-            matches!(err, WalError::Corrupt { offset, .. } if offset == (HEADER_BYTES + 5) as u64),
-            "{err}"
-        );
-        // Nothing was cut: the file is left as found for whoever inspects it.
-        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        assert!(matches!(wal.append(b""), Err(WalError::FrameSize(0))));
+        let err = Wal::open(&path).err().expect("locked");
+        assert!(matches!(err, WalError::Locked { .. }), "{err}");
     }
 
     #[test]
     fn a_rewrite_replaces_the_log_and_an_unfinished_one_is_discarded() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.wal");
+        written(&path, &[b"old"]);
         let (mut wal, _) = Wal::open(&path).unwrap();
-        wal.append(b"old").unwrap();
-        wal.sync().unwrap();
         wal.rewrite(b"checkpoint").unwrap();
         wal.append(b"after").unwrap();
         wal.sync().unwrap();
-        assert_eq!(
-            reopen(&path),
-            vec![b"checkpoint".to_vec(), b"after".to_vec()]
-        );
+        drop(wal);
+        let expected = vec![b"checkpoint".to_vec(), b"after".to_vec()];
+        assert_eq!(reopen(&path), expected);
         // A crash before the rename leaves the temporary file beside the intact log.
-        std::fs::write(temporary(&path), b"half a checkpoint").unwrap();
-        assert_eq!(
-            reopen(&path),
-            vec![b"checkpoint".to_vec(), b"after".to_vec()]
-        );
-        assert!(!temporary(&path).exists());
+        std::fs::write(durable_file::temporary(&path), b"half a checkpoint").unwrap();
+        assert_eq!(reopen(&path), expected);
+        assert!(!durable_file::temporary(&path).exists());
     }
 }

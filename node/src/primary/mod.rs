@@ -151,7 +151,7 @@ impl PrimaryEngine {
     ) -> Result<Arc<Self>, StoreError> {
         let legacy = data_dir.join(redb_import::LEGACY_STORE_FILE);
         let store = Store::open(&data_dir.join(STORE_FILE), || redb_import::read(&legacy))?;
-        redb_import::remove(&legacy)?;
+        redb_import::set_aside(&legacy)?;
         let (meta, snapshot, log) = store.load();
         peers.addresses.merge(meta.addresses.clone());
         let state = State {

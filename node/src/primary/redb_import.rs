@@ -1,7 +1,7 @@
 //! The primary–secondary state as caplab-node kept it before its own log file
 //! (`primary-secondary.redb`: metadata and snapshot in a `meta` table, the log's tail in one
 //! table per segment of 4,096 sequence numbers): read once, when a member restarts on a data
-//! directory written by an earlier version, then removed. The epoch, role and acknowledged
+//! directory written by an earlier version, then set aside as `primary-secondary.redb.imported`. The epoch, role and acknowledged
 //! writes must survive an upgrade.
 
 use std::path::Path;
@@ -72,10 +72,8 @@ pub fn read(path: &Path) -> Result<Option<Stored>, StoreError> {
     }))
 }
 
-/// Removes the redb store once the new log file holds it durably.
-pub fn remove(path: &Path) -> Result<(), StoreError> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-        _ => Ok(()),
-    }
+/// Sets the redb store aside once the new log file holds it durably (see the Raft log's
+/// `store::redb_import::set_aside`).
+pub fn set_aside(path: &Path) -> Result<(), StoreError> {
+    Ok(crate::durable_file::set_aside(path, ".imported")?)
 }

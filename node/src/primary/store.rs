@@ -6,7 +6,7 @@
 //! What the file holds is also kept in memory (the log's tail is bounded by compaction), so
 //! the file is rewritten from it once it has grown well past it. Until this round the state
 //! lived in redb, whose commit rewrote a dozen pages per change; a member restarted on such a
-//! data directory imports `primary-secondary.redb` once (`redb_import.rs`).
+//! data directory imports `primary-secondary.redb` once (`redb_import.rs`), then sets it aside.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -149,8 +149,8 @@ impl Store {
                 stored = imported;
             }
         }
-        for frame in frames {
-            stored.apply(&serde_json::from_slice(&frame)?);
+        for frame in frames.iter() {
+            stored.apply(&serde_json::from_slice(frame)?);
         }
         let rewritten_len = wal.end();
         let inner = Inner {

@@ -33,7 +33,7 @@ pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachine), StorageError> {
         .map_err(|e| io_error(StorageIOError::write(AnyError::new(&e))))?;
     let legacy = data_dir.join(LEGACY_LOG_FILE);
     let log = LogStore::open(&data_dir.join(LOG_FILE), || redb_import::read(&legacy))?;
-    redb_import::remove(&legacy)?;
+    redb_import::set_aside(&legacy)?;
     let sm = StateMachine::open(data_dir)?;
     Ok((log, sm))
 }

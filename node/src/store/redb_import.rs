@@ -1,12 +1,13 @@
 //! The Raft log as caplab-node kept it before its own log file (`raft-log.redb`, a redb
 //! database): read once, when a member restarts on a data directory written by an earlier
-//! version, into the new log file, then removed. A member's log and vote must survive an
+//! version, into the new log file, then set aside as `raft-log.redb.imported` (kept, never
+//! read again). A member's log and vote must survive an
 //! upgrade: a voter that forgot its vote or acknowledged entries could break Raft's safety.
 
 use std::path::Path;
 
 use openraft::{AnyError, StorageIOError};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadOnlyTable, ReadableTable, TableDefinition, TableError};
 use serde::de::DeserializeOwned;
 
 use super::io_error;
@@ -31,14 +32,14 @@ pub fn read(path: &Path) -> Result<Option<InMemoryLog>, StorageError> {
     let db = Database::open(path).map_err(fail)?;
     let tx = db.begin_read().map_err(fail)?;
     let mut log = InMemoryLog::default();
-    if let Ok(table) = tx.open_table(LOG) {
+    if let Some(table) = existing(tx.open_table(LOG))? {
         for row in table.iter().map_err(fail)? {
             let (index, bytes) = row.map_err(fail)?;
             let entry: Entry = serde_json::from_slice(bytes.value()).map_err(fail)?;
             log.entries.insert(index.value(), entry);
         }
     }
-    if let Ok(meta) = tx.open_table(META) {
+    if let Some(meta) = existing(tx.open_table(META))? {
         log.last_purged = read_meta(&meta, "last_purged")?;
         log.vote = read_meta(&meta, "vote")?;
         log.committed = read_meta::<Option<LogId>>(&meta, "committed")?.flatten();
@@ -49,6 +50,18 @@ pub fn read(path: &Path) -> Result<Option<InMemoryLog>, StorageError> {
         "importing the Raft log an earlier version kept in redb"
     );
     Ok(Some(log))
+}
+
+/// A table the database holds; one it never had is `None`, any other error is passed on (a
+/// damaged database must not be imported as an empty log).
+fn existing<K: redb::Key, V: redb::Value>(
+    table: Result<ReadOnlyTable<K, V>, TableError>,
+) -> Result<Option<ReadOnlyTable<K, V>>, StorageError> {
+    match table {
+        Ok(table) => Ok(Some(table)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(fail(e)),
+    }
 }
 
 fn read_meta<T: DeserializeOwned>(
@@ -63,12 +76,11 @@ fn read_meta<T: DeserializeOwned>(
     }
 }
 
-/// Removes the redb log once the new log file holds it durably.
-pub fn remove(path: &Path) -> Result<(), StorageError> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(fail(e)),
-        _ => Ok(()),
-    }
+/// Sets the redb log aside once the new log file holds it durably (or when the new log file
+/// already has frames: then the redb log is an import already done, or was written by an
+/// older version started after this one, and is kept for inspection, never read).
+pub fn set_aside(path: &Path) -> Result<(), StorageError> {
+    crate::durable_file::set_aside(path, ".imported").map_err(fail)
 }
 
 #[cfg(test)]
@@ -103,7 +115,8 @@ mod tests {
         let legacy = dir.path().join(LEGACY_LOG_FILE);
         write_legacy(&legacy);
         let (mut log, _sm) = super::super::open(dir.path()).unwrap();
-        assert!(!legacy.exists(), "the redb log is removed once imported");
+        assert!(!legacy.exists(), "the redb log is set aside once imported");
+        assert!(dir.path().join("raft-log.redb.imported").exists());
         let state = openraft::storage::RaftLogStorage::get_log_state(&mut log)
             .await
             .unwrap();

@@ -3,7 +3,7 @@
 //! atomically (temporary file, fsync, rename, fsync of the directory). After a restart the
 //! state is restored from the last snapshot and openraft re-applies the committed log after it.
 
-use std::io::{Cursor, Write};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -96,12 +96,7 @@ impl StateMachine {
     fn persist_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
         let write = || -> std::io::Result<()> {
             let bytes = serde_json::to_vec(stored)?;
-            let tmp = self.dir.join(format!("{SNAPSHOT_FILE}.tmp"));
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, self.dir.join(SNAPSHOT_FILE))?;
-            std::fs::File::open(&self.dir)?.sync_all()
+            crate::durable_file::replace(&self.dir.join(SNAPSHOT_FILE), &bytes)
         };
         write().map_err(fail(|e| StorageIOError::write_snapshot(None, e)))
     }
