@@ -13,26 +13,13 @@ use axum::http::HeaderMap;
 use rand::Rng;
 use thiserror::Error;
 
+use crate::data_files;
 use crate::types::NodeId;
 
 pub use caplab_api::identity::{
     BadIncarnation, Incarnation, Misdirection, PeerAddr, CLUSTER_HEADER, FROM_HEADER,
     INCARNATION_HEADER, TO_HEADER, TO_INCARNATION_HEADER,
 };
-
-/// The file in the data directory that holds the incarnation.
-const INCARNATION_FILE: &str = "incarnation";
-/// Files whose presence means the data directory already belongs to a member: the Raft log
-/// and snapshot, the primary–secondary, quorum and 2pc stores.
-const MEMBER_DATA_FILES: [&str; 7] = [
-    crate::store::LOG_FILE,
-    crate::store::LEGACY_LOG_FILE,
-    "snapshot.json",
-    crate::primary::STORE_FILE,
-    "primary-secondary.redb",
-    "quorum.redb",
-    "twopc.redb",
-];
 
 #[derive(Debug, Error)]
 pub enum IdentityError {
@@ -63,7 +50,7 @@ fn random_incarnation() -> Incarnation {
 /// but no incarnation file is refused ([`IdentityError::MissingWithData`]): a new
 /// incarnation there would make the member's peers shut it out for good.
 pub fn load_or_create_incarnation(data_dir: &Path) -> Result<Incarnation, IdentityError> {
-    let path = data_dir.join(INCARNATION_FILE);
+    let path = data_dir.join(data_files::INCARNATION);
     let file_error = |source| IdentityError::File {
         path: path.clone(),
         source,
@@ -73,7 +60,7 @@ pub fn load_or_create_incarnation(data_dir: &Path) -> Result<Incarnation, Identi
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(file_error(e)),
     }
-    let found: Vec<&str> = MEMBER_DATA_FILES
+    let found: Vec<&str> = data_files::MEMBER_DATA
         .iter()
         .copied()
         .filter(|name| data_dir.join(name).exists())
@@ -193,7 +180,7 @@ mod tests {
             matches!(err, IdentityError::MissingWithData { .. }),
             "{err}"
         );
-        assert!(!dir.path().join(INCARNATION_FILE).exists());
+        assert!(!dir.path().join(data_files::INCARNATION).exists());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod config;
+pub mod data_files;
 pub mod durable_file;
 pub mod election;
 pub mod engine;

@@ -39,11 +39,11 @@ use error::store_error;
 pub use error::{PrimaryError, PrimaryResult};
 use log::ChangeLog;
 pub use store::Role;
-pub use store::STORE_FILE;
 use store::{Change, Meta, Store, StoreError};
 pub use wire::{EpochView, ReplicateRequest, ReplicateResponse};
 use writer::{WriteRequest, GROUP_COMMIT};
 
+use crate::data_files;
 use crate::engine::{Consistency, ReplicationEngine};
 use crate::network::PeerClient;
 use crate::types::{Command, Node, NodeId};
@@ -149,8 +149,10 @@ impl PrimaryEngine {
         heartbeat: Duration,
         compact_every: u64,
     ) -> Result<Arc<Self>, StoreError> {
-        let legacy = data_dir.join(redb_import::LEGACY_STORE_FILE);
-        let store = Store::open(&data_dir.join(STORE_FILE), || redb_import::read(&legacy))?;
+        let legacy = data_dir.join(data_files::LEGACY_PRIMARY_STORE);
+        let store = Store::open(&data_dir.join(data_files::PRIMARY_STORE), || {
+            redb_import::read(&legacy)
+        })?;
         redb_import::set_aside(&legacy)?;
         let (meta, snapshot, log) = store.load();
         peers.addresses.merge(meta.addresses.clone());

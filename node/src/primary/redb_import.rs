@@ -11,9 +11,6 @@ use redb::{Database, TableDefinition, TableHandle};
 use super::entries::{LogEntry, Snapshot};
 use super::store::{Meta, StoreError, Stored};
 
-/// The file name the store had in the data directory.
-pub const LEGACY_STORE_FILE: &str = "primary-secondary.redb";
-
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const SEGMENT_PREFIX: &str = "entries-";
 

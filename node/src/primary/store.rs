@@ -19,9 +19,6 @@ use super::entries::{LogEntry, Snapshot};
 use crate::types::NodeId;
 use crate::wal::{Wal, WalError};
 
-/// The store's file in the data directory.
-pub const STORE_FILE: &str = "primary-secondary.wal";
-
 /// The file is rewritten from memory once it has grown by this many bytes since it was last
 /// written whole (and at least doubled).
 const REWRITE_AFTER_BYTES: u64 = 64 << 20;
@@ -236,7 +233,7 @@ mod tests {
     #[tokio::test]
     async fn compaction_and_truncation_survive_a_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join(STORE_FILE);
+        let path = dir.path().join(crate::data_files::PRIMARY_STORE);
         let store = Store::open(&path, no_import).expect("open");
         let append = (1..=10_000)
             .map(|seq| (seq, entry(1, seq as i64)))
@@ -283,7 +280,7 @@ mod tests {
     #[tokio::test]
     async fn a_rewritten_file_holds_the_same_state() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join(STORE_FILE);
+        let path = dir.path().join(crate::data_files::PRIMARY_STORE);
         let store = Store::open(&path, no_import).expect("open");
         for seq in 1..=100 {
             let change = Change {
@@ -309,9 +306,7 @@ mod tests {
     #[tokio::test]
     async fn an_earlier_versions_redb_store_is_imported_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let legacy = dir
-            .path()
-            .join(super::super::redb_import::LEGACY_STORE_FILE);
+        let legacy = dir.path().join(crate::data_files::LEGACY_PRIMARY_STORE);
         {
             let db = redb::Database::create(&legacy).expect("redb");
             let tx = db.begin_write().expect("tx");
@@ -333,7 +328,7 @@ mod tests {
             }
             tx.commit().expect("commit");
         }
-        let path = dir.path().join(STORE_FILE);
+        let path = dir.path().join(crate::data_files::PRIMARY_STORE);
         let import = || super::super::redb_import::read(&legacy);
         let (meta, _, log) = Store::open(&path, import).expect("open").load();
         assert_eq!(

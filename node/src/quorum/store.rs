@@ -15,7 +15,6 @@ use super::wire::{Stamp, Versioned};
 use crate::types::NodeId;
 
 /// The file in the data directory.
-pub const STORE_FILE: &str = "quorum.redb";
 const REGISTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("registers");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const META_KEY: &str = "meta";
@@ -62,7 +61,8 @@ impl Store {
     /// Opens (or creates) `<data_dir>/quorum.redb`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)?;
-        let db = Database::create(data_dir.join(STORE_FILE)).map_err(redb_err)?;
+        let db =
+            Database::create(data_dir.join(crate::data_files::QUORUM_STORE)).map_err(redb_err)?;
         let tx = db.begin_write().map_err(redb_err)?;
         tx.open_table(REGISTERS).map_err(redb_err)?;
         tx.open_table(META).map_err(redb_err)?;

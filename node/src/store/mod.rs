@@ -16,13 +16,10 @@ use std::time::Duration;
 use openraft::{AnyError, StorageIOError};
 
 pub use log_store::LogStore;
-pub use redb_import::LEGACY_LOG_FILE;
 pub use state_machine::{SharedState, StateMachine};
 
+use crate::data_files;
 use crate::types::{Raft, StorageError};
-
-/// The Raft log's file in the data directory.
-pub const LOG_FILE: &str = "raft-log.wal";
 
 /// How often the writes applied since the last snapshot are compared with the limit.
 const SNAPSHOT_CHECK: Duration = Duration::from_millis(250);
@@ -31,8 +28,10 @@ const SNAPSHOT_CHECK: Duration = Duration::from_millis(250);
 pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachine), StorageError> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| io_error(StorageIOError::write(AnyError::new(&e))))?;
-    let legacy = data_dir.join(LEGACY_LOG_FILE);
-    let log = LogStore::open(&data_dir.join(LOG_FILE), || redb_import::read(&legacy))?;
+    let legacy = data_dir.join(data_files::LEGACY_RAFT_LOG);
+    let log = LogStore::open(&data_dir.join(data_files::RAFT_LOG), || {
+        redb_import::read(&legacy)
+    })?;
     redb_import::set_aside(&legacy)?;
     let sm = StateMachine::open(data_dir)?;
     Ok((log, sm))

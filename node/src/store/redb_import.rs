@@ -14,9 +14,6 @@ use super::io_error;
 use super::log_store::InMemoryLog;
 use crate::types::{Entry, LogId, StorageError};
 
-/// The file name the log had in the data directory.
-pub const LEGACY_LOG_FILE: &str = "raft-log.redb";
-
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -112,7 +109,7 @@ mod tests {
     #[tokio::test]
     async fn a_member_restarted_on_an_earlier_versions_data_keeps_its_log_and_vote() {
         let dir = tempfile::tempdir().unwrap();
-        let legacy = dir.path().join(LEGACY_LOG_FILE);
+        let legacy = dir.path().join(crate::data_files::LEGACY_RAFT_LOG);
         write_legacy(&legacy);
         let (mut log, _sm) = super::super::open(dir.path()).unwrap();
         assert!(!legacy.exists(), "the redb log is set aside once imported");

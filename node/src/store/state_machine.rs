@@ -18,8 +18,6 @@ use crate::types::{
     TypeConfig,
 };
 
-const SNAPSHOT_FILE: &str = "snapshot.json";
-
 /// What the state machine has applied.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AppliedState {
@@ -83,7 +81,7 @@ impl StateMachine {
     }
 
     fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        let path = self.dir.join(SNAPSHOT_FILE);
+        let path = self.dir.join(crate::data_files::RAFT_SNAPSHOT);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -96,7 +94,7 @@ impl StateMachine {
     fn persist_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
         let write = || -> std::io::Result<()> {
             let bytes = serde_json::to_vec(stored)?;
-            crate::durable_file::replace(&self.dir.join(SNAPSHOT_FILE), &bytes)
+            crate::durable_file::replace(&self.dir.join(crate::data_files::RAFT_SNAPSHOT), &bytes)
         };
         write().map_err(fail(|e| StorageIOError::write_snapshot(None, e)))
     }

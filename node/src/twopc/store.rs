@@ -15,7 +15,6 @@ use super::wire::{Decision, TxId};
 use crate::types::{Command, NodeId};
 
 /// The file in the data directory.
-pub const STORE_FILE: &str = "twopc.redb";
 const REGISTERS: TableDefinition<&str, i64> = TableDefinition::new("registers");
 /// Participant: txid → [`Prepared`] (JSON).
 const PREPARED: TableDefinition<u64, &[u8]> = TableDefinition::new("prepared");
@@ -148,7 +147,8 @@ impl Store {
     /// Opens (or creates) `<data_dir>/twopc.redb`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir)?;
-        let db = Database::create(data_dir.join(STORE_FILE)).map_err(redb_err)?;
+        let db =
+            Database::create(data_dir.join(crate::data_files::TWOPC_STORE)).map_err(redb_err)?;
         let tx = db.begin_write().map_err(redb_err)?;
         tx.open_table(REGISTERS).map_err(redb_err)?;
         tx.open_table(PREPARED).map_err(redb_err)?;
