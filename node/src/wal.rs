@@ -5,20 +5,27 @@
 //! with zeros to a multiple of 8 bytes, so that every header lies within one disk sector and a
 //! crash cannot tear a length in two. Frames are only ever appended, the caller syncs each
 //! frame before it appends the next (so at most the last frame is unsynced), and a frame is
-//! reported durable only after that sync: a crash can damage only the last frame. On open, a
-//! damaged frame after which no intact frame follows is that torn write and is cut off; damage
-//! followed by an intact frame cannot come from a crash and is refused as corruption, rather
-//! than silently dropping what was acknowledged after it. This is the shape of etcd's WAL
-//! (`server/storage/wal`: length-prefixed, CRC-checked, 8-byte-aligned records, space
-//! preallocated, torn tail repaired on open).
+//! reported durable only after that sync: a crash can damage only the last frame, and only by
+//! leaving part of it unwritten (zeros: the file's preallocated space). On open, a damaged
+//! last frame is such a torn write when its length is zero, it runs past the end of the file,
+//! or one of its 512-byte sectors is all zeros (payloads are JSON text, which holds no zero
+//! byte); it is cut off. Any other damage (a flipped bit, damage followed by an intact frame)
+//! cannot come from a crash and is refused as corruption, rather than silently dropping what
+//! was acknowledged. This is etcd's WAL's shape (`server/storage/wal`: length-prefixed,
+//! CRC-checked, 8-byte-aligned records, space preallocated, `isTornEntry` on open).
+//!
+//! Opening also syncs the file and its directory: frames a killed process wrote but never
+//! synced may still sit in the page cache, and are replayed; they must be durable before the
+//! member reports what they hold.
 //!
 //! Space is preallocated ([`PREALLOCATE_BYTES`] at a time, `fallocate`), so a sync after an
 //! append flushes the data without also changing the file's size (~25 % faster here); on a
-//! file system without `fallocate` the file simply grows. The file is locked (`flock`) while
-//! open: a second process on the same data directory is refused. The file grows with every
-//! frame; [`Wal::rewrite`] replaces it atomically ([`crate::durable_file`]) by one frame
-//! holding what is still live. After a failed sync nothing more is written (see
-//! [`WalError::SyncFailed`]).
+//! file system without `fallocate` the file simply grows. A lock file beside it (`<log>.lock`,
+//! `flock`) is held while the log is open: a second process on the same data directory is
+//! refused. The file grows with every frame; once it has grown [`REWRITE_AFTER_BYTES`] past
+//! its size after the last rewrite (and at least doubled), [`Wal::rewrite_if_grown`] replaces
+//! it atomically ([`crate::durable_file`]) by one frame holding what is still live. After a
+//! failed sync nothing more is written (see [`WalError::SyncFailed`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -42,6 +49,12 @@ const ALIGN: usize = 8;
 /// Bytes of file space allocated ahead of the frames at a time (16 MiB).
 pub const PREALLOCATE_BYTES: u64 = 16 << 20;
 
+/// Growth after which the file is rewritten from what is live (64 MiB).
+pub const REWRITE_AFTER_BYTES: u64 = 64 << 20;
+
+/// A torn write leaves at least one whole sector of this many bytes unwritten.
+const SECTOR: usize = 512;
+
 #[derive(Debug, Error)]
 pub enum WalError {
     #[error("{action} {path}: {source}")]
@@ -56,9 +69,9 @@ pub enum WalError {
     )]
     Locked { path: PathBuf },
     #[error(
-        "{path} is corrupt at byte {offset} of {len} (a damaged frame followed by an intact \
-         one, which a crash cannot leave): this member's log cannot be trusted; remove its data \
-         directory so that it rejoins as a new member"
+        "{path} is corrupt at byte {offset} of {len} (damage a crash cannot leave): this \
+         member's log cannot be trusted; remove its data directory so that it rejoins as a new \
+         member"
     )]
     Corrupt {
         path: PathBuf,
@@ -95,6 +108,11 @@ impl Frames {
 pub struct Wal {
     path: PathBuf,
     file: File,
+    /// The lock file, held (`flock`) while the log is open; it outlives rewrites, which
+    /// replace the log's file.
+    _lock: File,
+    /// Bytes of frames after the last rewrite (or at open).
+    rewritten_len: u64,
     /// Bytes of frames: where the next frame goes.
     len: u64,
     /// Bytes of file space allocated (at least `len`; zeros after it).
@@ -114,6 +132,7 @@ impl Wal {
     /// [`Wal::rewrite`] is discarded (the file it would have replaced is intact).
     pub fn open(path: &Path) -> Result<(Self, Frames), WalError> {
         let io = |action| move |source| io_error(action, path, source);
+        let lock = lock(path)?;
         durable_file::remove_if_present(&durable_file::temporary(path))
             .map_err(io("removing the unfinished rewrite of"))?;
         let mut file = OpenOptions::new()
@@ -123,7 +142,6 @@ impl Wal {
             .truncate(false)
             .open(path)
             .map_err(io("opening"))?;
-        lock(&file, path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io("reading"))?;
         let (ranges, intact) = parse(&bytes).map_err(|offset| WalError::Corrupt {
@@ -141,18 +159,46 @@ impl Wal {
             );
             file.set_len(intact as u64)
                 .map_err(io("cutting the torn end of"))?;
-            file.sync_all().map_err(io("syncing"))?;
         }
+        file.sync_all().map_err(io("syncing"))?;
+        durable_file::sync_directory_of(path).map_err(io("syncing the directory of"))?;
         let allocated = file.metadata().map_err(io("reading the size of"))?.len();
         let wal = Self {
             path: path.to_owned(),
             file,
+            _lock: lock,
+            rewritten_len: intact as u64,
             len: intact as u64,
             allocated,
             preallocate: true,
             failed: None,
         };
         Ok((wal, Frames { bytes, ranges }))
+    }
+
+    /// [`Wal::open`]; when the log has no frames (new, or an import that did not finish),
+    /// `import` may supply one payload (state an earlier version kept elsewhere), which is
+    /// written as the log's one frame and returned as such.
+    pub fn open_importing<E: From<WalError>>(
+        path: &Path,
+        import: impl FnOnce() -> Result<Option<Vec<u8>>, E>,
+    ) -> Result<(Self, Frames), E> {
+        let (mut wal, frames) = Self::open(path)?;
+        if !frames.is_empty() {
+            return Ok((wal, frames));
+        }
+        let Some(payload) = import()? else {
+            return Ok((wal, frames));
+        };
+        wal.rewrite(&payload)?;
+        let ranges = std::iter::once(0..payload.len()).collect();
+        Ok((
+            wal,
+            Frames {
+                bytes: payload,
+                ranges,
+            },
+        ))
     }
 
     /// Bytes of frames in the file (preallocated space not counted).
@@ -186,7 +232,7 @@ impl Wal {
         }
         match result {
             Ok(more) => self.allocated += more,
-            Err(Errno::OPNOTSUPP) => {
+            Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => {
                 tracing::info!(path = %self.path.display(), "no fallocate here: the log grows with each frame");
                 self.preallocate = false;
             }
@@ -216,14 +262,38 @@ impl Wal {
         let tmp = tmp.as_path();
         let io = |action| move |e| io_error(action, tmp, e);
         let file = durable_file::write_temporary(&self.path, &frame).map_err(io("writing"))?;
-        lock(&file, &self.path)?;
         std::fs::rename(tmp, &self.path).map_err(io("renaming"))?;
         // From the rename on, the path names the new file: appends must go there.
         self.file = file;
         self.len = frame.len() as u64;
         self.allocated = self.len;
+        self.rewritten_len = self.len;
         durable_file::sync_directory_of(&self.path)
             .map_err(|e| self.fail("syncing the directory of", e))
+    }
+
+    /// Rewrites the log from `checkpoint` (what is live, as one payload) once it has grown
+    /// [`REWRITE_AFTER_BYTES`] past its size after the last rewrite and at least doubled. A
+    /// failed rewrite is logged and tried again after as much growth.
+    pub fn rewrite_if_grown<E: std::fmt::Display>(
+        &mut self,
+        checkpoint: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) {
+        let due = (2 * self.rewritten_len).max(self.rewritten_len + REWRITE_AFTER_BYTES);
+        if self.len < due {
+            return;
+        }
+        let outcome = checkpoint()
+            .map_err(|e| e.to_string())
+            .and_then(|payload| self.rewrite(&payload).map_err(|e| e.to_string()));
+        let path = self.path.display();
+        match outcome {
+            Ok(()) => tracing::info!(%path, bytes = self.len, "rewrote the log from what is live"),
+            Err(e) => {
+                tracing::error!(%path, error = %e, "rewriting the log failed");
+                self.rewritten_len = self.len;
+            }
+        }
     }
 
     /// Records a failure after which nothing more may be reported durable.
@@ -252,16 +322,25 @@ fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> WalErr
     }
 }
 
-/// How long opening waits for the log's lock: a member restarted in the same process (its
-/// old writer thread still closing the file) gets it; another live process does not.
+/// How long opening waits for the lock: long enough for a member's previous process (or, in
+/// tests, a store just dropped) to let go; a live second process keeps it and is refused.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
-/// Takes the log's exclusive lock, or refuses when another process keeps holding it.
-fn lock(file: &File, path: &Path) -> Result<(), WalError> {
+/// Takes the log's lock file (`<path>.lock`), or refuses when another process keeps it.
+fn lock(path: &Path) -> Result<File, WalError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| io_error("opening", &lock_path, e))?;
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
-        match rustix::fs::flock(file, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => return Ok(()),
+        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(file),
             Err(Errno::WOULDBLOCK) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -270,7 +349,7 @@ fn lock(file: &File, path: &Path) -> Result<(), WalError> {
                     path: path.to_owned(),
                 })
             }
-            Err(e) => return Err(io_error("locking", path, e.into())),
+            Err(e) => return Err(io_error("locking", &lock_path, e.into())),
         }
     }
 }
@@ -304,8 +383,8 @@ fn parse(bytes: &[u8]) -> Result<(Vec<Range<usize>>, usize), usize> {
                 offset = payload.start + padded(payload.len());
                 frames.push(payload);
             }
-            None if intact_frame_after(bytes, offset) => return Err(offset),
-            None => break,
+            None if is_torn(bytes, offset) && !intact_frame_after(bytes, offset) => break,
+            None => return Err(offset),
         }
     }
     Ok((frames, offset))
@@ -320,6 +399,24 @@ fn frame_at(bytes: &[u8], offset: usize) -> Option<Range<usize>> {
     let range = start..start.checked_add(len)?;
     let payload = bytes.get(range.clone())?;
     (len > 0 && crc32fast::hash(payload) == crc).then_some(range)
+}
+
+/// Whether the damaged frame at `offset` looks like a write cut short: its header is cut
+/// short or zero, it runs past the end of the file, or one of its sectors is all zeros.
+fn is_torn(bytes: &[u8], offset: usize) -> bool {
+    let Some(header) = bytes.get(offset..offset + HEADER_BYTES) else {
+        return true;
+    };
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let end = offset + HEADER_BYTES + padded(len);
+    if len == 0 || end > bytes.len() {
+        return true;
+    }
+    let first_sector = offset / SECTOR * SECTOR;
+    (first_sector..end)
+        .step_by(SECTOR)
+        .map(|s| &bytes[s..(s + SECTOR).min(bytes.len())])
+        .any(|sector| sector.iter().all(|b| *b == 0))
 }
 
 /// Whether an intact frame starts anywhere after the damaged one at `offset` (zeros, the
@@ -394,15 +491,24 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_checksum_on_the_last_frame_or_a_zeroed_tail_is_a_torn_write() {
+    fn a_last_frame_with_an_unwritten_sector_is_torn_but_a_flipped_bit_is_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.wal");
-        let offsets = written(&path, &[b"kept", b"flipped"]);
-        damage(&path, |b| b[offsets[1] + HEADER_BYTES] ^= 0xff);
+        let offsets = written(&path, &[b"kept", &[b'x'; 2000]]);
+        // A later sector reached the disk, a middle one did not.
+        let middle = (offsets[1] / SECTOR + 2) * SECTOR;
+        damage(&path, |b| b[middle..middle + SECTOR].fill(0));
         assert_eq!(reopen(&path), vec![b"kept".to_vec()]);
         // The file system extended the file but its data never reached the disk.
         damage(&path, |b| b.extend_from_slice(&[0; 4096]));
         assert_eq!(reopen(&path), vec![b"kept".to_vec()]);
+
+        let offsets = written(&path, &[b"flipped"]);
+        damage(&path, |b| b[offsets[0] + HEADER_BYTES] ^= 0x01);
+        let err = Wal::open(&path)
+            .err()
+            .expect("a flipped bit is not a torn write");
+        assert!(matches!(err, WalError::Corrupt { .. }), "{err}");
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub enum PrimaryError {
     ShuttingDown,
     #[error("compare-and-set failed: the current value is {current}")]
     CasMismatch { current: i64 },
-    /// A change could not be made durable, so it did not happen.
+    /// A change was not confirmed durable: it may or may not take effect (a failed sync can
+    /// leave it in the file, and a restart replays the file).
     #[error("{0}")]
     NotDurable(String),
     /// Refused before anything changed (e.g. a switchover target that did not catch up).
@@ -51,9 +52,8 @@ impl EngineError for PrimaryError {
             },
             PrimaryError::Fenced { .. }
             | PrimaryError::ShuttingDown
-            | PrimaryError::NotDurable(_)
             | PrimaryError::NotApplied(_) => Outcome::NotApplied,
-            PrimaryError::Unknown(_) => Outcome::Unknown,
+            PrimaryError::NotDurable(_) | PrimaryError::Unknown(_) => Outcome::Unknown,
             PrimaryError::CasMismatch { current } => Outcome::CasMismatch { current: *current },
             PrimaryError::Conflict(_) => Outcome::Conflict,
             PrimaryError::Invalid(_) => Outcome::Invalid,

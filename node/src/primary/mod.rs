@@ -214,12 +214,9 @@ impl PrimaryEngine {
         }
     }
 
-    /// Makes `change` durable; a failure means it did not happen.
+    /// Makes `change` durable; after a failure it may or may not take effect.
     async fn commit(&self, change: Change) -> PrimaryResult<()> {
-        self.store
-            .commit(change)
-            .await
-            .map_err(|e| PrimaryError::NotDurable(e.to_string()))
+        self.store.commit(change).await.map_err(store_error)
     }
 
     /// Makes `meta` durable (with the current address book) when it changed.

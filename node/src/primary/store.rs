@@ -19,10 +19,6 @@ use super::entries::{LogEntry, Snapshot};
 use crate::types::NodeId;
 use crate::wal::{Wal, WalError};
 
-/// The file is rewritten from memory once it has grown by this many bytes since it was last
-/// written whole (and at least doubled).
-const REWRITE_AFTER_BYTES: u64 = 64 << 20;
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -56,7 +52,7 @@ pub enum StoreError {
     Storage(String),
     #[error("corrupt entry in the change log: {0}")]
     Corrupt(#[from] serde_json::Error),
-    #[error("cannot create the data directory: {0}")]
+    #[error("in the data directory: {0}")]
     Io(#[from] std::io::Error),
     #[error("storage task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -125,7 +121,6 @@ pub struct Store {
 struct Inner {
     wal: Wal,
     stored: Stored,
-    rewritten_len: u64,
 }
 
 impl Store {
@@ -138,23 +133,13 @@ impl Store {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let (mut wal, frames) = Wal::open(path)?;
+        let checkpoint = |s: Stored| serde_json::to_vec(&s.checkpoint()).map_err(StoreError::from);
+        let (wal, frames) = Wal::open_importing(path, || import()?.map(checkpoint).transpose())?;
         let mut stored = Stored::default();
-        if frames.is_empty() {
-            if let Some(imported) = import()? {
-                wal.rewrite(&serde_json::to_vec(&imported.checkpoint())?)?;
-                stored = imported;
-            }
-        }
         for frame in frames.iter() {
             stored.apply(&serde_json::from_slice(frame)?);
         }
-        let rewritten_len = wal.end();
-        let inner = Inner {
-            wal,
-            stored,
-            rewritten_len,
-        };
+        let inner = Inner { wal, stored };
         Ok(Self {
             inner: Arc::new(Mutex::new(inner)),
         })
@@ -185,29 +170,9 @@ impl Store {
         inner.wal.append(payload)?;
         inner.wal.sync()?;
         inner.stored.apply(change);
-        if inner.wal.end()
-            >= (2 * inner.rewritten_len).max(inner.rewritten_len + REWRITE_AFTER_BYTES)
-        {
-            inner.rewrite();
-        }
+        let Inner { wal, stored } = &mut *inner;
+        wal.rewrite_if_grown(|| serde_json::to_vec(&stored.checkpoint()));
         Ok(())
-    }
-}
-
-impl Inner {
-    /// Replaces the file by one frame holding what memory holds; a failed rewrite leaves the
-    /// old file in use (and is tried again after as much growth).
-    fn rewrite(&mut self) {
-        let outcome = serde_json::to_vec(&self.stored.checkpoint())
-            .map_err(StoreError::from)
-            .and_then(|payload| Ok(self.wal.rewrite(&payload)?));
-        match outcome {
-            Ok(()) => tracing::info!(bytes = self.wal.end(), "rewrote the change log from memory"),
-            Err(e) => {
-                tracing::error!(error = %e, "rewriting the change log failed; appending to the old one")
-            }
-        }
-        self.rewritten_len = self.wal.end();
     }
 }
 
@@ -296,7 +261,8 @@ mod tests {
         }
         let before = store.load();
         let grown = store.inner().wal.end();
-        store.inner().rewrite();
+        let checkpoint = serde_json::to_vec(&store.inner().stored.checkpoint()).unwrap();
+        store.inner().wal.rewrite(&checkpoint).unwrap();
         assert!(store.inner().wal.end() < grown);
         drop(store);
         let after = Store::open(&path, no_import).expect("reopen").load();

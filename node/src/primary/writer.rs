@@ -6,7 +6,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use super::entries::LogEntry;
-use super::store::{Change, Role, StoreError};
+use super::store::{Change, Role};
 use super::{store_error, Mode, PrimaryEngine, PrimaryError, PrimaryResult};
 use crate::types::{Command, CommandResult};
 
@@ -97,10 +97,9 @@ impl PrimaryEngine {
             if let Err(e) = self.store.commit(change).await {
                 tracing::error!(error = %e, "group commit failed; reloading the durable state");
                 self.reload(&mut state);
+                let e = store_error(e);
                 for (w, _) in outcomes {
-                    let _ = w
-                        .reply
-                        .send(Err(store_error(StoreError::Storage(e.to_string()))));
+                    let _ = w.reply.send(Err(e.clone()));
                 }
                 return;
             }

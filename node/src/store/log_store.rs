@@ -34,11 +34,14 @@ use serde::{Deserialize, Serialize};
 
 use super::io_error;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
-use crate::wal::Wal;
+use crate::wal::WalError;
 
-/// The log is rewritten from memory once it has grown by this many bytes since it was last
-/// written whole (and at least doubled): appends stay sequential, and the file stays bounded.
-const REWRITE_AFTER_BYTES: u64 = 64 << 20;
+impl From<WalError> for StorageError {
+    fn from(e: WalError) -> Self {
+        io_error(StorageIOError::write_logs(AnyError::new(&e)))
+    }
+}
+use crate::wal::Wal;
 
 #[derive(Clone)]
 pub struct LogStore {
@@ -153,24 +156,17 @@ fn fail_msg(ctor: IoCtor, message: impl Into<String>) -> StorageError {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log file at `path` and replays it. A log file without frames
-    /// (new, or created by an import that did not finish) first takes what `import` finds, if
-    /// anything (a log an earlier version kept elsewhere), as one durable frame.
+    /// Opens (or creates) the log file at `path` and replays it; one without frames first
+    /// takes what `import` finds, if anything (a log an earlier version kept elsewhere).
     pub(super) fn open(
         path: &Path,
         import: impl FnOnce() -> Result<Option<InMemoryLog>, StorageError>,
     ) -> Result<Self, StorageError> {
-        let (mut wal, frames) = Wal::open(path).map_err(fail(StorageIOError::read_logs))?;
+        let checkpoint = |log: InMemoryLog| {
+            serde_json::to_vec(&log.checkpoint()).map_err(fail(StorageIOError::write_logs))
+        };
+        let (wal, frames) = Wal::open_importing(path, || import()?.map(checkpoint).transpose())?;
         let mut log = InMemoryLog::default();
-        if frames.is_empty() {
-            if let Some(imported) = import()? {
-                let payload = serde_json::to_vec(&imported.checkpoint())
-                    .map_err(fail(StorageIOError::write_logs))?;
-                wal.rewrite(&payload)
-                    .map_err(fail(StorageIOError::write_logs))?;
-                log = imported;
-            }
-        }
         log.replay(frames.iter())?;
         Self::start(wal, log)
     }
@@ -247,7 +243,6 @@ fn write_loop(
     memory: Arc<Mutex<InMemoryLog>>,
     mut changes: mpsc::UnboundedReceiver<Change>,
 ) {
-    let mut rewritten_len = wal.end();
     let mut batch = Vec::new();
     while let Some(first) = changes.blocking_recv() {
         batch.push(first);
@@ -264,10 +259,12 @@ fn write_loop(
         for change in batch.drain(..) {
             report(change.waiter, &outcome);
         }
-        if wal.end() >= (2 * rewritten_len).max(rewritten_len + REWRITE_AFTER_BYTES) {
-            rewrite(&mut wal, &memory);
-            rewritten_len = wal.end();
-        }
+        // Memory may be ahead of the file (changes openraft made and queued since), never
+        // behind it, and the queued changes are appended after the rewritten frame all the
+        // same: replaying them over a state that already holds them ends in the same state
+        // (each is an insert, a removal or a last-writer-wins value). So a rewrite can only
+        // make durable early what openraft already asked for; it loses and reorders nothing.
+        wal.rewrite_if_grown(|| serde_json::to_vec(&lock(&memory).checkpoint()));
     }
     // The store was dropped: what nobody waited for is still written, as a shutdown allows.
     if !batch.is_empty() {
@@ -284,25 +281,6 @@ fn write(wal: &mut Wal, batch: &[Change]) -> Result<(), StorageError> {
     let payload = serde_json::to_vec(&records).map_err(fail(ctor))?;
     wal.append(&payload).map_err(fail(ctor))?;
     wal.sync().map_err(fail(ctor))
-}
-
-/// Replaces the file by one frame holding what memory holds. Memory may be ahead of the file
-/// (changes openraft made and queued since the last frame), never behind it, and the queued
-/// changes are appended after the rewritten frame all the same: replaying them over a state
-/// that already holds them ends in the same state (each is an insert, a removal or a
-/// last-writer-wins value). So the rewrite can only make durable early what openraft already
-/// asked for; it loses and reorders nothing. A failed rewrite leaves the old file in use.
-fn rewrite(wal: &mut Wal, memory: &Mutex<InMemoryLog>) {
-    let records = lock(memory).checkpoint();
-    let outcome = serde_json::to_vec(&records)
-        .map_err(|e| e.to_string())
-        .and_then(|payload| wal.rewrite(&payload).map_err(|e| e.to_string()));
-    match outcome {
-        Ok(()) => tracing::info!(bytes = wal.end(), "rewrote the Raft log from memory"),
-        Err(e) => {
-            tracing::error!(error = %e, "rewriting the Raft log failed; appending to the old one")
-        }
-    }
 }
 
 fn report(waiter: Waiter, outcome: &Result<(), String>) {
@@ -490,7 +468,8 @@ mod tests {
         let mut memory = InMemoryLog::default();
         memory.replay(frames.iter()).unwrap();
         let before = wal.end();
-        rewrite(&mut wal, &Mutex::new(memory));
+        wal.rewrite(&serde_json::to_vec(&memory.checkpoint()).unwrap())
+            .unwrap();
         assert!(wal.end() < before, "{} bytes, {before} before", wal.end());
         // Memory may be ahead of the file: a change already in the rewrite comes again.
         let again = serde_json::to_vec(&[Record::Truncate { from: 4 }]).unwrap();
