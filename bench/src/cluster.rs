@@ -30,6 +30,23 @@ pub struct Caplab {
     _dir: tempfile::TempDir,
 }
 
+/// A temporary directory for one cluster's members; under `keep`, one that is kept.
+fn members_dir(keep: Option<&Path>) -> anyhow::Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("caplab-bench-");
+    let Some(parent) = keep else {
+        return Ok(builder.tempdir()?);
+    };
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let dir = builder.disable_cleanup(true).tempdir_in(parent)?;
+    eprintln!(
+        "member logs and data of this cluster: {}",
+        dir.path().display()
+    );
+    Ok(dir)
+}
+
 /// Fails with how to build it when the `caplab-node` binary at `bin` is missing.
 pub fn require_node_bin(bin: &Path) -> anyhow::Result<()> {
     if !bin.exists() {
@@ -43,15 +60,18 @@ pub fn require_node_bin(bin: &Path) -> anyhow::Result<()> {
 
 impl Caplab {
     /// Starts 3 members running `mode` (raft, async, sync or 2pc), each reached through `http`
-    /// with `timeouts`, and initialises them as one cluster.
+    /// with `timeouts`, and initialises them as one cluster. With `keep`, the members' data
+    /// and logs (at INFO) stay in a new directory under it; otherwise they go with the cluster.
     pub async fn start(
         bin: &Path,
         mode: &str,
         http: &reqwest::Client,
         timeouts: Timeouts,
+        keep: Option<&Path>,
     ) -> anyhow::Result<Self> {
         require_node_bin(bin)?;
-        let dir = tempfile::Builder::new().prefix("caplab-bench-").tempdir()?;
+        let dir = members_dir(keep)?;
+        let log_level = if keep.is_some() { "info" } else { "warn" };
         let mut procs = Vec::new();
         let mut members = Vec::new();
         let mut book = BTreeMap::new();
@@ -61,7 +81,7 @@ impl Caplab {
             let peer = format!("127.0.0.1:{}", free_port()?);
             let data_dir = dir.path().join(id.to_string());
             let spec = node_spec(bin, id, &client, &peer, &data_dir, TOKEN, &extra)
-                .env("RUST_LOG", "warn");
+                .env("RUST_LOG", log_level);
             procs.push(Process::start(spec)?);
             let member = MemberClient::at(http.clone(), &client, &peer)?
                 .with_token(TOKEN)

@@ -81,6 +81,11 @@ struct Args {
     /// subcommands run once).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=20))]
     rounds: u64,
+    /// Keep every caplab cluster's member logs (at INFO: elections, leader changes) and data
+    /// under this directory, one subdirectory per cluster (printed when it starts), instead
+    /// of a temporary directory deleted with the cluster.
+    #[arg(long)]
+    keep_member_logs: Option<PathBuf>,
     /// How often the replication lag is sampled during write cells, in milliseconds.
     #[arg(long, default_value_t = 50)]
     lag_interval_ms: u64,
@@ -162,7 +167,8 @@ async fn bench_caplab(
 ) -> anyhow::Result<()> {
     let system = format!("caplab {mode}");
     eprintln!("starting a 3-member caplab cluster ({mode})");
-    let mut cluster = Caplab::start(&args.node_bin, mode, http, REQUEST_TIMEOUTS).await?;
+    let keep = args.keep_member_logs.as_deref();
+    let mut cluster = Caplab::start(&args.node_bin, mode, http, REQUEST_TIMEOUTS, keep).await?;
     let target = Target::Caplab {
         cluster: cluster.client()?,
     };
