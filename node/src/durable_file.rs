@@ -16,7 +16,7 @@ pub fn temporary(path: &Path) -> PathBuf {
 }
 
 /// Writes `bytes` to [`temporary`]`(path)` and syncs it; returns the file, still open for
-/// writing at its end, to be renamed with [`rename_durably`].
+/// writing at its end (the caller renames it over `path`, then syncs the directory).
 pub fn write_temporary(path: &Path, bytes: &[u8]) -> std::io::Result<File> {
     let mut file = File::create(temporary(path))?;
     file.write_all(bytes)?;
@@ -25,7 +25,7 @@ pub fn write_temporary(path: &Path, bytes: &[u8]) -> std::io::Result<File> {
 }
 
 /// Renames [`temporary`]`(path)` over `path`, then syncs the directory.
-pub fn rename_durably(path: &Path) -> std::io::Result<()> {
+fn rename_durably(path: &Path) -> std::io::Result<()> {
     std::fs::rename(temporary(path), path)?;
     sync_directory_of(path)
 }
