@@ -46,10 +46,10 @@ pub struct MessageEvent {
     pub to: NodeId,
     /// The sender's sequence number of the message (0: a sender that does not number).
     pub number: u64,
-    /// The message kind, from its route: `append`, `vote`, `pre-vote`, `snapshot`,
-    /// `forward-write`, `forward-read`, `replicate`, `epoch`, `quorum-store`, `quorum-fetch`,
-    /// `quorum-sync`, `2pc-prepare`, `2pc-decide`, `2pc-members`, `2pc-query`, `healthz` or
-    /// `other`.
+    /// The message kind, from its route: `append`, `vote`, `pre-vote`, `leader-syncing`,
+    /// `snapshot`, `forward-write`, `forward-read`, `replicate`, `epoch`, `quorum-store`,
+    /// `quorum-fetch`, `quorum-sync`, `2pc-prepare`, `2pc-decide`, `2pc-members`, `2pc-query`,
+    /// `healthz` or `other`.
     pub kind: String,
     /// The Raft term (or epoch) the message carries, when the sender knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,6 +6,7 @@
 
 mod cluster;
 mod commands;
+mod disk_pressure;
 mod failover;
 mod footprint;
 mod lag;
@@ -86,6 +87,10 @@ struct Args {
     /// of a temporary directory deleted with the cluster.
     #[arg(long)]
     keep_member_logs: Option<PathBuf>,
+    /// Keep the disk busy with a background writer for the whole comparison (see
+    /// `disk_pressure.rs`): do disk stalls shared by every member depose leaders?
+    #[arg(long)]
+    disk_pressure: bool,
     /// How often the replication lag is sampled during write cells, in milliseconds.
     #[arg(long, default_value_t = 50)]
     lag_interval_ms: u64,
@@ -312,12 +317,25 @@ async fn main() -> anyhow::Result<()> {
             .header
             .push("caplab's clients spoke HTTP/2 (prior knowledge) to the members.".into());
     }
+    let pressure = if args.disk_pressure {
+        report.header.push(
+            "A background writer kept the disk busy throughout (`--disk-pressure`: 800 MiB \
+             written and synced in a loop)."
+                .into(),
+        );
+        Some(disk_pressure::DiskPressure::start(&std::env::temp_dir())?)
+    } else {
+        None
+    };
     for round in 1..=report.rounds {
         report.round = round;
         if report.rounds > 1 {
             eprintln!("round {round} of {}", report.rounds);
         }
         run_round(&args, &mut report, &http).await;
+    }
+    if let Some(p) = pressure {
+        p.stop();
     }
     let markdown = report.markdown();
     print!("{markdown}");

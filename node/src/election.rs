@@ -14,6 +14,14 @@
 //!   topology (a follower that still hears a cut-off leader no longer holds the others back:
 //!   openraft issue 2080). Its term is untouched (no disruption when links heal); it leads
 //!   again only by being elected, and follows as soon as a newer leader reaches it.
+//!
+//! Every timer here runs on the [election clock](crate::election_clock): time a member spent
+//! waiting for its own log's `fdatasync` does not count as its leader's (or its followers')
+//! silence. A leader's core waits for its own sync too and sends nothing meanwhile, so a
+//! leader whose sync has taken half a heartbeat tells its followers so
+//! ([`RAFT_LEADER_SYNCING`](caplab_api::paths::RAFT_LEADER_SYNCING)), and they count it as
+//! hearing from it, for at most [`ElectionTiming::longest_leader_sync`]: a disk stall shared
+//! by the members deposes nobody, and a leader whose disk stopped is replaced.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,13 +30,13 @@ use std::time::Duration;
 
 use caplab_api::paths;
 use futures::stream::{FuturesUnordered, StreamExt};
-use openraft::{RaftMetrics, ServerState};
+use openraft::{Membership, RaftMetrics, ServerState};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
+use crate::election_clock::{ElectionClock, ElectionTime};
 use crate::network::{PeerClient, Target};
-use crate::types::{LogId, NodeId, Raft};
+use crate::types::{LogId, Node, NodeId, Raft};
 
 /// A leader that stepped aside for lack of a quorum (check-quorum): it serves nothing and
 /// knows no leader to send a client to.
@@ -62,6 +70,13 @@ impl ElectionTiming {
         self.timeout * 2
     }
 
+    /// A leader whose sync has taken longer than this no longer tells its followers it is
+    /// syncing: they elect another leader. Five election timeouts (1 s by default), as long
+    /// as etcd's default election timeout tolerates a stalled leader.
+    pub fn longest_leader_sync(&self) -> Duration {
+        self.timeout * 5
+    }
+
     fn random_timeout(&self) -> Duration {
         let ms = self.timeout.as_millis() as u64;
         Duration::from_millis(rand::rng().random_range(ms..2 * ms))
@@ -91,22 +106,65 @@ pub struct PreVoteResponse {
     pub refused: Option<String>,
 }
 
-/// Election control of one Raft member; shared by the Raft engine, the peer API and the two
+/// `POST /raft/leader-syncing`: the leader's log is in a sync that has taken `syncingMs` so
+/// far; its core sends nothing until the sync ends. A follower of `leader` in `term` counts
+/// it as hearing from its leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderSyncing {
+    pub leader: NodeId,
+    pub term: u64,
+    /// How long the leader's sync under way has taken, in ms.
+    pub syncing_ms: u64,
+}
+
+/// The answer to [`LeaderSyncing`]: whether the receiver follows that leader in that term
+/// (and so counted the notice as hearing from it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderSyncingAnswer {
+    pub heard: bool,
+}
+
+/// Election control of one Raft member; shared by the Raft engine, the peer API and the
 /// background tasks [`Election::start`] spawns.
 pub struct Election {
     raft: Raft,
     id: NodeId,
     peers: Arc<PeerClient>,
     timing: ElectionTiming,
+    /// Every timer here runs on it: time this member spent waiting for its own disk is not
+    /// time its leader was silent (see `election_clock.rs`).
+    clock: ElectionClock,
     /// When a leader's AppendEntries was last accepted; initially when this member started,
     /// so that a restarted member does not grant pre-votes before its leader reached it.
-    leader_heard_at: Mutex<Instant>,
+    leader_heard_at: Mutex<ElectionTime>,
     /// The election timer runs from here: the last time this member heard from a leader,
     /// granted a vote or tried to campaign.
-    quiet_since: Mutex<Instant>,
+    quiet_since: Mutex<ElectionTime>,
     /// The term in which this member, as leader, lost its quorum and stepped aside.
     stepped_aside: Mutex<Option<u64>>,
     paused: AtomicBool,
+}
+
+/// What check-quorum remembers of this member's time leading (unpaused) in one term.
+#[derive(Clone, Copy)]
+struct Leading {
+    term: u64,
+    /// On the election clock: the last quorum acknowledgement, or when this member was first
+    /// seen leading in `term` if that is later (a new leader's silence counts from there).
+    acknowledged: ElectionTime,
+}
+
+/// Every voter of `membership` but `me`, with its membership record.
+fn other_voters(
+    membership: &Membership<NodeId, Node>,
+    me: NodeId,
+) -> impl Iterator<Item = (NodeId, Option<Target<'_>>)> {
+    membership
+        .voter_ids()
+        .filter(move |peer| *peer != me)
+        .map(|peer| (peer, membership.get_node(&peer).map(Target::from)))
 }
 
 fn is_voter<N: openraft::Node>(m: &RaftMetrics<NodeId, N>, id: NodeId) -> bool {
@@ -136,25 +194,29 @@ impl Election {
         id: NodeId,
         peers: Arc<PeerClient>,
         timing: ElectionTiming,
+        clock: ElectionClock,
     ) -> Arc<Self> {
+        let now = clock.now();
         let election = Arc::new(Self {
             raft,
             id,
             peers,
             timing,
-            leader_heard_at: Mutex::new(Instant::now()),
-            quiet_since: Mutex::new(Instant::now()),
+            clock,
+            leader_heard_at: Mutex::new(now),
+            quiet_since: Mutex::new(now),
             stepped_aside: Mutex::new(None),
             paused: AtomicBool::new(false),
         });
         tokio::spawn(election.clone().run_elections());
         tokio::spawn(election.clone().check_quorum());
+        tokio::spawn(election.clone().announce_syncs());
         election
     }
 
     /// Notes an AppendEntries that this member accepted from its leader.
     pub fn heard_from_leader(&self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         *lock(&self.leader_heard_at) = now;
         *lock(&self.quiet_since) = now;
     }
@@ -162,7 +224,7 @@ impl Election {
     /// Notes a vote this member granted: as in Raft, it then leaves the candidate a whole
     /// election timeout to win before campaigning itself.
     pub fn granted_vote(&self) {
-        *lock(&self.quiet_since) = Instant::now();
+        *lock(&self.quiet_since) = self.clock.now();
     }
 
     /// A paused member's Raft timers stand still, like a stopped process's.
@@ -188,7 +250,7 @@ impl Election {
     /// timeouts (the leader's own check-quorum bound): whatever leader openraft still names
     /// is out of reach, so the member must not call itself ready or name that leader.
     pub fn leader_out_of_reach(&self) -> bool {
-        lock(&self.leader_heard_at).elapsed() >= 2 * self.timing.timeout
+        self.clock.since(*lock(&self.leader_heard_at)) >= 2 * self.timing.timeout
     }
 
     /// Refuses an operation that only a leader performs while this one has stepped aside:
@@ -211,7 +273,7 @@ impl Election {
             (m.state, m.current_term, voter)
         };
         let own_last = self.raft.data_metrics().borrow().last_log;
-        let heard = lock(&self.leader_heard_at).elapsed();
+        let heard = self.clock.since(*lock(&self.leader_heard_at));
         let refused = if !is_voter {
             Some("not an initialised voter".to_string())
         } else if state == ServerState::Leader && !self.stepped_aside() {
@@ -251,25 +313,26 @@ impl Election {
             if state == ServerState::Shutdown {
                 return;
             }
-            let round = Instant::now();
+            let round = self.clock.now();
             if self.may_campaign() && self.pre_vote().await && self.still_leaderless(round) {
                 tracing::info!("a majority would vote for this member: campaigning");
                 if self.raft.trigger().elect().await.is_err() {
                     return; // Raft has shut down.
                 }
             }
-            *lock(&self.quiet_since) = Instant::now();
+            *lock(&self.quiet_since) = self.clock.now();
         }
     }
 
-    /// Sleeps until nothing reset the election timer for `timeout`.
+    /// Sleeps until nothing reset the election timer for `timeout` on the election clock
+    /// (which never runs ahead of wall time, so each sleep ends at or before the due time).
     async fn wait_quiet(&self, timeout: Duration) {
         loop {
-            let due = *lock(&self.quiet_since) + timeout;
-            if Instant::now() >= due {
+            let quiet = self.clock.since(*lock(&self.quiet_since));
+            if quiet >= timeout {
                 return;
             }
-            tokio::time::sleep_until(due).await;
+            tokio::time::sleep(timeout - quiet).await;
         }
     }
 
@@ -283,7 +346,7 @@ impl Election {
             && !self.paused.load(Ordering::Relaxed)
     }
 
-    fn still_leaderless(&self, since: Instant) -> bool {
+    fn still_leaderless(&self, since: ElectionTime) -> bool {
         self.may_campaign() && *lock(&self.leader_heard_at) < since
     }
 
@@ -301,11 +364,8 @@ impl Election {
             last_log_id: self.raft.data_metrics().borrow().last_log,
         };
         let mut granted = BTreeSet::from([self.id]);
-        let mut answers: FuturesUnordered<_> = membership
-            .voter_ids()
-            .filter(|peer| *peer != self.id)
-            .map(|peer| {
-                let target = membership.get_node(&peer).map(Target::from);
+        let mut answers: FuturesUnordered<_> = other_voters(&membership, self.id)
+            .map(|(peer, target)| {
                 let request = &request;
                 async move { (peer, self.ask(peer, target, request).await) }
             })
@@ -354,12 +414,89 @@ impl Election {
         response.json().await.ok()
     }
 
+    /// A follower of `notice.leader` in `notice.term` counts the notice as hearing from its
+    /// leader; anyone else ignores it.
+    pub fn leader_syncing(&self, notice: &LeaderSyncing) -> LeaderSyncingAnswer {
+        let follows = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.state != ServerState::Leader
+                && m.current_term == notice.term
+                && m.current_leader == Some(notice.leader)
+        };
+        tracing::debug!(
+            leader = notice.leader,
+            syncing_ms = notice.syncing_ms,
+            follows,
+            "leader syncing"
+        );
+        if follows {
+            self.heard_from_leader();
+        }
+        LeaderSyncingAnswer { heard: follows }
+    }
+
+    /// Every heartbeat interval, a leader in service whose log has been syncing for half a
+    /// heartbeat or more (and less than [`ElectionTiming::longest_leader_sync`]) tells every
+    /// other voter, in place of the heartbeats its waiting core does not send.
+    async fn announce_syncs(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.timing.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (state, term, membership) = {
+                let m = self.raft.metrics();
+                let m = m.borrow();
+                (
+                    m.state,
+                    m.current_term,
+                    m.membership_config.membership().clone(),
+                )
+            };
+            match state {
+                ServerState::Shutdown => return,
+                ServerState::Leader
+                    if !self.stepped_aside() && !self.paused.load(Ordering::Relaxed) => {}
+                _ => continue,
+            }
+            let Some(syncing) = self.clock.sync_under_way() else {
+                continue;
+            };
+            if syncing < self.timing.heartbeat / 2 || syncing >= self.timing.longest_leader_sync() {
+                continue;
+            }
+            tracing::debug!(
+                syncing_ms = syncing.as_millis() as u64,
+                "telling the followers this leader's log is syncing"
+            );
+            let notice = LeaderSyncing {
+                leader: self.id,
+                term,
+                syncing_ms: syncing.as_millis() as u64,
+            };
+            let sends: FuturesUnordered<_> = other_voters(&membership, self.id)
+                .map(|(peer, target)| self.tell_syncing(peer, target, &notice))
+                .collect();
+            sends.collect::<()>().await;
+        }
+    }
+
+    async fn tell_syncing(&self, peer: NodeId, target: Option<Target<'_>>, notice: &LeaderSyncing) {
+        let path = paths::RAFT_LEADER_SYNCING;
+        let timeout = self.timing.heartbeat;
+        let sent = self
+            .peers
+            .post_to(peer, target.unwrap_or_default(), path, notice, timeout);
+        if let Err(e) = sent.await {
+            tracing::debug!(peer, error = %e, "leader-syncing notice not delivered");
+        }
+    }
+
     /// Check-quorum: every heartbeat interval, a leader compares how long ago a quorum last
     /// acknowledged it with [`ElectionTiming::quorum_timeout`], and steps aside past it.
     async fn check_quorum(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.timing.heartbeat);
-        // (term, since when this member has been seen leading, unpaused, in that term)
-        let mut leading: Option<(u64, Instant)> = None;
+        let mut leading: Option<Leading> = None;
         loop {
             tick.tick().await;
             let (state, term, acked_ms) = {
@@ -384,16 +521,18 @@ impl Election {
                 leading = None;
                 continue;
             }
-            let since = match leading {
-                Some((t, since)) if t == term => since,
-                _ => Instant::now(),
+            let now = self.clock.now();
+            let mut acknowledged = match leading {
+                Some(l) if l.term == term => l.acknowledged,
+                _ => now,
             };
-            leading = Some((term, since));
-            // No acknowledgement yet (a new leader), or one from before this member was
-            // leading unpaused, counts from when it started to.
-            let silent = acked_ms
-                .map_or(Duration::MAX, Duration::from_millis)
-                .min(since.elapsed());
+            // openraft gives the acknowledgement's age in wall time; on the election clock it
+            // is at least that far back, and the reading soonest after it is the closest.
+            if let Some(ms) = acked_ms {
+                acknowledged = acknowledged.max(now.saturating_sub(Duration::from_millis(ms)));
+            }
+            leading = Some(Leading { term, acknowledged });
+            let silent = now.saturating_sub(acknowledged);
             if silent > self.timing.quorum_timeout() {
                 self.step_aside(term, silent);
             }

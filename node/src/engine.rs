@@ -172,9 +172,10 @@ pub trait ReplicationEngine: Send + Sync {
     /// A paused member's engine timers stand still, like a stopped process.
     fn set_paused(&self, _paused: bool) {}
 
-    /// True when every member must be given the membership by `init` (the member asked passes
-    /// it on): in Raft a member never initialised grants no vote. False when the member asked
-    /// alone takes it (a primary, which then replicates the member set).
+    /// True when every member must be given the membership by `init` now (the member asked
+    /// passes it on): in Raft a member never initialised grants no vote, until a leader is
+    /// elected. False when the member asked alone takes it (a primary, which then replicates
+    /// the member set).
     fn init_every_member(&self) -> bool {
         false
     }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod data_files;
 pub mod durable_file;
 pub mod election;
+pub mod election_clock;
 pub mod engine;
 pub mod faults;
 pub mod identity;

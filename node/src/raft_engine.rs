@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
 use crate::election::{Election, ElectionTiming, SteppedAside};
+use crate::election_clock::ElectionClock;
 use crate::engine::{Consistency, EngineError, Outcome, ReplicationEngine, Unsupported};
 use crate::network::PeerClient;
 use crate::read_lease::{Leadership, ReadLease};
@@ -170,7 +171,8 @@ impl RaftEngine {
         timing: ElectionTiming,
         snapshot_writes: u64,
     ) -> Self {
-        let election = Election::start(raft.clone(), peers.id, peers, timing);
+        let clock = ElectionClock::new(log.sync_time());
+        let election = Election::start(raft.clone(), peers.id, peers, timing, clock);
         let (reads, read_queue) = mpsc::channel(READ_BATCH);
         let lease = Arc::new(ReadLease::new(timing.read_lease));
         tokio::spawn(confirm_reads(
@@ -202,12 +204,20 @@ impl RaftEngine {
     }
 
     /// Hands a leader's AppendEntries to openraft; one it accepts restarts the election timer.
+    /// One from the leader this member already follows restarts it on arrival too: openraft
+    /// answers only after this member's sync, and when that outlasts the leader's deadline
+    /// (a heartbeat) the leader hangs up and this future is dropped before it could.
     pub fn append_entries(
         &self,
         request: AppendEntriesRequest<TypeConfig>,
     ) -> impl Future<Output = Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> + 'static
     {
         let (raft, election) = (self.raft.clone(), self.election.clone());
+        let from_own_leader =
+            request.vote.is_committed() && raft.metrics().borrow().vote == request.vote;
+        if from_own_leader {
+            election.heard_from_leader();
+        }
         async move {
             let response = raft.append_entries(request).await?;
             if !matches!(response, AppendEntriesResponse::HigherVote(_)) {
@@ -403,8 +413,12 @@ impl ReplicationEngine for RaftEngine {
         self.election.set_paused(paused);
     }
 
+    /// Only while no leader is known: a leader brings the others in by replicating the
+    /// membership, and an `init` passed on then would do harm, as openraft's `initialize`
+    /// always starts an election: a blank member would campaign at term 1 and, its vote
+    /// ordering above the leader's (openraft orders a term's votes by member id), depose it.
     fn init_every_member(&self) -> bool {
-        true
+        self.raft.metrics().borrow().current_leader.is_none()
     }
 
     async fn initialize(&self, nodes: BTreeMap<NodeId, Node>) -> RaftResult<()> {

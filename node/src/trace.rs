@@ -214,10 +214,11 @@ fn fate(faults: &Faults, peer: NodeId, dropped: bool) -> Fate {
 
 /// The kind of a message by its route (see `caplab_api::trace::MessageEvent::kind`).
 pub fn kind_of(path: &str) -> &'static str {
-    const KINDS: [(&str, &str); 16] = [
+    const KINDS: [(&str, &str); 17] = [
         (paths::RAFT_APPEND, "append"),
         (paths::RAFT_VOTE, "vote"),
         (paths::RAFT_PRE_VOTE, "pre-vote"),
+        (paths::RAFT_LEADER_SYNCING, "leader-syncing"),
         (paths::RAFT_SNAPSHOT, "snapshot"),
         (paths::FORWARD_WRITE, "forward-write"),
         (paths::FORWARD_READ, "forward-read"),

@@ -26,7 +26,7 @@ use serde::Serialize;
 use super::client::{observability_routes, value_reply};
 use super::error::ApiError;
 use super::{json_body, json_by_default};
-use crate::election::PreVoteRequest;
+use crate::election::{LeaderSyncing, PreVoteRequest};
 use crate::faults::{Direction, FaultSet, Verdict};
 use crate::identity::{PeerAddr, INCARNATION_HEADER};
 use crate::member::{Consistency, Engine, Member, Reply};
@@ -46,6 +46,7 @@ pub fn router(member: Arc<Member>) -> Router {
         .route(paths::RAFT_APPEND, post(append))
         .route(paths::RAFT_VOTE, post(vote))
         .route(paths::RAFT_PRE_VOTE, post(pre_vote))
+        .route(paths::RAFT_LEADER_SYNCING, post(leader_syncing))
         .route(paths::RAFT_SNAPSHOT, post(snapshot))
         .route(paths::FORWARD_WRITE, post(forwarded_write))
         .route(paths::FORWARD_READ, post(forwarded_read))
@@ -249,6 +250,18 @@ async fn pre_vote(
     };
     let request = json_body(body)?;
     Ok(Json(engine.election.answer_pre_vote(&request)).into_response())
+}
+
+/// The leader's log is in a long sync: its followers count that as hearing from it.
+async fn leader_syncing(
+    State(m): State<Arc<Member>>,
+    body: Result<Json<LeaderSyncing>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Engine::Raft(engine) = &m.engine else {
+        return Err(ApiError::BadRequest("this member does not run Raft".into()));
+    };
+    let notice = json_body(body)?;
+    Ok(Json(engine.election.leader_syncing(&notice)).into_response())
 }
 
 async fn snapshot(

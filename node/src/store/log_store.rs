@@ -41,6 +41,7 @@ impl From<WalError> for StorageError {
         io_error(StorageIOError::write_logs(AnyError::new(&e)))
     }
 }
+use crate::election_clock::SyncTime;
 use crate::wal::Wal;
 
 #[derive(Clone)]
@@ -49,6 +50,8 @@ pub struct LogStore {
     /// The highest index known committed, for status and readiness.
     committed: Arc<AtomicU64>,
     writer: mpsc::UnboundedSender<Change>,
+    /// Time the writer spent in `fdatasync`, for the election clock.
+    sync_time: Arc<SyncTime>,
 }
 
 /// What is on disk (or queued for it), as openraft last wrote it.
@@ -176,16 +179,27 @@ impl LogStore {
         let committed = log.committed.map_or(0, |c| c.index);
         let log = Arc::new(Mutex::new(log));
         let (writer, changes) = mpsc::unbounded_channel();
-        let memory = log.clone();
+        let sync_time = Arc::new(SyncTime::default());
+        let writing = Writing {
+            wal,
+            memory: log.clone(),
+            sync_time: sync_time.clone(),
+        };
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || write_loop(wal, memory, changes))
+            .spawn(move || write_loop(writing, changes))
             .map_err(fail(StorageIOError::write_logs))?;
         Ok(Self {
             log,
             committed: Arc::new(AtomicU64::new(committed)),
             writer,
+            sync_time,
         })
+    }
+
+    /// Time this log has spent in `fdatasync` (see `election_clock.rs`).
+    pub fn sync_time(&self) -> Arc<SyncTime> {
+        self.sync_time.clone()
     }
 
     pub fn committed_index(&self) -> Arc<AtomicU64> {
@@ -238,11 +252,7 @@ fn lock(log: &Mutex<InMemoryLog>) -> MutexGuard<'_, InMemoryLog> {
 /// merely shortens recovery) wait for the next change someone waits for and ride on its sync
 /// instead of costing one of their own, which the next append would queue behind; every
 /// frame is synced before the next is written, as the log file requires.
-fn write_loop(
-    mut wal: Wal,
-    memory: Arc<Mutex<InMemoryLog>>,
-    mut changes: mpsc::UnboundedReceiver<Change>,
-) {
+fn write_loop(mut writing: Writing, mut changes: mpsc::UnboundedReceiver<Change>) {
     let mut batch = Vec::new();
     while let Some(first) = changes.blocking_recv() {
         batch.push(first);
@@ -252,35 +262,64 @@ fn write_loop(
         if batch.iter().all(|c| matches!(c.waiter, Waiter::Nobody)) {
             continue;
         }
-        let outcome = write(&mut wal, &batch).map_err(|e| e.to_string());
+        let outcome = writing.write(&batch).map_err(|e| e.to_string());
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "writing the Raft log failed");
         }
         for change in batch.drain(..) {
             report(change.waiter, &outcome);
         }
-        // Memory may be ahead of the file (changes openraft made and queued since), never
-        // behind it, and the queued changes are appended after the rewritten frame all the
-        // same: replaying them over a state that already holds them ends in the same state
-        // (each is an insert, a removal or a last-writer-wins value). So a rewrite can only
-        // make durable early what openraft already asked for; it loses and reorders nothing.
-        wal.rewrite_if_grown(|| serde_json::to_vec(&lock(&memory).checkpoint()));
+        writing.rewrite_if_grown();
     }
     // The store was dropped: what nobody waited for is still written, as a shutdown allows.
     if !batch.is_empty() {
-        if let Err(e) = write(&mut wal, &batch) {
+        if let Err(e) = writing.write(&batch) {
             tracing::warn!(error = %e, "writing the committed index at shutdown failed");
         }
     }
 }
 
-/// Appends `batch` as one frame and syncs it.
-fn write(wal: &mut Wal, batch: &[Change]) -> Result<(), StorageError> {
-    let ctor = StorageIOError::write_logs;
-    let records: Vec<&Record> = batch.iter().map(|c| &c.record).collect();
-    let payload = serde_json::to_vec(&records).map_err(fail(ctor))?;
-    wal.append(&payload).map_err(fail(ctor))?;
-    wal.sync().map_err(fail(ctor))
+/// A log write (append and sync) this slow is logged (at debug: the disk is the bottleneck).
+const SLOW_WRITE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// What the writer thread owns. Its time in the file (writes, syncs, rewrites) is counted in
+/// `sync_time`: openraft's core waits for it, hearing nothing meanwhile.
+struct Writing {
+    wal: Wal,
+    memory: Arc<Mutex<InMemoryLog>>,
+    sync_time: Arc<SyncTime>,
+}
+
+impl Writing {
+    /// Appends `batch` as one frame and syncs it.
+    fn write(&mut self, batch: &[Change]) -> Result<(), StorageError> {
+        let ctor = StorageIOError::write_logs;
+        let records: Vec<&Record> = batch.iter().map(|c| &c.record).collect();
+        let payload = serde_json::to_vec(&records).map_err(fail(ctor))?;
+        let wal = &mut self.wal;
+        let started = std::time::Instant::now();
+        let written = self.sync_time.measure(|| {
+            wal.append(&payload).map_err(fail(ctor))?;
+            wal.sync().map_err(fail(ctor))
+        });
+        let took = started.elapsed();
+        if took >= SLOW_WRITE {
+            tracing::debug!(ms = took.as_millis() as u64, "slow Raft log write");
+        }
+        written
+    }
+
+    /// Memory may be ahead of the file (changes openraft made and queued since), never
+    /// behind it, and the queued changes are appended after the rewritten frame all the
+    /// same: replaying them over a state that already holds them ends in the same state
+    /// (each is an insert, a removal or a last-writer-wins value). So a rewrite can only
+    /// make durable early what openraft already asked for; it loses and reorders nothing.
+    fn rewrite_if_grown(&mut self) {
+        let (wal, memory) = (&mut self.wal, &self.memory);
+        self.sync_time.measure(|| {
+            wal.rewrite_if_grown(|| serde_json::to_vec(&lock(memory).checkpoint()));
+        });
+    }
 }
 
 fn report(waiter: Waiter, outcome: &Result<(), String>) {
