@@ -57,7 +57,7 @@ pub const RAFT_VOTE: &str = "/raft/vote";
 /// Pre-vote: would the receiver vote? (peer port, member to member; Raft thesis §9.6).
 pub const RAFT_PRE_VOTE: &str = "/raft/pre-vote";
 /// A leader tells its followers that its log is in a long sync (peer port, leader to
-/// follower; caplab's, see the node's `election.rs`).
+/// follower; caplab's, see the node's `election/leader_syncing.rs`).
 pub const RAFT_LEADER_SYNCING: &str = "/raft/leader-syncing";
 /// Raft `InstallSnapshot` (peer port, member to member).
 pub const RAFT_SNAPSHOT: &str = "/raft/snapshot";

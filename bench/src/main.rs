@@ -88,7 +88,9 @@ struct Args {
     #[arg(long)]
     keep_member_logs: Option<PathBuf>,
     /// Keep the disk busy with a background writer for the whole comparison (see
-    /// `disk_pressure.rs`): do disk stalls shared by every member depose leaders?
+    /// `disk_pressure.rs`): do disk stalls shared by every member depose leaders? The writer's
+    /// file is in the `--keep-member-logs` directory if given, else the temporary directory
+    /// (where the members' data is).
     #[arg(long)]
     disk_pressure: bool,
     /// How often the replication lag is sampled during write cells, in milliseconds.
@@ -323,7 +325,11 @@ async fn main() -> anyhow::Result<()> {
              written and synced in a loop)."
                 .into(),
         );
-        Some(disk_pressure::DiskPressure::start(&std::env::temp_dir())?)
+        let dir = args
+            .keep_member_logs
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        Some(disk_pressure::DiskPressure::start(&dir)?)
     } else {
         None
     };
@@ -334,8 +340,11 @@ async fn main() -> anyhow::Result<()> {
         }
         run_round(&args, &mut report, &http).await;
     }
-    if let Some(p) = pressure {
-        p.stop();
+    if let Some(Err(why)) = pressure.map(disk_pressure::DiskPressure::stop) {
+        report.header.push(format!(
+            "**The disk-pressure writer stopped early** ({why}): the run was not under \
+             pressure throughout."
+        ));
     }
     let markdown = report.markdown();
     print!("{markdown}");

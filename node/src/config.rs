@@ -309,7 +309,7 @@ impl Config {
         }
         openraft::Config {
             cluster_name: "caplab".into(),
-            // Elections are driven by `election.rs` (pre-vote first), not openraft's timer.
+            // Elections are driven by `election/` (pre-vote first), not openraft's timer.
             // openraft's maximum election timeout remains its leader lease (voters refuse
             // other candidates for that long after hearing from a leader): just above the
             // minimum, as pre-votes are refused for as long.

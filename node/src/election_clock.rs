@@ -1,5 +1,5 @@
 //! The clock a Raft member's election timers run on: wall time minus the time its own log
-//! spent in `fdatasync`.
+//! writer spent writing and syncing (`fdatasync`).
 //!
 //! openraft 0.9's core waits for every log write's sync before it handles the next message,
 //! so while a member's disk stalls it hears nothing, whatever its leader sends. Counting that
@@ -14,8 +14,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Time the Raft log spent syncing: the sum of finished syncs and the one under way.
-/// Written by the log's writer thread, read by the election tasks.
+/// Time the Raft log's writer spent writing and syncing (openraft's core waits for it): the
+/// sum of finished writes and the one under way. Written by the writer thread, read by the
+/// election tasks.
 #[derive(Debug, Default)]
 pub struct SyncTime {
     inner: Mutex<Syncs>,
@@ -27,30 +28,55 @@ struct Syncs {
     under_way_since: Option<Instant>,
 }
 
-impl SyncTime {
-    /// Runs `sync` and counts the time it takes.
-    pub fn measure<T>(&self, sync: impl FnOnce() -> T) -> T {
-        self.lock().under_way_since = Some(Instant::now());
-        let result = sync();
-        let mut syncs = self.lock();
+impl Syncs {
+    fn total_at(&self, now: Instant) -> Duration {
+        self.finished
+            + self
+                .under_way_since
+                .map_or(Duration::ZERO, |s| now.saturating_duration_since(s))
+    }
+}
+
+/// Ends the write under way when dropped, so a panicking write does not freeze the clock.
+struct UnderWay<'a>(&'a SyncTime);
+
+impl Drop for UnderWay<'_> {
+    fn drop(&mut self) {
+        let mut syncs = self.0.lock();
         if let Some(since) = syncs.under_way_since.take() {
             syncs.finished += since.elapsed();
         }
-        result
+    }
+}
+
+impl SyncTime {
+    /// Runs `write` and counts the time it takes.
+    pub fn measure<T>(&self, write: impl FnOnce() -> T) -> T {
+        // The start is read under the lock: a reading taken between an instant read outside
+        // it and the lock would count time this write then claims as its own.
+        {
+            let mut syncs = self.lock();
+            syncs.under_way_since = Some(Instant::now());
+        }
+        let _under_way = UnderWay(self);
+        write()
     }
 
-    /// Time spent syncing so far, the sync under way included.
+    /// Time spent so far, the write under way included.
     pub fn total(&self) -> Duration {
-        let syncs = self.lock();
-        syncs.finished
-            + syncs
-                .under_way_since
-                .map_or(Duration::ZERO, |s| s.elapsed())
+        self.lock().total_at(Instant::now())
     }
 
-    /// How long the sync under way has taken so far; `None` between syncs.
+    /// How long the write under way has taken so far; `None` between writes.
     pub fn under_way(&self) -> Option<Duration> {
         self.lock().under_way_since.map(|since| since.elapsed())
+    }
+
+    /// Wall time since `origin` and the total, both at one instant.
+    fn reading(&self, origin: Instant) -> (Duration, Duration) {
+        let syncs = self.lock();
+        let now = Instant::now();
+        (now.saturating_duration_since(origin), syncs.total_at(now))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Syncs> {
@@ -59,7 +85,7 @@ impl SyncTime {
     }
 }
 
-/// A reading of the election clock: time since the clock started, syncs left out.
+/// A reading of the election clock: time since the clock started, writes left out.
 pub type ElectionTime = Duration;
 
 /// Wall time from the clock's start minus the log's [`SyncTime`] over the same span.
@@ -67,28 +93,30 @@ pub type ElectionTime = Duration;
 pub struct ElectionClock {
     origin: Instant,
     syncs: Arc<SyncTime>,
-    /// Sync time already spent when the clock started (a reopened log's is zero).
+    /// Sync time already spent when the clock started.
     syncs_at_origin: Duration,
 }
 
 impl ElectionClock {
     pub fn new(syncs: Arc<SyncTime>) -> Self {
-        let syncs_at_origin = syncs.total();
+        let origin = Instant::now();
+        let syncs_at_origin = syncs.lock().total_at(origin);
         Self {
-            origin: Instant::now(),
+            origin,
             syncs,
             syncs_at_origin,
         }
     }
 
-    /// Now on this clock. Never runs faster than wall time, so sleeping the wall time left
-    /// until a reading never wakes early.
+    /// Now on this clock. Both parts are read at one instant under the writer's lock, so
+    /// readings never go backwards and the clock never runs faster than wall time: sleeping
+    /// the wall time left until a reading never wakes early.
     pub fn now(&self) -> ElectionTime {
-        let syncing = self.syncs.total().saturating_sub(self.syncs_at_origin);
-        self.origin.elapsed().saturating_sub(syncing)
+        let (elapsed, syncing) = self.syncs.reading(self.origin);
+        elapsed.saturating_sub(syncing.saturating_sub(self.syncs_at_origin))
     }
 
-    /// How long this member's log has been in the sync under way; `None` between syncs.
+    /// How long this member's log has been in the write under way; `None` between writes.
     pub fn sync_under_way(&self) -> Option<Duration> {
         self.syncs.under_way()
     }
@@ -150,5 +178,36 @@ mod tests {
             during < Duration::from_millis(50),
             "the clock ran {during:?} while a sync was under way"
         );
+    }
+
+    #[test]
+    fn readings_never_go_backwards_while_writes_come_and_go() {
+        let syncs = Arc::new(SyncTime::default());
+        let clock = ElectionClock::new(syncs.clone());
+        let writer = {
+            let syncs = syncs.clone();
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    syncs.measure(|| std::thread::sleep(Duration::from_micros(300)));
+                }
+            })
+        };
+        let mut last = clock.now();
+        while !writer.is_finished() {
+            let now = clock.now();
+            assert!(now >= last, "the clock went back from {last:?} to {now:?}");
+            last = now;
+        }
+        let _ = writer.join();
+    }
+
+    #[test]
+    fn a_panicking_write_still_ends() {
+        let syncs = Arc::new(SyncTime::default());
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            syncs.measure(|| panic!("a write that fails loudly"))
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(syncs.under_way(), None);
     }
 }

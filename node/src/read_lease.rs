@@ -5,7 +5,7 @@
 //! Why it holds: a leadership-confirmation round that began at `t` succeeds only when a
 //! majority of the voters accepted a heartbeat sent after `t`. Each of them then refuses to
 //! vote for anyone else for openraft's leader lease (its maximum election timeout) after
-//! accepting it, and refuses pre-votes for as long (`election.rs`); a restarted voter
+//! accepting it, and refuses pre-votes for as long (`election/`); a restarted voter
 //! refuses pre-votes for a lease from its start. So no other leader can be elected before
 //! `t` + that lease, and until then this leader's applied state holds every acknowledged
 //! write: its own were applied before they were acknowledged, and the earlier terms' were

@@ -240,7 +240,7 @@ fn is_blank(engine: &RaftEngine) -> bool {
     m.last_log_index.is_none() && m.membership_config.membership().nodes().next().is_none()
 }
 
-/// Would this member vote for the candidate? (Changes nothing here; see `election.rs`.)
+/// Would this member vote for the candidate? (Changes nothing here; see `election/`.)
 async fn pre_vote(
     State(m): State<Arc<Member>>,
     body: Result<Json<PreVoteRequest>, JsonRejection>,

@@ -4,7 +4,7 @@
 //! Every change goes, in order, to the writer thread, which appends all the changes queued
 //! meanwhile as one frame, syncs it once and only then reports them (openraft 0.9 waits for
 //! each append's flush, so a frame rarely holds more than one append; client writes are
-//! batched into entries before, in `raft_engine.rs`): appends
+//! batched into entries before, in `raft_engine/`): appends
 //! through openraft's `LogFlushed` callback (that is when openraft counts them towards a
 //! commit), votes, truncations and purges by waking the waiting caller.
 //!
@@ -50,7 +50,7 @@ pub struct LogStore {
     /// The highest index known committed, for status and readiness.
     committed: Arc<AtomicU64>,
     writer: mpsc::UnboundedSender<Change>,
-    /// Time the writer spent in `fdatasync`, for the election clock.
+    /// Time the writer spent writing and syncing, for the election clock.
     sync_time: Arc<SyncTime>,
 }
 
@@ -197,7 +197,7 @@ impl LogStore {
         })
     }
 
-    /// Time this log has spent in `fdatasync` (see `election_clock.rs`).
+    /// Time this log's writer has spent writing and syncing (see `election_clock.rs`).
     pub fn sync_time(&self) -> Arc<SyncTime> {
         self.sync_time.clone()
     }
@@ -378,7 +378,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             self.committed.fetch_max(c.index, Ordering::Relaxed);
         }
         // Not waited for: it only shortens recovery (the committed log is re-applied at start).
-        // Reads on a leader restored after a restart do not rely on it (see raft_engine.rs).
+        // Reads on a leader restored after a restart do not rely on it (see raft_engine/).
         self.change(
             Record::Committed { committed },
             Waiter::Nobody,

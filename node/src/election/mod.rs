@@ -38,6 +38,10 @@ use crate::election_clock::{ElectionClock, ElectionTime};
 use crate::network::{PeerClient, Target};
 use crate::types::{LogId, Node, NodeId, Raft};
 
+mod leader_syncing;
+
+pub use leader_syncing::{LeaderSyncing, LeaderSyncingAnswer};
+
 /// A leader that stepped aside for lack of a quorum (check-quorum): it serves nothing and
 /// knows no leader to send a client to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +66,9 @@ pub struct ElectionTiming {
 }
 
 impl ElectionTiming {
-    /// A leader that no quorum acknowledged for this long steps aside (check-quorum). Twice
-    /// the election timeout: long enough that a busy machine's scheduling stalls do not
+    /// A leader that no quorum acknowledged for this long on the election clock steps aside
+    /// (check-quorum); in wall time, for at most this plus
+    /// [`ElectionTiming::longest_leader_sync`]. Twice the election timeout: long enough that a busy machine's scheduling stalls do not
     /// depose healthy leaders, short enough that a connected majority elects within a second
     /// or two by default.
     fn quorum_timeout(&self) -> Duration {
@@ -82,6 +87,9 @@ impl ElectionTiming {
         Duration::from_millis(rand::rng().random_range(ms..2 * ms))
     }
 }
+
+/// The shortest sleep of the election timer.
+const MIN_TIMER_SLEEP: Duration = Duration::from_millis(5);
 
 /// `POST /raft/pre-vote`: would the receiver vote for `candidate` in `term`?
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,26 +114,6 @@ pub struct PreVoteResponse {
     pub refused: Option<String>,
 }
 
-/// `POST /raft/leader-syncing`: the leader's log is in a sync that has taken `syncingMs` so
-/// far; its core sends nothing until the sync ends. A follower of `leader` in `term` counts
-/// it as hearing from its leader.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LeaderSyncing {
-    pub leader: NodeId,
-    pub term: u64,
-    /// How long the leader's sync under way has taken, in ms.
-    pub syncing_ms: u64,
-}
-
-/// The answer to [`LeaderSyncing`]: whether the receiver follows that leader in that term
-/// (and so counted the notice as hearing from it).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LeaderSyncingAnswer {
-    pub heard: bool,
-}
-
 /// Election control of one Raft member; shared by the Raft engine, the peer API and the
 /// background tasks [`Election::start`] spawns.
 pub struct Election {
@@ -136,8 +124,9 @@ pub struct Election {
     /// Every timer here runs on it: time this member spent waiting for its own disk is not
     /// time its leader was silent (see `election_clock.rs`).
     clock: ElectionClock,
-    /// When a leader's AppendEntries was last accepted; initially when this member started,
-    /// so that a restarted member does not grant pre-votes before its leader reached it.
+    /// When this member last heard from its leader (an AppendEntries, on arrival and once
+    /// accepted, or a leader-syncing notice); initially when it started, so that a restarted
+    /// member does not grant pre-votes before its leader reached it.
     leader_heard_at: Mutex<ElectionTime>,
     /// The election timer runs from here: the last time this member heard from a leader,
     /// granted a vote or tried to campaign.
@@ -148,12 +137,55 @@ pub struct Election {
 }
 
 /// What check-quorum remembers of this member's time leading (unpaused) in one term.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Leading {
     term: u64,
     /// On the election clock: the last quorum acknowledgement, or when this member was first
     /// seen leading in `term` if that is later (a new leader's silence counts from there).
     acknowledged: ElectionTime,
+    /// When this member was first seen leading in `term`, in wall time.
+    since: std::time::Instant,
+}
+
+impl Leading {
+    /// This check's record: `previous` carried on within `term`, else one starting now.
+    /// `acked` is openraft's age of the last quorum acknowledgement, in wall time: on the
+    /// election clock the acknowledgement is at most that far back (the clock runs no faster
+    /// than wall time), so `now - acked` is a lower bound, and the highest bound seen (the one
+    /// read soonest after the acknowledgement) is kept.
+    fn observe(
+        previous: Option<Leading>,
+        term: u64,
+        now: ElectionTime,
+        wall_now: std::time::Instant,
+        acked: Option<Duration>,
+    ) -> Leading {
+        let mut leading = match previous {
+            Some(l) if l.term == term => l,
+            _ => Leading {
+                term,
+                acknowledged: now,
+                since: wall_now,
+            },
+        };
+        if let Some(age) = acked {
+            leading.acknowledged = leading.acknowledged.max(now.saturating_sub(age));
+        }
+        leading
+    }
+
+    /// How long no quorum has acknowledged this leader: on the election clock, and in wall
+    /// time (never counted from before it was leading).
+    fn silence(
+        &self,
+        now: ElectionTime,
+        wall_now: std::time::Instant,
+        acked: Option<Duration>,
+    ) -> (Duration, Duration) {
+        let leading_for = wall_now.saturating_duration_since(self.since);
+        let wall = acked.map_or(leading_for, |age| age.min(leading_for));
+        (now.saturating_sub(self.acknowledged), wall)
+    }
 }
 
 /// Every voter of `membership` but `me`, with its membership record.
@@ -214,7 +246,7 @@ impl Election {
         election
     }
 
-    /// Notes an AppendEntries that this member accepted from its leader.
+    /// Notes word from this member's leader: an AppendEntries or a leader-syncing notice.
     pub fn heard_from_leader(&self) {
         let now = self.clock.now();
         *lock(&self.leader_heard_at) = now;
@@ -332,7 +364,9 @@ impl Election {
             if quiet >= timeout {
                 return;
             }
-            tokio::time::sleep(timeout - quiet).await;
+            // At least a few ms: a clock stopped just short of the timeout (a write that never
+            // ends) must not make this a busy loop.
+            tokio::time::sleep((timeout - quiet).max(MIN_TIMER_SLEEP)).await;
         }
     }
 
@@ -414,84 +448,6 @@ impl Election {
         response.json().await.ok()
     }
 
-    /// A follower of `notice.leader` in `notice.term` counts the notice as hearing from its
-    /// leader; anyone else ignores it.
-    pub fn leader_syncing(&self, notice: &LeaderSyncing) -> LeaderSyncingAnswer {
-        let follows = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            m.state != ServerState::Leader
-                && m.current_term == notice.term
-                && m.current_leader == Some(notice.leader)
-        };
-        tracing::debug!(
-            leader = notice.leader,
-            syncing_ms = notice.syncing_ms,
-            follows,
-            "leader syncing"
-        );
-        if follows {
-            self.heard_from_leader();
-        }
-        LeaderSyncingAnswer { heard: follows }
-    }
-
-    /// Every heartbeat interval, a leader in service whose log has been syncing for half a
-    /// heartbeat or more (and less than [`ElectionTiming::longest_leader_sync`]) tells every
-    /// other voter, in place of the heartbeats its waiting core does not send.
-    async fn announce_syncs(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(self.timing.heartbeat);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let (state, term, membership) = {
-                let m = self.raft.metrics();
-                let m = m.borrow();
-                (
-                    m.state,
-                    m.current_term,
-                    m.membership_config.membership().clone(),
-                )
-            };
-            match state {
-                ServerState::Shutdown => return,
-                ServerState::Leader
-                    if !self.stepped_aside() && !self.paused.load(Ordering::Relaxed) => {}
-                _ => continue,
-            }
-            let Some(syncing) = self.clock.sync_under_way() else {
-                continue;
-            };
-            if syncing < self.timing.heartbeat / 2 || syncing >= self.timing.longest_leader_sync() {
-                continue;
-            }
-            tracing::debug!(
-                syncing_ms = syncing.as_millis() as u64,
-                "telling the followers this leader's log is syncing"
-            );
-            let notice = LeaderSyncing {
-                leader: self.id,
-                term,
-                syncing_ms: syncing.as_millis() as u64,
-            };
-            let sends: FuturesUnordered<_> = other_voters(&membership, self.id)
-                .map(|(peer, target)| self.tell_syncing(peer, target, &notice))
-                .collect();
-            sends.collect::<()>().await;
-        }
-    }
-
-    async fn tell_syncing(&self, peer: NodeId, target: Option<Target<'_>>, notice: &LeaderSyncing) {
-        let path = paths::RAFT_LEADER_SYNCING;
-        let timeout = self.timing.heartbeat;
-        let sent = self
-            .peers
-            .post_to(peer, target.unwrap_or_default(), path, notice, timeout);
-        if let Err(e) = sent.await {
-            tracing::debug!(peer, error = %e, "leader-syncing notice not delivered");
-        }
-    }
-
     /// Check-quorum: every heartbeat interval, a leader compares how long ago a quorum last
     /// acknowledged it with [`ElectionTiming::quorum_timeout`], and steps aside past it.
     async fn check_quorum(self: Arc<Self>) {
@@ -521,20 +477,14 @@ impl Election {
                 leading = None;
                 continue;
             }
-            let now = self.clock.now();
-            let mut acknowledged = match leading {
-                Some(l) if l.term == term => l.acknowledged,
-                _ => now,
-            };
-            // openraft gives the acknowledgement's age in wall time; on the election clock it
-            // is at least that far back, and the reading soonest after it is the closest.
-            if let Some(ms) = acked_ms {
-                acknowledged = acknowledged.max(now.saturating_sub(Duration::from_millis(ms)));
-            }
-            leading = Some(Leading { term, acknowledged });
-            let silent = now.saturating_sub(acknowledged);
-            if silent > self.timing.quorum_timeout() {
-                self.step_aside(term, silent);
+            let (now, wall_now) = (self.clock.now(), std::time::Instant::now());
+            let acked = acked_ms.map(Duration::from_millis);
+            let current = Leading::observe(leading, term, now, wall_now, acked);
+            leading = Some(current);
+            let (silent, silent_wall) = current.silence(now, wall_now, acked);
+            let wall_bound = self.timing.quorum_timeout() + self.timing.longest_leader_sync();
+            if silent > self.timing.quorum_timeout() || silent_wall > wall_bound {
+                self.step_aside(term, silent_wall);
             }
         }
     }
@@ -610,6 +560,46 @@ mod tests {
         assert_eq!(
             serde_json::to_value(granted).unwrap(),
             serde_json::json!({"granted": true, "term": 6})
+        );
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_new_leaders_silence_counts_from_when_it_began_to_lead() {
+        let start = std::time::Instant::now();
+        let leading = Leading::observe(None, 3, ms(1000), start, Some(ms(5000)));
+        let later = start + ms(300);
+        let (clock, wall) = leading.silence(ms(1300), later, Some(ms(5300)));
+        assert_eq!((clock, wall), (ms(300), ms(300)));
+    }
+
+    #[test]
+    fn an_acknowledgement_resets_the_silence_and_a_new_term_starts_afresh() {
+        let start = std::time::Instant::now();
+        let first = Leading::observe(None, 3, ms(1000), start, None);
+        let acked = Leading::observe(Some(first), 3, ms(1400), start + ms(400), Some(ms(10)));
+        assert_eq!(
+            acked.silence(ms(1400), start + ms(400), Some(ms(10))),
+            (ms(10), ms(10))
+        );
+        let next_term = Leading::observe(Some(acked), 4, ms(2000), start + ms(1000), None);
+        assert_eq!(next_term.acknowledged, ms(2000));
+        assert_eq!(next_term.since, start + ms(1000));
+    }
+
+    #[test]
+    fn time_spent_syncing_is_not_silence_on_the_clock_but_is_in_wall_time() {
+        // The leader's own write took 900 ms of the last second: its clock moved 100 ms.
+        let start = std::time::Instant::now();
+        let first = Leading::observe(None, 3, ms(1000), start, Some(ms(0)));
+        let later = start + ms(1000);
+        let now = Leading::observe(Some(first), 3, ms(1100), later, Some(ms(1000)));
+        assert_eq!(
+            now.silence(ms(1100), later, Some(ms(1000))),
+            (ms(100), ms(1000))
         );
     }
 }

@@ -12,13 +12,12 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, V
 use openraft::{ChangeMembers, ServerState};
 use std::time::Duration;
 
-use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
-use crate::election::{Election, ElectionTiming, SteppedAside};
+use crate::election::{Election, ElectionTiming};
 use crate::election_clock::ElectionClock;
-use crate::engine::{Consistency, EngineError, Outcome, ReplicationEngine, Unsupported};
+use crate::engine::{Consistency, ReplicationEngine, Unsupported};
 use crate::network::PeerClient;
 use crate::read_lease::{Leadership, ReadLease};
 use crate::store::{LogStore, SharedState};
@@ -26,66 +25,9 @@ use crate::types::{Batch, Command, CommandResult, Entry, Node, NodeId, Raft, Typ
 use caplab_api::status::{EngineStatus, PeerStatus, Replication, Role};
 use caplab_api::tail::TailEntry;
 
-/// Why the Raft engine did not serve an operation.
-#[derive(Debug, Clone, Error)]
-pub enum RaftEngineError {
-    /// Not the leader, or a leader that stepped aside (`leader` None): nothing was proposed.
-    #[error("this member is not the leader")]
-    NotLeader {
-        leader: Option<NodeId>,
-        addr: Option<String>,
-    },
-    #[error("member is shutting down")]
-    ShuttingDown,
-    #[error("compare-and-set failed: the current value is {current}")]
-    CasMismatch { current: i64 },
-    /// openraft refused before anything was appended.
-    #[error("{0}")]
-    NotApplied(String),
-    /// After the write was queued or proposed, or a leadership round began: it may or may not
-    /// take effect.
-    #[error("{0}")]
-    Unknown(String),
-    /// openraft refused a membership change (e.g. one is already in progress).
-    #[error("{0}")]
-    MembershipConflict(String),
-    #[error("already initialized with voters {0:?}; change membership instead")]
-    AlreadyInitialized(BTreeSet<NodeId>),
-    /// openraft refused `initialize` for another reason (e.g. this member is not listed).
-    #[error("{0}")]
-    InitRefused(String),
-    #[error(transparent)]
-    Unsupported(#[from] Unsupported),
-}
+mod error;
 
-impl EngineError for RaftEngineError {
-    fn outcome(&self) -> Outcome {
-        match self {
-            RaftEngineError::NotLeader { leader, addr } => Outcome::Redirect {
-                leader: *leader,
-                addr: addr.clone(),
-            },
-            RaftEngineError::ShuttingDown | RaftEngineError::NotApplied(_) => Outcome::NotApplied,
-            RaftEngineError::Unknown(_) => Outcome::Unknown,
-            RaftEngineError::CasMismatch { current } => Outcome::CasMismatch { current: *current },
-            RaftEngineError::MembershipConflict(_) | RaftEngineError::AlreadyInitialized(_) => {
-                Outcome::Conflict
-            }
-            RaftEngineError::InitRefused(_) => Outcome::Invalid,
-            RaftEngineError::Unsupported(u) => u.outcome(),
-        }
-    }
-}
-
-impl From<SteppedAside> for RaftEngineError {
-    /// A leader that stepped aside knows no leader to send the client to.
-    fn from(_: SteppedAside) -> Self {
-        RaftEngineError::NotLeader {
-            leader: None,
-            addr: None,
-        }
-    }
-}
+pub use error::RaftEngineError;
 
 type RaftResult<T> = Result<T, RaftEngineError>;
 
@@ -301,17 +243,27 @@ impl RaftEngine {
         Some(self.read_local(key))
     }
 
+    /// The leader openraft names (`current`, with this member in `state`), unless this member
+    /// stepped aside as leader, or follows a leader it has not heard from for two election
+    /// timeouts (openraft names a leader until a newer vote replaces it, dead or not).
+    fn reachable_leader(&self, state: ServerState, current: Option<NodeId>) -> Option<NodeId> {
+        let out_of_reach = if state == ServerState::Leader {
+            self.election.stepped_aside()
+        } else {
+            self.election.leader_out_of_reach()
+        };
+        current.filter(|_| !out_of_reach)
+    }
+
     /// The member's status; a leader that stepped aside for lack of a quorum reports itself
     /// as a follower that knows no leader, which is how it behaves, and a follower cut off
     /// from its leader for two election timeouts knows no leader either (pre-vote keeps it
     /// from campaigning, so openraft would go on naming the leader it cannot reach).
     fn raft_status(&self, contacts: &BTreeMap<NodeId, u64>) -> EngineStatus {
         let mut m = self.raft.metrics().borrow().clone();
+        m.current_leader = self.reachable_leader(m.state, m.current_leader);
         if self.election.stepped_aside() {
             m.state = ServerState::Follower;
-            m.current_leader = None;
-        } else if m.state != ServerState::Leader && self.election.leader_out_of_reach() {
-            m.current_leader = None;
         }
         let membership = m.membership_config.membership();
         let last_log_index = m.last_log_index.unwrap_or(0);
@@ -413,12 +365,17 @@ impl ReplicationEngine for RaftEngine {
         self.election.set_paused(paused);
     }
 
-    /// Only while no leader is known: a leader brings the others in by replicating the
+    /// Only while no leader is known (or the one known is out of reach): a leader brings the others in by replicating the
     /// membership, and an `init` passed on then would do harm, as openraft's `initialize`
     /// always starts an election: a blank member would campaign at term 1 and, its vote
     /// ordering above the leader's (openraft orders a term's votes by member id), depose it.
     fn init_every_member(&self) -> bool {
-        self.raft.metrics().borrow().current_leader.is_none()
+        let (state, leader) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.state, m.current_leader)
+        };
+        self.reachable_leader(state, leader).is_none()
     }
 
     async fn initialize(&self, nodes: BTreeMap<NodeId, Node>) -> RaftResult<()> {
