@@ -26,7 +26,7 @@ use serde::Serialize;
 use super::client::{observability_routes, value_reply};
 use super::error::ApiError;
 use super::{json_body, json_by_default};
-use crate::election::{LeaderSyncing, PreVoteRequest};
+use crate::election::{Election, LeaderSyncing, PreVoteRequest};
 use crate::faults::{Direction, FaultSet, Verdict};
 use crate::identity::{PeerAddr, INCARNATION_HEADER};
 use crate::member::{Consistency, Engine, Member, Reply};
@@ -245,11 +245,8 @@ async fn pre_vote(
     State(m): State<Arc<Member>>,
     body: Result<Json<PreVoteRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Engine::Raft(engine) = &m.engine else {
-        return Err(ApiError::BadRequest("this member does not run Raft".into()));
-    };
     let request = json_body(body)?;
-    Ok(Json(engine.election.answer_pre_vote(&request)).into_response())
+    Ok(Json(election(&m)?.answer_pre_vote(&request)).into_response())
 }
 
 /// The leader's log is in a long sync: its followers count that as hearing from it.
@@ -257,11 +254,16 @@ async fn leader_syncing(
     State(m): State<Arc<Member>>,
     body: Result<Json<LeaderSyncing>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Engine::Raft(engine) = &m.engine else {
-        return Err(ApiError::BadRequest("this member does not run Raft".into()));
-    };
     let notice = json_body(body)?;
-    Ok(Json(engine.election.leader_syncing(&notice)).into_response())
+    Ok(Json(election(&m)?.leader_syncing(&notice)).into_response())
+}
+
+/// The election control of a Raft member; 400 on a member of another mode.
+fn election(m: &Member) -> Result<&Election, ApiError> {
+    match &m.engine {
+        Engine::Raft(engine) => Ok(&engine.election),
+        _ => Err(ApiError::BadRequest("this member does not run Raft".into())),
+    }
 }
 
 async fn snapshot(
