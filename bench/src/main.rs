@@ -90,7 +90,9 @@ struct Args {
     /// Keep the disk busy with a background writer for the whole comparison (see
     /// `disk_pressure.rs`): do disk stalls shared by every member depose leaders? The writer's
     /// file is in the `--keep-member-logs` directory if given, else the temporary directory
-    /// (where the members' data is).
+    /// (where the members' data is). etcd's data is always in the temporary directory: with
+    /// `--keep-member-logs`, give a directory on the same file system, or etcd escapes the
+    /// pressure.
     #[arg(long)]
     disk_pressure: bool,
     /// How often the replication lag is sampled during write cells, in milliseconds.

@@ -331,11 +331,11 @@ impl Member {
     }
 
     /// `POST /v1/admin/init`. In a mode where every member must be initialised (Raft, until
-    /// a leader is known: a member never initialised grants no vote), the member asked
+    /// a reachable leader is known: a member never initialised grants no vote), the member asked
     /// (`from_peer` false) initialises every other member with the same membership,
     /// incarnations included (those not given are asked for first), and succeeds once a
-    /// majority holds it; the others learn it from the leader. Elsewhere (or once a leader
-    /// is known) the member asked alone takes it.
+    /// majority holds it; the others learn it from the leader. Elsewhere (or once a reachable
+    /// leader is known) the member asked alone takes it.
     pub async fn initialize(
         &self,
         members: BTreeMap<NodeId, PeerAddr>,

@@ -57,13 +57,16 @@ impl Election {
         LeaderSyncingAnswer { heard: follows }
     }
 
-    /// A leader in service whose log has been syncing for half a heartbeat or more (and less
-    /// than [`super::ElectionTiming::longest_leader_sync`]) tells every other voter, in place
-    /// of the heartbeats its waiting core does not send, at most once a heartbeat. Looked at
-    /// four times a heartbeat, so that the first notice follows the last heartbeat by at most
-    /// 1.25 heartbeats (250 ms by default), within the shortest election timeout.
+    /// A leader in service whose log has been writing for a quarter of a heartbeat or more
+    /// (and less than [`super::ElectionTiming::longest_leader_sync`]) tells every other
+    /// voter, in place of the heartbeats its waiting core does not send, at most once a
+    /// heartbeat; looked at eight times a heartbeat. A normal write takes well under a
+    /// millisecond. The first notice can still come up to ~1.9 heartbeats after the last
+    /// heartbeat (openraft's heartbeat tick is 1.5 heartbeats; then a quarter heartbeat and
+    /// an eighth), so a follower with a short random timeout may yet campaign; the
+    /// benchmarks under disk pressure saw none (BENCHMARKS.md).
     pub(super) async fn announce_syncs(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(self.timing.heartbeat / 4);
+        let mut tick = tokio::time::interval(self.timing.heartbeat / 8);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_notice: Option<tokio::time::Instant> = None;
         loop {
@@ -87,7 +90,7 @@ impl Election {
                 continue;
             };
             let noticed_lately = last_notice.is_some_and(|at| at.elapsed() < self.timing.heartbeat);
-            if syncing < self.timing.heartbeat / 2
+            if syncing < self.timing.heartbeat / 4
                 || syncing >= self.timing.longest_leader_sync()
                 || noticed_lately
             {

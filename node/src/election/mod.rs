@@ -3,9 +3,9 @@
 //!
 //! - **Pre-vote** (Raft thesis §9.6). openraft's own election timer is off; this module's
 //!   timer fires after a random `[timeout, 2 × timeout)` without hearing from a leader, and
-//!   first asks the other voters over [`RAFT_PRE_VOTE`](caplab_api::paths::RAFT_PRE_VOTE) whether they *would* vote. Only when
-//!   a majority would does the member start a real election (`trigger().elect()`, which takes
-//!   the next term). A member cut off alone therefore keeps its term and cannot depose a
+//!   first asks the other voters over [`paths::RAFT_PRE_VOTE`] whether they *would* vote.
+//!   Only when a majority would does the member start a real election
+//!   (`trigger().elect()`, which takes the next term). A member cut off alone therefore keeps its term and cannot depose a
 //!   healthy leader when it returns, and a member with a shorter log never campaigns at all
 //!   (so the longest log wins at once instead of after rounds of refused elections).
 //! - **Check-quorum.** A leader that no quorum has acknowledged for two election timeouts
@@ -18,7 +18,7 @@
 //! Every timer here runs on the [election clock](crate::election_clock): time a member spent
 //! waiting for its own log's `fdatasync` does not count as its leader's (or its followers')
 //! silence. A leader's core waits for its own sync too and sends nothing meanwhile, so a
-//! leader whose sync has taken half a heartbeat tells its followers so
+//! leader whose sync has taken a quarter of a heartbeat tells its followers so
 //! ([`RAFT_LEADER_SYNCING`](caplab_api::paths::RAFT_LEADER_SYNCING)), and they count it as
 //! hearing from it, for at most [`ElectionTiming::longest_leader_sync`]: a disk stall shared
 //! by the members deposes nobody, and a leader whose disk stopped is replaced.
@@ -68,9 +68,9 @@ pub struct ElectionTiming {
 impl ElectionTiming {
     /// A leader that no quorum acknowledged for this long on the election clock steps aside
     /// (check-quorum); in wall time, for at most this plus
-    /// [`ElectionTiming::longest_leader_sync`]. Twice the election timeout: long enough that a busy machine's scheduling stalls do not
-    /// depose healthy leaders, short enough that a connected majority elects within a second
-    /// or two by default.
+    /// [`ElectionTiming::longest_leader_sync`]. Twice the election timeout: long enough that
+    /// a busy machine's scheduling stalls do not depose healthy leaders, short enough that a
+    /// connected majority elects within a second or two by default.
     fn quorum_timeout(&self) -> Duration {
         self.timeout * 2
     }
@@ -482,9 +482,14 @@ impl Election {
             let current = Leading::observe(leading, term, now, wall_now, acked);
             leading = Some(current);
             let (silent, silent_wall) = current.silence(now, wall_now, acked);
+            // openraft refreshes the acknowledgement's age only when its core runs, and the
+            // core waits for the write under way: a write that never ends must count as
+            // silence in wall time all the same.
+            let writing = self.clock.sync_under_way().unwrap_or_default();
+            let silent_wall = silent_wall.max(writing);
             let wall_bound = self.timing.quorum_timeout() + self.timing.longest_leader_sync();
             if silent > self.timing.quorum_timeout() || silent_wall > wall_bound {
-                self.step_aside(term, silent_wall);
+                self.step_aside(term, silent, silent_wall);
             }
         }
     }
@@ -493,14 +498,17 @@ impl Election {
         lock(&self.stepped_aside).is_some_and(|t| t < term)
     }
 
-    fn step_aside(&self, term: u64, silent: Duration) {
+    /// `silent`: on the election clock; `silent_wall`: in wall time.
+    fn step_aside(&self, term: u64, silent: Duration, silent_wall: Duration) {
         let first = lock(&self.stepped_aside).replace(term).is_none();
         if first {
             tracing::warn!(
                 term,
                 silent_ms = silent.as_millis() as u64,
-                "no quorum acknowledged this leader within two election timeouts: stepping \
-                 aside (no heartbeats, operations refused) until a leader is elected"
+                silent_wall_ms = silent_wall.as_millis() as u64,
+                "no quorum acknowledged this leader within two election timeouts (leaving out \
+                 its own log writes; seven in wall time): stepping aside (no heartbeats, \
+                 operations refused) until a leader is elected"
             );
             self.apply_heartbeat();
         }

@@ -365,10 +365,11 @@ impl ReplicationEngine for RaftEngine {
         self.election.set_paused(paused);
     }
 
-    /// Only while no leader is known (or the one known is out of reach): a leader brings the others in by replicating the
-    /// membership, and an `init` passed on then would do harm, as openraft's `initialize`
-    /// always starts an election: a blank member would campaign at term 1 and, its vote
-    /// ordering above the leader's (openraft orders a term's votes by member id), depose it.
+    /// Only while no reachable leader is known (none, or one out of reach): a leader brings
+    /// the others in by replicating the membership, and an `init` passed on then would do
+    /// harm, as openraft's `initialize` always starts an election: a blank member would
+    /// campaign at term 1 and, its vote ordering above the leader's (openraft orders a
+    /// term's votes by member id), depose it.
     fn init_every_member(&self) -> bool {
         let (state, leader) = {
             let m = self.raft.metrics();
