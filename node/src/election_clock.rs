@@ -62,8 +62,10 @@ impl SyncTime {
         write()
     }
 
-    /// Time spent so far, the write under way included.
-    pub fn total(&self) -> Duration {
+    /// Time spent so far, the write under way included (the clock reads it with the wall
+    /// time at one instant instead: [`ElectionClock::now`]).
+    #[cfg(test)]
+    fn total(&self) -> Duration {
         self.lock().total_at(Instant::now())
     }
 
