@@ -42,24 +42,33 @@ struct UnderWay<'a>(&'a SyncTime);
 
 impl Drop for UnderWay<'_> {
     fn drop(&mut self) {
-        let mut syncs = self.0.lock();
-        if let Some(since) = syncs.under_way_since.take() {
-            syncs.finished += since.elapsed();
-        }
+        self.0.finish();
     }
 }
 
 impl SyncTime {
-    /// Runs `write` and counts the time it takes.
-    pub fn measure<T>(&self, write: impl FnOnce() -> T) -> T {
+    /// Runs `write`, counts the time it takes and returns that time with its result.
+    pub fn measure<T>(&self, write: impl FnOnce() -> T) -> (T, Duration) {
         // The start is read under the lock: a reading taken between an instant read outside
         // it and the lock would count time this write then claims as its own.
         {
             let mut syncs = self.lock();
             syncs.under_way_since = Some(Instant::now());
         }
-        let _under_way = UnderWay(self);
-        write()
+        let _unfinished = UnderWay(self);
+        let result = write();
+        (result, self.finish())
+    }
+
+    /// Ends the write under way and returns how long it took (zero when none was).
+    fn finish(&self) -> Duration {
+        let mut syncs = self.lock();
+        let took = syncs
+            .under_way_since
+            .take()
+            .map_or(Duration::ZERO, |s| s.elapsed());
+        syncs.finished += took;
+        took
     }
 
     /// Time spent so far, the write under way included (the clock reads it with the wall

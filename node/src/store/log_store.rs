@@ -297,12 +297,10 @@ impl Writing {
         let records: Vec<&Record> = batch.iter().map(|c| &c.record).collect();
         let payload = serde_json::to_vec(&records).map_err(fail(ctor))?;
         let wal = &mut self.wal;
-        let started = std::time::Instant::now();
-        let written = self.sync_time.measure(|| {
+        let (written, took) = self.sync_time.measure(|| {
             wal.append(&payload).map_err(fail(ctor))?;
             wal.sync().map_err(fail(ctor))
         });
-        let took = started.elapsed();
         if took >= SLOW_WRITE {
             tracing::debug!(ms = took.as_millis() as u64, "slow Raft log write");
         }
